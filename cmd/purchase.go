@@ -1,0 +1,62 @@
+package cmd
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flux-order/flux-order/purchase"
+)
+
+func newPurchaseCommand() *cobra.Command {
+	cfg := purchase.Config{}
+	var startsAt, endsAt string
+	c := &cobra.Command{
+		Use:   "purchase",
+		Short: "Serve one flash sale's purchase API",
+		Long: "Serve one flash sale's purchase API. Every flag can also be set by an environment\n" +
+			"variable: --database-url is FLUX_ORDER_DATABASE_URL, and so on.",
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := bindEnv(c.Flags()); err != nil {
+				return err
+			}
+			var err error
+			if cfg.Schedule.StartsAt, err = parseTime("starts-at", startsAt); err != nil {
+				return err
+			}
+			if cfg.Schedule.EndsAt, err = parseTime("ends-at", endsAt); err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return purchase.Run(c.Context(), cfg, newLogger())
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.Sale, "sale", "", "name of the FlashSale (required; prefixes the Redis keys)")
+	f.Int64Var(&cfg.Tickets, "tickets", 0, "number of seats, numbered 1..N (required)")
+	f.StringVar(&cfg.RedisAddr, "redis-addr", "", "host:port of the sale's Redis (required)")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "postgres:// URL of the sale's database (required)")
+	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the purchase API")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "extra address serving only /metrics (the API serves it too)")
+	f.DurationVar(&cfg.LockTTL, "lock-ttl", 5*time.Second, "expiry of a seat lock (100ms..60s)")
+	f.IntVar(&cfg.MaxPerBuyer, "max-per-buyer", 0, "tickets one buyer may hold (0 = unlimited)")
+	f.StringVar(&startsAt, "starts-at", "", "RFC 3339 time before which purchases are refused")
+	f.StringVar(&endsAt, "ends-at", "", "RFC 3339 time from which purchases are refused")
+	f.BoolVar(&cfg.Schedule.Paused, "paused", false, "refuse every purchase with 503 sale_paused")
+	return c
+}
+
+func parseTime(flag, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--%s: %q is not an RFC 3339 time (like 2027-01-10T10:00:00Z)", flag, v)
+	}
+	return t, nil
+}

@@ -1,0 +1,88 @@
+package purchase
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/flux-order/flux-order/purchase/orderstore"
+)
+
+// Config is what one purchase pod needs to sell one sale's seats.
+type Config struct {
+	Sale          string
+	Tickets       int64
+	RedisAddr     string
+	DatabaseURL   string
+	Listen        string
+	MetricsListen string
+	LockTTL       time.Duration
+	MaxPerBuyer   int
+	Schedule      Schedule
+}
+
+// Schedule is the part of the config that opens and closes the sale.
+type Schedule struct {
+	StartsAt time.Time // zero: open from the start
+	EndsAt   time.Time // zero: never ends
+	Paused   bool
+}
+
+// Bounds of the lock TTL: shorter expires under ordinary Postgres latency,
+// longer blocks a seat for too long after a pod dies.
+const (
+	MinLockTTL = 100 * time.Millisecond
+	MaxLockTTL = 60 * time.Second
+)
+
+var saleName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// FieldError is a bad config value; Flag names the command-line flag.
+type FieldError struct {
+	Flag string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return "--" + e.Flag + ": " + e.Msg }
+
+// Validate returns the first bad value as a *FieldError.
+func (c *Config) Validate() error {
+	bad := func(flag, format string, a ...any) error {
+		return &FieldError{Flag: flag, Msg: fmt.Sprintf(format, a...)}
+	}
+	switch {
+	case c.Sale == "":
+		return bad("sale", "is required")
+	case !saleName.MatchString(c.Sale):
+		return bad("sale", "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", c.Sale)
+	case c.Tickets < 1 || c.Tickets > orderstore.MaxTickets:
+		return bad("tickets", "must be between 1 and %d, got %d", orderstore.MaxTickets, c.Tickets)
+	case c.RedisAddr == "":
+		return bad("redis-addr", "is required (host:port of the sale's Redis)")
+	case c.DatabaseURL == "":
+		return bad("database-url", "is required (postgres://user:password@host:port/db)")
+	case c.Listen == "":
+		return bad("listen", "is required")
+	case c.LockTTL < MinLockTTL || c.LockTTL > MaxLockTTL:
+		return bad("lock-ttl", "must be between %v and %v, got %v", MinLockTTL, MaxLockTTL, c.LockTTL)
+	case c.MaxPerBuyer < 0:
+		return bad("max-per-buyer", "must be 0 (unlimited) or more, got %d", c.MaxPerBuyer)
+	case !c.Schedule.StartsAt.IsZero() && !c.Schedule.EndsAt.IsZero() && !c.Schedule.EndsAt.After(c.Schedule.StartsAt):
+		return bad("ends-at", "must be after --starts-at")
+	}
+	return nil
+}
+
+// check says whether purchases are allowed at now, from local state only.
+func (s Schedule) check(now time.Time) error {
+	switch {
+	case s.Paused:
+		return ErrSalePaused
+	case !s.StartsAt.IsZero() && now.Before(s.StartsAt):
+		return ErrSaleNotStarted
+	case !s.EndsAt.IsZero() && !now.Before(s.EndsAt):
+		return ErrSaleEnded
+	}
+	return nil
+}
+

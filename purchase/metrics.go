@@ -1,0 +1,42 @@
+package purchase
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the purchase pod's Prometheus series. Label values are fixed
+// sets (outcome codes), so cardinality stays bounded.
+type metrics struct {
+	registry *prometheus.Registry
+	requests *prometheus.CounterVec   // purchase requests by outcome
+	latency  *prometheus.HistogramVec // purchase latency by outcome
+	locks    *prometheus.CounterVec   // lock attempts by result
+	sold     prometheus.Counter       // seats sold by this pod
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flux_order_purchase_requests_total",
+			Help: "Purchase requests by outcome (created, replayed or a problem code).",
+		}, []string{"outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flux_order_purchase_duration_seconds",
+			Help:    "Purchase latency by outcome.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"outcome"}),
+		locks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flux_order_lock_attempts_total",
+			Help: "Seat lock attempts by result: acquired, held, sold, known_sold (refused from this pod's memory), error.",
+		}, []string{"result"}),
+		sold: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flux_order_seats_sold_total",
+			Help: "Seats sold (orders confirmed) by this pod.",
+		}),
+	}
+	m.registry.MustRegister(m.requests, m.latency, m.locks, m.sold,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,246 @@
+// Package orderstore is a sale's Postgres database: schema, seat inventory and
+// orders. Its constraints are what make a double sale impossible; everything
+// in Redis is an accelerator in front of it.
+package orderstore
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// MaxTickets is the largest inventory a sale may have (the CRD enforces the same).
+const MaxTickets = 10_000_000
+
+// seedLockID is the advisory lock that serialises seeding between pods
+// starting at once ("fo-seed").
+const seedLockID = 0x666f2d73656564
+
+var (
+	// ErrTicketSold means the seat already belongs to an order.
+	ErrTicketSold = errors.New("ticket already sold")
+	// ErrBuyerLimit means the buyer already holds the maximum number of tickets.
+	ErrBuyerLimit = errors.New("buyer limit reached")
+	// ErrKeyReused means an Idempotency-Key was used before for another ticket.
+	ErrKeyReused = errors.New("idempotency key already used for another ticket")
+	// ErrNotFound means no such order or ticket.
+	ErrNotFound = errors.New("not found")
+	// ErrShrink means the requested inventory is smaller than the seeded one.
+	ErrShrink = errors.New("tickets cannot shrink")
+)
+
+// SoldError is ErrTicketSold with the order that owns the seat, when known.
+type SoldError struct{ OrderID uuid.UUID }
+
+func (e *SoldError) Error() string { return ErrTicketSold.Error() }
+
+// Is makes errors.Is(err, ErrTicketSold) true.
+func (e *SoldError) Is(target error) bool { return target == ErrTicketSold }
+
+// Order is a confirmed purchase.
+type Order struct {
+	ID          uuid.UUID `json:"orderId"`
+	TicketID    int64     `json:"ticketId"`
+	BuyerID     string    `json:"buyerId"`
+	PurchasedAt time.Time `json:"purchasedAt"`
+}
+
+// Purchase is what Confirm writes.
+type Purchase struct {
+	TicketID       int64
+	OrderID        uuid.UUID
+	BuyerID        string
+	IdempotencyKey string // empty: none
+	MaxPerBuyer    int    // 0: unlimited
+}
+
+// Store is a connection pool to one sale's database.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Open connects to url. Pool size and timeouts may be set in the URL
+// (pool_max_conns, connect_timeout); the defaults suit a purchase pod.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// A dead database must turn into a 503 quickly, not a hung request.
+		cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	}
+	if !hasParam(url, "pool_max_conns") {
+		cfg.MaxConns = 16
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Close releases every connection.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Migrate brings the schema up to date. goose's session lock (a Postgres
+// advisory lock) lets several pods start at once.
+func (s *Store) Migrate(ctx context.Context) error {
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return err
+	}
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, mustSub(migrations, "migrations"),
+		goose.WithSessionLocker(locker))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Seed makes seats 1..tickets exist. It is idempotent, grows the inventory
+// when tickets grows, refuses to shrink it, and serialises concurrent callers
+// with an advisory lock.
+func (s *Store) Seed(ctx context.Context, tickets int64) error {
+	if tickets < 1 || tickets > MaxTickets {
+		return fmt.Errorf("tickets must be in 1..%d, got %d", MaxTickets, tickets)
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, seedLockID); err != nil {
+			return err
+		}
+		var seeded int64
+		if err := tx.QueryRow(ctx, `SELECT tickets FROM inventory`).Scan(&seeded); err != nil {
+			return err
+		}
+		if tickets < seeded {
+			return fmt.Errorf("%w: %d seats are seeded, asked for %d", ErrShrink, seeded, tickets)
+		}
+		if tickets == seeded {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO tickets (id) SELECT generate_series($1::bigint, $2::bigint)
+			ON CONFLICT (id) DO NOTHING`, seeded+1, tickets); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE inventory SET tickets = $1`, tickets)
+		return err
+	})
+}
+
+// Confirm sells p.TicketID to p.BuyerID in one statement (one round trip,
+// one transaction). replayed is true when the idempotency key already had an
+// order, which is then returned instead of a new one.
+func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool, err error) {
+	var key *string
+	if p.IdempotencyKey != "" {
+		key = &p.IdempotencyKey
+	}
+	err = s.pool.QueryRow(ctx, `SELECT * FROM confirm_purchase($1, $2, $3, $4, $5)`,
+		p.TicketID, p.OrderID, p.BuyerID, key, p.MaxPerBuyer).
+		Scan(&replayed, &o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt)
+	if err == nil {
+		if replayed && o.TicketID != p.TicketID {
+			return Order{}, false, fmt.Errorf("%w: %d", ErrKeyReused, o.TicketID)
+		}
+		return o, replayed, nil
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return Order{}, false, err
+	}
+	switch {
+	case pgErr.Code == "FO001":
+		owner, _ := uuid.Parse(pgErr.Detail)
+		return Order{}, false, &SoldError{OrderID: owner}
+	case pgErr.Code == "FO002":
+		return Order{}, false, ErrBuyerLimit
+	case pgErr.Code == "23505" && pgErr.ConstraintName == "orders_ticket_id_key":
+		return Order{}, false, &SoldError{}
+	case pgErr.Code == "23505" && key != nil:
+		// A concurrent request with the same key committed an order for
+		// another seat between our check and our insert.
+		prev, lerr := s.OrderByKey(ctx, p.BuyerID, p.IdempotencyKey)
+		if lerr != nil {
+			return Order{}, false, err
+		}
+		if prev.TicketID != p.TicketID {
+			return Order{}, false, fmt.Errorf("%w: %d", ErrKeyReused, prev.TicketID)
+		}
+		return prev, true, nil
+	}
+	return Order{}, false, err
+}
+
+const orderColumns = `id, ticket_id, buyer_id, purchased_at`
+
+func scanOrder(row pgx.Row) (Order, error) {
+	var o Order
+	err := row.Scan(&o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Order{}, ErrNotFound
+	}
+	return o, err
+}
+
+// Order returns the order with the given id.
+func (s *Store) Order(ctx context.Context, id uuid.UUID) (Order, error) {
+	return scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
+}
+
+// OrderByKey returns the buyer's order made with an idempotency key.
+func (s *Store) OrderByKey(ctx context.Context, buyerID, key string) (Order, error) {
+	return scanOrder(s.pool.QueryRow(ctx,
+		`SELECT `+orderColumns+` FROM orders WHERE buyer_id = $1 AND idempotency_key = $2`, buyerID, key))
+}
+
+// TicketSold reports whether a seat is sold.
+func (s *Store) TicketSold(ctx context.Context, id int64) (bool, error) {
+	var sold bool
+	err := s.pool.QueryRow(ctx, `SELECT sold FROM tickets WHERE id = $1`, id).Scan(&sold)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, ErrNotFound
+	}
+	return sold, err
+}
+
+// Counts returns the seeded inventory and the number of seats sold, exactly,
+// from the sharded counter (64 rows), never by counting orders.
+func (s *Store) Counts(ctx context.Context) (tickets, sold int64, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT (SELECT tickets FROM inventory),
+		(SELECT coalesce(sum(sold), 0)::bigint FROM sold_counter)`).Scan(&tickets, &sold)
+	return tickets, sold, err
+}
+
+// UnsoldFrom returns up to limit unsold seat ids, starting at seat from and
+// wrapping around to seat 1, in id order. It walks the primary key, so its
+// cost grows with the sold seats it skips, not with the inventory.
+func (s *Store) UnsoldFrom(ctx context.Context, from int64, limit int) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `(SELECT id FROM tickets WHERE id >= $1 AND NOT sold ORDER BY id LIMIT $2)
+		UNION ALL (SELECT id FROM tickets WHERE id < $1 AND NOT sold ORDER BY id LIMIT $2) LIMIT $2`, from, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}

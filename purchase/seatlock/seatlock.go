@@ -1,0 +1,170 @@
+// Package seatlock holds a sale's per-seat locks and its pool of free seats in
+// Redis. It only makes losing fast: losing its data costs speed, never
+// correctness, because Postgres fences every sale.
+//
+// Keys, for sale s:
+//
+//	fs:s:ticket:<id>  lock token (PX lockTTL) while a buyer confirms; "sold:<orderId>" forever after
+//	fs:s:free         a random sample of unsold seats, for any-seat purchases
+//
+// The scripts build ticket keys from the id, so the per-sale Redis must be a
+// single instance (not Redis Cluster), which is what the operator deploys.
+package seatlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// State is what a lock attempt found.
+type State int
+
+const (
+	// Acquired means the caller now holds the seat's lock.
+	Acquired State = iota
+	// Held means another buyer holds the lock.
+	Held
+	// Sold means the seat is sold; Result.Owner names the order when known.
+	Sold
+)
+
+const soldPrefix = "sold:"
+
+// Result is the outcome of Acquire.
+type Result struct {
+	State State
+	Owner string // the owning order id when State == Sold (may be empty)
+}
+
+// Locks is one sale's lock space in one Redis.
+type Locks struct {
+	rdb    redis.UniversalClient
+	ticket string // key prefix of seat locks
+	free   string // key of the free-seat pool
+	ttl    time.Duration
+}
+
+// New returns the locks of sale in rdb, with lock expiry ttl.
+func New(rdb redis.UniversalClient, sale string, ttl time.Duration) *Locks {
+	return &Locks{rdb: rdb, ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free", ttl: ttl}
+}
+
+func (l *Locks) key(id int64) string { return l.ticket + strconv.FormatInt(id, 10) }
+
+// Acquire tries to lock seat id with token in one round trip (SET NX PX GET).
+// Finding token itself counts as acquired, so a client-side retry of the
+// same command, or a retry that reuses an idempotency token, is safe.
+func (l *Locks) Acquire(ctx context.Context, id int64, token string) (Result, error) {
+	prev, err := l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: l.ttl, Get: true}).Result()
+	switch {
+	case errors.Is(err, redis.Nil), err == nil && prev == token:
+		return Result{State: Acquired}, nil
+	case err != nil:
+		return Result{}, err
+	}
+	return classify(prev), nil
+}
+
+func classify(v string) Result {
+	if owner, ok := strings.CutPrefix(v, soldPrefix); ok {
+		return Result{State: Sold, Owner: owner}
+	}
+	return Result{State: Held}
+}
+
+// Peek reports the seat's state without taking it: ok is false when Redis
+// knows nothing about the seat (free, or its data was lost).
+func (l *Locks) Peek(ctx context.Context, id int64) (r Result, ok bool, err error) {
+	v, err := l.rdb.Get(ctx, l.key(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, false, err
+	}
+	return classify(v), true, nil
+}
+
+// MarkSold records a confirmed sale. Unconditional on purpose: a sold seat
+// stays sold, so overwriting a lock another buyer took after ours expired is
+// right (that buyer will be refused by Postgres anyway).
+func (l *Locks) MarkSold(ctx context.Context, id int64, orderID string) error {
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, l.key(id), soldPrefix+orderID, 0)
+		p.SRem(ctx, l.free, id)
+		return nil
+	})
+	return err
+}
+
+// releaseScript deletes the lock only if it still holds our token (never a
+// plain DEL: the lock may have expired and been taken by another buyer), and
+// puts the seat back into the free pool.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SADD', KEYS[2], ARGV[2])
+  return 1
+end
+return 0`)
+
+// Release gives up a lock taken with token; released is false when the lock
+// was no longer ours.
+func (l *Locks) Release(ctx context.Context, id int64, token string) (released bool, err error) {
+	n, err := releaseScript.Run(ctx, l.rdb, []string{l.key(id), l.free}, token, id).Int()
+	return n == 1, err
+}
+
+// takeAnyScript pops random seats from the pool until one can be locked.
+// Popped seats that are held or sold leave the pool: a held seat comes back
+// through Release if its buyer fails.
+var takeAnyScript = redis.NewScript(`
+for i = 1, tonumber(ARGV[4]) do
+  local id = redis.call('SPOP', KEYS[1])
+  if not id then return -1 end
+  if redis.call('SET', ARGV[1] .. id, ARGV[2], 'NX', 'PX', ARGV[3]) then return tonumber(id) end
+end
+return 0`)
+
+// ErrPoolEmpty means the free-seat pool is empty: the caller must ask
+// Postgres whether seats remain and Refill.
+var ErrPoolEmpty = errors.New("free-seat pool is empty")
+
+// ErrAllHeld means every seat popped from the pool was held or sold.
+var ErrAllHeld = errors.New("no free seat found in the pool")
+
+// AcquireAny locks a random free seat from the pool with token, in one round
+// trip, looking at no more than tries seats.
+func (l *Locks) AcquireAny(ctx context.Context, token string, tries int) (int64, error) {
+	id, err := takeAnyScript.Run(ctx, l.rdb, []string{l.free}, l.ticket, token, l.ttl.Milliseconds(), tries).Int64()
+	switch {
+	case err != nil:
+		return 0, err
+	case id == -1:
+		return 0, ErrPoolEmpty
+	case id == 0:
+		return 0, ErrAllHeld
+	}
+	return id, nil
+}
+
+// Refill adds unsold seats to the free pool.
+func (l *Locks) Refill(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	members := make([]any, len(ids))
+	for i, id := range ids {
+		members[i] = id
+	}
+	if err := l.rdb.SAdd(ctx, l.free, members...).Err(); err != nil {
+		return fmt.Errorf("refill free pool: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package purchase
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/seatlock"
+)
+
+const (
+	// shutdownGrace is how long in-flight purchases get after SIGTERM; it
+	// stays under Kubernetes' default 30 s termination grace period.
+	shutdownGrace = 25 * time.Second
+	readyTimeout  = 500 * time.Millisecond
+)
+
+// NewRedis returns a client whose every call is bounded, so that a dead
+// Redis turns into a quick 503.
+func NewRedis(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:         addr,
+		DialTimeout:  time.Second,
+		ReadTimeout:  500 * time.Millisecond,
+		WriteTimeout: 500 * time.Millisecond,
+		PoolTimeout:  time.Second,
+		MaxRetries:   1, // lock acquisition is idempotent per token (see seatlock.Acquire)
+		PoolSize:     64,
+	})
+}
+
+// Start connects to the sale's dependencies, migrates and seeds the
+// database, and returns a ready Service. It waits for Postgres (a sale's pods
+// usually start before its database is ready) until ctx ends.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(), error) {
+	store, err := orderstore.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		err = store.Migrate(ctx)
+		if err == nil {
+			break
+		}
+		log.Info("waiting for the database", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			store.Close()
+			return nil, nil, fmt.Errorf("database never became ready: %w", err)
+		case <-time.After(min(time.Duration(attempt)*time.Second, 5*time.Second)):
+		}
+	}
+	if err := store.Seed(ctx, cfg.Tickets); err != nil {
+		store.Close()
+		return nil, nil, fmt.Errorf("seed %d tickets: %w", cfg.Tickets, err)
+	}
+	rdb := NewRedis(cfg.RedisAddr)
+	svc := NewService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, log)
+	closeAll := func() {
+		_ = rdb.Close()
+		store.Close()
+	}
+	svc.ping = func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		defer cancel()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		if err := store.Ping(ctx); err != nil {
+			return fmt.Errorf("database: %w", err)
+		}
+		return nil
+	}
+	return svc, closeAll, nil
+}
+
+// Run serves the purchase API until ctx ends (SIGTERM), then stops accepting,
+// lets in-flight purchases finish and returns.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	svc, closeAll, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+
+	var draining atomic.Bool
+	ready := func(ctx context.Context) error {
+		if draining.Load() {
+			return errors.New("shutting down")
+		}
+		return svc.ping(ctx)
+	}
+	servers := []*http.Server{{Addr: cfg.Listen, Handler: svc.Handler(ready), ReadHeaderTimeout: 5 * time.Second}}
+	if cfg.MetricsListen != "" && cfg.MetricsListen != cfg.Listen {
+		servers = append(servers, &http.Server{Addr: cfg.MetricsListen, Handler: svc.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second})
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, srv := range servers {
+		ln, err := net.Listen("tcp", srv.Addr)
+		if err != nil {
+			return err
+		}
+		log.Info("serving", "addr", ln.Addr().String(), "sale", cfg.Sale, "tickets", cfg.Tickets)
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		draining.Store(true)
+		log.Info("shutting down: finishing in-flight purchases")
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		var errs []error
+		for _, srv := range servers {
+			errs = append(errs, srv.Shutdown(sctx))
+		}
+		return errors.Join(errs...)
+	})
+	return g.Wait()
+}

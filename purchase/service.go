@@ -1,0 +1,368 @@
+// Package purchase is the purchase service of one flash sale: the HTTP API
+// buyers call, the per-seat Redis lock that fails losers fast, and the
+// Postgres confirmation that makes a double sale impossible.
+package purchase
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/seatlock"
+)
+
+// Order is a confirmed purchase.
+type Order = orderstore.Order
+
+// Request is one buyer's purchase attempt.
+type Request struct {
+	TicketID       int64 // 0: any free seat
+	BuyerID        string
+	IdempotencyKey string // optional; the same key returns the same order
+}
+
+const (
+	// poolRefillSize is how many unsold seats one refill of the any-seat pool
+	// adds: enough for thousands of purchases, small enough to keep Redis
+	// memory flat whatever the inventory.
+	poolRefillSize = 4096
+	// anySeatTries bounds the seats one any-seat script call looks at.
+	anySeatTries = 16
+	// refillInterval keeps a pod from rescanning Postgres more often than
+	// this when the only unsold seats left are held by other buyers.
+	refillInterval = 100 * time.Millisecond
+	// sideEffectTimeout bounds the Redis writes that follow a decision
+	// (sold marker, release); they run even if the buyer went away.
+	sideEffectTimeout = time.Second
+)
+
+// Service sells one sale's seats.
+type Service struct {
+	cfg      Config
+	schedule atomic.Pointer[Schedule]
+	locks    *seatlock.Locks
+	store    *orderstore.Store
+	sold     *soldSet
+	metrics  *metrics
+	log      *slog.Logger
+	orderNS  uuid.UUID // namespace of order ids derived from idempotency keys
+
+	refills    singleflight.Group
+	lastRefill atomic.Int64 // unix nanoseconds of the last pool refill
+
+	// ping checks the dependencies for /readyz.
+	ping func(context.Context) error
+
+	// beforeConfirm, when set (tests only), runs with the seat lock held,
+	// right before the Postgres transaction.
+	beforeConfirm func(ticket int64)
+}
+
+// NewService returns a service over an opened store and lock space.
+func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log *slog.Logger) *Service {
+	s := &Service{
+		cfg:     cfg,
+		locks:   locks,
+		store:   store,
+		sold:    newSoldSet(cfg.Tickets),
+		metrics: newMetrics(),
+		log:     log,
+		orderNS: uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://fluxorder.io/sales/"+cfg.Sale)),
+	}
+	sch := cfg.Schedule
+	s.schedule.Store(&sch)
+	return s
+}
+
+// SetSchedule changes the window and the pause switch at once, for every
+// request that starts afterwards.
+func (s *Service) SetSchedule(sch Schedule) { s.schedule.Store(&sch) }
+
+// Purchase runs the purchase algorithm of design §4 for one request:
+//  1. window, pause and input checks from local state (no I/O);
+//  2. one Redis round trip to lock the seat, or fail fast;
+//  3. one Postgres transaction that confirms it (the fence);
+//  4. mark the seat sold in Redis, or release the lock.
+//
+// replayed is true when the idempotency key had already bought the order.
+func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed bool, err error) {
+	if err := s.schedule.Load().check(time.Now()); err != nil {
+		return Order{}, false, err
+	}
+	if req.TicketID == 0 {
+		return s.purchaseAny(ctx, req)
+	}
+	if req.TicketID < 1 || req.TicketID > s.cfg.Tickets {
+		return Order{}, false, ErrTicketNotFound
+	}
+	keyed := req.IdempotencyKey != ""
+	if !keyed && s.sold.has(req.TicketID) {
+		s.metrics.locks.WithLabelValues("known_sold").Inc()
+		return Order{}, false, ErrTicketSold
+	}
+
+	orderID := s.newOrderID(req)
+	res, err := s.locks.Acquire(ctx, req.TicketID, orderID.String())
+	if err != nil {
+		s.metrics.locks.WithLabelValues("error").Inc()
+		return Order{}, false, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+	}
+	switch res.State {
+	case seatlock.Held:
+		s.metrics.locks.WithLabelValues("held").Inc()
+		return Order{}, false, ErrTicketLocked
+	case seatlock.Sold:
+		s.metrics.locks.WithLabelValues("sold").Inc()
+		s.sold.add(req.TicketID)
+		if keyed && (res.Owner == orderID.String() || res.Owner == "") {
+			return s.replay(ctx, req)
+		}
+		return Order{}, false, ErrTicketSold
+	}
+	s.metrics.locks.WithLabelValues("acquired").Inc()
+	return s.confirm(ctx, req.TicketID, orderID, req)
+}
+
+// newOrderID is random and time-ordered (v7, kind to the orders index), or
+// derived from buyer and idempotency key so that concurrent retries of one
+// purchase present the same lock token and meet in Postgres.
+func (s *Service) newOrderID(req Request) uuid.UUID {
+	if req.IdempotencyKey != "" {
+		return uuid.NewSHA1(s.orderNS, []byte(req.BuyerID+"\x00"+req.IdempotencyKey))
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.New()
+	}
+	return id
+}
+
+// replay returns the order an idempotency key already bought.
+func (s *Service) replay(ctx context.Context, req Request) (Order, bool, error) {
+	o, err := s.store.OrderByKey(ctx, req.BuyerID, req.IdempotencyKey)
+	switch {
+	case errors.Is(err, orderstore.ErrNotFound):
+		return Order{}, false, ErrTicketSold
+	case err != nil:
+		return Order{}, false, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+	case req.TicketID != 0 && o.TicketID != req.TicketID:
+		return Order{}, false, fmt.Errorf("%w: Idempotency-Key was already used for ticket %d", ErrInvalidRequest, o.TicketID)
+	}
+	return o, true, nil
+}
+
+// confirm runs steps 3 and 4 with the seat's lock held under orderID.
+func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req Request) (Order, bool, error) {
+	if s.beforeConfirm != nil {
+		s.beforeConfirm(id)
+	}
+	o, replayed, err := s.store.Confirm(ctx, orderstore.Purchase{
+		TicketID: id, OrderID: orderID, BuyerID: req.BuyerID,
+		IdempotencyKey: req.IdempotencyKey, MaxPerBuyer: s.cfg.MaxPerBuyer,
+	})
+	var sold *orderstore.SoldError
+	switch {
+	case err == nil:
+		if !replayed {
+			s.metrics.sold.Inc()
+		}
+		s.markSold(id, o.ID.String())
+		return o, replayed, nil
+	case errors.As(err, &sold):
+		// Our lock expired and another buyer won, or Redis had lost the
+		// seat's marker: Postgres refused, so put the marker back.
+		owner := ""
+		if sold.OrderID != uuid.Nil {
+			owner = sold.OrderID.String()
+		}
+		s.markSold(id, owner)
+		return Order{}, false, ErrTicketSold
+	}
+	s.release(id, orderID.String())
+	switch {
+	case errors.Is(err, orderstore.ErrBuyerLimit):
+		return Order{}, false, ErrBuyerLimit
+	case errors.Is(err, orderstore.ErrKeyReused):
+		return Order{}, false, fmt.Errorf("%w: Idempotency-Key was already used for another ticket (%v)", ErrInvalidRequest, err)
+	}
+	// The outcome of a failed commit can be unknown; the idempotency key
+	// is how a buyer learns it safely.
+	return Order{}, false, fmt.Errorf("%w: database: %v (retry with the same Idempotency-Key to learn the outcome)", ErrUnavailable, err)
+}
+
+// markSold records the sale in this pod and in Redis. A failed Redis write
+// only costs speed: Postgres refuses the seat anyway.
+func (s *Service) markSold(id int64, owner string) {
+	s.sold.add(id)
+	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
+	defer cancel()
+	if err := s.locks.MarkSold(ctx, id, owner); err != nil {
+		s.log.Warn("could not mark seat sold in redis", "ticket", id, "err", err)
+	}
+}
+
+// release gives the seat back after a failure before commit. If it fails,
+// the lock expires by itself after lockTTL.
+func (s *Service) release(id int64, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
+	defer cancel()
+	if _, err := s.locks.Release(ctx, id, token); err != nil {
+		s.log.Warn("could not release seat lock; it expires by itself", "ticket", id, "err", err)
+	}
+}
+
+// purchaseAny buys any free seat: the pool in Redis hands out random free
+// seats in O(1), and Postgres decides when the sale is really sold out.
+func (s *Service) purchaseAny(ctx context.Context, req Request) (Order, bool, error) {
+	if req.IdempotencyKey != "" {
+		// No seat to lock under the key, so look the key up first.
+		if o, replayed, err := s.replay(ctx, req); !errors.Is(err, ErrTicketSold) {
+			return o, replayed, err
+		}
+	}
+	orderID := s.newOrderID(req)
+	for range 3 {
+		id, err := s.takeAnySeat(ctx, orderID.String())
+		if err != nil {
+			return Order{}, false, err
+		}
+		o, replayed, err := s.confirm(ctx, id, orderID, req)
+		if errors.Is(err, ErrTicketSold) {
+			continue // a stale pool entry, e.g. after Redis lost its data
+		}
+		return o, replayed, err
+	}
+	return Order{}, false, fmt.Errorf("%w: every seat tried was taken meanwhile; retry", ErrTicketLocked)
+}
+
+// takeAnySeat locks a free seat from the pool, refilling the pool from
+// Postgres when it runs dry.
+func (s *Service) takeAnySeat(ctx context.Context, token string) (int64, error) {
+	for range 3 {
+		id, err := s.locks.AcquireAny(ctx, token, anySeatTries)
+		switch {
+		case err == nil:
+			s.metrics.locks.WithLabelValues("acquired").Inc()
+			return id, nil
+		case errors.Is(err, seatlock.ErrAllHeld):
+			continue
+		case errors.Is(err, seatlock.ErrPoolEmpty):
+			if err := s.refillPool(ctx); err != nil {
+				return 0, err
+			}
+		default:
+			s.metrics.locks.WithLabelValues("error").Inc()
+			return 0, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+		}
+	}
+	s.metrics.locks.WithLabelValues("held").Inc()
+	return 0, fmt.Errorf("%w: every remaining seat is being bought by another buyer; retry", ErrTicketLocked)
+}
+
+// refillPool answers ErrSoldOut when Postgres counts no unsold seat, and
+// otherwise adds a random run of unsold seats to the pool. Concurrent
+// callers in this pod share one refill.
+func (s *Service) refillPool(ctx context.Context) error {
+	_, err, _ := s.refills.Do("refill", func() (any, error) {
+		tickets, sold, err := s.store.Counts(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+		}
+		if sold >= tickets {
+			return nil, ErrSoldOut
+		}
+		if since := time.Now().UnixNano() - s.lastRefill.Load(); since < int64(refillInterval) {
+			return nil, fmt.Errorf("%w: every remaining seat is being bought by another buyer; retry", ErrTicketLocked)
+		}
+		ids, err := s.store.UnsoldFrom(ctx, rand.Int64N(tickets)+1, poolRefillSize)
+		if err != nil {
+			return nil, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+		}
+		s.lastRefill.Store(time.Now().UnixNano())
+		if len(ids) == 0 {
+			return nil, ErrSoldOut
+		}
+		if err := s.locks.Refill(ctx, ids); err != nil {
+			return nil, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+		}
+		return nil, nil
+	})
+	return err
+}
+
+// TicketStatus is what GET /v1/tickets/{id} reports.
+type TicketStatus string
+
+// Ticket states.
+const (
+	TicketAvailable TicketStatus = "available"
+	TicketHeld      TicketStatus = "held"
+	TicketSold      TicketStatus = "sold"
+)
+
+// Ticket reports a seat's state: Redis knows held and sold seats; without a
+// Redis record, Postgres has the truth.
+func (s *Service) Ticket(ctx context.Context, id int64) (TicketStatus, error) {
+	if id < 1 || id > s.cfg.Tickets {
+		return "", ErrTicketNotFound
+	}
+	if s.sold.has(id) {
+		return TicketSold, nil
+	}
+	res, ok, err := s.locks.Peek(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+	}
+	if ok {
+		if res.State == seatlock.Sold {
+			return TicketSold, nil
+		}
+		return TicketHeld, nil
+	}
+	sold, err := s.store.TicketSold(ctx, id)
+	switch {
+	case errors.Is(err, orderstore.ErrNotFound):
+		return "", ErrTicketNotFound
+	case err != nil:
+		return "", fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+	case sold:
+		return TicketSold, nil
+	}
+	return TicketAvailable, nil
+}
+
+// Availability is the exact inventory and sales count.
+type Availability struct {
+	Tickets   int64 `json:"tickets"`
+	Sold      int64 `json:"sold"`
+	Available int64 `json:"available"`
+}
+
+// Availability reads the counts from Postgres, in one cheap query.
+func (s *Service) Availability(ctx context.Context) (Availability, error) {
+	tickets, sold, err := s.store.Counts(ctx)
+	if err != nil {
+		return Availability{}, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+	}
+	return Availability{Tickets: tickets, Sold: sold, Available: tickets - sold}, nil
+}
+
+// Order returns a confirmed order.
+func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
+	o, err := s.store.Order(ctx, id)
+	switch {
+	case errors.Is(err, orderstore.ErrNotFound):
+		return Order{}, ErrOrderNotFound
+	case err != nil:
+		return Order{}, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+	}
+	return o, nil
+}
