@@ -85,4 +85,3 @@ func (s Schedule) check(now time.Time) error {
 	}
 	return nil
 }
-

@@ -33,9 +33,21 @@ func NewRedis(addr string) *redis.Client {
 		ReadTimeout:  500 * time.Millisecond,
 		WriteTimeout: 500 * time.Millisecond,
 		PoolTimeout:  time.Second,
-		MaxRetries:   1, // lock acquisition is idempotent per token (see seatlock.Acquire)
+		MaxRetries:   3, // safe: lock acquisition is idempotent per token (see seatlock.Acquire)
 		PoolSize:     64,
+		// Fail a dial once rather than queueing buyers behind retries: the
+		// buyer gets a 503 and retries on their side.
+		DialerRetries:      1,
+		DialerRetryTimeout: 50 * time.Millisecond,
 	})
+}
+
+// slogRedisLogger sends go-redis's internal messages (one per failed dial
+// while Redis is down) to debug level: /readyz and the 503s already say it.
+type slogRedisLogger struct{ log *slog.Logger }
+
+func (l slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
 
 // Start connects to the sale's dependencies, migrates and seeds the
@@ -63,6 +75,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		store.Close()
 		return nil, nil, fmt.Errorf("seed %d tickets: %w", cfg.Tickets, err)
 	}
+	redis.SetLogger(slogRedisLogger{log})
 	rdb := NewRedis(cfg.RedisAddr)
 	svc := NewService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, log)
 	closeAll := func() {

@@ -1,0 +1,146 @@
+package purchase
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAPI_BadInput_ClearProblems(t *testing.T) {
+	s := newTestSale(t, 10)
+	long := strings.Repeat("b", maxBuyerIDLen+1)
+	cases := []struct {
+		name, path, body string
+		header           map[string]string
+		status           int
+		code             string
+	}{
+		{"ticket zero", "/v1/tickets/0/purchase", `{"buyerId":"a"}`, nil, 404, "ticket_not_found"},
+		{"ticket past the inventory", "/v1/tickets/11/purchase", `{"buyerId":"a"}`, nil, 404, "ticket_not_found"},
+		{"ticket not a number", "/v1/tickets/abc/purchase", `{"buyerId":"a"}`, nil, 404, "ticket_not_found"},
+		{"malformed json", "/v1/tickets/1/purchase", `{"buyerId":`, nil, 400, "invalid_request"},
+		{"unknown field", "/v1/tickets/1/purchase", `{"buyerId":"a","seat":2}`, nil, 400, "invalid_request"},
+		{"empty buyer", "/v1/tickets/1/purchase", `{"buyerId":""}`, nil, 400, "invalid_request"},
+		{"missing buyer", "/v1/tickets/1/purchase", `{}`, nil, 400, "invalid_request"},
+		{"buyer too long", "/v1/tickets/1/purchase", `{"buyerId":"` + long + `"}`, nil, 400, "invalid_request"},
+		{"trailing data", "/v1/tickets/1/purchase", `{"buyerId":"a"} {}`, nil, 400, "invalid_request"},
+		{"body too large", "/v1/tickets/1/purchase", `{"buyerId":"a","x":"` + strings.Repeat("x", 2*maxBodyBytes) + `"}`, nil, 400, "invalid_request"},
+		{"key too long", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{idemKeyHeader: strings.Repeat("k", maxIdemKeyLen+1)}, 400, "invalid_request"},
+		{"any seat without buyer", "/v1/purchase", `{}`, nil, 400, "invalid_request"},
+		{"unknown endpoint", "/v2/nothing", `{}`, nil, 400, "invalid_request"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := s.post(0, c.path, c.body, c.header)
+			if a.status != c.status || a.code != c.code {
+				t.Fatalf("want %d %s, got %d %s", c.status, c.code, a.status, a.code)
+			}
+		})
+	}
+	if a := s.audit(); a.orders != 0 {
+		t.Fatalf("bad input must not write anything, found %d orders", a.orders)
+	}
+	resp, err := s.client.Get(s.pods[0].srv.URL + "/v1/tickets/1/purchase")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("GET on a purchase: want 405 problem, got %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+func TestAPI_SaleWindowAndPause_RefusedWithoutIO(t *testing.T) {
+	now := time.Now()
+	cases := []struct {
+		name   string
+		sch    Schedule
+		status int
+		code   string
+	}{
+		{"not started", Schedule{StartsAt: now.Add(time.Hour)}, 403, "sale_not_started"},
+		{"ended", Schedule{StartsAt: now.Add(-2 * time.Hour), EndsAt: now.Add(-time.Hour)}, 403, "sale_ended"},
+		{"paused", Schedule{Paused: true}, 503, "sale_paused"},
+		{"open", Schedule{StartsAt: now.Add(-time.Hour), EndsAt: now.Add(time.Hour)}, 201, ""},
+	}
+	s := newTestSale(t, 10)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s.pods[0].svc.SetSchedule(c.sch)
+			a := s.buy(int64(i)+1, "b")
+			if a.status != c.status || a.code != c.code {
+				t.Fatalf("want %d %q, got %d %q", c.status, c.code, a.status, a.code)
+			}
+		})
+	}
+}
+
+func TestAPI_ReadEndpoints(t *testing.T) {
+	s := newTestSale(t, 10)
+	a := s.buy(4, "reader")
+	if a.status != http.StatusCreated || a.order.TicketID != 4 || a.order.BuyerID != "reader" || a.order.PurchasedAt.IsZero() {
+		t.Fatalf("purchase: %+v", a)
+	}
+	var o Order
+	if st := s.getJSON("/v1/orders/"+a.order.ID.String(), &o); st != 200 || o != a.order {
+		t.Fatalf("GET order: %d %+v, want %+v", st, o, a.order)
+	}
+	if st := s.getJSON("/v1/orders/00000000-0000-0000-0000-000000000001", nil); st != 404 {
+		t.Fatalf("unknown order: want 404, got %d", st)
+	}
+	var tk ticketBody
+	if st := s.getJSON("/v1/tickets/5", &tk); st != 200 || tk.Status != TicketAvailable {
+		t.Fatalf("ticket 5: %d %+v", st, tk)
+	}
+	if _, err := s.pods[0].svc.locks.Acquire(t.Context(), 5, "someone-else"); err != nil {
+		t.Fatal(err)
+	}
+	if s.getJSON("/v1/tickets/5", &tk); tk.Status != TicketHeld {
+		t.Fatalf("locked ticket 5: %+v, want held", tk)
+	}
+	if st := s.getJSON("/v1/tickets/99", nil); st != 404 {
+		t.Fatalf("ticket 99: want 404, got %d", st)
+	}
+	var av Availability
+	if s.getJSON("/v1/availability", &av); av != (Availability{Tickets: 10, Sold: 1, Available: 9}) {
+		t.Fatalf("availability %+v", av)
+	}
+	for path, want := range map[string]string{
+		"/healthz": "ok", "/readyz": "ok",
+		"/metrics": `flux_order_purchase_requests_total{outcome="created"} 1`,
+	} {
+		resp, err := s.client.Get(s.pods[0].srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Fatalf("%s: %d, body lacks %q", path, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestStart_SeedingIsIdempotentAndGrows(t *testing.T) {
+	s := newTestSale(t, 100)
+	s.addPod() // a second pod seeding the same sale at once changes nothing
+	var av Availability
+	if s.getJSON("/v1/availability", &av); av.Tickets != 100 {
+		t.Fatalf("after two seeds want 100 tickets, got %+v", av)
+	}
+	s.buy(100, "b")
+	s.cfg.Tickets = 250
+	s.addPod()
+	if s.getJSON("/v1/availability", &av); av != (Availability{Tickets: 250, Sold: 1, Available: 249}) {
+		t.Fatalf("after growing want 250 tickets, 1 sold: %+v", av)
+	}
+	if a := s.buyOn(2, 250, "b2", ""); a.status != http.StatusCreated {
+		t.Fatalf("a grown seat must be for sale: %d %s", a.status, a.code)
+	}
+	s.cfg.Tickets = 50
+	if _, _, err := Start(t.Context(), s.cfg, nil); err == nil || !strings.Contains(err.Error(), "cannot shrink") {
+		t.Fatalf("shrinking the inventory must fail clearly, got %v", err)
+	}
+}
