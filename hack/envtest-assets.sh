@@ -60,7 +60,7 @@ if [[ ! -x "$out/kube-apiserver" ]]; then
   (
     cd "$m"
     go mod tidy >&2
-    go build -trimpath -o "$out/.kube-apiserver.tmp.$$" -ldflags "\
+    go build -trimpath -o "$out/.kube-apiserver.tmp.$$" -ldflags "-s -w \
 -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION \
 -X k8s.io/component-base/version.gitMajor=1 \
 -X k8s.io/component-base/version.gitMinor=$minor" .
@@ -81,7 +81,7 @@ if [[ ! -x "$out/etcd" ]]; then
     cd "$m"
     go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2
     go mod tidy >&2
-    go build -trimpath -o "$out/.etcd.tmp.$$" .
+    go build -trimpath -ldflags "-s -w" -o "$out/.etcd.tmp.$$" .
   )
   mv "$out/.etcd.tmp.$$" "$out/etcd"
 fi

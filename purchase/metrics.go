@@ -13,6 +13,9 @@ type metrics struct {
 	latency  *prometheus.HistogramVec // purchase latency by outcome
 	locks    *prometheus.CounterVec   // lock attempts by result
 	sold     prometheus.Counter       // seats sold by this pod
+
+	// locks' series, resolved once: the hot path must not hash labels.
+	lockAcquired, lockHeld, lockSold, lockKnownSold, lockError prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -36,6 +39,11 @@ func newMetrics() *metrics {
 			Help: "Seats sold (orders confirmed) by this pod.",
 		}),
 	}
+	m.lockAcquired = m.locks.WithLabelValues("acquired")
+	m.lockHeld = m.locks.WithLabelValues("held")
+	m.lockSold = m.locks.WithLabelValues("sold")
+	m.lockKnownSold = m.locks.WithLabelValues("known_sold")
+	m.lockError = m.locks.WithLabelValues("error")
 	m.registry.MustRegister(m.requests, m.latency, m.locks, m.sold,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

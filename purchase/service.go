@@ -105,29 +105,29 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 	}
 	keyed := req.IdempotencyKey != ""
 	if !keyed && s.sold.has(req.TicketID) {
-		s.metrics.locks.WithLabelValues("known_sold").Inc()
+		s.metrics.lockKnownSold.Inc()
 		return Order{}, false, ErrTicketSold
 	}
 
 	orderID := s.newOrderID(req)
 	res, err := s.locks.Acquire(ctx, req.TicketID, orderID.String())
 	if err != nil {
-		s.metrics.locks.WithLabelValues("error").Inc()
+		s.metrics.lockError.Inc()
 		return Order{}, false, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
 	}
 	switch res.State {
 	case seatlock.Held:
-		s.metrics.locks.WithLabelValues("held").Inc()
+		s.metrics.lockHeld.Inc()
 		return Order{}, false, ErrTicketLocked
 	case seatlock.Sold:
-		s.metrics.locks.WithLabelValues("sold").Inc()
+		s.metrics.lockSold.Inc()
 		s.sold.add(req.TicketID)
 		if keyed && (res.Owner == orderID.String() || res.Owner == "") {
 			return s.replay(ctx, req)
 		}
 		return Order{}, false, ErrTicketSold
 	}
-	s.metrics.locks.WithLabelValues("acquired").Inc()
+	s.metrics.lockAcquired.Inc()
 	return s.confirm(ctx, req.TicketID, orderID, req)
 }
 
@@ -250,7 +250,7 @@ func (s *Service) takeAnySeat(ctx context.Context, token string) (int64, error) 
 		id, err := s.locks.AcquireAny(ctx, token, anySeatTries)
 		switch {
 		case err == nil:
-			s.metrics.locks.WithLabelValues("acquired").Inc()
+			s.metrics.lockAcquired.Inc()
 			return id, nil
 		case errors.Is(err, seatlock.ErrAllHeld):
 			continue
@@ -259,11 +259,11 @@ func (s *Service) takeAnySeat(ctx context.Context, token string) (int64, error) 
 				return 0, err
 			}
 		default:
-			s.metrics.locks.WithLabelValues("error").Inc()
+			s.metrics.lockError.Inc()
 			return 0, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
 		}
 	}
-	s.metrics.locks.WithLabelValues("held").Inc()
+	s.metrics.lockHeld.Inc()
 	return 0, fmt.Errorf("%w: every remaining seat is being bought by another buyer; retry", ErrTicketLocked)
 }
 

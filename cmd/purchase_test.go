@@ -1,0 +1,65 @@
+package cmd
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, env map[string]string, args ...string) error {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	root := newRootCommand()
+	root.SetArgs(args)
+	root.SetOut(&bytes.Buffer{})
+	root.SetErr(&bytes.Buffer{})
+	return root.ExecuteContext(t.Context())
+}
+
+func TestPurchaseCommand_BadValues_OneLineErrorNamingTheFlag(t *testing.T) {
+	valid := []string{"purchase", "--sale", "s", "--tickets", "10", "--redis-addr", "r:6379", "--database-url", "postgres://db"}
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		flag string
+	}{
+		{"missing sale", nil, []string{"purchase"}, "--sale"},
+		{"tickets not a number", nil, append(valid, "--tickets", "many"), "--tickets"},
+		{"tickets zero from env", map[string]string{"FLUX_ORDER_TICKETS": "0"}, []string{"purchase", "--sale", "s"}, "--tickets"},
+		{"bad env value", map[string]string{"FLUX_ORDER_LOCK_TTL": "soon"}, valid, "--lock-ttl"},
+		{"lock ttl too short", nil, append(valid, "--lock-ttl", "10ms"), "--lock-ttl"},
+		{"bad time", nil, append(valid, "--starts-at", "tomorrow"), "--starts-at"},
+		{"window backwards", nil, append(valid, "--starts-at", "2027-01-02T00:00:00Z", "--ends-at", "2027-01-01T00:00:00Z"), "--ends-at"},
+		{"negative limit", nil, append(valid, "--max-per-buyer=-1"), "--max-per-buyer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := run(t, c.env, c.args...)
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, c.flag) {
+				t.Fatalf("want one line naming %s, got %q", c.flag, msg)
+			}
+		})
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	if got := envName("database-url"); got != "FLUX_ORDER_DATABASE_URL" {
+		t.Fatalf("got %s", got)
+	}
+}
+
+func TestVersionCommand_Prints(t *testing.T) {
+	root := newRootCommand()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"version"})
+	if err := root.Execute(); err != nil || !strings.HasPrefix(out.String(), "flux-order ") {
+		t.Fatalf("version: %v %q", err, out.String())
+	}
+}

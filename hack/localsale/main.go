@@ -1,0 +1,52 @@
+// Command localsale runs one sale's purchase API on this machine with its
+// own throw-away redis-server and PostgreSQL (the test harness's), until
+// Ctrl-C: the quickest way to try the API without a cluster.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8080", "address of the purchase API")
+	tickets := flag.Int64("tickets", 100, "seats of the demo sale")
+	flag.Parse()
+	if err := run(*listen, *tickets); err != nil {
+		fmt.Fprintln(os.Stderr, "localsale:", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen string, tickets int64) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rdb, err := testservers.StartRedis()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	pg, err := testservers.StartPostgres()
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	dbURL, err := pg.CreateDatabase(ctx, "demo")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "redis %s, postgres %s\ntry: curl -X POST -d '{\"buyerId\":\"alice\"}' http://%s/v1/tickets/1/purchase\n", rdb.Addr, dbURL, listen)
+	return purchase.Run(ctx, purchase.Config{
+		Sale: "demo", Tickets: tickets, RedisAddr: rdb.Addr, DatabaseURL: dbURL,
+		Listen: listen, LockTTL: 5 * time.Second,
+	}, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+}
