@@ -32,9 +32,13 @@ vet: ## go vet
 lint: vet ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+.PHONY: envtest-assets
+envtest-assets: ## Build kube-apiserver and etcd for envtest into bin/k8s/ (only when missing)
+	@hack/envtest-assets.sh >/dev/null
+
 .PHONY: test
-test: lint ## Unit and integration tests (starts its own redis-server and PostgreSQL)
-	$(GO) test -count=1 $(PKGS)
+test: lint verify-generated envtest-assets ## Every Go test: real redis-server, PostgreSQL and kube-apiserver (envtest)
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -count=1 $(PKGS)
 
 .PHONY: fuzz
 fuzz: ## Fuzz the purchase request decoder for 60s
@@ -47,3 +51,24 @@ bench: ## Go benchmarks of the purchase path against real servers
 .PHONY: run-local
 run-local: ## Serve a demo sale on 127.0.0.1:8080 with throw-away redis-server and PostgreSQL
 	$(GO) run ./hack/localsale
+
+##@ Code generation
+
+CONTROLLER_GEN           ?= $(BIN)/controller-gen
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's RBAC from the markers
+	$(CONTROLLER_GEN) rbac:roleName=flux-order-manager crd paths="./api/..." paths="./controllers/..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: verify-generated
+verify-generated: generate manifests ## Fail if generated files are not committed
+	@git diff --exit-code -- api config || { echo "generated files changed: run 'make generate manifests' and commit"; exit 1; }

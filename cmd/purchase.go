@@ -47,6 +47,9 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringVar(&startsAt, "starts-at", "", "RFC 3339 time before which purchases are refused")
 	f.StringVar(&endsAt, "ends-at", "", "RFC 3339 time from which purchases are refused")
 	f.BoolVar(&cfg.Schedule.Paused, "paused", false, "refuse every purchase with 503 sale_paused")
+	f.BoolVar(&cfg.ReportStatus, "report-status", false, "compete (Lease) to report sold/available into the FlashSale's status")
+	f.StringVar(&cfg.Namespace, "namespace", "", "namespace of the FlashSale (with --report-status)")
+	f.StringVar(&cfg.PodName, "pod-name", "", "this pod's name, its identity in the reporter election (default: hostname)")
 	return c
 }
 

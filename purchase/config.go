@@ -19,6 +19,13 @@ type Config struct {
 	LockTTL       time.Duration
 	MaxPerBuyer   int
 	Schedule      Schedule
+
+	// ReportStatus makes the pod compete to report the sale's counts into
+	// FlashSale Namespace/Sale (see package statusreport); PodName is its
+	// identity in the election.
+	ReportStatus bool
+	Namespace    string
+	PodName      string
 }
 
 // Schedule is the part of the config that opens and closes the sale.
@@ -69,6 +76,8 @@ func (c *Config) Validate() error {
 		return bad("max-per-buyer", "must be 0 (unlimited) or more, got %d", c.MaxPerBuyer)
 	case !c.Schedule.StartsAt.IsZero() && !c.Schedule.EndsAt.IsZero() && !c.Schedule.EndsAt.After(c.Schedule.StartsAt):
 		return bad("ends-at", "must be after --starts-at")
+	case c.ReportStatus && c.Namespace == "":
+		return bad("namespace", "is required with --report-status (the FlashSale's namespace)")
 	}
 	return nil
 }

@@ -7,14 +7,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/seatlock"
+	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
 const (
@@ -96,6 +99,24 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 	return svc, closeAll, nil
 }
 
+// newReporter reports this sale's counts from inside the cluster (or from
+// the kubeconfig when run outside).
+func newReporter(cfg Config, svc *Service, log *slog.Logger) (*statusreport.Reporter, error) {
+	rc, err := ctrlconfig.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--report-status needs access to the Kubernetes API: %w", err)
+	}
+	identity := cfg.PodName
+	if identity == "" {
+		identity, _ = os.Hostname()
+	}
+	counts := func(ctx context.Context) (int64, int64, error) {
+		a, err := svc.Availability(ctx)
+		return a.Tickets, a.Sold, err
+	}
+	return statusreport.New(rc, cfg.Namespace, cfg.Sale, identity, counts, log)
+}
+
 // Run serves the purchase API until ctx ends (SIGTERM), then stops accepting,
 // lets in-flight purchases finish and returns.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
@@ -118,6 +139,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.ReportStatus {
+		r, err := newReporter(cfg, svc, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { r.Run(gctx); return nil })
+	}
 	for _, srv := range servers {
 		ln, err := net.Listen("tcp", srv.Addr)
 		if err != nil {

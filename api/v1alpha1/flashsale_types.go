@@ -1,0 +1,268 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// FlashSaleSpec is one ticketing event: its seats, its window and the
+// infrastructure the operator runs for it.
+// +kubebuilder:validation:XValidation:rule="!has(self.startsAt) || !has(self.endsAt) || self.endsAt > self.startsAt",message="endsAt must be after startsAt"
+type FlashSaleSpec struct {
+	// Tickets is the number of seats, numbered 1..tickets. It may grow
+	// during a sale; it never shrinks (sold seats cannot be unsold).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	// +kubebuilder:validation:XValidation:rule="self >= oldSelf",message="tickets may grow but never shrink: seats that exist may already be sold"
+	Tickets int64 `json:"tickets"`
+
+	// StartsAt is when purchases open; before it they get 403 sale_not_started.
+	// +optional
+	StartsAt *metav1.Time `json:"startsAt,omitempty"`
+
+	// EndsAt is when purchases close; from it on they get 403 sale_ended.
+	// +optional
+	EndsAt *metav1.Time `json:"endsAt,omitempty"`
+
+	// Paused is the kill switch: every purchase gets 503 sale_paused.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+
+	// MaxTicketsPerBuyer limits the tickets one buyer may hold; 0 = unlimited.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxTicketsPerBuyer int32 `json:"maxTicketsPerBuyer,omitempty"`
+
+	// LockTTL is how long a buyer holds a seat while the order is confirmed
+	// (the Redis SET NX PX expiry), between 100ms and 60s.
+	// +kubebuilder:default="5s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms') && duration(self) <= duration('60s')",message="lockTTL must be between 100ms and 60s"
+	// +optional
+	LockTTL *metav1.Duration `json:"lockTTL,omitempty"`
+
+	// PurchaseAPI is the Deployment of purchase pods.
+	// +kubebuilder:default={}
+	// +optional
+	PurchaseAPI PurchaseAPISpec `json:"purchaseAPI,omitempty"`
+
+	// Ingress publishes the purchase API on a host; without it buyers use
+	// the Service <name>-purchase.
+	// +optional
+	Ingress *IngressSpec `json:"ingress,omitempty"`
+
+	// Redis holds the seat locks. Managed by the operator unless external.
+	// +optional
+	Redis RedisSpec `json:"redis,omitempty"`
+
+	// Postgres holds the orders. Managed by the operator unless external.
+	// +optional
+	Postgres PostgresSpec `json:"postgres,omitempty"`
+}
+
+// PurchaseAPISpec sizes the purchase pods.
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",message="purchaseAPI.autoscaling.minReplicas must not exceed maxReplicas"
+type PurchaseAPISpec struct {
+	// Replicas of the purchase Deployment (also the scale subresource).
+	// Ignored when autoscaling is set.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Autoscaling, when set, gives the replica count to a HorizontalPodAutoscaler.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// Image of the purchase pods; default: the operator's own image.
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the purchase pods; default: Kubernetes' default
+	// for the image's tag.
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// Resources of the purchase container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// AutoscalingSpec configures the purchase pods' HorizontalPodAutoscaler.
+type AutoscalingSpec struct {
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:default=1
+	MinReplicas int32 `json:"minReplicas,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	MaxReplicas int32 `json:"maxReplicas"`
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +kubebuilder:default=70
+	TargetCPUUtilizationPercentage int32 `json:"targetCPUUtilizationPercentage,omitempty"`
+}
+
+// IngressSpec publishes the purchase API.
+type IngressSpec struct {
+	// Host buyers use, e.g. eras-tour-paris.tickets.example.com.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Host string `json:"host"`
+	// ClassName of the Ingress; default: the cluster's default class.
+	// +optional
+	ClassName *string `json:"className,omitempty"`
+	// TLSSecretName, when set, serves the host over TLS with that Secret.
+	// +optional
+	TLSSecretName string `json:"tlsSecretName,omitempty"`
+}
+
+// RedisSpec is either a Redis the operator runs, or an external one.
+// +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources))",message="redis: set either external or image/resources, not both"
+type RedisSpec struct {
+	// Image of the managed Redis (≥ 7); default from the operator's flags.
+	// +optional
+	Image string `json:"image,omitempty"`
+	// Resources of the managed Redis.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// External uses an existing Redis instead of a managed one.
+	// +optional
+	External *ExternalRedis `json:"external,omitempty"`
+}
+
+// ExternalRedis points at an existing Redis.
+type ExternalRedis struct {
+	// AddressSecretRef is a Secret key holding host:port.
+	AddressSecretRef corev1.SecretKeySelector `json:"addressSecretRef"`
+}
+
+// PostgresSpec is either a PostgreSQL the operator runs, or an external one.
+// +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources) && !has(self.storage))",message="postgres: set either external or image/resources/storage, not both"
+type PostgresSpec struct {
+	// Image of the managed PostgreSQL (≥ 13); default from the operator's flags.
+	// +optional
+	Image string `json:"image,omitempty"`
+	// Storage of the managed PostgreSQL's volume.
+	// +optional
+	Storage *StorageSpec `json:"storage,omitempty"`
+	// Resources of the managed PostgreSQL.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// External uses an existing database instead of a managed one.
+	// +optional
+	External *ExternalPostgres `json:"external,omitempty"`
+}
+
+// StorageSpec is the managed PostgreSQL's PersistentVolumeClaim.
+type StorageSpec struct {
+	// Size of the volume; default 1Gi.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+	// StorageClassName; default: the cluster's default class.
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+}
+
+// ExternalPostgres points at an existing database.
+type ExternalPostgres struct {
+	// URLSecretRef is a Secret key holding a postgres:// URL.
+	URLSecretRef corev1.SecretKeySelector `json:"urlSecretRef"`
+}
+
+// Phase is where a sale stands.
+// +kubebuilder:validation:Enum=Provisioning;Scheduled;OnSale;Paused;SoldOut;Ended;Degraded
+type Phase string
+
+// Phases of a FlashSale.
+const (
+	PhaseProvisioning Phase = "Provisioning"
+	PhaseScheduled    Phase = "Scheduled"
+	PhaseOnSale       Phase = "OnSale"
+	PhasePaused       Phase = "Paused"
+	PhaseSoldOut      Phase = "SoldOut"
+	PhaseEnded        Phase = "Ended"
+	PhaseDegraded     Phase = "Degraded"
+)
+
+// Condition types.
+const (
+	ConditionReady            = "Ready"
+	ConditionRedisReady       = "RedisReady"
+	ConditionPostgresReady    = "PostgresReady"
+	ConditionPurchaseAPIReady = "PurchaseAPIReady"
+	ConditionInventorySeeded  = "InventorySeeded"
+)
+
+// FlashSaleStatus is observed state. The operator owns every field except
+// sold, available and lastReportTime, which the purchase pods report.
+type FlashSaleStatus struct {
+	// ObservedGeneration is the spec generation the operator last acted on.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Phase of the sale.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// Tickets is the inventory the purchase pods serve.
+	// +optional
+	Tickets int64 `json:"tickets,omitempty"`
+	// Sold seats, exact, as reported by the purchase pods.
+	// +optional
+	Sold *int64 `json:"sold,omitempty"`
+	// Available seats, exact, as reported by the purchase pods.
+	// +optional
+	Available *int64 `json:"available,omitempty"`
+	// URL buyers use.
+	// +optional
+	URL string `json:"url,omitempty"`
+	// Replicas of the purchase Deployment (scale subresource).
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// ReadyReplicas of the purchase Deployment.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// Selector of the purchase pods (scale subresource, for HPAs).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+	// LastReportTime is when the purchase pods last reported the counts.
+	// +optional
+	LastReportTime *metav1.Time `json:"lastReportTime,omitempty"`
+	// Conditions: Ready, RedisReady, PostgresReady, PurchaseAPIReady, InventorySeeded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// FlashSale is one flash-sale event with its own Redis, PostgreSQL and
+// purchase pods.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=fs;sale,categories=fluxorder
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.purchaseAPI.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Sold",type=integer,JSONPath=`.status.sold`
+// +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.available`
+// +kubebuilder:printcolumn:name="Tickets",type=integer,JSONPath=`.spec.tickets`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the sale's Services, StatefulSet and volumes)"
+type FlashSale struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   FlashSaleSpec   `json:"spec"`
+	Status FlashSaleStatus `json:"status,omitempty"`
+}
+
+// FlashSaleList is a list of FlashSales.
+// +kubebuilder:object:root=true
+type FlashSaleList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []FlashSale `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&FlashSale{}, &FlashSaleList{})
+}

@@ -1,0 +1,83 @@
+package cmd
+
+import (
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/controllers"
+	"github.com/flux-order/flux-order/controllers/specs"
+)
+
+// DefaultImage is the operator's own image, the default of the purchase
+// pods' image: one image runs both.
+func DefaultImage() string { return "ghcr.io/flux-order/flux-order:" + Version }
+
+// NewScheme knows the built-in kinds and the FlashSale.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(salesv1alpha1.AddToScheme(s))
+	return s
+}
+
+func newManagerCommand() *cobra.Command {
+	var (
+		metricsAddr, probeAddr string
+		leaderElect            bool
+		opts                   specs.Options
+	)
+	c := &cobra.Command{
+		Use:   "manager",
+		Short: "Run the FlashSale operator",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := bindEnv(c.Flags()); err != nil {
+				return err
+			}
+			log := newLogger()
+			ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
+			mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+				Scheme:                 NewScheme(),
+				Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+				HealthProbeBindAddress: probeAddr,
+				LeaderElection:         leaderElect,
+				LeaderElectionID:       "flux-order-manager.fluxorder.io",
+				// Step down fast on SIGTERM so the next leader starts at once.
+				LeaderElectionReleaseOnCancel: true,
+			})
+			if err != nil {
+				return err
+			}
+			if err := (&controllers.FlashSaleReconciler{
+				Client:   mgr.GetClient(),
+				Recorder: mgr.GetEventRecorder("flux-order-manager"),
+				Options:  opts,
+			}).SetupWithManager(mgr); err != nil {
+				return err
+			}
+			if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+				return err
+			}
+			if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+				return err
+			}
+			log.Info("starting manager", "version", Version, "purchaseImage", opts.PurchaseImage)
+			return mgr.Start(c.Context())
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
+	f.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager (run several replicas for availability)")
+	f.StringVar(&opts.PurchaseImage, "purchase-image", DefaultImage(), "default image of the purchase pods (the operator's own)")
+	f.StringVar(&opts.RedisImage, "redis-image", "redis:7", "default image of each sale's Redis")
+	f.StringVar(&opts.PostgresImage, "postgres-image", "postgres:15", "default image of each sale's PostgreSQL")
+	return c
+}

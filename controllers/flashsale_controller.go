@@ -1,0 +1,302 @@
+// Package controllers holds the FlashSale reconciler. What each owned object
+// looks like is decided by the pure builders of package specs; this package
+// applies them and reports what it observes.
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/controllers/specs"
+)
+
+// FieldOwner is the manager's server-side apply identity. The purchase pods
+// apply status.sold/available/lastReportTime as "flux-order-purchase".
+const FieldOwner = "flux-order-manager"
+
+// FlashSaleReconciler keeps every FlashSale's owned objects in shape and
+// reports their state in its status.
+type FlashSaleReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	Options  specs.Options
+	// Now is the clock (tests may replace it).
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile reads top to bottom: fetch the sale, make sure its credentials
+// exist, apply every owned object, observe, write status, requeue at the
+// next clock boundary.
+func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	sale := &salesv1alpha1.FlashSale{}
+	if err := r.Get(ctx, req.NamespacedName, sale); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !sale.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owned objects go with it (garbage collection)
+	}
+
+	if err := r.ensurePostgresSecret(ctx, sale); err != nil {
+		return ctrl.Result{}, r.failed(sale, "Secret", err)
+	}
+	for _, o := range desired(sale, r.Options) {
+		if err := r.reconcileObject(ctx, sale, o); err != nil {
+			return ctrl.Result{}, r.failed(sale, o.kind, err)
+		}
+	}
+
+	obs, err := r.observe(ctx, sale)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	now := r.now()
+	status := computeStatus(sale, obs, now)
+	if status.Phase != sale.Status.Phase && sale.Status.Phase != "" {
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Phase", "Reconcile", "phase %s -> %s", sale.Status.Phase, status.Phase)
+	}
+	if err := r.applyStatus(ctx, sale, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	if d := nextBoundary(sale, now); d > 0 {
+		return ctrl.Result{RequeueAfter: d}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *FlashSaleReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *FlashSaleReconciler) failed(sale *salesv1alpha1.FlashSale, kind string, err error) error {
+	r.Recorder.Eventf(sale, nil, corev1.EventTypeWarning, "ApplyFailed", "Reconcile", "%s: %v", kind, err)
+	return err
+}
+
+// ownedObject is one object the sale may own: obj is its desired state, or
+// nil when it must not exist, in which case absent names what to delete.
+type ownedObject struct {
+	kind   string
+	obj    client.Object
+	absent client.Object
+}
+
+func optional[T client.Object](kind string, obj T, isNil bool, absent client.Object) ownedObject {
+	if isNil {
+		return ownedObject{kind: kind, absent: absent}
+	}
+	return ownedObject{kind: kind, obj: obj}
+}
+
+// desired lists every object a sale owns, in dependency order.
+func desired(s *salesv1alpha1.FlashSale, o specs.Options) []ownedObject {
+	named := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: s.Namespace} }
+	pgSvc, pgSts := specs.PostgresService(s), specs.PostgresStatefulSet(s, o)
+	redisSvc, redisDep := specs.RedisService(s), specs.RedisDeployment(s, o)
+	hpa, pdb, ing := specs.PurchaseHPA(s), specs.PurchasePDB(s), specs.PurchaseIngress(s)
+	return []ownedObject{
+		optional("Service", pgSvc, pgSvc == nil, &corev1.Service{ObjectMeta: named(specs.PostgresName(s))}),
+		optional("StatefulSet", pgSts, pgSts == nil, &appsv1.StatefulSet{ObjectMeta: named(specs.PostgresName(s))}),
+		optional("Service", redisSvc, redisSvc == nil, &corev1.Service{ObjectMeta: named(specs.RedisName(s))}),
+		optional("Deployment", redisDep, redisDep == nil, &appsv1.Deployment{ObjectMeta: named(specs.RedisName(s))}),
+		{kind: "ServiceAccount", obj: specs.PurchaseServiceAccount(s)},
+		{kind: "Role", obj: specs.PurchaseRole(s)},
+		{kind: "RoleBinding", obj: specs.PurchaseRoleBinding(s)},
+		{kind: "Deployment", obj: specs.PurchaseDeployment(s, o)},
+		{kind: "Service", obj: specs.PurchaseService(s)},
+		optional("HorizontalPodAutoscaler", hpa, hpa == nil, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: named(specs.PurchaseName(s))}),
+		optional("PodDisruptionBudget", pdb, pdb == nil, &policyv1.PodDisruptionBudget{ObjectMeta: named(specs.PurchaseName(s))}),
+		optional("Ingress", ing, ing == nil, &networkingv1.Ingress{ObjectMeta: named(specs.IngressName(s))}),
+	}
+}
+
+// reconcileObject server-side-applies a desired object (putting back any
+// field edited by hand, recreating it if deleted) or deletes one that must
+// no longer exist, if the sale controls it.
+func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1alpha1.FlashSale, o ownedObject) error {
+	if o.obj == nil {
+		if err := r.Get(ctx, client.ObjectKeyFromObject(o.absent), o.absent); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if !metav1.IsControlledBy(o.absent, sale) {
+			return nil
+		}
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Deleted", "Reconcile", "%s %s is no longer wanted", o.kind, o.absent.GetName())
+		return client.IgnoreNotFound(r.Delete(ctx, o.absent))
+	}
+	existing := o.obj.DeepCopyObject().(client.Object)
+	err := r.Get(ctx, client.ObjectKeyFromObject(o.obj), existing)
+	created := apierrors.IsNotFound(err)
+	if err != nil && !created {
+		return err
+	}
+	if err := r.apply(ctx, o.obj); err != nil {
+		return fmt.Errorf("apply %s %s: %w", o.kind, o.obj.GetName(), err)
+	}
+	if created {
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Created", "Reconcile", "created %s %s", o.kind, o.obj.GetName())
+	}
+	return nil
+}
+
+// apply sends obj as a server-side apply with the manager's field owner,
+// taking over fields someone else changed.
+func (r *FlashSaleReconciler) apply(ctx context.Context, obj client.Object) error {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return err
+	}
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	return r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+		client.FieldOwner(FieldOwner), client.ForceOwnership)
+}
+
+// ensurePostgresSecret creates the database credentials once. It never
+// updates them: the database keeps the password it was initialised with.
+func (r *FlashSaleReconciler) ensurePostgresSecret(ctx context.Context, sale *salesv1alpha1.FlashSale) error {
+	if sale.Spec.Postgres.External != nil {
+		return nil
+	}
+	err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.PostgresName(sale)}, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	password, err := newPassword()
+	if err != nil {
+		return err
+	}
+	if err := r.Create(ctx, specs.PostgresSecret(sale, password)); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Created", "Reconcile", "created Secret %s with generated credentials", specs.PostgresName(sale))
+	return nil
+}
+
+func newPassword() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// observe reads the workloads whose readiness makes the phase.
+func (r *FlashSaleReconciler) observe(ctx context.Context, sale *salesv1alpha1.FlashSale) (observed, error) {
+	var obs observed
+	get := func(name string, obj client.Object) (bool, error) {
+		err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: name}, obj)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	if sale.Spec.Redis.External == nil {
+		d := &appsv1.Deployment{}
+		if ok, err := get(specs.RedisName(sale), d); err != nil {
+			return obs, err
+		} else if ok {
+			obs.redis = d
+		}
+	}
+	if sale.Spec.Postgres.External == nil {
+		s := &appsv1.StatefulSet{}
+		if ok, err := get(specs.PostgresName(sale), s); err != nil {
+			return obs, err
+		} else if ok {
+			obs.postgres = s
+		}
+	}
+	d := &appsv1.Deployment{}
+	if ok, err := get(specs.PurchaseName(sale), d); err != nil {
+		return obs, err
+	} else if ok {
+		obs.purchase = d
+	}
+	return obs, nil
+}
+
+// applyStatus server-side-applies the operator's status fields only, so
+// the pods' sold/available/lastReportTime are never overwritten.
+func (r *FlashSaleReconciler) applyStatus(ctx context.Context, sale *salesv1alpha1.FlashSale, st salesv1alpha1.FlashSaleStatus) error {
+	st.Sold, st.Available, st.LastReportTime = nil, nil, nil
+	status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"status": status}}
+	u.SetGroupVersionKind(salesv1alpha1.GroupVersion.WithKind("FlashSale"))
+	u.SetName(sale.Name)
+	u.SetNamespace(sale.Namespace)
+	return r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+}
+
+// reportMatters lets a status-only change of a FlashSale through only when
+// it can change the phase: the pods' counts reaching or leaving zero
+// available. Their once-a-second reports otherwise cost no reconcile.
+var reportMatters = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		oldSale, ok1 := e.ObjectOld.(*salesv1alpha1.FlashSale)
+		newSale, ok2 := e.ObjectNew.(*salesv1alpha1.FlashSale)
+		if !ok1 || !ok2 {
+			return true
+		}
+		soldOut := func(s *salesv1alpha1.FlashSale) bool { return s.Status.Available != nil && *s.Status.Available == 0 }
+		reported := func(s *salesv1alpha1.FlashSale) bool { return s.Status.Available != nil }
+		return soldOut(oldSale) != soldOut(newSale) || reported(oldSale) != reported(newSale)
+	},
+}
+
+// SetupWithManager watches FlashSales and every kind they own.
+func (r *FlashSaleReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&salesv1alpha1.FlashSale{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, reportMatters))).
+		Owns(&corev1.Secret{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&rbacv1.Role{}).
+		Owns(&rbacv1.RoleBinding{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.Ingress{}).
+		Named("flashsale").
+		Complete(r)
+}

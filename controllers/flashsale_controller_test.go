@@ -1,0 +1,460 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/purchase/statusreport"
+)
+
+func loadSample(t *testing.T, ns string) *salesv1alpha1.FlashSale {
+	t.Helper()
+	f, err := os.Open("../config/samples/sales_v1alpha1_flashsale.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sale := &salesv1alpha1.FlashSale{}
+	if err := yaml.NewYAMLOrJSONDecoder(f, 4096).Decode(sale); err != nil {
+		t.Fatal(err)
+	}
+	sale.Namespace = ns
+	return sale
+}
+
+func get(t *testing.T, ns, name string, obj client.Object) error {
+	t.Helper()
+	return k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, obj)
+}
+
+func saleNow(t *testing.T, sale *salesv1alpha1.FlashSale) *salesv1alpha1.FlashSale {
+	t.Helper()
+	s := &salesv1alpha1.FlashSale{}
+	if err := get(t, sale.Namespace, sale.Name, s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
+	ns := newNamespace(t)
+	sale := loadSample(t, ns)
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	name := sale.Name
+	owned := map[string]client.Object{
+		name + "-postgres":        &corev1.Secret{},
+		name + "-postgres/svc":    &corev1.Service{},
+		name + "-postgres/sts":    &appsv1.StatefulSet{},
+		name + "-redis":           &appsv1.Deployment{},
+		name + "-redis/svc":       &corev1.Service{},
+		name + "-purchase/sa":     &corev1.ServiceAccount{},
+		name + "-purchase/role":   &rbacv1.Role{},
+		name + "-purchase/rb":     &rbacv1.RoleBinding{},
+		name + "-purchase":        &appsv1.Deployment{},
+		name + "-purchase/svc":    &corev1.Service{},
+		name + "-purchase/pdb":    &policyv1.PodDisruptionBudget{},
+		name + "/ingress":         &networkingv1.Ingress{},
+		name + "-purchase/no-hpa": &autoscalingv2.HorizontalPodAutoscaler{},
+	}
+	for key, obj := range owned {
+		objName, _, _ := strings.Cut(key, "/")
+		if strings.HasSuffix(key, "/no-hpa") {
+			continue
+		}
+		eventually(t, 10*time.Second, key+" exists", func() error { return get(t, ns, objName, obj) })
+		refs := obj.GetOwnerReferences()
+		if len(refs) != 1 || refs[0].Name != name || refs[0].Kind != "FlashSale" || !ptr.Deref(refs[0].Controller, false) {
+			t.Errorf("%s: want the sale as controller owner, got %+v", key, refs)
+		}
+		if l := obj.GetLabels(); l["app.kubernetes.io/instance"] != name || l["app.kubernetes.io/managed-by"] != "flux-order" ||
+			l["app.kubernetes.io/name"] != "flux-order" || l["app.kubernetes.io/component"] == "" {
+			t.Errorf("%s: labels %v", key, l)
+		}
+	}
+	if err := get(t, ns, name+"-purchase", &autoscalingv2.HorizontalPodAutoscaler{}); !apierrors.IsNotFound(err) {
+		t.Errorf("no autoscaling: want no HPA, got %v", err)
+	}
+
+	dep := owned[name+"-purchase"].(*appsv1.Deployment)
+	c := dep.Spec.Template.Spec.Containers[0]
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	switch {
+	case c.Image != testOpts.PurchaseImage:
+		t.Errorf("purchase image %q, want the operator default %q", c.Image, testOpts.PurchaseImage)
+	case c.ImagePullPolicy == corev1.PullAlways:
+		t.Errorf("purchase pods must not force image pulls")
+	case *dep.Spec.Replicas != 2:
+		t.Errorf("replicas %d, want 2", *dep.Spec.Replicas)
+	case env["FLUX_ORDER_TICKETS"].Value != "500" || env["FLUX_ORDER_SALE"].Value != name || env["FLUX_ORDER_LOCK_TTL"].Value != "5s" ||
+		env["FLUX_ORDER_MAX_PER_BUYER"].Value != "4" || env["FLUX_ORDER_REDIS_ADDR"].Value != name+"-redis:6379":
+		t.Errorf("purchase env %v", c.Env)
+	case env["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef.Name != name+"-postgres" || env["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef.Key != "url":
+		t.Errorf("database url must come from the generated Secret: %+v", env["FLUX_ORDER_DATABASE_URL"])
+	case c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz":
+		t.Errorf("probes %+v %+v", c.ReadinessProbe, c.LivenessProbe)
+	case !*c.SecurityContext.ReadOnlyRootFilesystem || !*dep.Spec.Template.Spec.SecurityContext.RunAsNonRoot || *c.SecurityContext.AllowPrivilegeEscalation:
+		t.Errorf("purchase pods must be non-root with a read-only root filesystem: %+v", c.SecurityContext)
+	case dep.Spec.Template.Annotations[specs.ConfigHashAnnotation] == "":
+		t.Errorf("config hash annotation missing")
+	case dep.Spec.Template.Spec.ServiceAccountName != name+"-purchase":
+		t.Errorf("service account %q", dep.Spec.Template.Spec.ServiceAccountName)
+	}
+	sts := owned[name+"-postgres/sts"].(*appsv1.StatefulSet)
+	if sts.Spec.Template.Spec.Containers[0].Image != "postgres:15" ||
+		sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
+		t.Errorf("postgres statefulset: image %s, retention %+v", sts.Spec.Template.Spec.Containers[0].Image, sts.Spec.PersistentVolumeClaimRetentionPolicy)
+	}
+	secret := owned[name+"-postgres"].(*corev1.Secret)
+	if len(secret.Data["password"]) < 24 || !strings.Contains(string(secret.Data["url"]), string(secret.Data["password"])) {
+		t.Errorf("generated secret: %v", secret.Data)
+	}
+
+	eventually(t, 10*time.Second, "status says what is not ready", func() error {
+		st := saleNow(t, sale).Status
+		c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionRedisReady)
+		if st.Phase != salesv1alpha1.PhaseProvisioning || c == nil || c.Status != metav1.ConditionFalse || c.Reason != "NotReady" {
+			return fmt.Errorf("phase %q, RedisReady %+v", st.Phase, c)
+		}
+		if st.URL != "http://demo-concert.localtest" || st.Tickets != 500 || st.ObservedGeneration != sale.Generation ||
+			st.Selector != "app.kubernetes.io/component=purchase,app.kubernetes.io/instance=demo-concert,app.kubernetes.io/name=flux-order" {
+			return fmt.Errorf("status %+v", st)
+		}
+		if len(st.Conditions) != 5 {
+			return fmt.Errorf("want 5 conditions, got %+v", st.Conditions)
+		}
+		return nil
+	})
+
+	// The password is generated once: a reconcile never rewrites it.
+	before := string(secret.Data["password"])
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 600 })
+	eventually(t, 10*time.Second, "tickets grow in the pods' env", func() error {
+		if err := get(t, ns, name+"-purchase", dep); err != nil {
+			return err
+		}
+		if v := dep.Spec.Template.Spec.Containers[0].Env[1].Value; v != "600" {
+			return fmt.Errorf("FLUX_ORDER_TICKETS=%s", v)
+		}
+		return nil
+	})
+	if err := get(t, ns, name+"-postgres", secret); err != nil || string(secret.Data["password"]) != before {
+		t.Fatalf("the database password changed: %v", err)
+	}
+}
+
+func patchSpec(t *testing.T, sale *salesv1alpha1.FlashSale, mutate func(*salesv1alpha1.FlashSale)) {
+	t.Helper()
+	eventually(t, 5*time.Second, "update spec", func() error {
+		s := saleNow(t, sale)
+		mutate(s)
+		return k8s.Update(context.Background(), s)
+	})
+}
+
+// markReady plays kubelet and the controller-manager: the workload reports
+// ready pods.
+func markReady(t *testing.T, ns, name string, obj client.Object) {
+	t.Helper()
+	eventually(t, 10*time.Second, "mark "+name+" ready", func() error {
+		if err := get(t, ns, name, obj); err != nil {
+			return err
+		}
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			r := ptr.Deref(o.Spec.Replicas, 1)
+			o.Status = appsv1.DeploymentStatus{ObservedGeneration: o.Generation, Replicas: r, ReadyReplicas: r, AvailableReplicas: r, UpdatedReplicas: r}
+		case *appsv1.StatefulSet:
+			o.Status = appsv1.StatefulSetStatus{ObservedGeneration: o.Generation, Replicas: 1, ReadyReplicas: 1, AvailableReplicas: 1, CurrentReplicas: 1, UpdatedReplicas: 1}
+		}
+		return k8s.Status().Update(context.Background(), obj)
+	})
+}
+
+func waitPhase(t *testing.T, sale *salesv1alpha1.FlashSale, want salesv1alpha1.Phase, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "phase "+string(want), func() error {
+		if got := saleNow(t, sale).Status.Phase; got != want {
+			return fmt.Errorf("phase is %q", got)
+		}
+		return nil
+	})
+}
+
+func TestReconcile_ReadinessAndClock_DrivePhase(t *testing.T) {
+	ns := newNamespace(t)
+	now := time.Now().Truncate(time.Second)
+	sale := &salesv1alpha1.FlashSale{
+		ObjectMeta: metav1.ObjectMeta{Name: "phases", Namespace: ns},
+		Spec: salesv1alpha1.FlashSaleSpec{
+			Tickets:  100,
+			StartsAt: &metav1.Time{Time: now.Add(3 * time.Second)},
+			EndsAt:   &metav1.Time{Time: now.Add(6 * time.Second)},
+		},
+	}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase(t, sale, salesv1alpha1.PhaseProvisioning, 10*time.Second)
+	markReady(t, ns, "phases-redis", &appsv1.Deployment{})
+	markReady(t, ns, "phases-postgres", &appsv1.StatefulSet{})
+	waitPhase(t, sale, salesv1alpha1.PhaseProvisioning, 5*time.Second) // purchase pods not ready yet
+	markReady(t, ns, "phases-purchase", &appsv1.Deployment{})
+	waitPhase(t, sale, salesv1alpha1.PhaseScheduled, 5*time.Second)
+	if c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("Ready condition %+v", c)
+	}
+	// The requeue at startsAt and endsAt flips the phase with no other event.
+	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 6*time.Second)
+	waitPhase(t, sale, salesv1alpha1.PhaseEnded, 6*time.Second)
+
+	// A dependency that was ready stops being ready: Degraded.
+	redis := &appsv1.Deployment{}
+	if err := get(t, ns, "phases-redis", redis); err != nil {
+		t.Fatal(err)
+	}
+	redis.Status.ReadyReplicas, redis.Status.AvailableReplicas = 0, 0
+	if err := k8s.Status().Update(context.Background(), redis); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase(t, sale, salesv1alpha1.PhaseDegraded, 5*time.Second)
+}
+
+func TestValidation_BadFlashSales_RefusedWithActionableMessages(t *testing.T) {
+	ns := newNamespace(t)
+	good := func(name string) *salesv1alpha1.FlashSale {
+		return &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	}
+	now := time.Now()
+	cases := []struct {
+		name   string
+		sale   *salesv1alpha1.FlashSale
+		mutate func(*salesv1alpha1.FlashSale)
+		want   string
+	}{
+		{"endsAt before startsAt", good("window"), func(s *salesv1alpha1.FlashSale) {
+			s.Spec.StartsAt, s.Spec.EndsAt = &metav1.Time{Time: now.Add(time.Hour)}, &metav1.Time{Time: now}
+		}, "endsAt must be after startsAt"},
+		{"lockTTL too short", good("ttl-short"), func(s *salesv1alpha1.FlashSale) {
+			s.Spec.LockTTL = &metav1.Duration{Duration: 10 * time.Millisecond}
+		}, "lockTTL must be between 100ms and 60s"},
+		{"lockTTL too long", good("ttl-long"), func(s *salesv1alpha1.FlashSale) {
+			s.Spec.LockTTL = &metav1.Duration{Duration: 2 * time.Minute}
+		}, "lockTTL must be between 100ms and 60s"},
+		{"no tickets", good("zero"), func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 0 }, "spec.tickets"},
+		{"too many tickets", good("huge"), func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 10_000_001 }, "spec.tickets"},
+		{"negative replicas", good("neg"), func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Replicas = ptr.To[int32](-1) }, "spec.purchaseAPI.replicas"},
+		{"autoscaling min above max", good("hpa"), func(s *salesv1alpha1.FlashSale) {
+			s.Spec.PurchaseAPI.Autoscaling = &salesv1alpha1.AutoscalingSpec{MinReplicas: 5, MaxReplicas: 2}
+		}, "minReplicas must not exceed maxReplicas"},
+		{"name too long", good(strings.Repeat("a", 41)), nil, "at most 40 characters"},
+		{"external and managed redis", good("both"), func(s *salesv1alpha1.FlashSale) {
+			s.Spec.Redis.Image = "redis:7"
+			s.Spec.Redis.External = &salesv1alpha1.ExternalRedis{AddressSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "r"}, Key: "addr"}}
+		}, "redis: set either external or image/resources, not both"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.mutate != nil {
+				c.mutate(c.sale)
+			}
+			err := k8s.Create(context.Background(), c.sale)
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want Invalid mentioning %q, got %v", c.want, err)
+			}
+		})
+	}
+
+	sale := good("shrink")
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	sale.Spec.Tickets = 5
+	err := k8s.Update(context.Background(), sale)
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "tickets may grow but never shrink") {
+		t.Fatalf("lowering tickets: want the CEL refusal, got %v", err)
+	}
+}
+
+func TestScale_SubresourceAndAutoscaling(t *testing.T) {
+	ns := newNamespace(t)
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "scaled", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	dep := &appsv1.Deployment{}
+	eventually(t, 10*time.Second, "purchase deployment", func() error { return get(t, ns, "scaled-purchase", dep) })
+
+	// kubectl scale flashsale/scaled --replicas=5
+	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 5}}
+	if err := k8s.SubResource("scale").Update(context.Background(), saleNow(t, sale), client.WithSubResourceBody(scale)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "deployment scaled to 5", func() error {
+		if err := get(t, ns, "scaled-purchase", dep); err != nil {
+			return err
+		}
+		if r := ptr.Deref(dep.Spec.Replicas, 0); r != 5 {
+			return fmt.Errorf("replicas %d", r)
+		}
+		return nil
+	})
+	markReady(t, ns, "scaled-purchase", dep)
+	got := &autoscalingv1.Scale{}
+	eventually(t, 10*time.Second, "scale status", func() error {
+		if err := k8s.SubResource("scale").Get(context.Background(), saleNow(t, sale), got); err != nil {
+			return err
+		}
+		if got.Status.Replicas != 5 || !strings.Contains(got.Status.Selector, "app.kubernetes.io/instance=scaled") {
+			return fmt.Errorf("scale %+v", got.Status)
+		}
+		return nil
+	})
+
+	// With autoscaling the HPA decides the replicas; the operator stops
+	// owning them.
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) {
+		s.Spec.PurchaseAPI.Autoscaling = &salesv1alpha1.AutoscalingSpec{MinReplicas: 2, MaxReplicas: 8, TargetCPUUtilizationPercentage: 60}
+	})
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{}
+	eventually(t, 10*time.Second, "HPA", func() error { return get(t, ns, "scaled-purchase", hpa) })
+	if hpa.Spec.MaxReplicas != 8 || *hpa.Spec.MinReplicas != 2 || hpa.Spec.ScaleTargetRef.Name != "scaled-purchase" {
+		t.Fatalf("hpa %+v", hpa.Spec)
+	}
+	eventually(t, 10*time.Second, "replicas left to the HPA", func() error {
+		if err := get(t, ns, "scaled-purchase", dep); err != nil {
+			return err
+		}
+		for _, mf := range dep.ManagedFields {
+			if mf.Manager == FieldOwner && strings.Contains(string(mf.FieldsV1.Raw), `"f:replicas"`) {
+				return errors.New("the manager still owns spec.replicas")
+			}
+		}
+		return nil
+	})
+	dep.Spec.Replicas = ptr.To[int32](7) // what the HPA would do
+	if err := k8s.Update(context.Background(), dep); err != nil {
+		t.Fatal(err)
+	}
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Paused = true }) // forces a reconcile
+	time.Sleep(time.Second)
+	if err := get(t, ns, "scaled-purchase", dep); err != nil || *dep.Spec.Replicas != 7 {
+		t.Fatalf("the operator must leave replicas to the HPA: %v %d", err, *dep.Spec.Replicas)
+	}
+	// Autoscaling removed: the HPA goes away.
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Autoscaling = nil })
+	eventually(t, 10*time.Second, "HPA deleted", func() error {
+		if err := get(t, ns, "scaled-purchase", hpa); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestReconcile_HandEditsAndDeletions_AreUndone(t *testing.T) {
+	ns := newNamespace(t)
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "drift", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	dep := &appsv1.Deployment{}
+	eventually(t, 10*time.Second, "purchase deployment", func() error { return get(t, ns, "drift-purchase", dep) })
+	dep.Spec.Template.Spec.Containers[0].Image = "evil:latest"
+	if err := k8s.Update(context.Background(), dep); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "image put back", func() error {
+		if err := get(t, ns, "drift-purchase", dep); err != nil {
+			return err
+		}
+		if img := dep.Spec.Template.Spec.Containers[0].Image; img != testOpts.PurchaseImage {
+			return fmt.Errorf("image %s", img)
+		}
+		return nil
+	})
+	svc := &corev1.Service{}
+	if err := get(t, ns, "drift-redis", svc); err != nil {
+		t.Fatal(err)
+	}
+	uid := svc.UID
+	if err := k8s.Delete(context.Background(), svc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "service recreated", func() error {
+		if err := get(t, ns, "drift-redis", svc); err != nil {
+			return err
+		}
+		if svc.UID == uid {
+			return errors.New("still the old object")
+		}
+		return nil
+	})
+}
+
+func TestStatusReport_PodsCountsSurviveReconciles(t *testing.T) {
+	ns := newNamespace(t)
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "report", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 100}}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	for name, obj := range map[string]client.Object{"report-redis": &appsv1.Deployment{}, "report-postgres": &appsv1.StatefulSet{}, "report-purchase": &appsv1.Deployment{}} {
+		markReady(t, ns, name, obj)
+	}
+	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 10*time.Second)
+
+	sold := int64(40)
+	r, err := statusreport.New(cfg, ns, "report", "pod-a", func(context.Context) (int64, int64, error) { return 100, sold, nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ReportOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := saleNow(t, sale).Status
+	if ptr.Deref(st.Sold, -1) != 40 || ptr.Deref(st.Available, -1) != 60 || st.LastReportTime == nil {
+		t.Fatalf("report not applied: %+v", st)
+	}
+	// A reconcile (spec change) must keep the pods' fields.
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 3 })
+	eventually(t, 10*time.Second, "reconciled", func() error {
+		if g := saleNow(t, sale).Status.ObservedGeneration; g != saleNow(t, sale).Generation {
+			return fmt.Errorf("observed generation %d", g)
+		}
+		return nil
+	})
+	st = saleNow(t, sale).Status
+	if ptr.Deref(st.Sold, -1) != 40 || ptr.Deref(st.Available, -1) != 60 {
+		t.Fatalf("a reconcile overwrote the pods' counts: %+v", st)
+	}
+	// Selling out flips the phase.
+	sold = 100
+	if err := r.ReportOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase(t, sale, salesv1alpha1.PhaseSoldOut, 10*time.Second)
+}

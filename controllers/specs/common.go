@@ -1,0 +1,62 @@
+package specs
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+)
+
+// typeMeta is set on every built object: server-side apply needs it.
+func typeMeta(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+func selector(labels map[string]string) *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: labels}
+}
+
+func podMeta(s *salesv1alpha1.FlashSale, component string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Labels: Labels(s, component)}
+}
+
+// podSecurity runs every container of the pod as uid (non-root) with the
+// runtime's default seccomp profile; volumes are group-owned by uid.
+func podSecurity(uid int64) *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr.To(true),
+		RunAsUser:      ptr.To(uid),
+		RunAsGroup:     ptr.To(uid),
+		FSGroup:        ptr.To(uid),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+func emptyDir(name string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+}
+
+// service is a ClusterIP Service exposing one named port of a component.
+func service(s *salesv1alpha1.FlashSale, name, component, portName string, port int32) *corev1.Service {
+	return &corev1.Service{
+		TypeMeta:   typeMeta("v1", "Service"),
+		ObjectMeta: objectMeta(s, name, component),
+		Spec: corev1.ServiceSpec{
+			Selector: SelectorLabels(s, component),
+			Ports: []corev1.ServicePort{{
+				Name: portName, Port: port, TargetPort: intstr.FromString(portName), Protocol: corev1.ProtocolTCP,
+			}},
+		},
+	}
+}
+
+func firstOf(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,160 @@
+package specs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+)
+
+// ConfigHashAnnotation on the purchase pods is a hash of the configuration
+// they run with: a spec change gives a new hash and rolls the pods, and
+// anyone can tell which pods run the current configuration.
+const ConfigHashAnnotation = "fluxorder.io/config-hash"
+
+const (
+	purchaseUID     = 65532 // nonroot of distroless
+	defaultLockTTL  = 5 * time.Second
+	defaultReplicas = 2
+)
+
+// PurchaseEnv is the purchase pods' configuration, as the FLUX_ORDER_*
+// variables `flux-order purchase` reads.
+func PurchaseEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
+	lockTTL := defaultLockTTL
+	if s.Spec.LockTTL != nil {
+		lockTTL = s.Spec.LockTTL.Duration
+	}
+	env := []corev1.EnvVar{
+		{Name: "FLUX_ORDER_SALE", Value: s.Name},
+		{Name: "FLUX_ORDER_TICKETS", Value: strconv.FormatInt(s.Spec.Tickets, 10)},
+		redisAddrEnv(s),
+		databaseURLEnv(s),
+		{Name: "FLUX_ORDER_LISTEN", Value: ":" + strconv.Itoa(PurchasePort)},
+		{Name: "FLUX_ORDER_LOCK_TTL", Value: lockTTL.String()},
+		{Name: "FLUX_ORDER_MAX_PER_BUYER", Value: strconv.Itoa(int(s.Spec.MaxTicketsPerBuyer))},
+		{Name: "FLUX_ORDER_PAUSED", Value: strconv.FormatBool(s.Spec.Paused)},
+	}
+	if s.Spec.StartsAt != nil {
+		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_STARTS_AT", Value: s.Spec.StartsAt.UTC().Format(time.RFC3339)})
+	}
+	if s.Spec.EndsAt != nil {
+		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_ENDS_AT", Value: s.Spec.EndsAt.UTC().Format(time.RFC3339)})
+	}
+	// The status reporter: which FlashSale to report on, and who is asking.
+	return append(env,
+		corev1.EnvVar{Name: "FLUX_ORDER_REPORT_STATUS", Value: "true"},
+		fieldEnv("FLUX_ORDER_NAMESPACE", "metadata.namespace"),
+		fieldEnv("FLUX_ORDER_POD_NAME", "metadata.name"),
+	)
+}
+
+func fieldEnv(name, path string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+}
+
+func secretEnv(name string, ref corev1.SecretKeySelector) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &ref}}
+}
+
+func redisAddrEnv(s *salesv1alpha1.FlashSale) corev1.EnvVar {
+	if ext := s.Spec.Redis.External; ext != nil {
+		return secretEnv("FLUX_ORDER_REDIS_ADDR", ext.AddressSecretRef)
+	}
+	return corev1.EnvVar{Name: "FLUX_ORDER_REDIS_ADDR", Value: RedisName(s) + ":" + strconv.Itoa(RedisPort)}
+}
+
+func databaseURLEnv(s *salesv1alpha1.FlashSale) corev1.EnvVar {
+	if ext := s.Spec.Postgres.External; ext != nil {
+		return secretEnv("FLUX_ORDER_DATABASE_URL", ext.URLSecretRef)
+	}
+	return secretEnv("FLUX_ORDER_DATABASE_URL", corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: PostgresName(s)}, Key: SecretKeyURL})
+}
+
+// PurchaseReplicas is what the Deployment asks for; nil when an HPA
+// decides (so the operator does not fight it).
+func PurchaseReplicas(s *salesv1alpha1.FlashSale) *int32 {
+	if s.Spec.PurchaseAPI.Autoscaling != nil {
+		return nil
+	}
+	if r := s.Spec.PurchaseAPI.Replicas; r != nil {
+		return ptr.To(*r)
+	}
+	return ptr.To[int32](defaultReplicas)
+}
+
+// PurchaseDeployment runs the purchase API pods.
+func PurchaseDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
+	api := s.Spec.PurchaseAPI
+	container := corev1.Container{
+		Name:            "purchase",
+		Image:           firstOf(api.Image, o.PurchaseImage),
+		ImagePullPolicy: api.ImagePullPolicy,
+		Args:            []string{"purchase"},
+		Env:             PurchaseEnv(s),
+		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: PurchasePort}},
+		Resources:       api.Resources,
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}},
+			PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 2,
+		},
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+			PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3,
+		},
+		// Keep serving while the endpoint removal propagates to the
+		// Service and the Ingress, then drain in-flight purchases.
+		Lifecycle:       &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 3}}},
+		SecurityContext: restricted(true),
+	}
+	labels := SelectorLabels(s, ComponentPurchase)
+	template := corev1.PodTemplateSpec{
+		ObjectMeta: podMeta(s, ComponentPurchase),
+		Spec: corev1.PodSpec{
+			ServiceAccountName:            PurchaseName(s),
+			SecurityContext:               podSecurity(purchaseUID),
+			Containers:                    []corev1.Container{container},
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+		},
+	}
+	template.Annotations = map[string]string{ConfigHashAnnotation: hashOf(container)}
+	return &appsv1.Deployment{
+		TypeMeta:   typeMeta("apps/v1", "Deployment"),
+		ObjectMeta: objectMeta(s, PurchaseName(s), ComponentPurchase),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: PurchaseReplicas(s),
+			Selector: selector(labels),
+			Strategy: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				// Never lose serving capacity in the middle of a sale.
+				RollingUpdate: &appsv1.RollingUpdateDeployment{
+					MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromInt32(1)),
+				},
+			},
+			Template: template,
+		},
+	}
+}
+
+func hashOf(v any) string {
+	b, _ := json.Marshal(v) // plain structs: cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// PurchaseService is the purchase API's address inside the cluster, and
+// the Ingress's backend.
+func PurchaseService(s *salesv1alpha1.FlashSale) *corev1.Service {
+	svc := service(s, PurchaseName(s), ComponentPurchase, "http", PurchasePort)
+	svc.Spec.Ports[0].Port = 80
+	return svc
+}

@@ -1,0 +1,64 @@
+package specs
+
+import (
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+)
+
+const redisUID = 999 // the redis user of the official image
+
+// RedisDeployment runs the sale's lock store: one instance, no
+// persistence (Postgres is the truth, lost locks only cost speed) and
+// noeviction, so Redis refuses writes rather than silently dropping locks.
+func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
+	r := s.Spec.Redis
+	if r.External != nil {
+		return nil
+	}
+	container := corev1.Container{
+		Name:  "redis",
+		Image: firstOf(r.Image, o.RedisImage),
+		Args:  []string{"redis-server", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--protected-mode", "no"},
+		Ports: []corev1.ContainerPort{{Name: "redis", ContainerPort: RedisPort}},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("redis")}},
+			PeriodSeconds: 2,
+		},
+		VolumeMounts:    []corev1.VolumeMount{{Name: "data", MountPath: "/data"}},
+		SecurityContext: restricted(true),
+	}
+	if r.Resources != nil {
+		container.Resources = *r.Resources
+	}
+	labels := SelectorLabels(s, ComponentRedis)
+	return &appsv1.Deployment{
+		TypeMeta:   typeMeta("apps/v1", "Deployment"),
+		ObjectMeta: objectMeta(s, RedisName(s), ComponentRedis),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: selector(labels),
+			// Never two Redis at once: each would hold a different set of locks.
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: podMeta(s, ComponentRedis),
+				Spec: corev1.PodSpec{
+					SecurityContext: podSecurity(redisUID),
+					Containers:      []corev1.Container{container},
+					Volumes:         []corev1.Volume{emptyDir("data")},
+				},
+			},
+		},
+	}
+}
+
+// RedisService is the lock store's stable address.
+func RedisService(s *salesv1alpha1.FlashSale) *corev1.Service {
+	if s.Spec.Redis.External != nil {
+		return nil
+	}
+	return service(s, RedisName(s), ComponentRedis, "redis", RedisPort)
+}

@@ -1,0 +1,132 @@
+// Package statusreport publishes a sale's exact sold and available counts
+// into its FlashSale status, so `kubectl get flashsales` is the live
+// dashboard. The purchase pods of a sale elect one reporter through a Lease;
+// it server-side-applies only status.sold, status.available and
+// status.lastReportTime, under its own field owner, so the operator and the
+// pods never overwrite each other.
+package statusreport
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+// FieldOwner is the pods' server-side apply identity.
+const FieldOwner = "flux-order-purchase"
+
+var flashSales = schema.GroupVersionResource{Group: "sales.fluxorder.io", Version: "v1alpha1", Resource: "flashsales"}
+
+// LeaseName is the Lease a sale's pods compete for; the operator's Role for
+// the pods allows exactly this one.
+func LeaseName(sale string) string { return sale + "-purchase-reporter" }
+
+// CountFunc returns the seeded inventory and the seats sold, exactly.
+type CountFunc func(ctx context.Context) (tickets, sold int64, err error)
+
+// Reporter reports one sale's counts.
+type Reporter struct {
+	Namespace, Sale, Identity string
+	Counts                    CountFunc
+	Interval                  time.Duration // default 1s
+	Log                       *slog.Logger
+
+	dyn  dynamic.Interface
+	kube kubernetes.Interface
+}
+
+// New returns a reporter talking to the API server at cfg.
+func New(cfg *rest.Config, namespace, sale, identity string, counts CountFunc, log *slog.Logger) (*Reporter, error) {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Reporter{Namespace: namespace, Sale: sale, Identity: identity, Counts: counts, Interval: time.Second,
+		Log: log, dyn: dyn, kube: kube}, nil
+}
+
+// ReportOnce reads the counts and applies them to the FlashSale's status.
+func (r *Reporter) ReportOnce(ctx context.Context) error {
+	tickets, sold, err := r.Counts(ctx)
+	if err != nil {
+		return fmt.Errorf("read counts: %w", err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": flashSales.GroupVersion().String(),
+		"kind":       "FlashSale",
+		"metadata":   map[string]any{"name": r.Sale, "namespace": r.Namespace},
+		"status": map[string]any{
+			"sold":           sold,
+			"available":      tickets - sold,
+			"lastReportTime": metav1.Now().UTC().Format(time.RFC3339),
+		},
+	}}
+	_, err = r.dyn.Resource(flashSales).Namespace(r.Namespace).ApplyStatus(ctx, r.Sale, u,
+		metav1.ApplyOptions{FieldManager: FieldOwner, Force: true})
+	return err
+}
+
+// Run competes for the Lease until ctx ends; while leading it reports every
+// Interval. A failed report is logged and retried at the next tick.
+func (r *Reporter) Run(ctx context.Context) {
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Name: LeaseName(r.Sale), Namespace: r.Namespace},
+		Client:     r.kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: r.Identity},
+	}
+	interval := r.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	for ctx.Err() == nil {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   15 * time.Second,
+			RenewDeadline:   10 * time.Second,
+			RetryPeriod:     2 * time.Second,
+			ReleaseOnCancel: true,
+			Name:            LeaseName(r.Sale),
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					r.Log.Info("reporting the sale's counts", "identity", r.Identity)
+					r.report(ctx, interval)
+				},
+				OnStoppedLeading: func() { r.Log.Info("stopped reporting", "identity", r.Identity) },
+			},
+		})
+	}
+}
+
+func (r *Reporter) report(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		if err := r.ReportOnce(rctx); err != nil && ctx.Err() == nil {
+			r.Log.Warn("status report failed", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
