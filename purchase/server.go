@@ -145,6 +145,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 		g.Go(func() error { r.Run(gctx); return nil })
+		g.Go(func() error {
+			r.Follow(gctx, func(s statusreport.Schedule) {
+				svc.SetSchedule(Schedule{Paused: s.Paused, StartsAt: s.StartsAt, EndsAt: s.EndsAt})
+			})
+			return nil
+		})
 	}
 	for _, srv := range servers {
 		ln, err := net.Listen("tcp", srv.Addr)

@@ -1,0 +1,86 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/purchase/statusreport"
+)
+
+// asPurchasePod is the API as the sale's purchase pods see it: through
+// their ServiceAccount and the Role the operator gave it.
+func asPurchasePod(ns, sale string) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:%s-purchase", ns, sale)}
+	return c
+}
+
+func TestPurchaseRole_AllowsOnlyItsOwnSale(t *testing.T) {
+	ns := newNamespace(t)
+	mine := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "mine", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	other := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	for _, s := range []*salesv1alpha1.FlashSale{mine, other} {
+		if err := k8s.Create(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "role binding", func() error { return get(t, ns, "mine-purchase", &rbacv1.RoleBinding{}) })
+	var sold atomic.Int64
+	sold.Store(3)
+	counts := func(context.Context) (int64, int64, error) { return 10, sold.Load(), nil }
+
+	r, err := statusreport.New(asPurchasePod(ns, "mine"), ns, "mine", "pod-1", counts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ReportOnce(context.Background()); err != nil {
+		t.Fatalf("the pods must be allowed to report their own sale: %v", err)
+	}
+	intruder, err := statusreport.New(asPurchasePod(ns, "mine"), ns, "other", "pod-1", counts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := intruder.ReportOnce(context.Background()); !apierrors.IsForbidden(err) {
+		t.Fatalf("the pods must not write another sale's status, got %v", err)
+	}
+
+	// The kill switch reaches running pods through their watch, at once.
+	got := make(chan statusreport.Schedule, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Follow(ctx, func(s statusreport.Schedule) { got <- s })
+	if s := <-got; s.Paused {
+		t.Fatalf("initial schedule %+v", s)
+	}
+	patchSpec(t, mine, func(s *salesv1alpha1.FlashSale) { s.Spec.Paused = true })
+	select {
+	case s := <-got:
+		if !s.Paused {
+			t.Fatalf("want paused, got %+v", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pause did not reach the pods' watch")
+	}
+
+	// The Lease election works with the pods' permissions.
+	sold.Store(5)
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
+	go r.Run(rctx)
+	eventually(t, 10*time.Second, "the elected reporter writes counts", func() error {
+		s := saleNow(t, mine)
+		if s.Status.LastReportTime == nil || s.Status.Sold == nil || *s.Status.Sold != 5 {
+			return fmt.Errorf("status %+v", s.Status)
+		}
+		return nil
+	})
+}
