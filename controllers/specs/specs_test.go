@@ -1,0 +1,201 @@
+package specs
+
+import (
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+)
+
+var opts = Options{PurchaseImage: "flux-order:v1", RedisImage: "redis:7", PostgresImage: "postgres:15"}
+
+func sale(mutate ...func(*salesv1alpha1.FlashSale)) *salesv1alpha1.FlashSale {
+	s := &salesv1alpha1.FlashSale{
+		ObjectMeta: metav1.ObjectMeta{Name: "gig", Namespace: "sales", UID: "u-1"},
+		Spec:       salesv1alpha1.FlashSaleSpec{Tickets: 100},
+	}
+	for _, m := range mutate {
+		m(s)
+	}
+	return s
+}
+
+func env(c corev1.Container) map[string]corev1.EnvVar {
+	m := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		m[e.Name] = e
+	}
+	return m
+}
+
+func TestOptionalObjects_ExistOnlyWhenAskedFor(t *testing.T) {
+	ext := func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Redis.External = &salesv1alpha1.ExternalRedis{AddressSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "r"}, Key: "addr"}}
+		s.Spec.Postgres.External = &salesv1alpha1.ExternalPostgres{URLSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "p"}, Key: "url"}}
+	}
+	one := func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Replicas = ptr.To[int32](1) }
+	cases := []struct {
+		name string
+		got  bool
+		want bool
+	}{
+		{"no HPA without autoscaling", PurchaseHPA(sale()) != nil, false},
+		{"HPA with autoscaling", PurchaseHPA(sale(func(s *salesv1alpha1.FlashSale) {
+			s.Spec.PurchaseAPI.Autoscaling = &salesv1alpha1.AutoscalingSpec{MinReplicas: 2, MaxReplicas: 4, TargetCPUUtilizationPercentage: 70}
+		})) != nil, true},
+		{"PDB with the default two replicas", PurchasePDB(sale()) != nil, true},
+		{"no PDB with one replica (it would block drains)", PurchasePDB(sale(one)) != nil, false},
+		{"no Ingress without spec.ingress", PurchaseIngress(sale()) != nil, false},
+		{"managed Redis", RedisDeployment(sale(), opts) != nil && RedisService(sale()) != nil, true},
+		{"no Redis when external", RedisDeployment(sale(ext), opts) != nil || RedisService(sale(ext)) != nil, false},
+		{"no Postgres when external", PostgresStatefulSet(sale(ext), opts) != nil || PostgresService(sale(ext)) != nil || PostgresSecret(sale(ext), "x") != nil, false},
+	}
+	for _, c := range cases {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestPurchaseDeployment_ConfiguresThePods(t *testing.T) {
+	start := time.Date(2027, 1, 10, 10, 0, 0, 0, time.UTC)
+	s := sale(func(s *salesv1alpha1.FlashSale) {
+		s.Spec.StartsAt = &metav1.Time{Time: start}
+		s.Spec.LockTTL = &metav1.Duration{Duration: 750 * time.Millisecond}
+		s.Spec.MaxTicketsPerBuyer = 4
+		s.Spec.PurchaseAPI.ImagePullPolicy = corev1.PullIfNotPresent
+	})
+	d := PurchaseDeployment(s, opts)
+	c := d.Spec.Template.Spec.Containers[0]
+	e := env(c)
+	for k, want := range map[string]string{
+		"FLUX_ORDER_SALE": "gig", "FLUX_ORDER_TICKETS": "100", "FLUX_ORDER_REDIS_ADDR": "gig-redis:6379",
+		"FLUX_ORDER_LOCK_TTL": "750ms", "FLUX_ORDER_MAX_PER_BUYER": "4", "FLUX_ORDER_STARTS_AT": "2027-01-10T10:00:00Z",
+		"FLUX_ORDER_LISTEN": ":8080", "FLUX_ORDER_REPORT_STATUS": "true", "FLUX_ORDER_PAUSED": "false",
+	} {
+		if e[k].Value != want {
+			t.Errorf("%s = %q, want %q", k, e[k].Value, want)
+		}
+	}
+	if _, ok := e["FLUX_ORDER_ENDS_AT"]; ok {
+		t.Error("no endsAt: FLUX_ORDER_ENDS_AT must be absent")
+	}
+	if e["FLUX_ORDER_NAMESPACE"].ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+		t.Errorf("namespace must come from the downward API")
+	}
+	if c.Image != "flux-order:v1" || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Args[0] != "purchase" {
+		t.Errorf("container %s %s %v", c.Image, c.ImagePullPolicy, c.Args)
+	}
+	if *d.Spec.Replicas != 2 || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("replicas %d, rolling update %+v", *d.Spec.Replicas, d.Spec.Strategy.RollingUpdate)
+	}
+	if d.OwnerReferences[0].UID != "u-1" || !*d.OwnerReferences[0].Controller {
+		t.Errorf("owner %+v", d.OwnerReferences)
+	}
+
+	// A spec change the pods see changes the config hash (and rolls them).
+	h1 := d.Spec.Template.Annotations[ConfigHashAnnotation]
+	s.Spec.Tickets = 200
+	if h2 := PurchaseDeployment(s, opts).Spec.Template.Annotations[ConfigHashAnnotation]; h1 == h2 || h1 == "" {
+		t.Errorf("config hash did not change: %q -> %q", h1, h2)
+	}
+	// With an HPA the Deployment leaves replicas alone.
+	s.Spec.PurchaseAPI.Autoscaling = &salesv1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 3}
+	if r := PurchaseDeployment(s, opts).Spec.Replicas; r != nil {
+		t.Errorf("replicas %d with autoscaling, want unset", *r)
+	}
+}
+
+func TestExternalDependencies_ComeFromSecrets(t *testing.T) {
+	s := sale(func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Redis.External = &salesv1alpha1.ExternalRedis{AddressSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis-conn"}, Key: "addr"}}
+		s.Spec.Postgres.External = &salesv1alpha1.ExternalPostgres{URLSecretRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "pg-conn"}, Key: "dsn"}}
+	})
+	e := env(PurchaseDeployment(s, opts).Spec.Template.Spec.Containers[0])
+	if r := e["FLUX_ORDER_REDIS_ADDR"].ValueFrom.SecretKeyRef; r.Name != "redis-conn" || r.Key != "addr" {
+		t.Errorf("redis addr from %+v", r)
+	}
+	if r := e["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef; r.Name != "pg-conn" || r.Key != "dsn" {
+		t.Errorf("database url from %+v", r)
+	}
+}
+
+func TestPostgresStatefulSet_KeepsOrdersAfterTheSale(t *testing.T) {
+	s := sale(func(s *salesv1alpha1.FlashSale) {
+		size := resource.MustParse("5Gi")
+		s.Spec.Postgres.Storage = &salesv1alpha1.StorageSpec{Size: &size, StorageClassName: ptr.To("fast")}
+	})
+	sts := PostgresStatefulSet(s, opts)
+	if p := sts.Spec.PersistentVolumeClaimRetentionPolicy; p.WhenDeleted != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
+		t.Errorf("retention %+v: orders must survive the sale", p)
+	}
+	claim := sts.Spec.VolumeClaimTemplates[0]
+	if q := claim.Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "5Gi" || *claim.Spec.StorageClassName != "fast" {
+		t.Errorf("claim %+v", claim.Spec)
+	}
+	if claim.Labels["app.kubernetes.io/instance"] != "gig" {
+		t.Errorf("the claim must be findable by the sale's labels: %v", claim.Labels)
+	}
+	c := sts.Spec.Template.Spec.Containers[0]
+	if c.Image != "postgres:15" || c.ReadinessProbe.Exec.Command[0] != "pg_isready" || *sts.Spec.Template.Spec.SecurityContext.RunAsUser != 999 {
+		t.Errorf("postgres container %+v", c)
+	}
+	secret := PostgresSecret(s, "pw")
+	if u := secret.StringData[SecretKeyURL]; u != "postgres://fluxorder:pw@gig-postgres.sales.svc:5432/fluxorder?sslmode=disable" {
+		t.Errorf("url %s", u)
+	}
+}
+
+func TestRedisDeployment_NoEvictionNoPersistence(t *testing.T) {
+	d := RedisDeployment(sale(), opts)
+	args := d.Spec.Template.Spec.Containers[0].Args
+	want := []string{"redis-server", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--protected-mode", "no"}
+	if len(args) != len(want) {
+		t.Fatalf("args %q", args)
+	}
+	for i := range want {
+		if args[i] != want[i] {
+			t.Fatalf("args %q, want %q", args, want)
+		}
+	}
+	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Errorf("two Redis must never run at once: strategy %s", d.Spec.Strategy.Type)
+	}
+}
+
+func TestPurchaseRole_OnlyThisSale(t *testing.T) {
+	r := PurchaseRole(sale())
+	for _, rule := range r.Rules {
+		if len(rule.ResourceNames) == 0 && !(len(rule.Verbs) == 1 && rule.Verbs[0] == "create") {
+			t.Errorf("rule %+v is not limited to this sale's objects", rule)
+		}
+		for _, v := range rule.Verbs {
+			if v == "delete" || v == "*" {
+				t.Errorf("rule %+v grants %s", rule, v)
+			}
+		}
+	}
+}
+
+func TestIngressAndURL(t *testing.T) {
+	s := sale(func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Ingress = &salesv1alpha1.IngressSpec{Host: "gig.example.com", ClassName: ptr.To("traefik"), TLSSecretName: "gig-tls"}
+	})
+	ing := PurchaseIngress(s)
+	if ing.Spec.Rules[0].Host != "gig.example.com" || *ing.Spec.IngressClassName != "traefik" || ing.Spec.TLS[0].SecretName != "gig-tls" ||
+		ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Name != "gig-purchase" {
+		t.Errorf("ingress %+v", ing.Spec)
+	}
+	if u := URL(s); u != "https://gig.example.com" {
+		t.Errorf("url %s", u)
+	}
+	if u := URL(sale()); u != "http://gig-purchase.sales.svc" {
+		t.Errorf("url without ingress %s", u)
+	}
+}
