@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -87,5 +88,36 @@ func TestSoldSet_RemembersOnlyItsInventory(t *testing.T) {
 	s.add(10_000) // beyond the inventory: ignored, no panic
 	if s.has(10_000) {
 		t.Fatal("seats beyond the inventory are not remembered")
+	}
+}
+
+func TestHeldCache_ForgetsAfterItsWindow(t *testing.T) {
+	c := newHeldCache(20 * time.Millisecond)
+	now := time.Now()
+	if c.held(7, now) {
+		t.Fatal("nothing seen yet")
+	}
+	c.remember(7, now)
+	if !c.held(7, now.Add(10*time.Millisecond)) {
+		t.Fatal("seen held 10ms ago: must still answer held")
+	}
+	if c.held(7, now.Add(21*time.Millisecond)) {
+		t.Fatal("past the window the pod must ask Redis again")
+	}
+	c.remember(8, now)
+	c.forget(8)
+	if c.held(8, now) {
+		t.Fatal("forgotten seats are not held")
+	}
+	for i := range int64(3 * maxHeldPerShard * 64) { // bounded memory under many seats
+		c.remember(i, now.Add(-time.Second))
+	}
+	for i := range c.shards {
+		if n := len(c.shards[i].until); n > maxHeldPerShard {
+			t.Fatalf("shard %d holds %d entries, cap %d", i, n, maxHeldPerShard)
+		}
+	}
+	if heldMemory(5*time.Second) != maxHeldMemory || heldMemory(100*time.Millisecond) != 10*time.Millisecond {
+		t.Fatal("the memory window is a tenth of the lock TTL, capped")
 	}
 }

@@ -15,7 +15,7 @@ type metrics struct {
 	sold     prometheus.Counter       // seats sold by this pod
 
 	// locks' series, resolved once: the hot path must not hash labels.
-	lockAcquired, lockHeld, lockSold, lockKnownSold, lockError prometheus.Counter
+	lockAcquired, lockHeld, lockSold, lockKnownSold, lockKnownHeld, lockError prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -32,7 +32,7 @@ func newMetrics() *metrics {
 		}, []string{"outcome"}),
 		locks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flux_order_lock_attempts_total",
-			Help: "Seat lock attempts by result: acquired, held, sold, known_sold (refused from this pod's memory), error.",
+			Help: "Seat lock attempts by result: acquired, held, sold, known_sold and known_held (refused from this pod's memory), error.",
 		}, []string{"result"}),
 		sold: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flux_order_seats_sold_total",
@@ -43,6 +43,7 @@ func newMetrics() *metrics {
 	m.lockHeld = m.locks.WithLabelValues("held")
 	m.lockSold = m.locks.WithLabelValues("sold")
 	m.lockKnownSold = m.locks.WithLabelValues("known_sold")
+	m.lockKnownHeld = m.locks.WithLabelValues("known_held")
 	m.lockError = m.locks.WithLabelValues("error")
 	m.registry.MustRegister(m.requests, m.latency, m.locks, m.sold,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

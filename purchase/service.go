@@ -39,6 +39,9 @@ const (
 	// refillInterval keeps a pod from rescanning Postgres more often than
 	// this when the only unsold seats left are held by other buyers.
 	refillInterval = 100 * time.Millisecond
+	// maxHeldMemory caps how long a pod trusts that a seat it saw held is
+	// still held (see heldCache).
+	maxHeldMemory = 20 * time.Millisecond
 	// sideEffectTimeout bounds the Redis writes that follow a decision
 	// (sold marker, release); they run even if the buyer went away.
 	sideEffectTimeout = time.Second
@@ -51,6 +54,7 @@ type Service struct {
 	locks    *seatlock.Locks
 	store    *orderstore.Store
 	sold     *soldSet
+	held     *heldCache
 	metrics  *metrics
 	log      *slog.Logger
 	orderNS  uuid.UUID // namespace of order ids derived from idempotency keys
@@ -73,6 +77,7 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 		locks:   locks,
 		store:   store,
 		sold:    newSoldSet(cfg.Tickets),
+		held:    newHeldCache(heldMemory(cfg.LockTTL)),
 		metrics: newMetrics(),
 		log:     log,
 		orderNS: uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://fluxorder.io/sales/"+cfg.Sale)),
@@ -104,9 +109,18 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 		return Order{}, false, ErrTicketNotFound
 	}
 	keyed := req.IdempotencyKey != ""
-	if !keyed && s.sold.has(req.TicketID) {
-		s.metrics.lockKnownSold.Inc()
-		return Order{}, false, ErrTicketSold
+	now := time.Now()
+	if !keyed {
+		// A seat once sold is sold forever; a seat held a moment ago is
+		// most likely still held: answer both without I/O.
+		if s.sold.has(req.TicketID) {
+			s.metrics.lockKnownSold.Inc()
+			return Order{}, false, ErrTicketSold
+		}
+		if s.held.held(req.TicketID, now) {
+			s.metrics.lockKnownHeld.Inc()
+			return Order{}, false, ErrTicketLocked
+		}
 	}
 
 	orderID := s.newOrderID(req)
@@ -118,6 +132,7 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 	switch res.State {
 	case seatlock.Held:
 		s.metrics.lockHeld.Inc()
+		s.held.remember(req.TicketID, now)
 		return Order{}, false, ErrTicketLocked
 	case seatlock.Sold:
 		s.metrics.lockSold.Inc()
@@ -129,6 +144,12 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 	}
 	s.metrics.lockAcquired.Inc()
 	return s.confirm(ctx, req.TicketID, orderID, req)
+}
+
+// heldMemory is how long a pod remembers a seat it saw held: a fraction of
+// the lock's life, never more than maxHeldMemory.
+func heldMemory(lockTTL time.Duration) time.Duration {
+	return min(lockTTL/10, maxHeldMemory)
 }
 
 // newOrderID is random and time-ordered (v7, kind to the orders index), or
@@ -202,6 +223,7 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 // only costs speed: Postgres refuses the seat anyway.
 func (s *Service) markSold(id int64, owner string) {
 	s.sold.add(id)
+	s.held.forget(id)
 	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
 	defer cancel()
 	if err := s.locks.MarkSold(ctx, id, owner); err != nil {
