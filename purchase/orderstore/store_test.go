@@ -1,0 +1,132 @@
+package orderstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+)
+
+var pg *testservers.Postgres
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		var err error
+		if pg, err = testservers.StartPostgres(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: real PostgreSQL needed:", err)
+			return 1
+		}
+		defer pg.Close()
+		return m.Run()
+	}())
+}
+
+var dbSeq atomic.Int64
+
+func newStore(t testing.TB) *Store {
+	t.Helper()
+	ctx := context.Background()
+	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("store_%d", dbSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSeed_ConcurrentPodsSeedEachSeatOnce(t *testing.T) {
+	s := newStore(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() { errs <- s.Seed(context.Background(), 5000) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rows int64
+	if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM tickets`).Scan(&rows); err != nil || rows != 5000 {
+		t.Fatalf("want 5000 seats, got %d (%v)", rows, err)
+	}
+	if err := s.Seed(context.Background(), 4999); !errors.Is(err, ErrShrink) {
+		t.Fatalf("shrinking: want ErrShrink, got %v", err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatalf("migrating twice must be a no-op: %v", err)
+	}
+}
+
+func TestConfirm_Outcomes(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if err := s.Seed(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	first := uuid.New()
+	o, replayed, err := s.Confirm(ctx, Purchase{TicketID: 1, OrderID: first, BuyerID: "a", IdempotencyKey: "k", MaxPerBuyer: 2})
+	if err != nil || replayed || o.ID != first || o.TicketID != 1 {
+		t.Fatalf("first sale: %+v %v %v", o, replayed, err)
+	}
+	var sold *SoldError
+	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "b"}); !errors.As(err, &sold) || sold.OrderID != first {
+		t.Fatalf("second sale of seat 1: want SoldError naming %s, got %v", first, err)
+	}
+	if o, replayed, err := s.Confirm(ctx, Purchase{TicketID: 1, OrderID: first, BuyerID: "a", IdempotencyKey: "k", MaxPerBuyer: 2}); err != nil || !replayed || o.ID != first {
+		t.Fatalf("replay: %+v %v %v", o, replayed, err)
+	}
+	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 2, OrderID: uuid.New(), BuyerID: "a", IdempotencyKey: "k"}); !errors.Is(err, ErrKeyReused) {
+		t.Fatalf("key reused for another seat: want ErrKeyReused, got %v", err)
+	}
+	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 3, OrderID: uuid.New(), BuyerID: "a", MaxPerBuyer: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 4, OrderID: uuid.New(), BuyerID: "a", MaxPerBuyer: 2}); !errors.Is(err, ErrBuyerLimit) {
+		t.Fatalf("third ticket with a limit of 2: want ErrBuyerLimit, got %v", err)
+	}
+	if sold, err := s.TicketSold(ctx, 4); err != nil || sold {
+		t.Fatalf("a refused purchase must leave the seat unsold: %v %v", sold, err)
+	}
+	tickets, n, err := s.Counts(ctx)
+	if err != nil || tickets != 10 || n != 2 {
+		t.Fatalf("counts %d/%d %v, want 2 sold of 10", n, tickets, err)
+	}
+	ids, err := s.UnsoldFrom(ctx, 9, 4)
+	if err != nil || fmt.Sprint(ids) != "[9 10 2 4]" {
+		t.Fatalf("unsold from 9, wrapping: %v %v", ids, err)
+	}
+}
+
+// BenchmarkSeed measures seeding at three inventory sizes:
+// go test ./purchase/orderstore/ -run '^$' -bench Seed -benchtime 1x
+func BenchmarkSeed(b *testing.B) {
+	for _, n := range []int64{1_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				s := newStore(b)
+				b.StartTimer()
+				if err := s.Seed(context.Background(), n); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
