@@ -1,11 +1,16 @@
 package purchase
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 func TestAPI_BadInput_ClearProblems(t *testing.T) {
@@ -143,4 +148,63 @@ func TestStart_SeedingIsIdempotentAndGrows(t *testing.T) {
 	if _, _, err := Start(t.Context(), s.cfg, nil); err == nil || !strings.Contains(err.Error(), "cannot shrink") {
 		t.Fatalf("shrinking the inventory must fail clearly, got %v", err)
 	}
+}
+
+func TestServe_SIGTERM_FinishesInFlightPurchases(t *testing.T) {
+	s := newTestSale(t, 10)
+	port, err := testservers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.cfg
+	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	svc, closeAll, err := Start(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	inTx := make(chan struct{})
+	svc.beforeConfirm = func(int64) { close(inTx); time.Sleep(500 * time.Millisecond) }
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error)
+	go func() { served <- Serve(ctx, svc, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	base := "http://" + cfg.Listen
+	eventuallyUp(t, base)
+
+	answer := make(chan *http.Response)
+	go func() {
+		resp, err := http.Post(base+"/v1/tickets/2/purchase", "application/json", strings.NewReader(`{"buyerId":"late"}`))
+		if err != nil {
+			t.Errorf("in-flight purchase cut off: %v", err)
+			close(answer)
+			return
+		}
+		answer <- resp
+	}()
+	<-inTx
+	stop() // SIGTERM
+	if resp := <-answer; resp == nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the purchase in flight at SIGTERM must complete with 201, got %+v", resp)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve after SIGTERM: %v", err)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("after shutdown the listener must be closed")
+	}
+	if a := s.audit(); a.orders != 1 {
+		t.Fatalf("want the in-flight order committed, got %d orders", a.orders)
+	}
+}
+
+func eventuallyUp(t *testing.T, base string) {
+	t.Helper()
+	for range 100 {
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never came up", base)
 }

@@ -125,6 +125,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer closeAll()
+	return Serve(ctx, svc, log)
+}
+
+// Serve serves a started Service on its configured addresses until ctx
+// ends, then drains: /readyz fails, listeners close, in-flight purchases
+// finish (up to shutdownGrace).
+func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
+	cfg := svc.cfg
 
 	var draining atomic.Bool
 	ready := func(ctx context.Context) error {
