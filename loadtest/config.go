@@ -1,0 +1,204 @@
+package loadtest
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Scenario is what the buyers of a load test try to buy.
+type Scenario string
+
+// The scenarios. Mixed is, per 10 requests in sequence: 5 on a random seat
+// (sell-out), 3 on the hot seat, 2 on any free seat (any-seat) — a sale where
+// most buyers pick a seat while one popular seat is stormed.
+const (
+	HotSeat Scenario = "hot-seat" // every request on one seat
+	SellOut Scenario = "sell-out" // random seats among Seats
+	AnySeat Scenario = "any-seat" // POST /v1/purchase, the server picks
+	Mixed   Scenario = "mixed"
+)
+
+// Scenarios lists every scenario, in the order help texts show them.
+var Scenarios = []Scenario{HotSeat, SellOut, AnySeat, Mixed}
+
+// Defaults of the command line; Run applies the concurrency ones to a zero
+// Concurrency.
+const (
+	DefaultClosedConcurrency = 10
+	DefaultOpenConcurrency   = 256
+	DefaultBuyers            = 1000
+	DefaultTimeout           = 10 * time.Second
+)
+
+// Config is one load test. A zero Concurrency means the default of the
+// model (DefaultClosedConcurrency or DefaultOpenConcurrency); a zero Seats
+// means "read tickets from GET /v1/availability".
+type Config struct {
+	URL      string // base URL of a purchase API: http(s)://host[:port][/prefix]
+	Host     string // Host header (and TLS server name) instead of the URL's host
+	Scenario Scenario
+	Seat     int64 // the hot seat (hot-seat, mixed)
+	Seats    int64 // seats 1..Seats to pick from (sell-out, mixed)
+	Buyers   int   // distinct buyer ids buyer-1..buyer-N
+
+	// Closed model (Rate 0): Concurrency workers, each sending its next
+	// request when the previous one is answered. Open model (Rate > 0):
+	// Rate requests/s on a clock, at most Concurrency in flight; a request
+	// sent late because every connection was waiting for the server counts
+	// its latency from its scheduled time, so a slow server cannot hide its
+	// queueing by slowing the client down (coordinated omission).
+	Concurrency int
+	Rate        float64
+
+	// Bounds: the test stops at whichever comes first; one is required.
+	Duration time.Duration
+	Requests int64
+	// UntilSoldOut also stops once the sale reports sold out.
+	UntilSoldOut bool
+
+	Timeout time.Duration // one request, dial included
+
+	// Progress, when set, is called every ProgressEvery with the counts so
+	// far, and once more at the end with Done set.
+	Progress      func(Snapshot)
+	ProgressEvery time.Duration
+
+	// TLS is the client config for https targets (nil: system roots).
+	TLS *tls.Config
+}
+
+// FieldError is a bad Config value; Flag names the command-line flag.
+type FieldError struct {
+	Flag string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return "--" + e.Flag + ": " + e.Msg }
+
+// Validate returns the first bad value as a *FieldError.
+func (c *Config) Validate() error {
+	bad := func(flag, format string, a ...any) error {
+		return &FieldError{Flag: flag, Msg: fmt.Sprintf(format, a...)}
+	}
+	if _, err := parseTarget(c.URL, c.Host); err != nil {
+		return err
+	}
+	switch {
+	case !validScenario(c.Scenario):
+		return bad("scenario", "%q is not one of %s", c.Scenario, scenarioList())
+	case c.Seat < 1:
+		return bad("seat", "must be 1 or more, got %d", c.Seat)
+	case c.Seats < 0:
+		return bad("seats", "must be 0 (read from /v1/availability) or more, got %d", c.Seats)
+	case c.Buyers < 1:
+		return bad("buyers", "must be 1 or more, got %d", c.Buyers)
+	case c.Concurrency < 0:
+		return bad("concurrency", "must be 1 or more, got %d", c.Concurrency)
+	case c.Rate < 0:
+		return bad("rate", "must be 0 (closed model) or more requests/s, got %g", c.Rate)
+	case c.Duration < 0:
+		return bad("duration", "must not be negative, got %v", c.Duration)
+	case c.Requests < 0:
+		return bad("requests", "must not be negative, got %d", c.Requests)
+	case c.Duration == 0 && c.Requests == 0:
+		return bad("duration", "is required, or --requests: a test must stop by itself")
+	case c.UntilSoldOut && c.Scenario == HotSeat:
+		return bad("until-sold-out", "needs --scenario sell-out, any-seat or mixed (hot-seat buys one seat)")
+	case c.Timeout <= 0:
+		return bad("timeout", "must be positive, got %v", c.Timeout)
+	}
+	return nil
+}
+
+func validScenario(s Scenario) bool {
+	for _, v := range Scenarios {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+func scenarioList() string {
+	names := make([]string, len(Scenarios))
+	for i, s := range Scenarios {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
+}
+
+// withDefaults fills the zero values that have a default.
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultClosedConcurrency
+		if c.Rate > 0 {
+			c.Concurrency = DefaultOpenConcurrency
+		}
+	}
+	if c.Progress != nil && c.ProgressEvery <= 0 {
+		c.ProgressEvery = time.Second
+	}
+	return c
+}
+
+// target is where requests go: addr is dialled, host is sent.
+type target struct {
+	base   string // the URL as given, without a trailing slash
+	scheme string
+	addr   string // host:port to dial
+	host   string // Host header
+	prefix string // path prefix, without a trailing slash
+}
+
+func parseTarget(raw, hostOverride string) (target, error) {
+	bad := func(flag, format string, a ...any) (target, error) {
+		return target{}, &FieldError{Flag: flag, Msg: fmt.Sprintf(format, a...)}
+	}
+	if raw == "" {
+		return bad("url", "is required (base URL of a purchase API, like http://127.0.0.1:8080)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return bad("url", "%q is not a URL", raw)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return bad("url", "%q must start with http:// or https://", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return bad("url", "%q has no host", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return bad("url", "%q must be a base URL without user, query or fragment", raw)
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	t := target{
+		base:   strings.TrimRight(raw, "/"),
+		scheme: u.Scheme,
+		addr:   net.JoinHostPort(u.Hostname(), port),
+		host:   u.Host,
+		prefix: strings.TrimRight(u.EscapedPath(), "/"),
+	}
+	if hostOverride != "" {
+		// The value goes verbatim into every request's header block.
+		if strings.ContainsFunc(hostOverride, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return bad("host", "%q must not contain spaces or control characters", hostOverride)
+		}
+		t.host = hostOverride
+	}
+	return t, nil
+}
+
+// serverName is the TLS server name: the Host header without a port.
+func (t target) serverName() string {
+	if h, _, err := net.SplitHostPort(t.host); err == nil {
+		return h
+	}
+	return t.host
+}

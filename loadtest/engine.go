@@ -1,0 +1,354 @@
+// Package loadtest is the engine of `flux-order loadtest`: it sends purchase
+// requests to a sale's API in a closed or open model, counts every answer by
+// outcome with its latency, and audits the sale's database afterwards.
+//
+// It speaks HTTP/1.1 itself over keep-alive connections, one per worker,
+// with requests built into reused buffers: a load client must not be what
+// limits a test.
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Order is a 201 answer as the audit needs it.
+type Order struct {
+	ID       uuid.UUID `json:"orderId"`
+	TicketID int64     `json:"ticketId"`
+}
+
+// Snapshot is the progress of a running test.
+type Snapshot struct {
+	Elapsed time.Duration
+	Total   int64
+	Counts  [numOutcomes]int64
+	Done    bool // the last snapshot, after every answer
+}
+
+// Result is a finished test: its summary, and the orders it was answered.
+type Result struct {
+	Summary Summary
+	Created []Order
+}
+
+// Why a test stopped.
+const (
+	stopDuration    = "duration"
+	stopRequests    = "requests"
+	stopSoldOut     = "sold-out"
+	stopInterrupted = "interrupted"
+)
+
+type engine struct {
+	ctx   context.Context
+	cfg   Config
+	t     target
+	api   *apiClient
+	build *requestBuilder
+	pick  picker
+	open  bool
+	// gapNs is the time between two scheduled requests (open model).
+	gapNs float64
+	start time.Time
+
+	seq        atomic.Int64
+	stopped    atomic.Bool
+	stopCh     chan struct{}
+	stopOnce   sync.Once
+	stopReason string
+	conns      atomic.Int64
+
+	stats    [numOutcomes]histogram
+	examples [numOutcomes]atomic.Pointer[string]
+}
+
+// Run sends the test's requests and returns its summary once every request
+// was answered. It stops at the first of Duration, Requests, a sold-out sale
+// (UntilSoldOut) and ctx's end; requests in flight then still get their
+// answer (bounded by Timeout), so the audit can be exact.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	t, _ := parseTarget(cfg.URL, cfg.Host)
+	api := newAPIClient(t, cfg.TLS, cfg.Timeout)
+	if cfg.Seats == 0 && (cfg.Scenario == SellOut || cfg.Scenario == Mixed) {
+		a, err := api.availability(ctx)
+		if err != nil {
+			return nil, &FieldError{Flag: "seats", Msg: "not given, and reading the sale's size failed: " + err.Error()}
+		}
+		if a.Tickets < 1 {
+			return nil, &FieldError{Flag: "seats", Msg: fmt.Sprintf("not given, and %s/v1/availability reports %d tickets", t.base, a.Tickets)}
+		}
+		cfg.Seats = a.Tickets
+	}
+	e := &engine{
+		ctx:    ctx,
+		cfg:    cfg,
+		t:      t,
+		api:    api,
+		build:  newRequestBuilder(t),
+		pick:   picker{scenario: cfg.Scenario, seat: cfg.Seat, seats: cfg.Seats, buyers: int64(cfg.Buyers)},
+		open:   cfg.Rate > 0,
+		stopCh: make(chan struct{}),
+	}
+	if e.open {
+		e.gapNs = float64(time.Second) / cfg.Rate
+	}
+
+	cpu0 := cpuTime()
+	e.start = time.Now()
+	if cfg.Duration > 0 && !e.open { // the open model's schedule ends by itself
+		timer := time.AfterFunc(cfg.Duration, func() { e.halt(stopDuration) })
+		defer timer.Stop()
+	}
+	defer context.AfterFunc(ctx, func() { e.halt(stopInterrupted) })()
+
+	var helpers sync.WaitGroup
+	helpersDone := make(chan struct{})
+	if cfg.UntilSoldOut && cfg.Scenario != AnySeat {
+		helpers.Go(func() { e.watchSoldOut(helpersDone) })
+	}
+	if cfg.Progress != nil {
+		helpers.Go(func() { e.report(helpersDone) })
+	}
+
+	workers := make([]*worker, cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &worker{e: e, rng: rand.New(rand.NewPCG(uint64(e.start.UnixNano()), uint64(i))),
+			req: make([]byte, 0, 512), body: make([]byte, 0, 1024), timer: time.NewTimer(time.Hour)}
+		w.timer.Stop()
+		workers[i] = w
+		wg.Go(w.run)
+	}
+	wg.Wait()
+	elapsed := time.Since(e.start)
+	cpu := cpuTime() - cpu0
+	close(helpersDone)
+	helpers.Wait()
+	// Without a halt, the workers ran out of requests or of schedule.
+	if cfg.Requests > 0 && e.seq.Load() >= cfg.Requests {
+		e.halt(stopRequests)
+	}
+	e.halt(stopDuration)
+	if cfg.Progress != nil {
+		cfg.Progress(e.snapshot(true))
+	}
+
+	res := &Result{Summary: e.summary(elapsed, cpu)}
+	for _, w := range workers {
+		res.Created = append(res.Created, w.created...)
+	}
+	return res, nil
+}
+
+// halt stops new requests from being sent, waking workers that wait for
+// their scheduled time; the first reason wins. Reaching Requests or the end
+// of the open model's schedule is no halt: each worker stops on its own,
+// after sending what it had already claimed.
+func (e *engine) halt(reason string) {
+	e.stopOnce.Do(func() {
+		e.stopReason = reason
+		e.stopped.Store(true)
+		close(e.stopCh)
+	})
+}
+
+// next claims the sequence number of the next request.
+func (e *engine) next() (int64, bool) {
+	if e.stopped.Load() {
+		return 0, false
+	}
+	k := e.seq.Add(1) - 1
+	if e.cfg.Requests > 0 && k >= e.cfg.Requests {
+		return 0, false
+	}
+	return k, true
+}
+
+func (e *engine) snapshot(done bool) Snapshot {
+	s := Snapshot{Elapsed: time.Since(e.start), Done: done}
+	for o := range s.Counts {
+		s.Counts[o] = e.stats[o].count()
+		s.Total += s.Counts[o]
+	}
+	return s
+}
+
+func (e *engine) report(done <-chan struct{}) {
+	tick := time.NewTicker(e.cfg.ProgressEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			e.cfg.Progress(e.snapshot(false))
+		case <-done:
+			return
+		}
+	}
+}
+
+// watchSoldOut halts the test once the sale reports no seat available. Only
+// any-seat learns it from its answers (409 sold_out); seat-picking buyers
+// just see ticket_sold, so this asks.
+func (e *engine) watchSoldOut(done <-chan struct{}) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			a, err := e.api.availability(e.ctx)
+			if err == nil && a.Tickets > 0 && a.Available == 0 {
+				e.halt(stopSoldOut)
+				return
+			}
+		case <-e.stopCh:
+			return
+		case <-done:
+			return
+		}
+	}
+}
+
+// example keeps the first description of an unexpected outcome, so the
+// summary can say what the 404s or transport errors were.
+func (e *engine) example(o Outcome, status int, body []byte, err error) {
+	if e.examples[o].Load() != nil {
+		return
+	}
+	var s string
+	switch {
+	case err != nil:
+		s = err.Error()
+	case problemCode(body) != nil:
+		s = fmt.Sprintf("%d %s", status, problemCode(body))
+	default:
+		s = fmt.Sprintf("%d %s", status, http.StatusText(status))
+	}
+	e.examples[o].CompareAndSwap(nil, &s)
+}
+
+type worker struct {
+	e       *engine
+	rng     *rand.Rand
+	conn    *h1conn
+	req     []byte
+	body    []byte
+	created []Order
+	timer   *time.Timer
+}
+
+func (w *worker) run() {
+	e := w.e
+	defer func() {
+		if w.conn != nil {
+			w.conn.close()
+		}
+	}()
+	for {
+		k, ok := e.next()
+		if !ok {
+			return
+		}
+		start := time.Now()
+		if e.open {
+			at := time.Duration(float64(k) * e.gapNs)
+			if e.cfg.Duration > 0 && at >= e.cfg.Duration {
+				return
+			}
+			scheduled := e.start.Add(at)
+			if wait := scheduled.Sub(start); wait > 0 {
+				// On time: how late the runtime wakes us (up to ~1 ms when
+				// idle) is the client's lateness, not the server's.
+				if !w.sleep(wait) {
+					return
+				}
+				start = time.Now()
+			} else {
+				// Late because every connection was busy waiting for the
+				// server: that wait counts (coordinated omission).
+				start = scheduled
+			}
+		}
+		seat, buyer := e.pick.pick(k, w.rng)
+		w.send(seat, buyer, start)
+	}
+}
+
+// sleep waits for d, or returns false when the test halts first.
+func (w *worker) sleep(d time.Duration) bool {
+	w.timer.Reset(d)
+	select {
+	case <-w.timer.C:
+		return true
+	case <-w.e.stopCh:
+		w.timer.Stop()
+		return false
+	}
+}
+
+func (w *worker) send(seat, buyer int64, start time.Time) {
+	e := w.e
+	w.req = e.build.appendRequest(w.req[:0], seat, buyer)
+	status, body, err := w.roundTrip()
+	latency := time.Since(start)
+	if err != nil && e.ctx.Err() != nil {
+		return // cut short by an interrupt: not the server's doing
+	}
+	o := TransportError
+	if err == nil {
+		o = Classify(status, body)
+	}
+	e.stats[o].record(latency)
+	switch o {
+	case Created:
+		w.created = append(w.created, decodeOrder(body))
+	case SoldOut:
+		if e.cfg.UntilSoldOut {
+			e.halt(stopSoldOut)
+		}
+	case OtherAnswer, ServerError, TransportError:
+		e.example(o, status, body, err)
+	}
+}
+
+func (w *worker) roundTrip() (int, []byte, error) {
+	e := w.e
+	if w.conn == nil {
+		c, err := dialH1(e.ctx, e.t, e.cfg.TLS, e.cfg.Timeout)
+		if err != nil {
+			return 0, nil, err
+		}
+		w.conn = c
+		e.conns.Add(1)
+	}
+	status, body, keep, err := w.conn.roundTrip(w.req, time.Now().Add(e.cfg.Timeout), w.body)
+	w.body = body[:0] // keep the grown buffer for the next answer
+	if err != nil || !keep {
+		w.conn.close()
+		w.conn = nil
+	}
+	return status, body, err
+}
+
+// decodeOrder reads a 201 body. Orders are few next to refusals, so plain
+// JSON decoding is affordable here; an unreadable body gives a zero Order,
+// which the audit reports.
+func decodeOrder(body []byte) Order {
+	var o Order
+	if err := json.Unmarshal(body, &o); err != nil {
+		return Order{}
+	}
+	return o
+}

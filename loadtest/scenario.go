@@ -1,0 +1,85 @@
+package loadtest
+
+import (
+	"math/rand/v2"
+	"strconv"
+)
+
+// requestBuilder appends the bytes of one purchase request; everything but
+// the seat and buyer numbers is built once.
+type requestBuilder struct {
+	ticketHead []byte // "POST <prefix>/v1/tickets/"
+	ticketTail []byte // "/purchase HTTP/1.1\r\n" + headers up to "Content-Length: "
+	anyHead    []byte // "POST <prefix>/v1/purchase HTTP/1.1\r\n" + headers up to "Content-Length: "
+}
+
+const (
+	bodyHead = `{"buyerId":"buyer-`
+	bodyTail = `"}`
+)
+
+func newRequestBuilder(t target) *requestBuilder {
+	headers := "Host: " + t.host + "\r\n" +
+		"User-Agent: flux-order-loadtest\r\n" +
+		"Content-Type: application/json\r\n" +
+		"Content-Length: "
+	return &requestBuilder{
+		ticketHead: []byte("POST " + t.prefix + "/v1/tickets/"),
+		ticketTail: []byte("/purchase HTTP/1.1\r\n" + headers),
+		anyHead:    []byte("POST " + t.prefix + "/v1/purchase HTTP/1.1\r\n" + headers),
+	}
+}
+
+// appendRequest appends a purchase of seat (0: any free seat) by
+// buyer-<buyer> to dst.
+func (b *requestBuilder) appendRequest(dst []byte, seat, buyer int64) []byte {
+	if seat == 0 {
+		dst = append(dst, b.anyHead...)
+	} else {
+		dst = append(dst, b.ticketHead...)
+		dst = strconv.AppendInt(dst, seat, 10)
+		dst = append(dst, b.ticketTail...)
+	}
+	dst = strconv.AppendInt(dst, int64(len(bodyHead)+digits(buyer)+len(bodyTail)), 10)
+	dst = append(dst, "\r\n\r\n"+bodyHead...)
+	dst = strconv.AppendInt(dst, buyer, 10)
+	return append(dst, bodyTail...)
+}
+
+func digits(n int64) int {
+	d := 1
+	for n >= 10 {
+		n /= 10
+		d++
+	}
+	return d
+}
+
+// picker decides the k-th request of a scenario: a seat (0 for any-seat)
+// and a buyer. Buyers take turns, so every one of them buys.
+type picker struct {
+	scenario Scenario
+	seat     int64 // hot seat
+	seats    int64
+	buyers   int64
+}
+
+func (p picker) pick(k int64, rng *rand.Rand) (seat, buyer int64) {
+	buyer = k%p.buyers + 1
+	switch p.scenario {
+	case HotSeat:
+		return p.seat, buyer
+	case SellOut:
+		return 1 + rng.Int64N(p.seats), buyer
+	case AnySeat:
+		return 0, buyer
+	}
+	// Mixed: 5 in 10 on a random seat, 3 on the hot seat, 2 on any seat.
+	switch k % 10 {
+	case 0, 2, 4, 6, 8:
+		return 1 + rng.Int64N(p.seats), buyer
+	case 1, 5, 9:
+		return p.seat, buyer
+	}
+	return 0, buyer
+}
