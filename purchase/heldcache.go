@@ -1,7 +1,7 @@
 package purchase
 
 import (
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,68 +10,54 @@ import (
 // per second instead of one per request. The price is bounded: for at most
 // the memory window after the holder gave the seat up, this pod still says
 // ticket_locked, which is what "someone else had it a moment ago" means.
+//
+// It is a direct-mapped table of lock-free slots: each packs a seat id
+// (24 bits: the inventory is at most 10,000,000 < 2^24) and the end of its
+// window (40 bits of milliseconds since the cache's creation). A hot seat
+// is one atomic load per request; a collision only evicts, it can never
+// make another seat look held.
 type heldCache struct {
 	window time.Duration
-	shards [64]heldShard
+	epoch  time.Time
+	slots  [heldSlots]atomic.Uint64
 }
 
-type heldShard struct {
-	mu    sync.Mutex
-	until map[int64]int64 // ticket -> unix nanoseconds
-}
-
-// maxHeldPerShard bounds memory: a shard that grows past it drops its
-// expired entries, or everything if none expired.
-const maxHeldPerShard = 4096
+const (
+	heldSlots    = 4096
+	heldIDShift  = 40
+	heldTimeMask = 1<<heldIDShift - 1
+)
 
 func newHeldCache(window time.Duration) *heldCache {
-	c := &heldCache{window: window}
-	for i := range c.shards {
-		c.shards[i].until = map[int64]int64{}
-	}
-	return c
+	return &heldCache{window: window, epoch: time.Now()}
 }
 
-func (c *heldCache) shard(id int64) *heldShard { return &c.shards[uint64(id)%uint64(len(c.shards))] }
+func (c *heldCache) ms(t time.Time) uint64 {
+	return uint64(t.Sub(c.epoch).Milliseconds()) & heldTimeMask
+}
+
+func (c *heldCache) slot(id int64) *atomic.Uint64 { return &c.slots[uint64(id)%heldSlots] }
 
 // held reports whether id was seen held within the window before now.
 func (c *heldCache) held(id int64, now time.Time) bool {
 	if c.window <= 0 {
 		return false
 	}
-	s := c.shard(id)
-	s.mu.Lock()
-	until, ok := s.until[id]
-	s.mu.Unlock()
-	return ok && now.UnixNano() < until
+	v := c.slot(id).Load()
+	return v>>heldIDShift == uint64(id) && c.ms(now) < v&heldTimeMask
 }
 
 // remember records that id was seen held at now.
 func (c *heldCache) remember(id int64, now time.Time) {
-	if c.window <= 0 {
-		return
+	if c.window > 0 {
+		c.slot(id).Store(uint64(id)<<heldIDShift | c.ms(now.Add(c.window)))
 	}
-	n := now.UnixNano()
-	s := c.shard(id)
-	s.mu.Lock()
-	if len(s.until) >= maxHeldPerShard {
-		for k, u := range s.until {
-			if u <= n {
-				delete(s.until, k)
-			}
-		}
-		if len(s.until) >= maxHeldPerShard {
-			clear(s.until) // only a cache: forgetting costs a Redis round trip
-		}
-	}
-	s.until[id] = n + int64(c.window)
-	s.mu.Unlock()
 }
 
-// forget drops id, e.g. when this pod learns the seat is sold or free.
+// forget drops id, e.g. when this pod learns the seat is sold.
 func (c *heldCache) forget(id int64) {
-	s := c.shard(id)
-	s.mu.Lock()
-	delete(s.until, id)
-	s.mu.Unlock()
+	s := c.slot(id)
+	if v := s.Load(); v>>heldIDShift == uint64(id) {
+		s.CompareAndSwap(v, 0)
+	}
 }

@@ -93,8 +93,7 @@ func (s *Service) post(decide purchaseHandler) http.HandlerFunc {
 		default:
 			writeJSON(w, http.StatusCreated, o)
 		}
-		s.metrics.requests.WithLabelValues(outcome).Inc()
-		s.metrics.latency.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+		s.metrics.observe(outcome, time.Since(start).Seconds())
 	}
 }
 

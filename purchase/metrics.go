@@ -14,6 +14,10 @@ type metrics struct {
 	locks    *prometheus.CounterVec   // lock attempts by result
 	sold     prometheus.Counter       // seats sold by this pod
 
+	// byOutcome resolves each outcome's series once: the hot path must not
+	// hash label values.
+	byOutcome map[string]outcomeSeries
+
 	// locks' series, resolved once: the hot path must not hash labels.
 	lockAcquired, lockHeld, lockSold, lockKnownSold, lockKnownHeld, lockError prometheus.Counter
 }
@@ -39,6 +43,10 @@ func newMetrics() *metrics {
 			Help: "Seats sold (orders confirmed) by this pod.",
 		}),
 	}
+	m.byOutcome = map[string]outcomeSeries{}
+	for _, o := range append([]string{"created", "replayed", unknownProblem.code}, problemCodes()...) {
+		m.byOutcome[o] = outcomeSeries{m.requests.WithLabelValues(o), m.latency.WithLabelValues(o)}
+	}
 	m.lockAcquired = m.locks.WithLabelValues("acquired")
 	m.lockHeld = m.locks.WithLabelValues("held")
 	m.lockSold = m.locks.WithLabelValues("sold")
@@ -48,4 +56,27 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(m.requests, m.latency, m.locks, m.sold,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+type outcomeSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+// observe counts one purchase request and its latency.
+func (m *metrics) observe(outcome string, seconds float64) {
+	o, ok := m.byOutcome[outcome]
+	if !ok {
+		o = outcomeSeries{m.requests.WithLabelValues(outcome), m.latency.WithLabelValues(outcome)}
+	}
+	o.requests.Inc()
+	o.latency.Observe(seconds)
+}
+
+func problemCodes() []string {
+	codes := make([]string, len(problems))
+	for i, p := range problems {
+		codes[i] = p.code
+	}
+	return codes
 }

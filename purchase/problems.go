@@ -71,22 +71,46 @@ type Problem struct {
 
 const problemTypeBase = "https://fluxorder.io/problems/"
 
+// rendered holds each sentinel's body, marshalled once: a hot-seat storm
+// answers the same few problems tens of thousands of times a second.
+var rendered = func() map[error][]byte {
+	m := make(map[error][]byte, len(problems))
+	for _, p := range problems {
+		m[p.err] = renderProblem(p, p.err.Error())
+	}
+	return m
+}()
+
+func renderProblem(p problem, detail string) []byte {
+	body, _ := json.Marshal(Problem{Type: problemTypeBase + p.code, Title: p.title, Status: p.status, Detail: detail, Code: p.code})
+	return append(body, '\n')
+}
+
 // writeProblem answers err as application/problem+json. The detail is the
 // error text, which for our sentinels and wrapped validation errors is safe
 // to show; anything unexpected is not echoed.
 func writeProblem(w http.ResponseWriter, err error) {
+	body, ok := rendered[err]
 	p := problemFor(err)
-	detail := err.Error()
-	if p.err == nil {
-		detail = "unexpected error"
+	if !ok {
+		detail := err.Error()
+		if p.err == nil {
+			detail = "unexpected error"
+		}
+		body = renderProblem(p, detail)
 	}
-	if p.status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
-	}
-	body, _ := json.Marshal(Problem{Type: problemTypeBase + p.code, Title: p.title, Status: p.status, Detail: detail, Code: p.code})
 	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	if p.status == http.StatusServiceUnavailable {
+		h["Retry-After"] = retryAfter
+	}
+	h["Content-Type"] = problemContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(p.status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }
+
+// Header values shared by every answer (net/http only reads them).
+var (
+	retryAfter         = []string{"1"}
+	problemContentType = []string{"application/problem+json"}
+)

@@ -1,0 +1,536 @@
+// Command bench is `make bench`: in one run on this machine it starts
+// redis-server, a durable PostgreSQL (fsync on) and the real `flux-order
+// purchase` binary on loopback, measures the physical ceilings (Redis SET,
+// a null HTTP server, the confirm transaction in pgbench) and then
+// Flux-Order and two baseline designs against them, with the same load
+// client. Client and servers share the CPU, so every figure is reported as
+// a ratio to its ceiling measured in the same run; each is the median of
+// -runs repetitions.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/loadtest"
+)
+
+var (
+	runs     = flag.Int("runs", 3, "repetitions of each measurement (the median is reported)")
+	duration = flag.Duration("duration", 4*time.Second, "length of each throughput measurement")
+	sellOut  = flag.Int64("sellout-seats", 100_000, "seats of the sell-out measurement")
+	write    = flag.String("write", "", "also write the table into this markdown file, between the bench markers")
+)
+
+func main() {
+	flag.Parse()
+	if err := run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// bench holds the servers and tools of one run.
+type bench struct {
+	bin   string // directory of the built binaries
+	redis *testservers.Redis
+	pg    *testservers.Postgres
+	dbSeq int
+	rows  []row
+
+	// ceilings measured first, used as the denominators of later rows
+	nullRPS, nullP99, redisSet, pgTPS float64
+}
+
+type row struct {
+	group, what, unit string
+	value, ceiling    float64 // ceiling 0: none
+	target            string
+	ok                *bool
+}
+
+func run(ctx context.Context) error {
+	for tool, pkg := range map[string]string{"redis-benchmark": "redis-tools", "pgbench": "postgresql-contrib", "wrk": "wrk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: install it with `apt-get install -y %s`", tool, pkg)
+		}
+	}
+	start := time.Now()
+	dir, err := os.MkdirTemp("", "fo-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b := &bench{bin: dir}
+	for name, pkg := range map[string]string{"flux-order": ".", "nullserver": "./hack/nullserver", "baselines": "./hack/baselines"} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	if b.redis, err = testservers.StartRedis(); err != nil {
+		return err
+	}
+	defer b.redis.Close()
+	if b.pg, err = testservers.StartPostgresDurable(); err != nil {
+		return err
+	}
+	defer b.pg.Close()
+
+	steps := []func(context.Context) error{b.ceilings, b.fluxOrder, b.baselines, b.scale}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	table := b.table(time.Since(start))
+	fmt.Print(table)
+	if *write != "" {
+		return writeBetweenMarkers(*write, table)
+	}
+	return nil
+}
+
+// median runs f -runs times and returns the median of its results.
+func median(f func() (float64, error)) (float64, error) {
+	var xs []float64
+	for range *runs {
+		x, err := f()
+		if err != nil {
+			return 0, err
+		}
+		xs = append(xs, x)
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2], nil
+}
+
+func (b *bench) add(r row) { b.rows = append(b.rows, r) }
+
+func atLeast(v, ceiling, ratio float64) *bool {
+	ok := ceiling > 0 && v >= ratio*ceiling
+	return &ok
+}
+
+// ---- ceilings ----------------------------------------------------------
+
+var (
+	redisRPS = regexp.MustCompile(`SET: ([0-9.]+) requests per second`)
+	wrkRPS   = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	pgTPS    = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+)
+
+func (b *bench) ceilings(ctx context.Context) error {
+	host, port, _ := strings.Cut(b.redis.Addr, ":")
+	set, err := median(func() (float64, error) {
+		return command(redisRPS, "redis-benchmark", "-h", host, "-p", port, "-t", "set", "-c", "100", "-n", "200000", "-q")
+	})
+	if err != nil {
+		return err
+	}
+	b.add(row{group: "ceiling", what: "redis-benchmark SET, 100 connections", unit: "req/s", value: set})
+
+	null, stop, err := b.start(ctx, "nullserver", nil)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	wrk, err := median(func() (float64, error) {
+		return command(wrkRPS, "wrk", "-t1", "-c100", "-d"+duration.String(), null+"/v1/tickets/1/purchase")
+	})
+	if err != nil {
+		return err
+	}
+	b.add(row{group: "ceiling", what: "null HTTP server, wrk -t1 -c100", unit: "req/s", value: wrk})
+	nullRPS, err := b.loadRPS(ctx, null, loadtest.HotSeat, 100)
+	if err != nil {
+		return err
+	}
+	b.add(row{group: "ceiling", what: "null HTTP server, flux-order loadtest -c100", unit: "req/s", value: nullRPS, ceiling: wrk,
+		target: "≥ 0.8 × wrk", ok: atLeast(nullRPS, wrk, 0.8)})
+	nullP99, err := b.loadP99(ctx, null, 10)
+	if err != nil {
+		return err
+	}
+	b.add(row{group: "ceiling", what: "null HTTP server, p99 at 10 connections", unit: "ms", value: nullP99})
+	b.nullRPS, b.nullP99, b.redisSet = nullRPS, nullP99, set
+
+	tps, err := b.pgbench(ctx)
+	if err != nil {
+		return err
+	}
+	b.add(row{group: "ceiling", what: "pgbench: conditional UPDATE + INSERT per transaction, 16 clients", unit: "tx/s", value: tps})
+	b.pgTPS = tps
+	return nil
+}
+
+func command(re *regexp.Regexp, name string, args ...string) (float64, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v\n%s", name, err, out)
+	}
+	m := re.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("%s: no %q in its output:\n%s", name, re, out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// pgbench runs the confirm transaction's database work: flip one unsold
+// seat and insert its order, on a table of seats large enough that nearly
+// every transaction finds its seat unsold.
+func (b *bench) pgbench(ctx context.Context) (float64, error) {
+	db, err := b.database(ctx)
+	if err != nil {
+		return 0, err
+	}
+	setup := `CREATE TABLE seats (id bigint PRIMARY KEY, sold boolean NOT NULL DEFAULT false);
+CREATE TABLE orders (id uuid PRIMARY KEY, ticket_id bigint NOT NULL UNIQUE, buyer_id text NOT NULL, purchased_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO seats (id) SELECT generate_series(1, 5000000);`
+	if out, err := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", db, "-c", setup).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("pgbench setup: %v\n%s", err, out)
+	}
+	script := filepath.Join(b.bin, "confirm.sql")
+	if err := os.WriteFile(script, []byte(`\set id random(1, 5000000)
+BEGIN;
+UPDATE seats SET sold = true WHERE id = :id AND NOT sold;
+INSERT INTO orders (id, ticket_id, buyer_id) VALUES (gen_random_uuid(), :id, 'b') ON CONFLICT DO NOTHING;
+END;
+`), 0o644); err != nil {
+		return 0, err
+	}
+	secs := strconv.Itoa(max(1, int(duration.Seconds())))
+	return median(func() (float64, error) {
+		return command(pgTPS, "pgbench", "-n", "-c", "16", "-j", "2", "-T", secs, "-f", script, db)
+	})
+}
+
+// ---- Flux-Order --------------------------------------------------------
+
+func (b *bench) fluxOrder(ctx context.Context) error {
+	url, sale, stop, err := b.purchase(ctx, 1000)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if status := buy(url, 1); status != http.StatusCreated {
+		return fmt.Errorf("first purchase of seat 1: %d", status)
+	}
+	sold, err := b.loadRPS(ctx, url, loadtest.HotSeat, 100)
+	if err != nil {
+		return err
+	}
+	b.add(row{group: "flux-order", what: "hot-seat, seat sold: rejections", unit: "req/s", value: sold, ceiling: b.nullRPS,
+		target: "≥ 0.8 × null server", ok: atLeast(sold, b.nullRPS, 0.8)})
+	b.add(row{group: "flux-order", what: "hot-seat, seat sold, vs redis-benchmark SET (moonshot)", unit: "req/s", value: sold, ceiling: b.redisSet,
+		target: "≥ 0.5 × SET", ok: atLeast(sold, b.redisSet, 0.5)})
+	p99, err := b.loadP99(ctx, url, 10)
+	if err != nil {
+		return err
+	}
+	ok := p99 <= 2*b.nullP99
+	b.add(row{group: "flux-order", what: "hot-seat p99 at 10 connections", unit: "ms", value: p99, ceiling: b.nullP99, target: "≤ 2 × null server", ok: &ok})
+
+	// A seat held by a buyer who never finishes: every request is a
+	// lock refusal (Redis, then the pod's held-seat memory).
+	if err := holdSeat(ctx, b.redis.Addr, sale, 2); err != nil {
+		return err
+	}
+	held, err := b.loadRPSSeat(ctx, url, 2, 100)
+	if err != nil {
+		return err
+	}
+	b.add(row{group: "flux-order", what: "hot-seat, seat held by another buyer: rejections", unit: "req/s", value: held, ceiling: b.nullRPS,
+		target: "≥ 0.8 × null server", ok: atLeast(held, b.nullRPS, 0.8)})
+
+	orders, err := median(func() (float64, error) { return b.sellOut(ctx, "flux-order", nil) })
+	if err != nil {
+		return err
+	}
+	b.add(row{group: "flux-order", what: fmt.Sprintf("sell-out of %d seats: confirmed orders", *sellOut), unit: "orders/s", value: orders,
+		ceiling: b.pgTPS, target: "≥ 0.5 × pgbench", ok: atLeast(orders, b.pgTPS, 0.5)})
+	return nil
+}
+
+// ---- baselines ---------------------------------------------------------
+
+func (b *bench) baselines(ctx context.Context) error {
+	for _, strategy := range []string{"optimistic", "nowait"} {
+		db, err := b.database(ctx)
+		if err != nil {
+			return err
+		}
+		url, stop, err := b.start(ctx, "baselines", []string{"--strategy", strategy, "--database-url", db, "--tickets", "1000"})
+		if err != nil {
+			return err
+		}
+		buy(url, 1)
+		rps, err := b.loadRPS(ctx, url, loadtest.HotSeat, 100)
+		stop()
+		if err != nil {
+			return err
+		}
+		b.add(row{group: "baseline " + strategy, what: "hot-seat, seat sold: rejections", unit: "req/s", value: rps, ceiling: b.nullRPS})
+		orders, err := median(func() (float64, error) { return b.sellOut(ctx, "baselines", []string{"--strategy", strategy}) })
+		if err != nil {
+			return err
+		}
+		b.add(row{group: "baseline " + strategy, what: fmt.Sprintf("sell-out of %d seats: confirmed orders", *sellOut), unit: "orders/s", value: orders, ceiling: b.pgTPS})
+	}
+	return nil
+}
+
+// ---- scale -------------------------------------------------------------
+
+func (b *bench) scale(ctx context.Context) error {
+	for _, n := range []int64{1_000, 100_000, 1_000_000} {
+		t0 := time.Now()
+		url, _, stop, err := b.purchase(ctx, n)
+		if err != nil {
+			return err
+		}
+		ready := time.Since(t0).Seconds()
+		ok := ready < 10
+		b.add(row{group: "scale", what: fmt.Sprintf("%d seats: start to ready (migrate + seed)", n), unit: "s", value: ready, target: "< 10 s (1M)", ok: &ok})
+		orders, err := b.loadCreatedRPS(ctx, url, loadtest.AnySeat, 32)
+		stop()
+		if err != nil {
+			return err
+		}
+		b.add(row{group: "scale", what: fmt.Sprintf("%d seats: any-seat purchases", n), unit: "orders/s", value: orders})
+	}
+	return nil
+}
+
+// ---- plumbing ----------------------------------------------------------
+
+func (b *bench) database(ctx context.Context) (string, error) {
+	b.dbSeq++
+	return b.pg.CreateDatabase(ctx, fmt.Sprintf("bench_%d", b.dbSeq))
+}
+
+// start runs one of the built binaries on a free port and waits until it
+// answers; stop kills it.
+func (b *bench) start(ctx context.Context, name string, args []string) (url string, stop func(), err error) {
+	port, err := testservers.FreePort()
+	if err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	args = append(args, "--listen", addr)
+	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, name), args...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	url = "http://" + addr
+	probe := url + "/v1/availability"
+	if name == "flux-order" {
+		probe = url + "/readyz"
+	} else if name == "nullserver" {
+		probe = url + "/"
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if resp, err := http.Get(probe); err == nil {
+			resp.Body.Close()
+			if name != "flux-order" || resp.StatusCode == http.StatusOK {
+				return url, stop, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("%s %v never became ready:\n%s", name, args, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// purchase starts `flux-order purchase` on a fresh database and sale name
+// (the sale name prefixes its Redis keys).
+func (b *bench) purchase(ctx context.Context, tickets int64) (url, sale string, stop func(), err error) {
+	db, err := b.database(ctx)
+	if err != nil {
+		return "", "", nil, err
+	}
+	sale = fmt.Sprintf("bench-%d", b.dbSeq)
+	url, stop, err = b.start(ctx, "flux-order", []string{"purchase", "--sale", sale,
+		"--tickets", strconv.FormatInt(tickets, 10), "--redis-addr", b.redis.Addr, "--database-url", db})
+	return url, sale, stop, err
+}
+
+// sellOut sells every seat of a fresh sale of the given server and returns
+// confirmed orders per second; the audit must pass.
+func (b *bench) sellOut(ctx context.Context, server string, args []string) (float64, error) {
+	db, err := b.database(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var url string
+	var stop func()
+	if server == "flux-order" {
+		url, stop, err = b.start(ctx, server, []string{"purchase", "--sale", fmt.Sprintf("sellout-%d", b.dbSeq),
+			"--tickets", strconv.FormatInt(*sellOut, 10), "--redis-addr", b.redis.Addr, "--database-url", db})
+	} else {
+		url, stop, err = b.start(ctx, server, append(args, "--database-url", db, "--tickets", strconv.FormatInt(*sellOut, 10)))
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	var auditor *loadtest.Auditor
+	if server == "flux-order" {
+		if auditor, err = loadtest.NewAuditor(ctx, db); err != nil {
+			return 0, err
+		}
+	}
+	res, err := load(ctx, loadtest.Config{URL: url, Scenario: loadtest.SellOut, Seats: *sellOut, Buyers: 100_000,
+		Concurrency: 64, Duration: 15 * *duration, UntilSoldOut: true})
+	if err != nil {
+		return 0, err
+	}
+	if auditor != nil {
+		report := auditor.Check(ctx, res.Created, func(ctx context.Context) (loadtest.Availability, error) {
+			return loadtest.FetchAvailability(ctx, loadtest.Config{URL: url})
+		}, true)
+		if !report.OK {
+			return 0, fmt.Errorf("sell-out audit failed: %+v", report)
+		}
+	}
+	return float64(len(res.Created)) / res.Summary.DurationSeconds, nil
+}
+
+func (b *bench) loadRPS(ctx context.Context, url string, sc loadtest.Scenario, conc int) (float64, error) {
+	return median(func() (float64, error) {
+		res, err := load(ctx, loadtest.Config{URL: url, Scenario: sc, Seat: 1, Concurrency: conc, Duration: *duration})
+		if err != nil {
+			return 0, err
+		}
+		return res.Summary.RequestsPerSecond, nil
+	})
+}
+
+func (b *bench) loadRPSSeat(ctx context.Context, url string, seat int64, conc int) (float64, error) {
+	return median(func() (float64, error) {
+		res, err := load(ctx, loadtest.Config{URL: url, Scenario: loadtest.HotSeat, Seat: seat, Concurrency: conc, Duration: *duration})
+		if err != nil {
+			return 0, err
+		}
+		return res.Summary.RequestsPerSecond, nil
+	})
+}
+
+func (b *bench) loadCreatedRPS(ctx context.Context, url string, sc loadtest.Scenario, conc int) (float64, error) {
+	res, err := load(ctx, loadtest.Config{URL: url, Scenario: sc, Concurrency: conc, Duration: *duration, Buyers: 1_000_000})
+	if err != nil {
+		return 0, err
+	}
+	return float64(len(res.Created)) / res.Summary.DurationSeconds, nil
+}
+
+func (b *bench) loadP99(ctx context.Context, url string, conc int) (float64, error) {
+	return median(func() (float64, error) {
+		res, err := load(ctx, loadtest.Config{URL: url, Scenario: loadtest.HotSeat, Seat: 1, Concurrency: conc, Duration: *duration})
+		if err != nil {
+			return 0, err
+		}
+		return res.Summary.Latency.P99Ms, nil
+	})
+}
+
+// load runs the load client with the CLI's defaults for what cfg leaves out.
+func load(ctx context.Context, cfg loadtest.Config) (*loadtest.Result, error) {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = loadtest.DefaultTimeout
+	}
+	if cfg.Buyers == 0 {
+		cfg.Buyers = loadtest.DefaultBuyers
+	}
+	if cfg.Seat == 0 {
+		cfg.Seat = 1
+	}
+	return loadtest.Run(ctx, cfg)
+}
+
+func buy(url string, seat int64) int {
+	resp, err := http.Post(fmt.Sprintf("%s/v1/tickets/%d/purchase", url, seat), "application/json", strings.NewReader(`{"buyerId":"bench"}`))
+	if err != nil {
+		return -1
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// holdSeat takes seat's lock in Redis as a buyer who never finishes would.
+func holdSeat(ctx context.Context, addr, sale string, seat int64) error {
+	host, port, _ := strings.Cut(addr, ":")
+	out, err := exec.CommandContext(ctx, "redis-cli", "-h", host, "-p", port, "SET",
+		fmt.Sprintf("fs:%s:ticket:%d", sale, seat), "bench-holder", "PX", "600000").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK") {
+		return fmt.Errorf("hold seat: %v %s", err, out)
+	}
+	return nil
+}
+
+func (b *bench) table(took time.Duration) string {
+	var w strings.Builder
+	fmt.Fprintf(&w, "Run of %s, %d cores, %d runs per figure (median), %v per throughput measurement; took %s.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), *runs, *duration, took.Round(time.Second))
+	fmt.Fprintln(&w, "| group | measurement | value | ceiling | ratio | target | |")
+	fmt.Fprintln(&w, "|---|---|---|---|---|---|---|")
+	for _, r := range b.rows {
+		ceiling, ratio := "", ""
+		if r.ceiling > 0 {
+			ceiling = fmt.Sprintf("%.0f", r.ceiling)
+			if r.unit == "ms" {
+				ceiling = fmt.Sprintf("%.2f", r.ceiling)
+			}
+			ratio = fmt.Sprintf("%.2f", r.value/r.ceiling)
+		}
+		verdict := ""
+		if r.ok != nil {
+			verdict = map[bool]string{true: "met", false: "**missed**"}[*r.ok]
+		}
+		value := fmt.Sprintf("%.0f %s", r.value, r.unit)
+		if r.unit == "ms" || r.unit == "s" {
+			value = fmt.Sprintf("%.2f %s", r.value, r.unit)
+		}
+		fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s |\n", r.group, r.what, value, ceiling, ratio, r.target, verdict)
+	}
+	return w.String()
+}
+
+const beginMarker, endMarker = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+// writeBetweenMarkers replaces the text between the bench markers of path
+// (appending markers when absent).
+func writeBetweenMarkers(path, table string) error {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(old)
+	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	block := beginMarker + "\n" + table + endMarker
+	if i < 0 || j < i {
+		s = strings.TrimRight(s, "\n") + "\n\n" + block + "\n"
+	} else {
+		s = s[:i] + block + s[j+len(endMarker):]
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
