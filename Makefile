@@ -37,8 +37,8 @@ envtest-assets: ## Build kube-apiserver and etcd for envtest into bin/k8s/ (only
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: lint verify-generated envtest-assets ## Every Go test: real redis-server, PostgreSQL and kube-apiserver (envtest)
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -count=1 $(PKGS)
+test: lint verify-generated envtest-assets helm helm-lint ## Every Go test: real redis-server, PostgreSQL and kube-apiserver (envtest), the Helm chart
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" $(GO) test -count=1 $(PKGS)
 
 .PHONY: fuzz
 fuzz: ## Fuzz the purchase request decoder for 60s
@@ -68,9 +68,133 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's RBAC from the markers
 	$(CONTROLLER_GEN) rbac:roleName=flux-order-manager crd paths="./api/..." paths="./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@$(MAKE) -s chart-crds
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail if regenerating the CRD, RBAC or deepcopy changes anything
-	@sum() { find api config -type f -print0 | sort -z | xargs -0 sha256sum; }; before=$$(sum); \
+	@sum() { find api config $(CHART)/crds $(CHART)/files -type f -print0 | sort -z | xargs -0 sha256sum; }; before=$$(sum); \
 	$(MAKE) -s generate manifests >/dev/null; \
 	if [ "$$before" != "$$(sum)" ]; then echo "generated files were stale: they are regenerated now, review and commit them"; exit 1; fi
+
+##@ Helm chart
+
+CHART        := charts/flux-order
+HELM         ?= $(BIN)/helm
+HELM_VERSION ?= v3.22.0
+
+.PHONY: helm
+helm: ## Install the helm CLI (v3, Go module proxy) into bin/ unless HELM exists
+	@command -v "$(HELM)" >/dev/null 2>&1 || { echo "installing helm $(HELM_VERSION) into $(BIN)/"; \
+	  GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+
+.PHONY: helm-lint
+helm-lint: helm ## helm lint the chart (warnings fail)
+	$(HELM) lint --strict $(CHART)
+
+.PHONY: chart-crds
+chart-crds: ## Copy the generated CRD and manager ClusterRole into the chart (make manifests does it too)
+	rm -f $(CHART)/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+
+##@ Deployment
+
+KIND             ?= kind
+KUBECTL          ?= kubectl
+DOCKER           ?= docker
+DOCKER_BUILD_FLAGS ?=
+KIND_CLUSTER     ?= flux-order
+KIND_CONFIG      ?= hack/kind-config.yaml
+KUBE_CONTEXT     ?= kind-$(KIND_CLUSTER)
+NAMESPACE        ?= flux-order-system
+RELEASE          ?= flux-order
+REDIS_IMG        ?= redis:7
+POSTGRES_IMG     ?= postgres:15
+SAMPLE_NAMESPACE ?= default
+# What `deploy` does first: build $(IMG) and load it into kind. Empty for any
+# other cluster (IMG must then be pullable there: make docker-push).
+DEPLOY_LOAD      ?= kind-load
+# kind-offline kit (machines that cannot pull images, ../shared/kind-offline):
+# when present, every recipe below runs with its env (kind, kubectl and its
+# docker shim first on PATH, KIND_NODE_IMAGE set), and its Traefik is the
+# ingress controller. Elsewhere kind uses its stock node image (or
+# $KIND_NODE_IMAGE) and INGRESS_MANIFEST names the ingress controller to
+# install (docs/install.md); without one, kind-up installs none.
+KIND_OFFLINE     ?= $(abspath $(CURDIR)/../shared/kind-offline)
+KIT               = $(if $(wildcard $(KIND_OFFLINE)/env),eval "$$($(KIND_OFFLINE)/env)" &&)
+INGRESS_MANIFEST ?= $(if $(KIT),$(KIND_OFFLINE)/manifests/traefik.yaml)
+INGRESS_IMAGES   ?= $(if $(KIT),traefik:v3.6)
+INGRESS_NAMESPACE ?= traefik
+KCTL              = $(KUBECTL) --context $(KUBE_CONTEXT)
+# IMG split for the chart's image.repository and image.tag.
+IMG_REPO          = $(shell echo '$(IMG)' | sed -E 's/:[^:/]+$$//')
+IMG_TAG           = $(or $(shell echo '$(IMG)' | sed -nE 's/.*:([^:/]+)$$/\1/p'),latest)
+MANAGER           = $(if $(findstring flux-order,$(RELEASE)),$(RELEASE),$(RELEASE)-flux-order)-manager
+
+.PHONY: kit
+kit: ## Prepare the kind-offline kit when it is there (idempotent; ~1 s when ready, ~40 min the first time)
+	@if [ -x "$(KIND_OFFLINE)/prepare" ]; then \
+	  echo "kind-offline: $(KIND_OFFLINE)/prepare (log $(BIN)/kind-offline-prepare.log)"; mkdir -p $(BIN); \
+	  $(KIND_OFFLINE)/prepare >$(BIN)/kind-offline-prepare.log 2>&1 || { tail -n 30 $(BIN)/kind-offline-prepare.log; exit 1; }; \
+	  tail -n 1 $(BIN)/kind-offline-prepare.log; \
+	fi
+
+.PHONY: kind-up
+kind-up: kit ## kind cluster flux-order (hack/kind-config.yaml) with an ingress controller on 127.0.0.1:18080
+	@$(KIT) if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+	  echo "kind cluster $(KIND_CLUSTER) already exists"; \
+	else \
+	  echo "$(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) $${KIND_NODE_IMAGE:+--image $$KIND_NODE_IMAGE}"; \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) $${KIND_NODE_IMAGE:+--image "$$KIND_NODE_IMAGE"} --wait 3m; \
+	fi
+	$(KIT) $(KCTL) wait --for=condition=Ready nodes --all --timeout=3m
+ifneq ($(strip $(INGRESS_IMAGES)),)
+	$(KIT) $(KIND) load docker-image --name $(KIND_CLUSTER) $(INGRESS_IMAGES)
+endif
+ifneq ($(strip $(INGRESS_MANIFEST)),)
+	$(KIT) $(KCTL) apply -f $(INGRESS_MANIFEST)
+	$(KIT) $(KCTL) -n $(INGRESS_NAMESPACE) wait --for=condition=Available deployment --all --timeout=3m
+else
+	@echo "kind-up: no ingress controller installed (INGRESS_MANIFEST is empty): see docs/install.md"
+endif
+
+.PHONY: docker-build
+docker-build: kit ## Build the image IMG (manager and purchase API)
+	$(KIT) $(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image IMG
+	$(DOCKER) push $(IMG)
+
+.PHONY: kind-load
+kind-load: docker-build ## Build IMG and load it, redis:7 and postgres:15 into the kind cluster
+	@$(KIT) for i in $(REDIS_IMG) $(POSTGRES_IMG); do \
+	  $(DOCKER) image inspect $$i >/dev/null 2>&1 || $(DOCKER) pull $$i || exit 1; done
+	$(KIT) $(KIND) load docker-image --name $(KIND_CLUSTER) $(IMG) $(REDIS_IMG) $(POSTGRES_IMG)
+
+.PHONY: deploy
+deploy: $(DEPLOY_LOAD) helm ## kind-load, then helm upgrade --install the chart with IMG; waits for the manager
+	$(KIT) $(HELM) upgrade --install $(RELEASE) $(CHART) --kube-context $(KUBE_CONTEXT) \
+	  --namespace $(NAMESPACE) --create-namespace \
+	  --set image.repository=$(IMG_REPO) --set-string image.tag=$(IMG_TAG) --set image.pullPolicy=IfNotPresent \
+	  --set defaults.redis.image=$(REDIS_IMG) --set defaults.postgres.image=$(POSTGRES_IMG) \
+	  --set-string "podAnnotations.fluxorder\.io/image-id=$$($(DOCKER) image inspect -f '{{.Id}}' $(IMG) 2>/dev/null | cut -c8-19)" \
+	  --wait --timeout 5m
+	$(KIT) $(KCTL) -n $(NAMESPACE) rollout status deployment/$(MANAGER) --timeout=5m
+
+.PHONY: undeploy
+undeploy: helm ## helm uninstall the operator (the CRD and every FlashSale stay)
+	$(KIT) $(HELM) uninstall $(RELEASE) --kube-context $(KUBE_CONTEXT) --namespace $(NAMESPACE)
+
+.PHONY: sample
+sample: ## Apply config/samples (FlashSale demo-concert, host demo-concert.localtest) and wait until it is OnSale
+	$(KIT) $(KCTL) -n $(SAMPLE_NAMESPACE) apply -k config/samples
+	@$(KIT) KUBECTL="$(KCTL)" hack/wait-flashsale.sh -n $(SAMPLE_NAMESPACE) demo-concert OnSale 300
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster
+	$(KIT) $(KIND) delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: test-e2e
+test-e2e: ## End-to-end tests against the kind cluster (after make kind-up deploy)
+	$(KIT) KUBE_CONTEXT=$(KUBE_CONTEXT) OPERATOR_NAMESPACE=$(NAMESPACE) $(GO) test ./test/e2e/ -tags e2e -count=1 -v -timeout 45m
