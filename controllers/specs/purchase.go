@@ -107,6 +107,12 @@ func PurchaseDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deploymen
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}},
 			PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 2,
 		},
+		// The pod serves only after waiting for Postgres, migrating and
+		// seeding (a million seats take seconds): liveness waits for that.
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+			PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 150,
+		},
 		LivenessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
 			PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3,

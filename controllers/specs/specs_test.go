@@ -92,6 +92,9 @@ func TestPurchaseDeployment_ConfiguresThePods(t *testing.T) {
 	if c.Image != "flux-order:v1" || c.ImagePullPolicy != corev1.PullIfNotPresent || c.Args[0] != "purchase" {
 		t.Errorf("container %s %s %v", c.Image, c.ImagePullPolicy, c.Args)
 	}
+	if sp := c.StartupProbe; sp == nil || sp.HTTPGet.Path != "/healthz" || sp.PeriodSeconds*sp.FailureThreshold < 120 {
+		t.Errorf("a slow start (waiting for Postgres, seeding) must not trip liveness: startup probe %+v", sp)
+	}
 	if *d.Spec.Replicas != 2 || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
 		t.Errorf("replicas %d, rolling update %+v", *d.Spec.Replicas, d.Spec.Strategy.RollingUpdate)
 	}
