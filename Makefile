@@ -45,8 +45,13 @@ fuzz: ## Fuzz the purchase request decoder for 60s
 	$(GO) test ./purchase/ -run '^$$' -fuzz FuzzDecodePurchase -fuzztime 60s
 
 .PHONY: bench
-bench: ## Go benchmarks of the purchase path against real servers
-	$(GO) test ./purchase/ -run '^$$' -bench . -benchtime 3s -count 5
+bench: ## Measure Flux-Order against the machine's ceilings and two baselines (~10 min); writes docs/benchmarks.md
+	@hack/bench-deps.sh
+	$(GO) run ./hack/bench -runs 3 -write docs/benchmarks.md
+
+.PHONY: bench-go
+bench-go: ## Go benchmarks of the purchase path against real servers
+	$(GO) test ./purchase/ ./purchase/orderstore/ -run '^$$' -bench . -benchtime 2s -count 3
 
 .PHONY: run-local
 run-local: ## Serve a demo sale on 127.0.0.1:8080 with throw-away redis-server and PostgreSQL

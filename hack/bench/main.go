@@ -64,7 +64,7 @@ type row struct {
 }
 
 func run(ctx context.Context) error {
-	for tool, pkg := range map[string]string{"redis-benchmark": "redis-tools", "pgbench": "postgresql-contrib", "wrk": "wrk"} {
+	for tool, pkg := range map[string]string{"redis-benchmark": "redis-tools", "pgbench": "postgresql", "wrk": "wrk"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found: install it with `apt-get install -y %s`", tool, pkg)
 		}
