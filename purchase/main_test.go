@@ -26,22 +26,7 @@ var (
 	pgSrv    *testservers.Postgres
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if redisSrv, err = testservers.StartRedis(); err != nil {
-			fmt.Fprintln(os.Stderr, "FAIL: real Redis needed:", err)
-			return 1
-		}
-		defer redisSrv.Close()
-		if pgSrv, err = testservers.StartPostgres(); err != nil {
-			fmt.Fprintln(os.Stderr, "FAIL: real PostgreSQL needed:", err)
-			return 1
-		}
-		defer pgSrv.Close()
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &redisSrv, &pgSrv)) }
 
 var saleSeq atomic.Int64
 

@@ -217,3 +217,25 @@ func (p *Postgres) CreateDatabase(ctx context.Context, name string) (string, err
 	}
 	return p.URL(name), nil
 }
+
+// Main is a test package's TestMain body: it starts the servers whose
+// pointers are non-nil, runs the tests and stops the servers. A server that
+// cannot start fails the package (exit 1), it never skips it.
+func Main(m interface{ Run() int }, redis **Redis, pg **Postgres) int {
+	var err error
+	if redis != nil {
+		if *redis, err = StartRedis(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: real Redis needed:", err)
+			return 1
+		}
+		defer (*redis).Close()
+	}
+	if pg != nil {
+		if *pg, err = StartPostgres(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: real PostgreSQL needed:", err)
+			return 1
+		}
+		defer (*pg).Close()
+	}
+	return m.Run()
+}

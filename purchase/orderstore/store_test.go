@@ -16,17 +16,7 @@ import (
 
 var pg *testservers.Postgres
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if pg, err = testservers.StartPostgres(); err != nil {
-			fmt.Fprintln(os.Stderr, "FAIL: real PostgreSQL needed:", err)
-			return 1
-		}
-		defer pg.Close()
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(testservers.Main(m, nil, &pg)) }
 
 var dbSeq atomic.Int64
 
