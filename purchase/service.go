@@ -99,7 +99,8 @@ func (s *Service) SetSchedule(sch Schedule) { s.schedule.Store(&sch) }
 //
 // replayed is true when the idempotency key had already bought the order.
 func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed bool, err error) {
-	if err := s.schedule.Load().check(time.Now()); err != nil {
+	now := time.Now()
+	if err := s.schedule.Load().check(now); err != nil {
 		return Order{}, false, err
 	}
 	if req.TicketID == 0 {
@@ -109,7 +110,6 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 		return Order{}, false, ErrTicketNotFound
 	}
 	keyed := req.IdempotencyKey != ""
-	now := time.Now()
 	if !keyed {
 		// A seat once sold is sold forever; a seat held a moment ago is
 		// most likely still held: answer both without I/O.
