@@ -29,7 +29,7 @@ func newLoadtestCommand() *cobra.Command {
 			"Closed model by default (--concurrency workers); --rate switches to the open model.\n" +
 			"--duration and/or --requests bound the test. Every flag can also be set by an environment\n" +
 			"variable: --url is FLUX_ORDER_URL, and so on.\n\n" +
-			"Scenarios: hot-seat (every request on --seat), sell-out (random seats of --seats),\n" +
+			"Scenarios: hot-seat (every request on --seat), sell-out (every seat of --seats once per round, scrambled),\n" +
 			"any-seat (POST /v1/purchase), mixed (per 10 requests: 5 sell-out, 3 hot-seat, 2 any-seat).",
 		Example: "  flux-order loadtest --url http://127.0.0.1:8080 --scenario hot-seat --concurrency 64 --duration 10s\n" +
 			"  flux-order loadtest --url http://127.0.0.1:8080 --scenario sell-out --until-sold-out --duration 5m \\\n" +

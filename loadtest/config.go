@@ -17,7 +17,7 @@ type Scenario string
 // most buyers pick a seat while one popular seat is stormed.
 const (
 	HotSeat Scenario = "hot-seat" // every request on one seat
-	SellOut Scenario = "sell-out" // random seats among Seats
+	SellOut Scenario = "sell-out" // every seat of Seats once per round, in a scrambled order
 	AnySeat Scenario = "any-seat" // POST /v1/purchase, the server picks
 	Mixed   Scenario = "mixed"
 )

@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		t:      t,
 		api:    api,
 		build:  newRequestBuilder(t),
-		pick:   picker{scenario: cfg.Scenario, seat: cfg.Seat, seats: cfg.Seats, buyers: int64(cfg.Buyers)},
+		pick:   newPicker(cfg),
 		open:   cfg.Rate > 0,
 		stopCh: make(chan struct{}),
 	}

@@ -382,3 +382,17 @@ func TestProgressPrinter_RedrawsOnATerminalAndAppendsOtherwise(t *testing.T) {
 		}
 	}
 }
+
+func TestPicker_SellOutVisitsEverySeatOncePerRound(t *testing.T) {
+	for _, seats := range []int64{1, 2, 3, 10, 100, 1000, 100_000} {
+		p := newPicker(Config{Scenario: SellOut, Seats: seats, Buyers: 7})
+		seen := make(map[int64]bool, seats)
+		for k := range seats {
+			seat, _ := p.pick(k, nil)
+			if seat < 1 || seat > seats || seen[seat] {
+				t.Fatalf("%d seats: request %d picked seat %d (seen before: %v)", seats, k, seat, seen[seat])
+			}
+			seen[seat] = true
+		}
+	}
+}

@@ -62,6 +62,30 @@ type picker struct {
 	seat     int64 // hot seat
 	seats    int64
 	buyers   int64
+	stride   int64 // sell-out's walk: coprime with seats (see newPicker)
+}
+
+// newPicker returns the picker of cfg. Sell-out walks the seats in a
+// scrambled order, every seat once per round (k·stride mod seats, stride
+// coprime with seats), as buyers pick among the seats shown available:
+// random picks would need about seats·ln(seats) requests to find the last
+// free seats, and that tail, not the server, would set the orders/s.
+func newPicker(cfg Config) picker {
+	p := picker{scenario: cfg.Scenario, seat: cfg.Seat, seats: cfg.Seats, buyers: int64(cfg.Buyers), stride: 1}
+	if p.seats > 2 {
+		p.stride = p.seats*618/1000 + 1 // a far jump, golden-ratio-like
+		for gcd(p.stride, p.seats) != 1 {
+			p.stride++
+		}
+	}
+	return p
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 func (p picker) pick(k int64, rng *rand.Rand) (seat, buyer int64) {
@@ -70,7 +94,7 @@ func (p picker) pick(k int64, rng *rand.Rand) (seat, buyer int64) {
 	case HotSeat:
 		return p.seat, buyer
 	case SellOut:
-		return 1 + rng.Int64N(p.seats), buyer
+		return 1 + (k%p.seats)*p.stride%p.seats, buyer
 	case AnySeat:
 		return 0, buyer
 	}
