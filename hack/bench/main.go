@@ -435,7 +435,9 @@ func (b *bench) loadRPSSeat(ctx context.Context, url string, seat int64, conc in
 }
 
 func (b *bench) loadCreatedRPS(ctx context.Context, url string, sc loadtest.Scenario, conc int) (float64, error) {
-	res, err := load(ctx, loadtest.Config{URL: url, Scenario: sc, Concurrency: conc, Duration: *duration, Buyers: 1_000_000})
+	// Until sold out: a small sale ends long before the duration, and the
+	// idle rest must not count against it.
+	res, err := load(ctx, loadtest.Config{URL: url, Scenario: sc, Concurrency: conc, Duration: *duration, Buyers: 1_000_000, UntilSoldOut: true})
 	if err != nil {
 		return 0, err
 	}
