@@ -1,0 +1,96 @@
+package seatlock
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+)
+
+var srv *testservers.Redis
+
+func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &srv, nil)) }
+
+func newLocks(t *testing.T, sale string, ttl time.Duration) *Locks {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	return New(rdb, sale, ttl)
+}
+
+func TestAcquire_FirstWinsOthersSeeHeldThenSold(t *testing.T) {
+	ctx := context.Background()
+	l := newLocks(t, "acq", time.Minute)
+	if r, err := l.Acquire(ctx, 1, "tok-a"); err != nil || r.State != Acquired {
+		t.Fatalf("first: %+v %v", r, err)
+	}
+	if r, _ := l.Acquire(ctx, 1, "tok-a"); r.State != Acquired {
+		t.Fatalf("the holder retrying with its own token must still hold the seat: %+v", r)
+	}
+	if r, _ := l.Acquire(ctx, 1, "tok-b"); r.State != Held {
+		t.Fatalf("another buyer: want Held, got %+v", r)
+	}
+	if err := l.MarkSold(ctx, 1, "order-1"); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := l.Acquire(ctx, 1, "tok-b"); r.State != Sold || r.Owner != "order-1" {
+		t.Fatalf("after the sale: want Sold by order-1, got %+v", r)
+	}
+}
+
+func TestRelease_NeverDeletesAnotherBuyersLock(t *testing.T) {
+	ctx := context.Background()
+	l := newLocks(t, "rel", 100*time.Millisecond)
+	if _, err := l.Acquire(ctx, 5, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // the slow buyer's lock expires
+	if r, _ := l.Acquire(ctx, 5, "fast"); r.State != Acquired {
+		t.Fatalf("the expired lock must be free: %+v", r)
+	}
+	if ok, err := l.Release(ctx, 5, "slow"); err != nil || ok {
+		t.Fatalf("the slow buyer's release must not delete the fast buyer's lock: %v %v", ok, err)
+	}
+	if r, _ := l.Acquire(ctx, 5, "third"); r.State != Held {
+		t.Fatalf("the fast buyer must still hold seat 5: %+v", r)
+	}
+	if ok, _ := l.Release(ctx, 5, "fast"); !ok {
+		t.Fatal("the holder's release must succeed")
+	}
+}
+
+func TestAcquireAny_PopsFreeSeatsAndSaysWhenEmpty(t *testing.T) {
+	ctx := context.Background()
+	l := newLocks(t, "any", time.Minute)
+	if _, err := l.AcquireAny(ctx, "t0", 4); !errors.Is(err, ErrPoolEmpty) {
+		t.Fatalf("empty pool: want ErrPoolEmpty, got %v", err)
+	}
+	if err := l.Refill(ctx, []int64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Acquire(ctx, 2, "someone"); err != nil { // held by a specific-seat buyer
+		t.Fatal(err)
+	}
+	got := map[int64]bool{}
+	for _, tok := range []string{"t1", "t2"} {
+		id, err := l.AcquireAny(ctx, tok, 4)
+		if err != nil || id == 2 || got[id] {
+			t.Fatalf("want a distinct free seat other than the held 2, got %d %v", id, err)
+		}
+		got[id] = true
+	}
+	if _, err := l.AcquireAny(ctx, "t3", 4); !errors.Is(err, ErrPoolEmpty) {
+		t.Fatalf("after popping every seat: want ErrPoolEmpty, got %v", err)
+	}
+	if _, err := l.Release(ctx, 2, "someone"); err != nil { // the held seat's buyer gives up: back in the pool
+		t.Fatal(err)
+	}
+	if id, err := l.AcquireAny(ctx, "t4", 4); err != nil || id != 2 {
+		t.Fatalf("a released seat returns to the pool: got %d %v", id, err)
+	}
+}
