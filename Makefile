@@ -12,7 +12,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: help
 help: ## Show the targets
-	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z0-9_-]+:.*##/ {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ##@ Development
 
@@ -125,9 +125,9 @@ DEPLOY_LOAD      ?= kind-load
 # ingress controller. Elsewhere kind uses its stock node image (or
 # $KIND_NODE_IMAGE) and INGRESS_MANIFEST names the ingress controller to
 # install (docs/install.md); without one, kind-up installs none.
-KIND_OFFLINE     ?= $(abspath $(CURDIR)/../shared/kind-offline)
-KIT               = $(if $(wildcard $(KIND_OFFLINE)/env),eval "$$($(KIND_OFFLINE)/env)" &&)
-INGRESS_MANIFEST ?= $(if $(KIT),$(KIND_OFFLINE)/manifests/traefik.yaml)
+KIND_OFFLINE_DIR ?= $(abspath $(CURDIR)/../shared/kind-offline)
+KIT               = $(if $(wildcard $(KIND_OFFLINE_DIR)/env),eval "$$($(KIND_OFFLINE_DIR)/env)" &&)
+INGRESS_MANIFEST ?= $(if $(KIT),$(KIND_OFFLINE_DIR)/manifests/traefik.yaml)
 INGRESS_IMAGES   ?= $(if $(KIT),traefik:v3.6)
 INGRESS_NAMESPACE ?= traefik
 KCTL              = $(KUBECTL) --context $(KUBE_CONTEXT)
@@ -138,9 +138,9 @@ MANAGER           = $(if $(findstring flux-order,$(RELEASE)),$(RELEASE),$(RELEAS
 
 .PHONY: kit
 kit: ## Prepare the kind-offline kit when it is there (idempotent; ~1 s when ready, ~40 min the first time)
-	@if [ -x "$(KIND_OFFLINE)/prepare" ]; then \
-	  echo "kind-offline: $(KIND_OFFLINE)/prepare (log $(BIN)/kind-offline-prepare.log)"; mkdir -p $(BIN); \
-	  $(KIND_OFFLINE)/prepare >$(BIN)/kind-offline-prepare.log 2>&1 || { tail -n 30 $(BIN)/kind-offline-prepare.log; exit 1; }; \
+	@if [ -x "$(KIND_OFFLINE_DIR)/prepare" ]; then \
+	  echo "kind-offline: $(KIND_OFFLINE_DIR)/prepare (log $(BIN)/kind-offline-prepare.log)"; mkdir -p $(BIN); \
+	  $(KIND_OFFLINE_DIR)/prepare >$(BIN)/kind-offline-prepare.log 2>&1 || { tail -n 30 $(BIN)/kind-offline-prepare.log; exit 1; }; \
 	  tail -n 1 $(BIN)/kind-offline-prepare.log; \
 	fi
 
