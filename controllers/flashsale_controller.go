@@ -138,6 +138,7 @@ func desired(s *salesv1alpha1.FlashSale, o specs.Options) []ownedObject {
 		{kind: "ServiceAccount", obj: specs.PurchaseServiceAccount(s)},
 		{kind: "Role", obj: specs.PurchaseRole(s)},
 		{kind: "RoleBinding", obj: specs.PurchaseRoleBinding(s)},
+		{kind: "Lease", obj: specs.ReporterLease(s)},
 		{kind: "Deployment", obj: specs.PurchaseDeployment(s, o)},
 		{kind: "Service", obj: specs.PurchaseService(s)},
 		optional("HorizontalPodAutoscaler", hpa, hpa == nil, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: named(specs.PurchaseName(s))}),

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -65,19 +66,20 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 	}
 	name := sale.Name
 	owned := map[string]client.Object{
-		name + "-postgres":        &corev1.Secret{},
-		name + "-postgres/svc":    &corev1.Service{},
-		name + "-postgres/sts":    &appsv1.StatefulSet{},
-		name + "-redis":           &appsv1.Deployment{},
-		name + "-redis/svc":       &corev1.Service{},
-		name + "-purchase/sa":     &corev1.ServiceAccount{},
-		name + "-purchase/role":   &rbacv1.Role{},
-		name + "-purchase/rb":     &rbacv1.RoleBinding{},
-		name + "-purchase":        &appsv1.Deployment{},
-		name + "-purchase/svc":    &corev1.Service{},
-		name + "-purchase/pdb":    &policyv1.PodDisruptionBudget{},
-		name + "/ingress":         &networkingv1.Ingress{},
-		name + "-purchase/no-hpa": &autoscalingv2.HorizontalPodAutoscaler{},
+		name + "-postgres":          &corev1.Secret{},
+		name + "-postgres/svc":      &corev1.Service{},
+		name + "-postgres/sts":      &appsv1.StatefulSet{},
+		name + "-redis":             &appsv1.Deployment{},
+		name + "-redis/svc":         &corev1.Service{},
+		name + "-purchase/sa":       &corev1.ServiceAccount{},
+		name + "-purchase/role":     &rbacv1.Role{},
+		name + "-purchase/rb":       &rbacv1.RoleBinding{},
+		name + "-purchase-reporter": &coordinationv1.Lease{},
+		name + "-purchase":          &appsv1.Deployment{},
+		name + "-purchase/svc":      &corev1.Service{},
+		name + "-purchase/pdb":      &policyv1.PodDisruptionBudget{},
+		name + "/ingress":           &networkingv1.Ingress{},
+		name + "-purchase/no-hpa":   &autoscalingv2.HorizontalPodAutoscaler{},
 	}
 	for key, obj := range owned {
 		objName, _, _ := strings.Cut(key, "/")

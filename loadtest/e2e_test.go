@@ -28,7 +28,7 @@ func startSale(t *testing.T, tickets int64) (url, dbURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(svc.Handler(func(context.Context) error { return nil }))
+	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(func() { srv.Close(); closeAll() })
 	return srv.URL, dbURL
 }

@@ -28,9 +28,13 @@ const (
 	purchaseTimeout = 5 * time.Second
 )
 
-// Handler returns the purchase API. ready reports whether the pod should
-// receive traffic (/readyz).
-func (s *Service) Handler(ready func(context.Context) error) http.Handler {
+// Handler returns the purchase API.
+//
+// /readyz fails only while the pod drains. An outage of Redis or Postgres
+// is shared by every pod of the sale: taking them all out of the Service
+// would make the Ingress answer a bare 404, while a ready pod answers each
+// purchase with 503 unavailable and Retry-After, which buyers can act on.
+func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/tickets/{id}/purchase", s.post(s.handlePurchaseTicket))
 	mux.HandleFunc("/v1/purchase", s.post(s.handlePurchaseAny))
@@ -38,9 +42,9 @@ func (s *Service) Handler(ready func(context.Context) error) http.Handler {
 	mux.HandleFunc("/v1/availability", get(s.handleAvailability))
 	mux.HandleFunc("/v1/orders/{id}", get(s.handleOrder))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := ready(r.Context()); err != nil {
-			writeProblem(w, fmt.Errorf("%w: %v", ErrUnavailable, err))
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.draining.Load() {
+			writeProblem(w, fmt.Errorf("%w: shutting down", ErrUnavailable))
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
@@ -50,6 +54,16 @@ func (s *Service) Handler(ready func(context.Context) error) http.Handler {
 		writeProblem(w, fmt.Errorf("%w: no such endpoint", ErrInvalidRequest))
 	})
 	return mux
+}
+
+// logUnavailable logs why purchases fail with 503, at most once a second:
+// an outage answers thousands of them.
+func (s *Service) logUnavailable(err error) {
+	now := time.Now().UnixNano()
+	last := s.lastUnavailableLog.Load()
+	if now-last >= int64(time.Second) && s.lastUnavailableLog.CompareAndSwap(last, now) {
+		s.log.Warn("purchases answered 503 unavailable", "err", err)
+	}
 }
 
 // MetricsHandler serves the Prometheus metrics.
@@ -85,6 +99,9 @@ func (s *Service) post(decide purchaseHandler) http.HandlerFunc {
 		switch {
 		case err != nil:
 			outcome = problemFor(err).code
+			if errors.Is(err, ErrUnavailable) {
+				s.logUnavailable(err)
+			}
 			writeProblem(w, err)
 		case replayed:
 			outcome = "replayed"

@@ -82,7 +82,7 @@ func (s *testSale) addPod() *testPod {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	p := &testPod{svc: svc, srv: httptest.NewServer(svc.Handler(svc.ping))}
+	p := &testPod{svc: svc, srv: httptest.NewServer(svc.Handler())}
 	s.t.Cleanup(func() { p.srv.Close(); closeAll() })
 	s.pods = append(s.pods, p)
 	return p

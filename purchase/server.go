@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,7 +23,6 @@ const (
 	// shutdownGrace is how long in-flight purchases get after SIGTERM; it
 	// stays under Kubernetes' default 30 s termination grace period.
 	shutdownGrace = 25 * time.Second
-	readyTimeout  = 500 * time.Millisecond
 )
 
 // NewRedis returns a client whose every call is bounded, so that a dead
@@ -85,17 +83,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		_ = rdb.Close()
 		store.Close()
 	}
-	svc.ping = func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-		defer cancel()
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis: %w", err)
-		}
-		if err := store.Ping(ctx); err != nil {
-			return fmt.Errorf("database: %w", err)
-		}
-		return nil
-	}
 	return svc, closeAll, nil
 }
 
@@ -134,14 +121,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 	cfg := svc.cfg
 
-	var draining atomic.Bool
-	ready := func(ctx context.Context) error {
-		if draining.Load() {
-			return errors.New("shutting down")
-		}
-		return svc.ping(ctx)
-	}
-	servers := []*http.Server{{Addr: cfg.Listen, Handler: svc.Handler(ready), ReadHeaderTimeout: 5 * time.Second}}
+	servers := []*http.Server{{Addr: cfg.Listen, Handler: svc.Handler(), ReadHeaderTimeout: 5 * time.Second}}
 	if cfg.MetricsListen != "" && cfg.MetricsListen != cfg.Listen {
 		servers = append(servers, &http.Server{Addr: cfg.MetricsListen, Handler: svc.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second})
 	}
@@ -175,7 +155,7 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
-		draining.Store(true)
+		svc.draining.Store(true)
 		log.Info("shutting down: finishing in-flight purchases")
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()

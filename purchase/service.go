@@ -62,8 +62,10 @@ type Service struct {
 	refills    singleflight.Group
 	lastRefill atomic.Int64 // unix nanoseconds of the last pool refill
 
-	// ping checks the dependencies for /readyz.
-	ping func(context.Context) error
+	// draining is set on SIGTERM: /readyz fails so traffic moves away.
+	draining atomic.Bool
+	// lastUnavailableLog rate-limits the log line of 503 answers.
+	lastUnavailableLog atomic.Int64
 
 	// beforeConfirm, when set (tests only), runs with the seat lock held,
 	// right before the Postgres transaction.

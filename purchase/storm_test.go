@@ -168,6 +168,10 @@ func TestPurchase_RedisFlushedAndRestartedMidStorm_NoDoubleSale(t *testing.T) {
 		}
 		_ = redisSrv.Kill()
 		t.Logf("redis killed after %d attempts", done.Load())
+		// Pods stay ready: buyers get 503 + Retry-After, not an Ingress 404.
+		if st := s.getJSON("/readyz", nil); st != http.StatusOK {
+			t.Errorf("/readyz answered %d while Redis was down, want 200", st)
+		}
 		time.Sleep(500 * time.Millisecond)
 		t.Logf("redis restarting after %d attempts", done.Load())
 		if err := redisSrv.Start(); err != nil {

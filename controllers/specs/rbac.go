@@ -18,7 +18,8 @@ func PurchaseServiceAccount(s *salesv1alpha1.FlashSale) *corev1.ServiceAccount {
 
 // PurchaseRole lets the purchase pods do exactly what they need: read
 // their own FlashSale, write its status (sold/available), and hold their
-// reporter Lease. Lease creation cannot be limited by name in RBAC.
+// reporter Lease. The operator creates that Lease (ReporterLease), so the
+// pods need no "create", which RBAC could not limit to one name.
 func PurchaseRole(s *salesv1alpha1.FlashSale) *rbacv1.Role {
 	group := salesv1alpha1.GroupVersion.Group
 	return &rbacv1.Role{
@@ -28,7 +29,6 @@ func PurchaseRole(s *salesv1alpha1.FlashSale) *rbacv1.Role {
 			{APIGroups: []string{group}, Resources: []string{"flashsales"}, ResourceNames: []string{s.Name}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{group}, Resources: []string{"flashsales/status"}, ResourceNames: []string{s.Name}, Verbs: []string{"get", "patch"}},
 			{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{LeaseName(s)}, Verbs: []string{"get", "update", "patch"}},
-			{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		},
 	}
 }
@@ -40,5 +40,15 @@ func PurchaseRoleBinding(s *salesv1alpha1.FlashSale) *rbacv1.RoleBinding {
 		ObjectMeta: objectMeta(s, PurchaseName(s), ComponentPurchase),
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: PurchaseName(s)},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: PurchaseName(s), Namespace: s.Namespace}},
+	}
+}
+
+// ReporterLease is the Lease the purchase pods elect their status reporter
+// with. The operator creates it so that it belongs to the sale (deleted
+// with it) and the pods' Role can name it; the pods only update it.
+func ReporterLease(s *salesv1alpha1.FlashSale) *coordinationv1.Lease {
+	return &coordinationv1.Lease{
+		TypeMeta:   typeMeta("coordination.k8s.io/v1", "Lease"),
+		ObjectMeta: objectMeta(s, LeaseName(s), ComponentPurchase),
 	}
 }

@@ -175,11 +175,11 @@ func TestRedisDeployment_NoEvictionNoPersistence(t *testing.T) {
 func TestPurchaseRole_OnlyThisSale(t *testing.T) {
 	r := PurchaseRole(sale())
 	for _, rule := range r.Rules {
-		if len(rule.ResourceNames) == 0 && !(len(rule.Verbs) == 1 && rule.Verbs[0] == "create") {
+		if len(rule.ResourceNames) == 0 {
 			t.Errorf("rule %+v is not limited to this sale's objects", rule)
 		}
 		for _, v := range rule.Verbs {
-			if v == "delete" || v == "*" {
+			if v == "delete" || v == "create" || v == "*" {
 				t.Errorf("rule %+v grants %s", rule, v)
 			}
 		}
@@ -200,5 +200,15 @@ func TestIngressAndURL(t *testing.T) {
 	}
 	if u := URL(sale()); u != "http://gig-purchase.sales.svc" {
 		t.Errorf("url without ingress %s", u)
+	}
+}
+
+func TestReporterLease_BelongsToTheSale(t *testing.T) {
+	l := ReporterLease(sale())
+	if l.Name != "gig-purchase-reporter" || l.Namespace != "sales" || l.OwnerReferences[0].UID != "u-1" {
+		t.Errorf("lease %+v", l.ObjectMeta)
+	}
+	if l.Spec.HolderIdentity != nil {
+		t.Error("the operator must leave the election to the pods")
 	}
 }
