@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/flux-order/flux-order/internal/flagerr"
 )
 
 // Scenario is what the buyers of a load test try to buy.
@@ -71,19 +73,12 @@ type Config struct {
 	TLS *tls.Config
 }
 
-// FieldError is a bad Config value; Flag names the command-line flag.
-type FieldError struct {
-	Flag string
-	Msg  string
-}
-
-func (e *FieldError) Error() string { return "--" + e.Flag + ": " + e.Msg }
+// FieldError is a bad value; Flag names the command-line flag.
+type FieldError = flagerr.Error
 
 // Validate returns the first bad value as a *FieldError.
 func (c *Config) Validate() error {
-	bad := func(flag, format string, a ...any) error {
-		return &FieldError{Flag: flag, Msg: fmt.Sprintf(format, a...)}
-	}
+	bad := flagerr.New
 	if _, err := parseTarget(c.URL, c.Host); err != nil {
 		return err
 	}

@@ -1,10 +1,10 @@
 package purchase
 
 import (
-	"fmt"
 	"regexp"
 	"time"
 
+	"github.com/flux-order/flux-order/internal/flagerr"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 )
 
@@ -44,19 +44,12 @@ const (
 
 var saleName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
-// FieldError is a bad config value; Flag names the command-line flag.
-type FieldError struct {
-	Flag string
-	Msg  string
-}
-
-func (e *FieldError) Error() string { return "--" + e.Flag + ": " + e.Msg }
+// FieldError is a bad value; Flag names the command-line flag.
+type FieldError = flagerr.Error
 
 // Validate returns the first bad value as a *FieldError.
 func (c *Config) Validate() error {
-	bad := func(flag, format string, a ...any) error {
-		return &FieldError{Flag: flag, Msg: fmt.Sprintf(format, a...)}
-	}
+	bad := flagerr.New
 	switch {
 	case c.Sale == "":
 		return bad("sale", "is required")
