@@ -73,13 +73,19 @@ const problemTypeBase = "https://fluxorder.io/problems/"
 
 // rendered holds each sentinel's body, marshalled once: a hot-seat storm
 // answers the same few problems tens of thousands of times a second.
-var rendered = func() map[error][]byte {
-	m := make(map[error][]byte, len(problems))
+var rendered = func() map[error]renderedProblem {
+	m := make(map[error]renderedProblem, len(problems))
 	for _, p := range problems {
-		m[p.err] = renderProblem(p, p.err.Error())
+		body := renderProblem(p, p.err.Error())
+		m[p.err] = renderedProblem{body, []string{strconv.Itoa(len(body))}}
 	}
 	return m
 }()
+
+type renderedProblem struct {
+	body          []byte
+	contentLength []string
+}
 
 func renderProblem(p problem, detail string) []byte {
 	body, _ := json.Marshal(Problem{Type: problemTypeBase + p.code, Title: p.title, Status: p.status, Detail: detail, Code: p.code})
@@ -90,23 +96,24 @@ func renderProblem(p problem, detail string) []byte {
 // error text, which for our sentinels and wrapped validation errors is safe
 // to show; anything unexpected is not echoed.
 func writeProblem(w http.ResponseWriter, err error) {
-	body, ok := rendered[err]
+	r, ok := rendered[err]
 	p := problemFor(err)
 	if !ok {
 		detail := err.Error()
 		if p.err == nil {
 			detail = "unexpected error"
 		}
-		body = renderProblem(p, detail)
+		r.body = renderProblem(p, detail)
+		r.contentLength = []string{strconv.Itoa(len(r.body))}
 	}
 	h := w.Header()
 	if p.status == http.StatusServiceUnavailable {
 		h["Retry-After"] = retryAfter
 	}
 	h["Content-Type"] = problemContentType
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Content-Length"] = r.contentLength
 	w.WriteHeader(p.status)
-	_, _ = w.Write(body)
+	_, _ = w.Write(r.body)
 }
 
 // Header values shared by every answer (net/http only reads them).

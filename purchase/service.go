@@ -42,6 +42,8 @@ const (
 	// maxHeldMemory caps how long a pod trusts that a seat it saw held is
 	// still held (see heldCache).
 	maxHeldMemory = 20 * time.Millisecond
+	// purchaseTimeout bounds one purchase end to end.
+	purchaseTimeout = 5 * time.Second
 	// sideEffectTimeout bounds the Redis writes that follow a decision
 	// (sold marker, release); they run even if the buyer went away.
 	sideEffectTimeout = time.Second
@@ -100,31 +102,21 @@ func (s *Service) SetSchedule(sch Schedule) { s.schedule.Store(&sch) }
 //  4. mark the seat sold in Redis, or release the lock.
 //
 // replayed is true when the idempotency key had already bought the order.
+//
+// Past step 1, the purchase runs on a context detached from the caller's and
+// bounded by purchaseTimeout: a buyer who hangs up cannot cut a confirmation
+// in half, and a dead dependency turns into a 503, not a hung request.
 func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed bool, err error) {
 	now := time.Now()
-	if err := s.schedule.Load().check(now); err != nil {
+	if err := s.refuseLocally(req, now); err != nil {
 		return Order{}, false, err
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purchaseTimeout)
+	defer cancel()
 	if req.TicketID == 0 {
 		return s.purchaseAny(ctx, req)
 	}
-	if req.TicketID < 1 || req.TicketID > s.cfg.Tickets {
-		return Order{}, false, ErrTicketNotFound
-	}
 	keyed := req.IdempotencyKey != ""
-	if !keyed {
-		// A seat once sold is sold forever; a seat held a moment ago is
-		// most likely still held: answer both without I/O.
-		if s.sold.has(req.TicketID) {
-			s.metrics.lockKnownSold.Inc()
-			return Order{}, false, ErrTicketSold
-		}
-		if s.held.held(req.TicketID, now) {
-			s.metrics.lockKnownHeld.Inc()
-			return Order{}, false, ErrTicketLocked
-		}
-	}
-
 	orderID := s.newOrderID(req)
 	res, err := s.locks.Acquire(ctx, req.TicketID, orderID.String())
 	if err != nil {
@@ -146,6 +138,33 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 	}
 	s.metrics.lockAcquired.Inc()
 	return s.confirm(ctx, req.TicketID, orderID, req)
+}
+
+// refuseLocally is step 1: the answers this pod can give without I/O.
+func (s *Service) refuseLocally(req Request, now time.Time) error {
+	if err := s.schedule.Load().check(now); err != nil {
+		return err
+	}
+	if req.TicketID == 0 {
+		return nil
+	}
+	if req.TicketID < 1 || req.TicketID > s.cfg.Tickets {
+		return ErrTicketNotFound
+	}
+	if req.IdempotencyKey != "" {
+		return nil // a retry may be the seat's own buyer: ask Redis
+	}
+	// A seat once sold is sold forever; a seat held a moment ago is most
+	// likely still held.
+	if s.sold.has(req.TicketID) {
+		s.metrics.lockKnownSold.Inc()
+		return ErrTicketSold
+	}
+	if s.held.held(req.TicketID, now) {
+		s.metrics.lockKnownHeld.Inc()
+		return ErrTicketLocked
+	}
+	return nil
 }
 
 // heldMemory is how long a pod remembers a seat it saw held: a fraction of
