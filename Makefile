@@ -193,7 +193,7 @@ undeploy: helm ## helm uninstall the operator (the CRD and every FlashSale stay)
 
 .PHONY: sample
 sample: ## Apply config/samples (FlashSale demo-concert, host demo-concert.localtest) and wait until it is OnSale
-	$(KIT) $(KCTL) -n $(SAMPLE_NAMESPACE) apply -k config/samples
+	$(KIT) $(KCTL) -n $(SAMPLE_NAMESPACE) apply -f config/samples
 	@$(KIT) KUBECTL="$(KCTL)" hack/wait-flashsale.sh -n $(SAMPLE_NAMESPACE) demo-concert OnSale 300
 
 .PHONY: kind-down
