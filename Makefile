@@ -36,8 +36,12 @@ lint: vet ## gofmt check and go vet
 envtest-assets: ## Build kube-apiserver and etcd for envtest into bin/k8s/ (only when missing)
 	@hack/envtest-assets.sh >/dev/null
 
+.PHONY: test-deps
+test-deps: ## Install redis-server and PostgreSQL for the tests when missing (as root; otherwise print the command)
+	@hack/test-deps.sh
+
 .PHONY: test
-test: lint verify-generated envtest-assets helm helm-lint ## Every Go test: real redis-server, PostgreSQL and kube-apiserver (envtest), the Helm chart
+test: test-deps lint verify-generated envtest-assets helm helm-lint ## Every Go test: real redis-server, PostgreSQL and kube-apiserver (envtest), the Helm chart
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" $(GO) test -count=1 $(PKGS)
 
 .PHONY: fuzz
