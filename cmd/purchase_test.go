@@ -34,6 +34,10 @@ func TestPurchaseCommand_BadValues_OneLineErrorNamingTheFlag(t *testing.T) {
 		{"bad time", nil, append(valid, "--starts-at", "tomorrow"), "--starts-at"},
 		{"window backwards", nil, append(valid, "--starts-at", "2027-01-02T00:00:00Z", "--ends-at", "2027-01-01T00:00:00Z"), "--ends-at"},
 		{"negative limit", nil, append(valid, "--max-per-buyer=-1"), "--max-per-buyer"},
+		{"no redis", nil, []string{"purchase", "--sale", "s", "--tickets", "10", "--database-url", "postgres://db"}, "--redis-url"},
+		{"both redis url and address", map[string]string{"FLUX_ORDER_REDIS_URL": "redis://u:p@r:6379/0"}, valid, "--redis-url"},
+		{"ca file without rediss", nil, []string{"purchase", "--sale", "s", "--tickets", "10", "--redis-url", "redis://r:1/0", "--redis-ca-file", "/ca.crt", "--database-url", "postgres://db"}, "--redis-ca-file"},
+		{"drain longer than the grace", nil, append(valid, "--shutdown-grace", "2s", "--drain-delay", "3s"), "--drain-delay"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -22,7 +22,11 @@ func startSale(t *testing.T, tickets int64) (url, dbURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := purchase.Config{Sale: name, Tickets: tickets, RedisAddr: redisSrv.Addr, DatabaseURL: dbURL,
+	redisURL, err := redisSrv.PurchaseURL(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := purchase.Config{Sale: name, Tickets: tickets, RedisURL: redisURL, DatabaseURL: dbURL,
 		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second}
 	svc, closeAll, err := purchase.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestAPI_BadInput_ClearProblems(t *testing.T) {
 		{"body too large", "/v1/tickets/1/purchase", `{"buyerId":"a","x":"` + strings.Repeat("x", 2*maxBodyBytes) + `"}`, nil, 400, "invalid_request"},
 		{"key too long", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{idemKeyHeader: strings.Repeat("k", maxIdemKeyLen+1)}, 400, "invalid_request"},
 		{"any seat without buyer", "/v1/purchase", `{}`, nil, 400, "invalid_request"},
-		{"unknown endpoint", "/v2/nothing", `{}`, nil, 400, "invalid_request"},
+		{"unknown endpoint", "/v2/nothing", `{}`, nil, 404, "not_found"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -112,18 +113,20 @@ func TestAPI_ReadEndpoints(t *testing.T) {
 	if s.getJSON("/v1/availability", &av); av != (Availability{Tickets: 10, Sold: 1, Available: 9}) {
 		t.Fatalf("availability %+v", av)
 	}
-	for path, want := range map[string]string{
-		"/healthz": "ok", "/readyz": "ok",
-		"/metrics": `flux_order_purchase_requests_total{outcome="created"} 1`,
+	metrics := httptest.NewServer(s.pods[0].svc.MetricsHandler())
+	defer metrics.Close()
+	for url, want := range map[string]string{
+		s.pods[0].srv.URL + "/healthz": "ok", s.pods[0].srv.URL + "/readyz": "ok",
+		metrics.URL + "/metrics": `flux_order_purchase_requests_total{outcome="created"} 1`,
 	} {
-		resp, err := s.client.Get(s.pods[0].srv.URL + path)
+		resp, err := s.client.Get(url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
-			t.Fatalf("%s: %d, body lacks %q", path, resp.StatusCode, want)
+			t.Fatalf("%s: %d, body lacks %q", url, resp.StatusCode, want)
 		}
 	}
 }

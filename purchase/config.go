@@ -2,6 +2,7 @@ package purchase
 
 import (
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/flux-order/flux-order/internal/flagerr"
@@ -10,15 +11,35 @@ import (
 
 // Config is what one purchase pod needs to sell one sale's seats.
 type Config struct {
-	Sale          string
-	Tickets       int64
-	RedisAddr     string
+	Sale    string
+	Tickets int64
+	// Exactly one of RedisURL (redis:// or rediss://, with the ACL user's
+	// credentials) and RedisAddr (host:port of a password-less Redis).
+	RedisURL  string
+	RedisAddr string
+	// RedisCAFile is a PEM file of the CA that signed a rediss:// server's
+	// certificate (empty: the system roots).
+	RedisCAFile string
+	// DatabaseURL is a postgres:// URL; its TLS settings (sslmode,
+	// sslrootcert) are pgx's, used as given.
 	DatabaseURL   string
 	Listen        string
-	MetricsListen string
+	MetricsListen string // "": no metrics listener
 	LockTTL       time.Duration
 	MaxPerBuyer   int
 	Schedule      Schedule
+
+	// SaleSecret keys the order ids derived from Idempotency-Keys (HMAC).
+	// The operator always sets it from the sale's Secret; without it (a
+	// local run) the ids are derived from the sale name, which anyone can
+	// compute, and the pod logs a warning.
+	SaleSecret string
+
+	// ShutdownGrace bounds SIGTERM to exit; DrainDelay is its first part,
+	// during which /readyz fails while the pod still serves, so endpoints
+	// stop routing to it before its listener closes.
+	ShutdownGrace time.Duration
+	DrainDelay    time.Duration
 
 	// ReportStatus makes the pod compete to report the sale's counts into
 	// FlashSale Namespace/Sale (see package statusreport); PodName is its
@@ -57,8 +78,12 @@ func (c *Config) Validate() error {
 		return bad("sale", "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", c.Sale)
 	case c.Tickets < 1 || c.Tickets > orderstore.MaxTickets:
 		return bad("tickets", "must be between 1 and %d, got %d", orderstore.MaxTickets, c.Tickets)
-	case c.RedisAddr == "":
-		return bad("redis-addr", "is required (host:port of the sale's Redis)")
+	case c.RedisAddr == "" && c.RedisURL == "":
+		return bad("redis-url", "or --redis-addr is required (redis://user:password@host:port/0 of the sale's Redis)")
+	case c.RedisAddr != "" && c.RedisURL != "":
+		return bad("redis-url", "and --redis-addr are exclusive: give one")
+	case c.RedisCAFile != "" && !strings.HasPrefix(c.RedisURL, "rediss://"):
+		return bad("redis-ca-file", "needs a rediss:// --redis-url")
 	case c.DatabaseURL == "":
 		return bad("database-url", "is required (postgres://user:password@host:port/db)")
 	case c.Listen == "":
@@ -69,6 +94,8 @@ func (c *Config) Validate() error {
 		return bad("max-per-buyer", "must be 0 (unlimited) or more, got %d", c.MaxPerBuyer)
 	case !c.Schedule.StartsAt.IsZero() && !c.Schedule.EndsAt.IsZero() && !c.Schedule.EndsAt.After(c.Schedule.StartsAt):
 		return bad("ends-at", "must be after --starts-at")
+	case c.ShutdownGrace < 0 || c.DrainDelay < 0 || (c.ShutdownGrace > 0 && c.DrainDelay >= c.ShutdownGrace):
+		return bad("drain-delay", "must be shorter than --shutdown-grace (%v), got %v", c.ShutdownGrace, c.DrainDelay)
 	case c.ReportStatus && c.Namespace == "":
 		return bad("namespace", "is required with --report-status (the FlashSale's namespace)")
 	}

@@ -1,27 +1,41 @@
 package purchase
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
-// FuzzDecodePurchase: whatever the body and key, decoding never panics, and
-// whatever it accepts is a valid request. The seeds run in every `go test`.
+// FuzzDecodePurchase: whatever the body and key, decoding never panics;
+// whatever it accepts is a valid request, and encoding/json reads the same
+// object to the same buyer (before NFC). The seeds run in every `go test`.
 func FuzzDecodePurchase(f *testing.F) {
 	for _, seed := range []struct{ body, key string }{
 		{`{"buyerId":"alice"}`, ""},
 		{`{"buyerId":"alice"}`, "k-1"},
+		{` { "buyerId" : "al\u0069ce" } `, ""},
 		{`{"buyerId":""}`, ""},
 		{`{"buyerId":null}`, ""},
 		{`{"buyerId":"a","extra":1}`, ""},
+		{`{"buyerId":"a","buyerId":"b"}`, ""},
+		{`{"BUYERID":"a"}`, ""},
 		{`{"buyerId":"a"}{"buyerId":"b"}`, ""},
 		{`[]`, ""},
 		{`null`, ""},
 		{`{"buyerId":"\u0000"}`, ""},
+		{`{"buyerId":"\ud800"}`, ""},
+		{`{"buyerId":"\ud83d\ude00"}`, ""},
+		{`{"buyerId":"alice\u200b"}`, ""},
+		{`{"buyerId":"   "}`, ""},
+		{`{"buyerId":"e\u0301"}`, ""},
 		{`{"buyerId":"` + strings.Repeat("é", 100) + `"}`, ""},
+		{"{\"buyerId\":\"\xff\"}", ""},
 		{"\xff\xfe", "\x00"},
 		{`{"buyerId":1e999}`, ""},
 	} {
@@ -35,11 +49,22 @@ func FuzzDecodePurchase(f *testing.F) {
 			}
 			return
 		}
-		if req.BuyerID == "" || len(req.BuyerID) > maxBuyerIDLen || !utf8.ValidString(req.BuyerID) {
+		if req.BuyerID == "" || len(req.BuyerID) > maxBuyerIDLen || !utf8.ValidString(req.BuyerID) || !norm.NFC.IsNormalString(req.BuyerID) {
 			t.Fatalf("accepted a bad buyerId %q", req.BuyerID)
+		}
+		for _, r := range req.BuyerID {
+			if !unicode.In(r, visible...) || r == utf8.RuneError {
+				t.Fatalf("accepted %U in buyerId %q", r, req.BuyerID)
+			}
 		}
 		if len(req.IdempotencyKey) > maxIdemKeyLen || req.IdempotencyKey != key {
 			t.Fatalf("accepted a bad key %q", req.IdempotencyKey)
+		}
+		var std struct {
+			BuyerID string `json:"buyerId"`
+		}
+		if err := json.Unmarshal(body, &std); err != nil || norm.NFC.String(std.BuyerID) != req.BuyerID {
+			t.Fatalf("encoding/json reads %q as %q (%v), we read %q", body, std.BuyerID, err, req.BuyerID)
 		}
 	})
 }
@@ -52,7 +77,7 @@ func TestConfigValidate_NamesTheFlag(t *testing.T) {
 	cases := map[string]func(*Config){
 		"sale":          func(c *Config) { c.Sale = "Bad_Name" },
 		"tickets":       func(c *Config) { c.Tickets = 10_000_001 },
-		"redis-addr":    func(c *Config) { c.RedisAddr = "" },
+		"redis-url":     func(c *Config) { c.RedisAddr = "" },
 		"database-url":  func(c *Config) { c.DatabaseURL = "" },
 		"lock-ttl":      func(c *Config) { c.LockTTL = MaxLockTTL + 1 },
 		"max-per-buyer": func(c *Config) { c.MaxPerBuyer = -1 },

@@ -1,16 +1,14 @@
 package purchase
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"strconv"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,7 +22,10 @@ const (
 	replayedHeader = "Idempotent-Replayed"
 )
 
-// Handler returns the purchase API.
+// Handler returns the purchase API: /v1/* and the probes, nothing else
+// (/metrics is served only on the metrics listener, see MetricsHandler).
+// Unknown paths, and paths that are not in their clean form
+// ("/v1//tickets/1"), answer a 404 problem: no redirects.
 //
 // /readyz fails only while the pod drains. An outage of Redis or Postgres
 // is shared by every pod of the sale: taking them all out of the Service
@@ -40,16 +41,21 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.draining.Load() {
-			writeProblem(w, fmt.Errorf("%w: shutting down", ErrUnavailable))
+			writeProblem(w, ErrUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.Handle("/metrics", s.MetricsHandler())
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeProblem(w, fmt.Errorf("%w: no such endpoint", ErrInvalidRequest))
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoSuchEndpoint) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux would answer an unclean path with a redirect to its
+		// clean form; a purchase API has one spelling per resource.
+		if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p {
+			writeProblem(w, errNoSuchEndpoint)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
 }
 
 // logUnavailable logs why purchases fail with 503, at most once a second:
@@ -62,7 +68,7 @@ func (s *Service) logUnavailable(err error) {
 	}
 }
 
-// MetricsHandler serves the Prometheus metrics.
+// MetricsHandler serves the Prometheus metrics, on the metrics listener only.
 func (s *Service) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})
 }
@@ -78,16 +84,14 @@ func get(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// purchaseHandler decides the Request from the HTTP request.
-type purchaseHandler func(r *http.Request, body []byte) (Request, error)
+// purchaseHandler decides the Request from the HTTP request, its body and
+// its (already validated) idempotency key.
+type purchaseHandler func(r *http.Request, body []byte, key string) (Request, error)
 
 // post runs a purchase: decode, buy, answer, count.
 func (s *Service) post(decide purchaseHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		if key := r.Header.Get(idemKeyHeader); key != "" {
-			w.Header().Set(idemKeyHeader, key)
-		}
 		o, replayed, err := s.servePurchase(w, r, decide)
 		outcome := "created"
 		switch {
@@ -113,75 +117,69 @@ func (s *Service) servePurchase(w http.ResponseWriter, r *http.Request, decide p
 		w.Header().Set("Allow", "POST")
 		return Order{}, false, errMethodNotAllowed
 	}
+	// The key is checked before it is echoed: never reflect what we refuse.
+	key, err := idempotencyKey(r.Header)
+	if err != nil {
+		return Order{}, false, err
+	}
+	if key != "" {
+		w.Header()[idemKeyHeader] = []string{key}
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		return Order{}, false, fmt.Errorf("%w: body larger than %d bytes or unreadable", ErrInvalidRequest, maxBodyBytes)
 	}
-	req, err := decide(r, body)
+	req, err := decide(r, body, key)
 	if err != nil {
 		return Order{}, false, err
 	}
 	return s.Purchase(r.Context(), req)
 }
 
-func (s *Service) handlePurchaseTicket(r *http.Request, body []byte) (Request, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id < 1 || id > s.cfg.Tickets {
+// idempotencyKey returns the request's Idempotency-Key ("" when absent),
+// refusing more than one and anything checkIdemKey refuses.
+func idempotencyKey(h http.Header) (string, error) {
+	vs := h[idemKeyHeader]
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", fmt.Errorf("%w: more than one %s", ErrInvalidRequest, idemKeyHeader)
+	}
+	if vs[0] == "" {
+		return "", fmt.Errorf("%w: %s must not be empty", ErrInvalidRequest, idemKeyHeader)
+	}
+	return vs[0], checkIdemKey(vs[0])
+}
+
+func (s *Service) handlePurchaseTicket(r *http.Request, body []byte, key string) (Request, error) {
+	id, ok := parseTicketID(r.PathValue("id"))
+	if !ok || id > s.cfg.Tickets {
 		return Request{}, ErrTicketNotFound
 	}
-	req, err := decodePurchase(body, r.Header.Get(idemKeyHeader))
+	req, err := decodePurchase(body, key)
 	req.TicketID = id
 	return req, err
 }
 
-func (s *Service) handlePurchaseAny(r *http.Request, body []byte) (Request, error) {
-	return decodePurchase(body, r.Header.Get(idemKeyHeader))
+func (s *Service) handlePurchaseAny(_ *http.Request, body []byte, key string) (Request, error) {
+	return decodePurchase(body, key)
 }
 
-// decodePurchase parses and validates a purchase body and idempotency key.
-// It must never panic on any input (see FuzzDecodePurchase).
-func decodePurchase(body []byte, idemKey string) (Request, error) {
-	var b struct {
-		BuyerID *string `json:"buyerId"`
+// parseTicketID accepts only the canonical spelling of a positive decimal
+// (no sign, no leading zero): /v1/tickets/007 is not seat 7.
+func parseTicketID(v string) (int64, bool) {
+	if v == "" || len(v) > 19 || v[0] < '1' || v[0] > '9' {
+		return 0, false
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		return Request{}, fmt.Errorf("%w: body must be a JSON object {\"buyerId\": \"...\"}: %v", ErrInvalidRequest, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Request{}, fmt.Errorf("%w: unexpected data after the JSON object", ErrInvalidRequest)
-	}
-	if b.BuyerID == nil {
-		return Request{}, fmt.Errorf("%w: buyerId is required", ErrInvalidRequest)
-	}
-	if err := checkText("buyerId", *b.BuyerID, maxBuyerIDLen); err != nil {
-		return Request{}, err
-	}
-	if idemKey != "" {
-		if err := checkText(idemKeyHeader, idemKey, maxIdemKeyLen); err != nil {
-			return Request{}, err
+	for i := 1; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
 		}
 	}
-	return Request{BuyerID: *b.BuyerID, IdempotencyKey: idemKey}, nil
-}
-
-// checkText accepts 1..max bytes of valid UTF-8 without control characters.
-func checkText(name, v string, max int) error {
-	switch {
-	case v == "":
-		return fmt.Errorf("%w: %s must not be empty", ErrInvalidRequest, name)
-	case len(v) > max:
-		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalidRequest, name, max)
-	case !utf8.ValidString(v):
-		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalidRequest, name)
-	}
-	for _, r := range v {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: %s contains a control character", ErrInvalidRequest, name)
-		}
-	}
-	return nil
+	id, err := strconv.ParseInt(v, 10, 64)
+	return id, err == nil
 }
 
 type ticketBody struct {
@@ -190,8 +188,8 @@ type ticketBody struct {
 }
 
 func (s *Service) handleTicket(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
+	id, ok := parseTicketID(r.PathValue("id"))
+	if !ok {
 		writeProblem(w, ErrTicketNotFound)
 		return
 	}

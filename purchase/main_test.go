@@ -53,8 +53,12 @@ func newTestSale(t testing.TB, tickets int64, opts ...func(*Config)) *testSale {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Sale: name, Tickets: tickets, RedisAddr: redisSrv.Addr, DatabaseURL: dbURL,
-		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second}
+	redisURL, err := redisSrv.PurchaseURL(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Sale: name, Tickets: tickets, RedisURL: redisURL, DatabaseURL: dbURL,
+		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, SaleSecret: "test-secret-" + name}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -82,7 +86,10 @@ func (s *testSale) addPod() *testPod {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	p := &testPod{svc: svc, srv: httptest.NewServer(svc.Handler())}
+	srv := httptest.NewUnstartedServer(svc.Handler())
+	configureServer(srv.Config) // the production server's timeouts and limits
+	srv.Start()
+	p := &testPod{svc: svc, srv: srv}
 	s.t.Cleanup(func() { p.srv.Close(); closeAll() })
 	s.pods = append(s.pods, p)
 	return p
@@ -212,4 +219,11 @@ func (a audit) checkAgainst(t testing.TB, created []Order, exact bool) {
 	}
 }
 
-func newRedisClient() *redis.Client { return NewRedis(redisSrv.Addr) }
+// newRedisClient is an admin client, for the tests' own chaos (FLUSHALL).
+func newRedisClient() *redis.Client {
+	rdb, err := NewRedis(Config{RedisURL: redisSrv.AdminURL()})
+	if err != nil {
+		panic(err)
+	}
+	return rdb
+}

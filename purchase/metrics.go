@@ -20,6 +20,10 @@ type metrics struct {
 
 	// locks' series, resolved once: the hot path must not hash labels.
 	lockAcquired, lockHeld, lockSold, lockKnownSold, lockKnownHeld, lockError prometheus.Counter
+
+	// knownLimited counts purchases refused from the pod's memory of
+	// buyers at the limit (no Redis, no Postgres).
+	knownLimited prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -36,7 +40,7 @@ func newMetrics() *metrics {
 		}, []string{"outcome"}),
 		locks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flux_order_lock_attempts_total",
-			Help: "Seat lock attempts by result: acquired, held, sold, known_sold and known_held (refused from this pod's memory), error.",
+			Help: "Seat lock attempts by result: acquired, held, sold, known_sold, known_held and known_limited (refused from this pod's memory), error.",
 		}, []string{"result"}),
 		sold: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flux_order_seats_sold_total",
@@ -53,6 +57,7 @@ func newMetrics() *metrics {
 	m.lockKnownSold = m.locks.WithLabelValues("known_sold")
 	m.lockKnownHeld = m.locks.WithLabelValues("known_held")
 	m.lockError = m.locks.WithLabelValues("error")
+	m.knownLimited = m.locks.WithLabelValues("known_limited")
 	m.registry.MustRegister(m.requests, m.latency, m.locks, m.sold,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

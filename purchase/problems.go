@@ -3,8 +3,11 @@ package purchase
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/google/uuid"
 )
 
 // Outcomes of a purchase that are not an order. Each maps to exactly one
@@ -20,9 +23,51 @@ var (
 	ErrSalePaused       = errors.New("the sale is paused")
 	ErrBuyerLimit       = errors.New("this buyer holds the maximum number of tickets")
 	ErrInvalidRequest   = errors.New("invalid request")
-	ErrUnavailable      = errors.New("a dependency of the purchase service is unavailable")
+	ErrOrderPending     = errors.New("the outcome of this order is not settled yet; ask again after Retry-After")
+	ErrUnavailable      = errors.New("the purchase service is unavailable")
 	errMethodNotAllowed = errors.New("method not allowed")
+	errNoSuchEndpoint   = errors.New("no such endpoint")
+
+	// ErrSeatStoreUnavailable and ErrDatabaseUnavailable are the causes of
+	// ErrUnavailable a buyer is told about: a fixed sentence each, never the
+	// driver's error (it names addresses, users, databases). Wrap the
+	// driver error with %w after them; it goes to the log.
+	ErrSeatStoreUnavailable = &cause{"the seat store is unavailable", ErrUnavailable}
+	ErrDatabaseUnavailable  = &cause{"the order database is unavailable", ErrUnavailable}
 )
+
+// cause is a sentinel that is also its parent (errors.Is(c, parent)).
+type cause struct {
+	msg    string
+	parent error
+}
+
+func (c *cause) Error() string { return c.msg }
+func (c *cause) Unwrap() error { return c.parent }
+
+// unavailable wraps a driver error under one of the causes above.
+func unavailable(c *cause, err error) error { return fmt.Errorf("%w: %w", c, err) }
+
+// PendingOrderError is a 503 given after a seat's lock was taken for
+// OrderID: the order may have committed. The problem body names the order,
+// and GET /v1/orders/{OrderID} tells the buyer the outcome once it is
+// settled.
+type PendingOrderError struct {
+	OrderID uuid.UUID
+	Err     error
+}
+
+func (e *PendingOrderError) Error() string { return e.Err.Error() + " (order " + e.OrderID.String() + ")" }
+func (e *PendingOrderError) Unwrap() error { return e.Err }
+
+// RetryAfterError asks the client to come back after a number of seconds.
+type RetryAfterError struct {
+	Seconds int
+	Err     error
+}
+
+func (e *RetryAfterError) Error() string { return e.Err.Error() }
+func (e *RetryAfterError) Unwrap() error { return e.Err }
 
 // problem is one row of the table: a stable code, its HTTP status and title.
 type problem struct {
@@ -41,9 +86,15 @@ var problems = []problem{
 	{ErrSaleNotStarted, "sale_not_started", http.StatusForbidden, "Sale not started"},
 	{ErrSaleEnded, "sale_ended", http.StatusForbidden, "Sale ended"},
 	{ErrSalePaused, "sale_paused", http.StatusServiceUnavailable, "Sale paused"},
-	{ErrBuyerLimit, "buyer_limit_reached", http.StatusTooManyRequests, "Buyer limit reached"},
+	// 403, not 429: the limit is permanent for this buyer, and clients and
+	// proxies retry 429 by themselves.
+	{ErrBuyerLimit, "buyer_limit_reached", http.StatusForbidden, "Buyer limit reached"},
 	{ErrInvalidRequest, "invalid_request", http.StatusBadRequest, "Invalid request"},
 	{errMethodNotAllowed, "method_not_allowed", http.StatusMethodNotAllowed, "Method not allowed"},
+	{errNoSuchEndpoint, "not_found", http.StatusNotFound, "Not found"},
+	{ErrOrderPending, "order_pending", http.StatusServiceUnavailable, "Order pending"},
+	{ErrSeatStoreUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
+	{ErrDatabaseUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
 	{ErrUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
 }
 
@@ -67,6 +118,9 @@ type Problem struct {
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
 	Code   string `json:"code"`
+	// OrderID names the order of an uncertain purchase (a 503 after the
+	// seat's lock was taken): GET /v1/orders/{orderId} tells the outcome.
+	OrderID string `json:"orderId,omitempty"`
 }
 
 const problemTypeBase = "https://fluxorder.io/problems/"
@@ -76,7 +130,7 @@ const problemTypeBase = "https://fluxorder.io/problems/"
 var rendered = func() map[error]renderedProblem {
 	m := make(map[error]renderedProblem, len(problems))
 	for _, p := range problems {
-		body := renderProblem(p, p.err.Error())
+		body := renderProblem(p, p.err.Error(), "")
 		m[p.err] = renderedProblem{body, []string{strconv.Itoa(len(body))}}
 	}
 	return m
@@ -87,27 +141,39 @@ type renderedProblem struct {
 	contentLength []string
 }
 
-func renderProblem(p problem, detail string) []byte {
-	body, _ := json.Marshal(Problem{Type: problemTypeBase + p.code, Title: p.title, Status: p.status, Detail: detail, Code: p.code})
+func renderProblem(p problem, detail, orderID string) []byte {
+	body, _ := json.Marshal(Problem{Type: problemTypeBase + p.code, Title: p.title, Status: p.status, Detail: detail, Code: p.code, OrderID: orderID})
 	return append(body, '\n')
 }
 
 // writeProblem answers err as application/problem+json. The detail is the
-// error text, which for our sentinels and wrapped validation errors is safe
-// to show; anything unexpected is not echoed.
+// fixed sentence of err's row; only invalid_request carries the error text
+// (our own validation message, which never quotes the input). Driver
+// errors never reach a buyer.
 func writeProblem(w http.ResponseWriter, err error) {
 	r, ok := rendered[err]
 	p := problemFor(err)
 	if !ok {
-		detail := err.Error()
-		if p.err == nil {
-			detail = "unexpected error"
+		detail, orderID := "unexpected error", ""
+		if p.err != nil {
+			detail = p.err.Error()
 		}
-		r.body = renderProblem(p, detail)
+		if p.err == ErrInvalidRequest {
+			detail = err.Error()
+		}
+		var pending *PendingOrderError
+		if errors.As(err, &pending) {
+			orderID = pending.OrderID.String()
+		}
+		r.body = renderProblem(p, detail, orderID)
 		r.contentLength = []string{strconv.Itoa(len(r.body))}
 	}
 	h := w.Header()
-	if p.status == http.StatusServiceUnavailable {
+	var ra *RetryAfterError
+	switch {
+	case errors.As(err, &ra):
+		h["Retry-After"] = []string{strconv.Itoa(ra.Seconds)}
+	case p.status == http.StatusServiceUnavailable:
 		h["Retry-After"] = retryAfter
 	}
 	h["Content-Type"] = problemContentType

@@ -2,6 +2,7 @@ package purchase
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,33 +15,88 @@ import (
 	"golang.org/x/sync/errgroup"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
+	"github.com/flux-order/flux-order/internal/flagerr"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/seatlock"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
+// Defaults of the shutdown: the whole of it stays under Kubernetes' default
+// 30 s termination grace period.
 const (
-	// shutdownGrace is how long in-flight purchases get after SIGTERM; it
-	// stays under Kubernetes' default 30 s termination grace period.
-	shutdownGrace = 25 * time.Second
+	DefaultShutdownGrace = 25 * time.Second
+	DefaultDrainDelay    = 5 * time.Second
 )
 
-// NewRedis returns a client whose every call is bounded, so that a dead
-// Redis turns into a quick 503.
-func NewRedis(addr string) *redis.Client {
-	return redis.NewClient(&redis.Options{
-		Addr:         addr,
-		DialTimeout:  time.Second,
-		ReadTimeout:  500 * time.Millisecond,
-		WriteTimeout: 500 * time.Millisecond,
-		PoolTimeout:  time.Second,
-		MaxRetries:   3, // safe: lock acquisition is idempotent per token (see seatlock.Acquire)
-		PoolSize:     64,
-		// Fail a dial once rather than queueing buyers behind retries: the
-		// buyer gets a 503 and retries on their side.
-		DialerRetries:      1,
-		DialerRetryTimeout: 50 * time.Millisecond,
-	})
+// The API server's timeouts. A purchase body is at most 1 KiB and a
+// purchase is bounded by purchaseTimeout, so a connection that takes longer
+// to send its request, or to be answered, is stalled or malicious; cutting
+// it also lets SIGTERM drain within the grace.
+const (
+	readHeaderTimeout = 2 * time.Second  // request line and headers
+	readTimeout       = 5 * time.Second  // the whole request, body included
+	writeTimeout      = 10 * time.Second // from the end of the headers to the end of the answer (> purchaseTimeout)
+	idleTimeout       = 90 * time.Second // a keep-alive connection between requests (> the Ingress' 60 s upstream keep-alive)
+	maxHeaderBytes    = 16 << 10         // larger headers get 431
+)
+
+// configureServer sets the API server's limits (also used by the tests'
+// servers, so they run what production runs).
+func configureServer(srv *http.Server) {
+	srv.ReadHeaderTimeout = readHeaderTimeout
+	srv.ReadTimeout = readTimeout
+	srv.WriteTimeout = writeTimeout
+	srv.IdleTimeout = idleTimeout
+	srv.MaxHeaderBytes = maxHeaderBytes
+}
+
+// Redis client bounds (docs/purchase.md lists them): one dial attempt of at
+// most 1 s, reads and writes of at most 0.5 s, at most 1 s waiting for a
+// pooled connection. The client itself retries nothing (MaxRetries -1):
+// package seatlock retries once the commands that are idempotent, and never
+// the any-seat script.
+const (
+	redisDialTimeout = time.Second
+	redisIOTimeout   = 500 * time.Millisecond
+	redisPoolTimeout = time.Second
+	redisPoolSize    = 64
+)
+
+// NewRedis returns a client for the Redis of cfg (RedisURL, or RedisAddr
+// without a password) whose every call is bounded, so that a dead Redis
+// turns into a quick 503.
+func NewRedis(cfg Config) (*redis.Client, error) {
+	opt := &redis.Options{Addr: cfg.RedisAddr}
+	if cfg.RedisURL != "" {
+		var err error
+		if opt, err = redis.ParseURL(cfg.RedisURL); err != nil {
+			// The URL holds a password: never echo it.
+			return nil, flagerr.New("redis-url", "is not a valid redis:// or rediss:// URL")
+		}
+	}
+	if cfg.RedisCAFile != "" {
+		pem, err := os.ReadFile(cfg.RedisCAFile)
+		if err != nil {
+			return nil, flagerr.New("redis-ca-file", "%v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, flagerr.New("redis-ca-file", "%s holds no PEM certificate", cfg.RedisCAFile)
+		}
+		opt.TLSConfig.RootCAs = pool // ParseURL made TLSConfig for rediss://
+	}
+	opt.DialTimeout = redisDialTimeout
+	opt.ReadTimeout = redisIOTimeout
+	opt.WriteTimeout = redisIOTimeout
+	opt.PoolTimeout = redisPoolTimeout
+	opt.PoolSize = redisPoolSize
+	opt.MaxRetries = -1
+	opt.DisableIdentity = true // no CLIENT SETINFO: not in redisacl.Commands
+	// One dial attempt rather than queueing buyers behind dial retries:
+	// the buyer gets a 503 and retries on their side.
+	opt.DialerRetries = 1
+	opt.DialerRetryTimeout = 50 * time.Millisecond
+	return redis.NewClient(opt), nil
 }
 
 // slogRedisLogger sends go-redis's internal messages (one per failed dial
@@ -77,7 +133,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		return nil, nil, fmt.Errorf("seed %d tickets: %w", cfg.Tickets, err)
 	}
 	redis.SetLogger(slogRedisLogger{log})
-	rdb := NewRedis(cfg.RedisAddr)
+	rdb, err := NewRedis(cfg)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	if cfg.SaleSecret == "" {
+		log.Warn("--sale-secret is not set: order ids derived from Idempotency-Keys can be computed by anyone (set it outside local runs; the operator always does)")
+	}
 	svc := NewService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, log)
 	closeAll := func() {
 		_ = rdb.Close()
@@ -116,14 +179,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // Serve serves a started Service on its configured addresses until ctx
-// ends, then drains: /readyz fails, listeners close, in-flight purchases
-// finish (up to shutdownGrace).
+// ends (SIGTERM), then drains within cfg.ShutdownGrace:
+//  1. for cfg.DrainDelay, /readyz fails while everything is still served,
+//     so the endpoints drop the pod before its listener closes;
+//  2. the listeners close and in-flight purchases finish, each bounded by
+//     purchaseTimeout; idle and stalled connections are cut (readTimeout);
+//  3. whatever is still open when the grace ends is closed.
+//
+// It returns nil after a drain, also a forced one: an exit 0 tells
+// Kubernetes the pod stopped as asked.
 func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 	cfg := svc.cfg
+	grace, drain := cfg.ShutdownGrace, cfg.DrainDelay
+	if grace == 0 {
+		grace, drain = DefaultShutdownGrace, min(drain, DefaultShutdownGrace/2)
+	}
 
-	servers := []*http.Server{{Addr: cfg.Listen, Handler: svc.Handler(), ReadHeaderTimeout: 5 * time.Second}}
-	if cfg.MetricsListen != "" && cfg.MetricsListen != cfg.Listen {
-		servers = append(servers, &http.Server{Addr: cfg.MetricsListen, Handler: svc.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second})
+	api := &http.Server{Addr: cfg.Listen, Handler: svc.Handler()}
+	configureServer(api)
+	servers := []*http.Server{api}
+	if cfg.MetricsListen != "" {
+		m := &http.Server{Addr: cfg.MetricsListen, Handler: svc.MetricsHandler()}
+		configureServer(m)
+		servers = append(servers, m)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -155,15 +233,20 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
+		deadline := time.Now().Add(grace)
 		svc.draining.Store(true)
-		log.Info("shutting down: finishing in-flight purchases")
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		log.Info("shutting down: /readyz fails, still serving", "drainDelay", drain, "grace", grace)
+		time.Sleep(drain)
+		log.Info("shutting down: listeners closed, finishing in-flight purchases")
+		sctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-		var errs []error
 		for _, srv := range servers {
-			errs = append(errs, srv.Shutdown(sctx))
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("grace period over: closing the connections still open", "err", err)
+				_ = srv.Close()
+			}
 		}
-		return errors.Join(errs...)
+		return nil
 	})
 	return g.Wait()
 }

@@ -5,10 +5,14 @@ package purchase
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +51,8 @@ const (
 	// sideEffectTimeout bounds the Redis writes that follow a decision
 	// (sold marker, release); they run even if the buyer went away.
 	sideEffectTimeout = time.Second
+	// maxLimitedBuyers bounds the pod's memory of buyers at the limit.
+	maxLimitedBuyers = 1 << 16
 )
 
 // Service sells one sale's seats.
@@ -59,7 +65,14 @@ type Service struct {
 	held     *heldCache
 	metrics  *metrics
 	log      *slog.Logger
-	orderNS  uuid.UUID // namespace of order ids derived from idempotency keys
+	orderKey []byte // HMAC key of order ids derived from idempotency keys
+
+	// limited remembers buyers Postgres refused at the limit: buyer id →
+	// tickets they hold (at least). Orders are never given back, so the
+	// memory stays true; it is only consulted while the limit is not
+	// above it.
+	limited      sync.Map
+	limitedCount atomic.Int64
 
 	refills    singleflight.Group
 	lastRefill atomic.Int64 // unix nanoseconds of the last pool refill
@@ -84,7 +97,11 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 		held:    newHeldCache(heldMemory(cfg.LockTTL)),
 		metrics: newMetrics(),
 		log:     log,
-		orderNS: uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://fluxorder.io/sales/"+cfg.Sale)),
+	}
+	s.orderKey = []byte(cfg.SaleSecret)
+	if len(s.orderKey) == 0 {
+		// Dev fallback (documented): guessable ids, see Config.SaleSecret.
+		s.orderKey = []byte("https://fluxorder.io/sales/" + cfg.Sale)
 	}
 	sch := cfg.Schedule
 	s.schedule.Store(&sch)
@@ -102,13 +119,20 @@ func (s *Service) SetSchedule(sch Schedule) { s.schedule.Store(&sch) }
 //  4. mark the seat sold in Redis, or release the lock.
 //
 // replayed is true when the idempotency key had already bought the order.
+// A request with a key that already bought its order is answered that order
+// whatever step 1 says: a retry after the sale closed still learns it won.
 //
 // Past step 1, the purchase runs on a context detached from the caller's and
 // bounded by purchaseTimeout: a buyer who hangs up cannot cut a confirmation
-// in half, and a dead dependency turns into a 503, not a hung request.
+// in half, and a dead dependency turns into a 503, not a hung request. A 503
+// given once the seat's lock was taken is a *PendingOrderError naming the
+// order, whose outcome GET /v1/orders/{id} tells (see Service.Order).
 func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed bool, err error) {
 	now := time.Now()
 	if err := s.refuseLocally(req, now); err != nil {
+		if req.IdempotencyKey != "" && mayBeReplay(err) {
+			return s.replayOr(ctx, req, err)
+		}
 		return Order{}, false, err
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purchaseTimeout)
@@ -120,8 +144,9 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 	orderID := s.newOrderID(req)
 	res, err := s.locks.Acquire(ctx, req.TicketID, orderID.String())
 	if err != nil {
+		// No confirmation was attempted: certainly no order.
 		s.metrics.lockError.Inc()
-		return Order{}, false, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+		return Order{}, false, unavailable(ErrSeatStoreUnavailable, err)
 	}
 	switch res.State {
 	case seatlock.Held:
@@ -145,6 +170,10 @@ func (s *Service) refuseLocally(req Request, now time.Time) error {
 	if err := s.schedule.Load().check(now); err != nil {
 		return err
 	}
+	if s.atLimit(req.BuyerID) {
+		s.metrics.knownLimited.Inc()
+		return ErrBuyerLimit
+	}
 	if req.TicketID == 0 {
 		return nil
 	}
@@ -167,18 +196,70 @@ func (s *Service) refuseLocally(req Request, now time.Time) error {
 	return nil
 }
 
+// mayBeReplay says whether a local refusal could hide a committed order of
+// the request's idempotency key: the window, the pause switch and the buyer
+// limit refuse new orders, not the replay of an old one.
+func mayBeReplay(err error) bool {
+	return errors.Is(err, ErrSaleEnded) || errors.Is(err, ErrSalePaused) ||
+		errors.Is(err, ErrSaleNotStarted) || errors.Is(err, ErrBuyerLimit)
+}
+
+// replayOr answers the order the request's key bought, or refusal when the
+// key bought nothing (or the database cannot say).
+func (s *Service) replayOr(ctx context.Context, req Request, refusal error) (Order, bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purchaseTimeout)
+	defer cancel()
+	o, replayed, err := s.replay(ctx, req)
+	if err != nil && !errors.Is(err, ErrInvalidRequest) {
+		return Order{}, false, refusal
+	}
+	return o, replayed, err
+}
+
+// atLimit says, without I/O, whether the buyer is known to hold the
+// maximum number of tickets.
+func (s *Service) atLimit(buyer string) bool {
+	limit := s.cfg.MaxPerBuyer
+	if limit == 0 {
+		return false
+	}
+	held, ok := s.limited.Load(buyer)
+	return ok && held.(int) >= limit
+}
+
+// rememberLimited records that Postgres refused the buyer at limit.
+func (s *Service) rememberLimited(buyer string, limit int) {
+	if s.limitedCount.Add(1) > maxLimitedBuyers {
+		// A flood of distinct buyers: start over rather than grow.
+		s.limited.Clear()
+		s.limitedCount.Store(1)
+	}
+	s.limited.Store(buyer, limit)
+}
+
 // heldMemory is how long a pod remembers a seat it saw held: a fraction of
 // the lock's life, never more than maxHeldMemory.
 func heldMemory(lockTTL time.Duration) time.Duration {
 	return min(lockTTL/10, maxHeldMemory)
 }
 
-// newOrderID is random and time-ordered (v7, kind to the orders index), or
-// derived from buyer and idempotency key so that concurrent retries of one
-// purchase present the same lock token and meet in Postgres.
+// newOrderID is random and time-ordered (v7, kind to the orders index, and
+// its time tells Service.Order when the outcome is settled), or derived from
+// buyer and idempotency key so that concurrent retries of one purchase
+// present the same lock token and meet in Postgres. A derived id is an
+// HMAC-SHA256 under the sale's secret (UUID version 8): nobody without the
+// secret can compute another buyer's order id from public inputs.
 func (s *Service) newOrderID(req Request) uuid.UUID {
 	if req.IdempotencyKey != "" {
-		return uuid.NewSHA1(s.orderNS, []byte(req.BuyerID+"\x00"+req.IdempotencyKey))
+		m := hmac.New(sha256.New, s.orderKey)
+		m.Write([]byte(req.BuyerID))
+		m.Write([]byte{0})
+		m.Write([]byte(req.IdempotencyKey))
+		var id uuid.UUID
+		copy(id[:], m.Sum(nil))
+		id[6] = id[6]&0x0f | 0x80 // version 8
+		id[8] = id[8]&0x3f | 0x80 // RFC 9562 variant
+		return id
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -194,7 +275,7 @@ func (s *Service) replay(ctx context.Context, req Request) (Order, bool, error) 
 	case errors.Is(err, orderstore.ErrNotFound):
 		return Order{}, false, ErrTicketSold
 	case err != nil:
-		return Order{}, false, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+		return Order{}, false, unavailable(ErrDatabaseUnavailable, err)
 	case req.TicketID != 0 && o.TicketID != req.TicketID:
 		return Order{}, false, fmt.Errorf("%w: Idempotency-Key was already used for ticket %d", ErrInvalidRequest, o.TicketID)
 	}
@@ -209,9 +290,16 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 	o, replayed, err := s.store.Confirm(ctx, orderstore.Purchase{
 		TicketID: id, OrderID: orderID, BuyerID: req.BuyerID,
 		IdempotencyKey: req.IdempotencyKey, MaxPerBuyer: s.cfg.MaxPerBuyer,
+		AnySeat: req.TicketID == 0,
 	})
 	var sold *orderstore.SoldError
 	switch {
+	case err == nil && o.TicketID != id:
+		// An any-seat retry whose key already bought another seat: give
+		// back the one this attempt locked.
+		s.release(id, orderID.String())
+		s.markSold(o.TicketID, o.ID.String())
+		return o, replayed, nil
 	case err == nil:
 		if !replayed {
 			s.metrics.sold.Inc()
@@ -231,13 +319,15 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 	s.release(id, orderID.String())
 	switch {
 	case errors.Is(err, orderstore.ErrBuyerLimit):
+		s.rememberLimited(req.BuyerID, s.cfg.MaxPerBuyer)
 		return Order{}, false, ErrBuyerLimit
 	case errors.Is(err, orderstore.ErrKeyReused):
 		return Order{}, false, fmt.Errorf("%w: Idempotency-Key was already used for another ticket (%v)", ErrInvalidRequest, err)
 	}
-	// The outcome of a failed commit can be unknown; the idempotency key
-	// is how a buyer learns it safely.
-	return Order{}, false, fmt.Errorf("%w: database: %v (retry with the same Idempotency-Key to learn the outcome)", ErrUnavailable, err)
+	// The outcome of a failed commit can be unknown: the answer names the
+	// order, whose outcome GET /v1/orders/{id} tells once settled (a retry
+	// with the same Idempotency-Key also does).
+	return Order{}, false, &PendingOrderError{OrderID: orderID, Err: unavailable(ErrDatabaseUnavailable, err)}
 }
 
 // markSold records the sale in this pod and in Redis. A failed Redis write
@@ -302,8 +392,9 @@ func (s *Service) takeAnySeat(ctx context.Context, token string) (int64, error) 
 				return 0, err
 			}
 		default:
+			// The script is not retried (see seatlock.AcquireAny).
 			s.metrics.lockError.Inc()
-			return 0, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+			return 0, unavailable(ErrSeatStoreUnavailable, err)
 		}
 	}
 	s.metrics.lockHeld.Inc()
@@ -317,7 +408,7 @@ func (s *Service) refillPool(ctx context.Context) error {
 	_, err, _ := s.refills.Do("refill", func() (any, error) {
 		tickets, sold, err := s.store.Counts(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+			return nil, unavailable(ErrDatabaseUnavailable, err)
 		}
 		if sold >= tickets {
 			return nil, ErrSoldOut
@@ -327,14 +418,14 @@ func (s *Service) refillPool(ctx context.Context) error {
 		}
 		ids, err := s.store.UnsoldFrom(ctx, rand.Int64N(tickets)+1, poolRefillSize)
 		if err != nil {
-			return nil, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+			return nil, unavailable(ErrDatabaseUnavailable, err)
 		}
 		s.lastRefill.Store(time.Now().UnixNano())
 		if len(ids) == 0 {
 			return nil, ErrSoldOut
 		}
 		if err := s.locks.Refill(ctx, ids); err != nil {
-			return nil, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+			return nil, unavailable(ErrSeatStoreUnavailable, err)
 		}
 		return nil, nil
 	})
@@ -362,7 +453,7 @@ func (s *Service) Ticket(ctx context.Context, id int64) (TicketStatus, error) {
 	}
 	res, ok, err := s.locks.Peek(ctx, id)
 	if err != nil {
-		return "", fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+		return "", unavailable(ErrSeatStoreUnavailable, err)
 	}
 	if ok {
 		if res.State == seatlock.Sold {
@@ -375,7 +466,7 @@ func (s *Service) Ticket(ctx context.Context, id int64) (TicketStatus, error) {
 	case errors.Is(err, orderstore.ErrNotFound):
 		return "", ErrTicketNotFound
 	case err != nil:
-		return "", fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+		return "", unavailable(ErrDatabaseUnavailable, err)
 	case sold:
 		return TicketSold, nil
 	}
@@ -393,19 +484,42 @@ type Availability struct {
 func (s *Service) Availability(ctx context.Context) (Availability, error) {
 	tickets, sold, err := s.store.Counts(ctx)
 	if err != nil {
-		return Availability{}, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+		return Availability{}, unavailable(ErrDatabaseUnavailable, err)
 	}
 	return Availability{Tickets: tickets, Sold: sold, Available: tickets - sold}, nil
 }
 
-// Order returns a confirmed order.
+// Order returns a confirmed order. An order id is a capability: whoever
+// holds it may read the order.
+//
+// For an order that does not exist (yet), ErrOrderNotFound is final only
+// once the outcome is settled. A purchase that took a lock under a random
+// (v7) order id ends by purchaseTimeout after the id's time; its database
+// session is then gone and the server notices within
+// orderstore.ClientCheckInterval, so after settleAfter no commit of it can
+// appear. Before that the answer is ErrOrderPending with a Retry-After. A
+// derived (keyed) id carries no time: its buyer learns the outcome by
+// retrying with the key.
 func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
 	o, err := s.store.Order(ctx, id)
 	switch {
 	case errors.Is(err, orderstore.ErrNotFound):
+		if id.Version() == 7 {
+			started := time.UnixMilli(int64(binary.BigEndian.Uint64(id[:8]) >> 16))
+			if wait := time.Until(started.Add(s.settleAfter())); wait > 0 {
+				return Order{}, &RetryAfterError{Seconds: int(wait.Seconds()) + 1, Err: ErrOrderPending}
+			}
+		}
 		return Order{}, ErrOrderNotFound
 	case err != nil:
-		return Order{}, fmt.Errorf("%w: database: %v", ErrUnavailable, err)
+		return Order{}, unavailable(ErrDatabaseUnavailable, err)
 	}
 	return o, nil
+}
+
+// settleAfter is how long after a purchase started its outcome is final:
+// the purchase's own bound, the server noticing the session is gone, and
+// the lock's life on top as a margin.
+func (s *Service) settleAfter() time.Duration {
+	return purchaseTimeout + orderstore.ClientCheckInterval + s.cfg.LockTTL
 }

@@ -252,7 +252,7 @@ func TestPurchase_BuyerLimitUnderConcurrency_ExactlyTheLimit(t *testing.T) {
 		wg.Go(func() { got.add(s.buy(int64(i)+1, "greedy")) })
 	}
 	wg.Wait()
-	if got.count("201") != 2 || got.count("429 buyer_limit_reached") != 48 {
+	if got.count("201") != 2 || got.count("403 buyer_limit_reached") != 48 {
 		t.Fatalf("want 2 orders and 48 buyer_limit_reached, got %v", got.byCode)
 	}
 	if a := s.audit(); a.orders != 2 {

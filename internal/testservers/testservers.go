@@ -4,19 +4,27 @@
 package testservers
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/flux-order/flux-order/internal/redisacl"
 )
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
@@ -61,10 +69,123 @@ type Redis struct {
 	bin  string
 	dir  string
 	cmd  *exec.Cmd
+
+	// With ACLs (StartRedisACL): the default user is off, adminPass logs
+	// in as "admin" (every command), and users holds the ACL file's lines,
+	// so a restart keeps them.
+	acl       bool
+	adminPass string
+	mu        sync.Mutex
+	users     map[string]string // user name → password
+	aclLines  []string
 }
 
-// StartRedis starts redis-server on a free loopback port.
+// StartRedisACL starts redis-server on a free loopback port the way the
+// operator runs a sale's Redis: the default user off, so every client logs
+// in. AdminURL logs in with every right (for the tests' own chaos, like
+// FLUSHALL); PurchaseURL makes a sale's purchase user from redisacl.
+func StartRedisACL() (*Redis, error) {
+	r, err := newRedis()
+	if err != nil {
+		return nil, err
+	}
+	r.acl = true
+	r.adminPass = randomHex()
+	r.users = map[string]string{}
+	r.aclLines = []string{
+		"user default off resetpass nopass resetkeys -@all",
+		"user admin on >" + r.adminPass + " ~* &* +@all",
+	}
+	if err := r.writeACL(); err != nil {
+		return nil, err
+	}
+	return r, r.Start()
+}
+
+// AdminURL is a redis:// URL with every right (ACL servers only).
+func (r *Redis) AdminURL() string { return "redis://admin:" + r.adminPass + "@" + r.Addr + "/0" }
+
+// PurchaseURL returns the redis:// URL of sale's purchase user, made with
+// redisacl.Rules (only the service's commands, only the sale's keys) the
+// first time it is asked for. A server without ACLs answers its address
+// without credentials.
+func (r *Redis) PurchaseURL(sale string) (string, error) {
+	if !r.acl {
+		return "redis://" + r.Addr + "/0", nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	user := redisacl.User + "-" + sale
+	pass, ok := r.users[user]
+	if !ok {
+		pass = randomHex()
+		r.users[user] = pass
+		r.aclLines = append(r.aclLines, "user "+user+" "+redisacl.Rules(sale, pass))
+		if err := r.writeACL(); err != nil {
+			return "", err
+		}
+		if err := r.adminDo("ACL", "LOAD"); err != nil {
+			return "", fmt.Errorf("ACL LOAD: %w", err)
+		}
+	}
+	return "redis://" + user + ":" + pass + "@" + r.Addr + "/0", nil
+}
+
+func (r *Redis) aclFile() string { return filepath.Join(r.dir, "users.acl") }
+
+func (r *Redis) writeACL() error {
+	return os.WriteFile(r.aclFile(), []byte(strings.Join(r.aclLines, "\n")+"\n"), 0o600)
+}
+
+// adminDo runs one command as admin over a plain RESP connection (the
+// harness needs no Redis client library).
+func (r *Redis) adminDo(args ...string) error {
+	c, err := net.DialTimeout("tcp", r.Addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	for _, cmd := range [][]string{{"AUTH", "admin", r.adminPass}, args} {
+		fmt.Fprintf(&b, "*%d\r\n", len(cmd))
+		for _, a := range cmd {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+	}
+	if _, err := io.WriteString(c, b.String()); err != nil {
+		return err
+	}
+	rd := bufio.NewReader(c)
+	for range 2 {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(line, "-") {
+			return errors.New(strings.TrimSpace(line[1:]))
+		}
+	}
+	return nil
+}
+
+func randomHex() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// StartRedis starts redis-server on a free loopback port, with the default
+// user on and no password (for local runs and benchmarks).
 func StartRedis() (*Redis, error) {
+	r, err := newRedis()
+	if err != nil {
+		return nil, err
+	}
+	return r, r.Start()
+}
+
+func newRedis() (*Redis, error) {
 	bin, err := lookPath("redis-server", "apt-get install -y redis-server")
 	if err != nil {
 		return nil, err
@@ -77,8 +198,7 @@ func StartRedis() (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), bin: bin, dir: dir}
-	return r, r.Start()
+	return &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), bin: bin, dir: dir}, nil
 }
 
 // Start (re)starts the server on its port, with no data.
@@ -87,6 +207,9 @@ func (r *Redis) Start() error {
 	r.cmd = exec.Command(r.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--protected-mode", "no", "--maxmemory-policy", "noeviction", "--loglevel", "warning")
 	r.cmd.Args = append(r.cmd.Args, "--logfile", filepath.Join(r.dir, "redis.log"))
+	if r.acl {
+		r.cmd.Args = append(r.cmd.Args, "--aclfile", r.aclFile())
+	}
 	if err := r.cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
@@ -219,12 +342,13 @@ func (p *Postgres) CreateDatabase(ctx context.Context, name string) (string, err
 }
 
 // Main is a test package's TestMain body: it starts the servers whose
-// pointers are non-nil, runs the tests and stops the servers. A server that
+// pointers are non-nil (Redis with ACLs, as the operator runs it), runs the
+// tests and stops the servers. A server that
 // cannot start fails the package (exit 1), it never skips it.
 func Main(m interface{ Run() int }, redis **Redis, pg **Postgres) int {
 	var err error
 	if redis != nil {
-		if *redis, err = StartRedis(); err != nil {
+		if *redis, err = StartRedisACL(); err != nil {
 			fmt.Fprintln(os.Stderr, "FAIL: real Redis needed:", err)
 			return 1
 		}

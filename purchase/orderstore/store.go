@@ -8,6 +8,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,7 +66,17 @@ type Purchase struct {
 	BuyerID        string
 	IdempotencyKey string // empty: none
 	MaxPerBuyer    int    // 0: unlimited
+	// AnySeat: the buyer asked for any seat, so the key's earlier order
+	// for another seat is a replay, not a reused key.
+	AnySeat bool
 }
+
+// ClientCheckInterval is how often the server checks, while it runs a
+// statement or waits (on a row lock, on a synchronous standby), that our
+// side of the session is still there (client_connection_check_interval).
+// When a purchase's deadline closes the connection, the server stops
+// within this interval, so its outcome is settled soon after.
+const ClientCheckInterval = time.Second
 
 // Store is a connection pool to one sale's database.
 type Store struct {
@@ -85,6 +96,9 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	}
 	if !hasParam(url, "pool_max_conns") {
 		cfg.MaxConns = 16
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["client_connection_check_interval"]; !ok {
+		cfg.ConnConfig.RuntimeParams["client_connection_check_interval"] = strconv.Itoa(int(ClientCheckInterval.Milliseconds()))
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -161,7 +175,7 @@ func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool
 		p.TicketID, p.OrderID, p.BuyerID, key, p.MaxPerBuyer).
 		Scan(&replayed, &o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt)
 	if err == nil {
-		if replayed && o.TicketID != p.TicketID {
+		if replayed && o.TicketID != p.TicketID && !p.AnySeat {
 			return Order{}, false, fmt.Errorf("%w: %d", ErrKeyReused, o.TicketID)
 		}
 		return o, replayed, nil
@@ -185,7 +199,7 @@ func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool
 		if lerr != nil {
 			return Order{}, false, err
 		}
-		if prev.TicketID != p.TicketID {
+		if prev.TicketID != p.TicketID && !p.AnySeat {
 			return Order{}, false, fmt.Errorf("%w: %d", ErrKeyReused, prev.TicketID)
 		}
 		return prev, true, nil

@@ -57,11 +57,28 @@ func New(rdb redis.UniversalClient, sale string, ttl time.Duration) *Locks {
 
 func (l *Locks) key(id int64) string { return l.ticket + strconv.FormatInt(id, 10) }
 
+// retryOnce runs cmd, and once more after a network error or a timeout: the
+// command may or may not have run, and running it again must leave Redis as
+// one run would. Only the commands whose doc says so use it; the client
+// itself retries nothing. Not retried: an answer from Redis (an error reply
+// is the outcome), and anything once ctx is done.
+func retryOnce[T any](ctx context.Context, cmd func() (T, error)) (T, error) {
+	v, err := cmd()
+	var reply redis.Error
+	if err == nil || errors.As(err, &reply) || ctx.Err() != nil {
+		return v, err
+	}
+	return cmd()
+}
+
 // Acquire tries to lock seat id with token in one round trip (SET NX PX GET).
-// Finding token itself counts as acquired, so a client-side retry of the
-// same command, or a retry that reuses an idempotency token, is safe.
+// Finding token itself counts as acquired, so it is retried once after a
+// lost answer (retryOnce), and a retry that reuses an idempotency token is
+// safe.
 func (l *Locks) Acquire(ctx context.Context, id int64, token string) (Result, error) {
-	prev, err := l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: l.ttl, Get: true}).Result()
+	prev, err := retryOnce(ctx, func() (string, error) {
+		return l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: l.ttl, Get: true}).Result()
+	})
 	switch {
 	case errors.Is(err, redis.Nil), err == nil && prev == token:
 		return Result{State: Acquired}, nil
@@ -79,9 +96,10 @@ func classify(v string) Result {
 }
 
 // Peek reports the seat's state without taking it: ok is false when Redis
-// knows nothing about the seat (free, or its data was lost).
+// knows nothing about the seat (free, or its data was lost). A read,
+// retried once.
 func (l *Locks) Peek(ctx context.Context, id int64) (r Result, ok bool, err error) {
-	v, err := l.rdb.Get(ctx, l.key(id)).Result()
+	v, err := retryOnce(ctx, func() (string, error) { return l.rdb.Get(ctx, l.key(id)).Result() })
 	if errors.Is(err, redis.Nil) {
 		return Result{}, false, nil
 	}
@@ -93,12 +111,15 @@ func (l *Locks) Peek(ctx context.Context, id int64) (r Result, ok bool, err erro
 
 // MarkSold records a confirmed sale. Unconditional on purpose: a sold seat
 // stays sold, so overwriting a lock another buyer took after ours expired is
-// right (that buyer will be refused by Postgres anyway).
+// right (that buyer will be refused by Postgres anyway). Setting a value and
+// removing a set member twice is doing it once: retried once.
 func (l *Locks) MarkSold(ctx context.Context, id int64, orderID string) error {
-	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, l.key(id), soldPrefix+orderID, 0)
-		p.SRem(ctx, l.free, id)
-		return nil
+	_, err := retryOnce(ctx, func() ([]redis.Cmder, error) {
+		return l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, l.key(id), soldPrefix+orderID, 0)
+			p.SRem(ctx, l.free, id)
+			return nil
+		})
 	})
 	return err
 }
@@ -115,9 +136,12 @@ end
 return 0`)
 
 // Release gives up a lock taken with token; released is false when the lock
-// was no longer ours.
+// was no longer ours. A second run finds the token gone and does nothing:
+// retried once.
 func (l *Locks) Release(ctx context.Context, id int64, token string) (released bool, err error) {
-	n, err := releaseScript.Run(ctx, l.rdb, []string{l.key(id), l.free}, token, id).Int()
+	n, err := retryOnce(ctx, func() (int, error) {
+		return releaseScript.Run(ctx, l.rdb, []string{l.key(id), l.free}, token, id).Int()
+	})
 	return n == 1, err
 }
 
@@ -140,7 +164,10 @@ var ErrPoolEmpty = errors.New("free-seat pool is empty")
 var ErrAllHeld = errors.New("no free seat found in the pool")
 
 // AcquireAny locks a random free seat from the pool with token, in one round
-// trip, looking at no more than tries seats.
+// trip, looking at no more than tries seats. Never retried: a script whose
+// answer was lost may have popped and locked a seat, and a second run would
+// lock another, leaving the first out of the pool until its lock expires and
+// a refill finds it.
 func (l *Locks) AcquireAny(ctx context.Context, token string, tries int) (int64, error) {
 	id, err := takeAnyScript.Run(ctx, l.rdb, []string{l.free}, l.ticket, token, l.ttl.Milliseconds(), tries).Int64()
 	switch {
@@ -163,7 +190,8 @@ func (l *Locks) Refill(ctx context.Context, ids []int64) error {
 	for i, id := range ids {
 		members[i] = id
 	}
-	if err := l.rdb.SAdd(ctx, l.free, members...).Err(); err != nil {
+	// SADD of the same members twice is SADD once: retried once.
+	if _, err := retryOnce(ctx, func() (int64, error) { return l.rdb.SAdd(ctx, l.free, members...).Result() }); err != nil {
 		return fmt.Errorf("refill free pool: %w", err)
 	}
 	return nil

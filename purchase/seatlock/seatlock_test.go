@@ -18,7 +18,15 @@ func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &srv, nil)) }
 
 func newLocks(t *testing.T, sale string, ttl time.Duration) *Locks {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	url, err := srv.PurchaseURL(sale) // the sale's ACL user, as in production
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
 	return New(rdb, sale, ttl)
 }
