@@ -57,7 +57,9 @@ type PendingOrderError struct {
 	Err     error
 }
 
-func (e *PendingOrderError) Error() string { return e.Err.Error() + " (order " + e.OrderID.String() + ")" }
+func (e *PendingOrderError) Error() string {
+	return e.Err.Error() + " (order " + e.OrderID.String() + ")"
+}
 func (e *PendingOrderError) Unwrap() error { return e.Err }
 
 // RetryAfterError asks the client to come back after a number of seconds.
