@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -362,4 +363,18 @@ func Main(m interface{ Run() int }, redis **Redis, pg **Postgres) int {
 		defer (*pg).Close()
 	}
 	return m.Run()
+}
+
+// Eventually polls cond every 20 ms until it holds, failing t with what was
+// awaited once timeout has passed. Tests wait on a condition, never on a
+// sleep.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
