@@ -14,7 +14,7 @@ const (
 	TicketLocked                  // 409 ticket_locked: another buyer holds the seat
 	TicketSold                    // 409 ticket_sold
 	SoldOut                       // 409 sold_out (any-seat)
-	TooManyRequest                // 429 (buyer_limit_reached)
+	BuyerLimit                    // 403 buyer_limit_reached
 	OtherAnswer                   // any other status below 500 (404, 403, 400, a stray 2xx)
 	ServerError                   // 5xx
 	TransportError                // no answer: dial, timeout, reset, malformed HTTP
@@ -26,7 +26,7 @@ var outcomeNames = [numOutcomes]struct{ key, label string }{
 	TicketLocked:   {"409_ticket_locked", "409 ticket_locked"},
 	TicketSold:     {"409_ticket_sold", "409 ticket_sold"},
 	SoldOut:        {"409_sold_out", "409 sold_out"},
-	TooManyRequest: {"429", "429"},
+	BuyerLimit:     {"403_buyer_limit_reached", "403 buyer_limit_reached"},
 	OtherAnswer:    {"4xx_other", "4xx other"},
 	ServerError:    {"5xx", "5xx"},
 	TransportError: {"transport_error", "transport error"},
@@ -38,7 +38,7 @@ func (o Outcome) Key() string { return outcomeNames[o].key }
 // String is the outcome's label in the summary.
 func (o Outcome) String() string { return outcomeNames[o].label }
 
-// Classify maps an answer to its outcome. Only 409 bodies are looked at, by
+// Classify maps an answer to its outcome. Only 409 and 403 bodies are looked at, by
 // a scan for the problem's "code" rather than JSON decoding: the hot loop
 // classifies tens of thousands of answers a second.
 func Classify(status int, body []byte) Outcome {
@@ -55,8 +55,8 @@ func Classify(status int, body []byte) Outcome {
 			return SoldOut
 		}
 		return OtherAnswer
-	case status == http.StatusTooManyRequests:
-		return TooManyRequest
+	case status == http.StatusForbidden && string(problemCode(body)) == "buyer_limit_reached":
+		return BuyerLimit
 	case status >= 500:
 		return ServerError
 	}

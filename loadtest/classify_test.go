@@ -21,7 +21,7 @@ func TestClassify_MapsEachAnswerToItsOutcome(t *testing.T) {
 		{"an unknown 409 code", 409, `{"code":"something_new"}`, OtherAnswer},
 		{"a 409 without a body", 409, ``, OtherAnswer},
 		{"a 409 with a truncated code", 409, `{"code":"ticket_so`, OtherAnswer},
-		{"the buyer limit", 429, `{"code":"buyer_limit_reached"}`, TooManyRequest},
+		{"the buyer limit", 403, `{"code":"buyer_limit_reached"}`, BuyerLimit},
 		{"a missing ticket", 404, `{"code":"ticket_not_found"}`, OtherAnswer},
 		{"a closed sale", 403, `{"code":"sale_ended"}`, OtherAnswer},
 		{"a stray 200", 200, `ok`, OtherAnswer},

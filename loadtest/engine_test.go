@@ -239,7 +239,7 @@ func TestRun_UnexpectedAnswers_AreCountedWithAnExample(t *testing.T) {
 		{"a wrong seat", func(_ int64, w http.ResponseWriter, _ *http.Request) { problem(w, 404, "ticket_not_found") }, "", OtherAnswer, "404 ticket_not_found"},
 		{"a plain-text error", func(_ int64, w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", 500) }, "", ServerError, "500 Internal Server Error"},
 		{"an unavailable sale", func(_ int64, w http.ResponseWriter, _ *http.Request) { problem(w, 503, "unavailable") }, "", ServerError, "503 unavailable"},
-		{"the buyer limit", func(_ int64, w http.ResponseWriter, _ *http.Request) { problem(w, 429, "buyer_limit_reached") }, "", TooManyRequest, ""},
+		{"the buyer limit", func(_ int64, w http.ResponseWriter, _ *http.Request) { problem(w, 403, "buyer_limit_reached") }, "", BuyerLimit, ""},
 		{"a server that hangs up", func(_ int64, w http.ResponseWriter, _ *http.Request) {
 			c, _, _ := w.(http.Hijacker).Hijack()
 			c.Close()

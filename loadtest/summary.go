@@ -204,7 +204,7 @@ func thousands(n int64) string {
 }
 
 // shortLabels name the outcomes on the progress line.
-var shortLabels = [numOutcomes]string{"201", "locked", "sold", "sold_out", "429", "4xx", "5xx", "err"}
+var shortLabels = [numOutcomes]string{"201", "locked", "sold", "sold_out", "limit", "4xx", "5xx", "err"}
 
 // NewProgressPrinter returns a Config.Progress that writes one line per
 // call: redrawn in place on a terminal, appended otherwise (logs, CI).

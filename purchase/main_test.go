@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,7 +27,16 @@ var (
 	pgSrv    *testservers.Postgres
 )
 
-func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &redisSrv, &pgSrv)) }
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		// A fuzzing worker runs only the fuzz target, which needs no
+		// servers: starting a Redis and a PostgreSQL per worker would
+		// starve the fuzzer.
+		os.Exit(m.Run())
+	}
+	os.Exit(testservers.Main(m, &redisSrv, &pgSrv))
+}
 
 var saleSeq atomic.Int64
 

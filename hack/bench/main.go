@@ -369,7 +369,7 @@ func (b *bench) purchase(ctx context.Context, tickets int64) (url, sale string, 
 	}
 	sale = fmt.Sprintf("bench-%d", b.dbSeq)
 	url, stop, err = b.start(ctx, "flux-order", []string{"purchase", "--sale", sale,
-		"--tickets", strconv.FormatInt(tickets, 10), "--redis-addr", b.redis.Addr, "--database-url", db})
+		"--tickets", strconv.FormatInt(tickets, 10), "--redis-addr", b.redis.Addr, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
 	return url, sale, stop, err
 }
 
@@ -384,7 +384,7 @@ func (b *bench) sellOut(ctx context.Context, server string, args []string) (floa
 	var stop func()
 	if server == "flux-order" {
 		url, stop, err = b.start(ctx, server, []string{"purchase", "--sale", fmt.Sprintf("sellout-%d", b.dbSeq),
-			"--tickets", strconv.FormatInt(*sellOut, 10), "--redis-addr", b.redis.Addr, "--database-url", db})
+			"--tickets", strconv.FormatInt(*sellOut, 10), "--redis-addr", b.redis.Addr, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
 	} else {
 		url, stop, err = b.start(ctx, server, append(args, "--database-url", db, "--tickets", strconv.FormatInt(*sellOut, 10)))
 	}

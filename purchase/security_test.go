@@ -1,0 +1,121 @@
+package purchase
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+)
+
+// Issue 8: a 503 tells the buyer a fixed sentence per cause; the driver's
+// error (addresses, ports, users, databases) stays in the log.
+func TestAPI_503Bodies_HoldNoAddressPortOrDriverText(t *testing.T) {
+	s := newTestSale(t, 10)
+	port, err := testservers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pod whose Redis is gone, and one whose database pool is closed.
+	deadRedis := s.cfg
+	deadRedis.RedisURL = fmt.Sprintf("redis://nobody:secret@127.0.0.1:%d/0", port)
+	s.cfg = deadRedis
+	s.addPod()
+	s.pods[0].svc.store.Close()
+
+	for _, c := range []struct {
+		pod    int
+		path   string
+		detail string
+	}{
+		{1, "/v1/tickets/2/purchase", "the seat store is unavailable"},
+		{1, "/v1/purchase", "the seat store is unavailable"},
+		{0, "/v1/tickets/3/purchase", "the order database is unavailable"},
+		{0, "/v1/availability", "the order database is unavailable"},
+	} {
+		method := http.MethodPost
+		if c.path == "/v1/availability" {
+			method = http.MethodGet
+		}
+		req, _ := http.NewRequest(method, s.pods[c.pod].srv.URL+c.path, strings.NewReader(`{"buyerId":"x"}`))
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"detail":"`+c.detail+`"`) {
+			t.Fatalf("%s on pod %d: want 503 %q, got %d %s", c.path, c.pod, c.detail, resp.StatusCode, body)
+		}
+		for _, leak := range []string{"127.0.0.1", strconv.Itoa(port), strconv.Itoa(pgSrv.Port), "dial", "redis:", "pool", "postgres", "nobody", s.cfg.Sale} {
+			if strings.Contains(string(body), leak) {
+				t.Fatalf("%s: the 503 body leaks %q: %s", c.path, leak, body)
+			}
+		}
+	}
+}
+
+// Issue 8: order ids derived from an Idempotency-Key are keyed with the
+// sale's secret: the old public derivation (UUIDv5 of sale, buyer, key)
+// does not give them, and another secret gives another id.
+func TestPurchase_KeyedOrderIDs_NeedTheSaleSecret(t *testing.T) {
+	s := newTestSale(t, 10)
+	a := s.buyOn(0, 1, "alice", "k1")
+	if a.status != http.StatusCreated {
+		t.Fatalf("purchase: %d %s", a.status, a.code)
+	}
+	ns := uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://fluxorder.io/sales/"+s.cfg.Sale))
+	if public := uuid.NewSHA1(ns, []byte("alice\x00k1")); a.order.ID == public {
+		t.Fatal("the order id is computable from public inputs")
+	}
+	if a.order.ID.Version() != 8 {
+		t.Fatalf("a derived id is a UUIDv8, got version %d", a.order.ID.Version())
+	}
+	other := &Service{orderKey: []byte("another secret")}
+	if other.newOrderID(Request{BuyerID: "alice", IdempotencyKey: "k1"}) == a.order.ID {
+		t.Fatal("another sale secret derived the same order id")
+	}
+	if s.pods[0].svc.newOrderID(Request{BuyerID: "alice", IdempotencyKey: "k1"}) != a.order.ID {
+		t.Fatal("the derivation must be stable for retries")
+	}
+}
+
+// Issue 8: the purchase pods' Redis user (redisacl) can run the service,
+// both Lua scripts included, and nothing that could change a sale's outcome
+// behind its back.
+func TestRedisACL_PurchaseUserBuysButCannotFlushOrReconfigure(t *testing.T) {
+	s := newTestSale(t, 20)
+	if a := s.buy(1, "acl-single"); a.status != http.StatusCreated {
+		t.Fatalf("single-seat purchase through the ACL user: %d %s", a.status, a.code)
+	}
+	if a := s.post(0, "/v1/purchase", `{"buyerId":"acl-any"}`, nil); a.status != http.StatusCreated {
+		t.Fatalf("any-seat purchase through the ACL user: %d %s", a.status, a.code)
+	}
+	opt, err := redis.ParseURL(s.cfg.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx := context.Background()
+	refused := map[string]error{
+		"FLUSHALL":             rdb.FlushAll(ctx).Err(),
+		"FLUSHDB":              rdb.FlushDB(ctx).Err(),
+		"CONFIG SET":           rdb.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err(),
+		"KEYS":                 rdb.Keys(ctx, "*").Err(),
+		"SCRIPT FLUSH":         rdb.ScriptFlush(ctx).Err(),
+		"SET another sale key": rdb.Set(ctx, "fs:other-sale:ticket:2", "sold:x", 0).Err(),
+	}
+	for cmd, err := range refused {
+		if err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("%s as the purchase user: want NOPERM, got %v", cmd, err)
+		}
+	}
+}
