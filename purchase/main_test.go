@@ -75,7 +75,7 @@ func newTestSale(t testing.TB, tickets int64, opts ...func(*Config)) *testSale {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := pgxpool.New(ctx, dbURL)
+	db, err := pgxpool.New(ctx, cfg.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)
 	}

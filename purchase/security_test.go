@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flux-order/flux-order/internal/testservers"
@@ -117,5 +118,58 @@ func TestRedisACL_PurchaseUserBuysButCannotFlushOrReconfigure(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "NOPERM") {
 			t.Errorf("%s as the purchase user: want NOPERM, got %v", cmd, err)
 		}
+	}
+}
+
+// Issue 8: the pods reach Postgres as a role that is not a superuser, over
+// TLS, verifying the server's certificate and name (sslmode=verify-full)
+// against the sale's CA; purchases work, and plain connections are refused.
+func TestPostgresTLS_ServiceConnectsWithVerifyFullAndSells(t *testing.T) {
+	pg, err := testservers.StartPostgresTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Close() })
+	ctx := context.Background()
+	appURL, err := pg.AppDatabase(ctx, "tls_sale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSale(t, 20, func(c *Config) { c.DatabaseURL = appURL })
+	if a := s.buy(1, "tls-single"); a.status != http.StatusCreated {
+		t.Fatalf("single-seat purchase over TLS: %d %s", a.status, a.code)
+	}
+	if a := s.post(0, "/v1/purchase", `{"buyerId":"tls-any"}`, nil); a.status != http.StatusCreated {
+		t.Fatalf("any-seat purchase over TLS: %d %s", a.status, a.code)
+	}
+	var ssl, super bool
+	if err := s.db.QueryRow(ctx, `SELECT s.ssl, r.rolsuper FROM pg_stat_ssl s, pg_roles r
+		WHERE s.pid = pg_backend_pid() AND r.rolname = current_user`).Scan(&ssl, &super); err != nil {
+		t.Fatal(err)
+	}
+	if !ssl || super {
+		t.Fatalf("the app connection: want TLS and no superuser, got ssl=%v superuser=%v", ssl, super)
+	}
+	admin, err := pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	var conns int
+	var allTLS bool
+	if err := admin.QueryRow(ctx, `SELECT count(*), coalesce(bool_and(s.ssl), false) FROM pg_stat_ssl s
+		JOIN pg_stat_activity a USING (pid) WHERE a.usename = $1`, testservers.AppRole).Scan(&conns, &allTLS); err != nil {
+		t.Fatal(err)
+	}
+	if conns == 0 || !allTLS {
+		t.Fatalf("every connection of the app role (the service's pool) must use TLS: %d connections, all TLS %v", conns, allTLS)
+	}
+	plain := strings.Replace(appURL, "sslmode=verify-full", "sslmode=disable", 1)
+	if c, err := pgx.Connect(ctx, plain); err == nil {
+		c.Close(ctx)
+		t.Fatal("the app role logged in without TLS")
+	}
+	if a := s.audit(); a.orders != 2 {
+		t.Fatalf("want 2 orders, got %d", a.orders)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/flux-order/flux-order/internal/pki"
 	"github.com/flux-order/flux-order/internal/redisacl"
 )
 
@@ -244,6 +246,96 @@ type Postgres struct {
 	dir   string
 	opts  string // postgres server options
 	creds *syscall.Credential
+
+	// With TLS (StartPostgresTLS): CAFile is the PEM of the CA that signed
+	// the server's certificate, and the app role logs in only over TLS.
+	CAFile  string
+	appPass string
+}
+
+// AppRole is the TLS server's application role: not a superuser, cannot
+// create roles or databases, owns the databases AppDatabase makes.
+const AppRole = "app"
+
+// StartPostgresTLS is StartPostgres serving TLS the way the operator runs a
+// sale's database: a CA and a server certificate for 127.0.0.1 and
+// localhost made with internal/pki, and pg_hba letting the app role in only
+// over TLS (hostssl, password), the postgres superuser only over the local
+// socket and plain loopback (the harness's own connection).
+func StartPostgresTLS() (*Postgres, error) {
+	p, err := initPostgres(true)
+	if err != nil {
+		return nil, err
+	}
+	caCert, caKey, err := pki.NewCA("flux-order test CA", 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	cert, key, err := pki.NewServerCert(caCert, caKey, "postgres", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	p.CAFile = filepath.Join(p.dir, "ca.crt")
+	p.appPass = randomHex()
+	hba := "local all all trust\n" +
+		"hostssl all " + AppRole + " 127.0.0.1/32 scram-sha-256\n" +
+		"host all postgres 127.0.0.1/32 trust\n"
+	for name, f := range map[string]struct {
+		data []byte
+		mode os.FileMode
+	}{
+		"ca.crt":           {caCert, 0o644},
+		"data/server.crt":  {cert, 0o600},
+		"data/server.key":  {key, 0o600},
+		"data/pg_hba.conf": {[]byte(hba), 0o600},
+	} {
+		if err := p.writeOwned(filepath.Join(p.dir, name), f.data, f.mode); err != nil {
+			return nil, err
+		}
+	}
+	p.opts += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
+	if err := p.Start(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, p.URL("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE ROLE "+AppRole+" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '"+p.appPass+"'")
+	return p, err
+}
+
+// writeOwned writes a file the server (which may run as another user) reads.
+func (p *Postgres) writeOwned(path string, data []byte, mode os.FileMode) error {
+	if err := os.WriteFile(path, data, mode); err != nil {
+		return err
+	}
+	if p.creds != nil {
+		return os.Chown(path, int(p.creds.Uid), int(p.creds.Gid))
+	}
+	return nil
+}
+
+// AppDatabase creates a database owned by AppRole (TLS servers only) and
+// returns the URL the purchase pods would get: the app role, over TLS,
+// verifying the server's certificate and host name against CAFile.
+func (p *Postgres) AppDatabase(ctx context.Context, name string) (string, error) {
+	if p.CAFile == "" {
+		return "", errors.New("AppDatabase needs a server from StartPostgresTLS")
+	}
+	conn, err := pgx.Connect(ctx, p.URL("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" OWNER "+AppRole); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=verify-full&sslrootcert=%s",
+		AppRole, p.appPass, p.Port, name, url.QueryEscape(p.CAFile)), nil
 }
 
 // StartPostgres runs initdb into a temporary directory and starts the
@@ -259,6 +351,15 @@ func StartPostgresDurable() (*Postgres, error) {
 }
 
 func startPostgres(fast bool) (*Postgres, error) {
+	p, err := initPostgres(fast)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.Start()
+}
+
+// initPostgres makes the cluster's directory and options; Start starts it.
+func initPostgres(fast bool) (*Postgres, error) {
 	const install = "apt-get install -y postgresql"
 	pgCtl, err := lookPath("pg_ctl", install, "/usr/lib/postgresql/*/bin/pg_ctl")
 	if err != nil {
@@ -291,7 +392,7 @@ func startPostgres(fast bool) (*Postgres, error) {
 		opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 	}
 	p.opts = opts
-	return p, p.Start()
+	return p, nil
 }
 
 func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
