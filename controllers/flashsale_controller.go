@@ -170,10 +170,26 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 	if err := r.apply(ctx, o.obj); err != nil {
 		return fmt.Errorf("apply %s %s: %w", o.kind, o.obj.GetName(), err)
 	}
+	if !created && rollsPods(existing, o.obj) {
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "RollingUpdate", "Reconcile",
+			"replacing the pods of %s %s one at a time (never below the ready count): their image or resources changed", o.kind, o.obj.GetName())
+	}
 	if created {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Created", "Reconcile", "created %s %s", o.kind, o.obj.GetName())
 	}
 	return nil
+}
+
+// rollsPods says whether applying desired over existing replaces pods: the
+// pod template's config hash changes (only what needs new pods is in it).
+func rollsPods(existing, desired client.Object) bool {
+	e, ok1 := existing.(*appsv1.Deployment)
+	d, ok2 := desired.(*appsv1.Deployment)
+	if !ok1 || !ok2 {
+		return false
+	}
+	was := e.Spec.Template.Annotations[specs.ConfigHashAnnotation]
+	return was != "" && was != d.Spec.Template.Annotations[specs.ConfigHashAnnotation]
 }
 
 // apply sends obj as a server-side apply with the manager's field owner,
@@ -269,8 +285,10 @@ func (r *FlashSaleReconciler) applyStatus(ctx context.Context, sale *salesv1alph
 }
 
 // reportMatters lets a status-only change of a FlashSale through only when
-// it can change the phase: the pods' counts reaching or leaving zero
-// available. Their once-a-second reports otherwise cost no reconcile.
+// it can change the phase or a condition: the pods' counts reaching or
+// leaving zero available, or their seeded inventory changing (growth is
+// done: InventorySeeded turns True). Their once-a-second reports otherwise
+// cost no reconcile.
 var reportMatters = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		oldSale, ok1 := e.ObjectOld.(*salesv1alpha1.FlashSale)
@@ -279,8 +297,9 @@ var reportMatters = predicate.Funcs{
 			return true
 		}
 		soldOut := func(s *salesv1alpha1.FlashSale) bool { return s.Status.Available != nil && *s.Status.Available == 0 }
-		reported := func(s *salesv1alpha1.FlashSale) bool { return s.Status.Available != nil }
-		return soldOut(oldSale) != soldOut(newSale) || reported(oldSale) != reported(newSale)
+		oldN, oldOK := reportedInventory(oldSale)
+		newN, newOK := reportedInventory(newSale)
+		return soldOut(oldSale) != soldOut(newSale) || oldOK != newOK || oldN != newN
 	},
 }
 

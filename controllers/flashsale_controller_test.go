@@ -14,9 +14,11 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -113,8 +115,8 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 		t.Errorf("purchase pods must not force image pulls")
 	case *dep.Spec.Replicas != 2:
 		t.Errorf("replicas %d, want 2", *dep.Spec.Replicas)
-	case env["FLUX_ORDER_TICKETS"].Value != "500" || env["FLUX_ORDER_SALE"].Value != name || env["FLUX_ORDER_LOCK_TTL"].Value != "5s" ||
-		env["FLUX_ORDER_MAX_PER_BUYER"].Value != "4" || env["FLUX_ORDER_REDIS_ADDR"].Value != name+"-redis:6379":
+	case env["FLUX_ORDER_SALE"].Value != name || env["FLUX_ORDER_REDIS_ADDR"].Value != name+"-redis:6379" ||
+		env["FLUX_ORDER_REPORT_STATUS"].Value != "true":
 		t.Errorf("purchase env %v", c.Env)
 	case env["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef.Name != name+"-postgres" || env["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef.Key != "url":
 		t.Errorf("database url must come from the generated Secret: %+v", env["FLUX_ORDER_DATABASE_URL"])
@@ -156,18 +158,90 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 	// The password is generated once: a reconcile never rewrites it.
 	before := string(secret.Data["password"])
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 600 })
-	eventually(t, 10*time.Second, "tickets grow in the pods' env", func() error {
-		if err := get(t, ns, name+"-purchase", dep); err != nil {
-			return err
-		}
-		if v := dep.Spec.Template.Spec.Containers[0].Env[1].Value; v != "600" {
-			return fmt.Errorf("FLUX_ORDER_TICKETS=%s", v)
-		}
-		return nil
-	})
+	waitObserved(t, sale)
 	if err := get(t, ns, name+"-postgres", secret); err != nil || string(secret.Data["password"]) != before {
 		t.Fatalf("the database password changed: %v", err)
 	}
+}
+
+// waitObserved waits until the operator has acted on the sale's current
+// generation (status.observedGeneration).
+func waitObserved(t *testing.T, sale *salesv1alpha1.FlashSale) {
+	t.Helper()
+	eventually(t, 10*time.Second, "the operator observes the latest spec", func() error {
+		s := saleNow(t, sale)
+		if s.Status.ObservedGeneration != s.Generation {
+			return fmt.Errorf("observedGeneration %d, generation %d", s.Status.ObservedGeneration, s.Generation)
+		}
+		return nil
+	})
+}
+
+func TestReconcile_RoutineChanges_NeverTouchThePodTemplate(t *testing.T) {
+	ns := newNamespace(t)
+	sale := loadSample(t, ns)
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	dep := &appsv1.Deployment{}
+	eventually(t, 10*time.Second, "purchase Deployment exists", func() error { return get(t, ns, sale.Name+"-purchase", dep) })
+	waitObserved(t, sale)
+	generation, template := dep.Generation, dep.Spec.Template
+
+	for _, c := range []struct {
+		name   string
+		change func(*salesv1alpha1.FlashSale)
+	}{
+		{"pause", func(s *salesv1alpha1.FlashSale) { s.Spec.Paused = true }},
+		{"move endsAt", func(s *salesv1alpha1.FlashSale) {
+			s.Spec.EndsAt = &metav1.Time{Time: time.Now().Add(48 * time.Hour).Truncate(time.Second)}
+		}},
+		{"change maxTicketsPerBuyer", func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 9 }},
+		{"change lockTTL", func(s *salesv1alpha1.FlashSale) { s.Spec.LockTTL = &metav1.Duration{Duration: 2 * time.Second} }},
+		{"add tickets", func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets += 100 }},
+	} {
+		patchSpec(t, sale, c.change)
+		waitObserved(t, sale)
+		if err := get(t, ns, sale.Name+"-purchase", dep); err != nil {
+			t.Fatal(err)
+		}
+		if dep.Generation != generation || !equality.Semantic.DeepEqual(dep.Spec.Template, template) {
+			t.Fatalf("%s: the purchase Deployment changed (generation %d -> %d): its pods would be replaced mid-sale",
+				c.name, generation, dep.Generation)
+		}
+	}
+
+	// A change that needs new pods rolls them, and says so.
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Image = "example.com/flux-order:v2" })
+	eventually(t, 10*time.Second, "a new image rolls the pods with an event", func() error {
+		if err := get(t, ns, sale.Name+"-purchase", dep); err != nil {
+			return err
+		}
+		if dep.Spec.Template.Spec.Containers[0].Image != "example.com/flux-order:v2" {
+			return fmt.Errorf("image %s", dep.Spec.Template.Spec.Containers[0].Image)
+		}
+		if u := dep.Spec.Strategy.RollingUpdate; u == nil || u.MaxUnavailable.IntValue() != 0 || u.MaxSurge.IntValue() != 1 {
+			return fmt.Errorf("rolling update %+v: want one new pod at a time, none taken away first", u)
+		}
+		return findEvent(t, ns, "RollingUpdate")
+	})
+}
+
+// findEvent is nil when an event with reason was recorded in ns.
+func findEvent(t *testing.T, ns, reason string) error {
+	t.Helper()
+	list := &eventsv1.EventList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	var seen []string
+	for _, e := range list.Items {
+		if e.Reason == reason {
+			return nil
+		}
+		seen = append(seen, e.Reason)
+	}
+	return fmt.Errorf("no %s event among %v", reason, seen)
 }
 
 func patchSpec(t *testing.T, sale *salesv1alpha1.FlashSale, mutate func(*salesv1alpha1.FlashSale)) {

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -68,15 +69,19 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) s
 
 	// A purchase pod becomes ready only after migrating and seeding its
 	// inventory; the pods' report tells whether the database holds every
-	// seat of the spec (sold + available = seeded seats).
+	// seat of the spec (sold + available = seeded seats). Growth does not
+	// stop the sale: the seats that exist stay on sale while the running
+	// pods seed the new ones, so Growing is not a reason to leave OnSale.
 	seeded := check{false, "WaitingForPurchaseAPI", "no purchase pod has seeded the inventory yet"}
+	growing := false
 	if api.ready {
 		seeded = check{true, "Seeded", "the inventory is seeded"}
-		if prev.Sold != nil && prev.Available != nil && *prev.Sold+*prev.Available < sale.Spec.Tickets {
-			seeded = check{false, "Growing", "the purchase pods have not seeded the new tickets yet"}
+		if n, ok := reportedInventory(sale); ok && n < sale.Spec.Tickets {
+			seeded = check{false, "Growing", fmt.Sprintf("the purchase pods are seeding the new tickets (%d of %d seeded)", n, sale.Spec.Tickets)}
+			growing = true
 		}
 	}
-	all := redis.ready && pg.ready && api.ready && seeded.ready
+	all := redis.ready && pg.ready && api.ready && (seeded.ready || growing)
 	wasReady := meta.IsStatusConditionTrue(prev.Conditions, salesv1alpha1.ConditionReady) || prev.Phase == salesv1alpha1.PhaseDegraded
 
 	st.Phase = phase(sale, all, wasReady, now)
@@ -103,6 +108,15 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) s
 		})
 	}
 	return st
+}
+
+// reportedInventory is the seeded inventory the purchase pods last
+// reported (sold + available); ok is false before their first report.
+func reportedInventory(sale *salesv1alpha1.FlashSale) (n int64, ok bool) {
+	if st := sale.Status; st.Sold != nil && st.Available != nil {
+		return *st.Sold + *st.Available, true
+	}
+	return 0, false
 }
 
 func firstNotReady(checks ...check) string {

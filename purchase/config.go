@@ -42,8 +42,9 @@ type Config struct {
 	DrainDelay    time.Duration
 
 	// ReportStatus makes the pod compete to report the sale's counts into
-	// FlashSale Namespace/Sale (see package statusreport); PodName is its
-	// identity in the election.
+	// FlashSale Namespace/Sale (see package statusreport), and take Tickets,
+	// Schedule, MaxPerBuyer and LockTTL from that FlashSale, at start and
+	// live (live.go); PodName is its identity in the election.
 	ReportStatus bool
 	Namespace    string
 	PodName      string
@@ -76,6 +77,8 @@ func (c *Config) Validate() error {
 		return bad("sale", "is required")
 	case !saleName.MatchString(c.Sale):
 		return bad("sale", "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", c.Sale)
+	case c.ReportStatus && c.Tickets == 0:
+		// In a cluster the inventory comes from the FlashSale (live.go).
 	case c.Tickets < 1 || c.Tickets > orderstore.MaxTickets:
 		return bad("tickets", "must be between 1 and %d, got %d", orderstore.MaxTickets, c.Tickets)
 	case c.RedisAddr == "" && c.RedisURL == "":

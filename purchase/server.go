@@ -168,8 +168,15 @@ func newReporter(cfg Config, svc *Service, log *slog.Logger) (*statusreport.Repo
 }
 
 // Run serves the purchase API until ctx ends (SIGTERM), then stops accepting,
-// lets in-flight purchases finish and returns.
+// lets in-flight purchases finish and returns. With ReportStatus the live
+// values (live.go) come from the FlashSale, read before seeding.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.ReportStatus {
+		var err error
+		if cfg, err = settingsFromFlashSale(ctx, cfg, log); err != nil {
+			return err
+		}
+	}
 	svc, closeAll, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -211,10 +218,10 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 			return err
 		}
 		g.Go(func() error { r.Run(gctx); return nil })
+		grow := make(chan int64, 1)
+		g.Go(func() error { svc.followGrowth(gctx, grow); return nil })
 		g.Go(func() error {
-			r.Follow(gctx, func(s statusreport.Schedule) {
-				svc.SetSchedule(Schedule{Paused: s.Paused, StartsAt: s.StartsAt, EndsAt: s.EndsAt})
-			})
+			r.Follow(gctx, func(s statusreport.Settings) { svc.apply(s, grow) })
 			return nil
 		})
 	}
@@ -223,7 +230,7 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		log.Info("serving", "addr", ln.Addr().String(), "sale", cfg.Sale, "tickets", cfg.Tickets)
+		log.Info("serving", "addr", ln.Addr().String(), "sale", cfg.Sale, "tickets", svc.Tickets())
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err

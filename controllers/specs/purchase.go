@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,46 +14,34 @@ import (
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
 
-// ConfigHashAnnotation on the purchase pods is a hash of the configuration
-// they run with: a spec change gives a new hash and rolls the pods, and
-// anyone can tell which pods run the current configuration.
+// ConfigHashAnnotation on the purchase pods is a hash of the container they
+// run: a change that needs new pods (image, resources) gives a new hash and
+// rolls them, one at a time, and anyone can tell which pods run the current
+// configuration. The settings the pods follow live are not in it.
 const ConfigHashAnnotation = "fluxorder.io/config-hash"
 
 const (
 	purchaseUID     = 65532 // nonroot of distroless
-	defaultLockTTL  = 5 * time.Second
 	defaultReplicas = 2
 )
 
 // PurchaseEnv is the purchase pods' configuration, as the FLUX_ORDER_*
-// variables `flux-order purchase` reads.
+// variables `flux-order purchase` reads: only what cannot change during a
+// sale. Tickets, the window, paused, maxTicketsPerBuyer and lockTTL are
+// deliberately absent: the pods read them from their FlashSale at start and
+// follow it live (purchase/statusreport), so changing one never changes the
+// pod template and never rolls the pods in the middle of a sale.
 func PurchaseEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
-	lockTTL := defaultLockTTL
-	if s.Spec.LockTTL != nil {
-		lockTTL = s.Spec.LockTTL.Duration
-	}
-	env := []corev1.EnvVar{
+	return []corev1.EnvVar{
 		{Name: "FLUX_ORDER_SALE", Value: s.Name},
-		{Name: "FLUX_ORDER_TICKETS", Value: strconv.FormatInt(s.Spec.Tickets, 10)},
 		redisAddrEnv(s),
 		databaseURLEnv(s),
 		{Name: "FLUX_ORDER_LISTEN", Value: ":" + strconv.Itoa(PurchasePort)},
-		{Name: "FLUX_ORDER_LOCK_TTL", Value: lockTTL.String()},
-		{Name: "FLUX_ORDER_MAX_PER_BUYER", Value: strconv.Itoa(int(s.Spec.MaxTicketsPerBuyer))},
-		{Name: "FLUX_ORDER_PAUSED", Value: strconv.FormatBool(s.Spec.Paused)},
-	}
-	if s.Spec.StartsAt != nil {
-		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_STARTS_AT", Value: s.Spec.StartsAt.UTC().Format(time.RFC3339)})
-	}
-	if s.Spec.EndsAt != nil {
-		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_ENDS_AT", Value: s.Spec.EndsAt.UTC().Format(time.RFC3339)})
-	}
-	// The status reporter: which FlashSale to report on, and who is asking.
-	return append(env,
-		corev1.EnvVar{Name: "FLUX_ORDER_REPORT_STATUS", Value: "true"},
+		// Report the counts into this FlashSale and follow its settings.
+		{Name: "FLUX_ORDER_REPORT_STATUS", Value: "true"},
 		fieldEnv("FLUX_ORDER_NAMESPACE", "metadata.namespace"),
 		fieldEnv("FLUX_ORDER_POD_NAME", "metadata.name"),
-	)
+	}
 }
 
 func fieldEnv(name, path string) corev1.EnvVar {
