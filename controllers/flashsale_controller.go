@@ -45,7 +45,7 @@ type FlashSaleReconciler struct {
 	Now func() time.Time
 }
 
-// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
@@ -58,8 +58,8 @@ type FlashSaleReconciler struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile reads top to bottom: fetch the sale, make sure its credentials
-// exist, apply every owned object, observe, write status, requeue at the
+// Reconcile reads top to bottom: fetch the sale, pin its images, make sure
+// its credentials exist, apply every owned object, observe, write status, requeue at the
 // next clock boundary.
 func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	sale := &salesv1alpha1.FlashSale{}
@@ -70,6 +70,14 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, nil // owned objects go with it (garbage collection)
 	}
 
+	if pinned := sale.DeepCopy(); pinImages(pinned, r.Options) {
+		if err := r.Patch(ctx, pinned, client.MergeFrom(sale), client.FieldOwner(FieldOwner)); err != nil {
+			return ctrl.Result{}, r.failed(sale, "FlashSale", fmt.Errorf("record the images: %w", err))
+		}
+		r.Recorder.Eventf(pinned, nil, corev1.EventTypeNormal, "ImagesPinned", "Reconcile", "images pinned: purchase %s, redis %s, postgres %s",
+			pinned.Spec.PurchaseAPI.Image, firstOf(pinned.Spec.Redis.Image, "external"), firstOf(pinned.Spec.Postgres.Image, "external"))
+		sale = pinned
+	}
 	if err := r.ensurePostgresSecret(ctx, sale); err != nil {
 		return ctrl.Result{}, r.failed(sale, "Secret", err)
 	}

@@ -370,6 +370,7 @@ func TestValidation_BadFlashSales_RefusedWithActionableMessages(t *testing.T) {
 	if err := k8s.Create(context.Background(), sale); err != nil {
 		t.Fatal(err)
 	}
+	sale = saleNow(t, sale)
 	sale.Spec.Tickets = 5
 	err := k8s.Update(context.Background(), sale)
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "tickets may grow but never shrink") {

@@ -75,7 +75,10 @@ type PurchaseAPISpec struct {
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
-	// Image of the purchase pods; default: the operator's own image.
+	// Image of the purchase pods. When empty at creation the operator
+	// records its default (its own image) here, once: operator upgrades
+	// never change a live sale; editing this field upgrades this sale.
+	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Image string `json:"image,omitempty"`
 
@@ -119,7 +122,9 @@ type IngressSpec struct {
 // RedisSpec is either a Redis the operator runs, or an external one.
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources))",message="redis: set either external or image/resources, not both"
 type RedisSpec struct {
-	// Image of the managed Redis (≥ 7); default from the operator's flags.
+	// Image of the managed Redis (≥ 7). When empty at creation the operator
+	// records its default (--redis-image) here, once.
+	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Image string `json:"image,omitempty"`
 	// Resources of the managed Redis.
@@ -137,9 +142,15 @@ type ExternalRedis struct {
 }
 
 // PostgresSpec is either a PostgreSQL the operator runs, or an external one.
+// The transition rule compares the major version in the image tag (the
+// digits after the last ':'): a data directory belongs to one major version.
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources) && !has(self.storage))",message="postgres: set either external or image/resources/storage, not both"
+// +kubebuilder:validation:XValidation:rule="has(self.external) || !has(oldSelf.image) || oldSelf.image.find(':[0-9]+[^:/@]*$') == '' || (has(self.image) && self.image.find(':[0-9]+[^:/@]*$').find('[0-9]+') == oldSelf.image.find(':[0-9]+[^:/@]*$').find('[0-9]+'))",message="postgres.image: the PostgreSQL major version cannot change in place (its data directory belongs to one major version). To migrate: pause the sale, pg_dump its database, create a new FlashSale with the new image and restore the dump into it (docs/operations.md, Upgrades); minor versions of the same major may change here"
 type PostgresSpec struct {
-	// Image of the managed PostgreSQL (≥ 13); default from the operator's flags.
+	// Image of the managed PostgreSQL (≥ 13). When empty at creation the
+	// operator records its default (--postgres-image) here, once. Minor
+	// upgrades are an edit of this field; a major version change is refused.
+	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Image string `json:"image,omitempty"`
 	// Storage of the managed PostgreSQL's volume.
