@@ -31,13 +31,13 @@ import (
 // controller-manager: nothing makes pods or garbage-collects; tests patch
 // workload status themselves).
 var (
-	cfg       *rest.Config
-	scheme    *k8sruntime.Scheme
-	k8s       client.Client
+	cfg    *rest.Config
+	scheme *k8sruntime.Scheme
+	k8s    client.Client
 	// stopManager stops the running manager and returns once it has stopped.
 	stopManager = func() {}
-	testClock atomic.Pointer[time.Time] // nil: the real clock
-	testOpts  = specs.Options{PurchaseImage: "example.com/flux-order:test", RedisImage: "redis:7", PostgresImage: "postgres:15"}
+	testClock   atomic.Pointer[time.Time] // nil: the real clock
+	testOpts    = specs.Options{PurchaseImage: "example.com/flux-order:test", RedisImage: "redis:7", PostgresImage: "postgres:15"}
 )
 
 func TestMain(m *testing.M) {

@@ -145,7 +145,7 @@ type ExternalRedis struct {
 // The transition rule compares the major version in the image tag (the
 // digits after the last ':'): a data directory belongs to one major version.
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources) && !has(self.storage))",message="postgres: set either external or image/resources/storage, not both"
-// +kubebuilder:validation:XValidation:rule="has(self.external) || !has(oldSelf.image) || oldSelf.image.find(':[0-9]+[^:/@]*$') == '' || (has(self.image) && self.image.find(':[0-9]+[^:/@]*$').find('[0-9]+') == oldSelf.image.find(':[0-9]+[^:/@]*$').find('[0-9]+'))",message="postgres.image: the PostgreSQL major version cannot change in place (its data directory belongs to one major version). To migrate: pause the sale, pg_dump its database, create a new FlashSale with the new image and restore the dump into it (docs/operations.md, Upgrades); minor versions of the same major may change here"
+// +kubebuilder:validation:XValidation:rule="has(self.external) || !has(oldSelf.image) || size(oldSelf.image.find(':[0-9]+[^:/@]*$')) == 0 || (has(self.image) && self.image.find(':[0-9]+[^:/@]*$').find('[0-9]+') == oldSelf.image.find(':[0-9]+[^:/@]*$').find('[0-9]+'))",message="postgres.image: the PostgreSQL major version cannot change in place (its data directory belongs to one major version). To migrate: pause the sale, pg_dump its database, create a new FlashSale with the new image and restore the dump into it (docs/operations.md, Upgrades); minor versions of the same major may change here"
 type PostgresSpec struct {
 	// Image of the managed PostgreSQL (≥ 13). When empty at creation the
 	// operator records its default (--postgres-image) here, once. Minor
