@@ -58,8 +58,8 @@ type FlashSaleReconciler struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile reads top to bottom: fetch the sale, pin its images, make sure
-// its credentials exist, apply every owned object, observe, write status, requeue at the
+// Reconcile reads top to bottom: fetch the sale, pin its images, hand the
+// purchase replicas to or from an HPA, make sure its credentials exist, apply every owned object, observe, write status, requeue at the
 // next clock boundary.
 func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	sale := &salesv1alpha1.FlashSale{}
@@ -77,6 +77,9 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.Recorder.Eventf(pinned, nil, corev1.EventTypeNormal, "ImagesPinned", "Reconcile", "images pinned: purchase %s, redis %s, postgres %s",
 			pinned.Spec.PurchaseAPI.Image, firstOf(pinned.Spec.Redis.Image, "external"), firstOf(pinned.Spec.Postgres.Image, "external"))
 		sale = pinned
+	}
+	if err := r.handOverReplicas(ctx, sale); err != nil {
+		return ctrl.Result{}, r.failed(sale, "Deployment", err)
 	}
 	if err := r.ensurePostgresSecret(ctx, sale); err != nil {
 		return ctrl.Result{}, r.failed(sale, "Secret", err)

@@ -387,34 +387,37 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 	dep := &appsv1.Deployment{}
 	eventually(t, 10*time.Second, "purchase deployment", func() error { return get(t, ns, "scaled-purchase", dep) })
 
-	// kubectl scale flashsale/scaled --replicas=5
-	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 5}}
+	// kubectl scale flashsale/scaled --replicas=4
+	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 4}}
 	if err := k8s.SubResource("scale").Update(context.Background(), saleNow(t, sale), client.WithSubResourceBody(scale)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "deployment scaled to 5", func() error {
-		if err := get(t, ns, "scaled-purchase", dep); err != nil {
-			return err
+	replicas := func(want int32) func() error {
+		return func() error {
+			if err := get(t, ns, "scaled-purchase", dep); err != nil {
+				return err
+			}
+			if r := ptr.Deref(dep.Spec.Replicas, 0); r != want {
+				return fmt.Errorf("replicas %d, want %d", r, want)
+			}
+			return nil
 		}
-		if r := ptr.Deref(dep.Spec.Replicas, 0); r != 5 {
-			return fmt.Errorf("replicas %d", r)
-		}
-		return nil
-	})
+	}
+	eventually(t, 10*time.Second, "deployment scaled to 4", replicas(4))
 	markReady(t, ns, "scaled-purchase", dep)
 	got := &autoscalingv1.Scale{}
 	eventually(t, 10*time.Second, "scale status", func() error {
 		if err := k8s.SubResource("scale").Get(context.Background(), saleNow(t, sale), got); err != nil {
 			return err
 		}
-		if got.Status.Replicas != 5 || !strings.Contains(got.Status.Selector, "app.kubernetes.io/instance=scaled") {
+		if got.Status.Replicas != 4 || !strings.Contains(got.Status.Selector, "app.kubernetes.io/instance=scaled") {
 			return fmt.Errorf("scale %+v", got.Status)
 		}
 		return nil
 	})
 
-	// With autoscaling the HPA decides the replicas; the operator stops
-	// owning them.
+	// With autoscaling the HPA decides the replicas; the operator hands
+	// them over at the current count (no drop to 1 before the HPA acts).
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) {
 		s.Spec.PurchaseAPI.Autoscaling = &salesv1alpha1.AutoscalingSpec{MinReplicas: 2, MaxReplicas: 8, TargetCPUUtilizationPercentage: 60}
 	})
@@ -423,27 +426,31 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 	if hpa.Spec.MaxReplicas != 8 || *hpa.Spec.MinReplicas != 2 || hpa.Spec.ScaleTargetRef.Name != "scaled-purchase" {
 		t.Fatalf("hpa %+v", hpa.Spec)
 	}
+	waitObserved(t, sale)
 	eventually(t, 10*time.Second, "replicas left to the HPA", func() error {
 		if err := get(t, ns, "scaled-purchase", dep); err != nil {
 			return err
 		}
-		for _, mf := range dep.ManagedFields {
-			if mf.Manager == FieldOwner && strings.Contains(string(mf.FieldsV1.Raw), `"f:replicas"`) {
-				return errors.New("the manager still owns spec.replicas")
-			}
+		if ownsReplicas(dep, FieldOwner) {
+			return errors.New("the manager still owns spec.replicas")
 		}
 		return nil
 	})
+	if r := ptr.Deref(dep.Spec.Replicas, 0); r != 4 {
+		t.Fatalf("enabling autoscaling changed the replicas from 4 to %d", r)
+	}
 	dep.Spec.Replicas = ptr.To[int32](7) // what the HPA would do
-	if err := k8s.Update(context.Background(), dep); err != nil {
+	if err := k8s.Update(context.Background(), dep, client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
 		t.Fatal(err)
 	}
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Paused = true }) // forces a reconcile
-	time.Sleep(time.Second)
-	if err := get(t, ns, "scaled-purchase", dep); err != nil || *dep.Spec.Replicas != 7 {
-		t.Fatalf("the operator must leave replicas to the HPA: %v %d", err, *dep.Spec.Replicas)
+	waitObserved(t, sale)
+	if err := replicas(7)(); err != nil {
+		t.Fatalf("the operator must leave replicas to the HPA: %v", err)
 	}
-	// Autoscaling removed: the HPA goes away.
+
+	// Autoscaling removed: the HPA goes away, the count it left stays and
+	// becomes the sale's.
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Autoscaling = nil })
 	eventually(t, 10*time.Second, "HPA deleted", func() error {
 		if err := get(t, ns, "scaled-purchase", hpa); !apierrors.IsNotFound(err) {
@@ -451,6 +458,13 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 		}
 		return nil
 	})
+	waitObserved(t, sale)
+	if err := replicas(7)(); err != nil || !ownsReplicas(dep, FieldOwner) {
+		t.Fatalf("taking the replicas back must keep the HPA's count and own it: %v", err)
+	}
+	if r := saleNow(t, sale).Spec.PurchaseAPI.Replicas; r == nil || *r != 7 {
+		t.Fatalf("spec.purchaseAPI.replicas %v, want the 7 the HPA left", r)
+	}
 }
 
 func TestReconcile_HandEditsAndDeletions_AreUndone(t *testing.T) {

@@ -81,9 +81,14 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 		ReadinessProbe:  isReady,
 		SecurityContext: restricted(true),
 	}
-	if pg.Resources != nil {
-		container.Resources = *pg.Resources
-	}
+	container.Resources = withDefaults(pg.Resources, postgresDefaults)
+	// Liveness is a TCP check, not pg_isready: PostgreSQL answers "rejecting
+	// connections" during crash recovery, and killing it then would only
+	// restart the recovery. The startup probe gives a first initdb or a long
+	// recovery ten minutes.
+	container.StartupProbe = tcpLiveness("postgres", 120)
+	container.StartupProbe.PeriodSeconds = 5
+	container.LivenessProbe = tcpLiveness("postgres", 6)
 	labels := SelectorLabels(s, ComponentPostgres)
 	return &appsv1.StatefulSet{
 		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),

@@ -89,7 +89,7 @@ func PurchaseDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deploymen
 		Args:            []string{"purchase"},
 		Env:             PurchaseEnv(s),
 		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: PurchasePort}},
-		Resources:       api.Resources,
+		Resources:       withDefaults(&api.Resources, purchaseDefaults),
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}},
 			PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 2,

@@ -1,6 +1,8 @@
 package specs
 
 import (
+	"strconv"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -31,9 +33,10 @@ func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 		VolumeMounts:    []corev1.VolumeMount{{Name: "data", MountPath: "/data"}},
 		SecurityContext: restricted(true),
 	}
-	if r.Resources != nil {
-		container.Resources = *r.Resources
-	}
+	resources, maxmemory := redisResources(r.Resources)
+	container.Resources = resources
+	container.Args = append(container.Args, "--maxmemory", strconv.FormatInt(maxmemory, 10))
+	container.LivenessProbe = tcpLiveness("redis", 3)
 	labels := SelectorLabels(s, ComponentRedis)
 	return &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),

@@ -170,7 +170,8 @@ func TestPostgresStatefulSet_KeepsOrdersAfterTheSale(t *testing.T) {
 func TestRedisDeployment_NoEvictionNoPersistence(t *testing.T) {
 	d := RedisDeployment(sale(), opts)
 	args := d.Spec.Template.Spec.Containers[0].Args
-	want := []string{"redis-server", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--protected-mode", "no"}
+	want := []string{"redis-server", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--protected-mode", "no",
+		"--maxmemory", "201326592"} // 75% of the default 256Mi limit
 	if len(args) != len(want) {
 		t.Fatalf("args %q", args)
 	}
