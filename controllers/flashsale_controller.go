@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"time"
 
@@ -55,6 +56,8 @@ type FlashSaleReconciler struct {
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -70,23 +73,23 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, nil // owned objects go with it (garbage collection)
 	}
 
-	if pinned := sale.DeepCopy(); pinImages(pinned, r.Options) {
-		if err := r.Patch(ctx, pinned, client.MergeFrom(sale), client.FieldOwner(FieldOwner)); err != nil {
-			return ctrl.Result{}, r.failed(sale, "FlashSale", fmt.Errorf("record the images: %w", err))
-		}
-		r.Recorder.Eventf(pinned, nil, corev1.EventTypeNormal, "ImagesPinned", "Reconcile", "images pinned: purchase %s, redis %s, postgres %s",
-			pinned.Spec.PurchaseAPI.Image, firstOf(pinned.Spec.Redis.Image, "external"), firstOf(pinned.Spec.Postgres.Image, "external"))
-		sale = pinned
+	if err := r.pinImages(ctx, sale); err != nil {
+		return ctrl.Result{}, r.failed(sale, "FlashSale", err)
 	}
 	if err := r.handOverReplicas(ctx, sale); err != nil {
 		return ctrl.Result{}, r.failed(sale, "Deployment", err)
 	}
+
+	// Every object is applied even when another fails: a failure is
+	// reported in Ready (reason ApplyFailed) and retried, never a reason to
+	// leave the rest of the sale stale.
+	var failures []error
 	if err := r.ensurePostgresSecret(ctx, sale); err != nil {
-		return ctrl.Result{}, r.failed(sale, "Secret", err)
+		failures = append(failures, r.failed(sale, "Secret", fmt.Errorf("Secret %s: %w", specs.PostgresName(sale), err)))
 	}
 	for _, o := range desired(sale, r.Options) {
 		if err := r.reconcileObject(ctx, sale, o); err != nil {
-			return ctrl.Result{}, r.failed(sale, o.kind, err)
+			failures = append(failures, r.failed(sale, o.kind, err))
 		}
 	}
 
@@ -95,12 +98,15 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	now := r.now()
-	status := computeStatus(sale, obs, now)
+	status := computeStatus(sale, obs, failures, now)
 	if status.Phase != sale.Status.Phase && sale.Status.Phase != "" {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Phase", "Reconcile", "phase %s -> %s", sale.Status.Phase, status.Phase)
 	}
 	if err := r.applyStatus(ctx, sale, status); err != nil {
 		return ctrl.Result{}, err
+	}
+	if err := errors.Join(failures...); err != nil {
+		return ctrl.Result{}, err // retried with backoff
 	}
 	if d := nextBoundary(sale, now); d > 0 {
 		return ctrl.Result{RequeueAfter: d}, nil
@@ -170,7 +176,14 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 			return nil
 		}
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Deleted", "Reconcile", "%s %s is no longer wanted", o.kind, o.absent.GetName())
-		return client.IgnoreNotFound(r.Delete(ctx, o.absent))
+		if err := r.Delete(ctx, o.absent); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete %s %s: %w", o.kind, o.absent.GetName(), err)
+		}
+		return nil
+	}
+	var storageErr error
+	if sts, ok := o.obj.(*appsv1.StatefulSet); ok {
+		storageErr = r.resizeStorage(ctx, sale, sts)
 	}
 	existing := o.obj.DeepCopyObject().(client.Object)
 	err := r.Get(ctx, client.ObjectKeyFromObject(o.obj), existing)
@@ -188,7 +201,7 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 	if created {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Created", "Reconcile", "created %s %s", o.kind, o.obj.GetName())
 	}
-	return nil
+	return storageErr
 }
 
 // rollsPods says whether applying desired over existing replaces pods: the

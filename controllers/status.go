@@ -1,7 +1,9 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -41,7 +43,11 @@ func workloadCheck(external bool, exists bool, ready int32, what string) check {
 // computeStatus derives every operator-owned status field from the sale,
 // what was observed and the clock. It keeps the pods' fields (sold,
 // available, lastReportTime) as they are: they are not the operator's.
-func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) salesv1alpha1.FlashSaleStatus {
+//
+// failures are the objects that could not be applied: they make Ready
+// False with reason ApplyFailed and a message naming each, while the phase
+// still says what the sale's running workloads do.
+func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error, now time.Time) salesv1alpha1.FlashSaleStatus {
 	prev := sale.Status
 	st := salesv1alpha1.FlashSaleStatus{
 		ObservedGeneration: sale.Generation,
@@ -89,6 +95,9 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) s
 	if !all {
 		ready = check{false, string(st.Phase), "waiting for " + firstNotReady(redis, pg, api, seeded)}
 	}
+	if len(failures) > 0 {
+		ready = check{false, "ApplyFailed", applyFailedMessage(failures)}
+	}
 	for _, c := range []struct {
 		typ string
 		check
@@ -108,6 +117,17 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) s
 		})
 	}
 	return st
+}
+
+// applyFailedMessage names every object that failed, within the length a
+// condition message may have.
+func applyFailedMessage(failures []error) string {
+	const limit = 4096
+	msg := errors.Join(failures...).Error()
+	if len(msg) > limit {
+		msg = msg[:limit-3] + "..."
+	}
+	return strings.ReplaceAll(msg, "\n", "; ")
 }
 
 // reportedInventory is the seeded inventory the purchase pods last

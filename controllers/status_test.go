@@ -62,13 +62,13 @@ func TestComputeStatus_GrowthKeepsOnSale_SeededWhenThePodsReportIt(t *testing.T)
 	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 20}, Status: salesv1alpha1.FlashSaleStatus{
 		Phase: salesv1alpha1.PhaseOnSale, Sold: ptr.To[int64](4), Available: ptr.To[int64](6)}}
 
-	st := computeStatus(sale, obs, time.Now())
+	st := computeStatus(sale, obs, nil, time.Now())
 	c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionInventorySeeded)
 	if st.Phase != salesv1alpha1.PhaseOnSale || c.Status != metav1.ConditionFalse || c.Reason != "Growing" {
 		t.Fatalf("while the pods seed 10 more seats: phase %s, InventorySeeded %+v; want OnSale, False/Growing", st.Phase, c)
 	}
 	sale.Status.Available = ptr.To[int64](16)
-	st = computeStatus(sale, obs, time.Now())
+	st = computeStatus(sale, obs, nil, time.Now())
 	if c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionInventorySeeded); st.Phase != salesv1alpha1.PhaseOnSale || c.Status != metav1.ConditionTrue {
 		t.Fatalf("after the pods report 20 seats: phase %s, InventorySeeded %+v", st.Phase, c)
 	}

@@ -146,6 +146,7 @@ type ExternalRedis struct {
 // digits after the last ':'): a data directory belongs to one major version.
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources) && !has(self.storage))",message="postgres: set either external or image/resources/storage, not both"
 // +kubebuilder:validation:XValidation:rule="has(self.external) || !has(oldSelf.image) || size(oldSelf.image.find(':[0-9]+[^:/@]*$')) == 0 || (has(self.image) && self.image.find(':[0-9]+[^:/@]*$').find('[0-9]+') == oldSelf.image.find(':[0-9]+[^:/@]*$').find('[0-9]+'))",message="postgres.image: the PostgreSQL major version cannot change in place (its data directory belongs to one major version). To migrate: pause the sale, pg_dump its database, create a new FlashSale with the new image and restore the dump into it (docs/operations.md, Upgrades); minor versions of the same major may change here"
+// +kubebuilder:validation:XValidation:rule="has(self.external) || (has(oldSelf.storage) && has(oldSelf.storage.storageClassName) ? oldSelf.storage.storageClassName : '-') == (has(self.storage) && has(self.storage.storageClassName) ? self.storage.storageClassName : '-')",message="postgres.storage.storageClassName cannot change: the database's volume was provisioned by its class. To move a sale's orders to another class, pg_dump them and restore them into a new FlashSale (docs/operations.md, Upgrades)"
 type PostgresSpec struct {
 	// Image of the managed PostgreSQL (≥ 13). When empty at creation the
 	// operator records its default (--postgres-image) here, once. Minor
@@ -166,10 +167,12 @@ type PostgresSpec struct {
 
 // StorageSpec is the managed PostgreSQL's PersistentVolumeClaim.
 type StorageSpec struct {
-	// Size of the volume; default 1Gi.
+	// Size of the volume; default 1Gi. Growing it expands the volume when
+	// its StorageClass allows volume expansion; otherwise Ready says why not.
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
-	// StorageClassName; default: the cluster's default class.
+	// StorageClassName; default: the cluster's default class. It cannot
+	// change once the sale exists.
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
 }

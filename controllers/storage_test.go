@@ -1,0 +1,78 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+)
+
+func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *testing.T) {
+	ns := newNamespace(t)
+	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "fixed-" + ns}, Provisioner: "example.com/none", AllowVolumeExpansion: ptr.To(false)}
+	if err := k8s.Create(context.Background(), class); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	size := resource.MustParse("1Gi")
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "disk", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
+		Tickets: 10, Postgres: salesv1alpha1.PostgresSpec{Storage: &salesv1alpha1.StorageSpec{Size: &size, StorageClassName: ptr.To(class.Name)}}}}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "postgres StatefulSet", func() error { return get(t, ns, "disk-postgres", &appsv1.StatefulSet{}) })
+	// Play the StatefulSet controller: the claim of pod 0.
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-disk-postgres-0", Namespace: ns}, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To(class.Name),
+		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
+	if err := k8s.Create(context.Background(), pvc); err != nil {
+		t.Fatal(err)
+	}
+
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Postgres.Storage.Size = ptr.To(resource.MustParse("2Gi"))
+		s.Spec.PurchaseAPI.Replicas = ptr.To[int32](3)
+	})
+	eventually(t, 10*time.Second, "the replicas change applied and Ready saying why the volume did not grow", func() error {
+		dep := &appsv1.Deployment{}
+		if err := get(t, ns, "disk-purchase", dep); err != nil {
+			return err
+		}
+		if r := ptr.Deref(dep.Spec.Replicas, 0); r != 3 {
+			return fmt.Errorf("purchase replicas %d, want 3: a failing object blocked a later one", r)
+		}
+		s := saleNow(t, sale)
+		c := meta.FindStatusCondition(s.Status.Conditions, salesv1alpha1.ConditionReady)
+		if s.Status.ObservedGeneration != s.Generation || c == nil || c.Status != metav1.ConditionFalse || c.Reason != "ApplyFailed" ||
+			!strings.Contains(c.Message, "data-disk-postgres-0") || !strings.Contains(c.Message, "does not allow volume expansion") {
+			return fmt.Errorf("observedGeneration %d/%d, Ready %+v", s.Status.ObservedGeneration, s.Generation, c)
+		}
+		return nil
+	})
+	sts := &appsv1.StatefulSet{}
+	if err := get(t, ns, "disk-postgres", sts); err != nil {
+		t.Fatal(err)
+	}
+	if q := sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "1Gi" {
+		t.Errorf("the StatefulSet's claim template is immutable; it must keep 1Gi, has %s", q.String())
+	}
+
+	// Changing the class is refused by the API server.
+	s := saleNow(t, sale)
+	s.Spec.Postgres.Storage.StorageClassName = ptr.To("other")
+	if err := k8s.Update(context.Background(), s); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "storageClassName cannot change") {
+		t.Fatalf("changing the storage class: want the CEL refusal, got %v", err)
+	}
+}
