@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -76,7 +77,8 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.pinImages(ctx, sale); err != nil {
 		return ctrl.Result{}, r.failed(sale, "FlashSale", err)
 	}
-	if err := r.handOverReplicas(ctx, sale); err != nil {
+	hibernating, _ := hibernation(sale, r.now())
+	if err := r.handOverReplicas(ctx, sale, hibernating); err != nil {
 		return ctrl.Result{}, r.failed(sale, "Deployment", err)
 	}
 
@@ -87,7 +89,7 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.ensurePostgresSecret(ctx, sale); err != nil {
 		failures = append(failures, r.failed(sale, "Secret", fmt.Errorf("Secret %s: %w", specs.PostgresName(sale), err)))
 	}
-	for _, o := range desired(sale, r.Options) {
+	for _, o := range desired(sale, r.Options, hibernating) {
 		if err := r.reconcileObject(ctx, sale, o); err != nil {
 			failures = append(failures, r.failed(sale, o.kind, err))
 		}
@@ -108,7 +110,9 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := errors.Join(failures...); err != nil {
 		return ctrl.Result{}, err // retried with backoff
 	}
-	if d := nextBoundary(sale, now); d > 0 {
+	next := sale.DeepCopy()
+	next.Status.SoldOutSince = status.SoldOutSince
+	if d := nextBoundary(next, now); d > 0 {
 		return ctrl.Result{RequeueAfter: d}, nil
 	}
 	return ctrl.Result{}, nil
@@ -141,12 +145,23 @@ func optional[T client.Object](kind string, obj T, isNil bool, absent client.Obj
 	return ownedObject{kind: kind, obj: obj}
 }
 
-// desired lists every object a sale owns, in dependency order.
-func desired(s *salesv1alpha1.FlashSale, o specs.Options) []ownedObject {
+// desired lists every object a sale owns, in dependency order. A
+// hibernating sale has no HPA and no PDB, Redis at 0 and one purchase pod,
+// which keeps the orders readable and answers purchases with sale_ended or
+// sold out; PostgreSQL and everything else stay.
+func desired(s *salesv1alpha1.FlashSale, o specs.Options, hibernating bool) []ownedObject {
 	named := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: s.Namespace} }
 	pgSvc, pgSts := specs.PostgresService(s), specs.PostgresStatefulSet(s, o)
 	redisSvc, redisDep := specs.RedisService(s), specs.RedisDeployment(s, o)
+	purchase := specs.PurchaseDeployment(s, o)
 	hpa, pdb, ing := specs.PurchaseHPA(s), specs.PurchasePDB(s), specs.PurchaseIngress(s)
+	if hibernating {
+		hpa, pdb = nil, nil
+		if redisDep != nil {
+			redisDep.Spec.Replicas = ptr.To[int32](0)
+		}
+		purchase.Spec.Replicas = ptr.To[int32](1)
+	}
 	return []ownedObject{
 		optional("Service", pgSvc, pgSvc == nil, &corev1.Service{ObjectMeta: named(specs.PostgresName(s))}),
 		optional("StatefulSet", pgSts, pgSts == nil, &appsv1.StatefulSet{ObjectMeta: named(specs.PostgresName(s))}),
@@ -156,7 +171,7 @@ func desired(s *salesv1alpha1.FlashSale, o specs.Options) []ownedObject {
 		{kind: "Role", obj: specs.PurchaseRole(s)},
 		{kind: "RoleBinding", obj: specs.PurchaseRoleBinding(s)},
 		{kind: "Lease", obj: specs.ReporterLease(s)},
-		{kind: "Deployment", obj: specs.PurchaseDeployment(s, o)},
+		{kind: "Deployment", obj: purchase},
 		{kind: "Service", obj: specs.PurchaseService(s)},
 		optional("HorizontalPodAutoscaler", hpa, hpa == nil, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: named(specs.PurchaseName(s))}),
 		optional("PodDisruptionBudget", pdb, pdb == nil, &policyv1.PodDisruptionBudget{ObjectMeta: named(specs.PurchaseName(s))}),

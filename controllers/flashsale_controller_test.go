@@ -149,8 +149,8 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 			st.Selector != "app.kubernetes.io/component=purchase,app.kubernetes.io/instance=demo-concert,app.kubernetes.io/name=flux-order" {
 			return fmt.Errorf("status %+v", st)
 		}
-		if len(st.Conditions) != 5 {
-			return fmt.Errorf("want 5 conditions, got %+v", st.Conditions)
+		if len(st.Conditions) != 6 {
+			return fmt.Errorf("want 6 conditions, got %+v", st.Conditions)
 		}
 		return nil
 	})
@@ -309,13 +309,14 @@ func TestReconcile_ReadinessAndClock_DrivePhase(t *testing.T) {
 	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 6*time.Second)
 	waitPhase(t, sale, salesv1alpha1.PhaseEnded, 6*time.Second)
 
-	// A dependency that was ready stops being ready: Degraded.
-	redis := &appsv1.Deployment{}
-	if err := get(t, ns, "phases-redis", redis); err != nil {
+	// A dependency that was ready stops being ready: Degraded. (Ended, the
+	// sale hibernates with Redis at 0 on purpose; its purchase pod counts.)
+	purchase := &appsv1.Deployment{}
+	if err := get(t, ns, "phases-purchase", purchase); err != nil {
 		t.Fatal(err)
 	}
-	redis.Status.ReadyReplicas, redis.Status.AvailableReplicas = 0, 0
-	if err := k8s.Status().Update(context.Background(), redis); err != nil {
+	purchase.Status.ReadyReplicas, purchase.Status.AvailableReplicas = 0, 0
+	if err := k8s.Status().Update(context.Background(), purchase); err != nil {
 		t.Fatal(err)
 	}
 	waitPhase(t, sale, salesv1alpha1.PhaseDegraded, 5*time.Second)

@@ -34,8 +34,13 @@ const HandoverFieldOwner = "flux-order-handover"
 //     spec.purchaseAPI.replicas before the Deployment is applied, so the
 //     operator takes the field back at that count.
 //
+// While the sale hibernates the operator holds the replicas at 1 and
+// nothing moves; waking up hands them over again if autoscaling is on.
 // sale is updated in place when its spec changes.
-func (r *FlashSaleReconciler) handOverReplicas(ctx context.Context, sale *salesv1alpha1.FlashSale) error {
+func (r *FlashSaleReconciler) handOverReplicas(ctx context.Context, sale *salesv1alpha1.FlashSale, hibernating bool) error {
+	if hibernating {
+		return nil
+	}
 	dep := &appsv1.Deployment{}
 	err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.PurchaseName(sale)}, dep)
 	if apierrors.IsNotFound(err) {

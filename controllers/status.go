@@ -69,7 +69,11 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		st.Replicas = obs.purchase.Status.Replicas
 		st.ReadyReplicas = purchaseReady
 	}
+	hibernating, why := hibernation(sale, now)
 	redis := workloadCheck(sale.Spec.Redis.External != nil, obs.redis != nil, redisReady, "Redis")
+	if hibernating && sale.Spec.Redis.External == nil {
+		redis = check{true, "Hibernating", "Redis is scaled to 0 while the sale hibernates"}
+	}
 	pg := workloadCheck(sale.Spec.Postgres.External != nil, obs.postgres != nil, pgReady, "PostgreSQL")
 	api := workloadCheck(false, obs.purchase != nil, purchaseReady, "the purchase API")
 
@@ -98,6 +102,17 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 	if len(failures) > 0 {
 		ready = check{false, "ApplyFailed", applyFailedMessage(failures)}
 	}
+	st.Hibernated = hibernating
+	hibernated := check{false, "Awake", "the sale runs its full set of pods"}
+	if hibernating {
+		hibernated = check{true, why, "the sale hibernates (" + why + "): no HPA or PDB, Redis at 0, one purchase pod; extend endsAt or add tickets to wake it"}
+	}
+	if reportedSoldOut(sale) {
+		st.SoldOutSince = prev.SoldOutSince
+		if st.SoldOutSince == nil {
+			st.SoldOutSince = &metav1.Time{Time: now}
+		}
+	}
 	for _, c := range []struct {
 		typ string
 		check
@@ -107,6 +122,7 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		{salesv1alpha1.ConditionPurchaseAPIReady, api},
 		{salesv1alpha1.ConditionInventorySeeded, seeded},
 		{salesv1alpha1.ConditionReady, ready},
+		{salesv1alpha1.ConditionHibernated, hibernated},
 	} {
 		status := metav1.ConditionFalse
 		if c.ready {
@@ -162,19 +178,29 @@ func phase(sale *salesv1alpha1.FlashSale, ready, wasReady bool, now time.Time) s
 		return salesv1alpha1.PhasePaused
 	case s.StartsAt != nil && now.Before(s.StartsAt.Time):
 		return salesv1alpha1.PhaseScheduled
-	case sale.Status.Available != nil && *sale.Status.Available == 0 && sale.Status.Sold != nil && *sale.Status.Sold >= s.Tickets:
+	case reportedSoldOut(sale):
 		return salesv1alpha1.PhaseSoldOut
 	}
 	return salesv1alpha1.PhaseOnSale
 }
 
-// nextBoundary is how long until the phase flips by the clock alone
-// (startsAt, endsAt); zero when no such moment is ahead.
+// nextBoundary is how long until the phase or hibernation changes by the
+// clock alone (startsAt, endsAt, a sold-out sale's hibernation); zero when
+// no such moment is ahead.
 func nextBoundary(sale *salesv1alpha1.FlashSale, now time.Time) time.Duration {
-	for _, t := range []*metav1.Time{sale.Spec.StartsAt, sale.Spec.EndsAt} {
-		if t != nil && t.After(now) {
-			return t.Sub(now)
+	var next time.Duration
+	consider := func(t time.Time) {
+		if d := t.Sub(now); d > 0 && (next == 0 || d < next) {
+			next = d
 		}
 	}
-	return 0
+	for _, t := range []*metav1.Time{sale.Spec.StartsAt, sale.Spec.EndsAt} {
+		if t != nil {
+			consider(t.Time)
+		}
+	}
+	if at, ok := hibernatesAt(sale); ok {
+		consider(at)
+	}
+	return next
 }

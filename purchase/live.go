@@ -88,6 +88,7 @@ func (s *Service) Grow(ctx context.Context, tickets int64) error {
 func (s *Service) apply(st statusreport.Settings, grow chan int64) {
 	s.SetSchedule(Schedule{Paused: st.Paused, StartsAt: st.StartsAt, EndsAt: st.EndsAt})
 	s.SetMaxPerBuyer(st.MaxTicketsPerBuyer)
+	s.soldOut.Store(st.SoldOut && st.Tickets <= s.tickets.Load())
 	if st.LockTTL > 0 {
 		s.SetLockTTL(st.LockTTL)
 	}

@@ -46,3 +46,21 @@ func TestLive_RunningPodTakesGrowthLimitAndLockTTL_WithoutRestart(t *testing.T) 
 		t.Fatalf("the pod shrank to %d seats", pod.Tickets())
 	}
 }
+
+func TestLive_SoldOutFromTheStatus_AnsweredWithoutRedis(t *testing.T) {
+	s := newTestSale(t, 3)
+	pod := s.pods[0].svc
+	grow := make(chan int64, 1)
+	pod.apply(statusreport.Settings{Tickets: 3, LockTTL: time.Second, SoldOut: true}, grow)
+	if a := s.buy(2, "late"); a.status != http.StatusConflict || a.code != "ticket_sold" {
+		t.Fatalf("a seat of a sold-out sale: want 409 ticket_sold, got %d %s", a.status, a.code)
+	}
+	if a := s.post(0, "/v1/purchase", `{"buyerId":"late"}`, nil); a.status != http.StatusConflict || a.code != "sold_out" {
+		t.Fatalf("any seat of a sold-out sale: want 409 sold_out, got %d %s", a.status, a.code)
+	}
+	// Growth ends it: the new inventory is not sold out.
+	pod.apply(statusreport.Settings{Tickets: 3, LockTTL: time.Second}, grow)
+	if a := s.buy(2, "early"); a.status != http.StatusCreated {
+		t.Fatalf("after sold out was lifted: want 201, got %d %s", a.status, a.code)
+	}
+}

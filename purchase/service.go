@@ -62,6 +62,7 @@ type Service struct {
 	// tickets and maxPerBuyer are live (live.go): the FlashSale may change them.
 	tickets     atomic.Int64
 	maxPerBuyer atomic.Int64
+	soldOut     atomic.Bool // every seat of tickets is sold, as the FlashSale's status reports
 	locks       *seatlock.Locks
 	store       *orderstore.Store
 	sold        *soldSet
@@ -179,7 +180,14 @@ func (s *Service) refuseLocally(req Request, now time.Time) error {
 		s.metrics.knownLimited.Inc()
 		return ErrBuyerLimit
 	}
+	// A sold-out sale stays sold out until tickets grow (soldOut is cleared
+	// then): answered without I/O, which also holds while a hibernating
+	// sale's Redis is scaled to 0. Retries with a key still find their order.
+	soldOut := s.soldOut.Load() && req.IdempotencyKey == ""
 	if req.TicketID == 0 {
+		if soldOut {
+			return ErrSoldOut
+		}
 		return nil
 	}
 	if req.TicketID < 1 || req.TicketID > s.tickets.Load() {
@@ -190,7 +198,7 @@ func (s *Service) refuseLocally(req Request, now time.Time) error {
 	}
 	// A seat once sold is sold forever; a seat held a moment ago is most
 	// likely still held.
-	if s.sold.has(req.TicketID) {
+	if soldOut || s.sold.has(req.TicketID) {
 		s.metrics.lockKnownSold.Inc()
 		return ErrTicketSold
 	}

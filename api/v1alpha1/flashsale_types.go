@@ -42,6 +42,16 @@ type FlashSaleSpec struct {
 	// +optional
 	LockTTL *metav1.Duration `json:"lockTTL,omitempty"`
 
+	// HibernateAfter is how long a sale stays SoldOut before it hibernates
+	// (an Ended sale hibernates at once): its HPA and PDB are removed, Redis
+	// is scaled to 0 and the purchase pods to 1 (orders stay readable),
+	// PostgreSQL is kept. Extending endsAt or adding tickets wakes it.
+	// +kubebuilder:default="15m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="hibernateAfter must not be negative"
+	// +optional
+	HibernateAfter *metav1.Duration `json:"hibernateAfter,omitempty"`
+
 	// PurchaseAPI is the Deployment of purchase pods.
 	// +kubebuilder:default={}
 	// +optional
@@ -205,6 +215,7 @@ const (
 	ConditionPostgresReady    = "PostgresReady"
 	ConditionPurchaseAPIReady = "PurchaseAPIReady"
 	ConditionInventorySeeded  = "InventorySeeded"
+	ConditionHibernated       = "Hibernated"
 )
 
 // FlashSaleStatus is observed state. The operator owns every field except
@@ -237,10 +248,18 @@ type FlashSaleStatus struct {
 	// Selector of the purchase pods (scale subresource, for HPAs).
 	// +optional
 	Selector string `json:"selector,omitempty"`
+	// Hibernated is true while the sale hibernates (see spec.hibernateAfter).
+	// +optional
+	Hibernated bool `json:"hibernated,omitempty"`
+	// SoldOutSince is when the sale was first seen SoldOut (cleared when it
+	// is not); hibernation counts spec.hibernateAfter from it.
+	// +optional
+	SoldOutSince *metav1.Time `json:"soldOutSince,omitempty"`
 	// LastReportTime is when the purchase pods last reported the counts.
 	// +optional
 	LastReportTime *metav1.Time `json:"lastReportTime,omitempty"`
-	// Conditions: Ready, RedisReady, PostgresReady, PurchaseAPIReady, InventorySeeded.
+	// Conditions: Ready, RedisReady, PostgresReady, PurchaseAPIReady,
+	// InventorySeeded, Hibernated.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -258,6 +277,7 @@ type FlashSaleStatus struct {
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.available`
 // +kubebuilder:printcolumn:name="Tickets",type=integer,JSONPath=`.spec.tickets`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Hibernated",type=boolean,JSONPath=`.status.hibernated`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the sale's Services, StatefulSet and volumes)"

@@ -12,8 +12,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Settings is the part of a FlashSale's spec the pods apply live: the kill
-// switch, the window, the buyer limit, the lock expiry and the inventory.
+// Settings is the part of a FlashSale the pods apply live: from its spec the
+// kill switch, the window, the buyer limit, the lock expiry and the
+// inventory; from its status whether it is sold out.
 // None of them is in the pod template, so changing one never rolls the
 // pods: a pod reads them when it starts (Get) and follows them (Follow).
 type Settings struct {
@@ -22,6 +23,10 @@ type Settings struct {
 	MaxTicketsPerBuyer int       // 0: unlimited
 	LockTTL            time.Duration
 	Tickets            int64
+	// SoldOut: the status reports every seat of Tickets sold (the pods'
+	// own report, so at most a second old). Sold seats stay sold, so it
+	// only turns false when Tickets grows.
+	SoldOut bool
 }
 
 // Get reads this sale's settings once.
@@ -89,6 +94,9 @@ func settingsOf(u *unstructured.Unstructured) (Settings, error) {
 	if s.Tickets < 1 {
 		return Settings{}, fmt.Errorf("spec.tickets is %d", s.Tickets)
 	}
+	sold, okSold, _ := unstructured.NestedInt64(u.Object, "status", "sold")
+	available, okAvailable, _ := unstructured.NestedInt64(u.Object, "status", "available")
+	s.SoldOut = okSold && okAvailable && available == 0 && sold >= s.Tickets
 	if v, ok, _ := unstructured.NestedString(u.Object, spec("lockTTL")...); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
