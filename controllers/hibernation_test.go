@@ -63,7 +63,9 @@ func TestHibernation_EndedSaleHibernates_ExtendingEndsAtWakesIt(t *testing.T) {
 	eventually(t, 10*time.Second, "the full sale before endsAt", func() error { return hibernated(t, sale, false, 3) })
 	eventually(t, 10*time.Second, "hibernation at endsAt, with no other event", func() error { return hibernated(t, sale, true, 3) })
 
-	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.EndsAt = &metav1.Time{Time: time.Now().Add(time.Hour).Truncate(time.Second)} })
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) {
+		s.Spec.EndsAt = &metav1.Time{Time: time.Now().Add(time.Hour).Truncate(time.Second)}
+	})
 	eventually(t, 10*time.Second, "awake after endsAt moved", func() error { return hibernated(t, sale, false, 3) })
 }
 
