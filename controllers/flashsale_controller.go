@@ -52,7 +52,7 @@ type FlashSaleReconciler struct {
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
@@ -246,11 +246,20 @@ func (r *FlashSaleReconciler) apply(ctx context.Context, obj client.Object) erro
 
 // ensurePostgresSecret creates the database credentials once. It never
 // updates them: the database keeps the password it was initialised with.
+// It only makes their owner follow reclaimPolicy (keepWithData).
 func (r *FlashSaleReconciler) ensurePostgresSecret(ctx context.Context, sale *salesv1alpha1.FlashSale) error {
 	if sale.Spec.Postgres.External != nil {
 		return nil
 	}
-	err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.PostgresName(sale)}, &corev1.Secret{})
+	existing := &corev1.Secret{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.PostgresName(sale)}, existing)
+	if err == nil {
+		if len(existing.OwnerReferences) == 0 && sale.Status.ObservedGeneration == 0 {
+			r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Resumed", "Reconcile",
+				"Secret %s was retained from an earlier sale of this name: its database and orders are resumed", existing.Name)
+		}
+		return r.keepWithData(ctx, existing, specs.PostgresSecret(sale, "").ObjectMeta)
+	}
 	if !apierrors.IsNotFound(err) {
 		return err
 	}

@@ -91,10 +91,19 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 			growing = true
 		}
 	}
+	// More seats in the database than the spec asks for: a FlashSale
+	// re-created with fewer tickets over its retained data. The pods serve
+	// the seats asked for (no crash loop), but the sale is Degraded until
+	// the spec covers the stored inventory again.
+	stored, larger := reportedInventory(sale)
+	larger = larger && stored > sale.Spec.Tickets
+	if larger {
+		seeded = check{false, "StoredInventoryLarger", fmt.Sprintf("the database holds %d seats, more than spec.tickets (%d): it was kept from an earlier sale of this name (postgres.reclaimPolicy Retain); tickets never shrink, so set spec.tickets to at least %d to resume it, or delete the retained data (docs/operations.md)", stored, sale.Spec.Tickets, stored)}
+	}
 	all := redis.ready && pg.ready && api.ready && (seeded.ready || growing)
 	wasReady := meta.IsStatusConditionTrue(prev.Conditions, salesv1alpha1.ConditionReady) || prev.Phase == salesv1alpha1.PhaseDegraded
 
-	st.Phase = phase(sale, all, wasReady, now)
+	st.Phase = phase(sale, all, wasReady || larger, now)
 	ready := check{true, string(st.Phase), "the sale is provisioned"}
 	if !all {
 		ready = check{false, string(st.Phase), "waiting for " + firstNotReady(redis, pg, api, seeded)}

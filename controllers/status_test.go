@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +84,29 @@ func TestComputeStatus_GrowthKeepsOnSale_SeededWhenThePodsReportIt(t *testing.T)
 	same.Status.Sold, same.Status.Available = ptr.To[int64](5), ptr.To[int64](5)
 	if reportMatters.Update(event.UpdateEvent{ObjectOld: sale, ObjectNew: same}) {
 		t.Fatal("a sale that changes nothing but the counts must cost no reconcile")
+	}
+}
+
+func TestComputeStatus_StoredInventoryLargerThanSpec_DegradedSayingWhy(t *testing.T) {
+	ready := func(d *appsv1.Deployment) *appsv1.Deployment { d.Status.ReadyReplicas = 1; return d }
+	obs := observed{redis: ready(&appsv1.Deployment{}), purchase: ready(&appsv1.Deployment{}),
+		postgres: &appsv1.StatefulSet{Status: appsv1.StatefulSetStatus{ReadyReplicas: 1}}}
+	// Re-created with 100 tickets over a database of 500 seats, 40 sold.
+	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 100}, Status: salesv1alpha1.FlashSaleStatus{
+		Sold: ptr.To[int64](40), Available: ptr.To[int64](460)}}
+	st := computeStatus(sale, obs, nil, time.Now())
+	c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionInventorySeeded)
+	if st.Phase != salesv1alpha1.PhaseDegraded || c.Status != metav1.ConditionFalse || c.Reason != "StoredInventoryLarger" ||
+		!strings.Contains(c.Message, "at least 500") {
+		t.Fatalf("phase %s, InventorySeeded %+v: want Degraded and a message saying to set tickets to at least 500", st.Phase, c)
+	}
+}
+
+func TestComputeStatus_ApplyFailures_ReadyFalseNamingEachObject(t *testing.T) {
+	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	st := computeStatus(sale, observed{}, []error{errors.New("apply StatefulSet x-postgres: boom"), errors.New("apply Ingress x: bang")}, time.Now())
+	c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionReady)
+	if c.Status != metav1.ConditionFalse || c.Reason != "ApplyFailed" || !strings.Contains(c.Message, "StatefulSet x-postgres") || !strings.Contains(c.Message, "Ingress x") {
+		t.Fatalf("Ready %+v", c)
 	}
 }

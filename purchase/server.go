@@ -128,7 +128,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		case <-time.After(min(time.Duration(attempt)*time.Second, 5*time.Second)):
 		}
 	}
-	if err := store.Seed(ctx, cfg.Tickets); err != nil {
+	if err := store.Seed(ctx, cfg.Tickets); errors.Is(err, orderstore.ErrShrink) {
+		// The database holds more seats than asked for: a FlashSale
+		// re-created with fewer tickets over its retained data. Restarting
+		// would not help; serve seats 1..Tickets (they all exist) and let
+		// the report of the larger inventory tell the operator, which marks
+		// the sale Degraded and says why.
+		log.Warn("the database holds more seats than --tickets; serving only 1..tickets", "tickets", cfg.Tickets, "err", err)
+	} else if err != nil {
 		store.Close()
 		return nil, nil, fmt.Errorf("seed %d tickets: %w", cfg.Tickets, err)
 	}

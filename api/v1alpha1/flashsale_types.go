@@ -170,10 +170,27 @@ type PostgresSpec struct {
 	// Resources of the managed PostgreSQL.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// ReclaimPolicy says what deleting the FlashSale does to its data: with
+	// Retain (the default) the database's volume and credentials stay, so a
+	// FlashSale re-created with the same name resumes the same inventory and
+	// orders; with Delete they go with the sale.
+	// +kubebuilder:validation:Enum=Retain;Delete
+	// +kubebuilder:default=Retain
+	// +optional
+	ReclaimPolicy ReclaimPolicy `json:"reclaimPolicy,omitempty"`
 	// External uses an existing database instead of a managed one.
 	// +optional
 	External *ExternalPostgres `json:"external,omitempty"`
 }
+
+// ReclaimPolicy is what deleting a sale does to its data.
+type ReclaimPolicy string
+
+// Reclaim policies.
+const (
+	ReclaimRetain ReclaimPolicy = "Retain"
+	ReclaimDelete ReclaimPolicy = "Delete"
+)
 
 // StorageSpec is the managed PostgreSQL's PersistentVolumeClaim.
 type StorageSpec struct {

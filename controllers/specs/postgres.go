@@ -24,7 +24,8 @@ const (
 
 // PostgresSecret holds the managed database's generated credentials and
 // the URL the purchase pods use. The controller creates it once and never
-// rewrites it: a new password would lock the pods out of existing data.
+// rewrites it: a new password would lock the pods out of existing data. It
+// shares the volume's lifetime (DataObjectMeta).
 func PostgresSecret(s *salesv1alpha1.FlashSale, password string) *corev1.Secret {
 	if s.Spec.Postgres.External != nil {
 		return nil
@@ -33,7 +34,7 @@ func PostgresSecret(s *salesv1alpha1.FlashSale, password string) *corev1.Secret 
 		PostgresUser, password, PostgresName(s), s.Namespace, PostgresPort, PostgresDatabase)
 	return &corev1.Secret{
 		TypeMeta:   typeMeta("v1", "Secret"),
-		ObjectMeta: objectMeta(s, PostgresName(s), ComponentPostgres),
+		ObjectMeta: DataObjectMeta(s, PostgresName(s), ComponentPostgres),
 		Type:       corev1.SecretTypeOpaque,
 		StringData: map[string]string{"username": PostgresUser, SecretKeyPass: password, "database": PostgresDatabase, SecretKeyURL: url},
 	}
@@ -48,8 +49,9 @@ func PostgresService(s *salesv1alpha1.FlashSale) *corev1.Service {
 }
 
 // PostgresStatefulSet runs the sale's database on a PersistentVolumeClaim
-// that outlives the sale: its PVC retention policy is Retain, so deleting
-// the FlashSale never deletes confirmed orders.
+// that outlives the sale unless reclaimPolicy is Delete: its PVC retention
+// policy follows it, so by default deleting the FlashSale never deletes
+// confirmed orders.
 func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.StatefulSet {
 	pg := s.Spec.Postgres
 	if pg.External != nil {
@@ -90,6 +92,10 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 	container.StartupProbe.PeriodSeconds = 5
 	container.LivenessProbe = tcpLiveness("postgres", 6)
 	labels := SelectorLabels(s, ComponentPostgres)
+	whenDeleted := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	if !Retains(s) {
+		whenDeleted = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+	}
 	return &appsv1.StatefulSet{
 		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
 		ObjectMeta: objectMeta(s, PostgresName(s), ComponentPostgres),
@@ -98,7 +104,7 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 			ServiceName: PostgresName(s),
 			Selector:    selector(labels),
 			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
-				WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+				WhenDeleted: whenDeleted,
 				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
 			},
 			Template: corev1.PodTemplateSpec{
