@@ -42,6 +42,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringVar(&cfg.RedisAddr, "redis-addr", "", "host:port of a password-less Redis (this or --redis-url)")
 	f.StringVar(&cfg.RedisCAFile, "redis-ca-file", "", "PEM file of the CA of a rediss:// server (default: system roots)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "postgres:// URL of the sale's database (required; sslmode, sslrootcert honoured)")
+	f.StringVar(&cfg.DatabaseSchema, "database-schema", "", "PostgreSQL schema of the sale's tables, created by the migrations (default: the database's own; set it when sales share a database)")
 	f.StringVar(&cfg.SaleSecret, "sale-secret", "", "secret keying order ids derived from Idempotency-Keys (unset: guessable ids, local runs only)")
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the purchase API (/v1/* and the probes)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "address serving /metrics (empty: none)")

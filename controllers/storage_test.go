@@ -76,3 +76,40 @@ func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *t
 		t.Fatalf("changing the storage class: want the CEL refusal, got %v", err)
 	}
 }
+
+func TestValidation_SwitchBetweenManagedAndExternal_Refused(t *testing.T) {
+	ns := newNamespace(t)
+	ref := corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "conn"}, Key: "url"}
+	managed := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "managed", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	external := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "external", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10,
+		Redis:    salesv1alpha1.RedisSpec{External: &salesv1alpha1.ExternalRedis{AddressSecretRef: ref}},
+		Postgres: salesv1alpha1.PostgresSpec{External: &salesv1alpha1.ExternalPostgres{URLSecretRef: ref}}}}
+	for _, s := range []*salesv1alpha1.FlashSale{managed, external} {
+		if err := k8s.Create(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitObserved(t, managed) // its images are pinned by now
+	cases := []struct {
+		name   string
+		sale   *salesv1alpha1.FlashSale
+		mutate func(*salesv1alpha1.FlashSale)
+		want   string
+	}{
+		{"managed -> external postgres", managed, func(s *salesv1alpha1.FlashSale) {
+			s.Spec.Postgres = salesv1alpha1.PostgresSpec{External: &salesv1alpha1.ExternalPostgres{URLSecretRef: ref}}
+		}, "cannot switch between a managed and an external PostgreSQL"},
+		{"managed -> external redis", managed, func(s *salesv1alpha1.FlashSale) {
+			s.Spec.Redis = salesv1alpha1.RedisSpec{External: &salesv1alpha1.ExternalRedis{AddressSecretRef: ref}}
+		}, "cannot switch between a managed and an external Redis"},
+		{"external -> managed postgres", external, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres = salesv1alpha1.PostgresSpec{} },
+			"cannot switch between a managed and an external PostgreSQL"},
+	}
+	for _, c := range cases {
+		s := saleNow(t, c.sale)
+		c.mutate(s)
+		if err := k8s.Update(context.Background(), s); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want the CEL refusal %q, got %v", c.name, c.want, err)
+		}
+	}
+}

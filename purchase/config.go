@@ -23,6 +23,9 @@ type Config struct {
 	// DatabaseURL is a postgres:// URL; its TLS settings (sslmode,
 	// sslrootcert) are pgx's, used as given.
 	DatabaseURL   string
+	// DatabaseSchema, when set, holds the sale's tables in that schema of
+	// the database (an external database shared by several sales).
+	DatabaseSchema string
 	Listen        string
 	MetricsListen string // "": no metrics listener
 	LockTTL       time.Duration

@@ -111,7 +111,7 @@ func (l slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
 // database, and returns a ready Service. It waits for Postgres (a sale's pods
 // usually start before its database is ready) until ctx ends.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(), error) {
-	store, err := orderstore.Open(ctx, cfg.DatabaseURL)
+	store, err := orderstore.OpenInSchema(ctx, cfg.DatabaseURL, cfg.DatabaseSchema)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,16 +33,21 @@ const (
 // follow it live (purchase/statusreport), so changing one never changes the
 // pod template and never rolls the pods in the middle of a sale.
 func PurchaseEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
-	return []corev1.EnvVar{
+	env := []corev1.EnvVar{
 		{Name: "FLUX_ORDER_SALE", Value: s.Name},
 		redisAddrEnv(s),
 		databaseURLEnv(s),
-		{Name: "FLUX_ORDER_LISTEN", Value: ":" + strconv.Itoa(PurchasePort)},
+	}
+	if schema := DatabaseSchema(s); schema != "" {
+		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_DATABASE_SCHEMA", Value: schema})
+	}
+	return append(env,
+		corev1.EnvVar{Name: "FLUX_ORDER_LISTEN", Value: ":" + strconv.Itoa(PurchasePort)},
 		// Report the counts into this FlashSale and follow its settings.
-		{Name: "FLUX_ORDER_REPORT_STATUS", Value: "true"},
+		corev1.EnvVar{Name: "FLUX_ORDER_REPORT_STATUS", Value: "true"},
 		fieldEnv("FLUX_ORDER_NAMESPACE", "metadata.namespace"),
 		fieldEnv("FLUX_ORDER_POD_NAME", "metadata.name"),
-	}
+	)
 }
 
 func fieldEnv(name, path string) corev1.EnvVar {
@@ -57,6 +63,19 @@ func redisAddrEnv(s *salesv1alpha1.FlashSale) corev1.EnvVar {
 		return secretEnv("FLUX_ORDER_REDIS_ADDR", ext.AddressSecretRef)
 	}
 	return corev1.EnvVar{Name: "FLUX_ORDER_REDIS_ADDR", Value: RedisName(s) + ":" + strconv.Itoa(RedisPort)}
+}
+
+// DatabaseSchema is the PostgreSQL schema of a sale's tables in an
+// external database, which several sales may share: the sale's name and a
+// hash of its namespace and name (sales of the same name in two
+// namespaces stay apart), within PostgreSQL's 63-byte identifiers. A
+// managed database belongs to one sale and keeps its default schema.
+func DatabaseSchema(s *salesv1alpha1.FlashSale) string {
+	if s.Spec.Postgres.External == nil {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(s.Namespace + "/" + s.Name))
+	return "fo_" + strings.ReplaceAll(s.Name, "-", "_") + "_" + hex.EncodeToString(sum[:4])
 }
 
 func databaseURLEnv(s *salesv1alpha1.FlashSale) corev1.EnvVar {

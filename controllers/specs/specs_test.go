@@ -1,6 +1,7 @@
 package specs
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -138,6 +139,16 @@ func TestExternalDependencies_ComeFromSecrets(t *testing.T) {
 	}
 	if r := e["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef; r.Name != "pg-conn" || r.Key != "dsn" {
 		t.Errorf("database url from %+v", r)
+	}
+	// Sales sharing an external database each get their own schema.
+	other := s.DeepCopy()
+	other.Namespace = "elsewhere"
+	schema := e["FLUX_ORDER_DATABASE_SCHEMA"].Value
+	if !strings.HasPrefix(schema, "fo_gig_") || len(schema) > 63 || schema == DatabaseSchema(other) {
+		t.Errorf("schema %q (another namespace's sale of the same name: %q)", schema, DatabaseSchema(other))
+	}
+	if _, ok := env(PurchaseDeployment(sale(), opts).Spec.Template.Spec.Containers[0])["FLUX_ORDER_DATABASE_SCHEMA"]; ok {
+		t.Error("a managed database belongs to one sale: no schema")
 	}
 }
 
