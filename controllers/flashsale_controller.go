@@ -254,7 +254,7 @@ func (r *FlashSaleReconciler) ensurePostgresSecret(ctx context.Context, sale *sa
 	existing := &corev1.Secret{}
 	err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.PostgresName(sale)}, existing)
 	if err == nil {
-		if len(existing.OwnerReferences) == 0 && sale.Status.ObservedGeneration == 0 {
+		if uid := existing.Annotations[specs.SaleUIDAnnotation]; uid != "" && uid != string(sale.UID) {
 			r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Resumed", "Reconcile",
 				"Secret %s was retained from an earlier sale of this name: its database and orders are resumed", existing.Name)
 		}

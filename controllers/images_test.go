@@ -75,9 +75,7 @@ func TestValidation_PostgresMajorVersionChange_RefusedWithHowToMigrate(t *testin
 		t.Fatal(err)
 	}
 	update := func(image string) error {
-		s := saleNow(t, sale)
-		s.Spec.Postgres.Image = image
-		return k8s.Update(context.Background(), s)
+		return tryUpdate(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres.Image = image })
 	}
 	for _, image := range []string{"postgres:16", "registry.example.com:5000/postgres:17-alpine", "postgres:latest", ""} {
 		if err := update(image); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "pg_dump") {

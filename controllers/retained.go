@@ -14,18 +14,24 @@ import (
 // CA) follow the sale's reclaimPolicy: ownerless with Retain, so garbage
 // collection leaves it with the volume; owned by the sale with Delete. It
 // also adopts such an object left by an earlier sale of the same name. Only
-// the owner references and labels change, never the data.
+// the owner references, labels and annotations change, never the data.
 func (r *FlashSaleReconciler) keepWithData(ctx context.Context, existing client.Object, want metav1.ObjectMeta) error {
-	labels := maps.Clone(existing.GetLabels())
-	if labels == nil {
-		labels = map[string]string{}
+	merged := func(have, want map[string]string) map[string]string {
+		m := maps.Clone(have)
+		if m == nil {
+			m = map[string]string{}
+		}
+		maps.Copy(m, want)
+		return m
 	}
-	maps.Copy(labels, want.Labels)
-	if equality.Semantic.DeepEqual(existing.GetOwnerReferences(), want.OwnerReferences) && maps.Equal(labels, existing.GetLabels()) {
+	labels, annotations := merged(existing.GetLabels(), want.Labels), merged(existing.GetAnnotations(), want.Annotations)
+	if equality.Semantic.DeepEqual(existing.GetOwnerReferences(), want.OwnerReferences) &&
+		maps.Equal(labels, existing.GetLabels()) && maps.Equal(annotations, existing.GetAnnotations()) {
 		return nil
 	}
 	before := existing.DeepCopyObject().(client.Object)
 	existing.SetOwnerReferences(want.OwnerReferences)
 	existing.SetLabels(labels)
+	existing.SetAnnotations(annotations)
 	return r.Patch(ctx, existing, client.MergeFrom(before), client.FieldOwner(FieldOwner))
 }

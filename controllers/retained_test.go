@@ -59,9 +59,7 @@ func TestReclaimPolicy_RetainKeepsCredentialsWithTheVolume_ReCreatedSaleReusesTh
 	if err := get(t, ns, "keep-postgres", secret); err != nil || string(secret.Data["password"]) != password {
 		t.Fatalf("the re-created sale must reuse the retained password (its data directory has it): %v", err)
 	}
-	if err := findEvent(t, ns, "Resumed"); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 10*time.Second, "a Resumed event", func() error { return findEvent(t, ns, "Resumed") })
 
 	// Delete: the sale owns its credentials, and the volume goes with it.
 	patchSpec(t, again, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres.ReclaimPolicy = salesv1alpha1.ReclaimDelete })

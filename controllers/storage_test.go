@@ -70,9 +70,7 @@ func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *t
 	}
 
 	// Changing the class is refused by the API server.
-	s := saleNow(t, sale)
-	s.Spec.Postgres.Storage.StorageClassName = ptr.To("other")
-	if err := k8s.Update(context.Background(), s); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "storageClassName cannot change") {
+	if err := tryUpdate(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres.Storage.StorageClassName = ptr.To("other") }); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "storageClassName cannot change") {
 		t.Fatalf("changing the storage class: want the CEL refusal, got %v", err)
 	}
 }
@@ -106,9 +104,7 @@ func TestValidation_SwitchBetweenManagedAndExternal_Refused(t *testing.T) {
 			"cannot switch between a managed and an external PostgreSQL"},
 	}
 	for _, c := range cases {
-		s := saleNow(t, c.sale)
-		c.mutate(s)
-		if err := k8s.Update(context.Background(), s); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), c.want) {
+		if err := tryUpdate(t, c.sale, c.mutate); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: want the CEL refusal %q, got %v", c.name, c.want, err)
 		}
 	}

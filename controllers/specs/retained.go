@@ -12,6 +12,11 @@ import (
 // instance label) is how to find them afterwards.
 const RetainedLabel = "fluxorder.io/retained-with-data"
 
+// SaleUIDAnnotation on an object retained with the data names the sale that
+// last used it, so a FlashSale re-created with the same name can tell it
+// resumes an earlier sale's data.
+const SaleUIDAnnotation = "fluxorder.io/sale-uid"
+
 // Retains says whether the sale's data outlives it (postgres.reclaimPolicy
 // Retain, the default).
 func Retains(s *salesv1alpha1.FlashSale) bool {
@@ -26,6 +31,7 @@ func Retains(s *salesv1alpha1.FlashSale) bool {
 func DataObjectMeta(s *salesv1alpha1.FlashSale, name, component string) metav1.ObjectMeta {
 	m := objectMeta(s, name, component)
 	m.Labels[RetainedLabel] = "true"
+	m.Annotations = map[string]string{SaleUIDAnnotation: string(s.UID)}
 	if Retains(s) {
 		m.OwnerReferences = nil
 	}
