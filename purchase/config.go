@@ -22,15 +22,15 @@ type Config struct {
 	RedisCAFile string
 	// DatabaseURL is a postgres:// URL; its TLS settings (sslmode,
 	// sslrootcert) are pgx's, used as given.
-	DatabaseURL   string
+	DatabaseURL string
 	// DatabaseSchema, when set, holds the sale's tables in that schema of
 	// the database (an external database shared by several sales).
 	DatabaseSchema string
-	Listen        string
-	MetricsListen string // "": no metrics listener
-	LockTTL       time.Duration
-	MaxPerBuyer   int
-	Schedule      Schedule
+	Listen         string
+	MetricsListen  string // "": no metrics listener
+	LockTTL        time.Duration
+	MaxPerBuyer    int
+	Schedule       Schedule
 
 	// SaleSecret keys the order ids derived from Idempotency-Keys (HMAC).
 	// The operator always sets it from the sale's Secret; without it (a
