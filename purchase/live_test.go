@@ -33,8 +33,8 @@ func TestLive_RunningPodTakesGrowthLimitAndLockTTL_WithoutRestart(t *testing.T) 
 	if a := s.buy(20, "grown"); a.status != http.StatusCreated {
 		t.Fatalf("a grown seat on the running pod: want 201, got %d %s", a.status, a.code)
 	}
-	if a := s.buy(19, "grown"); a.status != http.StatusTooManyRequests || a.code != "buyer_limit_reached" {
-		t.Fatalf("the live limit of 1: want 429 buyer_limit_reached, got %d %s", a.status, a.code)
+	if a := s.buy(19, "grown"); a.status != http.StatusForbidden || a.code != "buyer_limit_reached" {
+		t.Fatalf("the live limit of 1: want 403 buyer_limit_reached, got %d %s", a.status, a.code)
 	}
 	if got := pod.locks.TTL(); got != 300*time.Millisecond {
 		t.Fatalf("lock TTL %v, want the live 300ms", got)
