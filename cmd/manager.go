@@ -1,13 +1,17 @@
 package cmd
 
 import (
+	"fmt"
+
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
@@ -30,7 +34,10 @@ func NewScheme() *runtime.Scheme {
 func newManagerCommand() *cobra.Command {
 	var (
 		metricsAddr, probeAddr string
+		metricsInsecure        bool
 		leaderElect            bool
+		watchNamespaces        []string
+		metricsNamespaces      string
 		opts                   specs.Options
 	)
 	c := &cobra.Command{
@@ -41,11 +48,27 @@ func newManagerCommand() *cobra.Command {
 			if err := bindEnv(c.Flags()); err != nil {
 				return err
 			}
+			if metricsNamespaces != "" {
+				sel, err := metav1.ParseToLabelSelector(metricsNamespaces)
+				if err != nil {
+					return fmt.Errorf("--metrics-namespace-selector: %w", err)
+				}
+				opts.MetricsNamespaces = sel
+			}
 			log := newLogger()
 			ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
+			metrics := metricsserver.Options{BindAddress: metricsAddr}
+			if !metricsInsecure {
+				// HTTPS (a self-signed certificate unless one is mounted),
+				// and only for callers the API server authenticates and
+				// allows "get" on the non-resource URL /metrics.
+				metrics.SecureServing = true
+				metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+			}
 			mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 				Scheme:                 NewScheme(),
-				Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+				Cache:                  controllers.CacheOptions(watchNamespaces),
+				Metrics:                metrics,
 				HealthProbeBindAddress: probeAddr,
 				LeaderElection:         leaderElect,
 				LeaderElectionID:       "flux-order-manager.fluxorder.io",
@@ -68,12 +91,15 @@ func newManagerCommand() *cobra.Command {
 			if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 				return err
 			}
-			log.Info("starting manager", "version", Version, "purchaseImage", opts.PurchaseImage)
+			log.Info("starting manager", "version", Version, "purchaseImage", opts.PurchaseImage, "watchNamespaces", watchNamespaces)
 			return mgr.Start(c.Context())
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
+	f.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "address of the Prometheus metrics endpoint (0 disables it)")
+	f.BoolVar(&metricsInsecure, "metrics-insecure", false, "serve metrics over plain HTTP without authentication (development only)")
+	f.StringSliceVar(&watchNamespaces, "watch-namespaces", nil, "namespaces to watch (comma-separated); empty watches every namespace")
+	f.StringVar(&metricsNamespaces, "metrics-namespace-selector", "", "label selector of the namespaces allowed to scrape the purchase pods' metrics port (empty: none)")
 	f.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.BoolVar(&leaderElect, "leader-elect", false, "elect one active manager (run several replicas for availability)")
 	f.StringVar(&opts.PurchaseImage, "purchase-image", DefaultImage(), "default image of the purchase pods (the operator's own)")

@@ -38,6 +38,24 @@ func emptyDir(name string) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
 }
 
+// secretVolume mounts a Secret's keys read-only with mode.
+func secretVolume(name, secret string, mode int32, keys ...string) corev1.Volume {
+	src := &corev1.SecretVolumeSource{SecretName: secret, DefaultMode: ptr.To(mode)}
+	for _, k := range keys {
+		src.Items = append(src.Items, corev1.KeyToPath{Key: k, Path: k})
+	}
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: src}}
+}
+
+// configMapVolume mounts some keys of a ConfigMap with mode.
+func configMapVolume(name, configMap string, mode int32, keys ...string) corev1.Volume {
+	src := &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: configMap}, DefaultMode: ptr.To(mode)}
+	for _, k := range keys {
+		src.Items = append(src.Items, corev1.KeyToPath{Key: k, Path: k})
+	}
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{ConfigMap: src}}
+}
+
 // service is a ClusterIP Service exposing one named port of a component.
 func service(s *salesv1alpha1.FlashSale, name, component, portName string, port int32) *corev1.Service {
 	return &corev1.Service{

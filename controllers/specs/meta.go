@@ -23,6 +23,7 @@ const (
 // Ports.
 const (
 	PurchasePort = 8080
+	MetricsPort  = 9090
 	RedisPort    = 6379
 	PostgresPort = 5432
 )
@@ -32,6 +33,9 @@ type Options struct {
 	PurchaseImage string
 	RedisImage    string
 	PostgresImage string
+	// MetricsNamespaces selects the namespaces (Prometheus') allowed to
+	// scrape the purchase pods' metrics port; nil allows none.
+	MetricsNamespaces *metav1.LabelSelector
 }
 
 // Names of a sale's owned objects. The CRD caps sale names at 40
@@ -52,10 +56,17 @@ func SelectorLabels(s *salesv1alpha1.FlashSale, component string) map[string]str
 	}
 }
 
+// ManagedByLabel = ManagedBy marks every object the operator owns; its
+// cache holds nothing else.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedBy      = "flux-order"
+)
+
 // Labels are SelectorLabels plus managed-by, on every owned object.
 func Labels(s *salesv1alpha1.FlashSale, component string) map[string]string {
 	l := SelectorLabels(s, component)
-	l["app.kubernetes.io/managed-by"] = "flux-order"
+	l[ManagedByLabel] = ManagedBy
 	return l
 }
 

@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
-	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,35 +15,48 @@ import (
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
 
-// ConfigHashAnnotation on the purchase pods is a hash of the container they
-// run: a change that needs new pods (image, resources) gives a new hash and
-// rolls them, one at a time, and anyone can tell which pods run the current
-// configuration. The settings the pods follow live are not in it.
+// ConfigHashAnnotation on the purchase pods is a hash of the configuration
+// they run with: a spec change gives a new hash and rolls the pods, and
+// anyone can tell which pods run the current configuration.
 const ConfigHashAnnotation = "fluxorder.io/config-hash"
 
 const (
 	purchaseUID     = 65532 // nonroot of distroless
+	defaultLockTTL  = 5 * time.Second
 	defaultReplicas = 2
 )
 
 // PurchaseEnv is the purchase pods' configuration, as the FLUX_ORDER_*
-// variables `flux-order purchase` reads: only what cannot change during a
-// sale. Tickets, the window, paused, maxTicketsPerBuyer and lockTTL are
-// deliberately absent: the pods read them from their FlashSale at start and
-// follow it live (purchase/statusreport), so changing one never changes the
-// pod template and never rolls the pods in the middle of a sale.
+// variables `flux-order purchase` reads.
 func PurchaseEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
+	lockTTL := defaultLockTTL
+	if s.Spec.LockTTL != nil {
+		lockTTL = s.Spec.LockTTL.Duration
+	}
 	env := []corev1.EnvVar{
 		{Name: "FLUX_ORDER_SALE", Value: s.Name},
-		redisAddrEnv(s),
+		{Name: "FLUX_ORDER_TICKETS", Value: strconv.FormatInt(s.Spec.Tickets, 10)},
+	}
+	env = append(env, redisEnv(s)...)
+	env = append(env,
 		databaseURLEnv(s),
-	}
-	if schema := DatabaseSchema(s); schema != "" {
-		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_DATABASE_SCHEMA", Value: schema})
-	}
-	return append(env,
+		secretEnv("FLUX_ORDER_SALE_SECRET", secretRef(SaleSecretName(s), SecretKeySaleSecret)),
 		corev1.EnvVar{Name: "FLUX_ORDER_LISTEN", Value: ":" + strconv.Itoa(PurchasePort)},
-		// Report the counts into this FlashSale and follow its settings.
+		corev1.EnvVar{Name: "FLUX_ORDER_METRICS_LISTEN", Value: ":" + strconv.Itoa(MetricsPort)},
+	)
+	env = append(env, []corev1.EnvVar{
+		{Name: "FLUX_ORDER_LOCK_TTL", Value: lockTTL.String()},
+		{Name: "FLUX_ORDER_MAX_PER_BUYER", Value: strconv.Itoa(int(s.Spec.MaxTicketsPerBuyer))},
+		{Name: "FLUX_ORDER_PAUSED", Value: strconv.FormatBool(s.Spec.Paused)},
+	}...)
+	if s.Spec.StartsAt != nil {
+		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_STARTS_AT", Value: s.Spec.StartsAt.UTC().Format(time.RFC3339)})
+	}
+	if s.Spec.EndsAt != nil {
+		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_ENDS_AT", Value: s.Spec.EndsAt.UTC().Format(time.RFC3339)})
+	}
+	// The status reporter: which FlashSale to report on, and who is asking.
+	return append(env,
 		corev1.EnvVar{Name: "FLUX_ORDER_REPORT_STATUS", Value: "true"},
 		fieldEnv("FLUX_ORDER_NAMESPACE", "metadata.namespace"),
 		fieldEnv("FLUX_ORDER_POD_NAME", "metadata.name"),
@@ -58,32 +71,70 @@ func secretEnv(name string, ref corev1.SecretKeySelector) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &ref}}
 }
 
-func redisAddrEnv(s *salesv1alpha1.FlashSale) corev1.EnvVar {
-	if ext := s.Spec.Redis.External; ext != nil {
-		return secretEnv("FLUX_ORDER_REDIS_ADDR", ext.AddressSecretRef)
-	}
-	return corev1.EnvVar{Name: "FLUX_ORDER_REDIS_ADDR", Value: RedisName(s) + ":" + strconv.Itoa(RedisPort)}
+func secretRef(name, key string) corev1.SecretKeySelector {
+	return corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key}
 }
 
-// DatabaseSchema is the PostgreSQL schema of a sale's tables in an
-// external database, which several sales may share: the sale's name and a
-// hash of its namespace and name (sales of the same name in two
-// namespaces stay apart), within PostgreSQL's 63-byte identifiers. A
-// managed database belongs to one sale and keeps its default schema.
-func DatabaseSchema(s *salesv1alpha1.FlashSale) string {
-	if s.Spec.Postgres.External == nil {
-		return ""
+// redisEnv points the pods at their Redis. Credentials only ever come from
+// a Secret: the managed Redis' generated URL, or the external one's.
+func redisEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
+	ext := s.Spec.Redis.External
+	switch {
+	case ext == nil:
+		env := []corev1.EnvVar{secretEnv("FLUX_ORDER_REDIS_URL", secretRef(RedisName(s), SecretKeyURL))}
+		if s.Spec.Redis.TLS {
+			env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_REDIS_CA_FILE", Value: CAFile})
+		}
+		return env
+	case ext.URLSecretRef != nil:
+		env := []corev1.EnvVar{secretEnv("FLUX_ORDER_REDIS_URL", *ext.URLSecretRef)}
+		if ext.CASecretRef != nil {
+			env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_REDIS_CA_FILE", Value: ExternalRedCAFile})
+		}
+		return env
+	default: // deprecated: a password-less Redis at host:port
+		return []corev1.EnvVar{secretEnv("FLUX_ORDER_REDIS_ADDR", *ext.AddressSecretRef)}
 	}
-	sum := sha256.Sum256([]byte(s.Namespace + "/" + s.Name))
-	return "fo_" + strings.ReplaceAll(s.Name, "-", "_") + "_" + hex.EncodeToString(sum[:4])
 }
 
 func databaseURLEnv(s *salesv1alpha1.FlashSale) corev1.EnvVar {
 	if ext := s.Spec.Postgres.External; ext != nil {
 		return secretEnv("FLUX_ORDER_DATABASE_URL", ext.URLSecretRef)
 	}
-	return secretEnv("FLUX_ORDER_DATABASE_URL", corev1.SecretKeySelector{
-		LocalObjectReference: corev1.LocalObjectReference{Name: PostgresName(s)}, Key: SecretKeyURL})
+	return secretEnv("FLUX_ORDER_DATABASE_URL", secretRef(PostgresName(s), SecretKeyURL))
+}
+
+// purchaseVolumes give the pods the CA certificates they verify their
+// datastores with, and nothing else: ca.crt of the sale's CA (never its
+// key, never the servers' keys), and the external datastores' CA bundles.
+func purchaseVolumes(s *salesv1alpha1.FlashSale) ([]corev1.Volume, []corev1.VolumeMount) {
+	var vols []corev1.Volume
+	var mounts []corev1.VolumeMount
+	if NeedsTLS(s) {
+		vols = append(vols, secretVolume("ca", TLSSecretName(s), 0o444, SecretKeyCACert))
+		mounts = append(mounts, corev1.VolumeMount{Name: "ca", MountPath: TLSDir, ReadOnly: true})
+	}
+	var sources []corev1.VolumeProjection
+	project := func(ref *corev1.SecretKeySelector, file string) {
+		if ref != nil {
+			sources = append(sources, corev1.VolumeProjection{Secret: &corev1.SecretProjection{
+				LocalObjectReference: ref.LocalObjectReference,
+				Items:                []corev1.KeyToPath{{Key: ref.Key, Path: file}},
+			}})
+		}
+	}
+	if ext := s.Spec.Postgres.External; ext != nil {
+		project(ext.CASecretRef, "postgres-ca.crt")
+	}
+	if ext := s.Spec.Redis.External; ext != nil {
+		project(ext.CASecretRef, "redis-ca.crt")
+	}
+	if len(sources) > 0 {
+		vols = append(vols, corev1.Volume{Name: "external-ca", VolumeSource: corev1.VolumeSource{
+			Projected: &corev1.ProjectedVolumeSource{Sources: sources, DefaultMode: ptr.To[int32](0o444)}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "external-ca", MountPath: ExternalDir, ReadOnly: true})
+	}
+	return vols, mounts
 }
 
 // PurchaseReplicas is what the Deployment asks for; nil when an HPA
@@ -101,14 +152,16 @@ func PurchaseReplicas(s *salesv1alpha1.FlashSale) *int32 {
 // PurchaseDeployment runs the purchase API pods.
 func PurchaseDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 	api := s.Spec.PurchaseAPI
+	volumes, mounts := purchaseVolumes(s)
 	container := corev1.Container{
 		Name:            "purchase",
 		Image:           firstOf(api.Image, o.PurchaseImage),
 		ImagePullPolicy: api.ImagePullPolicy,
 		Args:            []string{"purchase"},
 		Env:             PurchaseEnv(s),
-		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: PurchasePort}},
-		Resources:       withDefaults(&api.Resources, purchaseDefaults),
+		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: PurchasePort}, {Name: "metrics", ContainerPort: MetricsPort}},
+		VolumeMounts:    mounts,
+		Resources:       api.Resources,
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}},
 			PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 2,
@@ -135,6 +188,7 @@ func PurchaseDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deploymen
 			ServiceAccountName:            PurchaseName(s),
 			SecurityContext:               podSecurity(purchaseUID),
 			Containers:                    []corev1.Container{container},
+			Volumes:                       volumes,
 			TerminationGracePeriodSeconds: ptr.To[int64](30),
 		},
 	}
@@ -164,9 +218,14 @@ func hashOf(v any) string {
 }
 
 // PurchaseService is the purchase API's address inside the cluster, and
-// the Ingress's backend.
+// the Ingress's backend (port "http" only). Metrics have their own port,
+// which the Ingress never routes and the NetworkPolicy opens only to the
+// monitoring namespaces.
 func PurchaseService(s *salesv1alpha1.FlashSale) *corev1.Service {
 	svc := service(s, PurchaseName(s), ComponentPurchase, "http", PurchasePort)
 	svc.Spec.Ports[0].Port = 80
+	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
+		Name: "metrics", Port: MetricsPort, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP,
+	})
 	return svc
 }

@@ -13,9 +13,28 @@ import (
 
 const redisUID = 999 // the redis user of the official image
 
-// RedisDeployment runs the sale's lock store: one instance, no
-// persistence (Postgres is the truth, lost locks only cost speed) and
-// noeviction, so Redis refuses writes rather than silently dropping locks.
+const redisConfigDir = "/etc/flux-order/redis"
+
+// RedisArgs starts redis-server with the sale's ACL file (the default user
+// off: no anonymous access), no persistence (Postgres is the truth, lost
+// locks only cost speed) and noeviction, so Redis refuses writes rather
+// than silently dropping locks; with spec.redis.tls, TLS only.
+func RedisArgs(s *salesv1alpha1.FlashSale) []string {
+	args := []string{"redis-server",
+		"--aclfile", redisConfigDir + "/" + SecretKeyACL,
+		"--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"}
+	if s.Spec.Redis.TLS {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(RedisPort),
+			"--tls-cert-file", TLSDir+"/"+corev1.TLSCertKey,
+			"--tls-key-file", TLSDir+"/"+corev1.TLSPrivateKeyKey,
+			"--tls-ca-cert-file", TLSDir+"/"+SecretKeyCACert,
+			// Clients log in with a password; no client certificates.
+			"--tls-auth-clients", "no")
+	}
+	return args
+}
+
+// RedisDeployment runs the sale's lock store, one instance (RedisArgs).
 func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 	r := s.Spec.Redis
 	if r.External != nil {
@@ -24,19 +43,26 @@ func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 	container := corev1.Container{
 		Name:  "redis",
 		Image: firstOf(r.Image, o.RedisImage),
-		Args:  []string{"redis-server", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--protected-mode", "no"},
+		Args:  RedisArgs(s),
 		Ports: []corev1.ContainerPort{{Name: "redis", ContainerPort: RedisPort}},
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("redis")}},
 			PeriodSeconds: 2,
 		},
-		VolumeMounts:    []corev1.VolumeMount{{Name: "data", MountPath: "/data"}},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: "data", MountPath: "/data"},
+			{Name: "acl", MountPath: redisConfigDir, ReadOnly: true},
+		},
 		SecurityContext: restricted(true),
 	}
-	resources, maxmemory := redisResources(r.Resources)
-	container.Resources = resources
-	container.Args = append(container.Args, "--maxmemory", strconv.FormatInt(maxmemory, 10))
-	container.LivenessProbe = tcpLiveness("redis", 3)
+	volumes := []corev1.Volume{emptyDir("data"), secretVolume("acl", RedisName(s), 0o440, SecretKeyACL)}
+	if r.TLS {
+		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "tls", MountPath: TLSDir, ReadOnly: true})
+		volumes = append(volumes, secretVolume("tls", TLSSecretName(s), 0o440))
+	}
+	if r.Resources != nil {
+		container.Resources = *r.Resources
+	}
 	labels := SelectorLabels(s, ComponentRedis)
 	return &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
@@ -51,7 +77,7 @@ func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 				Spec: corev1.PodSpec{
 					SecurityContext: podSecurity(redisUID),
 					Containers:      []corev1.Container{container},
-					Volumes:         []corev1.Volume{emptyDir("data")},
+					Volumes:         volumes,
 				},
 			},
 		},

@@ -43,6 +43,6 @@ func Rules(sale, password string) string {
 // File is an ACL file (redis.conf's aclfile) for a sale: the default user
 // off (no anonymous access), and the purchase user.
 func File(sale, password string) string {
-	return "user default off resetpass nopass resetkeys -@all\n" +
+	return "user default off resetpass resetkeys resetchannels -@all\n" +
 		"user " + User + " " + Rules(sale, password) + "\n"
 }

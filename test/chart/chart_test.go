@@ -141,6 +141,17 @@ func find(t *testing.T, objs []object, kind, name string) object {
 	return object{}
 }
 
+func findIn(t *testing.T, objs []object, kind, name, namespace string) object {
+	t.Helper()
+	for _, o := range objs {
+		if o.Kind == kind && o.Name == name && o.Namespace == namespace {
+			return o
+		}
+	}
+	t.Fatalf("no %s %s/%s rendered", kind, namespace, name)
+	return object{}
+}
+
 func managerDeployment(t *testing.T, objs []object) (*appsv1.Deployment, corev1.Container) {
 	t.Helper()
 	d := &appsv1.Deployment{}
@@ -164,7 +175,8 @@ func TestManagerDeployment(t *testing.T) {
 	}
 	wantArgs := []string{
 		"manager", "--leader-elect",
-		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+		"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081",
+		"--metrics-namespace-selector=kubernetes.io/metadata.name=monitoring",
 		"--purchase-image=" + image, // the purchase pods run the manager's own image
 		"--redis-image=redis:7", "--postgres-image=postgres:15",
 	}
@@ -176,8 +188,8 @@ func TestManagerDeployment(t *testing.T) {
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	if ports["metrics"] != 8080 || ports["health"] != 8081 {
-		t.Errorf("ports %v, want metrics 8080 and health 8081", ports)
+	if ports["metrics"] != 8443 || ports["health"] != 8081 {
+		t.Errorf("ports %v, want metrics 8443 and health 8081", ports)
 	}
 	for name, probe := range map[string]*corev1.Probe{"/healthz": c.LivenessProbe, "/readyz": c.ReadinessProbe} {
 		if probe == nil || probe.HTTPGet == nil {
@@ -228,8 +240,8 @@ func TestManagerDeployment(t *testing.T) {
 	// The metrics Service reaches the metrics port of these pods only.
 	svc := &corev1.Service{}
 	find(t, objs, "Service", "flux-order-manager-metrics").into(t, svc)
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].TargetPort.String() != "metrics" {
-		t.Errorf("metrics Service ports %+v, want 8080 -> metrics", svc.Spec.Ports)
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8443 || svc.Spec.Ports[0].TargetPort.String() != "metrics" {
+		t.Errorf("metrics Service ports %+v, want 8443 -> metrics", svc.Spec.Ports)
 	}
 	if !reflect.DeepEqual(svc.Spec.Selector, d.Spec.Selector.MatchLabels) {
 		t.Errorf("metrics Service selector %v, Deployment selector %v", svc.Spec.Selector, d.Spec.Selector.MatchLabels)
@@ -358,6 +370,66 @@ func TestClusterRoleIsGenerated(t *testing.T) {
 		t.Errorf("the chart's ClusterRole rules differ from config/rbac/role.yaml: run make chart-crds\n got %+v\nwant %+v", rendered.Rules, generated.Rules)
 	}
 	sameFile(t, "config/rbac/role.yaml", chartDir+"/files/manager-role.yaml")
+}
+
+// Metrics are readable by whoever is bound to the chart's metrics-reader
+// ClusterRole, and the manager may check callers (TokenReview, SAR).
+func TestMetricsReaderRole(t *testing.T) {
+	objs := render(t)
+	reader := &rbacv1.ClusterRole{}
+	find(t, objs, "ClusterRole", "flux-order-metrics-reader").into(t, reader)
+	want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}
+	if !reflect.DeepEqual(reader.Rules, want) {
+		t.Errorf("metrics-reader rules %+v, want %+v", reader.Rules, want)
+	}
+	manager := &rbacv1.ClusterRole{}
+	find(t, objs, "ClusterRole", "flux-order-manager").into(t, manager)
+	groups := map[string]bool{}
+	for _, r := range manager.Rules {
+		for _, g := range r.APIGroups {
+			groups[g] = true
+		}
+	}
+	if !groups["authentication.k8s.io"] || !groups["authorization.k8s.io"] {
+		t.Errorf("the manager cannot review callers of its metrics: groups %v", groups)
+	}
+}
+
+// With watchNamespaces the manager gets a Role in each namespace, no
+// cluster-wide access to the sales' kinds, and watches only those.
+func TestWatchNamespaces_RolesInsteadOfTheClusterRole(t *testing.T) {
+	objs := render(t, "watchNamespaces={sales-a,sales-b}")
+	_, c := managerDeployment(t, objs)
+	if !slices.Contains(c.Args, "--watch-namespaces=sales-a,sales-b") {
+		t.Errorf("args %q lack --watch-namespaces", c.Args)
+	}
+	for _, o := range objs {
+		if o.Kind == "ClusterRole" && o.Name == "flux-order-manager" {
+			t.Fatal("a namespaced install must not have the cluster-wide manager ClusterRole")
+		}
+	}
+	for _, ns := range []string{"sales-a", "sales-b"} {
+		role := &rbacv1.Role{}
+		findIn(t, objs, "Role", "flux-order-manager", ns).into(t, role)
+		if len(role.Rules) == 0 {
+			t.Errorf("Role in %s has no rules", ns)
+		}
+		for _, r := range role.Rules {
+			if slices.Contains(r.APIGroups, "authentication.k8s.io") {
+				t.Errorf("Role in %s holds a cluster-scoped rule %+v", ns, r)
+			}
+		}
+		findIn(t, objs, "RoleBinding", "flux-order-manager", ns)
+	}
+	auth := &rbacv1.ClusterRole{}
+	find(t, objs, "ClusterRole", "flux-order-manager-metrics-auth").into(t, auth)
+	for _, r := range auth.Rules {
+		for _, g := range r.APIGroups {
+			if g != "authentication.k8s.io" && g != "authorization.k8s.io" {
+				t.Errorf("metrics-auth ClusterRole grants group %q", g)
+			}
+		}
+	}
 }
 
 // crds/ holds exactly the CRDs controller-gen generates, byte for byte.

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -502,6 +503,20 @@ func saleDatabaseURL(t *testing.T, ns, sale string) string {
 		t.Fatalf("Secret %s-postgres key url: expected a postgres:// URL, got an unparsable value (%v)", sale, err)
 	}
 	u.Host = "127.0.0.1:" + forwardedPort(t, ns, sale+"-postgres-0", 5432)
+	// The server certificate names the Service, not 127.0.0.1: verify the
+	// chain against the sale's CA (Secret <sale>-tls) without the name.
+	tlsSec := &corev1.Secret{}
+	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: sale + "-tls"}, tlsSec); err != nil {
+		t.Fatalf("Secret %s-tls: %v", sale, err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, tlsSec.Data["ca.crt"], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("sslmode", "verify-ca")
+	q.Set("sslrootcert", caFile)
+	u.RawQuery = q.Encode()
 	return u.String()
 }
 

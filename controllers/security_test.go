@@ -1,0 +1,310 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/internal/pki"
+)
+
+// saleSecrets are every Secret the operator generates for a managed sale.
+func saleSecrets(name string) []string {
+	return []string{name + "-postgres", name + "-postgres-admin", name + "-redis", name + "-sale", name + "-ca", name + "-tls"}
+}
+
+func createSale(t *testing.T, ns, name string, mutate ...func(*salesv1alpha1.FlashSale)) *salesv1alpha1.FlashSale {
+	t.Helper()
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	for _, m := range mutate {
+		m(sale)
+	}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	return sale
+}
+
+// waitObserved waits until the operator has acted on the sale's current generation.
+func waitObserved(t *testing.T, sale *salesv1alpha1.FlashSale) {
+	t.Helper()
+	eventually(t, 10*time.Second, "observedGeneration", func() error {
+		s := saleNow(t, sale)
+		if s.Status.ObservedGeneration != s.Generation {
+			return fmt.Errorf("observed %d, generation %d", s.Status.ObservedGeneration, s.Generation)
+		}
+		return nil
+	})
+}
+
+func TestSecrets_GeneratedOnce_SurviveReconciles_DerivedKeysFollowTheSpec(t *testing.T) {
+	ns := newNamespace(t)
+	sale := createSale(t, ns, "creds")
+	before := map[string]map[string][]byte{}
+	eventually(t, 10*time.Second, "generated secrets", func() error {
+		for _, name := range saleSecrets("creds") {
+			s := &corev1.Secret{}
+			if err := get(t, ns, name, s); err != nil {
+				return err
+			}
+			before[name] = s.Data
+		}
+		return nil
+	})
+	if p := before["creds-postgres"][specs.SecretKeyPass]; len(p) < 32 || bytes.Equal(p, before["creds-postgres-admin"][specs.SecretKeyPass]) {
+		t.Errorf("the app role's and the superuser's passwords must be long and different")
+	}
+	if u := string(before["creds-postgres"][specs.SecretKeyURL]); !strings.Contains(u, "sslmode=verify-full") {
+		t.Errorf("database url %s", u)
+	}
+	cert, err := pki.ParseCertificate(before["creds-tls"]["tls.crt"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.VerifyHostname("creds-postgres." + ns + ".svc"); err != nil {
+		t.Errorf("the certificate must name the Postgres Service: %v", err)
+	}
+
+	// Reconcile again (a spec change) and switch Redis to TLS: passwords
+	// stay, the Redis URL follows the spec.
+	s := saleNow(t, sale)
+	s.Spec.MaxTicketsPerBuyer = 3
+	s.Spec.Redis.TLS = true
+	if err := k8s.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	waitObserved(t, sale)
+	eventually(t, 10*time.Second, "rediss:// url", func() error {
+		r := &corev1.Secret{}
+		if err := get(t, ns, "creds-redis", r); err != nil {
+			return err
+		}
+		if u := string(r.Data[specs.SecretKeyURL]); !strings.HasPrefix(u, "rediss://") {
+			return fmt.Errorf("url %s", u)
+		}
+		return nil
+	})
+	for _, name := range saleSecrets("creds") {
+		got := &corev1.Secret{}
+		if err := get(t, ns, name, got); err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{specs.SecretKeyPass, specs.SecretKeySaleSecret, specs.SecretKeyCAKey, "tls.key"} {
+			if want, ok := before[name][key]; ok && !bytes.Equal(got.Data[key], want) {
+				t.Errorf("Secret %s key %s changed on reconcile", name, key)
+			}
+		}
+	}
+}
+
+func TestSecrets_CertificateRenewedBeforeExpiry_DatastoresRestartOnce(t *testing.T) {
+	ns := newNamespace(t)
+	sale := createSale(t, ns, "renew")
+	old := &corev1.Secret{}
+	eventually(t, 10*time.Second, "tls secret", func() error { return get(t, ns, "renew-tls", old) })
+	sts := &appsv1.StatefulSet{}
+	eventually(t, 10*time.Second, "postgres", func() error { return get(t, ns, "renew-postgres", sts) })
+	if _, ok := sts.Spec.Template.Annotations[TLSRenewedAnnotation]; ok {
+		t.Fatal("a new certificate must not restart anything")
+	}
+
+	// A certificate with a week left (as one would be after 51 weeks) is
+	// within its renewal month.
+	ca := &corev1.Secret{}
+	if err := get(t, ns, "renew-ca", ca); err != nil {
+		t.Fatal(err)
+	}
+	shortCert, shortKey, err := pki.NewServerCert(ca.Data["ca.crt"], ca.Data["ca.key"], "renew-postgres", []string{"renew-postgres"}, nil, 7*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Data["tls.crt"], old.Data["tls.key"] = shortCert, shortKey
+	if err := k8s.Update(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	s := saleNow(t, sale)
+	s.Spec.MaxTicketsPerBuyer = 1 // any change triggers a reconcile
+	if err := k8s.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "renewed certificate", func() error {
+		cur := &corev1.Secret{}
+		if err := get(t, ns, "renew-tls", cur); err != nil {
+			return err
+		}
+		if bytes.Equal(cur.Data["tls.crt"], shortCert) {
+			return fmt.Errorf("certificate unchanged")
+		}
+		if !bytes.Equal(cur.Data["ca.crt"], ca.Data["ca.crt"]) {
+			return fmt.Errorf("the CA must not change (the pods trust it)")
+		}
+		expiring, err := pki.ExpiresBefore(cur.Data["tls.crt"], time.Now().Add(300*24*time.Hour))
+		if err != nil || expiring {
+			return fmt.Errorf("the new certificate must be valid for about a year: %v %v", expiring, err)
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, "postgres restarted", func() error {
+		if err := get(t, ns, "renew-postgres", sts); err != nil {
+			return err
+		}
+		if sts.Spec.Template.Annotations[TLSRenewedAnnotation] == "" {
+			return fmt.Errorf("no %s on the pod template", TLSRenewedAnnotation)
+		}
+		return nil
+	})
+	// The manager's next applies leave the stamp alone: one restart.
+	s = saleNow(t, sale)
+	s.Spec.MaxTicketsPerBuyer = 2
+	if err := k8s.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	waitObserved(t, sale)
+	if err := get(t, ns, "renew-postgres", sts); err != nil || sts.Spec.Template.Annotations[TLSRenewedAnnotation] == "" {
+		t.Errorf("the restart stamp was removed by a later apply (%v)", err)
+	}
+}
+
+func TestPurchasePods_NoLiteralCredentials(t *testing.T) {
+	ns := newNamespace(t)
+	createSale(t, ns, "lit")
+	dep := &appsv1.Deployment{}
+	eventually(t, 10*time.Second, "purchase deployment", func() error { return get(t, ns, "lit-purchase", dep) })
+	pw := &corev1.Secret{}
+	eventually(t, 10*time.Second, "secret", func() error { return get(t, ns, "lit-postgres", pw) })
+	spec := dep.Spec.Template.Spec
+	for _, e := range spec.Containers[0].Env {
+		if strings.Contains(e.Value, "://") || (len(e.Value) > 0 && strings.Contains(string(pw.Data[specs.SecretKeyPass]), e.Value) && len(e.Value) > 8) {
+			t.Errorf("env %s holds a literal credential %q", e.Name, e.Value)
+		}
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			if n := e.ValueFrom.SecretKeyRef.Name; n == "lit-postgres-admin" || n == "lit-ca" {
+				t.Errorf("env %s reads Secret %s", e.Name, n)
+			}
+		}
+	}
+	for _, k := range []string{"FLUX_ORDER_REDIS_URL", "FLUX_ORDER_DATABASE_URL", "FLUX_ORDER_SALE_SECRET"} {
+		found := false
+		for _, e := range spec.Containers[0].Env {
+			found = found || (e.Name == k && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil)
+		}
+		if !found {
+			t.Errorf("%s must come from a Secret key", k)
+		}
+	}
+}
+
+// TestNetworkPolicies_SelectTheRightPods checks the policies the API server
+// stores against the pod labels the sales' own workloads stamp on their
+// pods, with two sales in one namespace.
+func TestNetworkPolicies_SelectTheRightPods(t *testing.T) {
+	ns := newNamespace(t)
+	createSale(t, ns, "np-a")
+	createSale(t, ns, "np-b")
+	podLabels := map[string]labels.Set{}
+	for _, name := range []string{"np-a-purchase", "np-a-redis", "np-b-purchase", "np-b-redis"} {
+		d := &appsv1.Deployment{}
+		eventually(t, 10*time.Second, name, func() error { return get(t, ns, name, d) })
+		podLabels[name] = d.Spec.Template.Labels
+	}
+	sts := &appsv1.StatefulSet{}
+	eventually(t, 10*time.Second, "np-a-postgres", func() error { return get(t, ns, "np-a-postgres", sts) })
+	podLabels["np-a-postgres"] = sts.Spec.Template.Labels
+
+	selects := func(sel *metav1.LabelSelector, pod string) bool {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Matches(podLabels[pod])
+	}
+	for _, c := range []struct{ policy, protects string }{{"np-a-redis", "np-a-redis"}, {"np-a-postgres", "np-a-postgres"}} {
+		np := &networkingv1.NetworkPolicy{}
+		eventually(t, 10*time.Second, c.policy, func() error { return get(t, ns, c.policy, np) })
+		for pod := range podLabels {
+			if got, want := selects(&np.Spec.PodSelector, pod), pod == c.protects; got != want {
+				t.Errorf("policy %s applies to %s: %v, want %v", c.policy, pod, got, want)
+			}
+		}
+		if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 || np.Spec.Ingress[0].From[0].NamespaceSelector != nil {
+			t.Fatalf("policy %s ingress %+v", c.policy, np.Spec.Ingress)
+		}
+		for pod := range podLabels {
+			if got, want := selects(np.Spec.Ingress[0].From[0].PodSelector, pod), pod == "np-a-purchase"; got != want {
+				t.Errorf("policy %s admits %s: %v, want %v", c.policy, pod, got, want)
+			}
+		}
+	}
+	pp := &networkingv1.NetworkPolicy{}
+	eventually(t, 10*time.Second, "purchase policy", func() error { return get(t, ns, "np-a-purchase", pp) })
+	if !selects(&pp.Spec.PodSelector, "np-a-purchase") || selects(&pp.Spec.PodSelector, "np-b-purchase") {
+		t.Errorf("purchase policy selects %+v", pp.Spec.PodSelector)
+	}
+	for _, rule := range pp.Spec.Ingress {
+		for _, port := range rule.Ports {
+			if port.Port.IntValue() == specs.MetricsPort && len(rule.From) == 0 {
+				t.Errorf("the metrics port is open to everyone: %+v", rule)
+			}
+		}
+	}
+
+	// Turning the policies off removes them.
+	s := &salesv1alpha1.FlashSale{}
+	if err := get(t, ns, "np-a", s); err != nil {
+		t.Fatal(err)
+	}
+	off := false
+	s.Spec.NetworkPolicy.Enabled = &off
+	if err := k8s.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "policies removed", func() error {
+		if err := get(t, ns, "np-a-redis", &networkingv1.NetworkPolicy{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("np-a-redis: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestCache_HoldsOnlyTheOperatorsSecrets(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "someone-elses", Namespace: ns}, StringData: map[string]string{"k": "v"}}
+	ours := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ours", Namespace: ns,
+		Labels: map[string]string{specs.ManagedByLabel: specs.ManagedBy}}, StringData: map[string]string{"k": "v"}}
+	for _, s := range []*corev1.Secret{foreign, ours} {
+		if err := k8s.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once the labelled Secret (created second) is in the cache, the
+	// unlabelled one would be too, were it watched.
+	eventually(t, 10*time.Second, "labelled secret cached", func() error {
+		return mgrCache.Get(ctx, client.ObjectKeyFromObject(ours), &corev1.Secret{})
+	})
+	if err := mgrCache.Get(ctx, client.ObjectKeyFromObject(foreign), &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("an unlabelled Secret reached the manager's cache (err %v)", err)
+	}
+	list := &corev1.SecretList{}
+	if err := mgrCache.List(ctx, list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.Items {
+		if s.Labels[specs.ManagedByLabel] != specs.ManagedBy {
+			t.Errorf("cached Secret %s has no managed-by label", s.Name)
+		}
+	}
+}
