@@ -111,4 +111,3 @@ func TestSaleIsClosedToEveryoneButItsOwn(t *testing.T) {
 		t.Errorf("GET /metrics through the Ingress: expected 404, got %d %.200s %v", code, body, err)
 	}
 }
-
