@@ -37,11 +37,12 @@ func newPurchaseCommand() *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&cfg.Sale, "sale", "", "name of the FlashSale (required; prefixes the Redis keys)")
-	f.Int64Var(&cfg.Tickets, "tickets", 0, "number of seats, numbered 1..N (required)")
+	f.Int64Var(&cfg.Tickets, "tickets", 0, "number of seats, numbered 1..N (required without --report-status)")
 	f.StringVar(&cfg.RedisURL, "redis-url", "", "redis://user:password@host:port/0 (rediss:// for TLS) of the sale's Redis (this or --redis-addr)")
 	f.StringVar(&cfg.RedisAddr, "redis-addr", "", "host:port of a password-less Redis (this or --redis-url)")
 	f.StringVar(&cfg.RedisCAFile, "redis-ca-file", "", "PEM file of the CA of a rediss:// server (default: system roots)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "postgres:// URL of the sale's database (required; sslmode, sslrootcert honoured)")
+	f.StringVar(&cfg.DatabaseSchema, "database-schema", "", "PostgreSQL schema of the sale's tables, created by the migrations (default: the database's own; set it when sales share a database)")
 	f.StringVar(&cfg.SaleSecret, "sale-secret", "", "secret keying order ids derived from Idempotency-Keys (unset: guessable ids, local runs only)")
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the purchase API (/v1/* and the probes)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "address serving /metrics (empty: none)")
@@ -52,7 +53,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringVar(&startsAt, "starts-at", "", "RFC 3339 time before which purchases are refused")
 	f.StringVar(&endsAt, "ends-at", "", "RFC 3339 time from which purchases are refused")
 	f.BoolVar(&cfg.Schedule.Paused, "paused", false, "refuse every purchase with 503 sale_paused")
-	f.BoolVar(&cfg.ReportStatus, "report-status", false, "compete (Lease) to report sold/available into the FlashSale's status")
+	f.BoolVar(&cfg.ReportStatus, "report-status", false, "compete (Lease) to report sold/available into the FlashSale's status, and take tickets, window, paused, max-per-buyer and lock-ttl from the FlashSale (at start and live, overriding those flags)")
 	f.StringVar(&cfg.Namespace, "namespace", "", "namespace of the FlashSale (with --report-status)")
 	f.StringVar(&cfg.PodName, "pod-name", "", "this pod's name, its identity in the reporter election (default: hostname)")
 	return c

@@ -5,6 +5,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,26 +45,28 @@ type FlashSaleReconciler struct {
 	Now func() time.Time
 }
 
-// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // The metrics endpoint's authentication and authorization filter:
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
-// Reconcile reads top to bottom: fetch the sale, make sure its credentials
-// exist, apply every owned object, observe, write status, requeue at the
+// Reconcile reads top to bottom: fetch the sale, pin its images, hand the
+// purchase replicas to or from an HPA, make sure its credentials exist, apply every owned object, observe, write status, requeue at the
 // next clock boundary.
 func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	sale := &salesv1alpha1.FlashSale{}
@@ -73,12 +77,24 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, nil // owned objects go with it (garbage collection)
 	}
 
-	if err := r.ensureSecrets(ctx, sale); err != nil {
-		return ctrl.Result{}, r.failed(sale, "Secret", err)
+	if err := r.pinImages(ctx, sale); err != nil {
+		return ctrl.Result{}, r.failed(sale, "FlashSale", err)
 	}
-	for _, o := range desired(sale, r.Options) {
+	hibernating, _ := hibernation(sale, r.now())
+	if err := r.handOverReplicas(ctx, sale, hibernating); err != nil {
+		return ctrl.Result{}, r.failed(sale, "Deployment", err)
+	}
+
+	// Every object is applied even when another fails: a failure is
+	// reported in Ready (reason ApplyFailed) and retried, never a reason to
+	// leave the rest of the sale stale.
+	var failures []error
+	if err := r.ensureSecrets(ctx, sale); err != nil {
+		failures = append(failures, r.failed(sale, "Secret", err))
+	}
+	for _, o := range desired(sale, r.Options, hibernating) {
 		if err := r.reconcileObject(ctx, sale, o); err != nil {
-			return ctrl.Result{}, r.failed(sale, o.kind, err)
+			failures = append(failures, r.failed(sale, o.kind, err))
 		}
 	}
 
@@ -87,14 +103,19 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	now := r.now()
-	status := computeStatus(sale, obs, now)
+	status := computeStatus(sale, obs, failures, now)
 	if status.Phase != sale.Status.Phase && sale.Status.Phase != "" {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Phase", "Reconcile", "phase %s -> %s", sale.Status.Phase, status.Phase)
 	}
 	if err := r.applyStatus(ctx, sale, status); err != nil {
 		return ctrl.Result{}, err
 	}
-	if d := nextBoundary(sale, now); d > 0 {
+	if err := errors.Join(failures...); err != nil {
+		return ctrl.Result{}, err // retried with backoff
+	}
+	next := sale.DeepCopy()
+	next.Status.SoldOutSince = status.SoldOutSince
+	if d := nextBoundary(next, now); d > 0 {
 		return ctrl.Result{RequeueAfter: d}, nil
 	}
 	return ctrl.Result{}, nil
@@ -127,15 +148,26 @@ func optional[T client.Object](kind string, obj T, isNil bool, absent client.Obj
 	return ownedObject{kind: kind, obj: obj}
 }
 
-// desired lists every object a sale owns, in dependency order.
-func desired(s *salesv1alpha1.FlashSale, o specs.Options) []ownedObject {
+// desired lists every object a sale owns, in dependency order. A
+// hibernating sale has no HPA and no PDB, Redis at 0 and one purchase pod,
+// which keeps the orders readable and answers purchases with sale_ended or
+// sold out; PostgreSQL and everything else stay.
+func desired(s *salesv1alpha1.FlashSale, o specs.Options, hibernating bool) []ownedObject {
 	named := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: s.Namespace} }
 	pgSvc, pgSts := specs.PostgresService(s), specs.PostgresStatefulSet(s, o)
 	redisSvc, redisDep := specs.RedisService(s), specs.RedisDeployment(s, o)
+	purchase := specs.PurchaseDeployment(s, o)
 	hpa, pdb, ing := specs.PurchaseHPA(s), specs.PurchasePDB(s), specs.PurchaseIngress(s)
 	pgCM := specs.PostgresConfigMap(s)
 	pgNP, redisNP, purchaseNP := specs.PostgresNetworkPolicy(s), specs.RedisNetworkPolicy(s), specs.PurchaseNetworkPolicy(s, o)
 	np := func(name string) client.Object { return &networkingv1.NetworkPolicy{ObjectMeta: named(name)} }
+	if hibernating {
+		hpa, pdb = nil, nil
+		if redisDep != nil {
+			redisDep.Spec.Replicas = ptr.To[int32](0)
+		}
+		purchase.Spec.Replicas = ptr.To[int32](1)
+	}
 	return []ownedObject{
 		// Policies first: a datastore is never up before it is closed.
 		optional("NetworkPolicy", pgNP, pgNP == nil, np(specs.PostgresName(s))),
@@ -150,7 +182,7 @@ func desired(s *salesv1alpha1.FlashSale, o specs.Options) []ownedObject {
 		{kind: "Role", obj: specs.PurchaseRole(s)},
 		{kind: "RoleBinding", obj: specs.PurchaseRoleBinding(s)},
 		{kind: "Lease", obj: specs.ReporterLease(s)},
-		{kind: "Deployment", obj: specs.PurchaseDeployment(s, o)},
+		{kind: "Deployment", obj: purchase},
 		{kind: "Service", obj: specs.PurchaseService(s)},
 		optional("HorizontalPodAutoscaler", hpa, hpa == nil, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: named(specs.PurchaseName(s))}),
 		optional("PodDisruptionBudget", pdb, pdb == nil, &policyv1.PodDisruptionBudget{ObjectMeta: named(specs.PurchaseName(s))}),
@@ -170,7 +202,14 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 			return nil
 		}
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Deleted", "Reconcile", "%s %s is no longer wanted", o.kind, o.absent.GetName())
-		return client.IgnoreNotFound(r.Delete(ctx, o.absent))
+		if err := r.Delete(ctx, o.absent); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete %s %s: %w", o.kind, o.absent.GetName(), err)
+		}
+		return nil
+	}
+	var storageErr error
+	if sts, ok := o.obj.(*appsv1.StatefulSet); ok {
+		storageErr = r.resizeStorage(ctx, sale, sts)
 	}
 	existing := o.obj.DeepCopyObject().(client.Object)
 	err := r.Get(ctx, client.ObjectKeyFromObject(o.obj), existing)
@@ -181,10 +220,26 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 	if err := r.apply(ctx, o.obj); err != nil {
 		return fmt.Errorf("apply %s %s: %w", o.kind, o.obj.GetName(), err)
 	}
+	if !created && rollsPods(existing, o.obj) {
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "RollingUpdate", "Reconcile",
+			"replacing the pods of %s %s one at a time (never below the ready count): their image or resources changed", o.kind, o.obj.GetName())
+	}
 	if created {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Created", "Reconcile", "created %s %s", o.kind, o.obj.GetName())
 	}
-	return nil
+	return storageErr
+}
+
+// rollsPods says whether applying desired over existing replaces pods: the
+// pod template's config hash changes (only what needs new pods is in it).
+func rollsPods(existing, desired client.Object) bool {
+	e, ok1 := existing.(*appsv1.Deployment)
+	d, ok2 := desired.(*appsv1.Deployment)
+	if !ok1 || !ok2 {
+		return false
+	}
+	was := e.Spec.Template.Annotations[specs.ConfigHashAnnotation]
+	return was != "" && was != d.Spec.Template.Annotations[specs.ConfigHashAnnotation]
 }
 
 // apply sends obj as a server-side apply with the manager's field owner,
@@ -251,8 +306,10 @@ func (r *FlashSaleReconciler) applyStatus(ctx context.Context, sale *salesv1alph
 }
 
 // reportMatters lets a status-only change of a FlashSale through only when
-// it can change the phase: the pods' counts reaching or leaving zero
-// available. Their once-a-second reports otherwise cost no reconcile.
+// it can change the phase or a condition: the pods' counts reaching or
+// leaving zero available, or their seeded inventory changing (growth is
+// done: InventorySeeded turns True). Their once-a-second reports otherwise
+// cost no reconcile.
 var reportMatters = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		oldSale, ok1 := e.ObjectOld.(*salesv1alpha1.FlashSale)
@@ -261,8 +318,9 @@ var reportMatters = predicate.Funcs{
 			return true
 		}
 		soldOut := func(s *salesv1alpha1.FlashSale) bool { return s.Status.Available != nil && *s.Status.Available == 0 }
-		reported := func(s *salesv1alpha1.FlashSale) bool { return s.Status.Available != nil }
-		return soldOut(oldSale) != soldOut(newSale) || reported(oldSale) != reported(newSale)
+		oldN, oldOK := reportedInventory(oldSale)
+		newN, newOK := reportedInventory(newSale)
+		return soldOut(oldSale) != soldOut(newSale) || oldOK != newOK || oldN != newN
 	},
 }
 

@@ -14,9 +14,11 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -88,7 +90,13 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 		}
 		eventually(t, 10*time.Second, key+" exists", func() error { return get(t, ns, objName, obj) })
 		refs := obj.GetOwnerReferences()
-		if len(refs) != 1 || refs[0].Name != name || refs[0].Kind != "FlashSale" || !ptr.Deref(refs[0].Controller, false) {
+		if _, retained := obj.(*corev1.Secret); retained {
+			// reclaimPolicy Retain (the default): the credentials live as long
+			// as the database volume, not as the sale.
+			if len(refs) != 0 {
+				t.Errorf("%s: want no owner (retained with the data), got %+v", key, refs)
+			}
+		} else if len(refs) != 1 || refs[0].Name != name || refs[0].Kind != "FlashSale" || !ptr.Deref(refs[0].Controller, false) {
 			t.Errorf("%s: want the sale as controller owner, got %+v", key, refs)
 		}
 		if l := obj.GetLabels(); l["app.kubernetes.io/instance"] != name || l["app.kubernetes.io/managed-by"] != "flux-order" ||
@@ -113,8 +121,8 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 		t.Errorf("purchase pods must not force image pulls")
 	case *dep.Spec.Replicas != 2:
 		t.Errorf("replicas %d, want 2", *dep.Spec.Replicas)
-	case env["FLUX_ORDER_TICKETS"].Value != "500" || env["FLUX_ORDER_SALE"].Value != name || env["FLUX_ORDER_LOCK_TTL"].Value != "5s" ||
-		env["FLUX_ORDER_MAX_PER_BUYER"].Value != "4" || env["FLUX_ORDER_REDIS_URL"].ValueFrom.SecretKeyRef.Name != name+"-redis":
+	case env["FLUX_ORDER_SALE"].Value != name || env["FLUX_ORDER_REDIS_URL"].ValueFrom.SecretKeyRef.Name != name+"-redis" ||
+		env["FLUX_ORDER_REPORT_STATUS"].Value != "true":
 		t.Errorf("purchase env %v", c.Env)
 	case env["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef.Name != name+"-postgres" || env["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef.Key != "url":
 		t.Errorf("database url must come from the generated Secret: %+v", env["FLUX_ORDER_DATABASE_URL"])
@@ -143,12 +151,12 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 		if st.Phase != salesv1alpha1.PhaseProvisioning || c == nil || c.Status != metav1.ConditionFalse || c.Reason != "NotReady" {
 			return fmt.Errorf("phase %q, RedisReady %+v", st.Phase, c)
 		}
-		if st.URL != "http://demo-concert.localtest" || st.Tickets != 500 || st.ObservedGeneration != sale.Generation ||
+		if st.URL != "http://demo-concert.localtest" || st.Tickets != 500 || st.ObservedGeneration != saleNow(t, sale).Generation ||
 			st.Selector != "app.kubernetes.io/component=purchase,app.kubernetes.io/instance=demo-concert,app.kubernetes.io/name=flux-order" {
 			return fmt.Errorf("status %+v", st)
 		}
-		if len(st.Conditions) != 5 {
-			return fmt.Errorf("want 5 conditions, got %+v", st.Conditions)
+		if len(st.Conditions) != 6 {
+			return fmt.Errorf("want 6 conditions, got %+v", st.Conditions)
 		}
 		return nil
 	})
@@ -156,18 +164,92 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 	// The password is generated once: a reconcile never rewrites it.
 	before := string(secret.Data["password"])
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 600 })
-	eventually(t, 10*time.Second, "tickets grow in the pods' env", func() error {
-		if err := get(t, ns, name+"-purchase", dep); err != nil {
-			return err
-		}
-		if v := dep.Spec.Template.Spec.Containers[0].Env[1].Value; v != "600" {
-			return fmt.Errorf("FLUX_ORDER_TICKETS=%s", v)
-		}
-		return nil
-	})
+	waitObserved(t, sale)
 	if err := get(t, ns, name+"-postgres", secret); err != nil || string(secret.Data["password"]) != before {
 		t.Fatalf("the database password changed: %v", err)
 	}
+}
+
+// tryUpdate applies mutate to the sale's latest version and returns the
+// API server's answer, retrying only on a conflict with the operator's own
+// writes (pinning images, status).
+func tryUpdate(t *testing.T, sale *salesv1alpha1.FlashSale, mutate func(*salesv1alpha1.FlashSale)) error {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		s := saleNow(t, sale)
+		mutate(s)
+		err := k8s.Update(context.Background(), s)
+		if !apierrors.IsConflict(err) || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
+func TestReconcile_RoutineChanges_NeverTouchThePodTemplate(t *testing.T) {
+	ns := newNamespace(t)
+	sale := loadSample(t, ns)
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	dep := &appsv1.Deployment{}
+	eventually(t, 10*time.Second, "purchase Deployment exists", func() error { return get(t, ns, sale.Name+"-purchase", dep) })
+	waitObserved(t, sale)
+	generation, template := dep.Generation, dep.Spec.Template
+
+	for _, c := range []struct {
+		name   string
+		change func(*salesv1alpha1.FlashSale)
+	}{
+		{"pause", func(s *salesv1alpha1.FlashSale) { s.Spec.Paused = true }},
+		{"move endsAt", func(s *salesv1alpha1.FlashSale) {
+			s.Spec.EndsAt = &metav1.Time{Time: time.Now().Add(48 * time.Hour).Truncate(time.Second)}
+		}},
+		{"change maxTicketsPerBuyer", func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 9 }},
+		{"change lockTTL", func(s *salesv1alpha1.FlashSale) { s.Spec.LockTTL = &metav1.Duration{Duration: 2 * time.Second} }},
+		{"add tickets", func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets += 100 }},
+	} {
+		patchSpec(t, sale, c.change)
+		waitObserved(t, sale)
+		if err := get(t, ns, sale.Name+"-purchase", dep); err != nil {
+			t.Fatal(err)
+		}
+		if dep.Generation != generation || !equality.Semantic.DeepEqual(dep.Spec.Template, template) {
+			t.Fatalf("%s: the purchase Deployment changed (generation %d -> %d): its pods would be replaced mid-sale",
+				c.name, generation, dep.Generation)
+		}
+	}
+
+	// A change that needs new pods rolls them, and says so.
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Image = "example.com/flux-order:v2" })
+	eventually(t, 10*time.Second, "a new image rolls the pods with an event", func() error {
+		if err := get(t, ns, sale.Name+"-purchase", dep); err != nil {
+			return err
+		}
+		if dep.Spec.Template.Spec.Containers[0].Image != "example.com/flux-order:v2" {
+			return fmt.Errorf("image %s", dep.Spec.Template.Spec.Containers[0].Image)
+		}
+		if u := dep.Spec.Strategy.RollingUpdate; u == nil || u.MaxUnavailable.IntValue() != 0 || u.MaxSurge.IntValue() != 1 {
+			return fmt.Errorf("rolling update %+v: want one new pod at a time, none taken away first", u)
+		}
+		return findEvent(t, ns, "RollingUpdate")
+	})
+}
+
+// findEvent is nil when an event with reason was recorded in ns.
+func findEvent(t *testing.T, ns, reason string) error {
+	t.Helper()
+	list := &eventsv1.EventList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	var seen []string
+	for _, e := range list.Items {
+		if e.Reason == reason {
+			return nil
+		}
+		seen = append(seen, e.Reason)
+	}
+	return fmt.Errorf("no %s event among %v", reason, seen)
 }
 
 func patchSpec(t *testing.T, sale *salesv1alpha1.FlashSale, mutate func(*salesv1alpha1.FlashSale)) {
@@ -235,13 +317,14 @@ func TestReconcile_ReadinessAndClock_DrivePhase(t *testing.T) {
 	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 6*time.Second)
 	waitPhase(t, sale, salesv1alpha1.PhaseEnded, 6*time.Second)
 
-	// A dependency that was ready stops being ready: Degraded.
-	redis := &appsv1.Deployment{}
-	if err := get(t, ns, "phases-redis", redis); err != nil {
+	// A dependency that was ready stops being ready: Degraded. (Ended, the
+	// sale hibernates with Redis at 0 on purpose; its purchase pod counts.)
+	purchase := &appsv1.Deployment{}
+	if err := get(t, ns, "phases-purchase", purchase); err != nil {
 		t.Fatal(err)
 	}
-	redis.Status.ReadyReplicas, redis.Status.AvailableReplicas = 0, 0
-	if err := k8s.Status().Update(context.Background(), redis); err != nil {
+	purchase.Status.ReadyReplicas, purchase.Status.AvailableReplicas = 0, 0
+	if err := k8s.Status().Update(context.Background(), purchase); err != nil {
 		t.Fatal(err)
 	}
 	waitPhase(t, sale, salesv1alpha1.PhaseDegraded, 5*time.Second)
@@ -300,8 +383,7 @@ func TestValidation_BadFlashSales_RefusedWithActionableMessages(t *testing.T) {
 	if err := k8s.Create(context.Background(), sale); err != nil {
 		t.Fatal(err)
 	}
-	sale.Spec.Tickets = 5
-	err := k8s.Update(context.Background(), sale)
+	err := tryUpdate(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 5 })
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "tickets may grow but never shrink") {
 		t.Fatalf("lowering tickets: want the CEL refusal, got %v", err)
 	}
@@ -316,34 +398,37 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 	dep := &appsv1.Deployment{}
 	eventually(t, 10*time.Second, "purchase deployment", func() error { return get(t, ns, "scaled-purchase", dep) })
 
-	// kubectl scale flashsale/scaled --replicas=5
-	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 5}}
+	// kubectl scale flashsale/scaled --replicas=4
+	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 4}}
 	if err := k8s.SubResource("scale").Update(context.Background(), saleNow(t, sale), client.WithSubResourceBody(scale)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "deployment scaled to 5", func() error {
-		if err := get(t, ns, "scaled-purchase", dep); err != nil {
-			return err
+	replicas := func(want int32) func() error {
+		return func() error {
+			if err := get(t, ns, "scaled-purchase", dep); err != nil {
+				return err
+			}
+			if r := ptr.Deref(dep.Spec.Replicas, 0); r != want {
+				return fmt.Errorf("replicas %d, want %d", r, want)
+			}
+			return nil
 		}
-		if r := ptr.Deref(dep.Spec.Replicas, 0); r != 5 {
-			return fmt.Errorf("replicas %d", r)
-		}
-		return nil
-	})
+	}
+	eventually(t, 10*time.Second, "deployment scaled to 4", replicas(4))
 	markReady(t, ns, "scaled-purchase", dep)
 	got := &autoscalingv1.Scale{}
 	eventually(t, 10*time.Second, "scale status", func() error {
 		if err := k8s.SubResource("scale").Get(context.Background(), saleNow(t, sale), got); err != nil {
 			return err
 		}
-		if got.Status.Replicas != 5 || !strings.Contains(got.Status.Selector, "app.kubernetes.io/instance=scaled") {
+		if got.Status.Replicas != 4 || !strings.Contains(got.Status.Selector, "app.kubernetes.io/instance=scaled") {
 			return fmt.Errorf("scale %+v", got.Status)
 		}
 		return nil
 	})
 
-	// With autoscaling the HPA decides the replicas; the operator stops
-	// owning them.
+	// With autoscaling the HPA decides the replicas; the operator hands
+	// them over at the current count (no drop to 1 before the HPA acts).
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) {
 		s.Spec.PurchaseAPI.Autoscaling = &salesv1alpha1.AutoscalingSpec{MinReplicas: 2, MaxReplicas: 8, TargetCPUUtilizationPercentage: 60}
 	})
@@ -352,27 +437,31 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 	if hpa.Spec.MaxReplicas != 8 || *hpa.Spec.MinReplicas != 2 || hpa.Spec.ScaleTargetRef.Name != "scaled-purchase" {
 		t.Fatalf("hpa %+v", hpa.Spec)
 	}
+	waitObserved(t, sale)
 	eventually(t, 10*time.Second, "replicas left to the HPA", func() error {
 		if err := get(t, ns, "scaled-purchase", dep); err != nil {
 			return err
 		}
-		for _, mf := range dep.ManagedFields {
-			if mf.Manager == FieldOwner && strings.Contains(string(mf.FieldsV1.Raw), `"f:replicas"`) {
-				return errors.New("the manager still owns spec.replicas")
-			}
+		if ownsReplicas(dep, FieldOwner) {
+			return errors.New("the manager still owns spec.replicas")
 		}
 		return nil
 	})
+	if r := ptr.Deref(dep.Spec.Replicas, 0); r != 4 {
+		t.Fatalf("enabling autoscaling changed the replicas from 4 to %d", r)
+	}
 	dep.Spec.Replicas = ptr.To[int32](7) // what the HPA would do
-	if err := k8s.Update(context.Background(), dep); err != nil {
+	if err := k8s.Update(context.Background(), dep, client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
 		t.Fatal(err)
 	}
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Paused = true }) // forces a reconcile
-	time.Sleep(time.Second)
-	if err := get(t, ns, "scaled-purchase", dep); err != nil || *dep.Spec.Replicas != 7 {
-		t.Fatalf("the operator must leave replicas to the HPA: %v %d", err, *dep.Spec.Replicas)
+	waitObserved(t, sale)
+	if err := replicas(7)(); err != nil {
+		t.Fatalf("the operator must leave replicas to the HPA: %v", err)
 	}
-	// Autoscaling removed: the HPA goes away.
+
+	// Autoscaling removed: the HPA goes away, the count it left stays and
+	// becomes the sale's.
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Autoscaling = nil })
 	eventually(t, 10*time.Second, "HPA deleted", func() error {
 		if err := get(t, ns, "scaled-purchase", hpa); !apierrors.IsNotFound(err) {
@@ -380,6 +469,13 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 		}
 		return nil
 	})
+	waitObserved(t, sale)
+	if err := replicas(7)(); err != nil || !ownsReplicas(dep, FieldOwner) {
+		t.Fatalf("taking the replicas back must keep the HPA's count and own it: %v", err)
+	}
+	if r := saleNow(t, sale).Spec.PurchaseAPI.Replicas; r == nil || *r != 7 {
+		t.Fatalf("spec.purchaseAPI.replicas %v, want the 7 the HPA left", r)
+	}
 }
 
 func TestReconcile_HandEditsAndDeletions_AreUndone(t *testing.T) {

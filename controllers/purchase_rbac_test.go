@@ -53,22 +53,29 @@ func TestPurchaseRole_AllowsOnlyItsOwnSale(t *testing.T) {
 		t.Fatalf("the pods must not write another sale's status, got %v", err)
 	}
 
-	// The kill switch reaches running pods through their watch, at once.
-	got := make(chan statusreport.Schedule, 10)
+	// The pods read their settings at start and follow them live.
+	if st, err := r.Get(context.Background()); err != nil || st.Tickets != mine.Spec.Tickets || st.LockTTL != 5*time.Second {
+		t.Fatalf("the pods must read their own sale's settings: %+v %v", st, err)
+	}
+	got := make(chan statusreport.Settings, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go r.Follow(ctx, func(s statusreport.Schedule) { got <- s })
+	go r.Follow(ctx, func(s statusreport.Settings) { got <- s })
 	if s := <-got; s.Paused {
-		t.Fatalf("initial schedule %+v", s)
+		t.Fatalf("initial settings %+v", s)
 	}
-	patchSpec(t, mine, func(s *salesv1alpha1.FlashSale) { s.Spec.Paused = true })
+	patchSpec(t, mine, func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Paused, s.Spec.MaxTicketsPerBuyer, s.Spec.Tickets = true, 3, s.Spec.Tickets+5
+		s.Spec.LockTTL = &metav1.Duration{Duration: 250 * time.Millisecond}
+	})
+	want := statusreport.Settings{Paused: true, MaxTicketsPerBuyer: 3, Tickets: mine.Spec.Tickets + 5, LockTTL: 250 * time.Millisecond}
 	select {
 	case s := <-got:
-		if !s.Paused {
-			t.Fatalf("want paused, got %+v", s)
+		if s != want {
+			t.Fatalf("want %+v, got %+v", want, s)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the pause did not reach the pods' watch")
+		t.Fatal("the change did not reach the pods' watch")
 	}
 
 	// The Lease election works with the pods' permissions.

@@ -77,7 +77,15 @@ func (r *FlashSaleReconciler) ensureSecrets(ctx context.Context, sale *salesv1al
 		if v == "" {
 			return fmt.Errorf("Secret %s has no %q: restore it from a backup (a new one would lock the pods out)", g.name, g.key)
 		}
-		if err := r.updateDerived(ctx, existing, g.build(v)); err != nil {
+		want := g.build(v)
+		if uid := existing.Annotations[specs.SaleUIDAnnotation]; uid != "" && uid != string(sale.UID) {
+			r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Resumed", "Reconcile",
+				"Secret %s was retained from an earlier sale of this name: its data is resumed", existing.Name)
+		}
+		if err := r.keepWithData(ctx, existing, want.ObjectMeta); err != nil {
+			return err
+		}
+		if err := r.updateDerived(ctx, existing, want); err != nil {
 			return err
 		}
 	}

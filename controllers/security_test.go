@@ -135,11 +135,7 @@ func TestSecrets_CertificateRenewedBeforeExpiry_DatastoresRestartOnce(t *testing
 	if err := k8s.Update(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
-	s := saleNow(t, sale)
-	s.Spec.MaxTicketsPerBuyer = 1 // any change triggers a reconcile
-	if err := k8s.Update(context.Background(), s); err != nil {
-		t.Fatal(err)
-	}
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 1 }) // any change triggers a reconcile
 	eventually(t, 10*time.Second, "renewed certificate", func() error {
 		cur := &corev1.Secret{}
 		if err := get(t, ns, "renew-tls", cur); err != nil {
@@ -167,11 +163,7 @@ func TestSecrets_CertificateRenewedBeforeExpiry_DatastoresRestartOnce(t *testing
 		return nil
 	})
 	// The manager's next applies leave the stamp alone: one restart.
-	s = saleNow(t, sale)
-	s.Spec.MaxTicketsPerBuyer = 2
-	if err := k8s.Update(context.Background(), s); err != nil {
-		t.Fatal(err)
-	}
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 2 })
 	waitObserved(t, sale)
 	if err := get(t, ns, "renew-postgres", sts); err != nil || sts.Spec.Template.Annotations[TLSRenewedAnnotation] == "" {
 		t.Errorf("the restart stamp was removed by a later apply (%v)", err)

@@ -1,6 +1,9 @@
 package controllers
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -40,7 +43,11 @@ func workloadCheck(external bool, exists bool, ready int32, what string) check {
 // computeStatus derives every operator-owned status field from the sale,
 // what was observed and the clock. It keeps the pods' fields (sold,
 // available, lastReportTime) as they are: they are not the operator's.
-func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) salesv1alpha1.FlashSaleStatus {
+//
+// failures are the objects that could not be applied: they make Ready
+// False with reason ApplyFailed and a message naming each, while the phase
+// still says what the sale's running workloads do.
+func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error, now time.Time) salesv1alpha1.FlashSaleStatus {
 	prev := sale.Status
 	st := salesv1alpha1.FlashSaleStatus{
 		ObservedGeneration: sale.Generation,
@@ -62,27 +69,58 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) s
 		st.Replicas = obs.purchase.Status.Replicas
 		st.ReadyReplicas = purchaseReady
 	}
+	hibernating, why := hibernation(sale, now)
 	redis := workloadCheck(sale.Spec.Redis.External != nil, obs.redis != nil, redisReady, "Redis")
+	if hibernating && sale.Spec.Redis.External == nil {
+		redis = check{true, "Hibernating", "Redis is scaled to 0 while the sale hibernates"}
+	}
 	pg := workloadCheck(sale.Spec.Postgres.External != nil, obs.postgres != nil, pgReady, "PostgreSQL")
 	api := workloadCheck(false, obs.purchase != nil, purchaseReady, "the purchase API")
 
 	// A purchase pod becomes ready only after migrating and seeding its
 	// inventory; the pods' report tells whether the database holds every
-	// seat of the spec (sold + available = seeded seats).
+	// seat of the spec (sold + available = seeded seats). Growth does not
+	// stop the sale: the seats that exist stay on sale while the running
+	// pods seed the new ones, so Growing is not a reason to leave OnSale.
 	seeded := check{false, "WaitingForPurchaseAPI", "no purchase pod has seeded the inventory yet"}
+	growing := false
 	if api.ready {
 		seeded = check{true, "Seeded", "the inventory is seeded"}
-		if prev.Sold != nil && prev.Available != nil && *prev.Sold+*prev.Available < sale.Spec.Tickets {
-			seeded = check{false, "Growing", "the purchase pods have not seeded the new tickets yet"}
+		if n, ok := reportedInventory(sale); ok && n < sale.Spec.Tickets {
+			seeded = check{false, "Growing", fmt.Sprintf("the purchase pods are seeding the new tickets (%d of %d seeded)", n, sale.Spec.Tickets)}
+			growing = true
 		}
 	}
-	all := redis.ready && pg.ready && api.ready && seeded.ready
+	// More seats in the database than the spec asks for: a FlashSale
+	// re-created with fewer tickets over its retained data. The pods serve
+	// the seats asked for (no crash loop), but the sale is Degraded until
+	// the spec covers the stored inventory again.
+	stored, larger := reportedInventory(sale)
+	larger = larger && stored > sale.Spec.Tickets
+	if larger {
+		seeded = check{false, "StoredInventoryLarger", fmt.Sprintf("the database holds %d seats, more than spec.tickets (%d): it was kept from an earlier sale of this name (postgres.reclaimPolicy Retain); tickets never shrink, so set spec.tickets to at least %d to resume it, or delete the retained data (docs/operations.md)", stored, sale.Spec.Tickets, stored)}
+	}
+	all := redis.ready && pg.ready && api.ready && (seeded.ready || growing)
 	wasReady := meta.IsStatusConditionTrue(prev.Conditions, salesv1alpha1.ConditionReady) || prev.Phase == salesv1alpha1.PhaseDegraded
 
-	st.Phase = phase(sale, all, wasReady, now)
+	st.Phase = phase(sale, all, wasReady || larger, now)
 	ready := check{true, string(st.Phase), "the sale is provisioned"}
 	if !all {
 		ready = check{false, string(st.Phase), "waiting for " + firstNotReady(redis, pg, api, seeded)}
+	}
+	if len(failures) > 0 {
+		ready = check{false, "ApplyFailed", applyFailedMessage(failures)}
+	}
+	st.Hibernated = hibernating
+	hibernated := check{false, "Awake", "the sale runs its full set of pods"}
+	if hibernating {
+		hibernated = check{true, why, "the sale hibernates (" + why + "): no HPA or PDB, Redis at 0, one purchase pod; extend endsAt or add tickets to wake it"}
+	}
+	if reportedSoldOut(sale) {
+		st.SoldOutSince = prev.SoldOutSince
+		if st.SoldOutSince == nil {
+			st.SoldOutSince = &metav1.Time{Time: now}
+		}
 	}
 	for _, c := range []struct {
 		typ string
@@ -93,6 +131,7 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) s
 		{salesv1alpha1.ConditionPurchaseAPIReady, api},
 		{salesv1alpha1.ConditionInventorySeeded, seeded},
 		{salesv1alpha1.ConditionReady, ready},
+		{salesv1alpha1.ConditionHibernated, hibernated},
 	} {
 		status := metav1.ConditionFalse
 		if c.ready {
@@ -103,6 +142,26 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, now time.Time) s
 		})
 	}
 	return st
+}
+
+// applyFailedMessage names every object that failed, within the length a
+// condition message may have.
+func applyFailedMessage(failures []error) string {
+	const limit = 4096
+	msg := errors.Join(failures...).Error()
+	if len(msg) > limit {
+		msg = msg[:limit-3] + "..."
+	}
+	return strings.ReplaceAll(msg, "\n", "; ")
+}
+
+// reportedInventory is the seeded inventory the purchase pods last
+// reported (sold + available); ok is false before their first report.
+func reportedInventory(sale *salesv1alpha1.FlashSale) (n int64, ok bool) {
+	if st := sale.Status; st.Sold != nil && st.Available != nil {
+		return *st.Sold + *st.Available, true
+	}
+	return 0, false
 }
 
 func firstNotReady(checks ...check) string {
@@ -128,19 +187,29 @@ func phase(sale *salesv1alpha1.FlashSale, ready, wasReady bool, now time.Time) s
 		return salesv1alpha1.PhasePaused
 	case s.StartsAt != nil && now.Before(s.StartsAt.Time):
 		return salesv1alpha1.PhaseScheduled
-	case sale.Status.Available != nil && *sale.Status.Available == 0 && sale.Status.Sold != nil && *sale.Status.Sold >= s.Tickets:
+	case reportedSoldOut(sale):
 		return salesv1alpha1.PhaseSoldOut
 	}
 	return salesv1alpha1.PhaseOnSale
 }
 
-// nextBoundary is how long until the phase flips by the clock alone
-// (startsAt, endsAt); zero when no such moment is ahead.
+// nextBoundary is how long until the phase or hibernation changes by the
+// clock alone (startsAt, endsAt, a sold-out sale's hibernation); zero when
+// no such moment is ahead.
 func nextBoundary(sale *salesv1alpha1.FlashSale, now time.Time) time.Duration {
-	for _, t := range []*metav1.Time{sale.Spec.StartsAt, sale.Spec.EndsAt} {
-		if t != nil && t.After(now) {
-			return t.Sub(now)
+	var next time.Duration
+	consider := func(t time.Time) {
+		if d := t.Sub(now); d > 0 && (next == 0 || d < next) {
+			next = d
 		}
 	}
-	return 0
+	for _, t := range []*metav1.Time{sale.Spec.StartsAt, sale.Spec.EndsAt} {
+		if t != nil {
+			consider(t.Time)
+		}
+	}
+	if at, ok := hibernatesAt(sale); ok {
+		consider(at)
+	}
+	return next
 }

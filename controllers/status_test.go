@@ -1,11 +1,16 @@
 package controllers
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
@@ -49,5 +54,59 @@ func TestNextBoundary_RequeuesAtStartThenEnd(t *testing.T) {
 	}
 	if d := nextBoundary(s, now.Add(2*time.Hour)); d != 0 {
 		t.Errorf("after end: %v", d)
+	}
+}
+
+func TestComputeStatus_GrowthKeepsOnSale_SeededWhenThePodsReportIt(t *testing.T) {
+	ready := func(d *appsv1.Deployment) *appsv1.Deployment { d.Status.ReadyReplicas = 1; return d }
+	obs := observed{redis: ready(&appsv1.Deployment{}), purchase: ready(&appsv1.Deployment{}),
+		postgres: &appsv1.StatefulSet{Status: appsv1.StatefulSetStatus{ReadyReplicas: 1}}}
+	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 20}, Status: salesv1alpha1.FlashSaleStatus{
+		Phase: salesv1alpha1.PhaseOnSale, Sold: ptr.To[int64](4), Available: ptr.To[int64](6)}}
+
+	st := computeStatus(sale, obs, nil, time.Now())
+	c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionInventorySeeded)
+	if st.Phase != salesv1alpha1.PhaseOnSale || c.Status != metav1.ConditionFalse || c.Reason != "Growing" {
+		t.Fatalf("while the pods seed 10 more seats: phase %s, InventorySeeded %+v; want OnSale, False/Growing", st.Phase, c)
+	}
+	sale.Status.Available = ptr.To[int64](16)
+	st = computeStatus(sale, obs, nil, time.Now())
+	if c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionInventorySeeded); st.Phase != salesv1alpha1.PhaseOnSale || c.Status != metav1.ConditionTrue {
+		t.Fatalf("after the pods report 20 seats: phase %s, InventorySeeded %+v", st.Phase, c)
+	}
+	// The pods' report of the grown inventory is what triggers that reconcile.
+	grown := sale.DeepCopy()
+	sale.Status.Available = ptr.To[int64](6)
+	if !reportMatters.Update(event.UpdateEvent{ObjectOld: sale, ObjectNew: grown}) {
+		t.Fatal("a report of a larger inventory must reconcile the sale")
+	}
+	same := sale.DeepCopy()
+	same.Status.Sold, same.Status.Available = ptr.To[int64](5), ptr.To[int64](5)
+	if reportMatters.Update(event.UpdateEvent{ObjectOld: sale, ObjectNew: same}) {
+		t.Fatal("a sale that changes nothing but the counts must cost no reconcile")
+	}
+}
+
+func TestComputeStatus_StoredInventoryLargerThanSpec_DegradedSayingWhy(t *testing.T) {
+	ready := func(d *appsv1.Deployment) *appsv1.Deployment { d.Status.ReadyReplicas = 1; return d }
+	obs := observed{redis: ready(&appsv1.Deployment{}), purchase: ready(&appsv1.Deployment{}),
+		postgres: &appsv1.StatefulSet{Status: appsv1.StatefulSetStatus{ReadyReplicas: 1}}}
+	// Re-created with 100 tickets over a database of 500 seats, 40 sold.
+	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 100}, Status: salesv1alpha1.FlashSaleStatus{
+		Sold: ptr.To[int64](40), Available: ptr.To[int64](460)}}
+	st := computeStatus(sale, obs, nil, time.Now())
+	c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionInventorySeeded)
+	if st.Phase != salesv1alpha1.PhaseDegraded || c.Status != metav1.ConditionFalse || c.Reason != "StoredInventoryLarger" ||
+		!strings.Contains(c.Message, "at least 500") {
+		t.Fatalf("phase %s, InventorySeeded %+v: want Degraded and a message saying to set tickets to at least 500", st.Phase, c)
+	}
+}
+
+func TestComputeStatus_ApplyFailures_ReadyFalseNamingEachObject(t *testing.T) {
+	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	st := computeStatus(sale, observed{}, []error{errors.New("apply StatefulSet x-postgres: boom"), errors.New("apply Ingress x: bang")}, time.Now())
+	c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionReady)
+	if c.Status != metav1.ConditionFalse || c.Reason != "ApplyFailed" || !strings.Contains(c.Message, "StatefulSet x-postgres") || !strings.Contains(c.Message, "Ingress x") {
+		t.Fatalf("Ready %+v", c)
 	}
 }

@@ -16,8 +16,10 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -29,11 +31,14 @@ import (
 // controller-manager: nothing makes pods or garbage-collects; tests patch
 // workload status themselves).
 var (
-	cfg       *rest.Config
-	k8s       client.Client
-	testClock atomic.Pointer[time.Time] // nil: the real clock
-	mgrCache  client.Reader             // the manager's cache, configured as in production
-	testOpts  = specs.Options{PurchaseImage: "example.com/flux-order:test", RedisImage: "redis:7", PostgresImage: "postgres:15"}
+	cfg    *rest.Config
+	scheme *k8sruntime.Scheme
+	k8s    client.Client
+	// stopManager stops the running manager and returns once it has stopped.
+	stopManager = func() {}
+	testClock   atomic.Pointer[time.Time] // nil: the real clock
+	mgrCache    client.Reader             // the manager's cache, configured as in production
+	testOpts    = specs.Options{PurchaseImage: "example.com/flux-order:test", RedisImage: "redis:7", PostgresImage: "postgres:15"}
 )
 
 func TestMain(m *testing.M) {
@@ -59,41 +64,69 @@ func TestMain(m *testing.M) {
 		}
 		defer env.Stop()
 
-		scheme := k8sruntime.NewScheme()
+		scheme = k8sruntime.NewScheme()
 		utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 		utilruntime.Must(salesv1alpha1.AddToScheme(scheme))
 		if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 			fmt.Fprintln(os.Stderr, "FAIL:", err)
 			return 1
 		}
-		mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: CacheOptions(nil), Metrics: metricsserver.Options{BindAddress: "0"}})
-		if err != nil {
+		if err := startManager(testOpts); err != nil {
 			fmt.Fprintln(os.Stderr, "FAIL:", err)
 			return 1
 		}
-		r := &FlashSaleReconciler{
-			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("flux-order-manager"), Options: testOpts,
-			Now: func() time.Time {
-				if t := testClock.Load(); t != nil {
-					return *t
-				}
-				return time.Now()
-			},
-		}
-		mgrCache = mgr.GetCache()
-		if err := r.SetupWithManager(mgr); err != nil {
-			fmt.Fprintln(os.Stderr, "FAIL:", err)
-			return 1
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			if err := mgr.Start(ctx); err != nil {
-				fmt.Fprintln(os.Stderr, "manager:", err)
-			}
-		}()
+		defer func() { stopManager() }()
 		return m.Run()
 	}())
+}
+
+// startManager runs the operator, as `flux-order manager` with opts as its
+// image flags would.
+func startManager(opts specs.Options) error {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: CacheOptions(nil), Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
+	if err != nil {
+		return err
+	}
+	r := &FlashSaleReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("flux-order-manager"), Options: opts,
+		Now: func() time.Time {
+			if t := testClock.Load(); t != nil {
+				return *t
+			}
+			return time.Now()
+		},
+	}
+	mgrCache = mgr.GetCache()
+	if err := r.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
+	stopManager = func() { cancel(); <-done }
+	return nil
+}
+
+// restartManager replaces the running manager by one with opts (an
+// operator upgrade), and puts the suite's manager back after the test.
+func restartManager(t *testing.T, opts specs.Options) {
+	t.Helper()
+	stopManager()
+	if err := startManager(opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stopManager()
+		if err := startManager(testOpts); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 var nsSeq atomic.Int64

@@ -22,12 +22,15 @@ type Config struct {
 	RedisCAFile string
 	// DatabaseURL is a postgres:// URL; its TLS settings (sslmode,
 	// sslrootcert) are pgx's, used as given.
-	DatabaseURL   string
-	Listen        string
-	MetricsListen string // "": no metrics listener
-	LockTTL       time.Duration
-	MaxPerBuyer   int
-	Schedule      Schedule
+	DatabaseURL string
+	// DatabaseSchema, when set, holds the sale's tables in that schema of
+	// the database (an external database shared by several sales).
+	DatabaseSchema string
+	Listen         string
+	MetricsListen  string // "": no metrics listener
+	LockTTL        time.Duration
+	MaxPerBuyer    int
+	Schedule       Schedule
 
 	// SaleSecret keys the order ids derived from Idempotency-Keys (HMAC).
 	// The operator always sets it from the sale's Secret; without it (a
@@ -42,8 +45,9 @@ type Config struct {
 	DrainDelay    time.Duration
 
 	// ReportStatus makes the pod compete to report the sale's counts into
-	// FlashSale Namespace/Sale (see package statusreport); PodName is its
-	// identity in the election.
+	// FlashSale Namespace/Sale (see package statusreport), and take Tickets,
+	// Schedule, MaxPerBuyer and LockTTL from that FlashSale, at start and
+	// live (live.go); PodName is its identity in the election.
 	ReportStatus bool
 	Namespace    string
 	PodName      string
@@ -76,6 +80,8 @@ func (c *Config) Validate() error {
 		return bad("sale", "is required")
 	case !saleName.MatchString(c.Sale):
 		return bad("sale", "%q is not a DNS label (lower-case letters, digits and '-', at most 63)", c.Sale)
+	case c.ReportStatus && c.Tickets == 0:
+		// In a cluster the inventory comes from the FlashSale (live.go).
 	case c.Tickets < 1 || c.Tickets > orderstore.MaxTickets:
 		return bad("tickets", "must be between 1 and %d, got %d", orderstore.MaxTickets, c.Tickets)
 	case c.RedisAddr == "" && c.RedisURL == "":

@@ -17,7 +17,7 @@ import (
 // is one atomic load per request; a collision only evicts, it can never
 // make another seat look held.
 type heldCache struct {
-	window time.Duration
+	window atomic.Int64 // nanoseconds; 0 disables the cache
 	epoch  time.Time
 	slots  [heldSlots]atomic.Uint64
 }
@@ -29,8 +29,13 @@ const (
 )
 
 func newHeldCache(window time.Duration) *heldCache {
-	return &heldCache{window: window, epoch: time.Now()}
+	c := &heldCache{epoch: time.Now()}
+	c.setWindow(window)
+	return c
 }
+
+// setWindow changes the memory window for seats seen held from now on.
+func (c *heldCache) setWindow(window time.Duration) { c.window.Store(int64(window)) }
 
 func (c *heldCache) ms(t time.Time) uint64 {
 	return uint64(t.Sub(c.epoch).Milliseconds()) & heldTimeMask
@@ -40,7 +45,7 @@ func (c *heldCache) slot(id int64) *atomic.Uint64 { return &c.slots[uint64(id)%h
 
 // held reports whether id was seen held within the window before now.
 func (c *heldCache) held(id int64, now time.Time) bool {
-	if c.window <= 0 {
+	if c.window.Load() <= 0 {
 		return false
 	}
 	v := c.slot(id).Load()
@@ -49,8 +54,8 @@ func (c *heldCache) held(id int64, now time.Time) bool {
 
 // remember records that id was seen held at now.
 func (c *heldCache) remember(id int64, now time.Time) {
-	if c.window > 0 {
-		c.slot(id).Store(uint64(id)<<heldIDShift | c.ms(now.Add(c.window)))
+	if w := time.Duration(c.window.Load()); w > 0 {
+		c.slot(id).Store(uint64(id)<<heldIDShift | c.ms(now.Add(w)))
 	}
 }
 

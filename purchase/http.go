@@ -155,7 +155,7 @@ func idempotencyKey(h http.Header) (string, error) {
 
 func (s *Service) handlePurchaseTicket(r *http.Request, body []byte, key string) (Request, error) {
 	id, ok := parseTicketID(r.PathValue("id"))
-	if !ok || id > s.cfg.Tickets {
+	if !ok || id > s.tickets.Load() {
 		return Request{}, ErrTicketNotFound
 	}
 	req, err := decodePurchase(body, key)

@@ -111,7 +111,7 @@ func (l slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
 // database, and returns a ready Service. It waits for Postgres (a sale's pods
 // usually start before its database is ready) until ctx ends.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(), error) {
-	store, err := orderstore.Open(ctx, cfg.DatabaseURL)
+	store, err := orderstore.OpenInSchema(ctx, cfg.DatabaseURL, cfg.DatabaseSchema)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -128,7 +128,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		case <-time.After(min(time.Duration(attempt)*time.Second, 5*time.Second)):
 		}
 	}
-	if err := store.Seed(ctx, cfg.Tickets); err != nil {
+	if err := store.Seed(ctx, cfg.Tickets); errors.Is(err, orderstore.ErrShrink) {
+		// The database holds more seats than asked for: a FlashSale
+		// re-created with fewer tickets over its retained data. Restarting
+		// would not help; serve seats 1..Tickets (they all exist) and let
+		// the report of the larger inventory tell the operator, which marks
+		// the sale Degraded and says why.
+		log.Warn("the database holds more seats than --tickets; serving only 1..tickets", "tickets", cfg.Tickets, "err", err)
+	} else if err != nil {
 		store.Close()
 		return nil, nil, fmt.Errorf("seed %d tickets: %w", cfg.Tickets, err)
 	}
@@ -168,8 +175,15 @@ func newReporter(cfg Config, svc *Service, log *slog.Logger) (*statusreport.Repo
 }
 
 // Run serves the purchase API until ctx ends (SIGTERM), then stops accepting,
-// lets in-flight purchases finish and returns.
+// lets in-flight purchases finish and returns. With ReportStatus the live
+// values (live.go) come from the FlashSale, read before seeding.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.ReportStatus {
+		var err error
+		if cfg, err = settingsFromFlashSale(ctx, cfg, log); err != nil {
+			return err
+		}
+	}
 	svc, closeAll, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -211,10 +225,10 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 			return err
 		}
 		g.Go(func() error { r.Run(gctx); return nil })
+		grow := make(chan int64, 1)
+		g.Go(func() error { svc.followGrowth(gctx, grow); return nil })
 		g.Go(func() error {
-			r.Follow(gctx, func(s statusreport.Schedule) {
-				svc.SetSchedule(Schedule{Paused: s.Paused, StartsAt: s.StartsAt, EndsAt: s.EndsAt})
-			})
+			r.Follow(gctx, func(s statusreport.Settings) { svc.apply(s, grow) })
 			return nil
 		})
 	}
@@ -223,7 +237,7 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		log.Info("serving", "addr", ln.Addr().String(), "sale", cfg.Sale, "tickets", cfg.Tickets)
+		log.Info("serving", "addr", ln.Addr().String(), "sale", cfg.Sale, "tickets", svc.Tickets())
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err

@@ -57,15 +57,19 @@ const (
 
 // Service sells one sale's seats.
 type Service struct {
-	cfg      Config
+	cfg      Config // Tickets, Schedule, MaxPerBuyer and LockTTL as at start: see the live values below
 	schedule atomic.Pointer[Schedule]
-	locks    *seatlock.Locks
-	store    *orderstore.Store
-	sold     *soldSet
-	held     *heldCache
-	metrics  *metrics
-	log      *slog.Logger
-	orderKey []byte // HMAC key of order ids derived from idempotency keys
+	// tickets and maxPerBuyer are live (live.go): the FlashSale may change them.
+	tickets     atomic.Int64
+	maxPerBuyer atomic.Int64
+	soldOut     atomic.Bool // every seat of tickets is sold, as the FlashSale's status reports
+	locks       *seatlock.Locks
+	store       *orderstore.Store
+	sold        *soldSet
+	held        *heldCache
+	metrics     *metrics
+	log         *slog.Logger
+	orderKey    []byte // HMAC key of order ids derived from idempotency keys
 
 	// limited remembers buyers Postgres refused at the limit: buyer id →
 	// tickets they hold (at least). Orders are never given back, so the
@@ -105,6 +109,8 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 	}
 	sch := cfg.Schedule
 	s.schedule.Store(&sch)
+	s.tickets.Store(cfg.Tickets)
+	s.SetMaxPerBuyer(cfg.MaxPerBuyer)
 	return s
 }
 
@@ -174,10 +180,17 @@ func (s *Service) refuseLocally(req Request, now time.Time) error {
 		s.metrics.knownLimited.Inc()
 		return ErrBuyerLimit
 	}
+	// A sold-out sale stays sold out until tickets grow (soldOut is cleared
+	// then): answered without I/O, which also holds while a hibernating
+	// sale's Redis is scaled to 0. Retries with a key still find their order.
+	soldOut := s.soldOut.Load() && req.IdempotencyKey == ""
 	if req.TicketID == 0 {
+		if soldOut {
+			return ErrSoldOut
+		}
 		return nil
 	}
-	if req.TicketID < 1 || req.TicketID > s.cfg.Tickets {
+	if req.TicketID < 1 || req.TicketID > s.tickets.Load() {
 		return ErrTicketNotFound
 	}
 	if req.IdempotencyKey != "" {
@@ -185,7 +198,7 @@ func (s *Service) refuseLocally(req Request, now time.Time) error {
 	}
 	// A seat once sold is sold forever; a seat held a moment ago is most
 	// likely still held.
-	if s.sold.has(req.TicketID) {
+	if soldOut || s.sold.has(req.TicketID) {
 		s.metrics.lockKnownSold.Inc()
 		return ErrTicketSold
 	}
@@ -219,7 +232,7 @@ func (s *Service) replayOr(ctx context.Context, req Request, refusal error) (Ord
 // atLimit says, without I/O, whether the buyer is known to hold the
 // maximum number of tickets.
 func (s *Service) atLimit(buyer string) bool {
-	limit := s.cfg.MaxPerBuyer
+	limit := int(s.maxPerBuyer.Load())
 	if limit == 0 {
 		return false
 	}
@@ -289,7 +302,7 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 	}
 	o, replayed, err := s.store.Confirm(ctx, orderstore.Purchase{
 		TicketID: id, OrderID: orderID, BuyerID: req.BuyerID,
-		IdempotencyKey: req.IdempotencyKey, MaxPerBuyer: s.cfg.MaxPerBuyer,
+		IdempotencyKey: req.IdempotencyKey, MaxPerBuyer: int(s.maxPerBuyer.Load()),
 		AnySeat: req.TicketID == 0,
 	})
 	var sold *orderstore.SoldError
@@ -319,7 +332,7 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 	s.release(id, orderID.String())
 	switch {
 	case errors.Is(err, orderstore.ErrBuyerLimit):
-		s.rememberLimited(req.BuyerID, s.cfg.MaxPerBuyer)
+		s.rememberLimited(req.BuyerID, int(s.maxPerBuyer.Load()))
 		return Order{}, false, ErrBuyerLimit
 	case errors.Is(err, orderstore.ErrKeyReused):
 		return Order{}, false, fmt.Errorf("%w: Idempotency-Key was already used for another ticket (%v)", ErrInvalidRequest, err)
@@ -445,7 +458,7 @@ const (
 // Ticket reports a seat's state: Redis knows held and sold seats; without a
 // Redis record, Postgres has the truth.
 func (s *Service) Ticket(ctx context.Context, id int64) (TicketStatus, error) {
-	if id < 1 || id > s.cfg.Tickets {
+	if id < 1 || id > s.tickets.Load() {
 		return "", ErrTicketNotFound
 	}
 	if s.sold.has(id) {
@@ -519,7 +532,8 @@ func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
 
 // settleAfter is how long after a purchase started its outcome is final:
 // the purchase's own bound, the server noticing the session is gone, and
-// the lock's life on top as a margin.
+// the lock's life on top as a margin (the longer of the start's and the
+// live one: a lock taken before a lockTTL change keeps its expiry).
 func (s *Service) settleAfter() time.Duration {
-	return purchaseTimeout + orderstore.ClientCheckInterval + s.cfg.LockTTL
+	return purchaseTimeout + orderstore.ClientCheckInterval + max(s.cfg.LockTTL, s.locks.TTL())
 }

@@ -9,6 +9,8 @@ import (
 // FlashSaleSpec is one ticketing event: its seats, its window and the
 // infrastructure the operator runs for it.
 // +kubebuilder:validation:XValidation:rule="!has(self.startsAt) || !has(self.endsAt) || self.endsAt > self.startsAt",message="endsAt must be after startsAt"
+// +kubebuilder:validation:XValidation:rule="(has(self.postgres) && has(self.postgres.external)) == (has(oldSelf.postgres) && has(oldSelf.postgres.external))",message="postgres: a sale cannot switch between a managed and an external PostgreSQL: the other database does not hold this sale's inventory and orders, so seats already sold could be sold again. Create a new FlashSale instead (docs/operations.md, External datastores)"
+// +kubebuilder:validation:XValidation:rule="(has(self.redis) && has(self.redis.external)) == (has(oldSelf.redis) && has(oldSelf.redis.external))",message="redis: a sale cannot switch between a managed and an external Redis while it runs: pods on the old and new Redis would not see each other's seat locks. Create a new FlashSale instead (docs/operations.md, External datastores)"
 type FlashSaleSpec struct {
 	// Tickets is the number of seats, numbered 1..tickets. It may grow
 	// during a sale; it never shrinks (sold seats cannot be unsold).
@@ -41,6 +43,16 @@ type FlashSaleSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms') && duration(self) <= duration('60s')",message="lockTTL must be between 100ms and 60s"
 	// +optional
 	LockTTL *metav1.Duration `json:"lockTTL,omitempty"`
+
+	// HibernateAfter is how long a sale stays SoldOut before it hibernates
+	// (an Ended sale hibernates at once): its HPA and PDB are removed, Redis
+	// is scaled to 0 and the purchase pods to 1 (orders stay readable),
+	// PostgreSQL is kept. Extending endsAt or adding tickets wakes it.
+	// +kubebuilder:default="15m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="hibernateAfter must not be negative"
+	// +optional
+	HibernateAfter *metav1.Duration `json:"hibernateAfter,omitempty"`
 
 	// PurchaseAPI is the Deployment of purchase pods.
 	// +kubebuilder:default={}
@@ -92,7 +104,10 @@ type PurchaseAPISpec struct {
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
-	// Image of the purchase pods; default: the operator's own image.
+	// Image of the purchase pods. When empty at creation the operator
+	// records its default (its own image) here, once: operator upgrades
+	// never change a live sale; editing this field upgrades this sale.
+	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Image string `json:"image,omitempty"`
 
@@ -136,7 +151,9 @@ type IngressSpec struct {
 // RedisSpec is either a Redis the operator runs, or an external one.
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources) && !has(self.tls))",message="redis: set either external or image/resources/tls, not both (an external Redis's TLS is its rediss:// URL)"
 type RedisSpec struct {
-	// Image of the managed Redis (≥ 7); default from the operator's flags.
+	// Image of the managed Redis (≥ 7). When empty at creation the operator
+	// records its default (--redis-image) here, once.
+	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Image string `json:"image,omitempty"`
 	// Resources of the managed Redis.
@@ -171,9 +188,16 @@ type ExternalRedis struct {
 }
 
 // PostgresSpec is either a PostgreSQL the operator runs, or an external one.
+// The transition rule compares the major version in the image tag (the
+// digits after the last ':'): a data directory belongs to one major version.
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources) && !has(self.storage))",message="postgres: set either external or image/resources/storage, not both"
+// +kubebuilder:validation:XValidation:rule="has(self.external) || !has(oldSelf.image) || size(oldSelf.image.find(':[0-9]+[^:/@]*$')) == 0 || (has(self.image) && self.image.find(':[0-9]+[^:/@]*$').find('[0-9]+') == oldSelf.image.find(':[0-9]+[^:/@]*$').find('[0-9]+'))",message="postgres.image: the PostgreSQL major version cannot change in place (its data directory belongs to one major version). To migrate: pause the sale, pg_dump its database, create a new FlashSale with the new image and restore the dump into it (docs/operations.md, Upgrades); minor versions of the same major may change here"
+// +kubebuilder:validation:XValidation:rule="has(self.external) || (has(oldSelf.storage) && has(oldSelf.storage.storageClassName) ? oldSelf.storage.storageClassName : '-') == (has(self.storage) && has(self.storage.storageClassName) ? self.storage.storageClassName : '-')",message="postgres.storage.storageClassName cannot change: the database's volume was provisioned by its class. To move a sale's orders to another class, pg_dump them and restore them into a new FlashSale (docs/operations.md, Upgrades)"
 type PostgresSpec struct {
-	// Image of the managed PostgreSQL (≥ 13); default from the operator's flags.
+	// Image of the managed PostgreSQL (≥ 13). When empty at creation the
+	// operator records its default (--postgres-image) here, once. Minor
+	// upgrades are an edit of this field; a major version change is refused.
+	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Image string `json:"image,omitempty"`
 	// Storage of the managed PostgreSQL's volume.
@@ -182,17 +206,36 @@ type PostgresSpec struct {
 	// Resources of the managed PostgreSQL.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// ReclaimPolicy says what deleting the FlashSale does to its data: with
+	// Retain (the default) the database's volume and credentials stay, so a
+	// FlashSale re-created with the same name resumes the same inventory and
+	// orders; with Delete they go with the sale.
+	// +kubebuilder:validation:Enum=Retain;Delete
+	// +kubebuilder:default=Retain
+	// +optional
+	ReclaimPolicy ReclaimPolicy `json:"reclaimPolicy,omitempty"`
 	// External uses an existing database instead of a managed one.
 	// +optional
 	External *ExternalPostgres `json:"external,omitempty"`
 }
 
+// ReclaimPolicy is what deleting a sale does to its data.
+type ReclaimPolicy string
+
+// Reclaim policies.
+const (
+	ReclaimRetain ReclaimPolicy = "Retain"
+	ReclaimDelete ReclaimPolicy = "Delete"
+)
+
 // StorageSpec is the managed PostgreSQL's PersistentVolumeClaim.
 type StorageSpec struct {
-	// Size of the volume; default 1Gi.
+	// Size of the volume; default 1Gi. Growing it expands the volume when
+	// its StorageClass allows volume expansion; otherwise Ready says why not.
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
-	// StorageClassName; default: the cluster's default class.
+	// StorageClassName; default: the cluster's default class. It cannot
+	// change once the sale exists.
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
 }
@@ -232,6 +275,7 @@ const (
 	ConditionPostgresReady    = "PostgresReady"
 	ConditionPurchaseAPIReady = "PurchaseAPIReady"
 	ConditionInventorySeeded  = "InventorySeeded"
+	ConditionHibernated       = "Hibernated"
 )
 
 // FlashSaleStatus is observed state. The operator owns every field except
@@ -264,10 +308,18 @@ type FlashSaleStatus struct {
 	// Selector of the purchase pods (scale subresource, for HPAs).
 	// +optional
 	Selector string `json:"selector,omitempty"`
+	// Hibernated is true while the sale hibernates (see spec.hibernateAfter).
+	// +optional
+	Hibernated bool `json:"hibernated,omitempty"`
+	// SoldOutSince is when the sale was first seen SoldOut (cleared when it
+	// is not); hibernation counts spec.hibernateAfter from it.
+	// +optional
+	SoldOutSince *metav1.Time `json:"soldOutSince,omitempty"`
 	// LastReportTime is when the purchase pods last reported the counts.
 	// +optional
 	LastReportTime *metav1.Time `json:"lastReportTime,omitempty"`
-	// Conditions: Ready, RedisReady, PostgresReady, PurchaseAPIReady, InventorySeeded.
+	// Conditions: Ready, RedisReady, PostgresReady, PurchaseAPIReady,
+	// InventorySeeded, Hibernated.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -285,6 +337,7 @@ type FlashSaleStatus struct {
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.available`
 // +kubebuilder:printcolumn:name="Tickets",type=integer,JSONPath=`.spec.tickets`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Hibernated",type=boolean,JSONPath=`.status.hibernated`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the sale's Services, StatefulSet and volumes)"

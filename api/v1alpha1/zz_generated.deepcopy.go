@@ -167,6 +167,11 @@ func (in *FlashSaleSpec) DeepCopyInto(out *FlashSaleSpec) {
 		*out = new(v1.Duration)
 		**out = **in
 	}
+	if in.HibernateAfter != nil {
+		in, out := &in.HibernateAfter, &out.HibernateAfter
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	in.PurchaseAPI.DeepCopyInto(&out.PurchaseAPI)
 	if in.Ingress != nil {
 		in, out := &in.Ingress, &out.Ingress
@@ -200,6 +205,10 @@ func (in *FlashSaleStatus) DeepCopyInto(out *FlashSaleStatus) {
 		in, out := &in.Available, &out.Available
 		*out = new(int64)
 		**out = **in
+	}
+	if in.SoldOutSince != nil {
+		in, out := &in.SoldOutSince, &out.SoldOutSince
+		*out = (*in).DeepCopy()
 	}
 	if in.LastReportTime != nil {
 		in, out := &in.LastReportTime, &out.LastReportTime

@@ -73,8 +73,9 @@ func PostgresService(s *salesv1alpha1.FlashSale) *corev1.Service {
 }
 
 // PostgresStatefulSet runs the sale's database on a PersistentVolumeClaim
-// that outlives the sale: its PVC retention policy is Retain, so deleting
-// the FlashSale never deletes confirmed orders.
+// that outlives the sale unless reclaimPolicy is Delete: its PVC retention
+// policy follows it, so by default deleting the FlashSale never deletes
+// confirmed orders.
 func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.StatefulSet {
 	pg := s.Spec.Postgres
 	if pg.External != nil {
@@ -126,10 +127,19 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 		ReadinessProbe:  isReady,
 		SecurityContext: restricted(true),
 	}
-	if pg.Resources != nil {
-		container.Resources = *pg.Resources
-	}
+	container.Resources = withDefaults(pg.Resources, postgresDefaults)
+	// Liveness is a TCP check, not pg_isready: PostgreSQL answers "rejecting
+	// connections" during crash recovery, and killing it then would only
+	// restart the recovery. The startup probe gives a first initdb or a long
+	// recovery ten minutes.
+	container.StartupProbe = tcpLiveness("postgres", 120)
+	container.StartupProbe.PeriodSeconds = 5
+	container.LivenessProbe = tcpLiveness("postgres", 6)
 	labels := SelectorLabels(s, ComponentPostgres)
+	whenDeleted := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	if !Retains(s) {
+		whenDeleted = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+	}
 	return &appsv1.StatefulSet{
 		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
 		ObjectMeta: objectMeta(s, PostgresName(s), ComponentPostgres),
@@ -138,7 +148,7 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 			ServiceName: PostgresName(s),
 			Selector:    selector(labels),
 			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
-				WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+				WhenDeleted: whenDeleted,
 				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
 			},
 			Template: corev1.PodTemplateSpec{

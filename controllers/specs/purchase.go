@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
-	"time"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,48 +15,37 @@ import (
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
 
-// ConfigHashAnnotation on the purchase pods is a hash of the configuration
-// they run with: a spec change gives a new hash and rolls the pods, and
-// anyone can tell which pods run the current configuration.
+// ConfigHashAnnotation on the purchase pods is a hash of the container they
+// run: a change that needs new pods (image, resources) gives a new hash and
+// rolls them, one at a time, and anyone can tell which pods run the current
+// configuration. The settings the pods follow live are not in it.
 const ConfigHashAnnotation = "fluxorder.io/config-hash"
 
 const (
 	purchaseUID     = 65532 // nonroot of distroless
-	defaultLockTTL  = 5 * time.Second
 	defaultReplicas = 2
 )
 
 // PurchaseEnv is the purchase pods' configuration, as the FLUX_ORDER_*
-// variables `flux-order purchase` reads.
+// variables `flux-order purchase` reads: only what cannot change during a
+// sale. Tickets, the window, paused, maxTicketsPerBuyer and lockTTL are
+// deliberately absent: the pods read them from their FlashSale at start and
+// follow it live (purchase/statusreport), so changing one never changes the
+// pod template and never rolls the pods in the middle of a sale.
 func PurchaseEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
-	lockTTL := defaultLockTTL
-	if s.Spec.LockTTL != nil {
-		lockTTL = s.Spec.LockTTL.Duration
-	}
-	env := []corev1.EnvVar{
-		{Name: "FLUX_ORDER_SALE", Value: s.Name},
-		{Name: "FLUX_ORDER_TICKETS", Value: strconv.FormatInt(s.Spec.Tickets, 10)},
-	}
+	env := []corev1.EnvVar{{Name: "FLUX_ORDER_SALE", Value: s.Name}}
 	env = append(env, redisEnv(s)...)
 	env = append(env,
 		databaseURLEnv(s),
 		secretEnv("FLUX_ORDER_SALE_SECRET", secretRef(SaleSecretName(s), SecretKeySaleSecret)),
+	)
+	if schema := DatabaseSchema(s); schema != "" {
+		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_DATABASE_SCHEMA", Value: schema})
+	}
+	return append(env,
 		corev1.EnvVar{Name: "FLUX_ORDER_LISTEN", Value: ":" + strconv.Itoa(PurchasePort)},
 		corev1.EnvVar{Name: "FLUX_ORDER_METRICS_LISTEN", Value: ":" + strconv.Itoa(MetricsPort)},
-	)
-	env = append(env, []corev1.EnvVar{
-		{Name: "FLUX_ORDER_LOCK_TTL", Value: lockTTL.String()},
-		{Name: "FLUX_ORDER_MAX_PER_BUYER", Value: strconv.Itoa(int(s.Spec.MaxTicketsPerBuyer))},
-		{Name: "FLUX_ORDER_PAUSED", Value: strconv.FormatBool(s.Spec.Paused)},
-	}...)
-	if s.Spec.StartsAt != nil {
-		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_STARTS_AT", Value: s.Spec.StartsAt.UTC().Format(time.RFC3339)})
-	}
-	if s.Spec.EndsAt != nil {
-		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_ENDS_AT", Value: s.Spec.EndsAt.UTC().Format(time.RFC3339)})
-	}
-	// The status reporter: which FlashSale to report on, and who is asking.
-	return append(env,
+		// Report the counts into this FlashSale and follow its settings.
 		corev1.EnvVar{Name: "FLUX_ORDER_REPORT_STATUS", Value: "true"},
 		fieldEnv("FLUX_ORDER_NAMESPACE", "metadata.namespace"),
 		fieldEnv("FLUX_ORDER_POD_NAME", "metadata.name"),
@@ -95,6 +84,19 @@ func redisEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
 	default: // deprecated: a password-less Redis at host:port
 		return []corev1.EnvVar{secretEnv("FLUX_ORDER_REDIS_ADDR", *ext.AddressSecretRef)}
 	}
+}
+
+// DatabaseSchema is the PostgreSQL schema of a sale's tables in an
+// external database, which several sales may share: the sale's name and a
+// hash of its namespace and name (sales of the same name in two
+// namespaces stay apart), within PostgreSQL's 63-byte identifiers. A
+// managed database belongs to one sale and keeps its default schema.
+func DatabaseSchema(s *salesv1alpha1.FlashSale) string {
+	if s.Spec.Postgres.External == nil {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(s.Namespace + "/" + s.Name))
+	return "fo_" + strings.ReplaceAll(s.Name, "-", "_") + "_" + hex.EncodeToString(sum[:4])
 }
 
 func databaseURLEnv(s *salesv1alpha1.FlashSale) corev1.EnvVar {
@@ -161,7 +163,7 @@ func PurchaseDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deploymen
 		Env:             PurchaseEnv(s),
 		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: PurchasePort}, {Name: "metrics", ContainerPort: MetricsPort}},
 		VolumeMounts:    mounts,
-		Resources:       api.Resources,
+		Resources:       withDefaults(&api.Resources, purchaseDefaults),
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}},
 			PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 2,

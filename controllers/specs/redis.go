@@ -60,9 +60,10 @@ func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "tls", MountPath: TLSDir, ReadOnly: true})
 		volumes = append(volumes, secretVolume("tls", TLSSecretName(s), 0o440))
 	}
-	if r.Resources != nil {
-		container.Resources = *r.Resources
-	}
+	resources, maxmemory := redisResources(r.Resources)
+	container.Resources = resources
+	container.Args = append(container.Args, "--maxmemory", strconv.FormatInt(maxmemory, 10))
+	container.LivenessProbe = tcpLiveness("redis", 3)
 	labels := SelectorLabels(s, ComponentRedis)
 	return &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),

@@ -55,6 +55,13 @@ func secret(s *salesv1alpha1.FlashSale, name, component string, typ corev1.Secre
 	}
 }
 
+// withData gives a Secret the database volume's lifetime (DataObjectMeta):
+// the database's credentials and its CA are kept with the volume.
+func withData(s *salesv1alpha1.FlashSale, sec *corev1.Secret) *corev1.Secret {
+	sec.ObjectMeta = DataObjectMeta(s, sec.Name, sec.Labels["app.kubernetes.io/component"])
+	return sec
+}
+
 // PostgresSecret is what the purchase pods log in to the managed database
 // with: the app role (not a superuser, owner of the sale's database only)
 // and a URL that verifies the server against the sale's CA.
@@ -69,9 +76,9 @@ func PostgresSecret(s *salesv1alpha1.FlashSale, password string) *corev1.Secret 
 		Path:     "/" + PostgresDatabase,
 		RawQuery: "sslmode=verify-full&sslrootcert=" + CAFile,
 	}
-	return secret(s, PostgresName(s), ComponentPostgres, corev1.SecretTypeOpaque, map[string]string{
+	return withData(s, secret(s, PostgresName(s), ComponentPostgres, corev1.SecretTypeOpaque, map[string]string{
 		SecretKeyUser: PostgresUser, SecretKeyPass: password, "database": PostgresDatabase, SecretKeyURL: u.String(),
-	})
+	}))
 }
 
 // PostgresAdminSecret holds the superuser's password. Only the database
@@ -82,9 +89,9 @@ func PostgresAdminSecret(s *salesv1alpha1.FlashSale, password string) *corev1.Se
 	if s.Spec.Postgres.External != nil {
 		return nil
 	}
-	return secret(s, PostgresAdminSecretName(s), ComponentPostgres, corev1.SecretTypeOpaque, map[string]string{
+	return withData(s, secret(s, PostgresAdminSecretName(s), ComponentPostgres, corev1.SecretTypeOpaque, map[string]string{
 		SecretKeyUser: PostgresSuperuser, SecretKeyPass: password,
-	})
+	}))
 }
 
 // RedisSecret holds the managed Redis' ACL file (the default user off, the
@@ -122,9 +129,9 @@ func CASecret(s *salesv1alpha1.FlashSale, certPEM, keyPEM []byte) *corev1.Secret
 	if !NeedsTLS(s) {
 		return nil
 	}
-	return secret(s, CASecretName(s), ComponentPostgres, corev1.SecretTypeOpaque, map[string]string{
+	return withData(s, secret(s, CASecretName(s), ComponentPostgres, corev1.SecretTypeOpaque, map[string]string{
 		SecretKeyCACert: string(certPEM), SecretKeyCAKey: string(keyPEM),
-	})
+	}))
 }
 
 // TLSSecret is the managed datastores' server certificate (valid for both

@@ -1,11 +1,13 @@
 package specs
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -75,16 +77,20 @@ func TestPurchaseDeployment_ConfiguresThePods(t *testing.T) {
 	c := d.Spec.Template.Spec.Containers[0]
 	e := env(c)
 	for k, want := range map[string]string{
-		"FLUX_ORDER_SALE": "gig", "FLUX_ORDER_TICKETS": "100", "FLUX_ORDER_METRICS_LISTEN": ":9090",
-		"FLUX_ORDER_LOCK_TTL": "750ms", "FLUX_ORDER_MAX_PER_BUYER": "4", "FLUX_ORDER_STARTS_AT": "2027-01-10T10:00:00Z",
-		"FLUX_ORDER_LISTEN": ":8080", "FLUX_ORDER_REPORT_STATUS": "true", "FLUX_ORDER_PAUSED": "false",
+		"FLUX_ORDER_SALE": "gig", "FLUX_ORDER_METRICS_LISTEN": ":9090",
+		"FLUX_ORDER_LISTEN": ":8080", "FLUX_ORDER_REPORT_STATUS": "true",
 	} {
 		if e[k].Value != want {
 			t.Errorf("%s = %q, want %q", k, e[k].Value, want)
 		}
 	}
-	if _, ok := e["FLUX_ORDER_ENDS_AT"]; ok {
-		t.Error("no endsAt: FLUX_ORDER_ENDS_AT must be absent")
+	// What may change during a sale is read live from the FlashSale, never
+	// from the pod template (changing it would roll the pods).
+	for _, live := range []string{"FLUX_ORDER_TICKETS", "FLUX_ORDER_LOCK_TTL", "FLUX_ORDER_MAX_PER_BUYER",
+		"FLUX_ORDER_STARTS_AT", "FLUX_ORDER_ENDS_AT", "FLUX_ORDER_PAUSED"} {
+		if _, ok := e[live]; ok {
+			t.Errorf("%s is in the pod template: the pods must follow it live", live)
+		}
 	}
 	if e["FLUX_ORDER_NAMESPACE"].ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
 		t.Errorf("namespace must come from the downward API")
@@ -102,11 +108,18 @@ func TestPurchaseDeployment_ConfiguresThePods(t *testing.T) {
 		t.Errorf("owner %+v", d.OwnerReferences)
 	}
 
-	// A spec change the pods see changes the config hash (and rolls them).
-	h1 := d.Spec.Template.Annotations[ConfigHashAnnotation]
-	s.Spec.Tickets = 200
+	// Routine changes leave the template as it is; a new image rolls the pods.
+	before := d.Spec.Template
+	s.Spec.Tickets, s.Spec.Paused, s.Spec.MaxTicketsPerBuyer = 200, true, 9
+	s.Spec.EndsAt = &metav1.Time{Time: start.Add(time.Hour)}
+	s.Spec.LockTTL = &metav1.Duration{Duration: 2 * time.Second}
+	if after := PurchaseDeployment(s, opts).Spec.Template; !equality.Semantic.DeepEqual(before, after) {
+		t.Errorf("a routine change altered the pod template:\n%+v\n%+v", before, after)
+	}
+	h1 := before.Annotations[ConfigHashAnnotation]
+	s.Spec.PurchaseAPI.Image = "flux-order:v2"
 	if h2 := PurchaseDeployment(s, opts).Spec.Template.Annotations[ConfigHashAnnotation]; h1 == h2 || h1 == "" {
-		t.Errorf("config hash did not change: %q -> %q", h1, h2)
+		t.Errorf("config hash did not change with the image: %q -> %q", h1, h2)
 	}
 	// With an HPA the Deployment leaves replicas alone.
 	s.Spec.PurchaseAPI.Autoscaling = &salesv1alpha1.AutoscalingSpec{MinReplicas: 1, MaxReplicas: 3}
@@ -126,6 +139,16 @@ func TestExternalDependencies_ComeFromSecrets(t *testing.T) {
 	}
 	if r := e["FLUX_ORDER_DATABASE_URL"].ValueFrom.SecretKeyRef; r.Name != "pg-conn" || r.Key != "dsn" {
 		t.Errorf("database url from %+v", r)
+	}
+	// Sales sharing an external database each get their own schema.
+	other := s.DeepCopy()
+	other.Namespace = "elsewhere"
+	schema := e["FLUX_ORDER_DATABASE_SCHEMA"].Value
+	if !strings.HasPrefix(schema, "fo_gig_") || len(schema) > 63 || schema == DatabaseSchema(other) {
+		t.Errorf("schema %q (another namespace's sale of the same name: %q)", schema, DatabaseSchema(other))
+	}
+	if _, ok := env(PurchaseDeployment(sale(), opts).Spec.Template.Spec.Containers[0])["FLUX_ORDER_DATABASE_SCHEMA"]; ok {
+		t.Error("a managed database belongs to one sale: no schema")
 	}
 }
 
@@ -158,7 +181,8 @@ func TestPostgresStatefulSet_KeepsOrdersAfterTheSale(t *testing.T) {
 func TestRedisDeployment_ACLNoEvictionNoPersistence(t *testing.T) {
 	d := RedisDeployment(sale(), opts)
 	args := d.Spec.Template.Spec.Containers[0].Args
-	want := []string{"redis-server", "--aclfile", "/etc/flux-order/redis/users.acl", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"}
+	want := []string{"redis-server", "--aclfile", "/etc/flux-order/redis/users.acl", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
+		"--maxmemory", "201326592"} // 75% of the default 256Mi limit
 	if len(args) != len(want) {
 		t.Fatalf("args %q", args)
 	}

@@ -80,15 +80,27 @@ const ClientCheckInterval = time.Second
 
 // Store is a connection pool to one sale's database.
 type Store struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	schema string // "": the database's default (public)
 }
 
 // Open connects to url. Pool size and timeouts may be set in the URL
 // (pool_max_conns, connect_timeout); the defaults suit a purchase pod.
 func Open(ctx context.Context, url string) (*Store, error) {
+	return OpenInSchema(ctx, url, "")
+}
+
+// OpenInSchema is Open with the sale's tables in their own PostgreSQL
+// schema (created by Migrate), so that several sales can share one
+// database: every connection uses it as its search_path. An empty schema is
+// the database's default.
+func OpenInSchema(ctx context.Context, url, schema string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	if schema != "" {
+		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		// A dead database must turn into a 503 quickly, not a hung request.
@@ -104,7 +116,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, schema: schema}, nil
 }
 
 // Close releases every connection.
@@ -115,7 +127,14 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 // Migrate brings the schema up to date. goose's session lock (a Postgres
 // advisory lock) lets several pods start at once.
+// With a schema, it first creates the schema, where the migrations then
+// create every table (goose's version table included).
 func (s *Store) Migrate(ctx context.Context) error {
+	if s.schema != "" {
+		if _, err := s.pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{s.schema}.Sanitize()); err != nil {
+			return fmt.Errorf("create schema %s: %w", s.schema, err)
+		}
+	}
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return err

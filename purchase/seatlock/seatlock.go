@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -45,15 +46,24 @@ type Result struct {
 // Locks is one sale's lock space in one Redis.
 type Locks struct {
 	rdb    redis.UniversalClient
-	ticket string // key prefix of seat locks
-	free   string // key of the free-seat pool
-	ttl    time.Duration
+	ticket string       // key prefix of seat locks
+	free   string       // key of the free-seat pool
+	ttl    atomic.Int64 // lock expiry in nanoseconds (SetTTL)
 }
 
 // New returns the locks of sale in rdb, with lock expiry ttl.
 func New(rdb redis.UniversalClient, sale string, ttl time.Duration) *Locks {
-	return &Locks{rdb: rdb, ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free", ttl: ttl}
+	l := &Locks{rdb: rdb, ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free"}
+	l.SetTTL(ttl)
+	return l
 }
+
+// SetTTL changes the expiry of the locks taken from now on; locks already
+// held keep theirs.
+func (l *Locks) SetTTL(ttl time.Duration) { l.ttl.Store(int64(ttl)) }
+
+// TTL is the expiry of the locks taken now.
+func (l *Locks) TTL() time.Duration { return time.Duration(l.ttl.Load()) }
 
 func (l *Locks) key(id int64) string { return l.ticket + strconv.FormatInt(id, 10) }
 
@@ -77,7 +87,7 @@ func retryOnce[T any](ctx context.Context, cmd func() (T, error)) (T, error) {
 // safe.
 func (l *Locks) Acquire(ctx context.Context, id int64, token string) (Result, error) {
 	prev, err := retryOnce(ctx, func() (string, error) {
-		return l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: l.ttl, Get: true}).Result()
+		return l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: l.TTL(), Get: true}).Result()
 	})
 	switch {
 	case errors.Is(err, redis.Nil), err == nil && prev == token:
@@ -169,7 +179,7 @@ var ErrAllHeld = errors.New("no free seat found in the pool")
 // lock another, leaving the first out of the pool until its lock expires and
 // a refill finds it.
 func (l *Locks) AcquireAny(ctx context.Context, token string, tries int) (int64, error) {
-	id, err := takeAnyScript.Run(ctx, l.rdb, []string{l.free}, l.ticket, token, l.ttl.Milliseconds(), tries).Int64()
+	id, err := takeAnyScript.Run(ctx, l.rdb, []string{l.free}, l.ticket, token, l.TTL().Milliseconds(), tries).Int64()
 	switch {
 	case err != nil:
 		return 0, err

@@ -2,6 +2,7 @@ package statusreport
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -11,31 +12,56 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Schedule is the part of a FlashSale's spec the pods apply live: the kill
-// switch and the window. Rolling the pods would take a while; a watch
-// takes effect on the next request.
-type Schedule struct {
-	Paused           bool
-	StartsAt, EndsAt time.Time // zero when unset
+// Settings is the part of a FlashSale the pods apply live: from its spec the
+// kill switch, the window, the buyer limit, the lock expiry and the
+// inventory; from its status whether it is sold out.
+// None of them is in the pod template, so changing one never rolls the
+// pods: a pod reads them when it starts (Get) and follows them (Follow).
+type Settings struct {
+	Paused             bool
+	StartsAt, EndsAt   time.Time // zero when unset
+	MaxTicketsPerBuyer int       // 0: unlimited
+	LockTTL            time.Duration
+	Tickets            int64
+	// SoldOut: the status reports every seat of Tickets sold (the pods'
+	// own report, so at most a second old). Sold seats stay sold, so it
+	// only turns false when Tickets grows.
+	SoldOut bool
+}
+
+// Get reads this sale's settings once.
+func (r *Reporter) Get(ctx context.Context) (Settings, error) {
+	u, err := r.dyn.Resource(flashSales).Namespace(r.Namespace).Get(ctx, r.Sale, metav1.GetOptions{})
+	if err != nil {
+		return Settings{}, fmt.Errorf("read FlashSale %s/%s: %w", r.Namespace, r.Sale, err)
+	}
+	return settingsOf(u)
 }
 
 // Follow watches this sale's FlashSale (only it: the pods' Role names it)
-// and calls onChange with its schedule whenever it changes, until ctx ends.
-func (r *Reporter) Follow(ctx context.Context, onChange func(Schedule)) {
+// and calls onChange with its settings whenever they change, until ctx
+// ends. Calls are serial; onChange must not block (a pause must never wait
+// behind a slow seeding).
+func (r *Reporter) Follow(ctx context.Context, onChange func(Settings)) {
 	inf := dynamicinformer.NewFilteredDynamicInformer(r.dyn, flashSales, r.Namespace, 0, cache.Indexers{},
 		func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", r.Sale).String()
 		})
-	var last *Schedule
+	var last *Settings
 	apply := func(obj any) {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
 			return
 		}
-		s := scheduleOf(u)
+		s, err := settingsOf(u)
+		if err != nil {
+			r.Log.Warn("ignoring the FlashSale's settings", "err", err)
+			return
+		}
 		if last == nil || *last != s {
 			last = &s
-			r.Log.Info("sale schedule", "paused", s.Paused, "startsAt", s.StartsAt, "endsAt", s.EndsAt)
+			r.Log.Info("sale settings", "paused", s.Paused, "startsAt", s.StartsAt, "endsAt", s.EndsAt,
+				"maxTicketsPerBuyer", s.MaxTicketsPerBuyer, "lockTTL", s.LockTTL, "tickets", s.Tickets)
 			onChange(s)
 		}
 	}
@@ -46,15 +72,37 @@ func (r *Reporter) Follow(ctx context.Context, onChange func(Schedule)) {
 	inf.Informer().Run(ctx.Done())
 }
 
-func scheduleOf(u *unstructured.Unstructured) Schedule {
-	var s Schedule
-	s.Paused, _, _ = unstructured.NestedBool(u.Object, "spec", "paused")
+// settingsOf reads the settings from a FlashSale. The API server has
+// validated and defaulted them (lockTTL 5s), so an error here means a
+// FlashSale of another version than this pod knows.
+func settingsOf(u *unstructured.Unstructured) (Settings, error) {
+	var s Settings
+	spec := func(f string) []string { return []string{"spec", f} }
+	s.Paused, _, _ = unstructured.NestedBool(u.Object, spec("paused")...)
 	for field, dst := range map[string]*time.Time{"startsAt": &s.StartsAt, "endsAt": &s.EndsAt} {
-		if v, ok, _ := unstructured.NestedString(u.Object, "spec", field); ok {
-			if t, err := time.Parse(time.RFC3339, v); err == nil {
-				*dst = t
+		if v, ok, _ := unstructured.NestedString(u.Object, spec(field)...); ok {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return Settings{}, fmt.Errorf("spec.%s: %w", field, err)
 			}
+			*dst = t
 		}
 	}
-	return s
+	limit, _, _ := unstructured.NestedInt64(u.Object, spec("maxTicketsPerBuyer")...)
+	s.MaxTicketsPerBuyer = int(limit)
+	s.Tickets, _, _ = unstructured.NestedInt64(u.Object, spec("tickets")...)
+	if s.Tickets < 1 {
+		return Settings{}, fmt.Errorf("spec.tickets is %d", s.Tickets)
+	}
+	sold, okSold, _ := unstructured.NestedInt64(u.Object, "status", "sold")
+	available, okAvailable, _ := unstructured.NestedInt64(u.Object, "status", "available")
+	s.SoldOut = okSold && okAvailable && available == 0 && sold >= s.Tickets
+	if v, ok, _ := unstructured.NestedString(u.Object, spec("lockTTL")...); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return Settings{}, fmt.Errorf("spec.lockTTL: %w", err)
+		}
+		s.LockTTL = d
+	}
+	return s, nil
 }

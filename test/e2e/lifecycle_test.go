@@ -60,7 +60,7 @@ func TestScalingASaleWithKubectlGivesThreeReadyPurchasePods(t *testing.T) {
 // Scenario 7: deleting a FlashSale garbage-collects everything it owns
 // (its controller owner reference) and keeps its PostgreSQL volume, whose
 // orders must outlive the sale.
-func TestDeletingASaleRemovesItsObjectsButKeepsItsDatabaseVolume(t *testing.T) {
+func TestDeletingASaleRemovesItsObjectsButKeepsItsData_ReCreatingItResumesTheOrders(t *testing.T) {
 	t.Parallel()
 	ns := testNamespace(t, "e2e-delete")
 	const name = "doomed"
@@ -87,12 +87,15 @@ func TestDeletingASaleRemovesItsObjectsButKeepsItsDatabaseVolume(t *testing.T) {
 	for _, want := range []string{
 		"Deployment/" + name + "-purchase", "Deployment/" + name + "-redis", "StatefulSet/" + name + "-postgres",
 		"Service/" + name + "-purchase", "Service/" + name + "-redis", "Service/" + name + "-postgres",
-		"Secret/" + name + "-postgres", "Ingress/" + name, "PodDisruptionBudget/" + name + "-purchase",
+		"Ingress/" + name, "PodDisruptionBudget/" + name + "-purchase",
 		"ServiceAccount/" + name + "-purchase", "Role/" + name + "-purchase", "RoleBinding/" + name + "-purchase",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("expected %s to be owned by the sale (controller owner reference), it is not", want)
 		}
+	}
+	if slices.Contains(names, "Secret/"+name+"-postgres") {
+		t.Errorf("expected Secret %s-postgres without an owner (reclaimPolicy Retain: it lives as long as the volume)", name)
 	}
 	pvcName := "data-" + name + "-postgres-0"
 	pvc := &corev1.PersistentVolumeClaim{}
@@ -136,6 +139,18 @@ func TestDeletingASaleRemovesItsObjectsButKeepsItsDatabaseVolume(t *testing.T) {
 	}
 	if _, err := getSale(t.Context(), ns, name); err == nil {
 		t.Errorf("expected flashsale/%s gone after kubectl delete", name)
+	}
+	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name + "-postgres"}, &corev1.Secret{}); err != nil {
+		t.Fatalf("expected the database credentials to outlive the sale with its volume, got %v", err)
+	}
+
+	// Re-created with the same name: the same database, so seat 1 is sold.
+	b = startSale(t, ns, name, 50, 2)
+	if code, body, err := b.post(t.Context(), "/v1/tickets/1/purchase", `{"buyerId":"bob"}`); err != nil || code != http.StatusConflict || !strings.Contains(string(body), "ticket_sold") {
+		t.Fatalf("seat 1 of the re-created sale: expected 409 ticket_sold (sold before the deletion), got %d %s %v", code, body, err)
+	}
+	if code, body, err := b.post(t.Context(), "/v1/tickets/2/purchase", `{"buyerId":"bob"}`); err != nil || code != http.StatusCreated {
+		t.Fatalf("seat 2 of the re-created sale: expected 201, got %d %s %v", code, body, err)
 	}
 }
 

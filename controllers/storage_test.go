@@ -1,0 +1,113 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/controllers/specs"
+)
+
+func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *testing.T) {
+	ns := newNamespace(t)
+	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "fixed-" + ns}, Provisioner: "example.com/none", AllowVolumeExpansion: ptr.To(false)}
+	if err := k8s.Create(context.Background(), class); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	size := resource.MustParse("1Gi")
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "disk", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
+		Tickets: 10, Postgres: salesv1alpha1.PostgresSpec{Storage: &salesv1alpha1.StorageSpec{Size: &size, StorageClassName: ptr.To(class.Name)}}}}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "postgres StatefulSet", func() error { return get(t, ns, "disk-postgres", &appsv1.StatefulSet{}) })
+	// Play the StatefulSet controller: the claim of pod 0.
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-disk-postgres-0", Namespace: ns,
+		Labels: specs.Labels(sale, specs.ComponentPostgres)}, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To(class.Name),
+		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
+	if err := k8s.Create(context.Background(), pvc); err != nil {
+		t.Fatal(err)
+	}
+
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Postgres.Storage.Size = ptr.To(resource.MustParse("2Gi"))
+		s.Spec.PurchaseAPI.Replicas = ptr.To[int32](3)
+	})
+	eventually(t, 10*time.Second, "the replicas change applied and Ready saying why the volume did not grow", func() error {
+		dep := &appsv1.Deployment{}
+		if err := get(t, ns, "disk-purchase", dep); err != nil {
+			return err
+		}
+		if r := ptr.Deref(dep.Spec.Replicas, 0); r != 3 {
+			return fmt.Errorf("purchase replicas %d, want 3: a failing object blocked a later one", r)
+		}
+		s := saleNow(t, sale)
+		c := meta.FindStatusCondition(s.Status.Conditions, salesv1alpha1.ConditionReady)
+		if s.Status.ObservedGeneration != s.Generation || c == nil || c.Status != metav1.ConditionFalse || c.Reason != "ApplyFailed" ||
+			!strings.Contains(c.Message, "data-disk-postgres-0") || !strings.Contains(c.Message, "does not allow volume expansion") {
+			return fmt.Errorf("observedGeneration %d/%d, Ready %+v", s.Status.ObservedGeneration, s.Generation, c)
+		}
+		return nil
+	})
+	sts := &appsv1.StatefulSet{}
+	if err := get(t, ns, "disk-postgres", sts); err != nil {
+		t.Fatal(err)
+	}
+	if q := sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "1Gi" {
+		t.Errorf("the StatefulSet's claim template is immutable; it must keep 1Gi, has %s", q.String())
+	}
+
+	// Changing the class is refused by the API server.
+	if err := tryUpdate(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres.Storage.StorageClassName = ptr.To("other") }); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "storageClassName cannot change") {
+		t.Fatalf("changing the storage class: want the CEL refusal, got %v", err)
+	}
+}
+
+func TestValidation_SwitchBetweenManagedAndExternal_Refused(t *testing.T) {
+	ns := newNamespace(t)
+	ref := corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "conn"}, Key: "url"}
+	managed := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "managed", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	external := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "external", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10,
+		Redis:    salesv1alpha1.RedisSpec{External: &salesv1alpha1.ExternalRedis{URLSecretRef: &ref}},
+		Postgres: salesv1alpha1.PostgresSpec{External: &salesv1alpha1.ExternalPostgres{URLSecretRef: ref}}}}
+	for _, s := range []*salesv1alpha1.FlashSale{managed, external} {
+		if err := k8s.Create(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitObserved(t, managed) // its images are pinned by now
+	cases := []struct {
+		name   string
+		sale   *salesv1alpha1.FlashSale
+		mutate func(*salesv1alpha1.FlashSale)
+		want   string
+	}{
+		{"managed -> external postgres", managed, func(s *salesv1alpha1.FlashSale) {
+			s.Spec.Postgres = salesv1alpha1.PostgresSpec{External: &salesv1alpha1.ExternalPostgres{URLSecretRef: ref}}
+		}, "cannot switch between a managed and an external PostgreSQL"},
+		{"managed -> external redis", managed, func(s *salesv1alpha1.FlashSale) {
+			s.Spec.Redis = salesv1alpha1.RedisSpec{External: &salesv1alpha1.ExternalRedis{URLSecretRef: &ref}}
+		}, "cannot switch between a managed and an external Redis"},
+		{"external -> managed postgres", external, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres = salesv1alpha1.PostgresSpec{} },
+			"cannot switch between a managed and an external PostgreSQL"},
+	}
+	for _, c := range cases {
+		if err := tryUpdate(t, c.sale, c.mutate); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want the CEL refusal %q, got %v", c.name, c.want, err)
+		}
+	}
+}

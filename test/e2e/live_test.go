@@ -1,0 +1,111 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+)
+
+// Pausing a sale in the middle of a storm reaches the running purchase pods
+// through their watch: no pod is replaced (same UIDs, same Deployment
+// generation), and buyers only ever see 201, 409 and 503 sale_paused.
+func TestPausingMidStormRestartsNoPodAndBuyersSeeSalePaused(t *testing.T) {
+	t.Parallel()
+	ns := testNamespace(t, "e2e-pause")
+	const name, seats = "paused", 2000
+	b := startSale(t, ns, name, seats, 2)
+	uids := func(ctx context.Context) ([]types.UID, error) {
+		pods, err := salePods(ctx, ns, name, "purchase")
+		var ids []types.UID
+		for _, p := range pods {
+			ids = append(ids, p.UID)
+		}
+		slices.Sort(ids)
+		return ids, err
+	}
+	before, err := uids(t.Context())
+	if err != nil || len(before) != 2 {
+		t.Fatalf("purchase pods before the storm: %v %v", before, err)
+	}
+	dep := &appsv1.Deployment{}
+	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name + "-purchase"}, dep); err != nil {
+		t.Fatal(err)
+	}
+	generation := dep.Generation
+
+	stormMu.Lock()
+	defer stormMu.Unlock()
+	var (
+		mu      sync.Mutex
+		answers = map[string]int{}
+	)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // ends 8 s after the pause
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				code, body, err := b.post(ctx, fmt.Sprintf("/v1/tickets/%d/purchase", rand.IntN(seats)+1),
+					fmt.Sprintf(`{"buyerId":"b%d-%d"}`, w, i))
+				if ctx.Err() != nil {
+					return
+				}
+				key := "transport error"
+				if err == nil {
+					var p struct{ Code string }
+					_ = json.Unmarshal(body, &p)
+					key = fmt.Sprintf("%d %s", code, p.Code)
+				}
+				mu.Lock()
+				answers[key]++
+				mu.Unlock()
+			}
+		})
+	}
+	stormStart := time.Now()
+	waitFor(t, 10*time.Second, "orders in the unpaused storm", func(context.Context) (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return answers["201 "] >= 50, fmt.Sprint(answers)
+	})
+	mustKubectl(t, nil, "-n", ns, "patch", "flashsale", name, "--type", "merge", "-p", `{"spec":{"paused":true}}`)
+	paused := time.Now()
+	time.AfterFunc(8*time.Second, cancel)
+	wg.Wait()
+	t.Logf("answers (paused %.1fs into the storm, which went on for 8s): %v", paused.Sub(stormStart).Seconds(), answers)
+
+	allowed := map[string]bool{"201 ": true, "409 ticket_locked": true, "409 ticket_sold": true,
+		fmt.Sprintf("%d sale_paused", http.StatusServiceUnavailable): true}
+	for k, n := range answers {
+		if !allowed[k] {
+			t.Errorf("expected only 201, 409 and 503 sale_paused, got %d × %q", n, k)
+		}
+	}
+	if answers["503 sale_paused"] == 0 {
+		t.Errorf("expected 503 sale_paused in the %.1fs of storm after the pause: %v", time.Since(paused).Seconds(), answers)
+	}
+	waitSale(t, ns, name, time.Minute, "Paused", func(s *salesv1alpha1.FlashSale) bool {
+		return s.Status.Phase == salesv1alpha1.PhasePaused && s.Status.ObservedGeneration == s.Generation
+	})
+	after, err := uids(t.Context())
+	if err != nil || !slices.Equal(before, after) {
+		t.Errorf("expected the same purchase pods after the pause, got %v -> %v (%v)", before, after, err)
+	}
+	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name + "-purchase"}, dep); err != nil || dep.Generation != generation {
+		t.Errorf("expected the purchase Deployment untouched by the pause: generation %d -> %d (%v)", generation, dep.Generation, err)
+	}
+}
