@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"crypto/tls"
 	"fmt"
 
 	"github.com/go-logr/logr"
@@ -64,6 +65,10 @@ func newManagerCommand() *cobra.Command {
 				// allows "get" on the non-resource URL /metrics.
 				metrics.SecureServing = true
 				metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+				// HTTP/1.1 only, as kubebuilder's scaffold: HTTP/2's rapid
+				// reset and stream cancellation attacks (CVE-2023-44487,
+				// CVE-2023-39325) need no credentials.
+				metrics.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
 			}
 			mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 				Scheme:                 NewScheme(),
