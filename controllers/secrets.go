@@ -113,10 +113,19 @@ func (r *FlashSaleReconciler) ensureTLS(ctx context.Context, sale *salesv1alpha1
 		}
 	}
 	caCert, caKey := ca.Data[specs.SecretKeyCACert], ca.Data[specs.SecretKeyCAKey]
+	// Both live as long as the database (reclaimPolicy), like its passwords.
+	if err := r.keepWithData(ctx, ca, specs.CASecret(sale, caCert, caKey).ObjectMeta); err != nil {
+		return err
+	}
 
 	current, err := r.getSecret(ctx, sale, specs.TLSSecretName(sale))
 	if err != nil {
 		return err
+	}
+	if current != nil {
+		if err := r.keepWithData(ctx, current, specs.TLSSecret(sale, nil, nil, caCert).ObjectMeta); err != nil {
+			return err
+		}
 	}
 	if current != nil && bytes.Equal(current.Data[specs.SecretKeyCACert], caCert) {
 		expiring, err := pki.ExpiresBefore(current.Data[corev1.TLSCertKey], r.now().Add(renewBefore))

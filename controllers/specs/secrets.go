@@ -118,9 +118,11 @@ func RedisSecret(s *salesv1alpha1.FlashSale, password string) *corev1.Secret {
 }
 
 // SaleSecret keys what must be unguessable to outsiders: order ids derived
-// from Idempotency-Keys are an HMAC under it.
+// from Idempotency-Keys are an HMAC under it. It lives as long as the
+// orders: a new key would stop a re-created sale's keyed retries from
+// meeting their orders.
 func SaleSecret(s *salesv1alpha1.FlashSale, key string) *corev1.Secret {
-	return secret(s, SaleSecretName(s), ComponentPurchase, corev1.SecretTypeOpaque, map[string]string{SecretKeySaleSecret: key})
+	return withData(s, secret(s, SaleSecretName(s), ComponentPurchase, corev1.SecretTypeOpaque, map[string]string{SecretKeySaleSecret: key}))
 }
 
 // CASecret is the sale's certificate authority. Only the operator reads
@@ -141,9 +143,9 @@ func TLSSecret(s *salesv1alpha1.FlashSale, certPEM, keyPEM, caPEM []byte) *corev
 	if !NeedsTLS(s) {
 		return nil
 	}
-	return secret(s, TLSSecretName(s), ComponentPostgres, corev1.SecretTypeTLS, map[string]string{
+	return withData(s, secret(s, TLSSecretName(s), ComponentPostgres, corev1.SecretTypeTLS, map[string]string{
 		corev1.TLSCertKey: string(certPEM), corev1.TLSPrivateKeyKey: string(keyPEM), SecretKeyCACert: string(caPEM),
-	})
+	}))
 }
 
 // NeedsTLS says whether the sale runs a managed datastore, which always
