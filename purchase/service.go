@@ -427,7 +427,11 @@ func (s *Service) refillPool(ctx context.Context) error {
 			return nil, ErrSoldOut
 		}
 		if since := time.Now().UnixNano() - s.lastRefill.Load(); since < int64(refillInterval) {
-			return nil, fmt.Errorf("%w: every remaining seat is being bought by another buyer; retry", ErrTicketLocked)
+			// Refilled a moment ago (perhaps while this caller found the
+			// pool empty): let it look again rather than answer
+			// ticket_locked; takeAnySeat's bounded loop answers that if
+			// the pool stays empty.
+			return nil, nil
 		}
 		ids, err := s.store.UnsoldFrom(ctx, rand.Int64N(tickets)+1, poolRefillSize)
 		if err != nil {
