@@ -173,3 +173,39 @@ func TestPostgresTLS_ServiceConnectsWithVerifyFullAndSells(t *testing.T) {
 		t.Fatalf("want 2 orders, got %d", a.orders)
 	}
 }
+
+// Issue 8: with spec.redis.tls the pods reach Redis over TLS only
+// (rediss://), verifying its certificate against the sale's CA; both Lua
+// scripts and the plain commands work through it, and a client that does
+// not trust the CA is refused.
+func TestRedisTLS_ServiceVerifiesTheServerAndSells(t *testing.T) {
+	r, err := testservers.StartRedisTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	s := newTestSale(t, 20, func(c *Config) { c.RedisURL, c.RedisCAFile = r.URL(), r.CAFile })
+	if a := s.buy(1, "tls-single"); a.status != http.StatusCreated {
+		t.Fatalf("single-seat purchase over Redis TLS: %d %s", a.status, a.code)
+	}
+	if a := s.buy(1, "tls-late"); a.status != http.StatusConflict || a.code != "ticket_sold" {
+		t.Fatalf("the sold seat over Redis TLS: %d %s", a.status, a.code)
+	}
+	if a := s.post(0, "/v1/purchase", `{"buyerId":"tls-any"}`, nil); a.status != http.StatusCreated {
+		t.Fatalf("any-seat purchase over Redis TLS: %d %s", a.status, a.code)
+	}
+	if a := s.audit(); a.orders != 2 {
+		t.Fatalf("want 2 orders, got %d", a.orders)
+	}
+	// Without the CA (system roots only) the server is not trusted.
+	untrusting := s.cfg
+	untrusting.RedisCAFile = ""
+	rdb, err := NewRedis(untrusting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if err := rdb.Ping(context.Background()).Err(); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a client without the sale's CA: want a certificate error, got %v", err)
+	}
+}

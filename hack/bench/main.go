@@ -108,7 +108,7 @@ wrk.headers["Content-Type"] = "application/json"
 	}
 	defer b.pg.Close()
 
-	steps := []func(context.Context) error{b.ceilings, b.fluxOrder, b.baselines, b.scale}
+	steps := []func(context.Context) error{b.ceilings, b.fluxOrder, b.redisTLS, b.baselines, b.scale}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -299,6 +299,48 @@ func (b *bench) fluxOrder(ctx context.Context) error {
 	}
 	b.addStat(row{group: "flux-order", what: fmt.Sprintf("sell-out of %d seats: confirmed orders (flux-order loadtest, audited)", *sellOut), unit: "orders/s",
 		ceiling: b.pgTPS, target: "≥ 0.5 × pgbench", ok: atLeast(orders.med, b.pgTPS, 0.5), clientLimited: orders.med >= 0.9*b.nullRPS}, orders)
+	return nil
+}
+
+// redisTLS measures the hot-seat rows again with the sale's Redis served
+// over TLS (spec.redis.tls), beside the rows above without it. A sold seat
+// is refused from the pod's memory (no Redis), so TLS shows on the held
+// seat, whose refusals ask Redis a few times a second per pod.
+func (b *bench) redisTLS(ctx context.Context) error {
+	r, err := testservers.StartRedisTLS()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	db, err := b.database(ctx)
+	if err != nil {
+		return err
+	}
+	sale := fmt.Sprintf("bench-%d", b.dbSeq)
+	url, stop, err := b.start(ctx, "flux-order", []string{"purchase", "--sale", sale, "--tickets", "1000",
+		"--redis-url", r.URL(), "--redis-ca-file", r.CAFile, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if status := buy(url, 1); status != http.StatusCreated {
+		return fmt.Errorf("first purchase of seat 1 over Redis TLS: %d", status)
+	}
+	sold, err := b.wrkPost(url + "/v1/tickets/1/purchase")
+	if err != nil {
+		return err
+	}
+	b.addStat(row{group: "flux-order, Redis over TLS", what: "hot-seat, seat sold: rejections, wrk", unit: "req/s", ceiling: b.nullWrk,
+		target: "≥ 0.8 × null server (wrk)", ok: atLeast(sold.med, b.nullWrk, 0.8)}, sold)
+	if err := holdSeat(ctx, r.Addr, sale, 2, "--tls", "--cacert", r.CAFile); err != nil {
+		return err
+	}
+	held, err := b.wrkPost(url + "/v1/tickets/2/purchase")
+	if err != nil {
+		return err
+	}
+	b.addStat(row{group: "flux-order, Redis over TLS", what: "hot-seat, seat held by another buyer: rejections, wrk", unit: "req/s", ceiling: b.nullWrk,
+		target: "≥ 0.8 × null server (wrk)", ok: atLeast(held.med, b.nullWrk, 0.8)}, held)
 	return nil
 }
 
@@ -506,10 +548,11 @@ func buy(url string, seat int64) int {
 }
 
 // holdSeat takes seat's lock in Redis as a buyer who never finishes would.
-func holdSeat(ctx context.Context, addr, sale string, seat int64) error {
+func holdSeat(ctx context.Context, addr, sale string, seat int64, cliArgs ...string) error {
 	host, port, _ := strings.Cut(addr, ":")
-	out, err := exec.CommandContext(ctx, "redis-cli", "-h", host, "-p", port, "SET",
-		fmt.Sprintf("fs:%s:ticket:%d", sale, seat), "bench-holder", "PX", "600000").CombinedOutput()
+	args := append([]string{"-h", host, "-p", port}, cliArgs...)
+	out, err := exec.CommandContext(ctx, "redis-cli", append(args, "SET",
+		fmt.Sprintf("fs:%s:ticket:%d", sale, seat), "bench-holder", "PX", "600000")...).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "OK") {
 		return fmt.Errorf("hold seat: %v %s", err, out)
 	}

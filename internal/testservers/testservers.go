@@ -78,9 +78,12 @@ type Redis struct {
 	// so a restart keeps them.
 	acl       bool
 	adminPass string
-	mu        sync.Mutex
-	users     map[string]string // user name → password
-	aclLines  []string
+	// With TLS (StartRedisTLS): the server listens with TLS only on Addr,
+	// with a certificate of the CA in CAFile.
+	CAFile   string
+	mu       sync.Mutex
+	users    map[string]string // user name → password
+	aclLines []string
 }
 
 // StartRedisACL starts redis-server on a free loopback port the way the
@@ -204,11 +207,50 @@ func newRedis() (*Redis, error) {
 	return &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), bin: bin, dir: dir}, nil
 }
 
+// StartRedisTLS starts redis-server as a sale's Redis with spec.redis.tls
+// runs: TLS only, a certificate for 127.0.0.1 from a CA of its own (CAFile),
+// no client certificates.
+func StartRedisTLS() (*Redis, error) {
+	r, err := newRedis()
+	if err != nil {
+		return nil, err
+	}
+	caCert, caKey, err := pki.NewCA("flux-order test CA", 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	cert, key, err := pki.NewServerCert(caCert, caKey, "redis", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	r.CAFile = filepath.Join(r.dir, "ca.crt")
+	for name, data := range map[string][]byte{"ca.crt": caCert, "tls.crt": cert, "tls.key": key} {
+		if err := os.WriteFile(filepath.Join(r.dir, name), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return r, r.Start()
+}
+
+// URL is the redis:// (or, with TLS, rediss://) URL of a password-less server.
+func (r *Redis) URL() string {
+	if r.CAFile != "" {
+		return "rediss://" + r.Addr + "/0"
+	}
+	return "redis://" + r.Addr + "/0"
+}
+
 // Start (re)starts the server on its port, with no data.
 func (r *Redis) Start() error {
 	_, port, _ := net.SplitHostPort(r.Addr)
-	r.cmd = exec.Command(r.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--protected-mode", "no", "--maxmemory-policy", "noeviction", "--loglevel", "warning")
+	listen := []string{"--port", port}
+	if r.CAFile != "" {
+		listen = []string{"--port", "0", "--tls-port", port, "--tls-auth-clients", "no",
+			"--tls-cert-file", filepath.Join(r.dir, "tls.crt"), "--tls-key-file", filepath.Join(r.dir, "tls.key"),
+			"--tls-ca-cert-file", r.CAFile}
+	}
+	r.cmd = exec.Command(r.bin, append(listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--protected-mode", "no", "--maxmemory-policy", "noeviction", "--loglevel", "warning")...)
 	r.cmd.Args = append(r.cmd.Args, "--logfile", filepath.Join(r.dir, "redis.log"))
 	if r.acl {
 		r.cmd.Args = append(r.cmd.Args, "--aclfile", r.aclFile())
