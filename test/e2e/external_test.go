@@ -83,7 +83,7 @@ kind: FlashSale
 metadata: {name: %[1]s, namespace: %[2]s}
 spec:
   tickets: 20
-  purchaseAPI: {replicas: 1}
+  purchaseAPI: {replicas: 1, resources: {requests: {cpu: 10m}}}
   ingress: {host: %[5]s}
   postgres: {external: {urlSecretRef: {name: %[1]s-stores, key: postgres}}}
   %[6]s

@@ -223,7 +223,9 @@ func dumpNamespace(t *testing.T, ns string) {
 func saleHost(ns, name string) string { return name + "." + ns + ".localtest" }
 
 // applySale applies a FlashSale with an Ingress with kubectl, as a platform
-// team would, and returns its host.
+// team would, and returns its host. The suite runs several sales at once on
+// one 2-core kind node: their CPU requests are set small (the defaults,
+// sized for real sales, would leave pods Pending for lack of CPU).
 func applySale(t *testing.T, ns, name string, tickets int64, replicas int) string {
 	t.Helper()
 	host := saleHost(ns, name)
@@ -236,9 +238,13 @@ spec:
   tickets: %d
   purchaseAPI:
     replicas: %d
+    resources: {requests: {cpu: 10m}}
   ingress:
     host: %s
+  redis:
+    resources: {requests: {cpu: 10m}}
   postgres:
+    resources: {requests: {cpu: 10m}}
     storage:
       size: 1Gi
 `, name, ns, tickets, replicas, host)

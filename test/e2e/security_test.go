@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -28,14 +27,17 @@ func TestSaleIsClosedToEveryoneButItsOwn(t *testing.T) {
 	const name = "closed"
 	b := startSale(t, ns, name, 20, 1)
 
-	// A stranger: a pod in a namespace of its own, with redis-cli.
+	// A stranger: a pod in a namespace of its own, with redis-cli. It
+	// stays up and every attempt is a `kubectl exec`, whose output is
+	// reliable (a `kubectl run --rm -i` can lose a short-lived pod's output).
 	other := testNamespace(t, "e2e-stranger")
 	redisHost := name + "-redis." + ns + ".svc"
+	mustKubectl(t, nil, "-n", other, "run", "stranger", "--image=redis:7", "--image-pull-policy=IfNotPresent",
+		"--restart=Never", "--command", "--", "sleep", "3600")
+	mustKubectl(t, nil, "-n", other, "wait", "--for=condition=Ready", "pod/stranger", "--timeout=2m")
 	stranger := func(args ...string) string {
 		t.Helper()
-		pod := fmt.Sprintf("cli-%d", time.Now().UnixNano()%1_000_000)
-		all := append([]string{"-n", other, "run", pod, "--image=redis:7", "--image-pull-policy=IfNotPresent",
-			"--restart=Never", "--rm", "-i", "--quiet", "--command", "--"}, args...)
+		all := append([]string{"-n", other, "exec", "stranger", "--"}, args...)
 		out, err := kubectl(t.Context(), nil, all...)
 		if err != nil && !strings.Contains(out, "NOAUTH") && !strings.Contains(out, "NOPERM") {
 			t.Fatalf("kubectl %s: %v\n%s", strings.Join(all, " "), err, out)
