@@ -22,6 +22,10 @@ type Auditor struct {
 	before int64
 }
 
+// Reconnect points the auditor at another URL of the same database (a
+// fresh port-forward, say); the count taken before the load is kept.
+func (a *Auditor) Reconnect(url string) { a.url = url }
+
 // AuditReport is the audit's verdict; Problems says what is wrong.
 type AuditReport struct {
 	OK               bool     `json:"ok"`

@@ -526,14 +526,20 @@ func saleDatabaseURL(t *testing.T, ns, sale string) string {
 	return u.String()
 }
 
+// saleAuditor audits one sale's orders through a port-forward.
+type saleAuditor struct {
+	*loadtest.Auditor
+	ns, sale string
+}
+
 // newAuditor counts the sale's orders before a load, through a port-forward.
-func newAuditor(t *testing.T, ns, sale string) *loadtest.Auditor {
+func newAuditor(t *testing.T, ns, sale string) *saleAuditor {
 	t.Helper()
 	a, err := loadtest.NewAuditor(t.Context(), saleDatabaseURL(t, ns, sale))
 	if err != nil {
 		t.Fatalf("auditor for %s/%s: %v", ns, sale, err)
 	}
-	return a
+	return &saleAuditor{Auditor: a, ns: ns, sale: sale}
 }
 
 // salePods lists a component's pods that are not being deleted.

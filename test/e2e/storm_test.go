@@ -317,8 +317,12 @@ func sellRemaining(t *testing.T, b *buyer, cfg loadtest.Config, created []loadte
 
 // audit checks the sale's Postgres against the 201s and fails the test with
 // the auditor's problems.
-func audit(t *testing.T, a *loadtest.Auditor, created []loadtest.Order, b *buyer, exact bool) loadtest.AuditReport {
+func audit(t *testing.T, a *saleAuditor, created []loadtest.Order, b *buyer, exact bool) loadtest.AuditReport {
 	t.Helper()
+	// A fresh port-forward: the one opened before the storm may have been
+	// dropped by kubectl meanwhile (it exits on a broken stream, and a
+	// storm on a 2-core node breaks some).
+	a.Reconnect(saleDatabaseURL(t, a.ns, a.sale))
 	r := a.Check(t.Context(), created, b.availability, exact)
 	t.Logf("audit: %d answered 201, %d new orders, %d orders for %d distinct seats, %d seats marked sold, availability sold %d",
 		r.Created, r.NewOrders, r.Orders, r.DistinctTickets, r.SoldTickets, r.AvailabilitySold)
