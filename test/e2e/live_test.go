@@ -56,7 +56,10 @@ func TestPausingMidStormRestartsNoPodAndBuyersSeeSalePaused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // ends 8 s after the pause
 	defer cancel()
 	var wg sync.WaitGroup
-	for w := range 32 {
+	// 8 buyers: enough to be mid-purchase when the pause lands, few enough
+	// that the one 2-core node is not overloaded (which answers 503
+	// unavailable, not what this test is about).
+	for w := range 8 {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
 				code, body, err := b.post(ctx, fmt.Sprintf("/v1/tickets/%d/purchase", rand.IntN(seats)+1),
