@@ -133,6 +133,9 @@ func (s *Service) servePurchase(w http.ResponseWriter, r *http.Request, decide p
 	if err != nil {
 		return Order{}, false, err
 	}
+	if err := s.checkPass(r.Header, req.BuyerID); err != nil {
+		return Order{}, false, err
+	}
 	return s.Purchase(r.Context(), req)
 }
 
