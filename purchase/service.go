@@ -419,11 +419,12 @@ func (s *Service) takeAnySeat(ctx context.Context, token string) (int64, error) 
 // callers in this pod share one refill.
 func (s *Service) refillPool(ctx context.Context) error {
 	_, err, _ := s.refills.Do("refill", func() (any, error) {
-		tickets, sold, err := s.store.Counts(ctx)
+		n, err := s.store.Counts(ctx)
 		if err != nil {
 			return nil, unavailable(ErrDatabaseUnavailable, err)
 		}
-		if sold >= tickets {
+		tickets := n.Tickets
+		if n.Sold >= tickets {
 			return nil, ErrSoldOut
 		}
 		if since := time.Now().UnixNano() - s.lastRefill.Load(); since < int64(refillInterval) {
@@ -490,20 +491,21 @@ func (s *Service) Ticket(ctx context.Context, id int64) (TicketStatus, error) {
 	return TicketAvailable, nil
 }
 
-// Availability is the exact inventory and sales count.
+// Availability is the exact inventory, sales and live holds count.
 type Availability struct {
 	Tickets   int64 `json:"tickets"`
 	Sold      int64 `json:"sold"`
-	Available int64 `json:"available"`
+	Held      int64 `json:"held"`
+	Available int64 `json:"available"` // tickets - sold - held
 }
 
 // Availability reads the counts from Postgres, in one cheap query.
 func (s *Service) Availability(ctx context.Context) (Availability, error) {
-	tickets, sold, err := s.store.Counts(ctx)
+	n, err := s.store.Counts(ctx)
 	if err != nil {
 		return Availability{}, unavailable(ErrDatabaseUnavailable, err)
 	}
-	return Availability{Tickets: tickets, Sold: sold, Available: tickets - sold}, nil
+	return Availability{Tickets: n.Tickets, Sold: n.Sold, Held: n.Held, Available: n.Tickets - n.Sold - n.Held}, nil
 }
 
 // Order returns a confirmed order. An order id is a capability: whoever

@@ -42,8 +42,8 @@ func TestOpenInSchema_TwoSalesShareOneDatabase_EachSellsItsSeatOnce(t *testing.T
 		s       *Store
 		tickets int64
 	}{"a": {a, 10}, "b": {b, 20}} {
-		if tickets, sold, err := c.s.Counts(ctx); err != nil || tickets != c.tickets || sold != 1 {
-			t.Errorf("sale %s: tickets %d sold %d (%v); want %d and 1: the inventories must not mix", name, tickets, sold, err, c.tickets)
+		if n, err := c.s.Counts(ctx); err != nil || n.Tickets != c.tickets || n.Sold != 1 {
+			t.Errorf("sale %s: tickets %d sold %d (%v); want %d and 1: the inventories must not mix", name, n.Tickets, n.Sold, err, c.tickets)
 		}
 	}
 }

@@ -51,12 +51,15 @@ func (e *SoldError) Error() string { return ErrTicketSold.Error() }
 // Is makes errors.Is(err, ErrTicketSold) true.
 func (e *SoldError) Is(target error) bool { return target == ErrTicketSold }
 
-// Order is a confirmed purchase.
+// Order is a confirmed purchase. HoldID and PaymentRef are set only on an
+// order confirmed from a hold.
 type Order struct {
 	ID          uuid.UUID `json:"orderId"`
 	TicketID    int64     `json:"ticketId"`
 	BuyerID     string    `json:"buyerId"`
 	PurchasedAt time.Time `json:"purchasedAt"`
+	HoldID      uuid.UUID `json:"holdId,omitzero"`
+	PaymentRef  string    `json:"paymentRef,omitempty"`
 }
 
 // Purchase is what Confirm writes.
@@ -203,12 +206,10 @@ func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool
 	if !errors.As(err, &pgErr) {
 		return Order{}, false, err
 	}
+	if serr := seatError(pgErr); serr != nil {
+		return Order{}, false, serr
+	}
 	switch {
-	case pgErr.Code == "FO001":
-		owner, _ := uuid.Parse(pgErr.Detail)
-		return Order{}, false, &SoldError{OrderID: owner}
-	case pgErr.Code == "FO002":
-		return Order{}, false, ErrBuyerLimit
 	case pgErr.Code == "23505" && pgErr.ConstraintName == "orders_ticket_id_key":
 		return Order{}, false, &SoldError{}
 	case pgErr.Code == "23505" && key != nil:
@@ -226,14 +227,16 @@ func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool
 	return Order{}, false, err
 }
 
-const orderColumns = `id, ticket_id, buyer_id, purchased_at`
+const orderColumns = `id, ticket_id, buyer_id, purchased_at, hold_id, coalesce(payment_ref, '')`
 
 func scanOrder(row pgx.Row) (Order, error) {
 	var o Order
-	err := row.Scan(&o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt)
+	var hold uuid.NullUUID
+	err := row.Scan(&o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt, &hold, &o.PaymentRef)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Order{}, ErrNotFound
 	}
+	o.HoldID = hold.UUID
 	return o, err
 }
 
@@ -250,28 +253,49 @@ func (s *Store) OrderByKey(ctx context.Context, buyerID, key string) (Order, err
 
 // TicketSold reports whether a seat is sold.
 func (s *Store) TicketSold(ctx context.Context, id int64) (bool, error) {
-	var sold bool
-	err := s.pool.QueryRow(ctx, `SELECT sold FROM tickets WHERE id = $1`, id).Scan(&sold)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, ErrNotFound
-	}
+	sold, _, err := s.TicketState(ctx, id)
 	return sold, err
 }
 
-// Counts returns the seeded inventory and the number of seats sold, exactly,
-// from the sharded counter (64 rows), never by counting orders.
-func (s *Store) Counts(ctx context.Context) (tickets, sold int64, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT (SELECT tickets FROM inventory),
-		(SELECT coalesce(sum(sold), 0)::bigint FROM sold_counter)`).Scan(&tickets, &sold)
-	return tickets, sold, err
+// TicketState reports whether a seat is sold, or held by a live hold.
+func (s *Store) TicketState(ctx context.Context, id int64) (sold, held bool, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT sold, coalesce(held_until > clock_timestamp(), false) FROM tickets WHERE id = $1`, id).
+		Scan(&sold, &held)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, ErrNotFound
+	}
+	return sold, held && !sold, err
 }
 
-// UnsoldFrom returns up to limit unsold seat ids, starting at seat from and
-// wrapping around to seat 1, in id order. It walks the primary key, so its
-// cost grows with the sold seats it skips, not with the inventory.
+// Counts is a sale's inventory, exactly.
+type Counts struct {
+	Tickets int64 // seeded seats
+	Sold    int64
+	Held    int64 // under a live hold
+}
+
+// Counts reads the seeded inventory, the seats sold from the sharded
+// counter (64 rows, never by counting orders), and the seats under a live
+// hold from the partial index on held_until (only seats with a hold are in
+// it, and the scan starts at now: its cost is the live holds). now(), not
+// clock_timestamp(): an index condition must be stable, and this statement
+// is its own transaction.
+func (s *Store) Counts(ctx context.Context) (Counts, error) {
+	var c Counts
+	err := s.pool.QueryRow(ctx, `SELECT (SELECT tickets FROM inventory),
+		(SELECT coalesce(sum(sold), 0)::bigint FROM sold_counter),
+		(SELECT count(*) FROM tickets WHERE held_until > now() AND NOT sold)`).Scan(&c.Tickets, &c.Sold, &c.Held)
+	return c, err
+}
+
+// UnsoldFrom returns up to limit seat ids that are neither sold nor under a
+// live hold, starting at seat from and wrapping around to seat 1, in id
+// order. It walks the primary key, so its cost grows with the seats it
+// skips, not with the inventory.
 func (s *Store) UnsoldFrom(ctx context.Context, from int64, limit int) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `(SELECT id FROM tickets WHERE id >= $1 AND NOT sold ORDER BY id LIMIT $2)
-		UNION ALL (SELECT id FROM tickets WHERE id < $1 AND NOT sold ORDER BY id LIMIT $2) LIMIT $2`, from, limit)
+	const free = `NOT sold AND (held_until IS NULL OR held_until <= clock_timestamp())`
+	rows, err := s.pool.Query(ctx, `(SELECT id FROM tickets WHERE id >= $1 AND `+free+` ORDER BY id LIMIT $2)
+		UNION ALL (SELECT id FROM tickets WHERE id < $1 AND `+free+` ORDER BY id LIMIT $2) LIMIT $2`, from, limit)
 	if err != nil {
 		return nil, err
 	}
