@@ -50,6 +50,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", purchase.DefaultDrainDelay, "on SIGTERM, time /readyz fails before the listener closes (part of --shutdown-grace)")
 	f.DurationVar(&cfg.LockTTL, "lock-ttl", 5*time.Second, "expiry of a seat lock (100ms..60s)")
 	f.IntVar(&cfg.MaxPerBuyer, "max-per-buyer", 0, "tickets one buyer may hold (0 = unlimited)")
+	f.StringVar(&cfg.DisplayName, "display-name", "", "the event's name on the sale page (default: --sale; with --report-status, the FlashSale's spec.displayName)")
 	f.StringVar(&startsAt, "starts-at", "", "RFC 3339 time before which purchases are refused")
 	f.StringVar(&endsAt, "ends-at", "", "RFC 3339 time from which purchases are refused")
 	f.BoolVar(&cfg.Schedule.Paused, "paused", false, "refuse every purchase with 503 sale_paused")

@@ -351,6 +351,7 @@ func TestValidation_BadFlashSales_RefusedWithActionableMessages(t *testing.T) {
 		{"lockTTL too long", good("ttl-long"), func(s *salesv1alpha1.FlashSale) {
 			s.Spec.LockTTL = &metav1.Duration{Duration: 2 * time.Minute}
 		}, "lockTTL must be between 100ms and 60s"},
+		{"displayName too long", good("long-name"), func(s *salesv1alpha1.FlashSale) { s.Spec.DisplayName = strings.Repeat("x", 201) }, "spec.displayName"},
 		{"no tickets", good("zero"), func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 0 }, "spec.tickets"},
 		{"too many tickets", good("huge"), func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 10_000_001 }, "spec.tickets"},
 		{"negative replicas", good("neg"), func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Replicas = ptr.To[int32](-1) }, "spec.purchaseAPI.replicas"},

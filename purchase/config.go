@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/flux-order/flux-order/internal/flagerr"
 	"github.com/flux-order/flux-order/purchase/orderstore"
@@ -31,6 +32,9 @@ type Config struct {
 	LockTTL        time.Duration
 	MaxPerBuyer    int
 	Schedule       Schedule
+	// DisplayName is the event's name on the sale page ("": Sale). Live:
+	// the FlashSale's spec.displayName.
+	DisplayName string
 
 	// SaleSecret keys the order ids derived from Idempotency-Keys (HMAC).
 	// The operator always sets it from the sale's Secret; without it (a
@@ -67,6 +71,10 @@ const (
 	MaxLockTTL = 60 * time.Second
 )
 
+// MaxDisplayName bounds --display-name in characters, as the CRD bounds
+// spec.displayName.
+const MaxDisplayName = 200
+
 var saleName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // FieldError is a bad value; Flag names the command-line flag.
@@ -96,6 +104,8 @@ func (c *Config) Validate() error {
 		return bad("listen", "is required")
 	case c.LockTTL < MinLockTTL || c.LockTTL > MaxLockTTL:
 		return bad("lock-ttl", "must be between %v and %v, got %v", MinLockTTL, MaxLockTTL, c.LockTTL)
+	case utf8.RuneCountInString(c.DisplayName) > MaxDisplayName:
+		return bad("display-name", "must be at most %d characters", MaxDisplayName)
 	case c.MaxPerBuyer < 0:
 		return bad("max-per-buyer", "must be 0 (unlimited) or more, got %d", c.MaxPerBuyer)
 	case !c.Schedule.StartsAt.IsZero() && !c.Schedule.EndsAt.IsZero() && !c.Schedule.EndsAt.After(c.Schedule.StartsAt):

@@ -22,8 +22,9 @@ const (
 	replayedHeader = "Idempotent-Replayed"
 )
 
-// Handler returns the purchase API: /v1/* and the probes, nothing else
-// (/metrics is served only on the metrics listener, see MetricsHandler).
+// Handler returns the purchase API: /v1/*, the probes and the sale page
+// (page_http.go), nothing else (/metrics is served only on the metrics
+// listener, see MetricsHandler).
 // Unknown paths, and paths that are not in their clean form
 // ("/v1//tickets/1"), answer a 404 problem: no redirects.
 //
@@ -38,6 +39,7 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("/v1/tickets/{id}", get(s.handleTicket))
 	mux.HandleFunc("/v1/availability", get(s.handleAvailability))
 	mux.HandleFunc("/v1/orders/{id}", get(s.handleOrder))
+	s.pageRoutes(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.draining.Load() {

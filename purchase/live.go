@@ -24,6 +24,7 @@ func (cfg Config) withSettings(s statusreport.Settings) Config {
 	cfg.Tickets = s.Tickets
 	cfg.Schedule = Schedule{Paused: s.Paused, StartsAt: s.StartsAt, EndsAt: s.EndsAt}
 	cfg.MaxPerBuyer = s.MaxTicketsPerBuyer
+	cfg.DisplayName = s.DisplayName
 	if s.LockTTL > 0 {
 		cfg.LockTTL = s.LockTTL
 	}
@@ -88,6 +89,7 @@ func (s *Service) Grow(ctx context.Context, tickets int64) error {
 func (s *Service) apply(st statusreport.Settings, grow chan int64) {
 	s.SetSchedule(Schedule{Paused: st.Paused, StartsAt: st.StartsAt, EndsAt: st.EndsAt})
 	s.SetMaxPerBuyer(st.MaxTicketsPerBuyer)
+	s.SetDisplayName(st.DisplayName)
 	s.soldOut.Store(st.SoldOut && st.Tickets <= s.tickets.Load())
 	if st.LockTTL > 0 {
 		s.SetLockTTL(st.LockTTL)

@@ -100,7 +100,7 @@ func (s *testSale) addPod() *testPod {
 	configureServer(srv.Config) // the production server's timeouts and limits
 	srv.Start()
 	p := &testPod{svc: svc, srv: srv}
-	s.t.Cleanup(func() { p.srv.Close(); closeAll() })
+	s.t.Cleanup(func() { svc.endStreams(); p.srv.Close(); closeAll() })
 	s.pods = append(s.pods, p)
 	return p
 }

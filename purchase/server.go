@@ -211,6 +211,7 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 
 	api := &http.Server{Addr: cfg.Listen, Handler: svc.Handler()}
 	configureServer(api)
+	api.RegisterOnShutdown(svc.endStreams) // the page's event streams would hold Shutdown
 	servers := []*http.Server{api}
 	if cfg.MetricsListen != "" {
 		m := &http.Server{Addr: cfg.MetricsListen, Handler: svc.MetricsHandler()}

@@ -86,6 +86,10 @@ type Service struct {
 	// lastUnavailableLog rate-limits the log line of 503 answers.
 	lastUnavailableLog atomic.Int64
 
+	// page is the sale page's state: its display name and the pod's
+	// seat-change feed (page_http.go, seatfeed.go).
+	page pageState
+
 	// beforeConfirm, when set (tests only), runs with the seat lock held,
 	// right before the Postgres transaction.
 	beforeConfirm func(ticket int64)
@@ -111,6 +115,8 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 	s.schedule.Store(&sch)
 	s.tickets.Store(cfg.Tickets)
 	s.SetMaxPerBuyer(cfg.MaxPerBuyer)
+	s.SetDisplayName(cfg.DisplayName)
+	s.page.feed = newSeatFeed(s)
 	return s
 }
 

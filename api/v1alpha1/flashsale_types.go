@@ -12,6 +12,12 @@ import (
 // +kubebuilder:validation:XValidation:rule="(has(self.postgres) && has(self.postgres.external)) == (has(oldSelf.postgres) && has(oldSelf.postgres.external))",message="postgres: a sale cannot switch between a managed and an external PostgreSQL: the other database does not hold this sale's inventory and orders, so seats already sold could be sold again. Create a new FlashSale instead (docs/operations.md, External datastores)"
 // +kubebuilder:validation:XValidation:rule="(has(self.redis) && has(self.redis.external)) == (has(oldSelf.redis) && has(oldSelf.redis.external))",message="redis: a sale cannot switch between a managed and an external Redis while it runs: pods on the old and new Redis would not see each other's seat locks. Create a new FlashSale instead (docs/operations.md, External datastores)"
 type FlashSaleSpec struct {
+	// DisplayName is the event's name as buyers see it on the sale page
+	// (empty: the FlashSale's name). Changing it never restarts the pods.
+	// +kubebuilder:validation:MaxLength=200
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+
 	// Tickets is the number of seats, numbered 1..tickets. It may grow
 	// during a sale; it never shrinks (sold seats cannot be unsold).
 	// +kubebuilder:validation:Minimum=1

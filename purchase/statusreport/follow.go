@@ -27,6 +27,8 @@ type Settings struct {
 	// own report, so at most a second old). Sold seats stay sold, so it
 	// only turns false when Tickets grows.
 	SoldOut bool
+	// DisplayName is the event's name on the sale page ("": the sale's).
+	DisplayName string
 }
 
 // Get reads this sale's settings once.
@@ -79,6 +81,7 @@ func settingsOf(u *unstructured.Unstructured) (Settings, error) {
 	var s Settings
 	spec := func(f string) []string { return []string{"spec", f} }
 	s.Paused, _, _ = unstructured.NestedBool(u.Object, spec("paused")...)
+	s.DisplayName, _, _ = unstructured.NestedString(u.Object, spec("displayName")...)
 	for field, dst := range map[string]*time.Time{"startsAt": &s.StartsAt, "endsAt": &s.EndsAt} {
 		if v, ok, _ := unstructured.NestedString(u.Object, spec(field)...); ok {
 			t, err := time.Parse(time.RFC3339, v)

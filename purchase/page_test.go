@@ -1,0 +1,208 @@
+package purchase
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flux-order/flux-order/purchase/statusreport"
+)
+
+// pageBudget is issue 12's bound on the page: document plus assets, gzipped.
+const pageBudget = 100 << 10
+
+var assetRef = regexp.MustCompile(`(?:src|href)="(/assets/[^"]+)"`)
+
+// fetchPage GETs path with or without gzip and returns the raw body.
+func fetchPage(t *testing.T, base, path string, gz bool) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+	if gz {
+		req.Header.Set("Accept-Encoding", "gzip")
+	}
+	// A transport that does not decompress: the test measures the wire.
+	resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// The page and every asset it references are served gzipped when asked,
+// identical to the plain bytes once unzipped, and weigh < 100 KB together.
+func TestPage_GzippedUnder100KB(t *testing.T) {
+	s := newTestSale(t, 10)
+	base := s.pods[0].srv.URL
+	resp, plainIndex := fetchPage(t, base, "/", false)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	refs := assetRef.FindAllStringSubmatch(string(plainIndex), -1)
+	if len(refs) < 3 {
+		t.Fatalf("the page references %d assets, want the script, the style sheet and the icon: %s", len(refs), plainIndex)
+	}
+	paths := []string{"/"}
+	for _, m := range refs {
+		paths = append(paths, m[1])
+	}
+	total, totalPlain := 0, 0
+	for _, p := range paths {
+		resp, gz := fetchPage(t, base, p, true)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("GET %s with gzip: %d, Content-Encoding %q", p, resp.StatusCode, resp.Header.Get("Content-Encoding"))
+		}
+		if !strings.Contains(resp.Header.Get("Vary"), "Accept-Encoding") {
+			t.Fatalf("GET %s: Vary %q lacks Accept-Encoding", p, resp.Header.Get("Vary"))
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(gz))
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		unzipped, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		_, plain := fetchPage(t, base, p, false)
+		if !bytes.Equal(unzipped, plain) {
+			t.Fatalf("%s: the gzipped answer differs from the plain one", p)
+		}
+		t.Logf("%-32s %6d bytes, %6d gzipped", p, len(plain), len(gz))
+		total += len(gz)
+		totalPlain += len(plain)
+	}
+	t.Logf("the page: %d bytes, %d gzipped (budget %d)", totalPlain, total, pageBudget)
+	if total >= pageBudget {
+		t.Fatalf("the page weighs %d bytes gzipped, over the budget of %d", total, pageBudget)
+	}
+}
+
+// The page runs no inline script and cannot be framed; assets are immutable
+// under their content hash; unknown assets are a plain 404 problem.
+func TestPage_SecurityHeadersAndCaching(t *testing.T) {
+	s := newTestSale(t, 10)
+	base := s.pods[0].srv.URL
+	resp, index := fetchPage(t, base, "/", false)
+	csp := resp.Header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "connect-src 'self'"} {
+		if !strings.Contains(csp, want) {
+			t.Fatalf("CSP %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
+		t.Fatalf("CSP %q allows inline code", csp)
+	}
+	if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("headers of /: %v", resp.Header)
+	}
+	if regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]|\son[a-z]+=|\sstyle=`).Match(index) {
+		t.Fatal("the page has inline script, an inline event handler or an inline style (the CSP would block it)")
+	}
+	for _, m := range assetRef.FindAllStringSubmatch(string(index), -1) {
+		resp, _ := fetchPage(t, base, m[1], false)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") ||
+			resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Fatalf("GET %s: %d, headers %v", m[1], resp.StatusCode, resp.Header)
+		}
+	}
+	for _, p := range []string{"/assets/app.js", "/assets/nope.css", "/index.html", "/assets/../purchase"} {
+		a := s.do(mustRequest(t, http.MethodGet, base+p))
+		if a.status != http.StatusNotFound || a.code != "not_found" {
+			t.Fatalf("GET %s: want 404 not_found, got %d %q", p, a.status, a.code)
+		}
+	}
+	a := s.post(0, "/", "{}", nil)
+	if a.status != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /: want 405, got %d %q", a.status, a.code)
+	}
+}
+
+func mustRequest(t *testing.T, method, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// GET /v1/sale answers the public facts, exactly these fields, and follows
+// live changes (display name, window, pause, buyer limit).
+func TestSale_PublicFactsAreLive(t *testing.T) {
+	starts := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	s := newTestSale(t, 42, func(c *Config) {
+		c.DisplayName = "Night of the Flux ✨"
+		c.MaxPerBuyer = 3
+		c.Schedule.StartsAt = starts
+	})
+	var raw map[string]json.RawMessage
+	if code := s.getJSON("/v1/sale", &raw); code != http.StatusOK {
+		t.Fatalf("GET /v1/sale: %d", code)
+	}
+	keys := []string{}
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	allowed := map[string]bool{"displayName": true, "tickets": true, "startsAt": true, "endsAt": true, "paused": true,
+		"holdTTL": true, "waitingRoom": true, "maxTicketsPerBuyer": true, "serverTime": true}
+	for _, k := range keys {
+		if !allowed[k] {
+			t.Fatalf("GET /v1/sale has field %q beyond the public facts: %v", k, keys)
+		}
+	}
+	var f saleFactsBody
+	s.getJSON("/v1/sale", &f)
+	if f.DisplayName != "Night of the Flux ✨" || f.Tickets != 42 || f.MaxTicketsPerBuyer != 3 || f.Paused ||
+		f.StartsAt == nil || !f.StartsAt.Equal(starts) || f.EndsAt != nil || time.Since(f.ServerTime).Abs() > 5*time.Second {
+		t.Fatalf("GET /v1/sale: %+v", f)
+	}
+	// The FlashSale's settings, as a running pod applies them.
+	svc := s.pods[0].svc
+	svc.apply(statusreport.Settings{Tickets: 42, DisplayName: "From the FlashSale", Paused: true, LockTTL: time.Second}, make(chan int64, 1))
+	f = saleFactsBody{}
+	s.getJSON("/v1/sale", &f)
+	if f.DisplayName != "From the FlashSale" || !f.Paused || f.StartsAt != nil || f.MaxTicketsPerBuyer != 0 {
+		t.Fatalf("after live changes: %+v", f)
+	}
+	svc.apply(statusreport.Settings{Tickets: 42, LockTTL: time.Second}, make(chan int64, 1))
+	if s.getJSON("/v1/sale", &f); f.DisplayName != s.cfg.Sale {
+		t.Fatalf("without a display name the page shows the sale's name, got %q", f.DisplayName)
+	}
+}
+
+func TestConfig_DisplayNameBounded(t *testing.T) {
+	c := Config{Sale: "a", Tickets: 1, RedisAddr: "x:1", DatabaseURL: "postgres://x", Listen: ":0", LockTTL: time.Second,
+		DisplayName: strings.Repeat("é", MaxDisplayName)}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("%d characters: %v", MaxDisplayName, err)
+	}
+	c.DisplayName += "x"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "display-name") {
+		t.Fatalf("%d characters: want a --display-name error, got %v", MaxDisplayName+1, err)
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for v, want := range map[string]bool{
+		"": false, "gzip": true, "br, gzip;q=0.5": true, "deflate": false, "gzip;q=0": false,
+		"gzip; q=0.000": false, "*": true, "GZIP": true, "identity, gzip;q=0.001": true,
+	} {
+		h := http.Header{}
+		if v != "" {
+			h.Set("Accept-Encoding", v)
+		}
+		if got := acceptsGzip(h); got != want {
+			t.Errorf("Accept-Encoding %q: got %v, want %v", v, got, want)
+		}
+	}
+}
