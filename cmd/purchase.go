@@ -11,7 +11,7 @@ import (
 
 func newPurchaseCommand() *cobra.Command {
 	cfg := purchase.Config{}
-	var startsAt, endsAt string
+	var startsAt, endsAt, joinFrom, queueOrder string
 	c := &cobra.Command{
 		Use:   "purchase",
 		Short: "Serve one flash sale's purchase API",
@@ -29,6 +29,10 @@ func newPurchaseCommand() *cobra.Command {
 			if cfg.Schedule.EndsAt, err = parseTime("ends-at", endsAt); err != nil {
 				return err
 			}
+			if cfg.WaitingRoom.JoinFrom, err = parseTime("join-from", joinFrom); err != nil {
+				return err
+			}
+			cfg.WaitingRoom.Order = purchase.QueueOrder(queueOrder)
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -43,7 +47,12 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringVar(&cfg.RedisCAFile, "redis-ca-file", "", "PEM file of the CA of a rediss:// server (default: system roots)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "postgres:// URL of the sale's database (required; sslmode, sslrootcert honoured)")
 	f.StringVar(&cfg.DatabaseSchema, "database-schema", "", "PostgreSQL schema of the sale's tables, created by the migrations (default: the database's own; set it when sales share a database)")
-	f.StringVar(&cfg.SaleSecret, "sale-secret", "", "secret keying order ids derived from Idempotency-Keys (unset: guessable ids, local runs only)")
+	f.StringVar(&cfg.SaleSecret, "sale-secret", "", "secret keying order ids derived from Idempotency-Keys and signing queue ids and passes (unset: guessable ids and forgeable passes, local runs only)")
+	f.IntVar(&cfg.WaitingRoom.AdmitPerSecond, "admit-per-second", 0, "waiting room: buyers admitted per second (0 = no waiting room)")
+	f.IntVar(&cfg.WaitingRoom.MaxActiveBuyers, "max-active-buyers", 0, "waiting room: most admitted buyers shopping at once (0 = bounded by the inventory only)")
+	f.StringVar(&queueOrder, "queue-order", "fifo", "waiting room: fifo, or random (who joined before --starts-at is shuffled at --starts-at)")
+	f.StringVar(&joinFrom, "join-from", "", "waiting room: RFC 3339 time the queue opens (before --starts-at; default: open now)")
+	f.DurationVar(&cfg.WaitingRoom.PassTTL, "pass-ttl", purchase.DefaultPassTTL, "waiting room: how long an admitted buyer's pass lasts (30s..24h)")
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the purchase API (/v1/* and the probes)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "address serving /metrics (empty: none)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", purchase.DefaultShutdownGrace, "on SIGTERM, time allowed until exit")

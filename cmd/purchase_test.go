@@ -37,6 +37,12 @@ func TestPurchaseCommand_BadValues_OneLineErrorNamingTheFlag(t *testing.T) {
 		{"no redis", nil, []string{"purchase", "--sale", "s", "--tickets", "10", "--database-url", "postgres://db"}, "--redis-url"},
 		{"both redis url and address", map[string]string{"FLUX_ORDER_REDIS_URL": "redis://u:p@r:6379/0"}, valid, "--redis-url"},
 		{"ca file without rediss", nil, []string{"purchase", "--sale", "s", "--tickets", "10", "--redis-url", "redis://r:1/0", "--redis-ca-file", "/ca.crt", "--database-url", "postgres://db"}, "--redis-ca-file"},
+		{"negative admission rate", nil, append(valid, "--admit-per-second=-1"), "--admit-per-second"},
+		{"negative active cap", map[string]string{"FLUX_ORDER_MAX_ACTIVE_BUYERS": "-2"}, valid, "--max-active-buyers"},
+		{"unknown queue order", nil, append(valid, "--admit-per-second", "10", "--queue-order", "lifo"), "--queue-order"},
+		{"pass ttl too short", map[string]string{"FLUX_ORDER_PASS_TTL": "1s"}, append(valid, "--admit-per-second", "10"), "--pass-ttl"},
+		{"bad join-from", nil, append(valid, "--join-from", "soon"), "--join-from"},
+		{"queue opens after the sale", nil, append(valid, "--admit-per-second", "10", "--starts-at", "2027-01-01T00:00:00Z", "--join-from", "2027-01-02T00:00:00Z"), "--join-from"},
 		{"drain longer than the grace", nil, append(valid, "--shutdown-grace", "2s", "--drain-delay", "3s"), "--drain-delay"},
 	}
 	for _, c := range cases {

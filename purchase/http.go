@@ -40,6 +40,7 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("/v1/availability", get(s.handleAvailability))
 	mux.HandleFunc("/v1/orders/{id}", get(s.handleOrder))
 	s.pageRoutes(mux)
+	s.queueRoutes(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.draining.Load() {
@@ -136,6 +137,12 @@ func (s *Service) servePurchase(w http.ResponseWriter, r *http.Request, decide p
 		return Order{}, false, err
 	}
 	if err := s.checkPass(r.Header, req.BuyerID); err != nil {
+		if req.IdempotencyKey != "" {
+			// A retry of a purchase that already bought learns its order
+			// even once its pass expired; it buys nothing new.
+			o, replayed, rerr := s.replayOr(r.Context(), req, err)
+			return o, replayed, rerr
+		}
 		return Order{}, false, err
 	}
 	return s.Purchase(r.Context(), req)

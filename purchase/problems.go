@@ -25,6 +25,9 @@ var (
 	ErrInvalidRequest   = errors.New("invalid request")
 	ErrOrderPending     = errors.New("the outcome of this order is not settled yet; ask again after Retry-After")
 	ErrUnavailable      = errors.New("the purchase service is unavailable")
+	ErrPassRequired     = errors.New("this sale has a waiting room: purchases need Authorization: Bearer <pass> from POST /v1/queue")
+	ErrPassInvalid      = errors.New("the pass is invalid, expired or another buyer's")
+	ErrQueueNotFound    = errors.New("no such queue id, or this sale has no waiting room")
 	errMethodNotAllowed = errors.New("method not allowed")
 	errNoSuchEndpoint   = errors.New("no such endpoint")
 
@@ -91,6 +94,9 @@ var problems = []problem{
 	// 403, not 429: the limit is permanent for this buyer, and clients and
 	// proxies retry 429 by themselves.
 	{ErrBuyerLimit, "buyer_limit_reached", http.StatusForbidden, "Buyer limit reached"},
+	{ErrPassRequired, "pass_required", http.StatusUnauthorized, "Pass required"},
+	{ErrPassInvalid, "pass_invalid", http.StatusForbidden, "Pass invalid"},
+	{ErrQueueNotFound, "queue_not_found", http.StatusNotFound, "Queue not found"},
 	{ErrInvalidRequest, "invalid_request", http.StatusBadRequest, "Invalid request"},
 	{errMethodNotAllowed, "method_not_allowed", http.StatusMethodNotAllowed, "Method not allowed"},
 	{errNoSuchEndpoint, "not_found", http.StatusNotFound, "Not found"},
@@ -177,6 +183,8 @@ func writeProblem(w http.ResponseWriter, err error) {
 		h["Retry-After"] = []string{strconv.Itoa(ra.Seconds)}
 	case p.status == http.StatusServiceUnavailable:
 		h["Retry-After"] = retryAfter
+	case p.status == http.StatusUnauthorized:
+		h["Www-Authenticate"] = bearerChallenge // RFC 9110 §11.6.1: a 401 names its scheme
 	}
 	h["Content-Type"] = problemContentType
 	h["Content-Length"] = r.contentLength
@@ -188,4 +196,5 @@ func writeProblem(w http.ResponseWriter, err error) {
 var (
 	retryAfter         = []string{"1"}
 	problemContentType = []string{"application/problem+json"}
+	bearerChallenge    = []string{`Bearer realm="waiting room"`}
 )

@@ -149,7 +149,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		log.Warn("--sale-secret is not set: order ids derived from Idempotency-Keys can be computed by anyone (set it outside local runs; the operator always does)")
 	}
 	svc := NewService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, log)
+	// The waiting room's loops idle while it is off; they stop before the
+	// connections close.
+	qctx, stopQueue := context.WithCancel(context.Background())
+	queueStopped := svc.queue.run(qctx)
 	closeAll := func() {
+		stopQueue()
+		queueStopped()
 		_ = rdb.Close()
 		store.Close()
 	}

@@ -70,6 +70,7 @@ type Service struct {
 	metrics     *metrics
 	log         *slog.Logger
 	orderKey    []byte // HMAC key of order ids derived from idempotency keys
+	queue       *waitingRoom
 
 	// limited remembers buyers Postgres refused at the limit: buyer id →
 	// tickets they hold (at least). Orders are never given back, so the
@@ -113,6 +114,7 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 	}
 	sch := cfg.Schedule
 	s.schedule.Store(&sch)
+	s.queue = newWaitingRoom(cfg, s.orderKey, store, func() Schedule { return *s.schedule.Load() }, s.metrics, log)
 	s.tickets.Store(cfg.Tickets)
 	s.SetMaxPerBuyer(cfg.MaxPerBuyer)
 	s.SetDisplayName(cfg.DisplayName)

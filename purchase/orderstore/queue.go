@@ -1,0 +1,256 @@
+package orderstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// The waiting room's queries (migration 00004). Joins are written in
+// batches (one statement for many buyers); admission is one pod's job at a
+// time, under queueAdmitterLockID.
+
+// queueAdmitterLockID is the session advisory lock the admitting pod holds
+// ("fo-queue").
+const queueAdmitterLockID = 0x666f2d7175657565
+
+// Joined is one buyer's place in the queue.
+type Joined struct {
+	BuyerID  string
+	Seq      int64
+	JoinedAt time.Time
+}
+
+// JoinQueue enqueues buyers in the order given (buyers already in the queue
+// keep their place) and returns every one's place. One round trip: the
+// INSERT and the SELECT run as one implicit transaction.
+//
+// The INSERT takes the queue's ROW EXCLUSIVE lock before it draws any seq,
+// and an admission step takes SHARE (see AdmitNext): so no row can become
+// visible below a slot the admitter has already passed.
+func (s *Store) JoinQueue(ctx context.Context, buyers []string) (map[string]Joined, error) {
+	b := &pgx.Batch{}
+	// The NOT EXISTS keeps re-joins from drawing (and wasting) a seq; the
+	// ON CONFLICT covers two pods enqueueing one buyer at once.
+	b.Queue(`INSERT INTO queue (buyer_id, seq, slot)
+		SELECT buyer, s, s FROM (
+			SELECT buyer, nextval('queue_seq') AS s FROM (
+				SELECT buyer FROM unnest($1::text[]) WITH ORDINALITY AS u(buyer, i)
+				WHERE NOT EXISTS (SELECT 1 FROM queue q WHERE q.buyer_id = u.buyer)
+				ORDER BY i) AS fresh) AS numbered
+		ON CONFLICT (buyer_id) DO NOTHING`, buyers)
+	b.Queue(`SELECT buyer_id, seq, joined_at FROM queue WHERE buyer_id = ANY($1::text[])`, buyers)
+	res := s.pool.SendBatch(ctx, b)
+	defer res.Close()
+	if _, err := res.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := res.Query()
+	if err != nil {
+		return nil, err
+	}
+	got := make(map[string]Joined, len(buyers))
+	for rows.Next() {
+		var j Joined
+		if err := rows.Scan(&j.BuyerID, &j.Seq, &j.JoinedAt); err != nil {
+			return nil, err
+		}
+		got[j.BuyerID] = j
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(got) != len(buyers) {
+		return nil, fmt.Errorf("queue: %d of %d buyers found after the join", len(got), len(buyers))
+	}
+	return got, res.Close()
+}
+
+// QueueState is the one-row state of the queue.
+type QueueState struct {
+	ServingSlot int64
+	Admitted    int64
+	Waiting     int64
+	ShuffleSeed []byte // nil until a Random queue's shuffle
+	PrequeueSeq int64
+}
+
+// Admission is one step of the admitter: slots up to ServingSlot were
+// admitted at At.
+type Admission struct {
+	ID          int64
+	FromSlot    int64 // slots (FromSlot, ServingSlot] were admitted
+	ServingSlot int64
+	Admitted    int64
+	At          time.Time
+}
+
+// QueueSnapshot is what a pod refreshes: the state and the admission steps
+// after a known one (at most limit of them, oldest first).
+func (s *Store) QueueSnapshot(ctx context.Context, afterID int64, since time.Time, limit int) (QueueState, []Admission, error) {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT serving_slot, admitted, waiting, shuffle_seed, coalesce(prequeue_seq, 0) FROM queue_state`)
+	b.Queue(`SELECT id, from_slot, serving_slot, admitted, at FROM queue_admissions
+		WHERE id > $1 AND at > $2 ORDER BY id LIMIT $3`, afterID, since, limit)
+	res := s.pool.SendBatch(ctx, b)
+	defer res.Close()
+	var st QueueState
+	if err := res.QueryRow().Scan(&st.ServingSlot, &st.Admitted, &st.Waiting, &st.ShuffleSeed, &st.PrequeueSeq); err != nil {
+		return QueueState{}, nil, err
+	}
+	rows, err := res.Query()
+	if err != nil {
+		return QueueState{}, nil, err
+	}
+	steps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Admission, error) {
+		var a Admission
+		err := r.Scan(&a.ID, &a.FromSlot, &a.ServingSlot, &a.Admitted, &a.At)
+		return a, err
+	})
+	if err != nil {
+		return QueueState{}, nil, err
+	}
+	return st, steps, res.Close()
+}
+
+// ErrNotAdmitter means another session holds the admitter's lock.
+var ErrNotAdmitter = errors.New("another pod is the admitter")
+
+// Admitter is the one session allowed to move the queue: it holds the
+// admitter advisory lock for as long as its connection lives.
+type Admitter struct {
+	conn *pgxpool.Conn
+}
+
+// TryAdmitter takes the admitter's lock on a dedicated connection, or
+// answers ErrNotAdmitter.
+func (s *Store) TryAdmitter(ctx context.Context) (*Admitter, error) {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ok bool
+	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, queueAdmitterLockID).Scan(&ok); err != nil {
+		c.Release()
+		return nil, err
+	}
+	if !ok {
+		c.Release()
+		return nil, ErrNotAdmitter
+	}
+	return &Admitter{conn: c}, nil
+}
+
+// Close gives the role up: the connection (and with it the lock) is
+// closed, never returned to the pool holding the lock.
+func (a *Admitter) Close() {
+	_ = a.conn.Conn().Close(context.Background())
+	a.conn.Release()
+}
+
+// AdmitNext admits up to n more buyers in slot order and records the step.
+// It returns the new state and how many it admitted.
+func (a *Admitter) AdmitNext(ctx context.Context, n int64) (st QueueState, admitted int64, err error) {
+	err = pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
+		// Waits for joins in flight and keeps new ones out until commit:
+		// every row below the new serving slot is in it already.
+		if _, err := tx.Exec(ctx, `LOCK TABLE queue IN SHARE MODE`); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT serving_slot, admitted FROM queue_state FOR UPDATE`).Scan(&st.ServingSlot, &st.Admitted); err != nil {
+			return err
+		}
+		var top *int64
+		if err := tx.QueryRow(ctx, `SELECT max(slot), count(*) FROM (
+				SELECT slot FROM queue WHERE slot > $1 ORDER BY slot LIMIT $2) AS next`,
+			st.ServingSlot, n).Scan(&top, &admitted); err != nil {
+			return err
+		}
+		if admitted == 0 {
+			return nil
+		}
+		from := st.ServingSlot
+		st.ServingSlot, st.Admitted = *top, st.Admitted+admitted
+		if _, err := tx.Exec(ctx, `UPDATE queue_state SET serving_slot = $1, admitted = $2`, st.ServingSlot, st.Admitted); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO queue_admissions (from_slot, serving_slot, admitted) VALUES ($1, $2, $3)`,
+			from, st.ServingSlot, admitted)
+		return err
+	})
+	return st, admitted, err
+}
+
+// CountWaiting counts the buyers behind the serving slot and records it.
+func (a *Admitter) CountWaiting(ctx context.Context) (int64, error) {
+	var n int64
+	err := a.conn.QueryRow(ctx, `UPDATE queue_state SET waiting = (
+			SELECT count(*) FROM queue WHERE slot > queue_state.serving_slot)
+		RETURNING waiting`).Scan(&n)
+	return n, err
+}
+
+// CountActive counts the active buyers: admitted less than passTTL ago
+// (their pass is still valid) and without a ticket yet (no count in
+// buyers, which every order increments). One range scan of the slots
+// admitted within passTTL.
+func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (int64, error) {
+	var n int64
+	err := a.conn.QueryRow(ctx, `SELECT count(*) FROM queue q
+		WHERE q.slot > coalesce((SELECT from_slot FROM queue_admissions
+				WHERE at > clock_timestamp() - $1 * interval '1 millisecond' ORDER BY at LIMIT 1),
+			(SELECT serving_slot FROM queue_state))
+		AND q.slot <= (SELECT serving_slot FROM queue_state)
+		AND NOT EXISTS (SELECT 1 FROM buyers b WHERE b.buyer_id = q.buyer_id AND b.tickets > 0)`,
+		passTTL.Milliseconds()).Scan(&n)
+	return n, err
+}
+
+// Shuffle fixes a Random queue's prequeue once: every buyer enqueued so far
+// (seqs 1..prequeue) gets slot perm(seq), a permutation of 1..prequeue; later
+// joiners keep slot = seq, behind them. It does nothing when the shuffle
+// already happened (another admitter did it), or when admission already
+// began in FIFO order (the order changed mid-sale), and returns the state.
+func (a *Admitter) Shuffle(ctx context.Context, seed []byte, perm func(prequeue, seq int64) int64) (QueueState, error) {
+	var st QueueState
+	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `LOCK TABLE queue IN SHARE MODE`); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT serving_slot, admitted, shuffle_seed, coalesce(prequeue_seq, 0) FROM queue_state FOR UPDATE`).
+			Scan(&st.ServingSlot, &st.Admitted, &st.ShuffleSeed, &st.PrequeueSeq); err != nil {
+			return err
+		}
+		if st.ShuffleSeed != nil || st.ServingSlot > 0 {
+			return nil // shuffled already, or admitting in FIFO order since before
+		}
+		var prequeue int64
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM queue`).Scan(&prequeue); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT seq FROM queue ORDER BY seq`)
+		if err != nil {
+			return err
+		}
+		seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		slots := make([]int64, len(seqs))
+		for i, q := range seqs {
+			slots[i] = perm(prequeue, q)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE queue SET slot = p.slot
+			FROM unnest($1::bigint[], $2::bigint[]) AS p(seq, slot) WHERE queue.seq = p.seq`, seqs, slots); err != nil {
+			return err
+		}
+		st.ShuffleSeed, st.PrequeueSeq = seed, prequeue
+		_, err = tx.Exec(ctx, `UPDATE queue_state SET shuffle_seed = $1, prequeue_seq = $2`, seed, prequeue)
+		return err
+	})
+	return st, err
+}

@@ -1,0 +1,453 @@
+package purchase
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flux-order/flux-order/purchase/orderstore"
+)
+
+// The waiting room (issue 11, docs/waiting-room.md). Its truth is in
+// Postgres (migration 00004): the queue table, one row per buyer with the
+// seq they joined with, and the serving slot up to which buyers are
+// admitted. Each pod
+//   - writes joins in batches (joinLoop: one statement per few ms),
+//   - keeps a view of the serving slot, the admission steps of the last
+//     passTTL and the available seats, refreshed every queueRefreshInterval
+//     (refreshLoop), so a poll and a pass check need no I/O,
+//   - competes to be the one admitter (admitLoop), which moves the serving
+//     slot at admitPerSecond, bounded by the inventory.
+
+const (
+	queueRefreshInterval = 200 * time.Millisecond // sold-out reaches waiting buyers within ~this
+	admitTick            = 100 * time.Millisecond
+	admitterRetry        = time.Second // how often a non-admitting pod tries for the role
+	joinBatchWindow      = 5 * time.Millisecond
+	joinBatchMax         = 512
+	joinTimeout          = 5 * time.Second
+	queueDBTimeout       = 2 * time.Second
+	// admitMultiple bounds admission by the inventory: active buyers (see
+	// admitter.step) are kept at most admitMultiple × available seats. Above
+	// 1 because some admitted buyers leave without buying; at 2 a buyer who
+	// is let in still has at least an even chance at a seat.
+	admitMultiple = 2
+	// activeRecount is how often the admitter recounts the active buyers;
+	// in between it only adds the ones it admits (over-counting is safe).
+	activeRecount = time.Second
+	// staleView: a pod whose view is older answers polls 503 rather than
+	// tell a buyer a place it cannot vouch for.
+	staleView          = 10 * time.Second
+	maxStepsPerRefresh = 10_000
+)
+
+// waitingRoom is one pod's part of the sale's waiting room.
+type waitingRoom struct {
+	settings atomic.Pointer[WaitingRoom]
+	signer   *tokenSigner
+	view     atomic.Pointer[queueView]
+	joins    chan joinRequest
+	store    *orderstore.Store
+	schedule func() Schedule
+	metrics  *queueMetrics
+	log      *slog.Logger
+	lastErr  atomic.Int64 // unix ns of the last logged error (one a second)
+}
+
+// queueView is a pod's picture of the queue, replaced whole by each refresh.
+type queueView struct {
+	at        time.Time
+	state     orderstore.QueueState
+	available int64                  // seats neither sold nor held
+	steps     []orderstore.Admission // of the last passTTL, oldest first
+	lastStep  int64                  // id of the newest step read
+}
+
+type joinRequest struct {
+	buyer string
+	reply chan joinResult
+}
+
+type joinResult struct {
+	joined orderstore.Joined
+	err    error
+}
+
+func newWaitingRoom(cfg Config, secret []byte, store *orderstore.Store, schedule func() Schedule, m *metrics, log *slog.Logger) *waitingRoom {
+	q := &waitingRoom{
+		signer:   newTokenSigner(secret, cfg.Sale),
+		joins:    make(chan joinRequest, 4*joinBatchMax),
+		store:    store,
+		schedule: schedule,
+		log:      log,
+	}
+	q.set(cfg.WaitingRoom)
+	q.metrics = newQueueMetrics(m.registry, q)
+	return q
+}
+
+func (q *waitingRoom) set(wr WaitingRoom) {
+	if wr.Order == "" {
+		wr.Order = QueueFIFO
+	}
+	q.settings.Store(&wr)
+}
+
+// run starts the pod's loops; they end with ctx, and wait returns once
+// they have.
+func (q *waitingRoom) run(ctx context.Context) (wait func()) {
+	var wg sync.WaitGroup
+	wg.Go(func() { q.joinLoop(ctx) })
+	wg.Go(func() { q.refreshLoop(ctx) })
+	wg.Go(func() { q.admitLoop(ctx) })
+	return wg.Wait
+}
+
+// logError logs at most one error a second: an outage fails every tick.
+func (q *waitingRoom) logError(msg string, err error) {
+	now := time.Now().UnixNano()
+	last := q.lastErr.Load()
+	if now-last >= int64(time.Second) && q.lastErr.CompareAndSwap(last, now) {
+		q.log.Warn(msg, "err", err)
+	}
+}
+
+// join enqueues the buyer (or finds their place) through the pod's batch.
+func (q *waitingRoom) join(ctx context.Context, buyer string) (orderstore.Joined, error) {
+	r := joinRequest{buyer: buyer, reply: make(chan joinResult, 1)}
+	select {
+	case q.joins <- r:
+	case <-ctx.Done():
+		return orderstore.Joined{}, unavailable(ErrDatabaseUnavailable, ctx.Err())
+	}
+	select {
+	case res := <-r.reply:
+		if res.err != nil {
+			return orderstore.Joined{}, unavailable(ErrDatabaseUnavailable, res.err)
+		}
+		return res.joined, nil
+	case <-ctx.Done():
+		// The batch may still commit: a re-join finds the same place.
+		return orderstore.Joined{}, unavailable(ErrDatabaseUnavailable, ctx.Err())
+	}
+}
+
+// joinLoop is the group commit of joins: the requests that arrive within
+// joinBatchWindow of the first are written by one statement, and each is
+// answered once it committed.
+func (q *waitingRoom) joinLoop(ctx context.Context) {
+	for {
+		var batch []joinRequest
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-q.joins:
+			batch = append(batch, r)
+		}
+		window := time.NewTimer(joinBatchWindow)
+	collect:
+		for len(batch) < joinBatchMax {
+			select {
+			case r := <-q.joins:
+				batch = append(batch, r)
+			case <-window.C:
+				break collect
+			}
+		}
+		window.Stop()
+		q.writeJoins(ctx, batch)
+	}
+}
+
+func (q *waitingRoom) writeJoins(ctx context.Context, batch []joinRequest) {
+	buyers := make([]string, 0, len(batch))
+	seen := make(map[string]bool, len(batch))
+	for _, r := range batch {
+		if !seen[r.buyer] {
+			seen[r.buyer] = true
+			buyers = append(buyers, r.buyer)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	defer cancel()
+	got, err := q.store.JoinQueue(ctx, buyers)
+	if err != nil {
+		q.logError("queue join failed", err)
+	}
+	q.metrics.joinBatches.Observe(float64(len(buyers)))
+	for _, r := range batch {
+		r.reply <- joinResult{joined: got[r.buyer], err: err}
+	}
+}
+
+func (q *waitingRoom) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(queueRefreshInterval)
+	defer t.Stop()
+	for {
+		if q.settings.Load().on() {
+			if err := q.refresh(ctx); err != nil && ctx.Err() == nil {
+				q.logError("queue refresh failed", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// refresh reads the queue's state, the admission steps since the last
+// refresh and the inventory, and publishes a new view.
+func (q *waitingRoom) refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, queueDBTimeout)
+	defer cancel()
+	now := time.Now()
+	since := now.Add(-q.settings.Load().passTTL())
+	old := q.view.Load()
+	var after int64
+	var steps []orderstore.Admission
+	if old != nil {
+		after = old.lastStep
+		i := sort.Search(len(old.steps), func(i int) bool { return old.steps[i].At.After(since) })
+		steps = append(steps, old.steps[i:]...)
+	}
+	st, fresh, err := q.store.QueueSnapshot(ctx, after, since, maxStepsPerRefresh)
+	if err != nil {
+		return err
+	}
+	tickets, sold, err := q.store.Counts(ctx)
+	if err != nil {
+		return err
+	}
+	v := &queueView{at: now, state: st, available: tickets - sold, steps: append(steps, fresh...), lastStep: after}
+	if len(fresh) > 0 {
+		v.lastStep = fresh[len(fresh)-1].ID
+	}
+	q.view.Store(v)
+	return nil
+}
+
+// Queue states a buyer sees.
+const (
+	stateWaiting  = "waiting"
+	stateAdmitted = "admitted"
+	stateSoldOut  = "sold_out"
+	stateClosed   = "closed"
+)
+
+// place is a buyer's standing, computed from the view alone.
+type place struct {
+	State    string
+	Position *int64 // nil: not known yet (a Random queue before its shuffle)
+	Wait     *int64 // estimated seconds
+	Pass     string
+	Expires  time.Time
+	Retry    int // Retry-After seconds
+}
+
+// slot is the buyer's place in admission order, or false before a Random
+// queue's shuffle has placed them.
+func (v *queueView) slot(t queueTicket, wr WaitingRoom) (int64, bool) {
+	switch {
+	case v.state.ShuffleSeed != nil:
+		return shuffleSlot(v.state.ShuffleSeed, v.state.PrequeueSeq, t.Seq), true
+	case wr.Order == QueueRandom && v.state.ServingSlot == 0:
+		return 0, false // everyone so far will be shuffled at startsAt
+	}
+	return t.Seq, true
+}
+
+// admittedAt is when slot was admitted, if within the retained steps.
+func (v *queueView) admittedAt(slot int64) (time.Time, bool) {
+	i := sort.Search(len(v.steps), func(i int) bool { return v.steps[i].ServingSlot >= slot })
+	if i == len(v.steps) || v.steps[i].FromSlot >= slot {
+		return time.Time{}, false
+	}
+	return v.steps[i].At, true
+}
+
+// standing answers a poll: state, position, wait and, once admitted, the
+// pass (the same one at every poll: its expiry is fixed by the admission).
+func (q *waitingRoom) standing(v *queueView, t queueTicket, now time.Time) place {
+	wr := *q.settings.Load()
+	sch := q.schedule()
+	if !sch.EndsAt.IsZero() && !now.Before(sch.EndsAt) {
+		return place{State: stateClosed, Retry: 60}
+	}
+	slot, known := v.slot(t, wr)
+	if known && slot <= v.state.ServingSlot {
+		at, ok := v.admittedAt(slot)
+		expires := at.Add(wr.passTTL())
+		if !ok || !now.Before(expires) {
+			// This buyer's turn came and their pass expired.
+			return place{State: stateClosed, Retry: 60}
+		}
+		zero := int64(0)
+		return place{State: stateAdmitted, Position: &zero, Wait: &zero, Pass: q.signer.pass(t.Buyer, expires),
+			Expires: expires, Retry: clampSeconds(time.Until(expires), 1, 60)}
+	}
+	if v.available <= 0 {
+		// Seats may come back (holds expiring): the buyer keeps their place.
+		return place{State: stateSoldOut, Retry: 5}
+	}
+	if !known {
+		wait := int64(0)
+		if !sch.StartsAt.IsZero() && now.Before(sch.StartsAt) {
+			wait = int64(sch.StartsAt.Sub(now).Seconds()) + 1
+		}
+		return place{State: stateWaiting, Wait: &wait, Retry: clampSeconds(time.Duration(wait)*time.Second/2, 1, 30)}
+	}
+	pos := slot - v.state.ServingSlot
+	wait := (pos + int64(wr.AdmitPerSecond) - 1) / int64(wr.AdmitPerSecond)
+	if !sch.StartsAt.IsZero() && now.Before(sch.StartsAt) {
+		wait += int64(sch.StartsAt.Sub(now).Seconds()) + 1
+	}
+	return place{State: stateWaiting, Position: &pos, Wait: &wait, Retry: clampSeconds(time.Duration(wait)*time.Second/2, 1, 30)}
+}
+
+func clampSeconds(d time.Duration, lo, hi int) int {
+	return min(max(int(d/time.Second), lo), hi)
+}
+
+// admitter is the admitting pod's state; only the serving slot is durable.
+type admitter struct {
+	db        *orderstore.Admitter
+	allowance float64 // admissions due, with the fractional carry
+	last      time.Time
+	active    int64
+	activeAt  time.Time
+	waitingAt time.Time
+	shuffled  bool
+}
+
+func (q *waitingRoom) admitLoop(ctx context.Context) {
+	var a *admitter
+	var lastTry time.Time
+	defer func() {
+		if a != nil {
+			a.db.Close()
+		}
+	}()
+	t := time.NewTicker(admitTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		wr := *q.settings.Load()
+		if !wr.on() {
+			if a != nil {
+				a.db.Close()
+				a = nil
+				q.metrics.admitting.Set(0)
+			}
+			continue
+		}
+		now := time.Now()
+		if a == nil {
+			if now.Sub(lastTry) < admitterRetry {
+				continue
+			}
+			lastTry = now
+			actx, cancel := context.WithTimeout(ctx, queueDBTimeout)
+			db, err := q.store.TryAdmitter(actx)
+			cancel()
+			if err != nil {
+				if !errors.Is(err, orderstore.ErrNotAdmitter) {
+					q.logError("could not compete for the queue's admitter role", err)
+				}
+				continue
+			}
+			q.log.Info("admitting buyers from the queue")
+			a = &admitter{db: db, last: now}
+			q.metrics.admitting.Set(1)
+		}
+		if err := q.step(ctx, a, wr, now); err != nil {
+			if ctx.Err() == nil {
+				q.logError("queue admission failed; giving up the admitter role", err)
+			}
+			a.db.Close()
+			a = nil
+			q.metrics.admitting.Set(0)
+		}
+	}
+}
+
+// step admits what is due at now: admitPerSecond since the last step (the
+// fraction carried over), within the room the inventory leaves. Active
+// buyers are those admitted less than passTTL ago (pass still valid) who
+// have no ticket yet; room = admitMultiple × available − active, and at most
+// maxActiveBuyers − active.
+func (q *waitingRoom) step(ctx context.Context, a *admitter, wr WaitingRoom, now time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, queueDBTimeout)
+	defer cancel()
+	dt := now.Sub(a.last).Seconds()
+	a.last = now
+	if now.Sub(a.waitingAt) >= time.Second {
+		if _, err := a.db.CountWaiting(ctx); err != nil {
+			return err
+		}
+		a.waitingAt = now
+	}
+	sch := q.schedule()
+	if sch.Paused || (!sch.StartsAt.IsZero() && now.Before(sch.StartsAt)) || (!sch.EndsAt.IsZero() && !now.Before(sch.EndsAt)) {
+		a.allowance = 0
+		return nil
+	}
+	if wr.Order == QueueRandom && !a.shuffled {
+		seed := make([]byte, 32)
+		_, _ = rand.Read(seed) // never fails (crypto/rand)
+		st, err := a.db.Shuffle(ctx, seed, func(n, seq int64) int64 { return shuffleSlot(seed, n, seq) })
+		if err != nil {
+			return err
+		}
+		if st.ShuffleSeed != nil && string(st.ShuffleSeed) == string(seed) {
+			q.log.Info("shuffled the prequeue", "buyers up to seq", st.PrequeueSeq)
+		}
+		a.shuffled = true
+	}
+	rate := float64(wr.AdmitPerSecond)
+	a.allowance = min(a.allowance+rate*dt, rate+1) // a stall of up to 1 s is caught up
+	want := int64(a.allowance)
+	if want < 1 {
+		return nil
+	}
+	if now.Sub(a.activeAt) >= activeRecount {
+		n, err := a.db.CountActive(ctx, wr.passTTL())
+		if err != nil {
+			return err
+		}
+		a.active, a.activeAt = n, now
+	}
+	tickets, sold, err := q.store.Counts(ctx)
+	if err != nil {
+		return err
+	}
+	room := admitMultiple*(tickets-sold) - a.active
+	if wr.MaxActiveBuyers > 0 {
+		room = min(room, int64(wr.MaxActiveBuyers)-a.active)
+	}
+	n := min(want, room)
+	var got int64
+	if n >= 1 {
+		if _, got, err = a.db.AdmitNext(ctx, n); err != nil {
+			return err
+		}
+	}
+	a.active += got
+	a.allowance -= float64(got)
+	if got < want {
+		// Nobody left to admit, or no room: admissions are not banked.
+		a.allowance = min(a.allowance, 1)
+	}
+	q.metrics.admittedHere.Add(float64(got))
+	return nil
+}

@@ -1,0 +1,145 @@
+package purchase
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+)
+
+func TestQueue_JoinPollBuy_PassesForgedExpiredOrTransferredRefused(t *testing.T) {
+	t.Parallel()
+	s := newQueueSale(t, 10, 2, withQueue(WaitingRoom{AdmitPerSecond: 20}))
+
+	// No pass, no purchase.
+	a := s.buyWithPass(1, "alice", "")
+	if a.status != http.StatusUnauthorized || a.code != "pass_required" || !strings.HasPrefix(a.header.Get("WWW-Authenticate"), "Bearer") {
+		t.Fatalf("purchase without a pass: want 401 pass_required with a Bearer challenge, got %d %s %q", a.status, a.code, a.header.Get("WWW-Authenticate"))
+	}
+
+	j := s.join(0, "alice")
+	if j.status != http.StatusAccepted && j.status != http.StatusOK || j.body.QueueID == "" {
+		t.Fatalf("join: want 202 with a queue id, got %d %s %+v", j.status, j.code, j.body)
+	}
+	if j.status == http.StatusAccepted && (j.body.State != "waiting" || j.body.Position == nil || j.body.EstimatedWaitSeconds == nil) {
+		t.Fatalf("join: want state waiting with a position and a wait, got %+v", j.body)
+	}
+	if j.header.Get("Retry-After") == "" {
+		t.Fatal("join: no Retry-After")
+	}
+	var admitted queueAnswer
+	testservers.Eventually(t, 5*time.Second, "alice admitted", func() bool {
+		admitted = s.poll(1, j.body.QueueID) // another pod: the queue id is self-contained
+		return admitted.body.State == "admitted"
+	})
+	pass := admitted.body.Pass
+	if pass == "" || admitted.body.PassExpiresAt == nil || admitted.header.Get("Retry-After") == "" {
+		t.Fatalf("admitted: want a pass, its expiry and Retry-After, got %+v %v", admitted.body, admitted.header)
+	}
+	if again := s.poll(0, j.body.QueueID); again.body.Pass != pass {
+		t.Fatalf("a second poll must give the same pass, got %q then %q", pass, again.body.Pass)
+	}
+	// Re-joining: the same queue id and place, now admitted (200).
+	if re := s.join(1, "alice"); re.status != http.StatusOK || re.body.QueueID != j.body.QueueID || re.body.State != "admitted" || re.body.Pass != pass {
+		t.Fatalf("re-join of an admitted buyer: want 200 admitted with the same id and pass, got %d %+v", re.status, re.body)
+	}
+
+	forged := []byte(pass)
+	forged[len(forged)/2] ^= 1
+	expired := s.pods[0].svc.queue.signer.pass("alice", time.Now().Add(-time.Second))
+	otherSale := newTokenSigner([]byte("another-secret"), s.cfg.Sale).pass("alice", time.Now().Add(time.Hour))
+	for _, c := range []struct{ name, buyer, pass string }{
+		{"forged", "alice", string(forged)},
+		{"expired", "alice", expired},
+		{"another buyer's", "mallory", pass},
+		{"signed with another secret", "alice", otherSale},
+		{"garbage", "alice", "not-a-pass"},
+	} {
+		if a := s.buyWithPass(2, c.buyer, c.pass); a.status != http.StatusForbidden || a.code != "pass_invalid" {
+			t.Fatalf("%s pass: want 403 pass_invalid, got %d %s", c.name, a.status, a.code)
+		}
+	}
+	if a := s.buyWithPass(2, "alice", pass); a.status != http.StatusCreated {
+		t.Fatalf("purchase with the pass: want 201, got %d %s", a.status, a.code)
+	}
+	if a := s.audit(); a.orders != 1 {
+		t.Fatalf("refused passes must buy nothing: want 1 order, got %d", a.orders)
+	}
+	if p := s.poll(0, j.body.QueueID+"x"); p.status != http.StatusNotFound || p.code != "queue_not_found" {
+		t.Fatalf("a tampered queue id: want 404 queue_not_found, got %d %s", p.status, p.code)
+	}
+}
+
+func TestQueue_Off_NoPassNeededAndNoQueue(t *testing.T) {
+	t.Parallel()
+	s := newTestSale(t, 5)
+	if a := s.buyWithPass(1, "bob", ""); a.status != http.StatusCreated {
+		t.Fatalf("without a waiting room a purchase needs no pass: got %d %s", a.status, a.code)
+	}
+	if j := s.join(0, "bob"); j.status != http.StatusNotFound || j.code != "queue_not_found" {
+		t.Fatalf("join without a waiting room: want 404 queue_not_found, got %d %s", j.status, j.code)
+	}
+	// Turned on live: passes are needed from the next request on.
+	s.pods[0].svc.SetWaitingRoom(WaitingRoom{AdmitPerSecond: 5})
+	if a := s.buyWithPass(2, "bob", ""); a.status != http.StatusUnauthorized {
+		t.Fatalf("after turning the waiting room on: want 401, got %d %s", a.status, a.code)
+	}
+}
+
+func TestQueue_Window_JoinFromAndEndsAt(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	s := newQueueSale(t, 5, 1, withQueue(WaitingRoom{AdmitPerSecond: 5, JoinFrom: now.Add(time.Hour)}), func(c *Config) {
+		c.Schedule.StartsAt = now.Add(2 * time.Hour)
+	})
+	if j := s.join(0, "early"); j.status != http.StatusForbidden || j.code != "sale_not_started" || j.header.Get("Retry-After") == "" {
+		t.Fatalf("join before joinFrom: want 403 sale_not_started with Retry-After, got %d %s", j.status, j.code)
+	}
+	// The queue opens at joinFrom; before startsAt a FIFO place is known
+	// and nobody is admitted.
+	s.pods[0].svc.SetWaitingRoom(WaitingRoom{AdmitPerSecond: 5, JoinFrom: now.Add(-time.Minute)})
+	j := s.join(0, "early")
+	if j.status != http.StatusAccepted || j.body.State != "waiting" || j.body.Position == nil || *j.body.Position != 1 {
+		t.Fatalf("join in the prequeue: want 202 waiting at position 1, got %d %s %+v", j.status, j.code, j.body)
+	}
+	if *j.body.EstimatedWaitSeconds < 3600 {
+		t.Fatalf("the wait before startsAt must count the time to startsAt, got %d s", *j.body.EstimatedWaitSeconds)
+	}
+	// After endsAt: joins refused, polls closed.
+	s.pods[0].svc.SetSchedule(Schedule{StartsAt: now.Add(-2 * time.Hour), EndsAt: now.Add(-time.Hour)})
+	if p := s.poll(0, j.body.QueueID); p.status != http.StatusOK || p.body.State != "closed" {
+		t.Fatalf("poll after endsAt: want closed, got %d %+v", p.status, p.body)
+	}
+	if j := s.join(0, "late"); j.status != http.StatusForbidden || j.code != "sale_ended" {
+		t.Fatalf("join after endsAt: want 403 sale_ended, got %d %s", j.status, j.code)
+	}
+}
+
+func TestQueue_Rejoin_SamePlace(t *testing.T) {
+	t.Parallel()
+	s := newQueueSale(t, 5, 3, withQueue(WaitingRoom{AdmitPerSecond: 5}), func(c *Config) {
+		c.Schedule.StartsAt = time.Now().Add(time.Hour) // nobody admitted: places stay put
+	})
+	first := map[string]queueBody{}
+	for i := range 30 {
+		b := fmt.Sprintf("b%d", i)
+		j := s.join(i%3, b)
+		if j.status != http.StatusAccepted {
+			t.Fatalf("join %s: %d %s", b, j.status, j.code)
+		}
+		first[b] = j.body
+	}
+	for i := range 30 {
+		b := fmt.Sprintf("b%d", i)
+		j := s.join((i+1)%3, b) // through another pod
+		if j.body.QueueID != first[b].QueueID || *j.body.Position != *first[b].Position {
+			t.Fatalf("re-join of %s: want id %s at %d, got %s at %d", b, first[b].QueueID, *first[b].Position, j.body.QueueID, *j.body.Position)
+		}
+		if *j.body.Position != int64(i+1) {
+			t.Fatalf("sequential joins: %s should be at %d, is at %d", b, i+1, *j.body.Position)
+		}
+	}
+}
