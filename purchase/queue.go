@@ -221,11 +221,11 @@ func (q *waitingRoom) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tickets, sold, err := q.store.Counts(ctx)
+	c, err := q.store.Counts(ctx)
 	if err != nil {
 		return err
 	}
-	v := &queueView{at: now, state: st, available: tickets - sold, steps: append(steps, fresh...), lastStep: after}
+	v := &queueView{at: now, state: st, available: c.Tickets - c.Sold - c.Held, steps: append(steps, fresh...), lastStep: after}
 	if len(fresh) > 0 {
 		v.lastStep = fresh[len(fresh)-1].ID
 	}
@@ -427,11 +427,11 @@ func (q *waitingRoom) step(ctx context.Context, a *admitter, wr WaitingRoom, now
 		}
 		a.active, a.activeAt = n, now
 	}
-	tickets, sold, err := q.store.Counts(ctx)
+	c, err := q.store.Counts(ctx)
 	if err != nil {
 		return err
 	}
-	room := admitMultiple*(tickets-sold) - a.active
+	room := admitMultiple*(c.Tickets-c.Sold-c.Held) - a.active
 	if wr.MaxActiveBuyers > 0 {
 		room = min(room, int64(wr.MaxActiveBuyers)-a.active)
 	}
