@@ -37,7 +37,7 @@ envtest-assets: ## Build kube-apiserver and etcd for envtest into bin/k8s/ (only
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test-deps
-test-deps: ## Install redis-server and PostgreSQL for the tests when missing (as root; otherwise print the command)
+test-deps: ## Install redis-server, PostgreSQL and chromium for the tests when missing (as root; otherwise print the command)
 	@hack/test-deps.sh
 
 .PHONY: test

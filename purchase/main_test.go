@@ -35,7 +35,9 @@ func TestMain(m *testing.M) {
 		// starve the fuzzer.
 		os.Exit(m.Run())
 	}
-	os.Exit(testservers.Main(m, &redisSrv, &pgSrv))
+	code := testservers.Main(m, &redisSrv, &pgSrv)
+	closeBrowser() // the browser tests' Chromium, if they started it
+	os.Exit(code)
 }
 
 var saleSeq atomic.Int64
