@@ -293,7 +293,7 @@ func (r *FlashSaleReconciler) observe(ctx context.Context, sale *salesv1alpha1.F
 // applyStatus server-side-applies the operator's status fields only, so
 // the pods' sold/available/lastReportTime are never overwritten.
 func (r *FlashSaleReconciler) applyStatus(ctx context.Context, sale *salesv1alpha1.FlashSale, st salesv1alpha1.FlashSaleStatus) error {
-	st.Sold, st.Available, st.LastReportTime = nil, nil, nil
+	st.Sold, st.Available, st.LastReportTime, st.WaitingRoom = nil, nil, nil, nil
 	status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
 	if err != nil {
 		return err

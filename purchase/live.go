@@ -25,6 +25,7 @@ func (cfg Config) withSettings(s statusreport.Settings) Config {
 	cfg.Schedule = Schedule{Paused: s.Paused, StartsAt: s.StartsAt, EndsAt: s.EndsAt}
 	cfg.MaxPerBuyer = s.MaxTicketsPerBuyer
 	cfg.DisplayName = s.DisplayName
+	cfg.WaitingRoom = waitingRoomOf(s.WaitingRoom)
 	if s.LockTTL > 0 {
 		cfg.LockTTL = s.LockTTL
 	}
@@ -90,6 +91,7 @@ func (s *Service) apply(st statusreport.Settings, grow chan int64) {
 	s.SetSchedule(Schedule{Paused: st.Paused, StartsAt: st.StartsAt, EndsAt: st.EndsAt})
 	s.SetMaxPerBuyer(st.MaxTicketsPerBuyer)
 	s.SetDisplayName(st.DisplayName)
+	s.SetWaitingRoom(waitingRoomOf(st.WaitingRoom))
 	s.soldOut.Store(st.SoldOut && st.Tickets <= s.tickets.Load())
 	if st.LockTTL > 0 {
 		s.SetLockTTL(st.LockTTL)
@@ -134,4 +136,14 @@ func (s *Service) followGrowth(ctx context.Context, grow <-chan int64) {
 			}
 		}
 	}
+}
+
+// waitingRoomOf is the FlashSale's spec.waitingRoom as the pod's settings.
+func waitingRoomOf(w statusreport.WaitingRoom) WaitingRoom {
+	order := QueueFIFO
+	if w.Order == "Random" {
+		order = QueueRandom
+	}
+	return WaitingRoom{AdmitPerSecond: w.AdmitPerSecond, MaxActiveBuyers: w.MaxActiveBuyers,
+		Order: order, JoinFrom: w.JoinFrom, PassTTL: w.PassTTL}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
 func TestQueue_JoinPollBuy_PassesForgedExpiredOrTransferredRefused(t *testing.T) {
@@ -82,10 +83,21 @@ func TestQueue_Off_NoPassNeededAndNoQueue(t *testing.T) {
 	if j := s.join(0, "bob"); j.status != http.StatusNotFound || j.code != "queue_not_found" {
 		t.Fatalf("join without a waiting room: want 404 queue_not_found, got %d %s", j.status, j.code)
 	}
-	// Turned on live: passes are needed from the next request on.
-	s.pods[0].svc.SetWaitingRoom(WaitingRoom{AdmitPerSecond: 5})
+	// Turned on live from the FlashSale: passes are needed from the next
+	// request on.
+	pod := s.pods[0].svc
+	pod.apply(statusreport.Settings{Tickets: 5, LockTTL: time.Second,
+		WaitingRoom: statusreport.WaitingRoom{AdmitPerSecond: 5, Order: "Random", PassTTL: time.Minute}}, make(chan int64, 1))
+	if wr := *pod.queue.settings.Load(); wr != (WaitingRoom{AdmitPerSecond: 5, Order: QueueRandom, PassTTL: time.Minute}) {
+		t.Fatalf("live waiting room settings: got %+v", wr)
+	}
 	if a := s.buyWithPass(2, "bob", ""); a.status != http.StatusUnauthorized {
 		t.Fatalf("after turning the waiting room on: want 401, got %d %s", a.status, a.code)
+	}
+	// And off again: everyone may buy.
+	pod.apply(statusreport.Settings{Tickets: 5, LockTTL: time.Second}, make(chan int64, 1))
+	if a := s.buyWithPass(3, "bob", ""); a.status != http.StatusCreated {
+		t.Fatalf("after turning the waiting room off: want 201, got %d %s", a.status, a.code)
 	}
 }
 

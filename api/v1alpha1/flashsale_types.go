@@ -11,6 +11,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.startsAt) || !has(self.endsAt) || self.endsAt > self.startsAt",message="endsAt must be after startsAt"
 // +kubebuilder:validation:XValidation:rule="(has(self.postgres) && has(self.postgres.external)) == (has(oldSelf.postgres) && has(oldSelf.postgres.external))",message="postgres: a sale cannot switch between a managed and an external PostgreSQL: the other database does not hold this sale's inventory and orders, so seats already sold could be sold again. Create a new FlashSale instead (docs/operations.md, External datastores)"
 // +kubebuilder:validation:XValidation:rule="(has(self.redis) && has(self.redis.external)) == (has(oldSelf.redis) && has(oldSelf.redis.external))",message="redis: a sale cannot switch between a managed and an external Redis while it runs: pods on the old and new Redis would not see each other's seat locks. Create a new FlashSale instead (docs/operations.md, External datastores)"
+// +kubebuilder:validation:XValidation:rule="!has(self.waitingRoom) || !has(self.waitingRoom.joinFrom) || !has(self.startsAt) || timestamp(self.waitingRoom.joinFrom) <= timestamp(self.startsAt)",message="waitingRoom.joinFrom must not be after startsAt: the queue opens before the sale"
 type FlashSaleSpec struct {
 	// DisplayName is the event's name as buyers see it on the sale page
 	// (empty: the FlashSale's name). Changing it never restarts the pods.
@@ -60,6 +61,12 @@ type FlashSaleSpec struct {
 	// +optional
 	HibernateAfter *metav1.Duration `json:"hibernateAfter,omitempty"`
 
+	// WaitingRoom meters buyers through a queue in front of the purchase
+	// API: purchases then need a pass the queue hands out (docs/waiting-room.md).
+	// Off when absent. Every field is live: changing it never restarts the pods.
+	// +optional
+	WaitingRoom *WaitingRoomSpec `json:"waitingRoom,omitempty"`
+
 	// PurchaseAPI is the Deployment of purchase pods.
 	// +kubebuilder:default={}
 	// +optional
@@ -84,6 +91,62 @@ type FlashSaleSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+}
+
+// WaitingRoomSpec is the sale's queue: who gets in, how fast, in what order.
+type WaitingRoomSpec struct {
+	// AdmitPerSecond is how many buyers the queue lets in per second, while
+	// the inventory leaves room (at most 2 × available seats of admitted
+	// buyers who have not bought yet).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	AdmitPerSecond int32 `json:"admitPerSecond"`
+
+	// MaxActiveBuyers caps the admitted buyers shopping at once (admitted
+	// within passTTL, no ticket yet); 0 = only the inventory's bound.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxActiveBuyers int32 `json:"maxActiveBuyers,omitempty"`
+
+	// Order of admission. FIFO: join order, across every pod. Random:
+	// everyone who joined before startsAt is shuffled at startsAt; later
+	// arrivals queue behind them in arrival order.
+	// +kubebuilder:default=FIFO
+	// +optional
+	Order QueueOrder `json:"order,omitempty"`
+
+	// JoinFrom is when the queue opens (before startsAt: a prequeue); when
+	// absent it is open from the start.
+	// +optional
+	JoinFrom *metav1.Time `json:"joinFrom,omitempty"`
+
+	// PassTTL is how long an admitted buyer's pass lets them buy and hold,
+	// between 30s and 24h.
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('24h')",message="waitingRoom.passTTL must be between 30s and 24h"
+	// +optional
+	PassTTL *metav1.Duration `json:"passTTL,omitempty"`
+}
+
+// QueueOrder is the order a waiting room admits in.
+// +kubebuilder:validation:Enum=FIFO;Random
+type QueueOrder string
+
+// Queue orders.
+const (
+	QueueFIFO   QueueOrder = "FIFO"
+	QueueRandom QueueOrder = "Random"
+)
+
+// WaitingRoomStatus is the queue as the purchase pods report it.
+type WaitingRoomStatus struct {
+	// Waiting buyers, behind the serving position.
+	Waiting int64 `json:"waiting"`
+	// Admitted buyers since the queue opened.
+	Admitted int64 `json:"admitted"`
+	// ServingPosition: every place up to it has been admitted.
+	ServingPosition int64 `json:"servingPosition"`
 }
 
 // NetworkPolicySpec switches the sale's NetworkPolicies.
@@ -285,7 +348,8 @@ const (
 )
 
 // FlashSaleStatus is observed state. The operator owns every field except
-// sold, available and lastReportTime, which the purchase pods report.
+// sold, available, waitingRoom and lastReportTime, which the purchase pods
+// report.
 type FlashSaleStatus struct {
 	// ObservedGeneration is the spec generation the operator last acted on.
 	// +optional
@@ -321,6 +385,10 @@ type FlashSaleStatus struct {
 	// is not); hibernation counts spec.hibernateAfter from it.
 	// +optional
 	SoldOutSince *metav1.Time `json:"soldOutSince,omitempty"`
+	// WaitingRoom is the queue, reported by the purchase pods while the
+	// sale has a waiting room.
+	// +optional
+	WaitingRoom *WaitingRoomStatus `json:"waitingRoom,omitempty"`
 	// LastReportTime is when the purchase pods last reported the counts.
 	// +optional
 	LastReportTime *metav1.Time `json:"lastReportTime,omitempty"`
@@ -342,6 +410,7 @@ type FlashSaleStatus struct {
 // +kubebuilder:printcolumn:name="Sold",type=integer,JSONPath=`.status.sold`
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.available`
 // +kubebuilder:printcolumn:name="Tickets",type=integer,JSONPath=`.spec.tickets`
+// +kubebuilder:printcolumn:name="Waiting",type=integer,JSONPath=`.status.waitingRoom.waiting`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Hibernated",type=boolean,JSONPath=`.status.hibernated`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`,priority=1

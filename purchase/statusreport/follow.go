@@ -29,6 +29,17 @@ type Settings struct {
 	SoldOut bool
 	// DisplayName is the event's name on the sale page ("": the sale's).
 	DisplayName string
+	// WaitingRoom is spec.waitingRoom; its AdmitPerSecond is 0 when absent.
+	WaitingRoom WaitingRoom
+}
+
+// WaitingRoom is spec.waitingRoom, as the API server defaulted it.
+type WaitingRoom struct {
+	AdmitPerSecond  int
+	MaxActiveBuyers int
+	Order           string // FIFO or Random
+	JoinFrom        time.Time
+	PassTTL         time.Duration
 }
 
 // Get reads this sale's settings once.
@@ -63,7 +74,8 @@ func (r *Reporter) Follow(ctx context.Context, onChange func(Settings)) {
 		if last == nil || *last != s {
 			last = &s
 			r.Log.Info("sale settings", "paused", s.Paused, "startsAt", s.StartsAt, "endsAt", s.EndsAt,
-				"maxTicketsPerBuyer", s.MaxTicketsPerBuyer, "lockTTL", s.LockTTL, "tickets", s.Tickets)
+				"maxTicketsPerBuyer", s.MaxTicketsPerBuyer, "lockTTL", s.LockTTL, "tickets", s.Tickets,
+				"waitingRoom", s.WaitingRoom)
 			onChange(s)
 		}
 	}
@@ -107,5 +119,37 @@ func settingsOf(u *unstructured.Unstructured) (Settings, error) {
 		}
 		s.LockTTL = d
 	}
+	wr, err := waitingRoomOf(u)
+	if err != nil {
+		return Settings{}, err
+	}
+	s.WaitingRoom = wr
 	return s, nil
+}
+
+func waitingRoomOf(u *unstructured.Unstructured) (WaitingRoom, error) {
+	var w WaitingRoom
+	m, ok, _ := unstructured.NestedMap(u.Object, "spec", "waitingRoom")
+	if !ok {
+		return w, nil
+	}
+	rate, _, _ := unstructured.NestedInt64(m, "admitPerSecond")
+	active, _, _ := unstructured.NestedInt64(m, "maxActiveBuyers")
+	w.AdmitPerSecond, w.MaxActiveBuyers = int(rate), int(active)
+	w.Order, _, _ = unstructured.NestedString(m, "order")
+	if v, ok, _ := unstructured.NestedString(m, "joinFrom"); ok {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return w, fmt.Errorf("spec.waitingRoom.joinFrom: %w", err)
+		}
+		w.JoinFrom = t
+	}
+	if v, ok, _ := unstructured.NestedString(m, "passTTL"); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return w, fmt.Errorf("spec.waitingRoom.passTTL: %w", err)
+		}
+		w.PassTTL = d
+	}
+	return w, nil
 }

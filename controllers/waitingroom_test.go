@@ -1,0 +1,90 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/purchase/statusreport"
+)
+
+func TestWaitingRoom_BadSpecs_RefusedByCEL(t *testing.T) {
+	ns := newNamespace(t)
+	now := time.Now().Truncate(time.Second)
+	sale := func(name string, wr salesv1alpha1.WaitingRoomSpec) *salesv1alpha1.FlashSale {
+		return &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10, StartsAt: &metav1.Time{Time: now.Add(time.Hour)}, WaitingRoom: &wr}}
+	}
+	cases := []struct {
+		name string
+		wr   salesv1alpha1.WaitingRoomSpec
+		want string
+	}{
+		{"no admission rate", salesv1alpha1.WaitingRoomSpec{}, "spec.waitingRoom.admitPerSecond"},
+		{"negative active cap", salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 5, MaxActiveBuyers: -1}, "spec.waitingRoom.maxActiveBuyers"},
+		{"unknown order", salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 5, Order: "LIFO"}, "spec.waitingRoom.order"},
+		{"queue opening after the sale", salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 5, JoinFrom: &metav1.Time{Time: now.Add(2 * time.Hour)}},
+			"waitingRoom.joinFrom must not be after startsAt"},
+		{"pass too short", salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 5, PassTTL: &metav1.Duration{Duration: time.Second}},
+			"waitingRoom.passTTL must be between 30s and 24h"},
+		{"pass too long", salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 5, PassTTL: &metav1.Duration{Duration: 48 * time.Hour}},
+			"waitingRoom.passTTL must be between 30s and 24h"},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := k8s.Create(context.Background(), sale("bad-"+string(rune('a'+i)), c.wr))
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want Invalid mentioning %q, got %v", c.want, err)
+			}
+		})
+	}
+}
+
+func TestWaitingRoom_DefaultsAndLiveSettings_ReachThePods(t *testing.T) {
+	ns := newNamespace(t)
+	startsAt := time.Now().Add(time.Hour).Truncate(time.Second)
+	s := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "queued", Namespace: ns},
+		Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10, StartsAt: &metav1.Time{Time: startsAt},
+			WaitingRoom: &salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 50}}}
+	if err := k8s.Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	got := saleNow(t, s).Spec.WaitingRoom
+	if got.Order != salesv1alpha1.QueueFIFO || got.PassTTL == nil || got.PassTTL.Duration != 10*time.Minute {
+		t.Fatalf("defaults: want order FIFO and passTTL 10m, got %+v", got)
+	}
+	r, err := statusreport.New(cfg, ns, "queued", "pod-1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := make(chan statusreport.Settings, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Follow(ctx, func(s statusreport.Settings) { settings <- s })
+	if first := <-settings; first.WaitingRoom != (statusreport.WaitingRoom{AdmitPerSecond: 50, Order: "FIFO", PassTTL: 10 * time.Minute}) {
+		t.Fatalf("the pods' first settings: %+v", first.WaitingRoom)
+	}
+	joinFrom := startsAt.Add(-30 * time.Minute)
+	patchSpec(t, s, func(s *salesv1alpha1.FlashSale) {
+		s.Spec.WaitingRoom = &salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 7, MaxActiveBuyers: 100, Order: salesv1alpha1.QueueRandom,
+			JoinFrom: &metav1.Time{Time: joinFrom}, PassTTL: &metav1.Duration{Duration: 2 * time.Minute}}
+	})
+	want := statusreport.WaitingRoom{AdmitPerSecond: 7, MaxActiveBuyers: 100, Order: "Random", JoinFrom: joinFrom, PassTTL: 2 * time.Minute}
+	select {
+	case st := <-settings:
+		if !st.WaitingRoom.JoinFrom.Equal(want.JoinFrom) {
+			t.Fatalf("joinFrom: want %v, got %v", want.JoinFrom, st.WaitingRoom.JoinFrom)
+		}
+		st.WaitingRoom.JoinFrom = want.JoinFrom
+		if st.WaitingRoom != want {
+			t.Fatalf("want %+v, got %+v", want, st.WaitingRoom)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting room change did not reach the pods' watch")
+	}
+}
