@@ -40,7 +40,14 @@ func TestQueue_JoinPollBuy_PassesForgedExpiredOrTransferredRefused(t *testing.T)
 	if pass == "" || admitted.body.PassExpiresAt == nil || admitted.header.Get("Retry-After") == "" {
 		t.Fatalf("admitted: want a pass, its expiry and Retry-After, got %+v %v", admitted.body, admitted.header)
 	}
-	if again := s.poll(0, j.body.QueueID); again.body.Pass != pass {
+	// Another pod (once its view caught up, within 200 ms) gives the same
+	// pass: its expiry is fixed by the admission, not by the poll.
+	var again queueAnswer
+	testservers.Eventually(t, time.Second, "pod 0 sees alice admitted", func() bool {
+		again = s.poll(0, j.body.QueueID)
+		return again.body.State == stateAdmitted
+	})
+	if again.body.Pass != pass {
 		t.Fatalf("a second poll must give the same pass, got %q then %q", pass, again.body.Pass)
 	}
 	// Re-joining: the same queue id and place, now admitted (200).
