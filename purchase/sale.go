@@ -67,6 +67,13 @@ func (s *Service) SaleFacts() SaleFacts {
 		t := sch.EndsAt.UTC()
 		f.EndsAt = &t
 	}
+	if wr := s.queue.settings.Load(); wr.on() {
+		f.WaitingRoom.Enabled = true
+		if !wr.JoinFrom.IsZero() {
+			t := wr.JoinFrom.UTC()
+			f.WaitingRoom.JoinFrom = &t
+		}
+	}
 	return f
 }
 
