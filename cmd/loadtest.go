@@ -30,11 +30,14 @@ func newLoadtestCommand() *cobra.Command {
 			"--duration and/or --requests bound the test. Every flag can also be set by an environment\n" +
 			"variable: --url is FLUX_ORDER_URL, and so on.\n\n" +
 			"Scenarios: hot-seat (every request on --seat), sell-out (every seat of --seats once per round, scrambled),\n" +
-			"any-seat (POST /v1/purchase), mixed (per 10 requests: 5 sell-out, 3 hot-seat, 2 any-seat).",
+			"any-seat (POST /v1/purchase), mixed (per 10 requests: 5 sell-out, 3 hot-seat, 2 any-seat),\n" +
+			"queue (--buyers join the waiting room, poll as Retry-After says, buy any seat with their pass;\n" +
+			"--rate is then joins/s, --concurrency the connections; reports time in queue, admitted rate, FIFO inversions).",
 		Example: "  flux-order loadtest --url http://127.0.0.1:8080 --scenario hot-seat --concurrency 64 --duration 10s\n" +
 			"  flux-order loadtest --url http://127.0.0.1:8080 --scenario sell-out --until-sold-out --duration 5m \\\n" +
 			"    --audit-database-url postgres://user:pass@127.0.0.1:5432/demo\n" +
-			"  flux-order loadtest --url http://127.0.0.1:18080 --host demo.sales.example --rate 2000 --duration 30s --json",
+			"  flux-order loadtest --url http://127.0.0.1:18080 --host demo.sales.example --rate 2000 --duration 30s --json\n" +
+			"  flux-order loadtest --url http://127.0.0.1:8080 --scenario queue --buyers 5000 --concurrency 256 --duration 5m",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := bindEnv(c.Flags()); err != nil {
@@ -55,7 +58,7 @@ func newLoadtestCommand() *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&cfg.URL, "url", "", "base URL of the purchase API, like http://127.0.0.1:8080 (required)")
 	f.StringVar(&cfg.Host, "host", "", "Host header to send instead of the URL's (an Ingress reached by address)")
-	f.StringVar(&scenario, "scenario", string(loadtest.HotSeat), "hot-seat, sell-out, any-seat or mixed")
+	f.StringVar(&scenario, "scenario", string(loadtest.HotSeat), "hot-seat, sell-out, any-seat, mixed or queue")
 	f.Int64Var(&cfg.Seat, "seat", 1, "the seat of hot-seat (and of mixed's hot-seat share)")
 	f.Int64Var(&cfg.Seats, "seats", 0, "seats 1..N that sell-out and mixed pick from (default: tickets from GET /v1/availability)")
 	f.IntVar(&cfg.Buyers, "buyers", loadtest.DefaultBuyers, "distinct buyers buyer-1..buyer-N, taking turns")

@@ -22,10 +22,13 @@ const (
 	SellOut Scenario = "sell-out" // every seat of Seats once per round, in a scrambled order
 	AnySeat Scenario = "any-seat" // POST /v1/purchase, the server picks
 	Mixed   Scenario = "mixed"
+	// Queue: buyers join the waiting room, poll it as Retry-After says and
+	// buy any seat with their pass (queue.go).
+	Queue Scenario = "queue"
 )
 
 // Scenarios lists every scenario, in the order help texts show them.
-var Scenarios = []Scenario{HotSeat, SellOut, AnySeat, Mixed}
+var Scenarios = []Scenario{HotSeat, SellOut, AnySeat, Mixed, Queue}
 
 // Defaults of the command line; Run applies the concurrency ones to a zero
 // Concurrency.
@@ -101,6 +104,8 @@ func (c *Config) Validate() error {
 		return bad("requests", "must not be negative, got %d", c.Requests)
 	case c.Duration == 0 && c.Requests == 0:
 		return bad("duration", "is required, or --requests: a test must stop by itself")
+	case c.Scenario == Queue && c.Duration == 0:
+		return bad("duration", "is required with --scenario queue (it bounds the buyers' wait)")
 	case c.UntilSoldOut && c.Scenario == HotSeat:
 		return bad("until-sold-out", "needs --scenario sell-out, any-seat or mixed (hot-seat buys one seat)")
 	case c.Timeout <= 0:

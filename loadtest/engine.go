@@ -81,6 +81,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	cfg = cfg.withDefaults()
 	t, _ := parseTarget(cfg.URL, cfg.Host)
+	if cfg.Scenario == Queue {
+		return runQueue(ctx, cfg, t)
+	}
 	api := newAPIClient(t, cfg.TLS, cfg.Timeout)
 	if cfg.Seats == 0 && (cfg.Scenario == SellOut || cfg.Scenario == Mixed) {
 		a, err := api.availability(ctx)

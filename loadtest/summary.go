@@ -33,6 +33,9 @@ type Summary struct {
 	Latency  OutcomeSummary            `json:"latency"`  // every answer
 	Outcomes map[string]OutcomeSummary `json:"outcomes"` // by Outcome.Key, all present
 	Audit    *AuditReport              `json:"audit,omitempty"`
+	// Queue is the queue scenario's view of the waiting room; its
+	// requests, outcomes and latency are the purchases only.
+	Queue *QueueSummary `json:"queue,omitempty"`
 }
 
 // OutcomeSummary is the count and latency of one outcome.
@@ -157,6 +160,10 @@ func WriteText(w io.Writer, s Summary) error {
 		row(o.String(), s.Outcomes[o.Key()])
 	}
 	row("all", s.Latency)
+	if s.Queue != nil {
+		b.WriteByte('\n')
+		b.WriteString(s.Queue.text())
+	}
 	if s.Audit != nil {
 		b.WriteByte('\n')
 		b.WriteString(s.Audit.text())

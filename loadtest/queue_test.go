@@ -1,0 +1,89 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/flux-order/flux-order/purchase"
+)
+
+func TestQueueScenario_BuyersQueueBuyWithPassesAndSellOut_Audited(t *testing.T) {
+	const seats, buyers = 100, 300
+	ctx := t.Context()
+	name := fmt.Sprintf("e2e-%d", dbSeq.Add(1))
+	dbURL, err := pgSrv.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redisURL, err := redisSrv.PurchaseURL(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := purchase.Config{Sale: name, Tickets: seats, RedisURL: redisURL, DatabaseURL: dbURL, SaleSecret: "s3cret",
+		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, WaitingRoom: purchase.WaitingRoom{AdmitPerSecond: 150}}
+	svc, closeAll, err := purchase.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(func() { srv.Close(); closeAll() })
+	auditor, err := NewAuditor(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	lc := Config{URL: srv.URL, Scenario: Queue, Seat: 1, Buyers: buyers, Concurrency: 32, Duration: time.Minute, Timeout: 10 * time.Second}
+	res, err := Run(ctx, lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Summary
+	q := s.Queue
+	if q == nil || s.StoppedBy != stopBuyersDone {
+		t.Fatalf("want a queue summary, every buyer finished; got stopped by %s, %+v", s.StoppedBy, q)
+	}
+	if q.Joined != buyers || q.Bought != seats || s.Count(Created) != seats || q.Bought+q.SoldOut != buyers || q.Errors != 0 {
+		t.Fatalf("want %d joined, %d bought and the rest told sold out, no errors; got %+v", buyers, seats, q)
+	}
+	if q.FIFOInversions != 0 || q.Admitted < seats || q.TimeInQueue.P99Ms <= 0 {
+		t.Fatalf("want no FIFO inversion, at least %d admitted with a time in queue; got %+v", seats, q)
+	}
+	r := auditor.Check(ctx, res.Created, func(ctx context.Context) (Availability, error) { return FetchAvailability(ctx, lc) }, true)
+	if !r.OK || r.NewOrders != seats {
+		t.Fatalf("want the audit to pass with %d new orders, got %+v", seats, r)
+	}
+	t.Logf("%s", q.text())
+}
+
+func TestFIFOInversions_CountsOnlyCertainOnes(t *testing.T) {
+	at := func(ms int) time.Time { return time.Unix(1000, 0).Add(time.Duration(ms) * time.Millisecond) }
+	b := func(start, end, lastWaiting, admitted int) queueBuyer {
+		q := queueBuyer{joinStart: at(start), joinEnd: at(end), admitted: at(admitted)}
+		if lastWaiting >= 0 {
+			q.lastWaiting = at(lastWaiting)
+		}
+		return q
+	}
+	cases := []struct {
+		name   string
+		buyers []queueBuyer
+		want   int64
+	}{
+		{"in order", []queueBuyer{b(0, 10, 100, 1000), b(20, 30, 1000, 2000)}, 0},
+		{"later joiner admitted while the first still waited", []queueBuyer{b(0, 10, 3000, 4000), b(20, 30, 100, 1000)}, 1},
+		{"within the views' tolerance", []queueBuyer{b(0, 10, 1200, 2000), b(20, 30, 100, 1000)}, 0},
+		{"overlapping joins are not ordered", []queueBuyer{b(0, 50, 3000, 4000), b(20, 30, 100, 1000)}, 0},
+		{"admitted at join, never waiting", []queueBuyer{b(0, 10, -1, 10), b(20, 30, 25, 1000)}, 0},
+		{"two late joiners pass one", []queueBuyer{b(0, 10, 5000, 6000), b(20, 30, 100, 1000), b(40, 50, 100, 1000)}, 2},
+	}
+	for _, c := range cases {
+		if got := fifoInversions(c.buyers); got != c.want {
+			t.Errorf("%s: want %d inversions, got %d", c.name, c.want, got)
+		}
+	}
+}
