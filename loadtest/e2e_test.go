@@ -13,8 +13,9 @@ import (
 )
 
 // startSale serves a real sale (purchase service, real Redis and
-// PostgreSQL) over HTTP and returns its URL and database URL.
-func startSale(t *testing.T, tickets int64) (url, dbURL string) {
+// PostgreSQL) over HTTP and returns its URL and database URL; opts adjust
+// its config.
+func startSale(t *testing.T, tickets int64, opts ...func(*purchase.Config)) (url, dbURL string) {
 	t.Helper()
 	ctx := context.Background()
 	name := fmt.Sprintf("e2e-%d", dbSeq.Add(1))
@@ -28,6 +29,9 @@ func startSale(t *testing.T, tickets int64) (url, dbURL string) {
 	}
 	cfg := purchase.Config{Sale: name, Tickets: tickets, RedisURL: redisURL, DatabaseURL: dbURL,
 		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	svc, closeAll, err := purchase.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -2,10 +2,6 @@ package loadtest
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -15,29 +11,15 @@ import (
 func TestQueueScenario_BuyersQueueBuyWithPassesAndSellOut_Audited(t *testing.T) {
 	const seats, buyers = 100, 300
 	ctx := t.Context()
-	name := fmt.Sprintf("e2e-%d", dbSeq.Add(1))
-	dbURL, err := pgSrv.CreateDatabase(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	redisURL, err := redisSrv.PurchaseURL(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := purchase.Config{Sale: name, Tickets: seats, RedisURL: redisURL, DatabaseURL: dbURL, SaleSecret: "s3cret",
-		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, WaitingRoom: purchase.WaitingRoom{AdmitPerSecond: 150}}
-	svc, closeAll, err := purchase.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc.Handler())
-	t.Cleanup(func() { srv.Close(); closeAll() })
+	url, dbURL := startSale(t, seats, func(c *purchase.Config) {
+		c.SaleSecret, c.WaitingRoom = "s3cret", purchase.WaitingRoom{AdmitPerSecond: 150}
+	})
 	auditor, err := NewAuditor(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	lc := Config{URL: srv.URL, Scenario: Queue, Seat: 1, Buyers: buyers, Concurrency: 32, Duration: time.Minute, Timeout: 10 * time.Second}
+	lc := Config{URL: url, Scenario: Queue, Seat: 1, Buyers: buyers, Concurrency: 32, Duration: time.Minute, Timeout: 10 * time.Second}
 	res, err := Run(ctx, lc)
 	if err != nil {
 		t.Fatal(err)
