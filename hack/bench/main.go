@@ -38,6 +38,7 @@ var (
 	duration = flag.Duration("duration", 4*time.Second, "length of each throughput measurement")
 	sellOut  = flag.Int64("sellout-seats", 100_000, "seats of the sell-out measurement")
 	write    = flag.String("write", "", "also write the table into this markdown file, between the bench markers")
+	only     = flag.String("steps", "", "comma-separated steps to run after the ceilings (flux-order, redis-tls, waiting-room, baselines, scale; default all); a partial run is never written")
 )
 
 func main() {
@@ -108,15 +109,22 @@ wrk.headers["Content-Type"] = "application/json"
 	}
 	defer b.pg.Close()
 
-	steps := []func(context.Context) error{b.ceilings, b.fluxOrder, b.redisTLS, b.baselines, b.scale}
+	steps := []struct {
+		name string
+		run  func(context.Context) error
+	}{{"ceilings", b.ceilings}, {"flux-order", b.fluxOrder}, {"redis-tls", b.redisTLS}, {"waiting-room", b.waitingRoom},
+		{"baselines", b.baselines}, {"scale", b.scale}}
 	for _, step := range steps {
-		if err := step(ctx); err != nil {
+		if *only != "" && step.name != "ceilings" && !slices.Contains(strings.Split(*only, ","), step.name) {
+			continue
+		}
+		if err := step.run(ctx); err != nil {
 			return err
 		}
 	}
 	table := b.table(time.Since(start))
 	fmt.Print(table)
-	if *write != "" {
+	if *write != "" && *only == "" {
 		return writeBetweenMarkers(*write, table)
 	}
 	return nil

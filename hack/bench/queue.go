@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// waitingRoom measures the waiting room's two public calls against the
+// null server: a poll (GET /v1/queue/{id}, answered from the pod's memory)
+// and a join of a new buyer (POST /v1/queue, one group-committed INSERT
+// per few ms), and the hot seat again with a pass to check on every
+// purchase (one HMAC).
+func (b *bench) waitingRoom(ctx context.Context) error {
+	db, err := b.database(ctx)
+	if err != nil {
+		return err
+	}
+	sale := fmt.Sprintf("bench-%d", b.dbSeq)
+	url, stop, err := b.start(ctx, "flux-order", []string{"purchase", "--sale", sale, "--tickets", "1000",
+		"--admit-per-second", "1000", "--sale-secret", "bench-secret",
+		"--redis-addr", b.redis.Addr, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
+	if err != nil {
+		return err
+	}
+	defer stop()
+	id, pass, err := admitted(url, "bench")
+	if err != nil {
+		return err
+	}
+	polls, err := median(func() (float64, error) {
+		return command(wrkRPS, "wrk", "-t1", "-c100", "-d"+duration.String(), url+"/v1/queue/"+id)
+	})
+	if err != nil {
+		return err
+	}
+	b.addStat(row{group: "waiting room", what: "polls GET /v1/queue/{id} (no I/O), wrk", unit: "req/s", ceiling: b.nullWrk,
+		target: "≥ 0.8 × null server (wrk)", ok: atLeast(polls.med, b.nullWrk, 0.8)}, polls)
+
+	run := 0
+	joins, err := median(func() (float64, error) {
+		run++
+		script := filepath.Join(b.bin, fmt.Sprintf("join-%d.lua", run))
+		// A new buyer per request: every join is an INSERT.
+		if err := os.WriteFile(script, []byte(fmt.Sprintf(`wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/v1/queue", nil, '{"buyerId":"r%d-' .. n .. '"}')
+end
+`, run)), 0o644); err != nil {
+			return 0, err
+		}
+		return command(wrkRPS, "wrk", "-t1", "-c100", "-d"+duration.String(), "-s", script, url)
+	})
+	if err != nil {
+		return err
+	}
+	b.addStat(row{group: "waiting room", what: "joins POST /v1/queue, a new buyer each (group commit), wrk", unit: "req/s", ceiling: b.nullWrk}, joins)
+
+	if status := buyWith(url, 1, "bench", pass); status != http.StatusCreated {
+		return fmt.Errorf("first purchase of seat 1 with a pass: %d", status)
+	}
+	script := filepath.Join(b.bin, "post-pass.lua")
+	if err := os.WriteFile(script, []byte(`wrk.method = "POST"
+wrk.body = '{"buyerId":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer `+pass+`"
+`), 0o644); err != nil {
+		return err
+	}
+	sold, err := median(func() (float64, error) {
+		return command(wrkRPS, "wrk", "-t1", "-c100", "-d"+duration.String(), "-s", script, url+"/v1/tickets/1/purchase")
+	})
+	if err != nil {
+		return err
+	}
+	b.addStat(row{group: "waiting room", what: "hot-seat, seat sold, pass checked: rejections, wrk", unit: "req/s", ceiling: b.nullWrk,
+		target: "≥ 0.8 × null server (wrk)", ok: atLeast(sold.med, b.nullWrk, 0.8)}, sold)
+	return nil
+}
+
+// admitted joins buyer and polls until admitted: the queue id and the pass.
+func admitted(url, buyer string) (id, pass string, err error) {
+	var a struct{ QueueID, State, Pass string }
+	resp, err := http.Post(url+"/v1/queue", "application/json", strings.NewReader(`{"buyerId":"`+buyer+`"}`))
+	if err != nil {
+		return "", "", err
+	}
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	resp.Body.Close()
+	if err != nil || a.QueueID == "" {
+		return "", "", fmt.Errorf("join: %d %v", resp.StatusCode, err)
+	}
+	id = a.QueueID
+	for deadline := time.Now().Add(10 * time.Second); a.State != "admitted"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return "", "", fmt.Errorf("%s not admitted within 10 s (state %q)", buyer, a.State)
+		}
+		resp, err := http.Get(url + "/v1/queue/" + id)
+		if err != nil {
+			return "", "", err
+		}
+		err = json.NewDecoder(resp.Body).Decode(&a)
+		resp.Body.Close()
+		if err != nil {
+			return "", "", err
+		}
+	}
+	return id, a.Pass, nil
+}
+
+func buyWith(url string, seat int64, buyer, pass string) int {
+	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/v1/tickets/%d/purchase", url, seat), strings.NewReader(`{"buyerId":"`+buyer+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+pass)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
