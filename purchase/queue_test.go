@@ -162,3 +162,28 @@ func TestQueue_Rejoin_SamePlace(t *testing.T) {
 		}
 	}
 }
+
+func TestQueue_KeyedRetryAfterThePassExpired_GetsItsOrderButBuysNothingNew(t *testing.T) {
+	t.Parallel()
+	s := newQueueSale(t, 10, 1, withQueue(WaitingRoom{AdmitPerSecond: 50}))
+	signer := s.pods[0].svc.queue.signer
+	valid := signer.pass("carol", time.Now().Add(time.Minute))
+	expired := signer.pass("carol", time.Now().Add(-time.Second))
+	h := func(pass, key string) map[string]string {
+		return map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + pass, idemKeyHeader: key}
+	}
+	first := s.post(0, "/v1/tickets/4/purchase", `{"buyerId":"carol"}`, h(valid, "k1"))
+	if first.status != http.StatusCreated {
+		t.Fatalf("with a valid pass: want 201, got %d %s", first.status, first.code)
+	}
+	retry := s.post(0, "/v1/tickets/4/purchase", `{"buyerId":"carol"}`, h(expired, "k1"))
+	if retry.status != http.StatusCreated || retry.order.ID != first.order.ID || retry.header.Get(replayedHeader) != "true" {
+		t.Fatalf("a keyed retry after the pass expired: want the same order replayed, got %d %s %+v", retry.status, retry.code, retry.order)
+	}
+	if fresh := s.post(0, "/v1/tickets/5/purchase", `{"buyerId":"carol"}`, h(expired, "k2")); fresh.status != http.StatusForbidden || fresh.code != "pass_invalid" {
+		t.Fatalf("a new key with an expired pass: want 403 pass_invalid, got %d %s", fresh.status, fresh.code)
+	}
+	if a := s.audit(); a.orders != 1 {
+		t.Fatalf("want 1 order, got %d", a.orders)
+	}
+}

@@ -195,8 +195,9 @@ func (a *Admitter) CountWaiting(ctx context.Context) (int64, error) {
 }
 
 // CountActive counts the active buyers: admitted less than passTTL ago
-// (their pass is still valid) and without a ticket yet (no count in
-// buyers, which every order increments). One range scan of the slots
+// (their pass is still valid), without a ticket yet (no count in buyers,
+// which every order increments) and without a live hold (a held seat is
+// already out of the available ones). One range scan of the slots
 // admitted within passTTL.
 func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (int64, error) {
 	var n int64
@@ -205,7 +206,9 @@ func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (int6
 				WHERE at > clock_timestamp() - $1 * interval '1 millisecond' ORDER BY at LIMIT 1),
 			(SELECT serving_slot FROM queue_state))
 		AND q.slot <= (SELECT serving_slot FROM queue_state)
-		AND NOT EXISTS (SELECT 1 FROM buyers b WHERE b.buyer_id = q.buyer_id AND b.tickets > 0)`,
+		AND NOT EXISTS (SELECT 1 FROM buyers b WHERE b.buyer_id = q.buyer_id AND b.tickets > 0)
+		AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.buyer_id = q.buyer_id AND h.state = 'held'
+			AND h.expires_at > clock_timestamp())`,
 		passTTL.Milliseconds()).Scan(&n)
 	return n, err
 }
