@@ -60,10 +60,11 @@ func newPurchaseCommand() *cobra.Command {
 	f.DurationVar(&cfg.LockTTL, "lock-ttl", 5*time.Second, "expiry of a seat lock (100ms..60s)")
 	f.IntVar(&cfg.MaxPerBuyer, "max-per-buyer", 0, "tickets one buyer may hold (0 = unlimited)")
 	f.StringVar(&cfg.DisplayName, "display-name", "", "the event's name on the sale page (default: --sale; with --report-status, the FlashSale's spec.displayName)")
+	f.DurationVar(&cfg.HoldTTL, "hold-ttl", 0, "how long a checkout hold keeps a seat (1s..1h; 0 = holds off, one-step purchases only)")
 	f.StringVar(&startsAt, "starts-at", "", "RFC 3339 time before which purchases are refused")
 	f.StringVar(&endsAt, "ends-at", "", "RFC 3339 time from which purchases are refused")
 	f.BoolVar(&cfg.Schedule.Paused, "paused", false, "refuse every purchase with 503 sale_paused")
-	f.BoolVar(&cfg.ReportStatus, "report-status", false, "compete (Lease) to report sold/available into the FlashSale's status, and take tickets, window, paused, max-per-buyer and lock-ttl from the FlashSale (at start and live, overriding those flags)")
+	f.BoolVar(&cfg.ReportStatus, "report-status", false, "compete (Lease) to report sold/available into the FlashSale's status, and take tickets, window, paused, max-per-buyer, lock-ttl and hold-ttl from the FlashSale (at start and live, overriding those flags)")
 	f.StringVar(&cfg.Namespace, "namespace", "", "namespace of the FlashSale (with --report-status)")
 	f.StringVar(&cfg.PodName, "pod-name", "", "this pod's name, its identity in the reporter election (default: hostname)")
 	return c

@@ -307,7 +307,7 @@ func (r *FlashSaleReconciler) applyStatus(ctx context.Context, sale *salesv1alph
 
 // reportMatters lets a status-only change of a FlashSale through only when
 // it can change the phase or a condition: the pods' counts reaching or
-// leaving zero available, or their seeded inventory changing (growth is
+// leaving sold out, or their seeded inventory changing (growth is
 // done: InventorySeeded turns True). Their once-a-second reports otherwise
 // cost no reconcile.
 var reportMatters = predicate.Funcs{
@@ -317,10 +317,11 @@ var reportMatters = predicate.Funcs{
 		if !ok1 || !ok2 {
 			return true
 		}
-		soldOut := func(s *salesv1alpha1.FlashSale) bool { return s.Status.Available != nil && *s.Status.Available == 0 }
+		// Not available == 0 alone: with holds, every seat may be sold or
+		// held (available 0) before the last holds are confirmed.
 		oldN, oldOK := reportedInventory(oldSale)
 		newN, newOK := reportedInventory(newSale)
-		return soldOut(oldSale) != soldOut(newSale) || oldOK != newOK || oldN != newN
+		return reportedSoldOut(oldSale) != reportedSoldOut(newSale) || oldOK != newOK || oldN != newN
 	},
 }
 

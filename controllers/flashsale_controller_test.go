@@ -531,7 +531,9 @@ func TestStatusReport_PodsCountsSurviveReconciles(t *testing.T) {
 	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 10*time.Second)
 
 	sold := int64(40)
-	r, err := statusreport.New(cfg, ns, "report", "pod-a", func(context.Context) (int64, int64, error) { return 100, sold, nil }, nil)
+	r, err := statusreport.New(cfg, ns, "report", "pod-a", func(context.Context) (statusreport.Counts, error) {
+		return statusreport.Counts{Tickets: 100, Sold: sold}, nil
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,9 @@ func TestHibernation_SoldOutLongerThanHibernateAfter_HibernatesUntilTicketsGrow(
 	eventually(t, 10*time.Second, "the full sale", func() error { return hibernated(t, sale, false, 2) })
 
 	// The pods report the last seat sold.
-	r, err := statusreport.New(cfg, ns, "gone", "pod-a", func(context.Context) (int64, int64, error) { return 10, 10, nil }, nil)
+	r, err := statusreport.New(cfg, ns, "gone", "pod-a", func(context.Context) (statusreport.Counts, error) {
+		return statusreport.Counts{Tickets: 10, Sold: 10}, nil
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

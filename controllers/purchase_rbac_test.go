@@ -36,7 +36,9 @@ func TestPurchaseRole_AllowsOnlyItsOwnSale(t *testing.T) {
 	eventually(t, 10*time.Second, "role binding", func() error { return get(t, ns, "mine-purchase", &rbacv1.RoleBinding{}) })
 	var sold atomic.Int64
 	sold.Store(3)
-	counts := func(context.Context) (int64, int64, error) { return 10, sold.Load(), nil }
+	counts := func(context.Context) (statusreport.Counts, error) {
+		return statusreport.Counts{Tickets: 10, Sold: sold.Load()}, nil
+	}
 
 	r, err := statusreport.New(asPurchasePod(ns, "mine"), ns, "mine", "pod-1", counts, nil)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
@@ -79,7 +80,7 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 
 	// A purchase pod becomes ready only after migrating and seeding its
 	// inventory; the pods' report tells whether the database holds every
-	// seat of the spec (sold + available = seeded seats). Growth does not
+	// seat of the spec (sold + held + available = seeded seats). Growth does not
 	// stop the sale: the seats that exist stay on sale while the running
 	// pods seed the new ones, so Growing is not a reason to leave OnSale.
 	seeded := check{false, "WaitingForPurchaseAPI", "no purchase pod has seeded the inventory yet"}
@@ -156,10 +157,10 @@ func applyFailedMessage(failures []error) string {
 }
 
 // reportedInventory is the seeded inventory the purchase pods last
-// reported (sold + available); ok is false before their first report.
+// reported (sold + held + available); ok is false before their first report.
 func reportedInventory(sale *salesv1alpha1.FlashSale) (n int64, ok bool) {
 	if st := sale.Status; st.Sold != nil && st.Available != nil {
-		return *st.Sold + *st.Available, true
+		return *st.Sold + ptr.Deref(st.Held, 0) + *st.Available, true
 	}
 	return 0, false
 }

@@ -80,8 +80,8 @@ func (s *auditedSale) plantDoubleSale(ticket int64) {
 
 // availability is what GET /v1/availability answers: the sold counter.
 func (s *auditedSale) availability(ctx context.Context) (Availability, error) {
-	tickets, sold, err := s.store.Counts(ctx)
-	return Availability{Tickets: tickets, Sold: sold, Available: tickets - sold}, err
+	n, err := s.store.Counts(ctx)
+	return Availability{Tickets: n.Tickets, Sold: n.Sold, Held: n.Held, Available: n.Tickets - n.Sold - n.Held}, err
 }
 
 func seq(from, to int64) []int64 {

@@ -16,6 +16,7 @@ import (
 type Availability struct {
 	Tickets   int64 `json:"tickets"`
 	Sold      int64 `json:"sold"`
+	Held      int64 `json:"held"`
 	Available int64 `json:"available"`
 }
 

@@ -35,6 +35,9 @@ type Config struct {
 	// DisplayName is the event's name on the sale page ("": Sale). Live:
 	// the FlashSale's spec.displayName.
 	DisplayName string
+	// HoldTTL is how long a checkout hold keeps its seat; 0 turns holds
+	// off (one-step purchases only).
+	HoldTTL time.Duration
 
 	// SaleSecret keys the order ids derived from Idempotency-Keys (HMAC).
 	// The operator always sets it from the sale's Secret; without it (a
@@ -54,7 +57,7 @@ type Config struct {
 
 	// ReportStatus makes the pod compete to report the sale's counts into
 	// FlashSale Namespace/Sale (see package statusreport), and take Tickets,
-	// Schedule, MaxPerBuyer and LockTTL from that FlashSale, at start and
+	// Schedule, MaxPerBuyer, LockTTL and HoldTTL from that FlashSale, at start and
 	// live (live.go); PodName is its identity in the election.
 	ReportStatus bool
 	Namespace    string
@@ -78,6 +81,13 @@ const (
 // MaxDisplayName bounds --display-name in characters, as the CRD bounds
 // spec.displayName.
 const MaxDisplayName = 200
+
+// Bounds of a hold's life. The FlashSale asks for at least 10s (a buyer
+// needs time to pay); the flag allows 1s for tests and demos of expiry.
+const (
+	MinHoldTTL = time.Second
+	MaxHoldTTL = time.Hour
+)
 
 var saleName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
@@ -110,6 +120,8 @@ func (c *Config) Validate() error {
 		return bad("lock-ttl", "must be between %v and %v, got %v", MinLockTTL, MaxLockTTL, c.LockTTL)
 	case utf8.RuneCountInString(c.DisplayName) > MaxDisplayName:
 		return bad("display-name", "must be at most %d characters", MaxDisplayName)
+	case c.HoldTTL != 0 && (c.HoldTTL < MinHoldTTL || c.HoldTTL > MaxHoldTTL):
+		return bad("hold-ttl", "must be 0 (holds off) or between %v and %v, got %v", MinHoldTTL, MaxHoldTTL, c.HoldTTL)
 	case c.MaxPerBuyer < 0:
 		return bad("max-per-buyer", "must be 0 (unlimited) or more, got %d", c.MaxPerBuyer)
 	case !c.Schedule.StartsAt.IsZero() && !c.Schedule.EndsAt.IsZero() && !c.Schedule.EndsAt.After(c.Schedule.StartsAt):

@@ -2,6 +2,7 @@ package purchase
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"unicode"
 	"unicode/utf16"
@@ -85,55 +86,68 @@ var visible = []*unicode.RangeTable{unicode.L, unicode.M, unicode.N, unicode.P, 
 // parseBuyerObject returns the value of the only member of
 // {"buyerId": "<string>"}, with JSON white space anywhere JSON allows it.
 func parseBuyerObject(b []byte) (string, error) {
+	v, err := parseStringObject(b, "buyerId")
+	if err != nil {
+		return "", err
+	}
+	return v[0], nil
+}
+
+// parseStringObject returns the values of an object whose members are
+// exactly names (each once, in any order), every one a string.
+func parseStringObject(b []byte, names ...string) ([]string, error) {
 	if !utf8.Valid(b) {
-		return "", errString("not valid UTF-8")
+		return nil, errString("not valid UTF-8")
 	}
 	p := parser{b: b}
 	p.space()
 	if !p.byte('{') {
-		return "", errString("not a JSON object")
+		return nil, errString("not a JSON object")
 	}
-	var buyer string
-	seen := false
+	values := make([]string, len(names))
+	seen := make([]bool, len(names))
 	p.space()
-	if p.byte('}') {
-		return "", errString("buyerId is required")
+	if !p.byte('}') {
+		for {
+			p.space()
+			key, err := p.str()
+			if err != nil {
+				return nil, err
+			}
+			i := slices.Index(names, key)
+			switch {
+			case i < 0:
+				return nil, fmt.Errorf("unknown field %q", key)
+			case seen[i]:
+				return nil, fmt.Errorf("duplicate field %q", key)
+			}
+			seen[i] = true
+			p.space()
+			if !p.byte(':') {
+				return nil, errString("expected ':'")
+			}
+			p.space()
+			if values[i], err = p.str(); err != nil {
+				return nil, fmt.Errorf("%s must be a string: %v", key, err)
+			}
+			p.space()
+			if p.byte(',') {
+				continue
+			}
+			if !p.byte('}') {
+				return nil, errString("expected ',' or '}'")
+			}
+			break
+		}
 	}
-	for {
-		p.space()
-		key, err := p.str()
-		if err != nil {
-			return "", err
-		}
-		if key != "buyerId" {
-			return "", fmt.Errorf("unknown field %q", key)
-		}
-		if seen {
-			return "", errString("duplicate field \"buyerId\"")
-		}
-		seen = true
-		p.space()
-		if !p.byte(':') {
-			return "", errString("expected ':'")
-		}
-		p.space()
-		if buyer, err = p.str(); err != nil {
-			return "", fmt.Errorf("buyerId must be a string: %v", err)
-		}
-		p.space()
-		if p.byte(',') {
-			continue
-		}
-		if !p.byte('}') {
-			return "", errString("expected ',' or '}'")
-		}
-		break
+	if i := slices.Index(seen, false); i >= 0 {
+		return nil, fmt.Errorf("%s is required", names[i])
 	}
 	p.space()
 	if p.i != len(p.b) {
-		return "", errString("unexpected data after the JSON object")
+		return nil, errString("unexpected data after the JSON object")
 	}
-	return buyer, nil
+	return values, nil
 }
 
 type errString string

@@ -41,6 +41,7 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("/v1/orders/{id}", get(s.handleOrder))
 	s.pageRoutes(mux)
 	s.queueRoutes(mux)
+	s.holdRoutes(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.draining.Load() {
@@ -116,21 +117,9 @@ func (s *Service) post(decide purchaseHandler) http.HandlerFunc {
 }
 
 func (s *Service) servePurchase(w http.ResponseWriter, r *http.Request, decide purchaseHandler) (Order, bool, error) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		return Order{}, false, errMethodNotAllowed
-	}
-	// The key is checked before it is echoed: never reflect what we refuse.
-	key, err := idempotencyKey(r.Header)
+	key, body, err := readPost(w, r)
 	if err != nil {
 		return Order{}, false, err
-	}
-	if key != "" {
-		w.Header()[idemKeyHeader] = []string{key}
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if err != nil {
-		return Order{}, false, fmt.Errorf("%w: body larger than %d bytes or unreadable", ErrInvalidRequest, maxBodyBytes)
 	}
 	req, err := decide(r, body, key)
 	if err != nil {
@@ -146,6 +135,33 @@ func (s *Service) servePurchase(w http.ResponseWriter, r *http.Request, decide p
 		return Order{}, false, err
 	}
 	return s.Purchase(r.Context(), req)
+}
+
+// readPost refuses methods other than POST, validates the Idempotency-Key
+// and echoes it (checked before it is echoed: never reflect what we
+// refuse), and reads the small body.
+func readPost(w http.ResponseWriter, r *http.Request) (key string, body []byte, err error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		return "", nil, errMethodNotAllowed
+	}
+	if key, err = idempotencyKey(r.Header); err != nil {
+		return "", nil, err
+	}
+	if key != "" {
+		w.Header()[idemKeyHeader] = []string{key}
+	}
+	body, err = readBody(w, r)
+	return key, body, err
+}
+
+// readBody reads a small request body (maxBodyBytes).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		return nil, fmt.Errorf("%w: body larger than %d bytes or unreadable", ErrInvalidRequest, maxBodyBytes)
+	}
+	return body, nil
 }
 
 // idempotencyKey returns the request's Idempotency-Key ("" when absent),

@@ -29,6 +29,7 @@ func (cfg Config) withSettings(s statusreport.Settings) Config {
 	if s.LockTTL > 0 {
 		cfg.LockTTL = s.LockTTL
 	}
+	cfg.HoldTTL = s.HoldTTL
 	return cfg
 }
 
@@ -63,6 +64,13 @@ func (s *Service) SetLockTTL(d time.Duration) {
 	s.held.setWindow(heldMemory(d))
 }
 
+// SetHoldTTL changes the life of holds placed from now on (0: holds off;
+// holds already placed keep their expiry and can still be confirmed).
+func (s *Service) SetHoldTTL(d time.Duration) { s.holdTTL.Store(int64(d)) }
+
+// HoldTTL is the life of a hold placed now; 0 when holds are off.
+func (s *Service) HoldTTL() time.Duration { return time.Duration(s.holdTTL.Load()) }
+
 // Tickets is the inventory this pod sells: seats 1..Tickets.
 func (s *Service) Tickets() int64 { return s.tickets.Load() }
 
@@ -96,6 +104,7 @@ func (s *Service) apply(st statusreport.Settings, grow chan int64) {
 	if st.LockTTL > 0 {
 		s.SetLockTTL(st.LockTTL)
 	}
+	s.SetHoldTTL(st.HoldTTL)
 	if st.Tickets > s.tickets.Load() {
 		select { // keep only the latest wish
 		case <-grow:

@@ -28,6 +28,10 @@ var (
 	ErrPassRequired     = errors.New("this sale has a waiting room: purchases need Authorization: Bearer <pass> from POST /v1/queue")
 	ErrPassInvalid      = errors.New("the pass is invalid, expired or another buyer's")
 	ErrQueueNotFound    = errors.New("no such queue id, or this sale has no waiting room")
+	ErrTicketHeld       = errors.New("this ticket is held by a buyer during checkout; it is free again if the hold ends")
+	ErrHoldNotFound     = errors.New("no such hold")
+	ErrHoldExpired      = errors.New("the hold expired or was released; the seat may have been sold to another buyer")
+	ErrHoldsDisabled    = errors.New("this sale sells in one step: holds are off (holdTTL is 0)")
 	errMethodNotAllowed = errors.New("method not allowed")
 	errNoSuchEndpoint   = errors.New("no such endpoint")
 
@@ -98,6 +102,10 @@ var problems = []problem{
 	{ErrPassInvalid, "pass_invalid", http.StatusForbidden, "Pass invalid"},
 	{ErrQueueNotFound, "queue_not_found", http.StatusNotFound, "Queue not found"},
 	{ErrInvalidRequest, "invalid_request", http.StatusBadRequest, "Invalid request"},
+	{ErrTicketHeld, "ticket_held", http.StatusConflict, "Ticket held"},
+	{ErrHoldNotFound, "hold_not_found", http.StatusNotFound, "Hold not found"},
+	{ErrHoldExpired, "hold_expired", http.StatusGone, "Hold expired"},
+	{ErrHoldsDisabled, "holds_disabled", http.StatusConflict, "Holds disabled"},
 	{errMethodNotAllowed, "method_not_allowed", http.StatusMethodNotAllowed, "Method not allowed"},
 	{errNoSuchEndpoint, "not_found", http.StatusNotFound, "Not found"},
 	{ErrOrderPending, "order_pending", http.StatusServiceUnavailable, "Order pending"},

@@ -101,13 +101,13 @@ func TestRedis_AnySeatScriptWithALostAnswer_IsNotRetried(t *testing.T) {
 	admin := newRedisClient()
 	defer admin.Close()
 	pool := "fs:" + s.cfg.Sale + ":free"
-	if _, err := locks.AcquireAny(ctx, "first", 16); err != nil { // loads the script
+	if _, err := locks.AcquireAny(ctx, "first", locks.TTL(), 16); err != nil { // loads the script
 		t.Fatal(err)
 	}
 
 	proxy.dropping.Store(true)
 	start := time.Now()
-	if _, err := locks.AcquireAny(ctx, "lost-answer", 16); err == nil {
+	if _, err := locks.AcquireAny(ctx, "lost-answer", locks.TTL(), 16); err == nil {
 		t.Fatal("an unanswered script must fail")
 	}
 	took := time.Since(start)

@@ -173,9 +173,9 @@ func newReporter(cfg Config, svc *Service, log *slog.Logger) (*statusreport.Repo
 	if identity == "" {
 		identity, _ = os.Hostname()
 	}
-	counts := func(ctx context.Context) (int64, int64, error) {
+	counts := func(ctx context.Context) (statusreport.Counts, error) {
 		a, err := svc.Availability(ctx)
-		return a.Tickets, a.Sold, err
+		return statusreport.Counts{Tickets: a.Tickets, Sold: a.Sold, Held: a.Held}, err
 	}
 	return statusreport.New(rc, cfg.Namespace, cfg.Sale, identity, counts, log)
 }

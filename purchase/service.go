@@ -62,11 +62,13 @@ type Service struct {
 	// tickets and maxPerBuyer are live (live.go): the FlashSale may change them.
 	tickets     atomic.Int64
 	maxPerBuyer atomic.Int64
-	soldOut     atomic.Bool // every seat of tickets is sold, as the FlashSale's status reports
+	holdTTL     atomic.Int64 // nanoseconds; 0: holds off
+	soldOut     atomic.Bool  // every seat of tickets is sold, as the FlashSale's status reports
 	locks       *seatlock.Locks
 	store       *orderstore.Store
 	sold        *soldSet
-	held        *heldCache
+	held        *heldCache // seats seen locked by a purchase
+	onHold      *heldCache // seats seen under a checkout hold
 	metrics     *metrics
 	log         *slog.Logger
 	orderKey    []byte // HMAC key of order ids derived from idempotency keys
@@ -104,6 +106,7 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 		store:   store,
 		sold:    newSoldSet(cfg.Tickets),
 		held:    newHeldCache(heldMemory(cfg.LockTTL)),
+		onHold:  newHeldCache(maxHeldMemory),
 		metrics: newMetrics(),
 		log:     log,
 	}
@@ -119,6 +122,7 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 	s.SetMaxPerBuyer(cfg.MaxPerBuyer)
 	s.SetDisplayName(cfg.DisplayName)
 	s.page.feed = newSeatFeed(s)
+	s.SetHoldTTL(cfg.HoldTTL)
 	return s
 }
 
@@ -167,6 +171,10 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 		s.metrics.lockHeld.Inc()
 		s.held.remember(req.TicketID, now)
 		return Order{}, false, ErrTicketLocked
+	case seatlock.OnHold:
+		s.metrics.lockOnHold.Inc()
+		s.onHold.remember(req.TicketID, now)
+		return Order{}, false, ErrTicketHeld
 	case seatlock.Sold:
 		s.metrics.lockSold.Inc()
 		s.sold.add(req.TicketID)
@@ -214,6 +222,10 @@ func (s *Service) refuseLocally(req Request, now time.Time) error {
 		s.metrics.lockKnownHeld.Inc()
 		return ErrTicketLocked
 	}
+	if s.onHold.held(req.TicketID, now) {
+		s.metrics.lockKnownOnHold.Inc()
+		return ErrTicketHeld
+	}
 	return nil
 }
 
@@ -248,6 +260,15 @@ func (s *Service) atLimit(buyer string) bool {
 	return ok && held.(int) >= limit
 }
 
+// noteLimit remembers a buyer Postgres refused at the limit, but only when
+// orders alone reach it: holds end, orders stay.
+func (s *Service) noteLimit(buyer string, err error) {
+	var lim *orderstore.LimitError
+	if limit := int(s.maxPerBuyer.Load()); errors.As(err, &lim) && limit > 0 && lim.Orders >= limit {
+		s.rememberLimited(buyer, limit)
+	}
+}
+
 // rememberLimited records that Postgres refused the buyer at limit.
 func (s *Service) rememberLimited(buyer string, limit int) {
 	if s.limitedCount.Add(1) > maxLimitedBuyers {
@@ -272,20 +293,36 @@ func heldMemory(lockTTL time.Duration) time.Duration {
 // secret can compute another buyer's order id from public inputs.
 func (s *Service) newOrderID(req Request) uuid.UUID {
 	if req.IdempotencyKey != "" {
-		m := hmac.New(sha256.New, s.orderKey)
-		m.Write([]byte(req.BuyerID))
-		m.Write([]byte{0})
-		m.Write([]byte(req.IdempotencyKey))
-		var id uuid.UUID
-		copy(id[:], m.Sum(nil))
-		id[6] = id[6]&0x0f | 0x80 // version 8
-		id[8] = id[8]&0x3f | 0x80 // RFC 9562 variant
-		return id
+		return s.derivedID("", req.BuyerID, req.IdempotencyKey)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return uuid.New()
 	}
+	return id
+}
+
+// derivedID is HMAC-SHA256 under the sale's secret of parts joined by NUL,
+// as a UUID version 8. A non-empty domain ("hold", "hold-order") is written
+// first behind a NUL: a buyer id never starts with one, so ids of different
+// domains never collide with a purchase's (buyer, key) id.
+func (s *Service) derivedID(domain string, parts ...string) uuid.UUID {
+	m := hmac.New(sha256.New, s.orderKey)
+	if domain != "" {
+		m.Write([]byte{0})
+		m.Write([]byte(domain))
+		m.Write([]byte{0})
+	}
+	for i, p := range parts {
+		if i > 0 {
+			m.Write([]byte{0})
+		}
+		m.Write([]byte(p))
+	}
+	var id uuid.UUID
+	copy(id[:], m.Sum(nil))
+	id[6] = id[6]&0x0f | 0x80 // version 8
+	id[8] = id[8]&0x3f | 0x80 // RFC 9562 variant
 	return id
 }
 
@@ -314,6 +351,7 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 		AnySeat: req.TicketID == 0,
 	})
 	var sold *orderstore.SoldError
+	var held *orderstore.HeldError
 	switch {
 	case err == nil && o.TicketID != id:
 		// An any-seat retry whose key already bought another seat: give
@@ -336,11 +374,15 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 		}
 		s.markSold(id, owner)
 		return Order{}, false, ErrTicketSold
+	case errors.As(err, &held):
+		// Redis had lost the hold's marker: put it back.
+		s.restoreHold(id, orderID.String(), held)
+		return Order{}, false, ErrTicketHeld
 	}
 	s.release(id, orderID.String())
 	switch {
 	case errors.Is(err, orderstore.ErrBuyerLimit):
-		s.rememberLimited(req.BuyerID, int(s.maxPerBuyer.Load()))
+		s.noteLimit(req.BuyerID, err)
 		return Order{}, false, ErrBuyerLimit
 	case errors.Is(err, orderstore.ErrKeyReused):
 		return Order{}, false, fmt.Errorf("%w: Idempotency-Key was already used for another ticket (%v)", ErrInvalidRequest, err)
@@ -356,10 +398,26 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 func (s *Service) markSold(id int64, owner string) {
 	s.sold.add(id)
 	s.held.forget(id)
+	s.onHold.forget(id)
 	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
 	defer cancel()
 	if err := s.locks.MarkSold(ctx, id, owner); err != nil {
 		s.log.Warn("could not mark seat sold in redis", "ticket", id, "err", err)
+	}
+}
+
+// restoreHold replaces our lock token with the marker of the live hold
+// Postgres named, so that later buyers fail fast on it again.
+func (s *Service) restoreHold(id int64, token string, h *orderstore.HeldError) {
+	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
+	defer cancel()
+	if h.HoldID == uuid.Nil {
+		s.release(id, token)
+		return
+	}
+	s.onHold.remember(id, time.Now())
+	if err := s.locks.PutHold(ctx, id, token, h.HoldID.String(), h.Until); err != nil {
+		s.log.Warn("could not put a hold's marker back in redis", "ticket", id, "err", err)
 	}
 }
 
@@ -384,12 +442,12 @@ func (s *Service) purchaseAny(ctx context.Context, req Request) (Order, bool, er
 	}
 	orderID := s.newOrderID(req)
 	for range 3 {
-		id, err := s.takeAnySeat(ctx, orderID.String())
+		id, err := s.takeAnySeat(ctx, orderID.String(), s.locks.TTL())
 		if err != nil {
 			return Order{}, false, err
 		}
 		o, replayed, err := s.confirm(ctx, id, orderID, req)
-		if errors.Is(err, ErrTicketSold) {
+		if errors.Is(err, ErrTicketSold) || errors.Is(err, ErrTicketHeld) {
 			continue // a stale pool entry, e.g. after Redis lost its data
 		}
 		return o, replayed, err
@@ -397,11 +455,11 @@ func (s *Service) purchaseAny(ctx context.Context, req Request) (Order, bool, er
 	return Order{}, false, fmt.Errorf("%w: every seat tried was taken meanwhile; retry", ErrTicketLocked)
 }
 
-// takeAnySeat locks a free seat from the pool, refilling the pool from
-// Postgres when it runs dry.
-func (s *Service) takeAnySeat(ctx context.Context, token string) (int64, error) {
+// takeAnySeat locks a free seat from the pool for ttl, refilling the pool
+// from Postgres when it runs dry.
+func (s *Service) takeAnySeat(ctx context.Context, token string, ttl time.Duration) (int64, error) {
 	for range 3 {
-		id, err := s.locks.AcquireAny(ctx, token, anySeatTries)
+		id, err := s.locks.AcquireAny(ctx, token, ttl, anySeatTries)
 		switch {
 		case err == nil:
 			s.metrics.lockAcquired.Inc()
@@ -422,8 +480,13 @@ func (s *Service) takeAnySeat(ctx context.Context, token string) (int64, error) 
 	return 0, fmt.Errorf("%w: every remaining seat is being bought by another buyer; retry", ErrTicketLocked)
 }
 
+// errAllHeld: no seat is free, but some are held, and holds end.
+var errAllHeld = fmt.Errorf("%w: every seat left is held during checkout; retry later", ErrTicketHeld)
+
 // refillPool answers ErrSoldOut when Postgres counts no unsold seat, and
-// otherwise adds a random run of unsold seats to the pool. Concurrent
+// otherwise adds a random run of free seats (neither sold nor held) to the
+// pool; when every unsold seat is held it answers ErrTicketHeld, since
+// holds end. A seat whose hold expires comes back at the next refill. Concurrent
 // callers in this pod share one refill.
 func (s *Service) refillPool(ctx context.Context) error {
 	_, err, _ := s.refills.Do("refill", func() (any, error) {
@@ -434,6 +497,9 @@ func (s *Service) refillPool(ctx context.Context) error {
 		tickets := n.Tickets
 		if n.Sold >= tickets {
 			return nil, ErrSoldOut
+		}
+		if n.Sold+n.Held >= tickets {
+			return nil, errAllHeld
 		}
 		if since := time.Now().UnixNano() - s.lastRefill.Load(); since < int64(refillInterval) {
 			// Refilled a moment ago (perhaps while this caller found the
@@ -447,6 +513,9 @@ func (s *Service) refillPool(ctx context.Context) error {
 			return nil, unavailable(ErrDatabaseUnavailable, err)
 		}
 		s.lastRefill.Store(time.Now().UnixNano())
+		if len(ids) == 0 && n.Held > 0 {
+			return nil, errAllHeld
+		}
 		if len(ids) == 0 {
 			return nil, ErrSoldOut
 		}
@@ -487,7 +556,7 @@ func (s *Service) Ticket(ctx context.Context, id int64) (TicketStatus, error) {
 		}
 		return TicketHeld, nil
 	}
-	sold, err := s.store.TicketSold(ctx, id)
+	sold, held, err := s.store.TicketState(ctx, id)
 	switch {
 	case errors.Is(err, orderstore.ErrNotFound):
 		return "", ErrTicketNotFound
@@ -495,6 +564,8 @@ func (s *Service) Ticket(ctx context.Context, id int64) (TicketStatus, error) {
 		return "", unavailable(ErrDatabaseUnavailable, err)
 	case sold:
 		return TicketSold, nil
+	case held:
+		return TicketHeld, nil
 	}
 	return TicketAvailable, nil
 }

@@ -51,6 +51,15 @@ type FlashSaleSpec struct {
 	// +optional
 	LockTTL *metav1.Duration `json:"lockTTL,omitempty"`
 
+	// HoldTTL is how long a checkout hold keeps a seat for its buyer (POST
+	// /v1/tickets/{id}/hold, then confirm or release); absent or 0s = holds
+	// off, one-step purchases only. Between 10s and 1h. Live: a change
+	// applies to holds placed afterwards, without restarting pods.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) == duration('0s') || (duration(self) >= duration('10s') && duration(self) <= duration('1h'))",message="holdTTL must be 0s (holds off) or between 10s and 1h"
+	// +optional
+	HoldTTL *metav1.Duration `json:"holdTTL,omitempty"`
+
 	// HibernateAfter is how long a sale stays SoldOut before it hibernates
 	// (an Ended sale hibernates at once): its HPA and PDB are removed, Redis
 	// is scaled to 0 and the purchase pods to 1 (orders stay readable),
@@ -363,7 +372,12 @@ type FlashSaleStatus struct {
 	// Sold seats, exact, as reported by the purchase pods.
 	// +optional
 	Sold *int64 `json:"sold,omitempty"`
-	// Available seats, exact, as reported by the purchase pods.
+	// Held seats, under a live checkout hold, exact, as reported by the
+	// purchase pods.
+	// +optional
+	Held *int64 `json:"held,omitempty"`
+	// Available seats (tickets - sold - held), exact, as reported by the
+	// purchase pods.
 	// +optional
 	Available *int64 `json:"available,omitempty"`
 	// URL buyers use.
@@ -408,6 +422,7 @@ type FlashSaleStatus struct {
 // +kubebuilder:subresource:scale:specpath=.spec.purchaseAPI.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Sold",type=integer,JSONPath=`.status.sold`
+// +kubebuilder:printcolumn:name="Held",type=integer,JSONPath=`.status.held`
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.available`
 // +kubebuilder:printcolumn:name="Tickets",type=integer,JSONPath=`.spec.tickets`
 // +kubebuilder:printcolumn:name="Waiting",type=integer,JSONPath=`.status.waitingRoom.waiting`

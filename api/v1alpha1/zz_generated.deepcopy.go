@@ -167,6 +167,11 @@ func (in *FlashSaleSpec) DeepCopyInto(out *FlashSaleSpec) {
 		*out = new(v1.Duration)
 		**out = **in
 	}
+	if in.HoldTTL != nil {
+		in, out := &in.HoldTTL, &out.HoldTTL
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.HibernateAfter != nil {
 		in, out := &in.HibernateAfter, &out.HibernateAfter
 		*out = new(v1.Duration)
@@ -203,6 +208,11 @@ func (in *FlashSaleStatus) DeepCopyInto(out *FlashSaleStatus) {
 	*out = *in
 	if in.Sold != nil {
 		in, out := &in.Sold, &out.Sold
+		*out = new(int64)
+		**out = **in
+	}
+	if in.Held != nil {
+		in, out := &in.Held, &out.Held
 		*out = new(int64)
 		**out = **in
 	}

@@ -4,7 +4,8 @@
 //
 // Keys, for sale s:
 //
-//	fs:s:ticket:<id>  lock token (PX lockTTL) while a buyer confirms; "sold:<orderId>" forever after
+//	fs:s:ticket:<id>  lock token (PX lockTTL) while a buyer confirms; "hold:<holdId>" (PX
+//	                  until the hold expires) while a buyer holds it; "sold:<orderId>" forever after
 //	fs:s:free         a random sample of unsold seats, for any-seat purchases
 //
 // The scripts build ticket keys from the id, so the per-sale Redis must be a
@@ -33,14 +34,23 @@ const (
 	Held
 	// Sold means the seat is sold; Result.Owner names the order when known.
 	Sold
+	// OnHold means a checkout hold keeps the seat; Result.Owner is the hold id.
+	OnHold
 )
 
-const soldPrefix = "sold:"
+const (
+	soldPrefix = "sold:"
+	holdPrefix = "hold:"
+)
+
+// HoldToken is the lock token of hold holdID: it marks the seat as held for
+// a checkout (not for a purchase's few milliseconds).
+func HoldToken(holdID string) string { return holdPrefix + holdID }
 
 // Result is the outcome of Acquire.
 type Result struct {
 	State State
-	Owner string // the owning order id when State == Sold (may be empty)
+	Owner string // the owning order id when State == Sold (may be empty), the hold id when OnHold
 }
 
 // Locks is one sale's lock space in one Redis.
@@ -86,8 +96,13 @@ func retryOnce[T any](ctx context.Context, cmd func() (T, error)) (T, error) {
 // lost answer (retryOnce), and a retry that reuses an idempotency token is
 // safe.
 func (l *Locks) Acquire(ctx context.Context, id int64, token string) (Result, error) {
+	return l.AcquireFor(ctx, id, token, l.TTL())
+}
+
+// AcquireFor is Acquire with a lock that expires after ttl (a hold's).
+func (l *Locks) AcquireFor(ctx context.Context, id int64, token string, ttl time.Duration) (Result, error) {
 	prev, err := retryOnce(ctx, func() (string, error) {
-		return l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: l.TTL(), Get: true}).Result()
+		return l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: ttl, Get: true}).Result()
 	})
 	switch {
 	case errors.Is(err, redis.Nil), err == nil && prev == token:
@@ -101,6 +116,9 @@ func (l *Locks) Acquire(ctx context.Context, id int64, token string) (Result, er
 func classify(v string) Result {
 	if owner, ok := strings.CutPrefix(v, soldPrefix); ok {
 		return Result{State: Sold, Owner: owner}
+	}
+	if hold, ok := strings.CutPrefix(v, holdPrefix); ok {
+		return Result{State: OnHold, Owner: hold}
 	}
 	return Result{State: Held}
 }
@@ -155,6 +173,32 @@ func (l *Locks) Release(ctx context.Context, id int64, token string) (released b
 	return n == 1, err
 }
 
+// putHoldScript replaces our lock token (or nothing: Redis may have lost
+// it) with another hold's marker expiring when that hold does; never a seat
+// that has become sold or another buyer's lock meanwhile.
+var putHoldScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  return 1
+end
+return 0`)
+
+// PutHold puts back the marker of hold holdID, expiring at until, where our
+// lock token was: after Redis lost its data, Postgres knows holds Redis
+// forgot, and losers must again fail fast. Running it twice is running it
+// once: retried once.
+func (l *Locks) PutHold(ctx context.Context, id int64, token, holdID string, until time.Time) error {
+	if !until.After(time.Now()) {
+		_, err := l.Release(ctx, id, token) // the hold ended meanwhile
+		return err
+	}
+	_, err := retryOnce(ctx, func() (int, error) {
+		return putHoldScript.Run(ctx, l.rdb, []string{l.key(id)}, token, HoldToken(holdID), until.UnixMilli()).Int()
+	})
+	return err
+}
+
 // takeAnyScript pops random seats from the pool until one can be locked.
 // Popped seats that are held or sold leave the pool: a held seat comes back
 // through Release if its buyer fails.
@@ -173,13 +217,13 @@ var ErrPoolEmpty = errors.New("free-seat pool is empty")
 // ErrAllHeld means every seat popped from the pool was held or sold.
 var ErrAllHeld = errors.New("no free seat found in the pool")
 
-// AcquireAny locks a random free seat from the pool with token, in one round
-// trip, looking at no more than tries seats. Never retried: a script whose
+// AcquireAny locks a random free seat from the pool with token for ttl, in
+// one round trip, looking at no more than tries seats. Never retried: a script whose
 // answer was lost may have popped and locked a seat, and a second run would
 // lock another, leaving the first out of the pool until its lock expires and
 // a refill finds it.
-func (l *Locks) AcquireAny(ctx context.Context, token string, tries int) (int64, error) {
-	id, err := takeAnyScript.Run(ctx, l.rdb, []string{l.free}, l.ticket, token, l.TTL().Milliseconds(), tries).Int64()
+func (l *Locks) AcquireAny(ctx context.Context, token string, ttl time.Duration, tries int) (int64, error) {
+	id, err := takeAnyScript.Run(ctx, l.rdb, []string{l.free}, l.ticket, token, ttl.Milliseconds(), tries).Int64()
 	switch {
 	case err != nil:
 		return 0, err

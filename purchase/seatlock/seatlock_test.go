@@ -75,7 +75,7 @@ func TestRelease_NeverDeletesAnotherBuyersLock(t *testing.T) {
 func TestAcquireAny_PopsFreeSeatsAndSaysWhenEmpty(t *testing.T) {
 	ctx := context.Background()
 	l := newLocks(t, "any", time.Minute)
-	if _, err := l.AcquireAny(ctx, "t0", 4); !errors.Is(err, ErrPoolEmpty) {
+	if _, err := l.AcquireAny(ctx, "t0", l.TTL(), 4); !errors.Is(err, ErrPoolEmpty) {
 		t.Fatalf("empty pool: want ErrPoolEmpty, got %v", err)
 	}
 	if err := l.Refill(ctx, []int64{1, 2, 3}); err != nil {
@@ -86,19 +86,62 @@ func TestAcquireAny_PopsFreeSeatsAndSaysWhenEmpty(t *testing.T) {
 	}
 	got := map[int64]bool{}
 	for _, tok := range []string{"t1", "t2"} {
-		id, err := l.AcquireAny(ctx, tok, 4)
+		id, err := l.AcquireAny(ctx, tok, l.TTL(), 4)
 		if err != nil || id == 2 || got[id] {
 			t.Fatalf("want a distinct free seat other than the held 2, got %d %v", id, err)
 		}
 		got[id] = true
 	}
-	if _, err := l.AcquireAny(ctx, "t3", 4); !errors.Is(err, ErrPoolEmpty) {
+	if _, err := l.AcquireAny(ctx, "t3", l.TTL(), 4); !errors.Is(err, ErrPoolEmpty) {
 		t.Fatalf("after popping every seat: want ErrPoolEmpty, got %v", err)
 	}
 	if _, err := l.Release(ctx, 2, "someone"); err != nil { // the held seat's buyer gives up: back in the pool
 		t.Fatal(err)
 	}
-	if id, err := l.AcquireAny(ctx, "t4", 4); err != nil || id != 2 {
+	if id, err := l.AcquireAny(ctx, "t4", l.TTL(), 4); err != nil || id != 2 {
 		t.Fatalf("a released seat returns to the pool: got %d %v", id, err)
+	}
+}
+
+func TestHoldMarker_OnHoldExpiresAndIsPutBack(t *testing.T) {
+	ctx := context.Background()
+	l := newLocks(t, "hold", 5*time.Second)
+	tok := HoldToken("h1")
+	if r, err := l.AcquireFor(ctx, 1, tok, 200*time.Millisecond); err != nil || r.State != Acquired {
+		t.Fatalf("hold: %+v %v", r, err)
+	}
+	if r, _ := l.Acquire(ctx, 1, "buyer"); r.State != OnHold || r.Owner != "h1" {
+		t.Fatalf("a purchase must see the hold: %+v", r)
+	}
+	time.Sleep(300 * time.Millisecond) // the hold's own expiry, not lockTTL's
+	if r, _ := l.Acquire(ctx, 1, "buyer"); r.State != Acquired {
+		t.Fatalf("the expired hold's seat must be free: %+v", r)
+	}
+	// Postgres says hold h2 still lives: our lock token becomes its marker.
+	until := time.Now().Add(300 * time.Millisecond)
+	if err := l.PutHold(ctx, 1, "buyer", "h2", until); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok, _ := l.Peek(ctx, 1); !ok || r.State != OnHold || r.Owner != "h2" {
+		t.Fatalf("want h2's marker, got %+v %v", r, ok)
+	}
+	// Never over another token or a sold seat.
+	if err := l.MarkSold(ctx, 1, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PutHold(ctx, 1, "buyer", "h3", until); err != nil {
+		t.Fatal(err)
+	}
+	if r, _, _ := l.Peek(ctx, 1); r.State != Sold {
+		t.Fatalf("a sold seat must stay sold: %+v", r)
+	}
+	if r, _ := l.Acquire(ctx, 2, "x"); r.State != Acquired {
+		t.Fatal(r)
+	}
+	if err := l.PutHold(ctx, 2, "x", "h4", time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := l.Peek(ctx, 2); ok {
+		t.Fatal("a hold that ended meanwhile must leave the seat free, not locked")
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // Settings is the part of a FlashSale the pods apply live: from its spec the
 // kill switch, the window, the buyer limit, the lock expiry and the
-// inventory; from its status whether it is sold out.
+// inventory, the hold expiry; from its status whether it is sold out.
 // None of them is in the pod template, so changing one never rolls the
 // pods: a pod reads them when it starts (Get) and follows them (Follow).
 type Settings struct {
@@ -22,6 +22,7 @@ type Settings struct {
 	StartsAt, EndsAt   time.Time // zero when unset
 	MaxTicketsPerBuyer int       // 0: unlimited
 	LockTTL            time.Duration
+	HoldTTL            time.Duration // 0: holds off
 	Tickets            int64
 	// SoldOut: the status reports every seat of Tickets sold (the pods'
 	// own report, so at most a second old). Sold seats stay sold, so it
@@ -74,7 +75,7 @@ func (r *Reporter) Follow(ctx context.Context, onChange func(Settings)) {
 		if last == nil || *last != s {
 			last = &s
 			r.Log.Info("sale settings", "paused", s.Paused, "startsAt", s.StartsAt, "endsAt", s.EndsAt,
-				"maxTicketsPerBuyer", s.MaxTicketsPerBuyer, "lockTTL", s.LockTTL, "tickets", s.Tickets,
+				"maxTicketsPerBuyer", s.MaxTicketsPerBuyer, "lockTTL", s.LockTTL, "holdTTL", s.HoldTTL, "tickets", s.Tickets,
 				"waitingRoom", s.WaitingRoom)
 			onChange(s)
 		}
@@ -112,12 +113,14 @@ func settingsOf(u *unstructured.Unstructured) (Settings, error) {
 	sold, okSold, _ := unstructured.NestedInt64(u.Object, "status", "sold")
 	available, okAvailable, _ := unstructured.NestedInt64(u.Object, "status", "available")
 	s.SoldOut = okSold && okAvailable && available == 0 && sold >= s.Tickets
-	if v, ok, _ := unstructured.NestedString(u.Object, spec("lockTTL")...); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return Settings{}, fmt.Errorf("spec.lockTTL: %w", err)
+	for field, dst := range map[string]*time.Duration{"lockTTL": &s.LockTTL, "holdTTL": &s.HoldTTL} {
+		if v, ok, _ := unstructured.NestedString(u.Object, spec(field)...); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return Settings{}, fmt.Errorf("spec.%s: %w", field, err)
+			}
+			*dst = d
 		}
-		s.LockTTL = d
 	}
 	wr, err := waitingRoomOf(u)
 	if err != nil {

@@ -1,7 +1,7 @@
-// Package statusreport publishes a sale's exact sold and available counts
-// into its FlashSale status, so `kubectl get flashsales` is the live
+// Package statusreport publishes a sale's exact sold, held and available
+// counts into its FlashSale status, so `kubectl get flashsales` is the live
 // dashboard. The purchase pods of a sale elect one reporter through a Lease;
-// it server-side-applies only status.sold, status.available and
+// it server-side-applies only status.sold, status.held, status.available and
 // status.lastReportTime, under its own field owner, so the operator and the
 // pods never overwrite each other.
 package statusreport
@@ -31,8 +31,15 @@ var flashSales = schema.GroupVersionResource{Group: "sales.fluxorder.io", Versio
 // the pods allows exactly this one.
 func LeaseName(sale string) string { return sale + "-purchase-reporter" }
 
-// CountFunc returns the seeded inventory and the seats sold, exactly.
-type CountFunc func(ctx context.Context) (tickets, sold int64, err error)
+// Counts is what the pods report: exact counts from the sale's database.
+type Counts struct {
+	Tickets int64 // seeded seats
+	Sold    int64
+	Held    int64 // under a live checkout hold
+}
+
+// CountFunc returns the sale's counts.
+type CountFunc func(ctx context.Context) (Counts, error)
 
 // Reporter reports one sale's counts.
 type Reporter struct {
@@ -64,7 +71,7 @@ func New(cfg *rest.Config, namespace, sale, identity string, counts CountFunc, l
 
 // ReportOnce reads the counts and applies them to the FlashSale's status.
 func (r *Reporter) ReportOnce(ctx context.Context) error {
-	tickets, sold, err := r.Counts(ctx)
+	c, err := r.Counts(ctx)
 	if err != nil {
 		return fmt.Errorf("read counts: %w", err)
 	}
@@ -73,8 +80,9 @@ func (r *Reporter) ReportOnce(ctx context.Context) error {
 		"kind":       "FlashSale",
 		"metadata":   map[string]any{"name": r.Sale, "namespace": r.Namespace},
 		"status": map[string]any{
-			"sold":           sold,
-			"available":      tickets - sold,
+			"sold":           c.Sold,
+			"held":           c.Held,
+			"available":      c.Tickets - c.Sold - c.Held,
 			"lastReportTime": metav1.Now().UTC().Format(time.RFC3339),
 		},
 	}}
