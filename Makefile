@@ -199,6 +199,7 @@ undeploy: helm ## helm uninstall the operator (the CRD and every FlashSale stay)
 sample: ## Apply config/samples (FlashSale demo-concert, host demo-concert.localtest) and wait until it is OnSale
 	$(KIT) $(KCTL) -n $(SAMPLE_NAMESPACE) apply -f config/samples
 	@$(KIT) KUBECTL="$(KCTL)" hack/wait-flashsale.sh -n $(SAMPLE_NAMESPACE) demo-concert OnSale 300
+	@echo "sample: the sale page is http://demo-concert.localtest:18080/ once /etc/hosts has '127.0.0.1 demo-concert.localtest' (README, Quick start)"
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster

@@ -3,13 +3,13 @@ package purchase
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/flux-order/flux-order/internal/headless"
 )
 
 // The browser tests drive the real page in headless Chromium (Debian's
@@ -18,64 +18,30 @@ import (
 // package; each page gets its own browser context (its own storage, as a
 // second browser would have).
 
-// chromiumInstall is the command the failure message names.
-const chromiumInstall = "apt-get install -y chromium"
-
 var browserOnce struct {
 	sync.Once
-	ctx    context.Context
-	cancel func()
-	err    error
+	ctx  context.Context
+	stop func()
+	err  error
 }
 
-// chromiumPath finds Debian's chromium (or another Chrome on PATH).
-func chromiumPath() (string, error) {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("the browser tests need Chromium, which is not installed: run `%s` (as root; `make test` does it through hack/test-deps.sh)", chromiumInstall)
-}
-
-// browser returns the package's Chromium, started on first use.
+// browser returns the package's Chromium, started on first use. A missing
+// chromium fails the test with the command that installs it.
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	browserOnce.Do(func() {
-		path, err := chromiumPath()
-		if err != nil {
-			browserOnce.err = err
-			return
-		}
-		opts := append(chromedp.DefaultExecAllocatorOptions[:],
-			chromedp.ExecPath(path),
-			chromedp.WindowSize(1280, 900),
-			chromedp.Flag("disable-dev-shm-usage", true),
-		)
-		if os.Geteuid() == 0 {
-			opts = append(opts, chromedp.NoSandbox) // Chromium refuses to sandbox as root
-		}
-		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-		bctx, cancelBrowser := chromedp.NewContext(actx)
-		if err := chromedp.Do(bctx); err != nil {
-			cancelBrowser()
-			cancelAlloc()
-			browserOnce.err = fmt.Errorf("start %s: %w", path, err)
-			return
-		}
-		browserOnce.ctx = bctx
-		browserOnce.cancel = func() { cancelBrowser(); cancelAlloc() }
+		browserOnce.ctx, browserOnce.stop, browserOnce.err = headless.Start(1280, 900)
 	})
 	if browserOnce.err != nil {
-		t.Fatal(browserOnce.err)
+		t.Fatalf("the browser tests need Chromium: %v", browserOnce.err)
 	}
 	return browserOnce.ctx
 }
 
 // closeBrowser ends the package's Chromium (TestMain, after the tests).
 func closeBrowser() {
-	if browserOnce.cancel != nil {
-		browserOnce.cancel()
+	if browserOnce.stop != nil {
+		browserOnce.stop()
 	}
 }
 

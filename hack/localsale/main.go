@@ -45,8 +45,9 @@ func run(listen string, tickets int64) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "redis %s, postgres %s\ntry: curl -X POST -d '{\"buyerId\":\"alice\"}' http://%s/v1/tickets/1/purchase\n", rdb.Addr, dbURL, listen)
+	fmt.Fprintf(os.Stderr, "the sale page: open http://%s/ in a browser\n", listen)
 	return purchase.Run(ctx, purchase.Config{
 		Sale: "demo", Tickets: tickets, RedisAddr: rdb.Addr, DatabaseURL: dbURL,
-		Listen: listen, LockTTL: 5 * time.Second,
+		Listen: listen, LockTTL: 5 * time.Second, DisplayName: "Flux-Order demo sale",
 	}, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 }

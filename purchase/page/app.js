@@ -136,6 +136,11 @@
       $('countdown-at').textContent = new Date(Date.parse(f.startsAt)).toLocaleString();
     }
     $('seats').hidden = p === 'before' || p === 'loading';
+    const banners = { soldout: 'Sold out: every seat has been sold.', ended: 'The sale has ended. Thank you!', paused: 'The sale is paused for a moment. Stay on this page: it continues here.' };
+    $('banner').textContent = banners[p] || '';
+    $('banner').hidden = !banners[p];
+    $('pick').hidden = p === 'soldout' || p === 'ended';
+    $('seats-title').textContent = p === 'onsale' ? 'Choose a seat' : 'Seats';
     // The queue: while the buyer has no pass and seats may still be had.
     const queueOpen = waitingRoomOn() && !S.pass && (p === 'before' || p === 'onsale' || p === 'paused');
     $('queue').hidden = !queueOpen;
@@ -185,7 +190,8 @@
     if (!n || grid.offsetParent === null) return;
     measure();
     const rows = Math.ceil(n / cols);
-    inner.style.height = rows * pitch + 'px';
+    const left = Math.max(0, Math.floor((grid.clientWidth - cols * pitch) / 2)); // centre the columns
+    inner.style.height = rows * pitch + 4 + 'px';
     const r0 = Math.max(0, Math.floor(grid.scrollTop / pitch) - 2);
     const r1 = Math.min(rows, Math.ceil((grid.scrollTop + grid.clientHeight) / pitch) + 2);
     const first = r0 * cols + 1;
@@ -203,12 +209,12 @@
       const b = pool[i];
       const id = first + i;
       const idx = id - 1;
-      const key = id + ':' + cols + ':' + pitch;
+      const key = id + ':' + cols + ':' + pitch + ':' + left;
       if (b._key !== key) {
         b._key = key;
         b.dataset.seat = id;
         b.textContent = id;
-        b.style.transform = 'translate(' + (idx % cols) * pitch + 'px,' + Math.floor(idx / cols) * pitch + 'px)';
+        b.style.transform = 'translate(' + (left + (idx % cols) * pitch) + 'px,' + (2 + Math.floor(idx / cols) * pitch) + 'px)';
       }
       const st = STATES[S.states[id]] || 'available';
       const mine = S.mine.has(id);
@@ -223,6 +229,7 @@
   }
   grid.addEventListener('scroll', schedule, { passive: true });
   window.addEventListener('resize', schedule);
+  if (window.ResizeObserver) new ResizeObserver(schedule).observe(grid); // a scroll bar appearing narrows it
 
   inner.addEventListener('click', (e) => {
     const b = e.target.closest('[data-seat]');

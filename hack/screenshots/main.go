@@ -1,0 +1,188 @@
+// Command screenshots takes the sale page's pictures in docs/ (README,
+// docs/sale-page.md): before the start, on sale, sold out, and on a phone.
+// It serves real sales (the test harness's throw-away redis-server and
+// PostgreSQL) and photographs them in headless Chromium:
+//
+//	go run ./hack/screenshots
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/flux-order/flux-order/internal/headless"
+	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+)
+
+const displayName = "Demo Concert: The Flux Orchestra"
+
+func main() {
+	out := flag.String("out", "docs", "directory of the PNG files")
+	flag.Parse()
+	if err := run(*out); err != nil {
+		fmt.Fprintln(os.Stderr, "screenshots:", err)
+		os.Exit(1)
+	}
+}
+
+// sale is one served sale.
+type sale struct {
+	url  string
+	stop func()
+}
+
+func run(out string) error {
+	ctx := context.Background()
+	rdb, err := testservers.StartRedis()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	pg, err := testservers.StartPostgres()
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	browser, stop, err := headless.Start(1280, 900)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	serve := func(name string, tickets int64, edit func(*purchase.Config)) (sale, error) {
+		dbURL, err := pg.CreateDatabase(ctx, name)
+		if err != nil {
+			return sale{}, err
+		}
+		cfg := purchase.Config{Sale: name, Tickets: tickets, RedisAddr: rdb.Addr, DatabaseURL: dbURL,
+			Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, DisplayName: displayName, SaleSecret: "screenshots"}
+		if edit != nil {
+			edit(&cfg)
+		}
+		svc, closeAll, err := purchase.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			return sale{}, err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			closeAll()
+			return sale{}, err
+		}
+		srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		return sale{url: "http://" + ln.Addr().String(), stop: func() { _ = srv.Close(); closeAll() }}, nil
+	}
+
+	// Before the start, with a waiting room open.
+	before, err := serve("before", 500, func(c *purchase.Config) {
+		c.Schedule.StartsAt = time.Now().Add(2*time.Hour + 13*time.Minute)
+		c.WaitingRoom = purchase.WaitingRoom{AdmitPerSecond: 50}
+	})
+	if err != nil {
+		return err
+	}
+	defer before.stop()
+	if err := shoot(browser, before.url, "", filepath.Join(out, "sale-page-before-start.png"), 1280, 900, nil); err != nil {
+		return err
+	}
+
+	// On sale: a third sold at random, then the buyer takes seat 42.
+	onSale, err := serve("onsale", 500, nil)
+	if err != nil {
+		return err
+	}
+	defer onSale.stop()
+	for _, id := range rand.Perm(500)[:170] {
+		if id+1 == 42 {
+			continue // alice's
+		}
+		if err := buy(onSale.url, int64(id+1), fmt.Sprintf("buyer-%d", id%60)); err != nil {
+			return err
+		}
+	}
+	pick := chromedp.Steps(
+		chromedp.Click(chromedp.CSS(`[data-seat="42"]`)),
+		chromedp.Poll[chromedp.Void](`!document.getElementById('order').hidden || !document.getElementById('checkout').hidden`),
+	)
+	if err := shoot(browser, onSale.url, "alice", filepath.Join(out, "sale-page-on-sale.png"), 1280, 900, pick); err != nil {
+		return err
+	}
+	if err := shoot(browser, onSale.url, "bob", filepath.Join(out, "sale-page-phone.png"), 390, 844, nil); err != nil {
+		return err
+	}
+
+	// Sold out.
+	soldOut, err := serve("soldout", 120, nil)
+	if err != nil {
+		return err
+	}
+	defer soldOut.stop()
+	for id := int64(1); id <= 120; id++ {
+		if err := buy(soldOut.url, id, fmt.Sprintf("buyer-%d", id%40)); err != nil {
+			return err
+		}
+	}
+	return shoot(browser, soldOut.url, "carol", filepath.Join(out, "sale-page-sold-out.png"), 1280, 900, nil)
+}
+
+// buy is one purchase through the API.
+func buy(base string, id int64, buyer string) error {
+	resp, err := http.Post(fmt.Sprintf("%s/v1/tickets/%d/purchase", base, id), "application/json",
+		strings.NewReader(fmt.Sprintf(`{"buyerId":%q}`, buyer)))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("buy seat %d: %s", id, resp.Status)
+	}
+	return nil
+}
+
+// shoot opens the page as buyer in a viewport of w × h, runs then (if
+// set), and writes a PNG of the viewport.
+func shoot(browser context.Context, url, buyer, file string, w, h int64, then chromedp.Action[chromedp.Void]) error {
+	tab, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	defer cancel()
+	tab, cancelTimeout := context.WithTimeout(tab, time.Minute)
+	defer cancelTimeout()
+	steps := []chromedp.Action[chromedp.Void]{
+		chromedp.EmulateViewport(w, h),
+		chromedp.Navigate(url + "/"),
+		chromedp.Poll[chromedp.Void](`document.body.dataset.live === "true"`),
+	}
+	if buyer != "" {
+		steps = append(steps, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const b = document.querySelector('[data-testid="buyer"]');
+			b.value = %q; b.dispatchEvent(new Event('change')); })()`, buyer)))
+	}
+	if then != nil {
+		steps = append(steps, then)
+	}
+	steps = append(steps, chromedp.Sleep(300*time.Millisecond)) // let the last frame paint
+	if err := chromedp.Do(tab, steps...); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	png, err := chromedp.Run(tab, chromedp.CaptureScreenshot())
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if len(png) == 0 {
+		return errors.New(file + ": empty screenshot")
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s (%d bytes)\n", file, len(png))
+	return os.WriteFile(file, png, 0o644)
+}
