@@ -217,19 +217,30 @@ func (q *waitingRoom) refresh(ctx context.Context) error {
 		i := sort.Search(len(old.steps), func(i int) bool { return old.steps[i].At.After(since) })
 		steps = append(steps, old.steps[i:]...)
 	}
-	st, fresh, err := q.store.QueueSnapshot(ctx, after, since, maxStepsPerRefresh)
-	if err != nil {
-		return err
+	// Read until caught up: the state is read before the steps of the
+	// same call, so every slot up to its serving slot has its step loaded
+	// (a poll never sees an admitted buyer without their admission time).
+	var st orderstore.QueueState
+	for {
+		var fresh []orderstore.Admission
+		var err error
+		st, fresh, err = q.store.QueueSnapshot(ctx, after, since, maxStepsPerRefresh)
+		if err != nil {
+			return err
+		}
+		steps = append(steps, fresh...)
+		if len(fresh) > 0 {
+			after = fresh[len(fresh)-1].ID
+		}
+		if len(fresh) < maxStepsPerRefresh {
+			break
+		}
 	}
 	c, err := q.store.Counts(ctx)
 	if err != nil {
 		return err
 	}
-	v := &queueView{at: now, state: st, available: c.Tickets - c.Sold - c.Held, steps: append(steps, fresh...), lastStep: after}
-	if len(fresh) > 0 {
-		v.lastStep = fresh[len(fresh)-1].ID
-	}
-	q.view.Store(v)
+	q.view.Store(&queueView{at: now, state: st, available: c.Tickets - c.Sold - c.Held, steps: steps, lastStep: after})
 	return nil
 }
 
