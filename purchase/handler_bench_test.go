@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkHandler_HotSeatSold is the handler's own CPU for a refusal of a
@@ -18,6 +19,46 @@ func BenchmarkHandler_HotSeatSold(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		req := httptest.NewRequest(http.MethodPost, "/v1/tickets/1/purchase", strings.NewReader(`{"buyerId":"buyer-42"}`))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusConflict {
+			b.Fatalf("got %d", w.Code)
+		}
+	}
+}
+
+// BenchmarkHandler_QueuePoll is a waiting buyer's poll: decode and verify
+// the queue id, answer from the pod's view.
+func BenchmarkHandler_QueuePoll(b *testing.B) {
+	s := newQueueSale(b, 10, 1, withQueue(WaitingRoom{AdmitPerSecond: 1}), func(c *Config) {
+		c.Schedule.StartsAt = time.Now().Add(time.Hour)
+	})
+	j := s.join(0, "buyer-42")
+	h := s.pods[0].svc.Handler()
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodGet, "/v1/queue/"+j.body.QueueID, nil)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatalf("got %d", w.Code)
+		}
+	}
+}
+
+// BenchmarkHandler_HotSeatSoldWithPass is BenchmarkHandler_HotSeatSold
+// with a waiting room: every request's pass is checked (one HMAC).
+func BenchmarkHandler_HotSeatSoldWithPass(b *testing.B) {
+	s := newQueueSale(b, 10, 1, withQueue(WaitingRoom{AdmitPerSecond: 1}))
+	pass := s.pods[0].svc.queue.signer.pass("buyer-42", time.Now().Add(time.Hour))
+	if a := s.buyWithPass(1, "buyer-42", pass); a.status != http.StatusCreated {
+		b.Fatal(a.code)
+	}
+	h := s.pods[0].svc.Handler()
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/v1/tickets/1/purchase", strings.NewReader(`{"buyerId":"buyer-42"}`))
+		req.Header.Set("Authorization", "Bearer "+pass)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		if w.Code != http.StatusConflict {

@@ -1,0 +1,87 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/loadtest"
+)
+
+// Scenario: a running sale gets a waiting room and seat holds live (no pod
+// restarts); 600 buyers queue through the Ingress with the loadtest queue
+// scenario, buy with their passes and sell out its 200 seats. The audit is
+// exact, nobody is passed over (0 FIFO inversions), and the status and
+// `kubectl get flashsales` show the queue.
+func TestAWaitingRoomSellsOutASaleThroughTheIngressInJoinOrder(t *testing.T) {
+	t.Parallel()
+	ns := testNamespace(t, "e2e-queue")
+	const name, seats, buyers = "queued", 200, 600
+	b := startSale(t, ns, name, seats, 2)
+	before, err := podUIDs(t.Context(), ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	mustKubectl(t, nil, "-n", ns, "patch", "flashsale", name, "--type=merge", "-p",
+		`{"spec":{"waitingRoom":{"admitPerSecond":100},"holdTTL":"2m"}}`)
+	waitFor(t, 30*time.Second, "every purchase pod to require a pass", func(ctx context.Context) (bool, string) {
+		for range 4 { // several answers: the Ingress spreads them over the pods
+			code, body, err := b.post(ctx, "/v1/purchase", `{"buyerId":"no-pass"}`)
+			if err != nil || code != http.StatusUnauthorized {
+				return false, fmt.Sprintf("%d %s %v", code, body, err)
+			}
+		}
+		return true, ""
+	})
+
+	auditor := newAuditor(t, ns, name)
+	cfg := b.loadConfig(loadtest.Queue)
+	cfg.Buyers, cfg.Concurrency, cfg.Duration = buyers, 64, 4*time.Minute
+	res := runLoad(t, cfg, nil)
+	q := res.Summary.Queue
+	if q == nil {
+		t.Fatal("the queue scenario reported no queue summary")
+	}
+	if q.Joined != buyers || q.Bought != seats || q.Bought+q.SoldOut != buyers || q.Unfinished != 0 {
+		t.Errorf("expected %d buyers to join, %d to buy and the rest to be told sold out; got %+v", buyers, seats, *q)
+	}
+	if q.FIFOInversions != 0 {
+		t.Errorf("expected no FIFO inversion across the purchase pods, got %d", q.FIFOInversions)
+	}
+	t.Logf("queue: time in queue p50 %.0f ms p99 %.0f ms, admitted %.1f/s", q.TimeInQueue.P50Ms, q.TimeInQueue.P99Ms, q.AdmittedPerSecond)
+	if r := audit(t, auditor, res.Created, b, true); r.Orders != seats {
+		t.Errorf("expected %d orders, got %d", seats, r.Orders)
+	}
+
+	s := waitSale(t, ns, name, 30*time.Second, "reporting the waiting room", func(s *salesv1alpha1.FlashSale) bool {
+		wr := s.Status.WaitingRoom
+		return wr != nil && wr.Admitted >= seats && wr.Admitted+wr.Waiting == buyers && s.Status.Phase == salesv1alpha1.PhaseSoldOut
+	})
+	t.Logf("status.waitingRoom %+v", *s.Status.WaitingRoom)
+	out := mustKubectl(t, nil, "-n", ns, "get", "flashsales")
+	if rows := kubectlTable(out); len(rows) != 1 || rows[0]["WAITING"] != fmt.Sprint(s.Status.WaitingRoom.Waiting) {
+		t.Errorf("kubectl get flashsales: expected WAITING %d, got:\n%s", s.Status.WaitingRoom.Waiting, out)
+	}
+	if after, err := podUIDs(t.Context(), ns, name); err != nil || after != before {
+		t.Errorf("turning the waiting room on must not restart pods: before %s, after %s (%v)", before, after, err)
+	}
+}
+
+// podUIDs is the sale's purchase pods, as a sorted list of UIDs.
+func podUIDs(ctx context.Context, ns, name string) (string, error) {
+	pods, err := salePods(ctx, ns, name, "purchase")
+	var ids []string
+	for _, p := range pods {
+		ids = append(ids, string(p.UID))
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, ","), err
+}
