@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,48 @@ func TestWaitingRoom_DefaultsAndLiveSettings_ReachThePods(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiting room change did not reach the pods' watch")
+	}
+}
+
+func TestWaitingRoom_StatusReportedByThePods_WaitingColumn_KeptByReconciles(t *testing.T) {
+	ns := newNamespace(t)
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "lined-up", Namespace: ns},
+		Spec: salesv1alpha1.FlashSaleSpec{Tickets: 100, WaitingRoom: &salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 10}}}
+	ctx := context.Background()
+	if err := k8s.Create(ctx, sale); err != nil {
+		t.Fatal(err)
+	}
+	counts := statusreport.Counts{Tickets: 100, Sold: 40, Queue: &statusreport.QueueCounts{Waiting: 1234, Admitted: 80, ServingPosition: 81}}
+	r, err := statusreport.New(asPurchasePod(ns, "lined-up"), ns, "lined-up", "pod-1",
+		func(context.Context) (statusreport.Counts, error) { return counts, nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the pods' report (their Role exists)", func() error { return r.ReportOnce(ctx) })
+	want := salesv1alpha1.WaitingRoomStatus{Waiting: 1234, Admitted: 80, ServingPosition: 81}
+	if got := saleNow(t, sale).Status.WaitingRoom; got == nil || *got != want {
+		t.Fatalf("status.waitingRoom: want %+v, got %+v", want, got)
+	}
+	if got := printerCell(t, ns, "lined-up", "Waiting"); got != float64(1234) {
+		t.Fatalf("kubectl get's WAITING column shows %v, want 1234", got)
+	}
+	// A reconcile (spec change) keeps the pods' field.
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.WaitingRoom.AdmitPerSecond = 20 })
+	eventually(t, 10*time.Second, "reconciled", func() error {
+		if s := saleNow(t, sale); s.Status.ObservedGeneration != s.Generation {
+			return fmt.Errorf("observed generation %d of %d", s.Status.ObservedGeneration, s.Generation)
+		}
+		return nil
+	})
+	if got := saleNow(t, sale).Status.WaitingRoom; got == nil || *got != want {
+		t.Fatalf("a reconcile overwrote status.waitingRoom: %+v", got)
+	}
+	// The waiting room turned off: the pods stop reporting it, and it goes.
+	counts.Queue = nil
+	if err := r.ReportOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := saleNow(t, sale).Status.WaitingRoom; got != nil {
+		t.Fatalf("without a waiting room status.waitingRoom must go, got %+v", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
 // The waiting room (issue 11, docs/waiting-room.md). Its truth is in
@@ -242,6 +243,16 @@ func (q *waitingRoom) refresh(ctx context.Context) error {
 	}
 	q.view.Store(&queueView{at: now, state: st, available: c.Tickets - c.Sold - c.Held, steps: steps, lastStep: after})
 	return nil
+}
+
+// counts is status.waitingRoom from the pod's view; nil while the waiting
+// room is off (or before the first view).
+func (q *waitingRoom) counts() *statusreport.QueueCounts {
+	v := q.view.Load()
+	if !q.settings.Load().on() || v == nil {
+		return nil
+	}
+	return &statusreport.QueueCounts{Waiting: v.state.Waiting, Admitted: v.state.Admitted, ServingPosition: v.state.ServingSlot}
 }
 
 // Queue states a buyer sees.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
 // joined is one buyer's join as the buyer saw it.
@@ -349,6 +350,16 @@ func TestQueue_MaxActiveBuyers_CapsAndReleasesOnPurchase(t *testing.T) {
 	_, serving := s.queueRows()
 	if got := len(admitted()); got != 4 || serving != 4 {
 		t.Fatalf("want exactly 4 admitted (3 active + 1 done), got %d (serving slot %d)", got, serving)
+	}
+	// What the pod reports into status.waitingRoom.
+	want := statusreport.QueueCounts{Waiting: 16, Admitted: 4, ServingPosition: 4}
+	testservers.Eventually(t, 5*time.Second, fmt.Sprintf("status counts %+v", want), func() bool {
+		c := s.pods[0].svc.queue.counts()
+		return c != nil && *c == want
+	})
+	s.pods[0].svc.SetWaitingRoom(WaitingRoom{})
+	if c := s.pods[0].svc.queue.counts(); c != nil {
+		t.Fatalf("with the waiting room off the pod must report none, got %+v", c)
 	}
 }
 

@@ -1,6 +1,7 @@
 package purchase
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -185,5 +186,39 @@ func TestQueue_KeyedRetryAfterThePassExpired_GetsItsOrderButBuysNothingNew(t *te
 	}
 	if a := s.audit(); a.orders != 1 {
 		t.Fatalf("want 1 order, got %d", a.orders)
+	}
+}
+
+func TestQueue_HoldsNeedAPassToo_ConfirmDoesNot(t *testing.T) {
+	t.Parallel()
+	s := newQueueSale(t, 10, 1, withQueue(WaitingRoom{AdmitPerSecond: 5}), func(c *Config) { c.HoldTTL = time.Minute })
+	pass := s.pods[0].svc.queue.signer.pass("dave", time.Now().Add(time.Minute))
+	for _, path := range []string{"/v1/tickets/3/hold", "/v1/holds"} {
+		if a := s.post(0, path, `{"buyerId":"dave"}`, nil); a.status != http.StatusUnauthorized || a.code != "pass_required" {
+			t.Fatalf("POST %s without a pass: want 401 pass_required, got %d %s", path, a.status, a.code)
+		}
+		other := s.pods[0].svc.queue.signer.pass("erin", time.Now().Add(time.Minute))
+		if a := s.post(0, path, `{"buyerId":"dave"}`, map[string]string{"Authorization": "Bearer " + other}); a.status != http.StatusForbidden || a.code != "pass_invalid" {
+			t.Fatalf("POST %s with another buyer's pass: want 403 pass_invalid, got %d %s", path, a.status, a.code)
+		}
+	}
+	var hold struct {
+		HoldID string `json:"holdId"`
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.pods[0].srv.URL+"/v1/tickets/3/hold", strings.NewReader(`{"buyerId":"dave"}`))
+	req.Header.Set("Authorization", "Bearer "+pass)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&hold)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || hold.HoldID == "" {
+		t.Fatalf("a hold with the pass: want 201 with a hold id, got %d", resp.StatusCode)
+	}
+	// The hold id is the capability: confirming needs no pass (it may
+	// have expired during checkout).
+	if a := s.post(0, "/v1/holds/"+hold.HoldID+"/confirm", `{"buyerId":"dave","paymentRef":"p-1"}`, nil); a.status != http.StatusCreated {
+		t.Fatalf("confirm without a pass: want 201, got %d %s", a.status, a.code)
 	}
 }

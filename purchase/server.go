@@ -175,7 +175,7 @@ func newReporter(cfg Config, svc *Service, log *slog.Logger) (*statusreport.Repo
 	}
 	counts := func(ctx context.Context) (statusreport.Counts, error) {
 		a, err := svc.Availability(ctx)
-		return statusreport.Counts{Tickets: a.Tickets, Sold: a.Sold, Held: a.Held}, err
+		return statusreport.Counts{Tickets: a.Tickets, Sold: a.Sold, Held: a.Held, Queue: svc.queue.counts()}, err
 	}
 	return statusreport.New(rc, cfg.Namespace, cfg.Sale, identity, counts, log)
 }

@@ -1,9 +1,9 @@
 // Package statusreport publishes a sale's exact sold, held and available
 // counts into its FlashSale status, so `kubectl get flashsales` is the live
 // dashboard. The purchase pods of a sale elect one reporter through a Lease;
-// it server-side-applies only status.sold, status.held, status.available and
-// status.lastReportTime, under its own field owner, so the operator and the
-// pods never overwrite each other.
+// it server-side-applies only status.sold, status.held, status.available,
+// status.waitingRoom and status.lastReportTime, under its own field owner,
+// so the operator and the pods never overwrite each other.
 package statusreport
 
 import (
@@ -36,6 +36,14 @@ type Counts struct {
 	Tickets int64 // seeded seats
 	Sold    int64
 	Held    int64 // under a live checkout hold
+	// Queue is the waiting room (status.waitingRoom); nil while the sale
+	// has none, which removes the field (the pods own it).
+	Queue *QueueCounts
+}
+
+// QueueCounts is status.waitingRoom.
+type QueueCounts struct {
+	Waiting, Admitted, ServingPosition int64
 }
 
 // CountFunc returns the sale's counts.
@@ -75,16 +83,20 @@ func (r *Reporter) ReportOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read counts: %w", err)
 	}
+	status := map[string]any{
+		"sold":           c.Sold,
+		"held":           c.Held,
+		"available":      c.Tickets - c.Sold - c.Held,
+		"lastReportTime": metav1.Now().UTC().Format(time.RFC3339),
+	}
+	if q := c.Queue; q != nil {
+		status["waitingRoom"] = map[string]any{"waiting": q.Waiting, "admitted": q.Admitted, "servingPosition": q.ServingPosition}
+	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": flashSales.GroupVersion().String(),
 		"kind":       "FlashSale",
 		"metadata":   map[string]any{"name": r.Sale, "namespace": r.Namespace},
-		"status": map[string]any{
-			"sold":           c.Sold,
-			"held":           c.Held,
-			"available":      c.Tickets - c.Sold - c.Held,
-			"lastReportTime": metav1.Now().UTC().Format(time.RFC3339),
-		},
+		"status":     status,
 	}}
 	_, err = r.dyn.Resource(flashSales).Namespace(r.Namespace).ApplyStatus(ctx, r.Sale, u,
 		metav1.ApplyOptions{FieldManager: FieldOwner, Force: true})
