@@ -144,6 +144,7 @@ func TestSale_PublicFactsAreLive(t *testing.T) {
 		c.DisplayName = "Night of the Flux ✨"
 		c.MaxPerBuyer = 3
 		c.Schedule.StartsAt = starts
+		c.HoldTTL = 90 * time.Second
 	})
 	var raw map[string]json.RawMessage
 	if code := s.getJSON("/v1/sale", &raw); code != http.StatusOK {
@@ -162,21 +163,22 @@ func TestSale_PublicFactsAreLive(t *testing.T) {
 	}
 	var f saleFactsBody
 	s.getJSON("/v1/sale", &f)
-	if f.DisplayName != "Night of the Flux ✨" || f.Tickets != 42 || f.MaxTicketsPerBuyer != 3 || f.Paused ||
+	if f.DisplayName != "Night of the Flux ✨" || f.Tickets != 42 || f.MaxTicketsPerBuyer != 3 || f.Paused || f.HoldTTL != 90 ||
+		f.WaitingRoom.Enabled ||
 		f.StartsAt == nil || !f.StartsAt.Equal(starts) || f.EndsAt != nil || time.Since(f.ServerTime).Abs() > 5*time.Second {
 		t.Fatalf("GET /v1/sale: %+v", f)
 	}
 	// The FlashSale's settings, as a running pod applies them.
 	svc := s.pods[0].svc
-	svc.apply(statusreport.Settings{Tickets: 42, DisplayName: "From the FlashSale", Paused: true, LockTTL: time.Second}, make(chan int64, 1))
+	svc.apply(statusreport.Settings{Tickets: 42, DisplayName: "From the FlashSale", Paused: true, LockTTL: time.Second, HoldTTL: 30 * time.Second}, make(chan int64, 1))
 	f = saleFactsBody{}
 	s.getJSON("/v1/sale", &f)
-	if f.DisplayName != "From the FlashSale" || !f.Paused || f.StartsAt != nil || f.MaxTicketsPerBuyer != 0 {
+	if f.DisplayName != "From the FlashSale" || !f.Paused || f.StartsAt != nil || f.MaxTicketsPerBuyer != 0 || f.HoldTTL != 30 {
 		t.Fatalf("after live changes: %+v", f)
 	}
 	svc.apply(statusreport.Settings{Tickets: 42, LockTTL: time.Second}, make(chan int64, 1))
-	if s.getJSON("/v1/sale", &f); f.DisplayName != s.cfg.Sale {
-		t.Fatalf("without a display name the page shows the sale's name, got %q", f.DisplayName)
+	if s.getJSON("/v1/sale", &f); f.DisplayName != s.cfg.Sale || f.HoldTTL != 0 {
+		t.Fatalf("without a display name the page shows the sale's name, got %q (holdTTL %v)", f.DisplayName, f.HoldTTL)
 	}
 }
 
@@ -203,6 +205,24 @@ func TestAcceptsGzip(t *testing.T) {
 		}
 		if got := acceptsGzip(h); got != want {
 			t.Errorf("Accept-Encoding %q: got %v, want %v", v, got, want)
+		}
+	}
+}
+
+// Every problem code of the API has a sentence in the page.
+func TestPage_HasAMessageForEveryProblemCode(t *testing.T) {
+	js, err := pageFiles.ReadFile("page/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]bool{unknownProblem.code: true} // "internal" is shown with its code
+	for _, p := range problems {
+		if codes[p.code] {
+			continue
+		}
+		codes[p.code] = true
+		if !regexp.MustCompile(`\n\s+` + p.code + `: '`).Match(js) {
+			t.Errorf("the page has no message for the problem code %q", p.code)
 		}
 	}
 }

@@ -58,6 +58,7 @@ func (s *Service) SaleFacts() SaleFacts {
 		Tickets:            s.tickets.Load(),
 		Paused:             sch.Paused,
 		MaxTicketsPerBuyer: int(s.maxPerBuyer.Load()),
+		HoldTTL:            s.HoldTTL().Seconds(),
 	}
 	if !sch.StartsAt.IsZero() {
 		t := sch.StartsAt.UTC()

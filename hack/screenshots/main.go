@@ -100,17 +100,22 @@ func run(out string) error {
 		return err
 	}
 
-	// On sale: a third sold at random, then the buyer takes seat 42.
-	onSale, err := serve("onsale", 500, nil)
+	// On sale with 5-minute holds: a third sold and a few held at random,
+	// then the buyer holds seat 42 and sees the checkout.
+	onSale, err := serve("onsale", 500, func(c *purchase.Config) { c.HoldTTL = 5 * time.Minute })
 	if err != nil {
 		return err
 	}
 	defer onSale.stop()
-	for _, id := range rand.Perm(500)[:170] {
+	for i, id := range rand.Perm(500)[:180] {
 		if id+1 == 42 {
 			continue // alice's
 		}
-		if err := buy(onSale.url, int64(id+1), fmt.Sprintf("buyer-%d", id%60)); err != nil {
+		action := "purchase"
+		if i%18 == 0 {
+			action = "hold"
+		}
+		if err := post(onSale.url, int64(id+1), action, fmt.Sprintf("buyer-%d", id%60)); err != nil {
 			return err
 		}
 	}
@@ -132,23 +137,23 @@ func run(out string) error {
 	}
 	defer soldOut.stop()
 	for id := int64(1); id <= 120; id++ {
-		if err := buy(soldOut.url, id, fmt.Sprintf("buyer-%d", id%40)); err != nil {
+		if err := post(soldOut.url, id, "purchase", fmt.Sprintf("buyer-%d", id%40)); err != nil {
 			return err
 		}
 	}
 	return shoot(browser, soldOut.url, "carol", filepath.Join(out, "sale-page-sold-out.png"), 1280, 900, nil)
 }
 
-// buy is one purchase through the API.
-func buy(base string, id int64, buyer string) error {
-	resp, err := http.Post(fmt.Sprintf("%s/v1/tickets/%d/purchase", base, id), "application/json",
+// post is one purchase or hold through the API.
+func post(base string, id int64, action, buyer string) error {
+	resp, err := http.Post(fmt.Sprintf("%s/v1/tickets/%d/%s", base, id, action), "application/json",
 		strings.NewReader(fmt.Sprintf(`{"buyerId":%q}`, buyer)))
 	if err != nil {
 		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("buy seat %d: %s", id, resp.Status)
+		return fmt.Errorf("%s seat %d: %s", action, id, resp.Status)
 	}
 	return nil
 }
