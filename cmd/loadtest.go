@@ -32,12 +32,17 @@ func newLoadtestCommand() *cobra.Command {
 			"Scenarios: hot-seat (every request on --seat), sell-out (every seat of --seats once per round, scrambled),\n" +
 			"any-seat (POST /v1/purchase), mixed (per 10 requests: 5 sell-out, 3 hot-seat, 2 any-seat),\n" +
 			"queue (--buyers join the waiting room, poll as Retry-After says, buy any seat with their pass;\n" +
-			"--rate is then joins/s, --concurrency the connections; reports time in queue, admitted rate, FIFO inversions).",
+			"--rate is then joins/s, --concurrency the connections; reports time in queue, admitted rate, FIFO inversions),\n" +
+			"hold-confirm (--concurrency buyers each hold a seat of --seats in sell-out's walk, think --think-time, then\n" +
+			"confirm with probability --confirm-share, else release the hold with probability --release-share or let it\n" +
+			"expire; outcomes and latency are the confirmations, the holds line tells the rest; the sale needs a holdTTL).",
 		Example: "  flux-order loadtest --url http://127.0.0.1:8080 --scenario hot-seat --concurrency 64 --duration 10s\n" +
 			"  flux-order loadtest --url http://127.0.0.1:8080 --scenario sell-out --until-sold-out --duration 5m \\\n" +
 			"    --audit-database-url postgres://user:pass@127.0.0.1:5432/demo\n" +
 			"  flux-order loadtest --url http://127.0.0.1:18080 --host demo.sales.example --rate 2000 --duration 30s --json\n" +
-			"  flux-order loadtest --url http://127.0.0.1:8080 --scenario queue --buyers 5000 --concurrency 256 --duration 5m",
+			"  flux-order loadtest --url http://127.0.0.1:8080 --scenario queue --buyers 5000 --concurrency 256 --duration 5m\n" +
+			"  flux-order loadtest --url http://127.0.0.1:8080 --scenario hold-confirm --concurrency 64 --think-time 2s \\\n" +
+			"    --confirm-share 0.6 --release-share 0.5 --until-sold-out --duration 5m --audit-database-url postgres://...",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := bindEnv(c.Flags()); err != nil {
@@ -58,17 +63,20 @@ func newLoadtestCommand() *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&cfg.URL, "url", "", "base URL of the purchase API, like http://127.0.0.1:8080 (required)")
 	f.StringVar(&cfg.Host, "host", "", "Host header to send instead of the URL's (an Ingress reached by address)")
-	f.StringVar(&scenario, "scenario", string(loadtest.HotSeat), "hot-seat, sell-out, any-seat, mixed or queue")
+	f.StringVar(&scenario, "scenario", string(loadtest.HotSeat), "hot-seat, sell-out, any-seat, mixed, queue or hold-confirm")
 	f.Int64Var(&cfg.Seat, "seat", 1, "the seat of hot-seat (and of mixed's hot-seat share)")
-	f.Int64Var(&cfg.Seats, "seats", 0, "seats 1..N that sell-out and mixed pick from (default: tickets from GET /v1/availability)")
+	f.Int64Var(&cfg.Seats, "seats", 0, "seats 1..N that sell-out, mixed and hold-confirm pick from (default: tickets from GET /v1/availability)")
 	f.IntVar(&cfg.Buyers, "buyers", loadtest.DefaultBuyers, "distinct buyers buyer-1..buyer-N, taking turns")
 	f.IntVar(&cfg.Concurrency, "concurrency", 0, fmt.Sprintf("connections: workers in the closed model, most requests in flight with --rate (default %d, or %d with --rate)",
 		loadtest.DefaultClosedConcurrency, loadtest.DefaultOpenConcurrency))
 	f.Float64Var(&cfg.Rate, "rate", 0, "open model: requests/s sent on a clock whatever the answers (latency counts from the scheduled time)")
 	f.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (this and/or --requests is required)")
 	f.Int64Var(&cfg.Requests, "requests", 0, "stop after this many requests (this and/or --duration is required)")
-	f.BoolVar(&cfg.UntilSoldOut, "until-sold-out", false, "also stop once the sale is sold out (sell-out, any-seat, mixed)")
+	f.BoolVar(&cfg.UntilSoldOut, "until-sold-out", false, "also stop once the sale is sold out (sell-out, any-seat, mixed, hold-confirm)")
 	f.DurationVar(&cfg.Timeout, "timeout", loadtest.DefaultTimeout, "bound of one request, connecting included")
+	f.DurationVar(&cfg.ThinkTime, "think-time", time.Second, "hold-confirm: time between a hold and its confirmation or abandonment")
+	f.Float64Var(&cfg.ConfirmShare, "confirm-share", 0.7, "hold-confirm: share of holds confirmed (0..1); the others are abandoned")
+	f.Float64Var(&cfg.ReleaseShare, "release-share", 0.5, "hold-confirm: share of abandoned holds released with DELETE (0..1); the others expire")
 	f.BoolVar(&jsonOut, "json", false, "print the summary as one JSON object on stdout")
 	f.StringVar(&auditURL, "audit-database-url", "", "postgres:// URL of the sale's database: audit it after the test")
 	f.BoolVar(&auditExact, "audit-exact", true, "the audit requires new orders = 201s (false: at least the 201s, after an outage)")

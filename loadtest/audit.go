@@ -37,6 +37,7 @@ type AuditReport struct {
 	DistinctTickets  int64    `json:"distinctTickets"` // with an order
 	SoldTickets      int64    `json:"soldTickets"`     // tickets.sold
 	AvailabilitySold int64    `json:"availabilitySold"`
+	Holds            int64    `json:"holds"` // checkout holds in the database (all time)
 	Problems         []string `json:"problems,omitempty"`
 }
 
@@ -84,7 +85,8 @@ func (a *Auditor) withConn(ctx context.Context, f func(*pgx.Conn) error) error {
 // 201 has its order row, for the same ticket; (2) no ticket has two orders;
 // (3) the orders created since NewAuditor cover the 201s, and equal them
 // when exact (an outage may leave a committed order whose answer was lost);
-// (4) GET /v1/availability's sold and the sold tickets equal the orders.
+// (4) GET /v1/availability's sold and the sold tickets equal the orders;
+// (5) the checkout holds (checkHolds).
 func (a *Auditor) Check(ctx context.Context, created []Order, availability func(context.Context) (Availability, error), exact bool) AuditReport {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
@@ -103,9 +105,11 @@ func (a *Auditor) Check(ctx context.Context, created []Order, availability func(
 			return err
 		}
 		if r.Orders != r.DistinctTickets {
-			return reportDoubleSales(ctx, conn, r.Orders-r.DistinctTickets, problem)
+			if err := reportDoubleSales(ctx, conn, r.Orders-r.DistinctTickets, problem); err != nil {
+				return err
+			}
 		}
-		return nil
+		return checkHolds(ctx, conn, &r.Holds, problem)
 	})
 	if err != nil {
 		problem("querying the database failed: %v", err)
@@ -235,8 +239,12 @@ func (r AuditReport) text() string {
 		if !r.Exact {
 			b.WriteString(" (at least the 201s, --audit-exact=false)")
 		}
-		fmt.Fprintf(&b, "; %s orders for %s distinct tickets; availability sold %s\n",
+		fmt.Fprintf(&b, "; %s orders for %s distinct tickets; availability sold %s",
 			thousands(r.Orders), thousands(r.DistinctTickets), thousands(r.AvailabilitySold))
+		if r.Holds > 0 {
+			fmt.Fprintf(&b, "; %s holds consistent", thousands(r.Holds))
+		}
+		b.WriteByte('\n')
 		return b.String()
 	}
 	fmt.Fprintf(&b, "  audit       FAIL (%s answered 201, %s new orders, %s orders for %s distinct tickets)\n",
@@ -245,4 +253,55 @@ func (r AuditReport) text() string {
 		fmt.Fprintf(&b, "    - %s\n", p)
 	}
 	return b.String()
+}
+
+// holdSpans are the holds that ended by expiry or by their confirmation,
+// each with the span it kept its seat: [created_at, end). A released hold's
+// end is not recorded, so it is left out.
+const holdSpans = `WITH spans AS (
+	SELECT h.id, h.ticket_id, h.created_at AS start,
+	       CASE WHEN h.state = 'confirmed' THEN o.purchased_at ELSE h.expires_at END AS stop
+	FROM holds h LEFT JOIN orders o ON o.id = h.order_id
+	WHERE h.state <> 'released')`
+
+// checkHolds audits the checkout holds (migration 00003), if the schema has
+// them: no seat held by two holds at once; no seat sold to an order other
+// than its hold's while the hold lived; every order from a hold is that
+// hold's (same seat and buyer, the hold confirmed with it) and was made
+// before the hold expired; every confirmed hold has its order.
+func checkHolds(ctx context.Context, conn *pgx.Conn, holds *int64, problem func(string, ...any)) error {
+	var has bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('holds') IS NOT NULL`).Scan(&has); err != nil || !has {
+		return err
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM holds`).Scan(holds); err != nil {
+		return err
+	}
+	checks := []struct{ what, sql string }{
+		{"seats held by two holds at once", holdSpans + `
+			SELECT count(*), coalesce(min(a.ticket_id), 0) FROM spans a JOIN spans b
+			ON a.ticket_id = b.ticket_id AND a.id < b.id AND a.start < b.stop AND b.start < a.stop`},
+		{"seats held by one buyer and sold to another (an order during another's hold)", holdSpans + `
+			SELECT count(*), coalesce(min(s.ticket_id), 0) FROM spans s JOIN orders o
+			ON o.ticket_id = s.ticket_id AND o.hold_id IS DISTINCT FROM s.id AND o.purchased_at >= s.start AND o.purchased_at < s.stop`},
+		{"orders from an expired hold", `
+			SELECT count(*), coalesce(min(o.ticket_id), 0) FROM orders o JOIN holds h ON h.id = o.hold_id
+			WHERE o.purchased_at >= h.expires_at`},
+		{"orders that do not match their hold (seat, buyer or state)", `
+			SELECT count(*), coalesce(min(o.ticket_id), 0) FROM orders o JOIN holds h ON h.id = o.hold_id
+			WHERE h.ticket_id <> o.ticket_id OR h.buyer_id <> o.buyer_id OR h.state <> 'confirmed' OR h.order_id <> o.id`},
+		{"confirmed holds without their order", `
+			SELECT count(*), coalesce(min(h.ticket_id), 0) FROM holds h LEFT JOIN orders o ON o.id = h.order_id
+			WHERE h.state = 'confirmed' AND o.id IS NULL`},
+	}
+	for _, c := range checks {
+		var n, ticket int64
+		if err := conn.QueryRow(ctx, c.sql).Scan(&n, &ticket); err != nil {
+			return fmt.Errorf("%s: %w", c.what, err)
+		}
+		if n > 0 {
+			problem("%d %s (e.g. ticket %d)", n, c.what, ticket)
+		}
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ type Outcome int
 const (
 	Created        Outcome = iota // 201: an order
 	TicketLocked                  // 409 ticket_locked: another buyer holds the seat
+	TicketHeld                    // 409 ticket_held: a checkout hold keeps the seat
 	TicketSold                    // 409 ticket_sold
 	SoldOut                       // 409 sold_out (any-seat)
 	BuyerLimit                    // 403 buyer_limit_reached
@@ -24,6 +25,7 @@ const (
 var outcomeNames = [numOutcomes]struct{ key, label string }{
 	Created:        {"201", "201 created"},
 	TicketLocked:   {"409_ticket_locked", "409 ticket_locked"},
+	TicketHeld:     {"409_ticket_held", "409 ticket_held"},
 	TicketSold:     {"409_ticket_sold", "409 ticket_sold"},
 	SoldOut:        {"409_sold_out", "409 sold_out"},
 	BuyerLimit:     {"403_buyer_limit_reached", "403 buyer_limit_reached"},
@@ -49,6 +51,8 @@ func Classify(status int, body []byte) Outcome {
 		switch string(problemCode(body)) {
 		case "ticket_locked":
 			return TicketLocked
+		case "ticket_held":
+			return TicketHeld
 		case "ticket_sold":
 			return TicketSold
 		case "sold_out":

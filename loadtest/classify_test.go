@@ -14,6 +14,7 @@ func TestClassify_MapsEachAnswerToItsOutcome(t *testing.T) {
 		{"an order", 201, `{"orderId":"0190c7b0-0000-7000-8000-000000000001","ticketId":1}`, Created},
 		{"a sold seat", 409, soldBody, TicketSold},
 		{"a locked seat", 409, `{"status":409,"code":"ticket_locked"}`, TicketLocked},
+		{"a seat held during checkout", 409, `{"status":409,"code":"ticket_held"}`, TicketHeld},
 		{"a sold-out sale", 409, `{"code":"sold_out","status":409}`, SoldOut},
 		{"a code with spaces around the colon", 409, `{"code" : "ticket_locked"}`, TicketLocked},
 		{"a code on its own line", 409, "{\n  \"code\":\n  \"sold_out\"\n}", SoldOut},

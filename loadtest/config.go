@@ -25,10 +25,13 @@ const (
 	// Queue: buyers join the waiting room, poll it as Retry-After says and
 	// buy any seat with their pass (queue.go).
 	Queue Scenario = "queue"
+	// HoldConfirm: buyers hold a seat (sell-out's walk), think, then confirm
+	// or abandon the hold (holds.go).
+	HoldConfirm Scenario = "hold-confirm"
 )
 
 // Scenarios lists every scenario, in the order help texts show them.
-var Scenarios = []Scenario{HotSeat, SellOut, AnySeat, Mixed, Queue}
+var Scenarios = []Scenario{HotSeat, SellOut, AnySeat, Mixed, Queue, HoldConfirm}
 
 // Defaults of the command line; Run applies the concurrency ones to a zero
 // Concurrency.
@@ -74,6 +77,13 @@ type Config struct {
 
 	// TLS is the client config for https targets (nil: system roots).
 	TLS *tls.Config
+
+	// The hold-confirm scenario: after a hold, a buyer thinks ThinkTime,
+	// then confirms with probability ConfirmShare; an abandoning buyer
+	// releases the hold with probability ReleaseShare, or lets it expire.
+	ThinkTime    time.Duration
+	ConfirmShare float64
+	ReleaseShare float64
 }
 
 // FieldError is a bad value; Flag names the command-line flag.
@@ -106,6 +116,14 @@ func (c *Config) Validate() error {
 		return bad("duration", "is required, or --requests: a test must stop by itself")
 	case c.Scenario == Queue && c.Duration == 0:
 		return bad("duration", "is required with --scenario queue (it bounds the buyers' wait)")
+	case c.Scenario == HoldConfirm && c.Rate > 0:
+		return bad("rate", "is not supported with --scenario hold-confirm (each buyer's checkout paces itself: use --concurrency)")
+	case c.ThinkTime < 0:
+		return bad("think-time", "must not be negative, got %v", c.ThinkTime)
+	case c.ConfirmShare < 0 || c.ConfirmShare > 1:
+		return bad("confirm-share", "must be between 0 and 1, got %g", c.ConfirmShare)
+	case c.ReleaseShare < 0 || c.ReleaseShare > 1:
+		return bad("release-share", "must be between 0 and 1, got %g", c.ReleaseShare)
 	case c.UntilSoldOut && c.Scenario == HotSeat:
 		return bad("until-sold-out", "needs --scenario sell-out, any-seat or mixed (hot-seat buys one seat)")
 	case c.Timeout <= 0:

@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return runQueue(ctx, cfg, t)
 	}
 	api := newAPIClient(t, cfg.TLS, cfg.Timeout)
-	if cfg.Seats == 0 && (cfg.Scenario == SellOut || cfg.Scenario == Mixed) {
+	if cfg.Seats == 0 && (cfg.Scenario == SellOut || cfg.Scenario == Mixed || cfg.Scenario == HoldConfirm) {
 		a, err := api.availability(ctx)
 		if err != nil {
 			return nil, &FieldError{Flag: "seats", Msg: "not given, and reading the sale's size failed: " + err.Error()}
@@ -104,6 +104,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		pick:   newPicker(cfg),
 		open:   cfg.Rate > 0,
 		stopCh: make(chan struct{}),
+	}
+	if cfg.Scenario == HoldConfirm {
+		return runHolds(e)
 	}
 	if e.open {
 		e.gapNs = float64(time.Second) / cfg.Rate
@@ -212,7 +215,8 @@ func (e *engine) watchSoldOut(done <-chan struct{}) {
 		select {
 		case <-tick.C:
 			a, err := e.api.availability(e.ctx)
-			if err == nil && a.Tickets > 0 && a.Available == 0 {
+			// Sold, not only unavailable: held seats may come back.
+			if err == nil && a.Tickets > 0 && a.Available == 0 && a.Sold >= a.Tickets {
 				e.halt(stopSoldOut)
 				return
 			}

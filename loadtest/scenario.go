@@ -93,7 +93,7 @@ func (p picker) pick(k int64, rng *rand.Rand) (seat, buyer int64) {
 	switch p.scenario {
 	case HotSeat:
 		return p.seat, buyer
-	case SellOut:
+	case SellOut, HoldConfirm:
 		return 1 + (k%p.seats)*p.stride%p.seats, buyer
 	case AnySeat:
 		return 0, buyer

@@ -36,6 +36,9 @@ type Summary struct {
 	// Queue is the queue scenario's view of the waiting room; its
 	// requests, outcomes and latency are the purchases only.
 	Queue *QueueSummary `json:"queue,omitempty"`
+	// Holds is the hold-confirm scenario's view of the checkouts; its
+	// requests, outcomes and latency are the confirmations only.
+	Holds *HoldSummary `json:"holds,omitempty"`
 }
 
 // OutcomeSummary is the count and latency of one outcome.
@@ -71,7 +74,7 @@ func (e *engine) summary(elapsed, cpu time.Duration) Summary {
 	if e.open {
 		s.Model, s.Rate = "open", e.cfg.Rate
 	}
-	if e.cfg.Scenario == SellOut || e.cfg.Scenario == Mixed {
+	if e.cfg.Scenario == SellOut || e.cfg.Scenario == Mixed || e.cfg.Scenario == HoldConfirm {
 		s.Seats = e.cfg.Seats
 	}
 	all := new(histogram)
@@ -164,6 +167,10 @@ func WriteText(w io.Writer, s Summary) error {
 		b.WriteByte('\n')
 		b.WriteString(s.Queue.text())
 	}
+	if s.Holds != nil {
+		b.WriteByte('\n')
+		b.WriteString(s.Holds.text())
+	}
 	if s.Audit != nil {
 		b.WriteByte('\n')
 		b.WriteString(s.Audit.text())
@@ -211,7 +218,7 @@ func thousands(n int64) string {
 }
 
 // shortLabels name the outcomes on the progress line.
-var shortLabels = [numOutcomes]string{"201", "locked", "sold", "sold_out", "limit", "4xx", "5xx", "err"}
+var shortLabels = [numOutcomes]string{"201", "locked", "held", "sold", "sold_out", "limit", "4xx", "5xx", "err"}
 
 // NewProgressPrinter returns a Config.Progress that writes one line per
 // call: redrawn in place on a terminal, appended otherwise (logs, CI).

@@ -151,16 +151,19 @@ RETURNS TABLE (replayed boolean, hold_id uuid, ticket_id bigint, buyer_id text, 
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    v_now    timestamptz := clock_timestamp();
-    v_until  timestamptz := clock_timestamp() + p_ttl_ms * interval '1 millisecond';
+    v_ttl   interval := p_ttl_ms * interval '1 millisecond';
+    v_until timestamptz;
 BEGIN
     RETURN QUERY SELECT true, h.id, h.ticket_id, h.buyer_id, h.expires_at FROM holds h WHERE h.id = p_hold;
     IF FOUND THEN RETURN; END IF;
 
-    -- The fence: a seat unsold and not under a live hold.
-    UPDATE tickets t SET hold_id = p_hold, held_by = p_buyer, held_until = v_until,
+    -- The fence: a seat unsold and not under a live hold. The hold starts
+    -- when the row qualified (SET is computed after WHERE, after any wait
+    -- for the row's lock), so it never starts before the previous one ended.
+    UPDATE tickets t SET hold_id = p_hold, held_by = p_buyer, held_until = clock_timestamp() + v_ttl,
             changed_xid = pg_current_xact_id()
-        WHERE t.id = p_ticket AND NOT t.sold AND (t.held_until IS NULL OR t.held_until <= clock_timestamp());
+        WHERE t.id = p_ticket AND NOT t.sold AND (t.held_until IS NULL OR t.held_until <= clock_timestamp())
+        RETURNING t.held_until INTO v_until;
     IF NOT FOUND THEN
         PERFORM refuse_seat(p_ticket);
     END IF;
@@ -170,7 +173,7 @@ BEGIN
     END IF;
 
     RETURN QUERY INSERT INTO holds AS h (id, ticket_id, buyer_id, expires_at, created_at)
-        VALUES (p_hold, p_ticket, p_buyer, v_until, v_now)
+        VALUES (p_hold, p_ticket, p_buyer, v_until, v_until - v_ttl)
         RETURNING false, h.id, h.ticket_id, h.buyer_id, h.expires_at;
 END
 $$;
