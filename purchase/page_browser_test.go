@@ -56,6 +56,21 @@ func TestBrowser_100000Seats_VirtualizedGrid_KeyboardAndPhone(t *testing.T) {
 	start := time.Now()
 	openSalePage(t, tab, s.pods[0].srv.URL+"/", "kim")
 	t.Logf("100,000 seats live in %v", time.Since(start))
+	// The longest main-thread task so far (loading, decoding the snapshot,
+	// the first render): a frozen page would show one of seconds.
+	longest, err := chromedp.Run(tab, chromedp.Evaluate[float64](`new Promise((done) => {
+		const seen = [0];
+		const po = new PerformanceObserver((l) => { for (const e of l.getEntries()) seen.push(e.duration); });
+		po.observe({type: 'longtask', buffered: true});
+		setTimeout(() => { po.disconnect(); done(Math.max(...seen)); }, 200);
+	})`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("longest main-thread task while loading: %.0f ms", longest)
+	if longest > 2000 {
+		t.Fatalf("the page blocked its main thread for %.0f ms loading 100,000 seats", longest)
+	}
 
 	rendered := eval[int](t, tab, `document.querySelectorAll('[data-seat]').length`)
 	total := eval[int](t, tab, `document.querySelectorAll('*').length`)

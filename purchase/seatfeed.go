@@ -53,6 +53,7 @@ type seatFeed struct {
 	clock      time.Time // the database's clock at the last poll
 	snapshot   []byte    // rendered snapshot event, nil when stale
 	facts      []byte    // last SaleFacts sent
+	lastErr    time.Time // last logged poll error (hub goroutine only)
 }
 
 // feedClient is one connected page.
@@ -145,8 +146,10 @@ func (f *seatFeed) run() {
 		} else {
 			err = f.load(ctx)
 		}
-		if err != nil {
-			f.svc.logUnavailable(err)
+		if err != nil && time.Since(f.lastErr) >= time.Second {
+			// Pages keep their last state; the next tick retries.
+			f.lastErr = time.Now()
+			f.svc.log.Warn("the seat feed could not read the database; retrying", "err", err)
 		}
 		<-t.C
 	}
