@@ -74,6 +74,7 @@ func newLoadtestCommand() *cobra.Command {
 	f.Int64Var(&cfg.Requests, "requests", 0, "stop after this many requests (this and/or --duration is required)")
 	f.BoolVar(&cfg.UntilSoldOut, "until-sold-out", false, "also stop once the sale is sold out (sell-out, any-seat, mixed, hold-confirm)")
 	f.DurationVar(&cfg.Timeout, "timeout", loadtest.DefaultTimeout, "bound of one request, connecting included")
+	f.BoolVar(&cfg.QueueHolds, "queue-holds", false, "queue: admitted buyers hold any seat, think --think-time, then confirm (instead of one purchase)")
 	f.DurationVar(&cfg.ThinkTime, "think-time", time.Second, "hold-confirm: time between a hold and its confirmation or abandonment")
 	f.Float64Var(&cfg.ConfirmShare, "confirm-share", 0.7, "hold-confirm: share of holds confirmed (0..1); the others are abandoned")
 	f.Float64Var(&cfg.ReleaseShare, "release-share", 0.5, "hold-confirm: share of abandoned holds released with DELETE (0..1); the others expire")

@@ -84,6 +84,11 @@ type Config struct {
 	ThinkTime    time.Duration
 	ConfirmShare float64
 	ReleaseShare float64
+
+	// QueueHolds makes the queue scenario's admitted buyers check out
+	// through a hold (POST /v1/holds, ThinkTime, confirm) instead of a
+	// one-step purchase.
+	QueueHolds bool
 }
 
 // FieldError is a bad value; Flag names the command-line flag.
@@ -118,6 +123,8 @@ func (c *Config) Validate() error {
 		return bad("duration", "is required with --scenario queue (it bounds the buyers' wait)")
 	case c.Scenario == HoldConfirm && c.Rate > 0:
 		return bad("rate", "is not supported with --scenario hold-confirm (each buyer's checkout paces itself: use --concurrency)")
+	case c.QueueHolds && c.Scenario != Queue:
+		return bad("queue-holds", "needs --scenario queue")
 	case c.ThinkTime < 0:
 		return bad("think-time", "must not be negative, got %v", c.ThinkTime)
 	case c.ConfirmShare < 0 || c.ConfirmShare > 1:

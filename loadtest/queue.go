@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,7 +178,7 @@ func (q *queueRun) buyer(i int) {
 		b.admitted = time.Now()
 		q.outcome.admitted.Add(1)
 		q.inQueue.record(b.admitted.Sub(b.joinEnd))
-		q.buy(body, a.Pass)
+		q.buy(i+1, body, a.Pass)
 	case "sold_out":
 		q.outcome.soldOut.Add(1)
 	default:
@@ -202,11 +203,29 @@ func (q *queueRun) refused(status int, raw []byte, err error) bool {
 	return true
 }
 
-// buy spends the pass on any seat; a lost race for a seat is retried.
-func (q *queueRun) buy(body []byte, pass string) {
+// buy spends the pass on any seat: one purchase, or a hold and its
+// confirmation (QueueHolds). A lost race for a seat is retried, and so is a
+// 5xx or a transport error: a purchase carries an Idempotency-Key and a
+// confirmation is idempotent, so a retry can never buy the buyer a second
+// seat, and an order whose answer was lost is answered again.
+func (q *queueRun) buy(buyer int, body []byte, pass string) {
+	headers := map[string]string{"Idempotency-Key": "queue-" + strconv.Itoa(buyer)}
+	path := "/v1/purchase"
+	if q.e.cfg.QueueHolds {
+		held, ok := q.hold(body, pass)
+		if !ok {
+			return
+		}
+		if !q.sleep(q.e.cfg.ThinkTime) {
+			q.outcome.unfinished.Add(1)
+			return
+		}
+		headers, pass, path = nil, "", "/v1/holds/"+held+"/confirm"
+		body = []byte(strings.TrimSuffix(string(body), "}") + `,"paymentRef":"queue-` + strconv.Itoa(buyer) + `"}`)
+	}
 	for range 5 {
 		start := time.Now()
-		status, raw, _, err := q.do(http.MethodPost, "/v1/purchase", body, pass)
+		status, raw, _, err := q.doWith(http.MethodPost, path, body, pass, headers)
 		o := TransportError
 		if err == nil {
 			o = Classify(status, raw)
@@ -225,7 +244,7 @@ func (q *queueRun) buy(body []byte, pass string) {
 		case SoldOut:
 			q.outcome.soldOut.Add(1)
 			return
-		case TicketLocked, ServerError, TransportError:
+		case TicketLocked, TicketHeld, ServerError, TransportError:
 			if !q.sleep(100 * time.Millisecond) {
 				return
 			}
@@ -233,11 +252,58 @@ func (q *queueRun) buy(body []byte, pass string) {
 		}
 		return
 	}
+	q.outcome.unfinished.Add(1) // still losing races after every try
+}
+
+// holdTries bounds one buyer's hold attempts: while every remaining seat
+// is held by buyers still checking out, a hold is refused until they
+// confirm (sold out) or abandon (the seat comes back).
+const holdTries = 100
+
+// hold holds any free seat with the pass and returns the hold id; a lost
+// race or a 5xx is retried (a hold whose answer was lost only expires).
+func (q *queueRun) hold(body []byte, pass string) (string, bool) {
+	for range holdTries {
+		status, raw, _, err := q.do(http.MethodPost, "/v1/holds", body, pass)
+		if err == nil && status == http.StatusCreated {
+			var h struct {
+				HoldID string `json:"holdId"`
+			}
+			if json.Unmarshal(raw, &h) == nil && h.HoldID != "" {
+				return h.HoldID, true
+			}
+		}
+		o := TransportError
+		if err == nil {
+			o = Classify(status, raw)
+		}
+		switch o {
+		case SoldOut:
+			q.outcome.soldOut.Add(1)
+			return "", false
+		case TicketLocked, TicketHeld, ServerError, TransportError:
+			if !q.sleep(100 * time.Millisecond) {
+				q.outcome.unfinished.Add(1)
+				return "", false
+			}
+			continue
+		}
+		q.e.example(o, status, raw, err)
+		q.outcome.closed.Add(1)
+		return "", false
+	}
+	q.outcome.unfinished.Add(1)
+	return "", false
 }
 
 // do sends one request and returns the status, the body and the
 // Retry-After (1 s when absent or unreadable).
 func (q *queueRun) do(method, path string, body []byte, pass string) (int, []byte, time.Duration, error) {
+	return q.doWith(method, path, body, pass, nil)
+}
+
+// doWith is do with extra request headers.
+func (q *queueRun) doWith(method, path string, body []byte, pass string, headers map[string]string) (int, []byte, time.Duration, error) {
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
@@ -253,6 +319,9 @@ func (q *queueRun) do(method, path string, body []byte, pass string) (int, []byt
 	}
 	if pass != "" {
 		req.Header.Set("Authorization", "Bearer "+pass)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := q.c.Do(req)
 	if err != nil {

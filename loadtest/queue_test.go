@@ -2,8 +2,11 @@ package loadtest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/flux-order/flux-order/purchase"
 )
@@ -40,6 +43,49 @@ func TestQueueScenario_BuyersQueueBuyWithPassesAndSellOut_Audited(t *testing.T) 
 		t.Fatalf("want the audit to pass with %d new orders, got %+v", seats, r)
 	}
 	t.Logf("%s", q.text())
+}
+
+// The queue scenario checking out through holds: every admitted buyer
+// holds any seat, thinks, and confirms; the audit (holds included) is
+// exact.
+func TestQueueScenario_CheckoutThroughHolds_SellsOutAudited(t *testing.T) {
+	const seats, buyers = 60, 150
+	ctx := t.Context()
+	url, dbURL := startSale(t, seats, func(c *purchase.Config) {
+		c.SaleSecret, c.WaitingRoom, c.HoldTTL = "s3cret", purchase.WaitingRoom{AdmitPerSecond: 150}, time.Minute
+	})
+	auditor, err := NewAuditor(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := Config{URL: url, Scenario: Queue, QueueHolds: true, ThinkTime: 20 * time.Millisecond, Seat: 1, Buyers: buyers,
+		Concurrency: 32, Duration: time.Minute, Timeout: 10 * time.Second}
+	res, err := Run(ctx, lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := res.Summary.Queue
+	if q == nil || q.Bought != seats || q.Bought+q.SoldOut != buyers || q.Errors != 0 {
+		var text strings.Builder
+		_ = WriteText(&text, res.Summary)
+		t.Fatalf("want %d bought through holds and the rest told sold out, no errors; got %+v\n%s", seats, q, text.String())
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var fromHolds int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM orders WHERE hold_id IS NOT NULL`).Scan(&fromHolds); err != nil {
+		t.Fatal(err)
+	}
+	if fromHolds != seats {
+		t.Errorf("want every order to come from a hold's confirmation, got %d of %d", fromHolds, len(res.Created))
+	}
+	r := auditor.Check(ctx, res.Created, func(ctx context.Context) (Availability, error) { return FetchAvailability(ctx, lc) }, true)
+	if !r.OK || r.NewOrders != seats {
+		t.Fatalf("want the audit to pass with %d new orders, got %+v", seats, r)
+	}
 }
 
 func TestFIFOInversions_CountsOnlyCertainOnes(t *testing.T) {

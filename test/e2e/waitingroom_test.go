@@ -17,9 +17,9 @@ import (
 
 // Scenario: a running sale gets a waiting room and seat holds live (no pod
 // restarts); 600 buyers queue through the Ingress with the loadtest queue
-// scenario, buy with their passes and sell out its 200 seats. The audit is
-// exact, nobody is passed over (0 FIFO inversions), and the status and
-// `kubectl get flashsales` show the queue.
+// scenario, hold a seat with their passes, confirm it and sell out its 200
+// seats. The audit is exact, nobody is passed over (0 FIFO inversions), and
+// the status and `kubectl get flashsales` show the queue.
 func TestAWaitingRoomSellsOutASaleThroughTheIngressInJoinOrder(t *testing.T) {
 	t.Parallel()
 	ns := testNamespace(t, "e2e-queue")
@@ -45,6 +45,9 @@ func TestAWaitingRoomSellsOutASaleThroughTheIngressInJoinOrder(t *testing.T) {
 	auditor := newAuditor(t, ns, name)
 	cfg := b.loadConfig(loadtest.Queue)
 	cfg.Buyers, cfg.Concurrency, cfg.Duration = buyers, 64, 4*time.Minute
+	// Admitted buyers check out as the sale page does: hold any seat,
+	// think, confirm.
+	cfg.QueueHolds, cfg.ThinkTime = true, 200*time.Millisecond
 	res := runLoad(t, cfg, nil)
 	q := res.Summary.Queue
 	if q == nil {
