@@ -36,6 +36,10 @@ const (
 
 var errBadToken = errors.New("bad token")
 
+// tokenEncoding decodes strictly: unused trailing bits must be zero, so a
+// token has exactly one spelling.
+var tokenEncoding = base64.RawURLEncoding.Strict()
+
 // tokenSigner signs and checks the waiting room's tokens.
 type tokenSigner struct {
 	macs sync.Pool // hash.Hash keyed with the derived key
@@ -82,7 +86,7 @@ func (t *tokenSigner) parseQueueID(s string) (queueTicket, error) {
 	if len(s) > maxQueueIDLen {
 		return queueTicket{}, errBadToken
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := tokenEncoding.DecodeString(s)
 	if err != nil || len(b) < queueIDFixed+1+tokenTagLen || b[0] != queueIDPrefix {
 		return queueTicket{}, errBadToken
 	}
@@ -112,7 +116,7 @@ func (t *tokenSigner) checkPass(pass, buyer string, now time.Time) error {
 		return errBadToken
 	}
 	var b [passLen]byte
-	if n, err := base64.RawURLEncoding.Decode(b[:], []byte(pass)); err != nil || n != passLen || b[0] != passPrefix {
+	if n, err := tokenEncoding.Decode(b[:], []byte(pass)); err != nil || n != passLen || b[0] != passPrefix {
 		return errBadToken
 	}
 	var want [tokenTagLen]byte
