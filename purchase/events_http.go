@@ -20,6 +20,10 @@ var (
 )
 
 func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/event-stream")
+		return
+	}
 	c, err := s.page.feed.subscribe()
 	if err != nil {
 		writeProblem(w, ErrUnavailable) // shutting down: the page reconnects elsewhere
