@@ -65,6 +65,7 @@ type queueView struct {
 	at        time.Time
 	state     orderstore.QueueState
 	available int64                  // seats neither sold nor held
+	held      int64                  // seats held at checkout: they may come back
 	steps     []orderstore.Admission // of the last passTTL, oldest first
 	lastStep  int64                  // id of the newest step read
 }
@@ -241,7 +242,7 @@ func (q *waitingRoom) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	q.view.Store(&queueView{at: now, state: st, available: c.Tickets - c.Sold - c.Held, steps: steps, lastStep: after})
+	q.view.Store(&queueView{at: now, state: st, available: c.Tickets - c.Sold - c.Held, held: c.Held, steps: steps, lastStep: after})
 	return nil
 }
 

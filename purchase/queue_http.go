@@ -85,6 +85,10 @@ func (s *Service) serveJoin(w http.ResponseWriter, r *http.Request) (place, stri
 		return place{}, "", err
 	}
 	if v.available <= 0 {
+		if v.held > 0 {
+			// Every seat is sold or held: held seats may come back.
+			return place{}, "", &RetryAfterError{Seconds: 5, Err: ErrSoldOut}
+		}
 		return place{}, "", ErrSoldOut
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), joinTimeout)

@@ -222,3 +222,40 @@ func TestQueue_HoldsNeedAPassToo_ConfirmDoesNot(t *testing.T) {
 		t.Fatalf("confirm without a pass: want 201, got %d %s", a.status, a.code)
 	}
 }
+
+func TestQueue_EverySeatHeld_SoldOutUntilTheHoldsExpire(t *testing.T) {
+	t.Parallel()
+	// One active buyer at most: "first" is let in, "waits" waits.
+	s := newQueueSale(t, 2, 2, withQueue(WaitingRoom{AdmitPerSecond: 1000, MaxActiveBuyers: 1}), func(c *Config) { c.HoldTTL = 2 * time.Second })
+	signer := s.pods[0].svc.queue.signer
+	s.join(0, "first")
+	waiting := s.join(1, "waits")
+	for seat, buyer := range map[int]string{1: "h1", 2: "h2"} {
+		pass := signer.pass(buyer, time.Now().Add(time.Minute))
+		path := fmt.Sprintf("/v1/tickets/%d/hold", seat)
+		if a := s.post(0, path, fmt.Sprintf(`{"buyerId":%q}`, buyer), map[string]string{"Authorization": "Bearer " + pass}); a.status != http.StatusCreated {
+			t.Fatalf("hold of seat %d: want 201, got %d %s", seat, a.status, a.code)
+		}
+	}
+	var j queueAnswer
+	testservers.Eventually(t, time.Second, "joins refused while every seat is held", func() bool {
+		j = s.join(1, "late")
+		return j.status == http.StatusConflict
+	})
+	if j.code != "sold_out" || j.header.Get("Retry-After") != "5" {
+		t.Fatalf("join with every seat held: want 409 sold_out with Retry-After 5 (holds may end), got %d %s %q", j.status, j.code, j.header.Get("Retry-After"))
+	}
+	held := time.Now()
+	testservers.Eventually(t, time.Second, "the waiting buyer told sold_out on every pod", func() bool {
+		return s.poll(0, waiting.body.QueueID).body.State == stateSoldOut && s.poll(1, waiting.body.QueueID).body.State == stateSoldOut
+	})
+	// The holds expire by themselves: seats come back, joins and places too.
+	testservers.Eventually(t, 5*time.Second, "a join accepted after the holds expired", func() bool {
+		a := s.join(0, "late")
+		return a.status == http.StatusAccepted || a.status == http.StatusOK
+	})
+	testservers.Eventually(t, time.Second, "the buyer waiting again on every pod", func() bool {
+		return s.poll(0, waiting.body.QueueID).body.State == stateWaiting && s.poll(1, waiting.body.QueueID).body.State == stateWaiting
+	})
+	t.Logf("seats back to the queue %v after the holds were taken (holdTTL 2s)", time.Since(held))
+}
