@@ -206,7 +206,9 @@ func (s *Service) replayConfirm(ctx context.Context, holdID uuid.UUID, buyer str
 // released, expired or confirmed hold changes nothing. Redis's marker is
 // removed token-checked whatever Postgres answered, so a retry after a lost
 // answer still clears it (and a seat sold or held by someone else since
-// keeps its marker).
+// keeps its marker). If Redis cannot be told, the answer is 503: Postgres
+// has freed the seat, but until the marker goes buyers would still be
+// refused ticket_held, so the client should retry the DELETE.
 func (s *Service) ReleaseHold(ctx context.Context, holdID uuid.UUID) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purchaseTimeout)
 	defer cancel()
@@ -218,7 +220,9 @@ func (s *Service) ReleaseHold(ctx context.Context, holdID uuid.UUID) error {
 		return unavailable(ErrDatabaseUnavailable, err)
 	}
 	s.onHold.forget(ticket)
-	s.release(ticket, seatlock.HoldToken(holdID.String()))
+	if _, err := s.locks.Release(ctx, ticket, seatlock.HoldToken(holdID.String())); err != nil {
+		return unavailable(ErrSeatStoreUnavailable, err)
+	}
 	return nil
 }
 

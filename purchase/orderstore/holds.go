@@ -120,6 +120,13 @@ func (s *Store) PlaceHold(ctx context.Context, r HoldRequest) (h Hold, replayed 
 	err = s.pool.QueryRow(ctx, `SELECT * FROM hold_seat($1, $2, $3, $4, $5)`,
 		r.TicketID, r.HoldID, r.BuyerID, r.TTL.Milliseconds(), r.MaxPerBuyer).
 		Scan(&replayed, &h.ID, &h.TicketID, &h.BuyerID, &h.ExpiresAt)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "holds_pkey" {
+		// A concurrent retry of the same hold id (a keyed hold) committed
+		// first, on another seat: this attempt is its replay.
+		h, err = s.Hold(ctx, r.HoldID)
+		return h, err == nil, err
+	}
 	if err != nil {
 		return Hold{}, false, mapSeatError(err)
 	}

@@ -262,3 +262,43 @@ func TestHold_ChangedXIDWrittenByEveryStateChange(t *testing.T) {
 	_, _, err = s.Confirm(ctx, Purchase{TicketID: 2, OrderID: uuid.New(), BuyerID: "b"})
 	step("purchase", 2, err)
 }
+
+func TestHold_ConcurrentRetriesOfOneHoldID_OnDifferentSeats_OneHold(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 40)
+	id := uuid.New()
+	// The first attempt has placed the hold on seat 1 but not committed.
+	first, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Rollback(ctx)
+	if _, err := first.Exec(ctx, `SELECT * FROM hold_seat(1, $1, 'k', 60000, 0)`, id); err != nil {
+		t.Fatal(err)
+	}
+	// A retry on seat 2 waits on the hold's primary key...
+	type result struct {
+		h        Hold
+		replayed bool
+		err      error
+	}
+	retry := make(chan result)
+	go func() {
+		h, replayed, err := s.PlaceHold(ctx, HoldRequest{TicketID: 2, HoldID: id, BuyerID: "k", TTL: time.Minute})
+		retry <- result{h, replayed, err}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := first.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// ...and, once the first commits, answers its hold.
+	r := <-retry
+	if r.err != nil || !r.replayed || r.h.ID != id || r.h.TicketID != 1 {
+		t.Fatalf("the retry must replay the first attempt's hold on seat 1, got %+v", r)
+	}
+	var rows, held int
+	_ = s.pool.QueryRow(ctx, `SELECT count(*), (SELECT count(*) FROM tickets WHERE held_until > now()) FROM holds`).Scan(&rows, &held)
+	if rows != 1 || held != 1 {
+		t.Fatalf("want one hold on one seat, got %d holds, %d seats held", rows, held)
+	}
+}
