@@ -38,6 +38,7 @@ func TestValidate_BadValues_ErrorNamesTheFlag(t *testing.T) {
 		{"negative requests", func(c *Config) { c.Duration, c.Requests = 0, -1 }, "--requests"},
 		{"no bound at all", func(c *Config) { c.Duration, c.Requests = 0, 0 }, "--duration"},
 		{"until sold out on one seat", func(c *Config) { c.UntilSoldOut = true }, "--until-sold-out"},
+		{"queue bounded by requests only", func(c *Config) { c.Scenario, c.Duration, c.Requests = Queue, 0, 100 }, "--duration"},
 		{"zero timeout", func(c *Config) { c.Timeout = 0 }, "--timeout"},
 	}
 	for _, c := range cases {
