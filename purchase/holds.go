@@ -132,18 +132,24 @@ func (s *Service) holdAny(ctx context.Context, req HoldRequest, holdID uuid.UUID
 			return h, replayed, err
 		}
 	}
+	err := fmt.Errorf("%w: every seat tried was taken meanwhile; retry", ErrTicketLocked)
 	for range 3 {
-		id, err := s.takeAnySeat(ctx, token, ttl)
-		if err != nil {
-			return Hold{}, false, err
+		var id int64
+		if id, err = s.takeAnySeat(ctx, token, ttl); err != nil {
+			break
 		}
-		h, replayed, err := s.fenceHold(ctx, id, holdID, token, req, ttl)
-		if errors.Is(err, ErrTicketSold) || errors.Is(err, ErrTicketHeld) {
+		h, replayed, ferr := s.fenceHold(ctx, id, holdID, token, req, ttl)
+		if errors.Is(ferr, ErrTicketSold) || errors.Is(ferr, ErrTicketHeld) {
 			continue // a stale pool entry, e.g. after Redis lost its data
 		}
-		return h, replayed, err
+		return h, replayed, ferr
 	}
-	return Hold{}, false, fmt.Errorf("%w: every seat tried was taken meanwhile; retry", ErrTicketLocked)
+	if req.IdempotencyKey != "" && errors.Is(err, ErrTicketLocked) {
+		// The seats this retry found locked may be its own siblings'
+		// (the same token): one of them may have placed the hold.
+		return s.replayHold(ctx, holdID, req, err)
+	}
+	return Hold{}, false, err
 }
 
 // replayHold answers the hold a keyed request already placed, or refusal.

@@ -467,7 +467,9 @@ func TestHold_DisabledByDefault_LiveTTLAndAnySeat(t *testing.T) {
 }
 
 func TestHold_KeyedRetriesMeet_AndBadInput(t *testing.T) {
-	s := newTestSale(t, 10, withHolds(time.Minute))
+	// More seats than concurrent retries below: each retry takes a seat
+	// in Redis before they meet in Postgres.
+	s := newTestSale(t, 40, withHolds(time.Minute))
 	s.addPod()
 	first, st1, _ := s.tryHold(0, 0, "k", "hold-key-1")
 	again, st2, _ := s.tryHold(1, 0, "k", "hold-key-1")
@@ -525,7 +527,7 @@ func TestHold_KeyedRetriesMeet_AndBadInput(t *testing.T) {
 		{"unknown hold", "GET", "/v1/holds/" + uuid.NewString(), ``, 404, "hold_not_found"},
 		{"GET confirm", "GET", "/v1/holds/" + id + "/confirm", ``, 405, "method_not_allowed"},
 		{"PUT hold", "PUT", "/v1/holds/" + id, ``, 405, "method_not_allowed"},
-		{"hold of no seat", "POST", "/v1/tickets/11/hold", `{"buyerId":"k"}`, 404, "ticket_not_found"},
+		{"hold of no seat", "POST", "/v1/tickets/41/hold", `{"buyerId":"k"}`, 404, "ticket_not_found"},
 		{"hold with a bad buyer", "POST", "/v1/tickets/1/hold", `{"buyerId":" k"}`, 400, "invalid_request"},
 	} {
 		if _, st, code := s.holdCall(0, c.method, c.path, c.body, nil); st != c.status || code != c.code {
