@@ -32,15 +32,26 @@ func TestAWaitingRoomSellsOutASaleThroughTheIngressInJoinOrder(t *testing.T) {
 
 	mustKubectl(t, nil, "-n", ns, "patch", "flashsale", name, "--type=merge", "-p",
 		`{"spec":{"waitingRoom":{"admitPerSecond":100},"holdTTL":"2m"}}`)
-	waitFor(t, 30*time.Second, "every purchase pod to require a pass", func(ctx context.Context) (bool, string) {
-		for range 4 { // several answers: the Ingress spreads them over the pods
-			code, body, err := b.post(ctx, "/v1/purchase", `{"buyerId":"no-pass"}`)
-			if err != nil || code != http.StatusUnauthorized {
+	// Read-only first: a purchase probe sent to a pod that has not applied
+	// the change yet would buy a seat. Every pod applies the waiting room
+	// and the hold TTL together (one settings update), and /v1/sale reports
+	// them.
+	waitFor(t, 30*time.Second, "every purchase pod to report the waiting room and holds", func(ctx context.Context) (bool, string) {
+		for range 6 { // several answers: the Ingress spreads them over the pods
+			code, body, err := b.do(ctx, http.MethodGet, "/v1/sale", "")
+			if err != nil || code != http.StatusOK || !strings.Contains(string(body), `"enabled":true`) ||
+				!strings.Contains(string(body), `"holdTTL":120`) {
 				return false, fmt.Sprintf("%d %s %v", code, body, err)
 			}
 		}
 		return true, ""
 	})
+	for range 4 {
+		code, body, err := b.post(t.Context(), "/v1/purchase", `{"buyerId":"no-pass"}`)
+		if err != nil || code != http.StatusUnauthorized {
+			t.Fatalf("a purchase without a pass: expected 401 pass_required from every pod, got %d %s %v", code, body, err)
+		}
+	}
 
 	auditor := newAuditor(t, ns, name)
 	cfg := b.loadConfig(loadtest.Queue)
