@@ -598,19 +598,43 @@ func gone(ctx context.Context, obj client.Object) (bool, error) {
 }
 
 // kubectlTable parses `kubectl get` output into rows of column name → value.
+// kubectl left-aligns each value under its column's header, and a column may
+// be empty (HELD, WAITING, HIBERNATED): values are cut at the headers'
+// offsets, not split on blanks.
 func kubectlTable(out string) []map[string]string {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) < 1 {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) < 1 || strings.TrimSpace(lines[0]) == "" {
 		return nil
 	}
-	header := strings.Fields(lines[0])
+	type column struct {
+		name  string
+		start int
+	}
+	var cols []column
+	for i := 0; i < len(lines[0]); {
+		if lines[0][i] == ' ' {
+			i++
+			continue
+		}
+		j := i
+		for j < len(lines[0]) && lines[0][j] != ' ' {
+			j++
+		}
+		cols = append(cols, column{lines[0][i:j], i})
+		i = j
+	}
 	var rows []map[string]string
 	for _, l := range lines[1:] {
-		f := strings.Fields(l)
 		row := map[string]string{}
-		for i, h := range header {
-			if i < len(f) {
-				row[h] = f[i]
+		for k, c := range cols {
+			end := len(l)
+			if k+1 < len(cols) {
+				end = min(cols[k+1].start, len(l))
+			}
+			if c.start < end {
+				row[c.name] = strings.TrimSpace(l[c.start:end])
+			} else {
+				row[c.name] = ""
 			}
 		}
 		rows = append(rows, row)
