@@ -20,8 +20,13 @@ import (
 // scenario, hold a seat with their passes, confirm it and sell out its 200
 // seats. The audit is exact, nobody is passed over (0 FIFO inversions), and
 // the status and `kubectl get flashsales` show the queue.
+//
+// Not parallel: it runs alone, before the other scenarios. Beside their
+// provisioning and storms the one 2-core node starved this sale's
+// PostgreSQL (10m CPU requested) until its TLS handshakes timed out, and
+// admitted buyers got 503s instead of seats; the exact audit this test
+// makes is about the waiting room, not about that overload.
 func TestAWaitingRoomSellsOutASaleThroughTheIngressInJoinOrder(t *testing.T) {
-	t.Parallel()
 	ns := testNamespace(t, "e2e-queue")
 	const name, seats, buyers = "queued", 200, 600
 	b := startSale(t, ns, name, seats, 2)
