@@ -1,7 +1,6 @@
 package purchase
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -46,23 +45,11 @@ func newHoldBody(h Hold) holdBody {
 
 // answerHold writes a hold request's answer and counts it.
 func (s *Service) answerHold(w http.ResponseWriter, op string, start time.Time, status int, body any, replayed bool, err error) {
-	outcome := map[int]string{http.StatusCreated: "created", http.StatusNoContent: "released"}[status]
-	switch {
-	case err != nil:
-		outcome = problemFor(err).code
-		if errors.Is(err, ErrUnavailable) {
-			s.logUnavailable(err)
-		}
-		writeProblem(w, err)
-	case replayed:
-		outcome = "replayed"
-		w.Header().Set(replayedHeader, "true")
-		writeJSON(w, status, body)
-	case body == nil:
-		w.WriteHeader(status)
-	default:
-		writeJSON(w, status, body)
+	ok := "created"
+	if status == http.StatusNoContent {
+		ok = "released"
 	}
+	outcome := s.answer(w, status, body, replayed, err, ok)
 	s.metrics.observeHold(op, outcome, time.Since(start).Seconds())
 }
 

@@ -97,23 +97,32 @@ func (s *Service) post(decide purchaseHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		o, replayed, err := s.servePurchase(w, r, decide)
-		outcome := "created"
-		switch {
-		case err != nil:
-			outcome = problemFor(err).code
-			if errors.Is(err, ErrUnavailable) {
-				s.logUnavailable(err)
-			}
-			writeProblem(w, err)
-		case replayed:
-			outcome = "replayed"
-			w.Header().Set(replayedHeader, "true")
-			writeJSON(w, http.StatusCreated, o)
-		default:
-			writeJSON(w, http.StatusCreated, o)
-		}
+		outcome := s.answer(w, http.StatusCreated, o, replayed, err, "created")
 		s.metrics.observe(outcome, time.Since(start).Seconds())
 	}
+}
+
+// answer writes a POST's answer: the problem for err, or status with body
+// (no body when nil), marked Idempotent-Replayed when replayed. It returns
+// the outcome the metrics count: the problem's code, "replayed", or ok.
+func (s *Service) answer(w http.ResponseWriter, status int, body any, replayed bool, err error, ok string) string {
+	switch {
+	case err != nil:
+		if errors.Is(err, ErrUnavailable) {
+			s.logUnavailable(err)
+		}
+		writeProblem(w, err)
+		return problemFor(err).code
+	case replayed:
+		w.Header().Set(replayedHeader, "true")
+		writeJSON(w, status, body)
+		return "replayed"
+	case body == nil:
+		w.WriteHeader(status)
+	default:
+		writeJSON(w, status, body)
+	}
+	return ok
 }
 
 func (s *Service) servePurchase(w http.ResponseWriter, r *http.Request, decide purchaseHandler) (Order, bool, error) {
