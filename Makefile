@@ -46,7 +46,7 @@ test: test-deps lint verify-generated envtest-assets helm helm-lint ## Every Go 
 
 .PHONY: fuzz
 fuzz: ## Fuzz the purchase request decoder for 60s
-	$(GO) test ./purchase/ -run '^$$' -fuzz FuzzDecodePurchase -fuzztime 60s
+	$(GO) test ./purchase/httpapi/ -run '^$$' -fuzz FuzzDecodePurchase -fuzztime 60s
 
 .PHONY: bench
 bench: ## Measure Flux-Order against the machine's ceilings and two baselines (~10 min); writes docs/benchmarks.md

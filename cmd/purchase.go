@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 func newPurchaseCommand() *cobra.Command {
@@ -32,7 +33,7 @@ func newPurchaseCommand() *cobra.Command {
 			if cfg.WaitingRoom.JoinFrom, err = parseTime("join-from", joinFrom); err != nil {
 				return err
 			}
-			cfg.WaitingRoom.Order = purchase.QueueOrder(queueOrder)
+			cfg.WaitingRoom.Order = waitingroom.Order(queueOrder)
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -52,7 +53,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.IntVar(&cfg.WaitingRoom.MaxActiveBuyers, "max-active-buyers", 0, "waiting room: most admitted buyers shopping at once (0 = bounded by the inventory only)")
 	f.StringVar(&queueOrder, "queue-order", "fifo", "waiting room: fifo, or random (who joined before --starts-at is shuffled at --starts-at)")
 	f.StringVar(&joinFrom, "join-from", "", "waiting room: RFC 3339 time the queue opens (before --starts-at; default: open now)")
-	f.DurationVar(&cfg.WaitingRoom.PassTTL, "pass-ttl", purchase.DefaultPassTTL, "waiting room: how long an admitted buyer's pass lasts (30s..24h)")
+	f.DurationVar(&cfg.WaitingRoom.PassTTL, "pass-ttl", waitingroom.DefaultPassTTL, "waiting room: how long an admitted buyer's pass lasts (30s..24h)")
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the purchase API (/v1/* and the probes)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "address serving /metrics (empty: none)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", purchase.DefaultShutdownGrace, "on SIGTERM, time allowed until exit")

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
 )
 
 var dbSeq atomic.Int64
@@ -26,7 +27,7 @@ type auditedSale struct {
 func newAuditedSale(t *testing.T, tickets int64) *auditedSale {
 	t.Helper()
 	ctx := context.Background()
-	url, err := pgSrv.CreateDatabase(ctx, fmt.Sprintf("audit_%d", dbSeq.Add(1)))
+	url, err := purchasetest.Postgres().CreateDatabase(ctx, fmt.Sprintf("audit_%d", dbSeq.Add(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestAudit_ReportCountsTheSale(t *testing.T) {
 }
 
 func TestNewAuditor_WrongDatabaseFailsBeforeTheLoad(t *testing.T) {
-	_, err := NewAuditor(t.Context(), pgSrv.URL("no_such_database"))
+	_, err := NewAuditor(t.Context(), purchasetest.Postgres().URL("no_such_database"))
 	if err == nil || !strings.HasPrefix(err.Error(), "--audit-database-url: ") {
 		t.Fatalf("expected an error naming --audit-database-url, got %v", err)
 	}

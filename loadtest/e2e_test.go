@@ -2,43 +2,20 @@ package loadtest
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
 )
 
-// startSale serves a real sale (purchase service, real Redis and
-// PostgreSQL) over HTTP and returns its URL and database URL; opts adjust
-// its config.
+// startSale serves a real sale (one purchase pod over the package's real
+// Redis and PostgreSQL, purchasetest's harness) and returns its URL and
+// database URL; opts adjust its config.
 func startSale(t *testing.T, tickets int64, opts ...func(*purchase.Config)) (url, dbURL string) {
 	t.Helper()
-	ctx := context.Background()
-	name := fmt.Sprintf("e2e-%d", dbSeq.Add(1))
-	dbURL, err := pgSrv.CreateDatabase(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	redisURL, err := redisSrv.PurchaseURL(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := purchase.Config{Sale: name, Tickets: tickets, RedisURL: redisURL, DatabaseURL: dbURL,
-		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	svc, closeAll, err := purchase.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc.Handler())
-	t.Cleanup(func() { srv.Close(); closeAll() })
-	return srv.URL, dbURL
+	s := purchasetest.NewSale(t, tickets, opts...)
+	return s.Pods[0].URL, s.Cfg.DatabaseURL
 }
 
 func TestEndToEnd_LoadAgainstARealSale_IsAnsweredAndAudited(t *testing.T) {

@@ -1,17 +1,12 @@
 package loadtest
 
 import (
-	"os"
 	"testing"
 
-	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
 )
 
-// The real servers the audit and end-to-end tests use, started once; a
-// missing redis-server or PostgreSQL fails the package, never skips it.
-var (
-	redisSrv *testservers.Redis
-	pgSrv    *testservers.Postgres
-)
-
-func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &redisSrv, &pgSrv)) }
+// The real servers the audit and end-to-end tests use, started once by
+// purchasetest; a missing redis-server or PostgreSQL fails the package,
+// never skips it.
+func TestMain(m *testing.M) { purchasetest.Main(m) }

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -12,11 +12,15 @@ import (
 	"time"
 
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/httpapi"
+	"github.com/flux-order/flux-order/purchase/sale"
 )
 
 func TestAPI_BadInput_ClearProblems(t *testing.T) {
 	s := newTestSale(t, 10)
-	long := strings.Repeat("b", maxBuyerIDLen+1)
+	long := strings.Repeat("b", sale.MaxBuyerIDLen+1)
 	cases := []struct {
 		name, path, body string
 		header           map[string]string
@@ -32,23 +36,23 @@ func TestAPI_BadInput_ClearProblems(t *testing.T) {
 		{"missing buyer", "/v1/tickets/1/purchase", `{}`, nil, 400, "invalid_request"},
 		{"buyer too long", "/v1/tickets/1/purchase", `{"buyerId":"` + long + `"}`, nil, 400, "invalid_request"},
 		{"trailing data", "/v1/tickets/1/purchase", `{"buyerId":"a"} {}`, nil, 400, "invalid_request"},
-		{"body too large", "/v1/tickets/1/purchase", `{"buyerId":"a","x":"` + strings.Repeat("x", 2*maxBodyBytes) + `"}`, nil, 400, "invalid_request"},
-		{"key too long", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{idemKeyHeader: strings.Repeat("k", maxIdemKeyLen+1)}, 400, "invalid_request"},
+		{"body too large", "/v1/tickets/1/purchase", `{"buyerId":"a","x":"` + strings.Repeat("x", 2*httpapi.MaxBodyBytes) + `"}`, nil, 400, "invalid_request"},
+		{"key too long", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{"Idempotency-Key": strings.Repeat("k", httpapi.MaxIdemKeyLen+1)}, 400, "invalid_request"},
 		{"any seat without buyer", "/v1/purchase", `{}`, nil, 400, "invalid_request"},
 		{"unknown endpoint", "/v2/nothing", `{}`, nil, 404, "not_found"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a := s.post(0, c.path, c.body, c.header)
-			if a.status != c.status || a.code != c.code {
-				t.Fatalf("want %d %s, got %d %s", c.status, c.code, a.status, a.code)
+			a := s.Post(0, c.path, c.body, c.header)
+			if a.Status != c.status || a.Code != c.code {
+				t.Fatalf("want %d %s, got %d %s", c.status, c.code, a.Status, a.Code)
 			}
 		})
 	}
-	if a := s.audit(); a.orders != 0 {
-		t.Fatalf("bad input must not write anything, found %d orders", a.orders)
+	if a := s.Audit(); a.Orders != 0 {
+		t.Fatalf("bad input must not write anything, found %d orders", a.Orders)
 	}
-	resp, err := s.client.Get(s.pods[0].srv.URL + "/v1/tickets/1/purchase")
+	resp, err := s.Client.Get(s.Pods[0].URL + "/v1/tickets/1/purchase")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,22 +66,22 @@ func TestAPI_SaleWindowAndPause_RefusedWithoutIO(t *testing.T) {
 	now := time.Now()
 	cases := []struct {
 		name   string
-		sch    Schedule
+		sch    sale.Schedule
 		status int
 		code   string
 	}{
-		{"not started", Schedule{StartsAt: now.Add(time.Hour)}, 403, "sale_not_started"},
-		{"ended", Schedule{StartsAt: now.Add(-2 * time.Hour), EndsAt: now.Add(-time.Hour)}, 403, "sale_ended"},
-		{"paused", Schedule{Paused: true}, 503, "sale_paused"},
-		{"open", Schedule{StartsAt: now.Add(-time.Hour), EndsAt: now.Add(time.Hour)}, 201, ""},
+		{"not started", sale.Schedule{StartsAt: now.Add(time.Hour)}, 403, "sale_not_started"},
+		{"ended", sale.Schedule{StartsAt: now.Add(-2 * time.Hour), EndsAt: now.Add(-time.Hour)}, 403, "sale_ended"},
+		{"paused", sale.Schedule{Paused: true}, 503, "sale_paused"},
+		{"open", sale.Schedule{StartsAt: now.Add(-time.Hour), EndsAt: now.Add(time.Hour)}, 201, ""},
 	}
 	s := newTestSale(t, 10)
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s.pods[0].svc.SetSchedule(c.sch)
-			a := s.buy(int64(i)+1, "b")
-			if a.status != c.status || a.code != c.code {
-				t.Fatalf("want %d %q, got %d %q", c.status, c.code, a.status, a.code)
+			s.Pods[0].Svc.Checkout.SetSchedule(c.sch)
+			a := s.Buy(int64(i)+1, "b")
+			if a.Status != c.status || a.Code != c.code {
+				t.Fatalf("want %d %q, got %d %q", c.status, c.code, a.Status, a.Code)
 			}
 		})
 	}
@@ -85,41 +89,41 @@ func TestAPI_SaleWindowAndPause_RefusedWithoutIO(t *testing.T) {
 
 func TestAPI_ReadEndpoints(t *testing.T) {
 	s := newTestSale(t, 10)
-	a := s.buy(4, "reader")
-	if a.status != http.StatusCreated || a.order.TicketID != 4 || a.order.BuyerID != "reader" || a.order.PurchasedAt.IsZero() {
+	a := s.Buy(4, "reader")
+	if a.Status != http.StatusCreated || a.Order.TicketID != 4 || a.Order.BuyerID != "reader" || a.Order.PurchasedAt.IsZero() {
 		t.Fatalf("purchase: %+v", a)
 	}
-	var o Order
-	if st := s.getJSON("/v1/orders/"+a.order.ID.String(), &o); st != 200 || o != a.order {
-		t.Fatalf("GET order: %d %+v, want %+v", st, o, a.order)
+	var o checkout.Order
+	if st := s.GetJSON("/v1/orders/"+a.Order.ID.String(), &o); st != 200 || o != a.Order {
+		t.Fatalf("GET order: %d %+v, want %+v", st, o, a.Order)
 	}
-	if st := s.getJSON("/v1/orders/00000000-0000-0000-0000-000000000001", nil); st != 404 {
+	if st := s.GetJSON("/v1/orders/00000000-0000-0000-0000-000000000001", nil); st != 404 {
 		t.Fatalf("unknown order: want 404, got %d", st)
 	}
-	var tk ticketBody
-	if st := s.getJSON("/v1/tickets/5", &tk); st != 200 || tk.Status != TicketAvailable {
+	var tk httpapi.TicketBody
+	if st := s.GetJSON("/v1/tickets/5", &tk); st != 200 || tk.Status != checkout.TicketAvailable {
 		t.Fatalf("ticket 5: %d %+v", st, tk)
 	}
-	if _, err := s.pods[0].svc.locks.Acquire(t.Context(), 5, "someone-else"); err != nil {
+	if _, err := s.Locks().Acquire(t.Context(), 5, "someone-else"); err != nil {
 		t.Fatal(err)
 	}
-	if s.getJSON("/v1/tickets/5", &tk); tk.Status != TicketHeld {
+	if s.GetJSON("/v1/tickets/5", &tk); tk.Status != checkout.TicketHeld {
 		t.Fatalf("locked ticket 5: %+v, want held", tk)
 	}
-	if st := s.getJSON("/v1/tickets/99", nil); st != 404 {
+	if st := s.GetJSON("/v1/tickets/99", nil); st != 404 {
 		t.Fatalf("ticket 99: want 404, got %d", st)
 	}
-	var av Availability
-	if s.getJSON("/v1/availability", &av); av != (Availability{Tickets: 10, Sold: 1, Available: 9}) {
+	var av checkout.Availability
+	if s.GetJSON("/v1/availability", &av); av != (checkout.Availability{Tickets: 10, Sold: 1, Available: 9}) {
 		t.Fatalf("availability %+v", av)
 	}
-	metrics := httptest.NewServer(s.pods[0].svc.MetricsHandler())
+	metrics := httptest.NewServer(s.Pods[0].Svc.MetricsHandler())
 	defer metrics.Close()
 	for url, want := range map[string]string{
-		s.pods[0].srv.URL + "/healthz": "ok", s.pods[0].srv.URL + "/readyz": "ok",
+		s.Pods[0].URL + "/healthz": "ok", s.Pods[0].URL + "/readyz": "ok",
 		metrics.URL + "/metrics": `flux_order_purchase_requests_total{outcome="created"} 1`,
 	} {
-		resp, err := s.client.Get(url)
+		resp, err := s.Client.Get(url)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,29 +137,29 @@ func TestAPI_ReadEndpoints(t *testing.T) {
 
 func TestStart_SeedingIsIdempotentAndGrows(t *testing.T) {
 	s := newTestSale(t, 100)
-	s.addPod() // a second pod seeding the same sale at once changes nothing
-	var av Availability
-	if s.getJSON("/v1/availability", &av); av.Tickets != 100 {
+	s.AddPod() // a second pod seeding the same sale at once changes nothing
+	var av checkout.Availability
+	if s.GetJSON("/v1/availability", &av); av.Tickets != 100 {
 		t.Fatalf("after two seeds want 100 tickets, got %+v", av)
 	}
-	s.buy(100, "b")
-	s.cfg.Tickets = 250
-	s.addPod()
-	if s.getJSON("/v1/availability", &av); av != (Availability{Tickets: 250, Sold: 1, Available: 249}) {
+	s.Buy(100, "b")
+	s.Cfg.Tickets = 250
+	s.AddPod()
+	if s.GetJSON("/v1/availability", &av); av != (checkout.Availability{Tickets: 250, Sold: 1, Available: 249}) {
 		t.Fatalf("after growing want 250 tickets, 1 sold: %+v", av)
 	}
-	if a := s.buyOn(2, 250, "b2", ""); a.status != http.StatusCreated {
-		t.Fatalf("a grown seat must be for sale: %d %s", a.status, a.code)
+	if a := s.BuyOn(2, 250, "b2", ""); a.Status != http.StatusCreated {
+		t.Fatalf("a grown seat must be for sale: %d %s", a.Status, a.Code)
 	}
 	// Fewer tickets than the database holds (a sale re-created over its
 	// retained data): no crash loop; the pod serves the seats asked for and
 	// the inventory stays as it is.
-	s.cfg.Tickets = 50
-	s.addPod()
-	if a := s.buyOn(3, 60, "b3", ""); a.status != http.StatusNotFound {
-		t.Fatalf("a seat beyond --tickets: want 404, got %d %s", a.status, a.code)
+	s.Cfg.Tickets = 50
+	s.AddPod()
+	if a := s.BuyOn(3, 60, "b3", ""); a.Status != http.StatusNotFound {
+		t.Fatalf("a seat beyond --tickets: want 404, got %d %s", a.Status, a.Code)
 	}
-	if s.getJSON("/v1/availability", &av); av.Tickets != 250 {
+	if s.GetJSON("/v1/availability", &av); av.Tickets != 250 {
 		t.Fatalf("the stored inventory must not shrink: %+v", av)
 	}
 }
@@ -166,18 +170,18 @@ func TestServe_SIGTERM_FinishesInFlightPurchases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := s.cfg
+	cfg := s.Cfg
 	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", port)
-	svc, closeAll, err := Start(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	svc, closeAll, err := purchase.Start(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeAll()
 	inTx := make(chan struct{})
-	svc.beforeConfirm = func(int64) { close(inTx); time.Sleep(500 * time.Millisecond) }
+	svc.Checkout.SetBeforeConfirm(func(int64) { close(inTx); time.Sleep(500 * time.Millisecond) })
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error)
-	go func() { served <- Serve(ctx, svc, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { served <- purchase.Serve(ctx, svc, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 	base := "http://" + cfg.Listen
 	eventuallyUp(t, base)
 
@@ -202,8 +206,8 @@ func TestServe_SIGTERM_FinishesInFlightPurchases(t *testing.T) {
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Fatal("after shutdown the listener must be closed")
 	}
-	if a := s.audit(); a.orders != 1 {
-		t.Fatalf("want the in-flight order committed, got %d orders", a.orders)
+	if a := s.Audit(); a.Orders != 1 {
+		t.Fatalf("want the in-flight order committed, got %d orders", a.Orders)
 	}
 }
 

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/sale"
 )
 
 // Benchmarks run against the same real servers as the tests (Postgres with
@@ -16,14 +19,14 @@ import (
 // by another buyer, so every attempt costs one Redis round trip.
 func BenchmarkPurchase_HotSeatHeld(b *testing.B) {
 	s := newTestSale(b, 10)
-	svc := s.pods[0].svc
-	if _, err := svc.locks.Acquire(context.Background(), 1, "holder"); err != nil {
+	svc := s.Pods[0].Svc
+	if _, err := s.Locks().Acquire(context.Background(), 1, "holder"); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, _, err := svc.Purchase(context.Background(), Request{TicketID: 1, BuyerID: "b"}); !errors.Is(err, ErrTicketLocked) {
+			if _, _, err := svc.Checkout.Purchase(context.Background(), checkout.Request{TicketID: 1, BuyerID: "b"}); !errors.Is(err, sale.ErrTicketLocked) {
 				b.Fatalf("want ticket_locked, got %v", err)
 			}
 		}
@@ -34,14 +37,14 @@ func BenchmarkPurchase_HotSeatHeld(b *testing.B) {
 // remembers the seat is sold and answers without any I/O.
 func BenchmarkPurchase_HotSeatSold(b *testing.B) {
 	s := newTestSale(b, 10)
-	svc := s.pods[0].svc
-	if _, _, err := svc.Purchase(context.Background(), Request{TicketID: 1, BuyerID: "winner"}); err != nil {
+	svc := s.Pods[0].Svc
+	if _, _, err := svc.Checkout.Purchase(context.Background(), checkout.Request{TicketID: 1, BuyerID: "winner"}); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, _, err := svc.Purchase(context.Background(), Request{TicketID: 1, BuyerID: "b"}); !errors.Is(err, ErrTicketSold) {
+			if _, _, err := svc.Checkout.Purchase(context.Background(), checkout.Request{TicketID: 1, BuyerID: "b"}); !errors.Is(err, sale.ErrTicketSold) {
 				b.Fatalf("want ticket_sold, got %v", err)
 			}
 		}
@@ -52,14 +55,14 @@ func BenchmarkPurchase_HotSeatSold(b *testing.B) {
 // transaction, sold marker; every iteration buys a fresh seat.
 func BenchmarkPurchase_Confirm(b *testing.B) {
 	s := newTestSale(b, int64(b.N)+1)
-	svc := s.pods[0].svc
+	svc := s.Pods[0].Svc
 	var next atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := next.Add(1)
-			if _, _, err := svc.Purchase(context.Background(), Request{TicketID: id, BuyerID: fmt.Sprint("b", id)}); err != nil {
+			if _, _, err := svc.Checkout.Purchase(context.Background(), checkout.Request{TicketID: id, BuyerID: fmt.Sprint("b", id)}); err != nil {
 				b.Fatalf("seat %d: %v", id, err)
 			}
 		}
@@ -70,15 +73,15 @@ func BenchmarkPurchase_Confirm(b *testing.B) {
 // HTTP handler and a real loopback connection.
 func BenchmarkHTTP_HotSeatSold(b *testing.B) {
 	s := newTestSale(b, 10)
-	if a := s.buy(1, "winner"); a.status != 201 {
-		b.Fatal(a.code)
+	if a := s.Buy(1, "winner"); a.Status != 201 {
+		b.Fatal(a.Code)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if a := s.buy(1, "b"); a.code != "ticket_sold" {
-				b.Fatalf("want ticket_sold, got %d %s", a.status, a.code)
+			if a := s.Buy(1, "b"); a.Code != "ticket_sold" {
+				b.Fatalf("want ticket_sold, got %d %s", a.Status, a.Code)
 			}
 		}
 	})

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"

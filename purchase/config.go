@@ -8,6 +8,8 @@ import (
 
 	"github.com/flux-order/flux-order/internal/flagerr"
 	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 // Config is what one purchase pod needs to sell one sale's seats.
@@ -31,7 +33,7 @@ type Config struct {
 	MetricsListen  string // "": no metrics listener
 	LockTTL        time.Duration
 	MaxPerBuyer    int
-	Schedule       Schedule
+	Schedule       sale.Schedule
 	// DisplayName is the event's name on the sale page ("": Sale). Live:
 	// the FlashSale's spec.displayName.
 	DisplayName string
@@ -45,9 +47,9 @@ type Config struct {
 	// compute, and the pod logs a warning.
 	SaleSecret string
 
-	// WaitingRoom meters buyers through a queue (queue.go); off while
-	// AdmitPerSecond is 0. Live: from the FlashSale's spec.waitingRoom.
-	WaitingRoom WaitingRoom
+	// WaitingRoom meters buyers through a queue (package waitingroom); off
+	// while AdmitPerSecond is 0. Live: from the FlashSale's spec.waitingRoom.
+	WaitingRoom waitingroom.Settings
 
 	// ShutdownGrace bounds SIGTERM to exit; DrainDelay is its first part,
 	// during which /readyz fails while the pod still serves, so endpoints
@@ -62,13 +64,6 @@ type Config struct {
 	ReportStatus bool
 	Namespace    string
 	PodName      string
-}
-
-// Schedule is the part of the config that opens and closes the sale.
-type Schedule struct {
-	StartsAt time.Time // zero: open from the start
-	EndsAt   time.Time // zero: never ends
-	Paused   bool
 }
 
 // Bounds of the lock TTL: shorter expires under ordinary Postgres latency,
@@ -128,76 +123,12 @@ func (c *Config) Validate() error {
 		return bad("ends-at", "must be after --starts-at")
 	case c.ShutdownGrace < 0 || c.DrainDelay < 0 || (c.ShutdownGrace > 0 && c.DrainDelay >= c.ShutdownGrace):
 		return bad("drain-delay", "must be shorter than --shutdown-grace (%v), got %v", c.ShutdownGrace, c.DrainDelay)
-	case c.WaitingRoom.validate() != nil:
-		return c.WaitingRoom.validate()
-	case c.WaitingRoom.on() && !c.WaitingRoom.JoinFrom.IsZero() && !c.Schedule.StartsAt.IsZero() && c.WaitingRoom.JoinFrom.After(c.Schedule.StartsAt):
+	case c.WaitingRoom.Validate() != nil:
+		return c.WaitingRoom.Validate()
+	case c.WaitingRoom.On() && !c.WaitingRoom.JoinFrom.IsZero() && !c.Schedule.StartsAt.IsZero() && c.WaitingRoom.JoinFrom.After(c.Schedule.StartsAt):
 		return bad("join-from", "must not be after --starts-at")
 	case c.ReportStatus && c.Namespace == "":
 		return bad("namespace", "is required with --report-status (the FlashSale's namespace)")
-	}
-	return nil
-}
-
-// check says whether purchases are allowed at now, from local state only.
-func (s Schedule) check(now time.Time) error {
-	switch {
-	case s.Paused:
-		return ErrSalePaused
-	case !s.StartsAt.IsZero() && now.Before(s.StartsAt):
-		return ErrSaleNotStarted
-	case !s.EndsAt.IsZero() && !now.Before(s.EndsAt):
-		return ErrSaleEnded
-	}
-	return nil
-}
-
-// WaitingRoom is the waiting room's settings.
-type WaitingRoom struct {
-	AdmitPerSecond  int           // 0: no waiting room
-	MaxActiveBuyers int           // 0: no cap beyond the inventory's
-	Order           QueueOrder    // fifo (default) or random
-	JoinFrom        time.Time     // zero: the queue is open from the start
-	PassTTL         time.Duration // 0: DefaultPassTTL
-}
-
-// QueueOrder is the order in which a waiting room admits.
-type QueueOrder string
-
-// Queue orders: Random shuffles everyone who joined before startsAt, at
-// startsAt; later arrivals queue behind them in arrival order.
-const (
-	QueueFIFO   QueueOrder = "fifo"
-	QueueRandom QueueOrder = "random"
-)
-
-// Bounds and default of a pass's life: shorter than a checkout is useless,
-// longer keeps seats' worth of buyers "active" long after they left.
-const (
-	DefaultPassTTL = 10 * time.Minute
-	MinPassTTL     = 30 * time.Second
-	MaxPassTTL     = 24 * time.Hour
-)
-
-func (w WaitingRoom) on() bool { return w.AdmitPerSecond > 0 }
-
-func (w WaitingRoom) passTTL() time.Duration {
-	if w.PassTTL == 0 {
-		return DefaultPassTTL
-	}
-	return w.PassTTL
-}
-
-func (w WaitingRoom) validate() error {
-	bad := flagerr.New
-	switch {
-	case w.AdmitPerSecond < 0:
-		return bad("admit-per-second", "must be 0 (no waiting room) or more, got %d", w.AdmitPerSecond)
-	case w.MaxActiveBuyers < 0:
-		return bad("max-active-buyers", "must be 0 (no cap) or more, got %d", w.MaxActiveBuyers)
-	case w.Order != "" && w.Order != QueueFIFO && w.Order != QueueRandom:
-		return bad("queue-order", "must be fifo or random, got %q", w.Order)
-	case w.PassTTL != 0 && (w.PassTTL < MinPassTTL || w.PassTTL > MaxPassTTL):
-		return bad("pass-ttl", "must be between %v and %v, got %v", MinPassTTL, MaxPassTTL, w.PassTTL)
 	}
 	return nil
 }

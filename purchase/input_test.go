@@ -1,9 +1,12 @@
-package purchase
+package purchase_test
 
 import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/httpapi"
 )
 
 // Every lax input of issue 10, item 5, with the answer it gets now.
@@ -38,49 +41,49 @@ func TestAPI_LaxInputs_AreRefusedWithTheirStatusAndCode(t *testing.T) {
 		{"trailing slash", "/v1/purchase/", `{"buyerId":"a"}`, nil, 404, "not_found"},
 		{"unknown path", "/v2/nothing", `{"buyerId":"a"}`, nil, 404, "not_found"},
 		{"metrics on the API listener", "/metrics", ``, nil, 404, "not_found"},
-		{"key over 255 bytes", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{idemKeyHeader: strings.Repeat("k", maxIdemKeyLen+1)}, 400, "invalid_request"},
-		{"key with non-ASCII", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{idemKeyHeader: "kéy"}, 400, "invalid_request"},
+		{"key over 255 bytes", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{"Idempotency-Key": strings.Repeat("k", httpapi.MaxIdemKeyLen+1)}, 400, "invalid_request"},
+		{"key with non-ASCII", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{"Idempotency-Key": "kéy"}, 400, "invalid_request"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a := s.post(0, c.path, c.body, c.header)
-			if a.status != c.status || a.code != c.code {
-				t.Fatalf("want %d %s, got %d %s", c.status, c.code, a.status, a.code)
+			a := s.Post(0, c.path, c.body, c.header)
+			if a.Status != c.status || a.Code != c.code {
+				t.Fatalf("want %d %s, got %d %s", c.status, c.code, a.Status, a.Code)
 			}
-			if a.header.Get("Location") != "" {
-				t.Fatalf("no redirects: got Location %q", a.header.Get("Location"))
+			if a.Header.Get("Location") != "" {
+				t.Fatalf("no redirects: got Location %q", a.Header.Get("Location"))
 			}
-			if got := a.header.Get(idemKeyHeader); got != "" {
+			if got := a.Header.Get("Idempotency-Key"); got != "" {
 				t.Fatalf("a refused request must not echo its key, got %d bytes back", len(got))
 			}
 		})
 	}
 
 	t.Run("a 100 KB key is refused before it is echoed", func(t *testing.T) {
-		a := s.post(0, "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{idemKeyHeader: strings.Repeat("k", 100<<10)})
-		if a.status != http.StatusRequestHeaderFieldsTooLarge || a.header.Get(idemKeyHeader) != "" {
-			t.Fatalf("want 431 without the key echoed, got %d with %d bytes of key", a.status, len(a.header.Get(idemKeyHeader)))
+		a := s.Post(0, "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{"Idempotency-Key": strings.Repeat("k", 100<<10)})
+		if a.Status != http.StatusRequestHeaderFieldsTooLarge || a.Header.Get("Idempotency-Key") != "" {
+			t.Fatalf("want 431 without the key echoed, got %d with %d bytes of key", a.Status, len(a.Header.Get("Idempotency-Key")))
 		}
 	})
-	if a := s.audit(); a.orders != 0 {
-		t.Fatalf("refused input must not write anything, found %d orders", a.orders)
+	if a := s.Audit(); a.Orders != 0 {
+		t.Fatalf("refused input must not write anything, found %d orders", a.Orders)
 	}
 }
 
 func TestAPI_BuyerIDIsNFC_SoTwoSpellingsAreOneBuyer(t *testing.T) {
-	s := newTestSale(t, 10, func(c *Config) { c.MaxPerBuyer = 1 })
-	if a := s.buy(1, "re\u0301my"); a.status != http.StatusCreated || a.order.BuyerID != "r\u00e9my" {
-		t.Fatalf("decomposed é: want 201 stored as NFC, got %d %s %q", a.status, a.code, a.order.BuyerID)
+	s := newTestSale(t, 10, func(c *purchase.Config) { c.MaxPerBuyer = 1 })
+	if a := s.Buy(1, "re\u0301my"); a.Status != http.StatusCreated || a.Order.BuyerID != "r\u00e9my" {
+		t.Fatalf("decomposed é: want 201 stored as NFC, got %d %s %q", a.Status, a.Code, a.Order.BuyerID)
 	}
-	if a := s.buy(2, "r\u00e9my"); a.status != http.StatusForbidden || a.code != "buyer_limit_reached" {
-		t.Fatalf("the composed spelling is the same buyer at the limit: want 403 buyer_limit_reached, got %d %s", a.status, a.code)
+	if a := s.Buy(2, "r\u00e9my"); a.Status != http.StatusForbidden || a.Code != "buyer_limit_reached" {
+		t.Fatalf("the composed spelling is the same buyer at the limit: want 403 buyer_limit_reached, got %d %s", a.Status, a.Code)
 	}
 }
 
 func TestAPI_ValidKey_IsEchoed(t *testing.T) {
 	s := newTestSale(t, 10)
-	a := s.buyOn(0, 1, "echo", "key-1")
-	if a.status != http.StatusCreated || a.header.Get(idemKeyHeader) != "key-1" {
-		t.Fatalf("want 201 echoing key-1, got %d %q", a.status, a.header.Get(idemKeyHeader))
+	a := s.BuyOn(0, 1, "echo", "key-1")
+	if a.Status != http.StatusCreated || a.Header.Get("Idempotency-Key") != "key-1" {
+		t.Fatalf("want 201 echoing key-1, got %d %q", a.Status, a.Header.Get("Idempotency-Key"))
 	}
 }

@@ -10,7 +10,9 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/statusreport"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 // The values a running pod changes without a restart. In a cluster they
@@ -22,7 +24,7 @@ import (
 // withSettings is cfg with the live values of its FlashSale.
 func (cfg Config) withSettings(s statusreport.Settings) Config {
 	cfg.Tickets = s.Tickets
-	cfg.Schedule = Schedule{Paused: s.Paused, StartsAt: s.StartsAt, EndsAt: s.EndsAt}
+	cfg.Schedule = sale.Schedule{Paused: s.Paused, StartsAt: s.StartsAt, EndsAt: s.EndsAt}
 	cfg.MaxPerBuyer = s.MaxTicketsPerBuyer
 	cfg.DisplayName = s.DisplayName
 	cfg.WaitingRoom = waitingRoomOf(s.WaitingRoom)
@@ -42,70 +44,31 @@ func settingsFromFlashSale(ctx context.Context, cfg Config, log *slog.Logger) (C
 	}
 	r, err := statusreport.New(rc, cfg.Namespace, cfg.Sale, "", nil, log)
 	if err != nil {
-		return cfg, err
+		return cfg, fmt.Errorf("follow the flashsale: %w", err)
 	}
 	s, err := r.Get(ctx)
 	if err != nil {
-		return cfg, err
+		return cfg, fmt.Errorf("read the flashsale's settings: %w", err)
 	}
 	cfg = cfg.withSettings(s)
 	return cfg, cfg.Validate()
 }
 
-// SetMaxPerBuyer changes the buyer limit for purchases that start
-// afterwards (0: unlimited). Postgres enforces it per buyer row, so a lower
-// limit refuses buyers who already hold that many; it never undoes orders.
-func (s *Service) SetMaxPerBuyer(n int) { s.maxPerBuyer.Store(int64(n)) }
-
-// SetLockTTL changes the expiry of seat locks taken from now on, and how
-// long the pod remembers a seat it saw held (a fraction of it).
-func (s *Service) SetLockTTL(d time.Duration) {
-	s.locks.SetTTL(d)
-	s.held.setWindow(heldMemory(d))
-}
-
-// SetHoldTTL changes the life of holds placed from now on (0: holds off;
-// holds already placed keep their expiry and can still be confirmed).
-func (s *Service) SetHoldTTL(d time.Duration) { s.holdTTL.Store(int64(d)) }
-
-// HoldTTL is the life of a hold placed now; 0 when holds are off.
-func (s *Service) HoldTTL() time.Duration { return time.Duration(s.holdTTL.Load()) }
-
-// Tickets is the inventory this pod sells: seats 1..Tickets.
-func (s *Service) Tickets() int64 { return s.tickets.Load() }
-
-// Grow makes seats up to tickets exist in Postgres (idempotent, under the
-// seeding advisory lock, whichever pod gets there first) and only then
-// accepts them here, so a seat is never offered before its row exists. It
-// never shrinks the range.
-func (s *Service) Grow(ctx context.Context, tickets int64) error {
-	if tickets <= s.tickets.Load() {
-		return nil
-	}
-	if err := s.store.Seed(ctx, tickets); err != nil {
-		return fmt.Errorf("seed %d tickets: %w", tickets, err)
-	}
-	for {
-		cur := s.tickets.Load()
-		if tickets <= cur || s.tickets.CompareAndSwap(cur, tickets) {
-			return nil
-		}
-	}
-}
-
-// apply takes a new version of the FlashSale's settings. It never blocks:
-// growth is handed to the goroutine of followGrowth.
-func (s *Service) apply(st statusreport.Settings, grow chan int64) {
-	s.SetSchedule(Schedule{Paused: st.Paused, StartsAt: st.StartsAt, EndsAt: st.EndsAt})
-	s.SetMaxPerBuyer(st.MaxTicketsPerBuyer)
+// Apply takes a new version of the FlashSale's settings. It never blocks:
+// growth is handed to the goroutine of followGrowth (started by Start).
+func (s *Service) Apply(st statusreport.Settings) {
+	grow := s.grow
+	c := s.Checkout
+	c.SetSchedule(sale.Schedule{Paused: st.Paused, StartsAt: st.StartsAt, EndsAt: st.EndsAt})
+	c.SetMaxPerBuyer(st.MaxTicketsPerBuyer)
 	s.SetDisplayName(st.DisplayName)
-	s.SetWaitingRoom(waitingRoomOf(st.WaitingRoom))
-	s.soldOut.Store(st.SoldOut && st.Tickets <= s.tickets.Load())
+	s.Queue.Set(waitingRoomOf(st.WaitingRoom))
+	c.SetSoldOut(st.SoldOut, st.Tickets)
 	if st.LockTTL > 0 {
-		s.SetLockTTL(st.LockTTL)
+		c.SetLockTTL(st.LockTTL)
 	}
-	s.SetHoldTTL(st.HoldTTL)
-	if st.Tickets > s.tickets.Load() {
+	c.SetHoldTTL(st.HoldTTL)
+	if st.Tickets > c.Tickets() {
 		select { // keep only the latest wish
 		case <-grow:
 		default:
@@ -127,9 +90,9 @@ func (s *Service) followGrowth(ctx context.Context, grow <-chan int64) {
 		case want = <-grow:
 		}
 		for attempt := 1; ; attempt++ {
-			err := s.Grow(ctx, want)
+			err := s.Checkout.Grow(ctx, want)
 			if err == nil {
-				s.log.Info("inventory grown", "tickets", s.Tickets())
+				s.log.Info("inventory grown", "tickets", s.Checkout.Tickets())
 				break
 			}
 			if errors.Is(err, orderstore.ErrShrink) {
@@ -148,11 +111,11 @@ func (s *Service) followGrowth(ctx context.Context, grow <-chan int64) {
 }
 
 // waitingRoomOf is the FlashSale's spec.waitingRoom as the pod's settings.
-func waitingRoomOf(w statusreport.WaitingRoom) WaitingRoom {
-	order := QueueFIFO
+func waitingRoomOf(w statusreport.WaitingRoom) waitingroom.Settings {
+	order := waitingroom.FIFO
 	if w.Order == "Random" {
-		order = QueueRandom
+		order = waitingroom.Random
 	}
-	return WaitingRoom{AdmitPerSecond: w.AdmitPerSecond, MaxActiveBuyers: w.MaxActiveBuyers,
+	return waitingroom.Settings{AdmitPerSecond: w.AdmitPerSecond, MaxActiveBuyers: w.MaxActiveBuyers,
 		Order: order, JoinFrom: w.JoinFrom, PassTTL: w.PassTTL}
 }

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"fmt"
@@ -8,14 +8,17 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/checkout"
 )
 
 // A buyer clicks a seat (holds off: the click buys) and sees the order; a
 // second browser sees the seat turn sold within 1 s; its buyer clicks the
 // sold seat and sees the sold message.
 func TestBrowser_BuyerBuys_SecondBrowserSeesSoldWithin1s_AndGetsTheSoldMessage(t *testing.T) {
-	s := newTestSale(t, 60, func(c *Config) { c.DisplayName = "Browser test" })
-	url := s.pods[0].srv.URL + "/"
+	s := newTestSale(t, 60, func(c *purchase.Config) { c.DisplayName = "Browser test" })
+	url := s.Pods[0].URL + "/"
 	alice, bob := newTab(t, time.Minute), newTab(t, time.Minute)
 	openSalePage(t, alice, url, "alice")
 	openSalePage(t, bob, url, "bob")
@@ -27,8 +30,8 @@ func TestBrowser_BuyerBuys_SecondBrowserSeesSoldWithin1s_AndGetsTheSoldMessage(t
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="order"]`)))
 	orderID := value(t, alice, "the order id", chromedp.AttributeValue(chromedp.CSS(`[data-testid="order"]`), "data-order-id")).Value
 	shown := time.Now()
-	var o Order
-	if code := s.getJSON("/v1/orders/"+orderID, &o); code != http.StatusOK || o.TicketID != 7 || o.BuyerID != "alice" {
+	var o checkout.Order
+	if code := s.GetJSON("/v1/orders/"+orderID, &o); code != http.StatusOK || o.TicketID != 7 || o.BuyerID != "alice" {
 		t.Fatalf("the page's order %q: GET /v1/orders answered %d %+v", orderID, code, o)
 	}
 	run(t, bob, "bob sees seat 7 sold within 1 s", waitSeatState(7, "sold", time.Second))
@@ -39,8 +42,8 @@ func TestBrowser_BuyerBuys_SecondBrowserSeesSoldWithin1s_AndGetsTheSoldMessage(t
 
 	run(t, bob, "bob clicks the sold seat", clickSeat(7), waitProblem("ticket_sold"))
 	t.Logf("bob reads: %s", eval[string](t, bob, `document.querySelector('[data-testid="problem"]').textContent`))
-	if a := s.audit(); a.orders != 1 {
-		t.Fatalf("%d orders, want alice's only", a.orders)
+	if a := s.Audit(); a.Orders != 1 {
+		t.Fatalf("%d orders, want alice's only", a.Orders)
 	}
 }
 
@@ -49,12 +52,12 @@ func TestBrowser_BuyerBuys_SecondBrowserSeesSoldWithin1s_AndGetsTheSoldMessage(t
 func TestBrowser_100000Seats_VirtualizedGrid_KeyboardAndPhone(t *testing.T) {
 	const n = 100_000
 	s := newTestSale(t, n)
-	if a := s.buy(n-1, "early"); a.status != http.StatusCreated {
-		t.Fatalf("buy: %d %s", a.status, a.code)
+	if a := s.Buy(n-1, "early"); a.Status != http.StatusCreated {
+		t.Fatalf("buy: %d %s", a.Status, a.Code)
 	}
 	tab := newTab(t, time.Minute)
 	start := time.Now()
-	openSalePage(t, tab, s.pods[0].srv.URL+"/", "kim")
+	openSalePage(t, tab, s.Pods[0].URL+"/", "kim")
 	t.Logf("100,000 seats live in %v", time.Since(start))
 	// The longest main-thread task so far (loading, decoding the snapshot,
 	// the first render): a frozen page would show one of seconds.

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/httpapi"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
@@ -43,7 +45,7 @@ func fetchPage(t *testing.T, base, path string, gz bool) (*http.Response, []byte
 // identical to the plain bytes once unzipped, and weigh < 100 KB together.
 func TestPage_GzippedUnder100KB(t *testing.T) {
 	s := newTestSale(t, 10)
-	base := s.pods[0].srv.URL
+	base := s.Pods[0].URL
 	resp, plainIndex := fetchPage(t, base, "/", false)
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
@@ -91,7 +93,7 @@ func TestPage_GzippedUnder100KB(t *testing.T) {
 // under their content hash; unknown assets are a plain 404 problem.
 func TestPage_SecurityHeadersAndCaching(t *testing.T) {
 	s := newTestSale(t, 10)
-	base := s.pods[0].srv.URL
+	base := s.Pods[0].URL
 	resp, index := fetchPage(t, base, "/", false)
 	csp := resp.Header.Get("Content-Security-Policy")
 	for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "connect-src 'self'"} {
@@ -116,14 +118,14 @@ func TestPage_SecurityHeadersAndCaching(t *testing.T) {
 		}
 	}
 	for _, p := range []string{"/assets/app.js", "/assets/nope.css", "/index.html", "/assets/../purchase"} {
-		a := s.do(mustRequest(t, http.MethodGet, base+p))
-		if a.status != http.StatusNotFound || a.code != "not_found" {
-			t.Fatalf("GET %s: want 404 not_found, got %d %q", p, a.status, a.code)
+		a := s.Do(mustRequest(t, http.MethodGet, base+p))
+		if a.Status != http.StatusNotFound || a.Code != "not_found" {
+			t.Fatalf("GET %s: want 404 not_found, got %d %q", p, a.Status, a.Code)
 		}
 	}
-	a := s.post(0, "/", "{}", nil)
-	if a.status != http.StatusMethodNotAllowed {
-		t.Fatalf("POST /: want 405, got %d %q", a.status, a.code)
+	a := s.Post(0, "/", "{}", nil)
+	if a.Status != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /: want 405, got %d %q", a.Status, a.Code)
 	}
 }
 
@@ -140,14 +142,14 @@ func mustRequest(t *testing.T, method, url string) *http.Request {
 // live changes (display name, window, pause, buyer limit).
 func TestSale_PublicFactsAreLive(t *testing.T) {
 	starts := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-	s := newTestSale(t, 42, func(c *Config) {
+	s := newTestSale(t, 42, func(c *purchase.Config) {
 		c.DisplayName = "Night of the Flux ✨"
 		c.MaxPerBuyer = 3
 		c.Schedule.StartsAt = starts
 		c.HoldTTL = 90 * time.Second
 	})
 	var raw map[string]json.RawMessage
-	if code := s.getJSON("/v1/sale", &raw); code != http.StatusOK {
+	if code := s.GetJSON("/v1/sale", &raw); code != http.StatusOK {
 		t.Fatalf("GET /v1/sale: %d", code)
 	}
 	keys := []string{}
@@ -161,68 +163,35 @@ func TestSale_PublicFactsAreLive(t *testing.T) {
 			t.Fatalf("GET /v1/sale has field %q beyond the public facts: %v", k, keys)
 		}
 	}
-	var f saleFactsBody
-	s.getJSON("/v1/sale", &f)
+	var f httpapi.SaleBody
+	s.GetJSON("/v1/sale", &f)
 	if f.DisplayName != "Night of the Flux ✨" || f.Tickets != 42 || f.MaxTicketsPerBuyer != 3 || f.Paused || f.HoldTTL != 90 ||
 		f.WaitingRoom.Enabled ||
 		f.StartsAt == nil || !f.StartsAt.Equal(starts) || f.EndsAt != nil || time.Since(f.ServerTime).Abs() > 5*time.Second {
 		t.Fatalf("GET /v1/sale: %+v", f)
 	}
 	// The FlashSale's settings, as a running pod applies them.
-	svc := s.pods[0].svc
-	svc.apply(statusreport.Settings{Tickets: 42, DisplayName: "From the FlashSale", Paused: true, LockTTL: time.Second, HoldTTL: 30 * time.Second}, make(chan int64, 1))
-	f = saleFactsBody{}
-	s.getJSON("/v1/sale", &f)
+	svc := s.Pods[0].Svc
+	svc.Apply(statusreport.Settings{Tickets: 42, DisplayName: "From the FlashSale", Paused: true, LockTTL: time.Second, HoldTTL: 30 * time.Second})
+	f = httpapi.SaleBody{}
+	s.GetJSON("/v1/sale", &f)
 	if f.DisplayName != "From the FlashSale" || !f.Paused || f.StartsAt != nil || f.MaxTicketsPerBuyer != 0 || f.HoldTTL != 30 {
 		t.Fatalf("after live changes: %+v", f)
 	}
-	svc.apply(statusreport.Settings{Tickets: 42, LockTTL: time.Second}, make(chan int64, 1))
-	if s.getJSON("/v1/sale", &f); f.DisplayName != s.cfg.Sale || f.HoldTTL != 0 {
+	svc.Apply(statusreport.Settings{Tickets: 42, LockTTL: time.Second})
+	if s.GetJSON("/v1/sale", &f); f.DisplayName != s.Cfg.Sale || f.HoldTTL != 0 {
 		t.Fatalf("without a display name the page shows the sale's name, got %q (holdTTL %v)", f.DisplayName, f.HoldTTL)
 	}
 }
 
 func TestConfig_DisplayNameBounded(t *testing.T) {
-	c := Config{Sale: "a", Tickets: 1, RedisAddr: "x:1", DatabaseURL: "postgres://x", Listen: ":0", LockTTL: time.Second,
-		DisplayName: strings.Repeat("é", MaxDisplayName)}
+	c := purchase.Config{Sale: "a", Tickets: 1, RedisAddr: "x:1", DatabaseURL: "postgres://x", Listen: ":0", LockTTL: time.Second,
+		DisplayName: strings.Repeat("é", purchase.MaxDisplayName)}
 	if err := c.Validate(); err != nil {
-		t.Fatalf("%d characters: %v", MaxDisplayName, err)
+		t.Fatalf("%d characters: %v", purchase.MaxDisplayName, err)
 	}
 	c.DisplayName += "x"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "display-name") {
-		t.Fatalf("%d characters: want a --display-name error, got %v", MaxDisplayName+1, err)
-	}
-}
-
-func TestAcceptsGzip(t *testing.T) {
-	for v, want := range map[string]bool{
-		"": false, "gzip": true, "br, gzip;q=0.5": true, "deflate": false, "gzip;q=0": false,
-		"gzip; q=0.000": false, "*": true, "GZIP": true, "identity, gzip;q=0.001": true,
-	} {
-		h := http.Header{}
-		if v != "" {
-			h.Set("Accept-Encoding", v)
-		}
-		if got := acceptsGzip(h); got != want {
-			t.Errorf("Accept-Encoding %q: got %v, want %v", v, got, want)
-		}
-	}
-}
-
-// Every problem code of the API has a sentence in the page.
-func TestPage_HasAMessageForEveryProblemCode(t *testing.T) {
-	js, err := pageFiles.ReadFile("page/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	codes := map[string]bool{unknownProblem.code: true} // "internal" is shown with its code
-	for _, p := range problems {
-		if codes[p.code] {
-			continue
-		}
-		codes[p.code] = true
-		if !regexp.MustCompile(`\n\s+` + p.code + `: '`).Match(js) {
-			t.Errorf("the page has no message for the problem code %q", p.code)
-		}
+		t.Fatalf("%d characters: want a --display-name error, got %v", purchase.MaxDisplayName+1, err)
 	}
 }

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"fmt"
@@ -8,6 +8,11 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/httpapi"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 // The queue flow in the page: before the start the buyer sees the
@@ -17,15 +22,15 @@ import (
 func TestBrowser_QueueFlow_JoinThenAdmissionThenPurchase(t *testing.T) {
 	tab := newTab(t, time.Minute) // first: a tab takes a while on a busy machine
 	starts := time.Now().Add(6 * time.Second)
-	s := newQueueSale(t, 20, 1, withQueue(WaitingRoom{AdmitPerSecond: 2}), func(c *Config) {
+	s := newQueueSale(t, 20, 1, withQueue(waitingroom.Settings{AdmitPerSecond: 2}), func(c *purchase.Config) {
 		c.Schedule.StartsAt = starts
 		c.DisplayName = "Queue test"
 	})
-	var facts saleFactsBody
-	if s.getJSON("/v1/sale", &facts); !facts.WaitingRoom.Enabled || facts.WaitingRoom.JoinFrom != nil {
+	var facts httpapi.SaleBody
+	if s.GetJSON("/v1/sale", &facts); !facts.WaitingRoom.Enabled || facts.WaitingRoom.JoinFrom != nil {
 		t.Fatalf("GET /v1/sale: waitingRoom %+v, want enabled without joinFrom", facts.WaitingRoom)
 	}
-	url := s.pods[0].srv.URL + "/"
+	url := s.Pods[0].URL + "/"
 	openSalePage(t, tab, url, "quinn")
 	run(t, tab, "before the start: countdown and join button",
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="countdown"]`)),
@@ -34,8 +39,8 @@ func TestBrowser_QueueFlow_JoinThenAdmissionThenPurchase(t *testing.T) {
 		t.Fatal("the seat map is shown before the start")
 	}
 	for i := range 3 { // three buyers ahead
-		if a := s.join(0, fmt.Sprintf("ahead-%d", i)); a.status != http.StatusAccepted {
-			t.Fatalf("join: %d %s", a.status, a.code)
+		if a := s.join(0, fmt.Sprintf("ahead-%d", i)); a.Status != http.StatusAccepted {
+			t.Fatalf("join: %d %s", a.Status, a.Code)
 		}
 	}
 	run(t, tab, "join", chromedp.Click(chromedp.CSS(`[data-action="join"]`)),
@@ -57,9 +62,9 @@ func TestBrowser_QueueFlow_JoinThenAdmissionThenPurchase(t *testing.T) {
 		t.Fatal("admitted before the start")
 	}
 	run(t, tab, "buy with the pass", clickSeat(5), chromedp.WaitVisible(chromedp.CSS(`[data-testid="order"]`)))
-	var o Order
+	var o checkout.Order
 	id := value(t, tab, "order id", chromedp.AttributeValue(chromedp.CSS(`[data-testid="order"]`), "data-order-id")).Value
-	if code := s.getJSON("/v1/orders/"+id, &o); code != http.StatusOK || o.BuyerID != "quinn" || o.TicketID != 5 {
+	if code := s.GetJSON("/v1/orders/"+id, &o); code != http.StatusOK || o.BuyerID != "quinn" || o.TicketID != 5 {
 		t.Fatalf("order %q: %d %+v", id, code, o)
 	}
 

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/flux-order/flux-order/internal/testservers"
-	"github.com/flux-order/flux-order/purchase/statusreport"
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
+	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 // joined is one buyer's join as the buyer saw it.
@@ -31,28 +34,28 @@ func joinAll(t *testing.T, s *testSale, prefix string, n, workers int) []joined 
 	storm(n, workers, func(i int) {
 		b := fmt.Sprintf("%s-%d", prefix, i)
 		start := time.Now()
-		j := s.join(i%len(s.pods), b)
+		j := s.join(i%len(s.Pods), b)
 		// A buyer retries a join that got no answer (a loaded machine may
 		// cut a connection): the first attempt may have committed, so the
 		// join spans from the first attempt's start to the answer.
-		for try := 0; (j.status == -1 || j.status == http.StatusServiceUnavailable) && try < 3; try++ {
-			j = s.join(i%len(s.pods), b)
+		for try := 0; (j.Status == -1 || j.Status == http.StatusServiceUnavailable) && try < 3; try++ {
+			j = s.join(i%len(s.Pods), b)
 		}
 		end := time.Now()
-		if j.status != http.StatusAccepted && j.status != http.StatusOK {
+		if j.Status != http.StatusAccepted && j.Status != http.StatusOK {
 			mu.Lock()
-			failed = append(failed, fmt.Sprintf("%s: %d %s", b, j.status, j.code))
+			failed = append(failed, fmt.Sprintf("%s: %d %s", b, j.Status, j.Code))
 			mu.Unlock()
 			return
 		}
-		q, err := s.pods[0].svc.queue.signer.parseQueueID(j.body.QueueID)
+		q, err := s.Pods[0].Svc.Queue.Signer().ParseQueueID(j.Body.QueueID)
 		if err != nil || q.Buyer != b {
 			mu.Lock()
-			failed = append(failed, fmt.Sprintf("%s: queue id %q does not parse to its buyer", b, j.body.QueueID))
+			failed = append(failed, fmt.Sprintf("%s: queue id %q does not parse to its buyer", b, j.Body.QueueID))
 			mu.Unlock()
 			return
 		}
-		out[i] = joined{buyer: b, id: j.body.QueueID, seq: q.Seq, start: start, end: end}
+		out[i] = joined{buyer: b, id: j.Body.QueueID, seq: q.Seq, start: start, end: end}
 	})
 	if len(failed) > 0 {
 		t.Fatalf("%d joins failed, first: %s", len(failed), failed[0])
@@ -67,7 +70,7 @@ func admissionSteps(t *testing.T, s *testSale) []struct {
 	at          time.Time
 } {
 	t.Helper()
-	rows, err := s.db.Query(context.Background(), `SELECT from_slot, serving_slot, admitted, at FROM queue_admissions ORDER BY id`)
+	rows, err := s.DB.Query(context.Background(), `SELECT from_slot, serving_slot, admitted, at FROM queue_admissions ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +133,7 @@ func TestQueue_FIFO_ThreePodsThousandBuyers_NoInversions(t *testing.T) {
 	const buyers = 1000
 	// Admission runs while the joins arrive: a join whose batch commits
 	// late must still not be passed over.
-	s := newQueueSale(t, 10_000, 3, withQueue(WaitingRoom{AdmitPerSecond: 400}))
+	s := newQueueSale(t, 10_000, 3, withQueue(waitingroom.Settings{AdmitPerSecond: 400}))
 	js := joinAll(t, s, "fifo", buyers, 48)
 
 	// Every buyer is admitted, seen through a pod other than the one it
@@ -144,10 +147,10 @@ func TestQueue_FIFO_ThreePodsThousandBuyers_NoInversions(t *testing.T) {
 				var p queueAnswer
 				testservers.Eventually(t, 20*time.Second, js[i].buyer+" admitted", func() bool {
 					p = s.poll((i+1)%3, js[i].id)
-					return p.body.State == stateAdmitted
+					return p.Body.State == waitingroom.StateAdmitted
 				})
 				mu.Lock()
-				passes[js[i].buyer] = p.body.Pass
+				passes[js[i].buyer] = p.Body.Pass
 				mu.Unlock()
 			}
 		})
@@ -169,20 +172,20 @@ func TestQueue_FIFO_ThreePodsThousandBuyers_NoInversions(t *testing.T) {
 	if inversions != 0 {
 		t.Fatalf("FIFO across 3 pods: want 0 inversions, got %d", inversions)
 	}
-	if a := s.buyWithPass(1, js[0].buyer, passes[js[0].buyer]); a.status != http.StatusCreated {
-		t.Fatalf("an admitted buyer's pass must buy: %d %s", a.status, a.code)
+	if a := s.buyWithPass(1, js[0].buyer, passes[js[0].buyer]); a.Status != http.StatusCreated {
+		t.Fatalf("an admitted buyer's pass must buy: %d %s", a.Status, a.Code)
 	}
 }
 
 func TestQueue_AdmissionRate_WithinTenPercentOverTenSeconds(t *testing.T) {
 	t.Parallel()
 	const rate = 40
-	s := newQueueSale(t, 10_000, 2, withQueue(WaitingRoom{AdmitPerSecond: rate}), func(c *Config) {
+	s := newQueueSale(t, 10_000, 2, withQueue(waitingroom.Settings{AdmitPerSecond: rate}), func(c *purchase.Config) {
 		c.Schedule.StartsAt = time.Now().Add(time.Hour)
 	})
 	joinAll(t, s, "rate", 12*rate+100, 32) // more than 12 s of admissions
-	for _, p := range s.pods {
-		p.svc.SetSchedule(Schedule{StartsAt: time.Now()})
+	for _, p := range s.Pods {
+		p.Svc.Checkout.SetSchedule(sale.Schedule{StartsAt: time.Now()})
 	}
 	var first time.Time
 	testservers.Eventually(t, 5*time.Second, "the first admission", func() bool {
@@ -209,7 +212,7 @@ func TestQueue_AdmissionRate_WithinTenPercentOverTenSeconds(t *testing.T) {
 	}
 	t.Logf("admitted %d in %v (want %v)", admitted, window, want)
 	var total int
-	if err := s.db.QueryRow(context.Background(), `SELECT admitted FROM queue_state`).Scan(&total); err != nil {
+	if err := s.DB.QueryRow(context.Background(), `SELECT admitted FROM queue_state`).Scan(&total); err != nil {
 		t.Fatal(err)
 	}
 	checkAdmittedOnce(t, s, total)
@@ -218,7 +221,7 @@ func TestQueue_AdmissionRate_WithinTenPercentOverTenSeconds(t *testing.T) {
 func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *testing.T) {
 	t.Parallel()
 	const seats, buyers = 5, 60
-	s := newQueueSale(t, seats, 3, withQueue(WaitingRoom{AdmitPerSecond: 1000}))
+	s := newQueueSale(t, seats, 3, withQueue(waitingroom.Settings{AdmitPerSecond: 1000}))
 	js := joinAll(t, s, "so", buyers, 16)
 	admittedNow := func() int64 {
 		slots, serving := s.queueRows()
@@ -231,30 +234,30 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 		return n
 	}
 	// At 1000/s everyone would be in at once; the inventory lets in
-	// admitMultiple × available.
+	// waitingroom.AdmitMultiple × available.
 	var passes []joined
 	testservers.Eventually(t, 5*time.Second, "the first admissions, seen through the API", func() bool {
 		passes = nil
 		for _, j := range js {
-			if p := s.poll(0, j.id); p.body.State == stateAdmitted {
-				passes = append(passes, joined{buyer: j.buyer, id: p.body.Pass})
+			if p := s.poll(0, j.id); p.Body.State == waitingroom.StateAdmitted {
+				passes = append(passes, joined{buyer: j.buyer, id: p.Body.Pass})
 			}
 		}
-		return len(passes) >= admitMultiple*seats
+		return len(passes) >= waitingroom.AdmitMultiple*seats
 	})
-	if len(passes) != admitMultiple*seats || admittedNow() != admitMultiple*seats {
-		t.Fatalf("want %d admitted buyers, got %d seen through the API, %d in Postgres", admitMultiple*seats, len(passes), admittedNow())
+	if len(passes) != waitingroom.AdmitMultiple*seats || admittedNow() != waitingroom.AdmitMultiple*seats {
+		t.Fatalf("want %d admitted buyers, got %d seen through the API, %d in Postgres", waitingroom.AdmitMultiple*seats, len(passes), admittedNow())
 	}
 
 	// Pollers on every pod watch the waiting buyers while the last seats sell.
 	waiting := map[string]string{}
 	for _, j := range js {
-		if s.poll(0, j.id).body.State == stateWaiting {
+		if s.poll(0, j.id).Body.State == waitingroom.StateWaiting {
 			waiting[j.buyer] = j.id
 		}
 	}
-	if len(waiting) != buyers-admitMultiple*seats {
-		t.Fatalf("want %d waiting, got %d", buyers-admitMultiple*seats, len(waiting))
+	if len(waiting) != buyers-waitingroom.AdmitMultiple*seats {
+		t.Fatalf("want %d waiting, got %d", buyers-waitingroom.AdmitMultiple*seats, len(waiting))
 	}
 	var mu sync.Mutex
 	sawSoldOut := map[string]time.Time{}
@@ -271,7 +274,7 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 					return
 				case <-time.After(20 * time.Millisecond):
 				}
-				if s.poll(pod, id).body.State == stateSoldOut {
+				if s.poll(pod, id).Body.State == waitingroom.StateSoldOut {
 					mu.Lock()
 					if _, ok := sawSoldOut[b]; !ok {
 						sawSoldOut[b] = time.Now()
@@ -283,8 +286,8 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 	}
 	var soldOutAt time.Time
 	for i, p := range passes[:seats] {
-		if a := s.buyWithPass(int64(i+1), p.buyer, p.id); a.status != http.StatusCreated {
-			t.Fatalf("admitted buyer %s: want 201, got %d %s", p.buyer, a.status, a.code)
+		if a := s.buyWithPass(int64(i+1), p.buyer, p.id); a.Status != http.StatusCreated {
+			t.Fatalf("admitted buyer %s: want 201, got %d %s", p.buyer, a.Status, a.Code)
 		}
 		soldOutAt = time.Now()
 	}
@@ -303,30 +306,30 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 		t.Fatalf("sold-out reached the last waiting buyer %v after the last sale: want within 1 s", slowest)
 	}
 	t.Logf("sold-out reached all %d waiting buyers within %v", len(waiting), slowest)
-	if j := s.join(1, "latecomer"); j.status != http.StatusConflict || j.code != "sold_out" {
-		t.Fatalf("join when sold out: want 409 sold_out, got %d %s", j.status, j.code)
+	if j := s.join(1, "latecomer"); j.Status != http.StatusConflict || j.Code != "sold_out" {
+		t.Fatalf("join when sold out: want 409 sold_out, got %d %s", j.Status, j.Code)
 	}
-	if n := admittedNow(); n != admitMultiple*seats {
-		t.Fatalf("admitted %d with no seat left: want still %d", n, admitMultiple*seats)
+	if n := admittedNow(); n != waitingroom.AdmitMultiple*seats {
+		t.Fatalf("admitted %d with no seat left: want still %d", n, waitingroom.AdmitMultiple*seats)
 	}
 
 	// Seats come back (here: the inventory grows): waiting buyers wait
 	// again and more are let in, still bounded: 5 available, 5 of the 10
 	// admitted bought, so 5 active, room for 2×5−5 = 5 more.
-	for _, p := range s.pods {
-		if err := p.svc.Grow(context.Background(), 2*seats); err != nil {
+	for _, p := range s.Pods {
+		if err := p.Svc.Checkout.Grow(context.Background(), 2*seats); err != nil {
 			t.Fatal(err)
 		}
 	}
 	testservers.Eventually(t, 5*time.Second, "more buyers admitted after seats came back", func() bool {
-		return admittedNow() == admitMultiple*seats+seats
+		return admittedNow() == waitingroom.AdmitMultiple*seats+seats
 	})
 	back := 0
 	testservers.Eventually(t, 2*time.Second, "every former sold_out buyer waiting or admitted again", func() bool {
 		back = 0
 		for _, id := range waiting {
-			switch s.poll(2, id).body.State {
-			case stateWaiting, stateAdmitted:
+			switch s.poll(2, id).Body.State {
+			case waitingroom.StateWaiting, waitingroom.StateAdmitted:
 				back++
 			}
 		}
@@ -336,13 +339,13 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 
 func TestQueue_MaxActiveBuyers_CapsAndReleasesOnPurchase(t *testing.T) {
 	t.Parallel()
-	s := newQueueSale(t, 100, 1, withQueue(WaitingRoom{AdmitPerSecond: 1000, MaxActiveBuyers: 3}))
+	s := newQueueSale(t, 100, 1, withQueue(waitingroom.Settings{AdmitPerSecond: 1000, MaxActiveBuyers: 3}))
 	js := joinAll(t, s, "cap", 20, 4)
 	admitted := func() []joined {
 		var out []joined
 		for _, j := range js {
-			if p := s.poll(0, j.id); p.body.State == stateAdmitted {
-				out = append(out, joined{buyer: j.buyer, id: p.body.Pass})
+			if p := s.poll(0, j.id); p.Body.State == waitingroom.StateAdmitted {
+				out = append(out, joined{buyer: j.buyer, id: p.Body.Pass})
 			}
 		}
 		return out
@@ -350,8 +353,8 @@ func TestQueue_MaxActiveBuyers_CapsAndReleasesOnPurchase(t *testing.T) {
 	testservers.Eventually(t, 5*time.Second, "3 admitted", func() bool { return len(admitted()) == 3 })
 	// A buyer who bought is no longer active: one more gets in.
 	first := admitted()[0]
-	if a := s.buyWithPass(1, first.buyer, first.id); a.status != http.StatusCreated {
-		t.Fatalf("want 201, got %d %s", a.status, a.code)
+	if a := s.buyWithPass(1, first.buyer, first.id); a.Status != http.StatusCreated {
+		t.Fatalf("want 201, got %d %s", a.Status, a.Code)
 	}
 	testservers.Eventually(t, 5*time.Second, "a 4th admitted after a purchase", func() bool { return len(admitted()) == 4 })
 	_, serving := s.queueRows()
@@ -359,13 +362,13 @@ func TestQueue_MaxActiveBuyers_CapsAndReleasesOnPurchase(t *testing.T) {
 		t.Fatalf("want exactly 4 admitted (3 active + 1 done), got %d (serving slot %d)", got, serving)
 	}
 	// What the pod reports into status.waitingRoom.
-	want := statusreport.QueueCounts{Waiting: 16, Admitted: 4, ServingPosition: 4}
+	want := waitingroom.Counts{Waiting: 16, Admitted: 4, ServingPosition: 4}
 	testservers.Eventually(t, 5*time.Second, fmt.Sprintf("status counts %+v", want), func() bool {
-		c := s.pods[0].svc.queue.counts()
-		return c != nil && *c == want
+		c, ok := s.Pods[0].Svc.Queue.Counts()
+		return ok && c == want
 	})
-	s.pods[0].svc.SetWaitingRoom(WaitingRoom{})
-	if c := s.pods[0].svc.queue.counts(); c != nil {
+	s.Pods[0].Svc.Queue.Set(waitingroom.Settings{})
+	if c, ok := s.Pods[0].Svc.Queue.Counts(); ok {
 		t.Fatalf("with the waiting room off the pod must report none, got %+v", c)
 	}
 }
@@ -373,29 +376,29 @@ func TestQueue_MaxActiveBuyers_CapsAndReleasesOnPurchase(t *testing.T) {
 func TestQueue_FlushAllMidQueue_NoPlaceLostNoDoubleAdmission(t *testing.T) {
 	t.Parallel()
 	const buyers = 300
-	s := newQueueSale(t, 10_000, 2, withQueue(WaitingRoom{AdmitPerSecond: 150}), func(c *Config) {
+	s := newQueueSale(t, 10_000, 2, withQueue(waitingroom.Settings{AdmitPerSecond: 150}), func(c *purchase.Config) {
 		c.Schedule.StartsAt = time.Now().Add(time.Hour)
 	})
 	js := joinAll(t, s, "flush", buyers, 16)
-	for _, p := range s.pods {
-		p.svc.SetSchedule(Schedule{StartsAt: time.Now()})
+	for _, p := range s.Pods {
+		p.Svc.Checkout.SetSchedule(sale.Schedule{StartsAt: time.Now()})
 	}
 	testservers.Eventually(t, 5*time.Second, "a third admitted", func() bool {
-		return s.pods[0].svc.queue.view.Load().state.Admitted >= buyers/3
+		return queueState(s.Pods[0]).Admitted >= buyers/3
 	})
-	rdb := newRedisClient()
+	rdb := purchasetest.AdminRedis()
 	defer rdb.Close()
 	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// Places survive: every re-join answers the same queue id.
 	for i, j := range js {
-		if re := s.join(i%2, j.buyer); re.body.QueueID != j.id {
-			t.Fatalf("after FLUSHALL %s re-joined as %s, was %s", j.buyer, re.body.QueueID, j.id)
+		if re := s.join(i%2, j.buyer); re.Body.QueueID != j.id {
+			t.Fatalf("after FLUSHALL %s re-joined as %s, was %s", j.buyer, re.Body.QueueID, j.id)
 		}
 	}
 	testservers.Eventually(t, 10*time.Second, "everyone admitted", func() bool {
-		return s.pods[1].svc.queue.view.Load().state.Admitted == buyers
+		return queueState(s.Pods[1]).Admitted == buyers
 	})
 	// Each buyer admitted once, in join order.
 	stepOf := checkAdmittedOnce(t, s, buyers)
@@ -406,7 +409,7 @@ func TestQueue_FlushAllMidQueue_NoPlaceLostNoDoubleAdmission(t *testing.T) {
 		}
 	}
 	p := s.poll(1, js[buyers-1].id)
-	if a := s.buyWithPass(1, js[buyers-1].buyer, p.body.Pass); a.status != http.StatusCreated {
-		t.Fatalf("a pass after FLUSHALL: want 201, got %d %s", a.status, a.code)
+	if a := s.buyWithPass(1, js[buyers-1].buyer, p.Body.Pass); a.Status != http.StatusCreated {
+		t.Fatalf("a pass after FLUSHALL: want 201, got %d %s", a.Status, a.Code)
 	}
 }

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -11,85 +11,90 @@ import (
 	"time"
 
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/httpapi"
+	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 // withQueue turns the sale's waiting room on.
-func withQueue(wr WaitingRoom) func(*Config) {
-	return func(c *Config) { c.WaitingRoom = wr }
+func withQueue(wr waitingroom.Settings) func(*purchase.Config) {
+	return func(c *purchase.Config) { c.WaitingRoom = wr }
 }
 
 // newQueueSale is a sale with a waiting room served by pods pods, each
 // pod's view of the queue loaded.
-func newQueueSale(t testing.TB, tickets int64, pods int, opts ...func(*Config)) *testSale {
+func newQueueSale(t testing.TB, tickets int64, pods int, opts ...func(*purchase.Config)) *testSale {
 	t.Helper()
 	s := newTestSale(t, tickets, opts...)
-	for len(s.pods) < pods {
-		s.addPod()
+	for len(s.Pods) < pods {
+		s.AddPod()
 	}
-	for i, p := range s.pods {
-		testservers.Eventually(t, 5*time.Second, fmt.Sprintf("pod %d's queue view", i), func() bool { return p.svc.queue.view.Load() != nil })
+	for i, p := range s.Pods {
+		testservers.Eventually(t, 5*time.Second, fmt.Sprintf("pod %d's queue view", i), func() bool { _, ok := p.Svc.Queue.View(); return ok })
 	}
 	return s
 }
 
 // queueAnswer is a join's or a poll's answer.
 type queueAnswer struct {
-	status int
-	code   string
-	body   queueBody
-	header http.Header
+	Status int
+	Code   string
+	Body   httpapi.QueueBody
+	Header http.Header
 }
 
 func (s *testSale) queueDo(req *http.Request) queueAnswer {
-	s.t.Helper()
-	resp, err := s.client.Do(req)
+	s.T.Helper()
+	resp, err := s.Client.Do(req)
 	if err != nil {
-		return queueAnswer{status: -1, code: err.Error()}
+		return queueAnswer{Status: -1, Code: err.Error()}
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	a := queueAnswer{status: resp.StatusCode, header: resp.Header}
+	a := queueAnswer{Status: resp.StatusCode, Header: resp.Header}
 	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusAccepted {
-		if err := json.Unmarshal(raw, &a.body); err != nil {
-			s.t.Errorf("answer %d is not a queue body: %s", resp.StatusCode, raw)
+		if err := json.Unmarshal(raw, &a.Body); err != nil {
+			s.T.Errorf("answer %d is not a queue body: %s", resp.StatusCode, raw)
 		}
 		return a
 	}
-	var p Problem
+	var p httpapi.Problem
 	_ = json.Unmarshal(raw, &p)
-	a.code = p.Code
+	a.Code = p.Code
 	return a
 }
 
 func (s *testSale) join(pod int, buyer string) queueAnswer {
-	req, _ := http.NewRequest(http.MethodPost, s.pods[pod].srv.URL+"/v1/queue", strings.NewReader(fmt.Sprintf(`{"buyerId":%q}`, buyer)))
+	req, _ := http.NewRequest(http.MethodPost, s.Pods[pod].URL+"/v1/queue", strings.NewReader(fmt.Sprintf(`{"buyerId":%q}`, buyer)))
 	req.Header.Set("Content-Type", "application/json")
 	return s.queueDo(req)
 }
 
 func (s *testSale) poll(pod int, queueID string) queueAnswer {
-	req, _ := http.NewRequest(http.MethodGet, s.pods[pod].srv.URL+"/v1/queue/"+queueID, nil)
+	req, _ := http.NewRequest(http.MethodGet, s.Pods[pod].URL+"/v1/queue/"+queueID, nil)
 	return s.queueDo(req)
 }
 
 // buyWithPass is POST /v1/tickets/{id}/purchase on pod 0 with a pass ("":
 // none).
-func (s *testSale) buyWithPass(ticket int64, buyer, pass string) answer {
+func (s *testSale) buyWithPass(ticket int64, buyer, pass string) purchasetest.Answer {
 	h := map[string]string{"Content-Type": "application/json"}
 	if pass != "" {
 		h["Authorization"] = "Bearer " + pass
 	}
-	return s.post(0, fmt.Sprintf("/v1/tickets/%d/purchase", ticket), fmt.Sprintf(`{"buyerId":%q}`, buyer), h)
+	return s.Post(0, fmt.Sprintf("/v1/tickets/%d/purchase", ticket), fmt.Sprintf(`{"buyerId":%q}`, buyer), h)
 }
 
 // queueRows is the queue's truth in Postgres: buyer → slot, and the
 // serving slot.
 func (s *testSale) queueRows() (map[string]int64, int64) {
-	s.t.Helper()
+	s.T.Helper()
 	ctx := context.Background()
-	rows, err := s.db.Query(ctx, `SELECT buyer_id, slot FROM queue`)
+	rows, err := s.DB.Query(ctx, `SELECT buyer_id, slot FROM queue`)
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	defer rows.Close()
 	slots := map[string]int64{}
@@ -97,13 +102,19 @@ func (s *testSale) queueRows() (map[string]int64, int64) {
 		var b string
 		var slot int64
 		if err := rows.Scan(&b, &slot); err != nil {
-			s.t.Fatal(err)
+			s.T.Fatal(err)
 		}
 		slots[b] = slot
 	}
 	var serving int64
-	if err := s.db.QueryRow(ctx, `SELECT serving_slot FROM queue_state`).Scan(&serving); err != nil {
-		s.t.Fatal(err)
+	if err := s.DB.QueryRow(ctx, `SELECT serving_slot FROM queue_state`).Scan(&serving); err != nil {
+		s.T.Fatal(err)
 	}
 	return slots, serving
+}
+
+// queueState is the pod's view of the queue (zero before its first read).
+func queueState(p *purchasetest.Pod) orderstore.QueueState {
+	st, _ := p.Svc.Queue.View()
+	return st
 }

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"net/http"
@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 func TestQueue_Random_PrequeueShuffledAtStartsAt_UniformByChiSquare(t *testing.T) {
@@ -15,19 +18,19 @@ func TestQueue_Random_PrequeueShuffledAtStartsAt_UniformByChiSquare(t *testing.T
 	startsAt := time.Now().Add(time.Hour)
 	// One admission at most (maxActiveBuyers 1, nobody buys): places stay
 	// put while the test reads them.
-	s := newQueueSale(t, 10_000, 3, withQueue(WaitingRoom{AdmitPerSecond: 100, MaxActiveBuyers: 1, Order: QueueRandom}),
-		func(c *Config) { c.Schedule.StartsAt = startsAt })
+	s := newQueueSale(t, 10_000, 3, withQueue(waitingroom.Settings{AdmitPerSecond: 100, MaxActiveBuyers: 1, Order: waitingroom.Random}),
+		func(c *purchase.Config) { c.Schedule.StartsAt = startsAt })
 	early := joinAll(t, s, "pre", prequeue, 32)
 	// Before the shuffle a Random place is unknown.
-	if p := s.poll(1, early[0].id); p.body.State != stateWaiting || p.body.Position != nil || p.body.EstimatedWaitSeconds == nil {
-		t.Fatalf("before startsAt: want waiting with position null and a wait, got %+v", p.body)
+	if p := s.poll(1, early[0].id); p.Body.State != waitingroom.StateWaiting || p.Body.Position != nil || p.Body.EstimatedWaitSeconds == nil {
+		t.Fatalf("before startsAt: want waiting with position null and a wait, got %+v", p.Body)
 	}
-	for _, p := range s.pods {
-		p.svc.SetSchedule(Schedule{StartsAt: time.Now()})
+	for _, p := range s.Pods {
+		p.Svc.Checkout.SetSchedule(sale.Schedule{StartsAt: time.Now()})
 	}
 	testservers.Eventually(t, 5*time.Second, "the shuffle seen by every pod", func() bool {
-		for _, p := range s.pods {
-			if v := p.svc.queue.view.Load(); v.state.ShuffleSeed == nil || v.state.ServingSlot == 0 {
+		for _, p := range s.Pods {
+			if st := queueState(p); st.ShuffleSeed == nil || st.ServingSlot == 0 {
 				return false
 			}
 		}
@@ -40,13 +43,13 @@ func TestQueue_Random_PrequeueShuffledAtStartsAt_UniformByChiSquare(t *testing.T
 	for i, j := range append(append([]joined{}, early[:50]...), latecomers[:20]...) {
 		p := s.poll(i%3, j.id)
 		if slots[j.buyer] <= serving {
-			if p.body.State != stateAdmitted {
-				t.Fatalf("%s at slot %d ≤ serving %d: want admitted, got %+v", j.buyer, slots[j.buyer], serving, p.body)
+			if p.Body.State != waitingroom.StateAdmitted {
+				t.Fatalf("%s at slot %d ≤ serving %d: want admitted, got %+v", j.buyer, slots[j.buyer], serving, p.Body)
 			}
 			continue
 		}
-		if p.status != http.StatusOK || p.body.Position == nil || *p.body.Position != slots[j.buyer]-serving {
-			t.Fatalf("%s: slot %d, serving %d, but the poll says %+v", j.buyer, slots[j.buyer], serving, p.body)
+		if p.Status != http.StatusOK || p.Body.Position == nil || *p.Body.Position != slots[j.buyer]-serving {
+			t.Fatalf("%s: slot %d, serving %d, but the poll says %+v", j.buyer, slots[j.buyer], serving, p.Body)
 		}
 	}
 

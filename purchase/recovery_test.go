@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/httpapi"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
+	"github.com/flux-order/flux-order/purchase/sale"
 )
 
 // Item 1: a keyless buyer whose order committed while the answer was lost
@@ -26,28 +29,28 @@ func TestPurchase_CommitOutlivesItsAnswer_The503NamesTheOrderAndGETFindsIt(t *te
 	s := newTestSale(t, 10)
 	ctx := context.Background()
 	// This sale's sessions wait for a synchronous standby that never comes.
-	if _, err := s.db.Exec(ctx, fmt.Sprintf("ALTER DATABASE %q SET synchronous_commit = on", s.cfg.Sale)); err != nil {
+	if _, err := s.DB.Exec(ctx, fmt.Sprintf("ALTER DATABASE %q SET synchronous_commit = on", s.Cfg.Sale)); err != nil {
 		t.Fatal(err)
 	}
 	setStandby := func(v string) {
-		if _, err := s.db.Exec(ctx, fmt.Sprintf("ALTER SYSTEM SET synchronous_standby_names = '%s'", v)); err != nil {
+		if _, err := s.DB.Exec(ctx, fmt.Sprintf("ALTER SYSTEM SET synchronous_standby_names = '%s'", v)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.db.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		if _, err := s.DB.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	setStandby("ghost")
 	t.Cleanup(func() { setStandby("") })
-	s.addPod() // its connections start with synchronous_commit = on
+	s.AddPod() // its connections start with synchronous_commit = on
 
-	resp, err := s.client.Post(s.pods[1].srv.URL+"/v1/tickets/3/purchase", "application/json", strings.NewReader(`{"buyerId":"lost-answer"}`))
+	resp, err := s.Client.Post(s.Pods[1].URL+"/v1/tickets/3/purchase", "application/json", strings.NewReader(`{"buyerId":"lost-answer"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var p Problem
+	var p httpapi.Problem
 	_ = json.Unmarshal(raw, &p)
 	if resp.StatusCode != http.StatusServiceUnavailable || p.Code != "unavailable" || p.OrderID == "" {
 		t.Fatalf("want 503 unavailable naming the order, got %d %s", resp.StatusCode, raw)
@@ -55,9 +58,9 @@ func TestPurchase_CommitOutlivesItsAnswer_The503NamesTheOrderAndGETFindsIt(t *te
 	id := p.OrderID
 	// The outcome settles once the server drops the purchase's session.
 	var final int
-	var o Order
-	waitFor(t, s.cfg.LockTTL+purchaseTimeout+5*time.Second, "GET /v1/orders/"+id+" to settle", func() bool {
-		final = s.getJSON("/v1/orders/"+id, &o)
+	var o checkout.Order
+	waitFor(t, s.Cfg.LockTTL+checkout.Timeout+5*time.Second, "GET /v1/orders/"+id+" to settle", func() bool {
+		final = s.GetJSON("/v1/orders/"+id, &o)
 		return final != http.StatusServiceUnavailable
 	})
 	if final != http.StatusOK || o.TicketID != 3 || o.BuyerID != "lost-answer" {
@@ -76,7 +79,7 @@ func TestOrder_UnknownOrderID_PendingUntilSettledThen404(t *testing.T) {
 		copy(id[:6], ms[:6])
 		return id.String()
 	}
-	resp, err := s.client.Get(s.pods[0].srv.URL + "/v1/orders/" + v7At(time.Now()))
+	resp, err := s.Client.Get(s.Pods[0].URL + "/v1/orders/" + v7At(time.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,62 +87,62 @@ func TestOrder_UnknownOrderID_PendingUntilSettledThen404(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Retry-After") == "1" {
 		t.Fatalf("an order of a purchase still running: want 503 order_pending with Retry-After until settled, got %d %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	old := v7At(time.Now().Add(-s.pods[0].svc.settleAfter() - time.Second))
-	if st := s.getJSON("/v1/orders/"+old, nil); st != http.StatusNotFound {
+	old := v7At(time.Now().Add(-s.Pods[0].Svc.Checkout.SettleAfter() - time.Second))
+	if st := s.GetJSON("/v1/orders/"+old, nil); st != http.StatusNotFound {
 		t.Fatalf("a settled purchase without an order: want 404, got %d", st)
 	}
 }
 
 // Item 2: a committed key replays whatever the window or the pause say.
 func TestPurchase_CommittedKeyReplays_AfterTheSaleEndedAndWhilePaused(t *testing.T) {
-	s := newTestSale(t, 10, func(c *Config) { c.MaxPerBuyer = 1 })
-	first := s.buyOn(0, 4, "late", "k-late")
-	if first.status != http.StatusCreated {
-		t.Fatalf("first purchase: %d %s", first.status, first.code)
+	s := newTestSale(t, 10, func(c *purchase.Config) { c.MaxPerBuyer = 1 })
+	first := s.BuyOn(0, 4, "late", "k-late")
+	if first.Status != http.StatusCreated {
+		t.Fatalf("first purchase: %d %s", first.Status, first.Code)
 	}
-	anyFirst := s.post(0, "/v1/purchase", `{"buyerId":"late-any"}`, map[string]string{idemKeyHeader: "k-any"})
-	if anyFirst.status != http.StatusCreated {
-		t.Fatalf("first any-seat purchase: %d %s", anyFirst.status, anyFirst.code)
+	anyFirst := s.Post(0, "/v1/purchase", `{"buyerId":"late-any"}`, map[string]string{"Idempotency-Key": "k-any"})
+	if anyFirst.Status != http.StatusCreated {
+		t.Fatalf("first any-seat purchase: %d %s", anyFirst.Status, anyFirst.Code)
 	}
 	now := time.Now()
 	for _, c := range []struct {
 		name      string
-		sch       Schedule
+		sch       sale.Schedule
 		newStatus int
 		newCode   string
 	}{
-		{"ended", Schedule{EndsAt: now.Add(-time.Minute)}, 403, "sale_ended"},
-		{"paused", Schedule{Paused: true}, 503, "sale_paused"},
-		{"not started", Schedule{StartsAt: now.Add(time.Hour)}, 403, "sale_not_started"},
+		{"ended", sale.Schedule{EndsAt: now.Add(-time.Minute)}, 403, "sale_ended"},
+		{"paused", sale.Schedule{Paused: true}, 503, "sale_paused"},
+		{"not started", sale.Schedule{StartsAt: now.Add(time.Hour)}, 403, "sale_not_started"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s.pods[0].svc.SetSchedule(c.sch)
-			a := s.buyOn(0, 4, "late", "k-late")
-			if a.status != http.StatusCreated || a.order != first.order || a.header.Get(replayedHeader) != "true" {
-				t.Fatalf("keyed retry: want 201 replaying %v, got %d %s %v", first.order.ID, a.status, a.code, a.order.ID)
+			s.Pods[0].Svc.Checkout.SetSchedule(c.sch)
+			a := s.BuyOn(0, 4, "late", "k-late")
+			if a.Status != http.StatusCreated || a.Order != first.Order || a.Header.Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("keyed retry: want 201 replaying %v, got %d %s %v", first.Order.ID, a.Status, a.Code, a.Order.ID)
 			}
-			a = s.post(0, "/v1/purchase", `{"buyerId":"late-any"}`, map[string]string{idemKeyHeader: "k-any"})
-			if a.status != http.StatusCreated || a.order != anyFirst.order {
-				t.Fatalf("keyed any-seat retry: want 201 replaying %v, got %d %s", anyFirst.order.ID, a.status, a.code)
+			a = s.Post(0, "/v1/purchase", `{"buyerId":"late-any"}`, map[string]string{"Idempotency-Key": "k-any"})
+			if a.Status != http.StatusCreated || a.Order != anyFirst.Order {
+				t.Fatalf("keyed any-seat retry: want 201 replaying %v, got %d %s", anyFirst.Order.ID, a.Status, a.Code)
 			}
-			if a := s.buyOn(0, 5, "late", "k-new"); a.status != c.newStatus || a.code != c.newCode {
-				t.Fatalf("a new key: want %d %s, got %d %s", c.newStatus, c.newCode, a.status, a.code)
+			if a := s.BuyOn(0, 5, "late", "k-new"); a.Status != c.newStatus || a.Code != c.newCode {
+				t.Fatalf("a new key: want %d %s, got %d %s", c.newStatus, c.newCode, a.Status, a.Code)
 			}
 		})
 	}
 	// And at the buyer limit, the key still replays. (The any-seat order
 	// took a random seat: ask for one it did not, or the answer is
 	// ticket_sold.)
-	s.pods[0].svc.SetSchedule(Schedule{})
+	s.Pods[0].Svc.Checkout.SetSchedule(sale.Schedule{})
 	free := int64(6)
-	if anyFirst.order.TicketID == free {
+	if anyFirst.Order.TicketID == free {
 		free = 7
 	}
-	if a := s.buyOn(0, free, "late", "k-other"); a.code != "buyer_limit_reached" {
-		t.Fatalf("past the limit: want buyer_limit_reached, got %d %s", a.status, a.code)
+	if a := s.BuyOn(0, free, "late", "k-other"); a.Code != "buyer_limit_reached" {
+		t.Fatalf("past the limit: want buyer_limit_reached, got %d %s", a.Status, a.Code)
 	}
-	if a := s.buyOn(0, 4, "late", "k-late"); a.status != http.StatusCreated || a.order != first.order {
-		t.Fatalf("keyed retry at the limit: want the replay, got %d %s", a.status, a.code)
+	if a := s.BuyOn(0, 4, "late", "k-late"); a.Status != http.StatusCreated || a.Order != first.Order {
+		t.Fatalf("keyed retry at the limit: want the replay, got %d %s", a.Status, a.Code)
 	}
 }
 
@@ -148,15 +151,15 @@ func TestPurchase_CommittedKeyReplays_AfterTheSaleEndedAndWhilePaused(t *testing
 func TestPurchase_ConcurrentAnySeatRetriesOfOneKey_AllGetTheOneOrder(t *testing.T) {
 	for _, limit := range []int{0, 1} {
 		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
-			s := newTestSale(t, 200, func(c *Config) { c.MaxPerBuyer = limit })
-			s.addPod()
+			s := newTestSale(t, 200, func(c *purchase.Config) { c.MaxPerBuyer = limit })
+			s.AddPod()
 			got := newTally()
 			start := make(chan struct{})
 			var wg sync.WaitGroup
 			for i := range 50 {
 				wg.Go(func() {
 					<-start
-					got.add(s.post(i%2, "/v1/purchase", `{"buyerId":"retrier"}`, map[string]string{idemKeyHeader: "one-key"}))
+					got.add(s.Post(i%2, "/v1/purchase", `{"buyerId":"retrier"}`, map[string]string{"Idempotency-Key": "one-key"}))
 				})
 			}
 			close(start)
@@ -169,14 +172,14 @@ func TestPurchase_ConcurrentAnySeatRetriesOfOneKey_AllGetTheOneOrder(t *testing.
 					t.Fatalf("two different orders answered for one key: %+v and %+v", got.created[0], o)
 				}
 			}
-			a := s.audit()
-			if a.orders != 1 {
-				t.Fatalf("want one order in Postgres, got %d", a.orders)
+			a := s.Audit()
+			if a.Orders != 1 {
+				t.Fatalf("want one order in Postgres, got %d", a.Orders)
 			}
-			a.checkAgainst(t, got.created, true)
-			var av Availability
+			a.CheckAgainst(t, got.created, true)
+			var av checkout.Availability
 			// The seats the losing attempts locked went back: all but one free.
-			if s.getJSON("/v1/availability", &av); av.Available != 199 {
+			if s.GetJSON("/v1/availability", &av); av.Available != 199 {
 				t.Fatalf("availability %+v, want 199 available", av)
 			}
 		})
@@ -186,60 +189,50 @@ func TestPurchase_ConcurrentAnySeatRetriesOfOneKey_AllGetTheOneOrder(t *testing.
 // Item 6: the limit is 403 (not auto-retried), answered from the pod's
 // memory once known, and counts the orders bought before it was raised.
 func TestPurchase_BuyerLimit_403FromMemoryOnceKnown(t *testing.T) {
-	s := newTestSale(t, 100, func(c *Config) { c.MaxPerBuyer = 2 })
+	s := newTestSale(t, 100, func(c *purchase.Config) { c.MaxPerBuyer = 2 })
 	for i := range 2 {
-		if a := s.buy(int64(i)+1, "collector"); a.status != http.StatusCreated {
-			t.Fatalf("purchase %d: %d %s", i, a.status, a.code)
+		if a := s.Buy(int64(i)+1, "collector"); a.Status != http.StatusCreated {
+			t.Fatalf("purchase %d: %d %s", i, a.Status, a.Code)
 		}
 	}
-	svc := s.pods[0].svc
-	acquiredBefore := counterValue(t, svc.metrics.lockAcquired)
+	svc := s.Pods[0].Svc
+	acquiredBefore := purchasetest.Counter(t, svc, "flux_order_lock_attempts_total", "result", "acquired")
 	for i := range 20 {
-		a := s.buy(int64(i)+10, "collector")
-		if a.status != http.StatusForbidden || a.code != "buyer_limit_reached" {
-			t.Fatalf("attempt %d past the limit: want 403 buyer_limit_reached, got %d %s", i, a.status, a.code)
+		a := s.Buy(int64(i)+10, "collector")
+		if a.Status != http.StatusForbidden || a.Code != "buyer_limit_reached" {
+			t.Fatalf("attempt %d past the limit: want 403 buyer_limit_reached, got %d %s", i, a.Status, a.Code)
 		}
 	}
 	// The first refusal costs a lock and a transaction; the others nothing.
-	if n := counterValue(t, svc.metrics.lockAcquired) - acquiredBefore; n != 1 {
+	if n := purchasetest.Counter(t, svc, "flux_order_lock_attempts_total", "result", "acquired") - acquiredBefore; n != 1 {
 		t.Fatalf("want 1 lock taken for 20 refused attempts (the first), got %v", n)
 	}
-	if n := counterValue(t, svc.metrics.knownLimited); n != 19 {
+	if n := purchasetest.Counter(t, svc, "flux_order_lock_attempts_total", "result", "known_limited"); n != 19 {
 		t.Fatalf("want 19 refusals from memory, got %v", n)
 	}
 	// Raising the limit lets the buyer buy again.
-	s.cfg.MaxPerBuyer = 3
-	s.addPod()
-	if a := s.buyOn(1, 50, "collector", ""); a.status != http.StatusCreated {
-		t.Fatalf("after raising the limit to 3: want 201, got %d %s", a.status, a.code)
+	s.Cfg.MaxPerBuyer = 3
+	s.AddPod()
+	if a := s.BuyOn(1, 50, "collector", ""); a.Status != http.StatusCreated {
+		t.Fatalf("after raising the limit to 3: want 201, got %d %s", a.Status, a.Code)
 	}
 }
 
 func TestPurchase_LimitRaisedFromZeroMidSale_CountsEarlierOrders(t *testing.T) {
 	s := newTestSale(t, 100) // no limit
 	for i := range 3 {
-		if a := s.buy(int64(i)+1, "early"); a.status != http.StatusCreated {
-			t.Fatalf("purchase %d: %d %s", i, a.status, a.code)
+		if a := s.Buy(int64(i)+1, "early"); a.Status != http.StatusCreated {
+			t.Fatalf("purchase %d: %d %s", i, a.Status, a.Code)
 		}
 	}
-	s.cfg.MaxPerBuyer = 3
-	s.addPod()
-	if a := s.buyOn(1, 20, "early", ""); a.status != http.StatusForbidden || a.code != "buyer_limit_reached" {
-		t.Fatalf("3 bought before the limit of 3: want 403 buyer_limit_reached, got %d %s", a.status, a.code)
+	s.Cfg.MaxPerBuyer = 3
+	s.AddPod()
+	if a := s.BuyOn(1, 20, "early", ""); a.Status != http.StatusForbidden || a.Code != "buyer_limit_reached" {
+		t.Fatalf("3 bought before the limit of 3: want 403 buyer_limit_reached, got %d %s", a.Status, a.Code)
 	}
-	if a := s.buyOn(1, 21, "newcomer", ""); a.status != http.StatusCreated {
-		t.Fatalf("another buyer: want 201, got %d %s", a.status, a.code)
+	if a := s.BuyOn(1, 21, "newcomer", ""); a.Status != http.StatusCreated {
+		t.Fatalf("another buyer: want 201, got %d %s", a.Status, a.Code)
 	}
 }
 
 var waitFor = testservers.Eventually
-
-// counterValue reads a counter of the pod's registry.
-func counterValue(t testing.TB, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}

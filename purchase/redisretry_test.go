@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
 	"github.com/flux-order/flux-order/purchase/seatlock"
 )
 
@@ -80,27 +82,27 @@ func newLossyProxy(t *testing.T, target string) *lossyProxy {
 // documented bound (0.5 s read timeout), not seconds of retries.
 func TestRedis_AnySeatScriptWithALostAnswer_IsNotRetried(t *testing.T) {
 	s := newTestSale(t, 10)
-	u, err := url.Parse(s.cfg.RedisURL)
+	u, err := url.Parse(s.Cfg.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	proxy := newLossyProxy(t, u.Host)
 	u.Host = proxy.ln.Addr().String()
-	cfg := s.cfg
+	cfg := s.Cfg
 	cfg.RedisURL = u.String()
-	rdb, err := NewRedis(cfg)
+	rdb, err := purchase.NewRedis(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
 	ctx := context.Background()
-	locks := seatlock.New(rdb, s.cfg.Sale, time.Minute)
+	locks := seatlock.New(rdb, s.Cfg.Sale, time.Minute)
 	if err := locks.Refill(ctx, []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}); err != nil {
 		t.Fatal(err)
 	}
-	admin := newRedisClient()
+	admin := purchasetest.AdminRedis()
 	defer admin.Close()
-	pool := "fs:" + s.cfg.Sale + ":free"
+	pool := "fs:" + s.Cfg.Sale + ":free"
 	if _, err := locks.AcquireAny(ctx, "first", locks.TTL(), 16); err != nil { // loads the script
 		t.Fatal(err)
 	}
@@ -115,8 +117,8 @@ func TestRedis_AnySeatScriptWithALostAnswer_IsNotRetried(t *testing.T) {
 	if n, err := admin.SCard(ctx, pool).Result(); err != nil || n != 8 {
 		t.Fatalf("the script ran once (one more seat out of the pool): want 8 left, got %d (%v)", n, err)
 	}
-	if took > redisIOTimeout+300*time.Millisecond {
-		t.Fatalf("an unanswered script took %v, the documented bound is %v", took, redisIOTimeout)
+	if took > purchase.RedisIOTimeout+300*time.Millisecond {
+		t.Fatalf("an unanswered script took %v, the documented bound is %v", took, purchase.RedisIOTimeout)
 	}
 
 	// An idempotent command is retried once: a lost answer of SET NX GET

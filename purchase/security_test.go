@@ -1,10 +1,11 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
+	"github.com/flux-order/flux-order/purchase/seatlock"
 )
 
 // Issue 8: a 503 tells the buyer a fixed sentence per cause; the driver's
@@ -24,12 +29,27 @@ func TestAPI_503Bodies_HoldNoAddressPortOrDriverText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A pod whose Redis is gone, and one whose database pool is closed.
-	deadRedis := s.cfg
+	// A pod whose Redis is gone (pod 1), and one whose database pool is
+	// closed (pod 0, assembled here so the test holds its store).
+	deadRedis := s.Cfg
 	deadRedis.RedisURL = fmt.Sprintf("redis://nobody:secret@127.0.0.1:%d/0", port)
-	s.cfg = deadRedis
-	s.addPod()
-	s.pods[0].svc.store.Close()
+	s.Cfg = deadRedis
+	s.AddPod()
+	store, err := orderstore.Open(t.Context(), s.Sale.Cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := purchase.NewRedis(s.Pods[0].Svc.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	cfg := s.Pods[0].Svc.Config()
+	dead := purchase.NewService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, purchasetest.Discard())
+	deadDB := httptest.NewServer(dead.Handler())
+	defer deadDB.Close()
+	store.Close()
+	s.Pods[0] = &purchasetest.Pod{Svc: dead, URL: deadDB.URL}
 
 	for _, c := range []struct {
 		pod    int
@@ -45,8 +65,8 @@ func TestAPI_503Bodies_HoldNoAddressPortOrDriverText(t *testing.T) {
 		if c.path == "/v1/availability" {
 			method = http.MethodGet
 		}
-		req, _ := http.NewRequest(method, s.pods[c.pod].srv.URL+c.path, strings.NewReader(`{"buyerId":"x"}`))
-		resp, err := s.client.Do(req)
+		req, _ := http.NewRequest(method, s.Pods[c.pod].URL+c.path, strings.NewReader(`{"buyerId":"x"}`))
+		resp, err := s.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +75,7 @@ func TestAPI_503Bodies_HoldNoAddressPortOrDriverText(t *testing.T) {
 		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"detail":"`+c.detail+`"`) {
 			t.Fatalf("%s on pod %d: want 503 %q, got %d %s", c.path, c.pod, c.detail, resp.StatusCode, body)
 		}
-		for _, leak := range []string{"127.0.0.1", strconv.Itoa(port), strconv.Itoa(pgSrv.Port), "dial", "redis:", "pool", "postgres", "nobody", s.cfg.Sale} {
+		for _, leak := range []string{"127.0.0.1", strconv.Itoa(port), strconv.Itoa(purchasetest.Postgres().Port), "dial", "redis:", "pool", "postgres", "nobody", s.Cfg.Sale} {
 			if strings.Contains(string(body), leak) {
 				t.Fatalf("%s: the 503 body leaks %q: %s", c.path, leak, body)
 			}
@@ -68,23 +88,22 @@ func TestAPI_503Bodies_HoldNoAddressPortOrDriverText(t *testing.T) {
 // does not give them, and another secret gives another id.
 func TestPurchase_KeyedOrderIDs_NeedTheSaleSecret(t *testing.T) {
 	s := newTestSale(t, 10)
-	a := s.buyOn(0, 1, "alice", "k1")
-	if a.status != http.StatusCreated {
-		t.Fatalf("purchase: %d %s", a.status, a.code)
+	a := s.BuyOn(0, 1, "alice", "k1")
+	if a.Status != http.StatusCreated {
+		t.Fatalf("purchase: %d %s", a.Status, a.Code)
 	}
-	ns := uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://fluxorder.io/sales/"+s.cfg.Sale))
-	if public := uuid.NewSHA1(ns, []byte("alice\x00k1")); a.order.ID == public {
+	ns := uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://fluxorder.io/sales/"+s.Cfg.Sale))
+	if public := uuid.NewSHA1(ns, []byte("alice\x00k1")); a.Order.ID == public {
 		t.Fatal("the order id is computable from public inputs")
 	}
-	if a.order.ID.Version() != 8 {
-		t.Fatalf("a derived id is a UUIDv8, got version %d", a.order.ID.Version())
+	if a.Order.ID.Version() != 8 {
+		t.Fatalf("a derived id is a UUIDv8, got version %d", a.Order.ID.Version())
 	}
-	other := &Service{orderKey: []byte("another secret")}
-	if other.newOrderID(Request{BuyerID: "alice", IdempotencyKey: "k1"}) == a.order.ID {
-		t.Fatal("another sale secret derived the same order id")
+	if other := newTestSale(t, 10).BuyOn(0, 1, "alice", "k1"); other.Status != http.StatusCreated || other.Order.ID == a.Order.ID {
+		t.Fatalf("another sale (another secret) derived the same order id: %d %s %s", other.Status, other.Code, other.Order.ID)
 	}
-	if s.pods[0].svc.newOrderID(Request{BuyerID: "alice", IdempotencyKey: "k1"}) != a.order.ID {
-		t.Fatal("the derivation must be stable for retries")
+	if again := s.BuyOn(0, 1, "alice", "k1"); again.Order.ID != a.Order.ID {
+		t.Fatalf("the derivation must be stable for retries: %s then %s", a.Order.ID, again.Order.ID)
 	}
 }
 
@@ -93,13 +112,13 @@ func TestPurchase_KeyedOrderIDs_NeedTheSaleSecret(t *testing.T) {
 // behind its back.
 func TestRedisACL_PurchaseUserBuysButCannotFlushOrReconfigure(t *testing.T) {
 	s := newTestSale(t, 20)
-	if a := s.buy(1, "acl-single"); a.status != http.StatusCreated {
-		t.Fatalf("single-seat purchase through the ACL user: %d %s", a.status, a.code)
+	if a := s.Buy(1, "acl-single"); a.Status != http.StatusCreated {
+		t.Fatalf("single-seat purchase through the ACL user: %d %s", a.Status, a.Code)
 	}
-	if a := s.post(0, "/v1/purchase", `{"buyerId":"acl-any"}`, nil); a.status != http.StatusCreated {
-		t.Fatalf("any-seat purchase through the ACL user: %d %s", a.status, a.code)
+	if a := s.Post(0, "/v1/purchase", `{"buyerId":"acl-any"}`, nil); a.Status != http.StatusCreated {
+		t.Fatalf("any-seat purchase through the ACL user: %d %s", a.Status, a.Code)
 	}
-	opt, err := redis.ParseURL(s.cfg.RedisURL)
+	opt, err := redis.ParseURL(s.Cfg.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,15 +154,15 @@ func TestPostgresTLS_ServiceConnectsWithVerifyFullAndSells(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newTestSale(t, 20, func(c *Config) { c.DatabaseURL = appURL })
-	if a := s.buy(1, "tls-single"); a.status != http.StatusCreated {
-		t.Fatalf("single-seat purchase over TLS: %d %s", a.status, a.code)
+	s := newTestSale(t, 20, func(c *purchase.Config) { c.DatabaseURL = appURL })
+	if a := s.Buy(1, "tls-single"); a.Status != http.StatusCreated {
+		t.Fatalf("single-seat purchase over TLS: %d %s", a.Status, a.Code)
 	}
-	if a := s.post(0, "/v1/purchase", `{"buyerId":"tls-any"}`, nil); a.status != http.StatusCreated {
-		t.Fatalf("any-seat purchase over TLS: %d %s", a.status, a.code)
+	if a := s.Post(0, "/v1/purchase", `{"buyerId":"tls-any"}`, nil); a.Status != http.StatusCreated {
+		t.Fatalf("any-seat purchase over TLS: %d %s", a.Status, a.Code)
 	}
 	var ssl, super bool
-	if err := s.db.QueryRow(ctx, `SELECT s.ssl, r.rolsuper FROM pg_stat_ssl s, pg_roles r
+	if err := s.DB.QueryRow(ctx, `SELECT s.ssl, r.rolsuper FROM pg_stat_ssl s, pg_roles r
 		WHERE s.pid = pg_backend_pid() AND r.rolname = current_user`).Scan(&ssl, &super); err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +188,8 @@ func TestPostgresTLS_ServiceConnectsWithVerifyFullAndSells(t *testing.T) {
 		c.Close(ctx)
 		t.Fatal("the app role logged in without TLS")
 	}
-	if a := s.audit(); a.orders != 2 {
-		t.Fatalf("want 2 orders, got %d", a.orders)
+	if a := s.Audit(); a.Orders != 2 {
+		t.Fatalf("want 2 orders, got %d", a.Orders)
 	}
 }
 
@@ -184,23 +203,23 @@ func TestRedisTLS_ServiceVerifiesTheServerAndSells(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Close() })
-	s := newTestSale(t, 20, func(c *Config) { c.RedisURL, c.RedisCAFile = r.URL(), r.CAFile })
-	if a := s.buy(1, "tls-single"); a.status != http.StatusCreated {
-		t.Fatalf("single-seat purchase over Redis TLS: %d %s", a.status, a.code)
+	s := newTestSale(t, 20, func(c *purchase.Config) { c.RedisURL, c.RedisCAFile = r.URL(), r.CAFile })
+	if a := s.Buy(1, "tls-single"); a.Status != http.StatusCreated {
+		t.Fatalf("single-seat purchase over Redis TLS: %d %s", a.Status, a.Code)
 	}
-	if a := s.buy(1, "tls-late"); a.status != http.StatusConflict || a.code != "ticket_sold" {
-		t.Fatalf("the sold seat over Redis TLS: %d %s", a.status, a.code)
+	if a := s.Buy(1, "tls-late"); a.Status != http.StatusConflict || a.Code != "ticket_sold" {
+		t.Fatalf("the sold seat over Redis TLS: %d %s", a.Status, a.Code)
 	}
-	if a := s.post(0, "/v1/purchase", `{"buyerId":"tls-any"}`, nil); a.status != http.StatusCreated {
-		t.Fatalf("any-seat purchase over Redis TLS: %d %s", a.status, a.code)
+	if a := s.Post(0, "/v1/purchase", `{"buyerId":"tls-any"}`, nil); a.Status != http.StatusCreated {
+		t.Fatalf("any-seat purchase over Redis TLS: %d %s", a.Status, a.Code)
 	}
-	if a := s.audit(); a.orders != 2 {
-		t.Fatalf("want 2 orders, got %d", a.orders)
+	if a := s.Audit(); a.Orders != 2 {
+		t.Fatalf("want 2 orders, got %d", a.Orders)
 	}
 	// Without the CA (system roots only) the server is not trusted.
-	untrusting := s.cfg
+	untrusting := s.Cfg
 	untrusting.RedisCAFile = ""
-	rdb, err := NewRedis(untrusting)
+	rdb, err := purchase.NewRedis(untrusting)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,22 +29,22 @@ const (
 )
 
 // The API server's timeouts. A purchase body is at most 1 KiB and a
-// purchase is bounded by purchaseTimeout, so a connection that takes longer
+// purchase is bounded by checkout.Timeout, so a connection that takes longer
 // to send its request, or to be answered, is stalled or malicious; cutting
 // it also lets SIGTERM drain within the grace.
 const (
 	readHeaderTimeout = 2 * time.Second  // request line and headers
-	readTimeout       = 5 * time.Second  // the whole request, body included
-	writeTimeout      = 10 * time.Second // from the end of the headers to the end of the answer (> purchaseTimeout)
+	ReadTimeout       = 5 * time.Second  // the whole request, body included
+	writeTimeout      = 10 * time.Second // from the end of the headers to the end of the answer (> checkout.Timeout)
 	idleTimeout       = 90 * time.Second // a keep-alive connection between requests (> the Ingress' 60 s upstream keep-alive)
 	maxHeaderBytes    = 16 << 10         // larger headers get 431
 )
 
-// configureServer sets the API server's limits (also used by the tests'
+// ConfigureServer sets the API server's limits (also used by the tests'
 // servers, so they run what production runs).
-func configureServer(srv *http.Server) {
+func ConfigureServer(srv *http.Server) {
 	srv.ReadHeaderTimeout = readHeaderTimeout
-	srv.ReadTimeout = readTimeout
+	srv.ReadTimeout = ReadTimeout
 	srv.WriteTimeout = writeTimeout
 	srv.IdleTimeout = idleTimeout
 	srv.MaxHeaderBytes = maxHeaderBytes
@@ -57,7 +57,7 @@ func configureServer(srv *http.Server) {
 // the any-seat script.
 const (
 	redisDialTimeout = time.Second
-	redisIOTimeout   = 500 * time.Millisecond
+	RedisIOTimeout   = 500 * time.Millisecond
 	redisPoolTimeout = time.Second
 	redisPoolSize    = 64
 )
@@ -86,8 +86,8 @@ func NewRedis(cfg Config) (*redis.Client, error) {
 		opt.TLSConfig.RootCAs = pool // ParseURL made TLSConfig for rediss://
 	}
 	opt.DialTimeout = redisDialTimeout
-	opt.ReadTimeout = redisIOTimeout
-	opt.WriteTimeout = redisIOTimeout
+	opt.ReadTimeout = RedisIOTimeout
+	opt.WriteTimeout = RedisIOTimeout
 	opt.PoolTimeout = redisPoolTimeout
 	opt.PoolSize = redisPoolSize
 	opt.MaxRetries = -1
@@ -100,7 +100,8 @@ func NewRedis(cfg Config) (*redis.Client, error) {
 }
 
 // slogRedisLogger sends go-redis's internal messages (one per failed dial
-// while Redis is down) to debug level: /readyz and the 503s already say it.
+// while Redis is down) to debug level: the 503 answers and their log line
+// (at most one a second) already say it.
 type slogRedisLogger struct{ log *slog.Logger }
 
 func (l slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
@@ -113,7 +114,7 @@ func (l slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(), error) {
 	store, err := orderstore.OpenInSchema(ctx, cfg.DatabaseURL, cfg.DatabaseSchema)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("open the order database: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
 		err = store.Migrate(ctx)
@@ -149,13 +150,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		log.Warn("--sale-secret is not set: order ids derived from Idempotency-Keys can be computed by anyone (set it outside local runs; the operator always does)")
 	}
 	svc := NewService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, log)
-	// The waiting room's loops idle while it is off; they stop before the
-	// connections close.
-	qctx, stopQueue := context.WithCancel(context.Background())
-	queueStopped := svc.queue.run(qctx)
+	// The pod's loops idle while there is nothing to do; they stop before
+	// the connections close.
+	lctx, stopLoops := context.WithCancel(context.Background())
+	loopsStopped := svc.Run(lctx)
 	closeAll := func() {
-		stopQueue()
-		queueStopped()
+		stopLoops()
+		loopsStopped()
 		_ = rdb.Close()
 		store.Close()
 	}
@@ -174,8 +175,12 @@ func newReporter(cfg Config, svc *Service, log *slog.Logger) (*statusreport.Repo
 		identity, _ = os.Hostname()
 	}
 	counts := func(ctx context.Context) (statusreport.Counts, error) {
-		a, err := svc.Availability(ctx)
-		return statusreport.Counts{Tickets: a.Tickets, Sold: a.Sold, Held: a.Held, Queue: svc.queue.counts()}, err
+		a, err := svc.Checkout.Availability(ctx)
+		c := statusreport.Counts{Tickets: a.Tickets, Sold: a.Sold, Held: a.Held}
+		if q, ok := svc.Queue.Counts(); ok {
+			c.Queue = &statusreport.QueueCounts{Waiting: q.Waiting, Admitted: q.Admitted, ServingPosition: q.ServingPosition}
+		}
+		return c, err
 	}
 	return statusreport.New(rc, cfg.Namespace, cfg.Sale, identity, counts, log)
 }
@@ -192,7 +197,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	svc, closeAll, err := Start(ctx, cfg, log)
 	if err != nil {
-		return err
+		return fmt.Errorf("start: %w", err)
 	}
 	defer closeAll()
 	return Serve(ctx, svc, log)
@@ -203,7 +208,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 //  1. for cfg.DrainDelay, /readyz fails while everything is still served,
 //     so the endpoints drop the pod before its listener closes;
 //  2. the listeners close and in-flight purchases finish, each bounded by
-//     purchaseTimeout; idle and stalled connections are cut (readTimeout);
+//     checkout.Timeout; idle and stalled connections are cut (ReadTimeout);
 //  3. whatever is still open when the grace ends is closed.
 //
 // It returns nil after a drain, also a forced one: an exit 0 tells
@@ -216,35 +221,48 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 	}
 
 	api := &http.Server{Addr: cfg.Listen, Handler: svc.Handler()}
-	configureServer(api)
-	api.RegisterOnShutdown(svc.endStreams) // the page's event streams would hold Shutdown
+	ConfigureServer(api)
+	api.RegisterOnShutdown(svc.Feed.Close) // the page's event streams would hold Shutdown
 	servers := []*http.Server{api}
 	if cfg.MetricsListen != "" {
 		m := &http.Server{Addr: cfg.MetricsListen, Handler: svc.MetricsHandler()}
-		configureServer(m)
+		ConfigureServer(m)
 		servers = append(servers, m)
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-	if cfg.ReportStatus {
-		r, err := newReporter(cfg, svc, log)
-		if err != nil {
-			return err
+	// Every listener is opened, and the reporter built, before anything
+	// runs: a failure leaves nothing behind.
+	lns := make([]net.Listener, 0, len(servers))
+	closeListeners := func() {
+		for _, ln := range lns {
+			_ = ln.Close()
 		}
-		g.Go(func() error { r.Run(gctx); return nil })
-		grow := make(chan int64, 1)
-		g.Go(func() error { svc.followGrowth(gctx, grow); return nil })
-		g.Go(func() error {
-			r.Follow(gctx, func(s statusreport.Settings) { svc.apply(s, grow) })
-			return nil
-		})
 	}
 	for _, srv := range servers {
 		ln, err := net.Listen("tcp", srv.Addr)
 		if err != nil {
+			closeListeners()
+			return fmt.Errorf("listen on %s: %w", srv.Addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	var r *statusreport.Reporter
+	if cfg.ReportStatus {
+		var err error
+		if r, err = newReporter(cfg, svc, log); err != nil {
+			closeListeners()
 			return err
 		}
-		log.Info("serving", "addr", ln.Addr().String(), "sale", cfg.Sale, "tickets", svc.Tickets())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	if r != nil {
+		g.Go(func() error { r.Run(gctx); return nil })
+		g.Go(func() error { r.Follow(gctx, svc.Apply); return nil })
+	}
+	for i, srv := range servers {
+		ln := lns[i]
+		log.Info("serving", "addr", ln.Addr().String(), "sale", cfg.Sale, "tickets", svc.Checkout.Tickets())
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err

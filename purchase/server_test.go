@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
 )
 
 // Item 4: a client that sends its headers and then stalls its body (or
@@ -18,7 +20,7 @@ import (
 // forever.
 func TestServer_StalledBody_IsCutOff(t *testing.T) {
 	s := newTestSale(t, 10)
-	addr := s.pods[0].srv.Listener.Addr().String()
+	addr := strings.TrimPrefix(s.Pods[0].URL, "http://")
 	for _, drip := range []bool{false, true} {
 		t.Run(fmt.Sprintf("drip %v", drip), func(t *testing.T) {
 			c, err := net.Dial("tcp", addr)
@@ -41,11 +43,11 @@ func TestServer_StalledBody_IsCutOff(t *testing.T) {
 			}
 			select {
 			case <-closed:
-			case <-time.After(readTimeout + 3*time.Second):
-				t.Fatalf("connection still open %v after a stalled body (read timeout %v)", time.Since(start), readTimeout)
+			case <-time.After(purchase.ReadTimeout + 3*time.Second):
+				t.Fatalf("connection still open %v after a stalled body (read timeout %v)", time.Since(start), purchase.ReadTimeout)
 			}
-			if d := time.Since(start); d < readTimeout-time.Second {
-				t.Fatalf("cut after %v, before the read timeout %v", d, readTimeout)
+			if d := time.Since(start); d < purchase.ReadTimeout-time.Second {
+				t.Fatalf("cut after %v, before the read timeout %v", d, purchase.ReadTimeout)
 			}
 		})
 	}
@@ -60,18 +62,18 @@ func TestServe_SIGTERMWithStalledClients_ReadyzFailsFirstThenExits0WithinGrace(t
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := s.cfg
+	cfg := s.Cfg
 	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", port)
 	cfg.ShutdownGrace, cfg.DrainDelay = 2*time.Second, 700*time.Millisecond
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, closeAll, err := Start(t.Context(), cfg, log)
+	svc, closeAll, err := purchase.Start(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeAll()
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, svc, log) }()
+	go func() { served <- purchase.Serve(ctx, svc, log) }()
 	base := "http://" + cfg.Listen
 	eventuallyUp(t, base)
 

@@ -1,624 +1,123 @@
-// Package purchase is the purchase service of one flash sale: the HTTP API
-// buyers call, the per-seat Redis lock that fails losers fast, and the
-// Postgres confirmation that makes a double sale impossible.
+// Package purchase wires one purchase pod: it builds the pod's parts
+// (checkout, the waiting room, the seat feed, the HTTP API) over one sale's
+// Redis and PostgreSQL, serves them, follows the FlashSale's live settings
+// and drains on SIGTERM. docs/architecture.md draws the packages below it.
 package purchase
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/binary"
-	"errors"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"sync"
+	"net/http"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
-	"golang.org/x/sync/singleflight"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/httpapi"
 	"github.com/flux-order/flux-order/purchase/orderstore"
+	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/seatfeed"
 	"github.com/flux-order/flux-order/purchase/seatlock"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
-// Order is a confirmed purchase.
-type Order = orderstore.Order
-
-// Request is one buyer's purchase attempt.
-type Request struct {
-	TicketID       int64 // 0: any free seat
-	BuyerID        string
-	IdempotencyKey string // optional; the same key returns the same order
-}
-
-const (
-	// poolRefillSize is how many unsold seats one refill of the any-seat pool
-	// adds: enough for thousands of purchases, small enough to keep Redis
-	// memory flat whatever the inventory.
-	poolRefillSize = 4096
-	// anySeatTries bounds the seats one any-seat script call looks at.
-	anySeatTries = 16
-	// refillInterval keeps a pod from rescanning Postgres more often than
-	// this when the only unsold seats left are held by other buyers.
-	refillInterval = 100 * time.Millisecond
-	// maxHeldMemory caps how long a pod trusts that a seat it saw held is
-	// still held (see heldCache).
-	maxHeldMemory = 20 * time.Millisecond
-	// purchaseTimeout bounds one purchase end to end.
-	purchaseTimeout = 5 * time.Second
-	// sideEffectTimeout bounds the Redis writes that follow a decision
-	// (sold marker, release); they run even if the buyer went away.
-	sideEffectTimeout = time.Second
-	// maxLimitedBuyers bounds the pod's memory of buyers at the limit.
-	maxLimitedBuyers = 1 << 16
-)
-
-// Service sells one sale's seats.
+// Service is one purchase pod: its parts, wired over one sale's stores.
 type Service struct {
-	cfg      Config // Tickets, Schedule, MaxPerBuyer and LockTTL as at start: see the live values below
-	schedule atomic.Pointer[Schedule]
-	// tickets and maxPerBuyer are live (live.go): the FlashSale may change them.
-	tickets     atomic.Int64
-	maxPerBuyer atomic.Int64
-	holdTTL     atomic.Int64 // nanoseconds; 0: holds off
-	soldOut     atomic.Bool  // every seat of tickets is sold, as the FlashSale's status reports
-	locks       *seatlock.Locks
-	store       *orderstore.Store
-	sold        *soldSet
-	held        *heldCache // seats seen locked by a purchase
-	onHold      *heldCache // seats seen under a checkout hold
-	metrics     *metrics
-	log         *slog.Logger
-	orderKey    []byte // HMAC key of order ids derived from idempotency keys
-	queue       *waitingRoom
+	cfg      Config
+	Checkout *checkout.Service
+	Queue    *waitingroom.Room
+	Feed     *seatfeed.Hub
+	api      *httpapi.API
+	registry *prometheus.Registry
+	log      *slog.Logger
 
-	// limited remembers buyers Postgres refused at the limit: buyer id →
-	// tickets they hold (at least). Orders are never given back, so the
-	// memory stays true; it is only consulted while the limit is not
-	// above it.
-	limited      sync.Map
-	limitedCount atomic.Int64
-
-	refills    singleflight.Group
-	lastRefill atomic.Int64 // unix nanoseconds of the last pool refill
-
+	displayName atomic.Pointer[string]
 	// draining is set on SIGTERM: /readyz fails so traffic moves away.
 	draining atomic.Bool
-	// lastUnavailableLog rate-limits the log line of 503 answers.
-	lastUnavailableLog atomic.Int64
-
-	// page is the sale page's state: its display name and the pod's
-	// seat-change feed (page_http.go, seatfeed.go).
-	page pageState
-
-	// beforeConfirm, when set (tests only), runs with the seat lock held,
-	// right before the Postgres transaction.
-	beforeConfirm func(ticket int64)
+	// grow takes the latest wish for more seats to followGrowth.
+	grow chan int64
 }
 
-// NewService returns a service over an opened store and lock space.
+// NewService returns a pod over an opened store and lock space. Its loops
+// (the waiting room's, growth) start with Run.
 func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log *slog.Logger) *Service {
-	s := &Service{
-		cfg:     cfg,
-		locks:   locks,
-		store:   store,
-		sold:    newSoldSet(cfg.Tickets),
-		held:    newHeldCache(heldMemory(cfg.LockTTL)),
-		onHold:  newHeldCache(maxHeldMemory),
-		metrics: newMetrics(),
-		log:     log,
-	}
-	s.orderKey = []byte(cfg.SaleSecret)
-	if len(s.orderKey) == 0 {
+	secret := []byte(cfg.SaleSecret)
+	if len(secret) == 0 {
 		// Dev fallback (documented): guessable ids, see Config.SaleSecret.
-		s.orderKey = []byte("https://fluxorder.io/sales/" + cfg.Sale)
+		secret = []byte("https://fluxorder.io/sales/" + cfg.Sale)
 	}
-	sch := cfg.Schedule
-	s.schedule.Store(&sch)
-	s.queue = newWaitingRoom(cfg, s.orderKey, store, func() Schedule { return *s.schedule.Load() }, s.metrics, log)
-	s.tickets.Store(cfg.Tickets)
-	s.SetMaxPerBuyer(cfg.MaxPerBuyer)
+	s := &Service{cfg: cfg, registry: prometheus.NewRegistry(), log: log, grow: make(chan int64, 1)}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.Checkout = checkout.New(checkout.Config{
+		Tickets: cfg.Tickets, Schedule: cfg.Schedule, MaxPerBuyer: cfg.MaxPerBuyer,
+		LockTTL: cfg.LockTTL, HoldTTL: cfg.HoldTTL, Secret: secret,
+	}, locks, store, s.registry, log)
+	s.Queue = waitingroom.New(cfg.Sale, secret, cfg.WaitingRoom, store, s.Checkout.Schedule, s.registry, log)
+	s.Feed = seatfeed.New(store, s.Checkout.Tickets, s.Facts, log)
 	s.SetDisplayName(cfg.DisplayName)
-	s.page.feed = newSeatFeed(s)
-	s.SetHoldTTL(cfg.HoldTTL)
+	s.api = httpapi.New(httpapi.Deps{
+		Checkout: s.Checkout, Queue: s.Queue, Feed: s.Feed, Facts: s.Facts,
+		Draining: s.draining.Load, Registerer: s.registry, Log: log,
+	})
 	return s
 }
 
-// SetSchedule changes the window and the pause switch at once, for every
-// request that starts afterwards.
-func (s *Service) SetSchedule(sch Schedule) { s.schedule.Store(&sch) }
+// Handler is the pod's API (package httpapi).
+func (s *Service) Handler() http.Handler { return s.api.Handler() }
 
-// Purchase runs the purchase algorithm of design §4 for one request:
-//  1. window, pause and input checks from local state (no I/O);
-//  2. one Redis round trip to lock the seat, or fail fast;
-//  3. one Postgres transaction that confirms it (the fence);
-//  4. mark the seat sold in Redis, or release the lock.
-//
-// replayed is true when the idempotency key had already bought the order.
-// A request with a key that already bought its order is answered that order
-// whatever step 1 says: a retry after the sale closed still learns it won.
-//
-// Past step 1, the purchase runs on a context detached from the caller's and
-// bounded by purchaseTimeout: a buyer who hangs up cannot cut a confirmation
-// in half, and a dead dependency turns into a 503, not a hung request. A 503
-// given once the seat's lock was taken is a *PendingOrderError naming the
-// order, whose outcome GET /v1/orders/{id} tells (see Service.Order).
-func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed bool, err error) {
-	now := time.Now()
-	if err := s.refuseLocally(req, now); err != nil {
-		if req.IdempotencyKey != "" && mayBeReplay(err) {
-			return s.replayOr(ctx, req, err)
-		}
-		return Order{}, false, err
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purchaseTimeout)
-	defer cancel()
-	if req.TicketID == 0 {
-		return s.purchaseAny(ctx, req)
-	}
-	keyed := req.IdempotencyKey != ""
-	orderID := s.newOrderID(req)
-	res, err := s.locks.Acquire(ctx, req.TicketID, orderID.String())
-	if err != nil {
-		// No confirmation was attempted: certainly no order.
-		s.metrics.lockError.Inc()
-		return Order{}, false, unavailable(ErrSeatStoreUnavailable, err)
-	}
-	switch res.State {
-	case seatlock.Held:
-		s.metrics.lockHeld.Inc()
-		s.held.remember(req.TicketID, now)
-		return Order{}, false, ErrTicketLocked
-	case seatlock.OnHold:
-		s.metrics.lockOnHold.Inc()
-		s.onHold.remember(req.TicketID, now)
-		return Order{}, false, ErrTicketHeld
-	case seatlock.Sold:
-		s.metrics.lockSold.Inc()
-		s.sold.add(req.TicketID)
-		if keyed && (res.Owner == orderID.String() || res.Owner == "") {
-			return s.replay(ctx, req)
-		}
-		return Order{}, false, ErrTicketSold
-	}
-	s.metrics.lockAcquired.Inc()
-	return s.confirm(ctx, req.TicketID, orderID, req)
+// MetricsHandler serves the Prometheus metrics, on the metrics listener only.
+func (s *Service) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
 }
 
-// refuseLocally is step 1: the answers this pod can give without I/O.
-func (s *Service) refuseLocally(req Request, now time.Time) error {
-	if err := s.schedule.Load().check(now); err != nil {
-		return err
+// SetDisplayName changes the event's name on the page ("": the sale's).
+func (s *Service) SetDisplayName(name string) {
+	if name == "" {
+		name = s.cfg.Sale
 	}
-	if s.atLimit(req.BuyerID) {
-		s.metrics.knownLimited.Inc()
-		return ErrBuyerLimit
+	s.displayName.Store(&name)
+}
+
+// Facts are the sale's public facts as of now, from the live settings.
+func (s *Service) Facts() sale.Facts {
+	sch := s.Checkout.Schedule()
+	f := sale.Facts{
+		DisplayName:        *s.displayName.Load(),
+		Tickets:            s.Checkout.Tickets(),
+		Paused:             sch.Paused,
+		MaxTicketsPerBuyer: s.Checkout.MaxPerBuyer(),
+		HoldTTL:            s.Checkout.HoldTTL().Seconds(),
 	}
-	// A sold-out sale stays sold out until tickets grow (soldOut is cleared
-	// then): answered without I/O, which also holds while a hibernating
-	// sale's Redis is scaled to 0. Retries with a key still find their order.
-	soldOut := s.soldOut.Load() && req.IdempotencyKey == ""
-	if req.TicketID == 0 {
-		if soldOut {
-			return ErrSoldOut
-		}
+	f.StartsAt, f.EndsAt = utcOrNil(sch.StartsAt), utcOrNil(sch.EndsAt)
+	if wr := s.Queue.Settings(); wr.On() {
+		f.WaitingRoom = sale.WaitingRoomInfo{Enabled: true, JoinFrom: utcOrNil(wr.JoinFrom)}
+	}
+	return f
+}
+
+func utcOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
 		return nil
 	}
-	if req.TicketID < 1 || req.TicketID > s.tickets.Load() {
-		return ErrTicketNotFound
-	}
-	if req.IdempotencyKey != "" {
-		return nil // a retry may be the seat's own buyer: ask Redis
-	}
-	// A seat once sold is sold forever; a seat held a moment ago is most
-	// likely still held.
-	if soldOut || s.sold.has(req.TicketID) {
-		s.metrics.lockKnownSold.Inc()
-		return ErrTicketSold
-	}
-	if s.held.held(req.TicketID, now) {
-		s.metrics.lockKnownHeld.Inc()
-		return ErrTicketLocked
-	}
-	if s.onHold.held(req.TicketID, now) {
-		s.metrics.lockKnownOnHold.Inc()
-		return ErrTicketHeld
-	}
-	return nil
+	t = t.UTC()
+	return &t
 }
 
-// mayBeReplay says whether a local refusal could hide a committed order of
-// the request's idempotency key: the window, the pause switch and the buyer
-// limit refuse new orders, not the replay of an old one.
-func mayBeReplay(err error) bool {
-	return errors.Is(err, ErrSaleEnded) || errors.Is(err, ErrSalePaused) ||
-		errors.Is(err, ErrSaleNotStarted) || errors.Is(err, ErrBuyerLimit)
+// Run starts the pod's loops: the waiting room's and the one that seeds
+// new seats. They end with ctx; wait returns once they have.
+func (s *Service) Run(ctx context.Context) (wait func()) {
+	queueStopped := s.Queue.Run(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.followGrowth(ctx, s.grow) }()
+	return func() { queueStopped(); <-done }
 }
 
-// replayOr answers the order the request's key bought, or refusal when the
-// key bought nothing (or the database cannot say).
-func (s *Service) replayOr(ctx context.Context, req Request, refusal error) (Order, bool, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purchaseTimeout)
-	defer cancel()
-	o, replayed, err := s.replay(ctx, req)
-	if err != nil && !errors.Is(err, ErrInvalidRequest) {
-		return Order{}, false, refusal
-	}
-	return o, replayed, err
-}
+// Gatherer is the pod's metrics registry (what MetricsHandler serves).
+func (s *Service) Gatherer() prometheus.Gatherer { return s.registry }
 
-// atLimit says, without I/O, whether the buyer is known to hold the
-// maximum number of tickets.
-func (s *Service) atLimit(buyer string) bool {
-	limit := int(s.maxPerBuyer.Load())
-	if limit == 0 {
-		return false
-	}
-	held, ok := s.limited.Load(buyer)
-	return ok && held.(int) >= limit
-}
-
-// noteLimit remembers a buyer Postgres refused at the limit, but only when
-// orders alone reach it: holds end, orders stay.
-func (s *Service) noteLimit(buyer string, err error) {
-	var lim *orderstore.LimitError
-	if limit := int(s.maxPerBuyer.Load()); errors.As(err, &lim) && limit > 0 && lim.Orders >= limit {
-		s.rememberLimited(buyer, limit)
-	}
-}
-
-// rememberLimited records that Postgres refused the buyer at limit.
-func (s *Service) rememberLimited(buyer string, limit int) {
-	if s.limitedCount.Add(1) > maxLimitedBuyers {
-		// A flood of distinct buyers: start over rather than grow.
-		s.limited.Clear()
-		s.limitedCount.Store(1)
-	}
-	s.limited.Store(buyer, limit)
-}
-
-// heldMemory is how long a pod remembers a seat it saw held: a fraction of
-// the lock's life, never more than maxHeldMemory.
-func heldMemory(lockTTL time.Duration) time.Duration {
-	return min(lockTTL/10, maxHeldMemory)
-}
-
-// newOrderID is random and time-ordered (v7, kind to the orders index, and
-// its time tells Service.Order when the outcome is settled), or derived from
-// buyer and idempotency key so that concurrent retries of one purchase
-// present the same lock token and meet in Postgres. A derived id is an
-// HMAC-SHA256 under the sale's secret (UUID version 8): nobody without the
-// secret can compute another buyer's order id from public inputs.
-func (s *Service) newOrderID(req Request) uuid.UUID {
-	if req.IdempotencyKey != "" {
-		return s.derivedID("", req.BuyerID, req.IdempotencyKey)
-	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return uuid.New()
-	}
-	return id
-}
-
-// derivedID is HMAC-SHA256 under the sale's secret of parts joined by NUL,
-// as a UUID version 8. A non-empty domain ("hold", "hold-order") is written
-// first behind a NUL: a buyer id never starts with one, so ids of different
-// domains never collide with a purchase's (buyer, key) id.
-func (s *Service) derivedID(domain string, parts ...string) uuid.UUID {
-	m := hmac.New(sha256.New, s.orderKey)
-	if domain != "" {
-		m.Write([]byte{0})
-		m.Write([]byte(domain))
-		m.Write([]byte{0})
-	}
-	for i, p := range parts {
-		if i > 0 {
-			m.Write([]byte{0})
-		}
-		m.Write([]byte(p))
-	}
-	var id uuid.UUID
-	copy(id[:], m.Sum(nil))
-	id[6] = id[6]&0x0f | 0x80 // version 8
-	id[8] = id[8]&0x3f | 0x80 // RFC 9562 variant
-	return id
-}
-
-// replay returns the order an idempotency key already bought.
-func (s *Service) replay(ctx context.Context, req Request) (Order, bool, error) {
-	o, err := s.store.OrderByKey(ctx, req.BuyerID, req.IdempotencyKey)
-	switch {
-	case errors.Is(err, orderstore.ErrNotFound):
-		return Order{}, false, ErrTicketSold
-	case err != nil:
-		return Order{}, false, unavailable(ErrDatabaseUnavailable, err)
-	case req.TicketID != 0 && o.TicketID != req.TicketID:
-		return Order{}, false, fmt.Errorf("%w: Idempotency-Key was already used for ticket %d", ErrInvalidRequest, o.TicketID)
-	}
-	return o, true, nil
-}
-
-// confirm runs steps 3 and 4 with the seat's lock held under orderID.
-func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req Request) (Order, bool, error) {
-	if s.beforeConfirm != nil {
-		s.beforeConfirm(id)
-	}
-	o, replayed, err := s.store.Confirm(ctx, orderstore.Purchase{
-		TicketID: id, OrderID: orderID, BuyerID: req.BuyerID,
-		IdempotencyKey: req.IdempotencyKey, MaxPerBuyer: int(s.maxPerBuyer.Load()),
-		AnySeat: req.TicketID == 0,
-	})
-	var sold *orderstore.SoldError
-	var held *orderstore.HeldError
-	switch {
-	case err == nil && o.TicketID != id:
-		// An any-seat retry whose key already bought another seat: give
-		// back the one this attempt locked.
-		s.release(id, orderID.String())
-		s.markSold(o.TicketID, o.ID.String())
-		return o, replayed, nil
-	case err == nil:
-		if !replayed {
-			s.metrics.sold.Inc()
-		}
-		s.markSold(id, o.ID.String())
-		return o, replayed, nil
-	case errors.As(err, &sold):
-		// Our lock expired and another buyer won, or Redis had lost the
-		// seat's marker: Postgres refused, so put the marker back.
-		owner := ""
-		if sold.OrderID != uuid.Nil {
-			owner = sold.OrderID.String()
-		}
-		s.markSold(id, owner)
-		return Order{}, false, ErrTicketSold
-	case errors.As(err, &held):
-		// Redis had lost the hold's marker: put it back.
-		s.restoreHold(id, orderID.String(), held)
-		return Order{}, false, ErrTicketHeld
-	}
-	s.release(id, orderID.String())
-	switch {
-	case errors.Is(err, orderstore.ErrBuyerLimit):
-		s.noteLimit(req.BuyerID, err)
-		return Order{}, false, ErrBuyerLimit
-	case errors.Is(err, orderstore.ErrKeyReused):
-		return Order{}, false, fmt.Errorf("%w: Idempotency-Key was already used for another ticket (%v)", ErrInvalidRequest, err)
-	}
-	// The outcome of a failed commit can be unknown: the answer names the
-	// order, whose outcome GET /v1/orders/{id} tells once settled (a retry
-	// with the same Idempotency-Key also does).
-	return Order{}, false, &PendingOrderError{OrderID: orderID, Err: unavailable(ErrDatabaseUnavailable, err)}
-}
-
-// markSold records the sale in this pod and in Redis. A failed Redis write
-// only costs speed: Postgres refuses the seat anyway.
-func (s *Service) markSold(id int64, owner string) {
-	s.sold.add(id)
-	s.held.forget(id)
-	s.onHold.forget(id)
-	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
-	defer cancel()
-	if err := s.locks.MarkSold(ctx, id, owner); err != nil {
-		s.log.Warn("could not mark seat sold in redis", "ticket", id, "err", err)
-	}
-}
-
-// restoreHold replaces our lock token with the marker of the live hold
-// Postgres named, so that later buyers fail fast on it again.
-func (s *Service) restoreHold(id int64, token string, h *orderstore.HeldError) {
-	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
-	defer cancel()
-	if h.HoldID == uuid.Nil {
-		s.release(id, token)
-		return
-	}
-	s.onHold.remember(id, time.Now())
-	if err := s.locks.PutHold(ctx, id, token, h.HoldID.String(), h.Until); err != nil {
-		s.log.Warn("could not put a hold's marker back in redis", "ticket", id, "err", err)
-	}
-}
-
-// release gives the seat back after a failure before commit. If it fails,
-// the lock expires by itself after lockTTL.
-func (s *Service) release(id int64, token string) {
-	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
-	defer cancel()
-	if _, err := s.locks.Release(ctx, id, token); err != nil {
-		s.log.Warn("could not release seat lock; it expires by itself", "ticket", id, "err", err)
-	}
-}
-
-// purchaseAny buys any free seat: the pool in Redis hands out random free
-// seats in O(1), and Postgres decides when the sale is really sold out.
-func (s *Service) purchaseAny(ctx context.Context, req Request) (Order, bool, error) {
-	if req.IdempotencyKey != "" {
-		// No seat to lock under the key, so look the key up first.
-		if o, replayed, err := s.replay(ctx, req); !errors.Is(err, ErrTicketSold) {
-			return o, replayed, err
-		}
-	}
-	orderID := s.newOrderID(req)
-	for range 3 {
-		id, err := s.takeAnySeat(ctx, orderID.String(), s.locks.TTL())
-		if err != nil {
-			return Order{}, false, err
-		}
-		o, replayed, err := s.confirm(ctx, id, orderID, req)
-		if errors.Is(err, ErrTicketSold) || errors.Is(err, ErrTicketHeld) {
-			continue // a stale pool entry, e.g. after Redis lost its data
-		}
-		return o, replayed, err
-	}
-	return Order{}, false, fmt.Errorf("%w: every seat tried was taken meanwhile; retry", ErrTicketLocked)
-}
-
-// takeAnySeat locks a free seat from the pool for ttl, refilling the pool
-// from Postgres when it runs dry.
-func (s *Service) takeAnySeat(ctx context.Context, token string, ttl time.Duration) (int64, error) {
-	for range 3 {
-		id, err := s.locks.AcquireAny(ctx, token, ttl, anySeatTries)
-		switch {
-		case err == nil:
-			s.metrics.lockAcquired.Inc()
-			return id, nil
-		case errors.Is(err, seatlock.ErrAllHeld):
-			continue
-		case errors.Is(err, seatlock.ErrPoolEmpty):
-			if err := s.refillPool(ctx); err != nil {
-				return 0, err
-			}
-		default:
-			// The script is not retried (see seatlock.AcquireAny).
-			s.metrics.lockError.Inc()
-			return 0, unavailable(ErrSeatStoreUnavailable, err)
-		}
-	}
-	s.metrics.lockHeld.Inc()
-	return 0, fmt.Errorf("%w: every remaining seat is being bought by another buyer; retry", ErrTicketLocked)
-}
-
-// errAllHeld: no seat is free, but some are held, and holds end.
-var errAllHeld = fmt.Errorf("%w: every seat left is held during checkout; retry later", ErrTicketHeld)
-
-// refillPool answers ErrSoldOut when Postgres counts no unsold seat, and
-// otherwise adds a random run of free seats (neither sold nor held) to the
-// pool; when every unsold seat is held it answers ErrTicketHeld, since
-// holds end. A seat whose hold expires comes back at the next refill. Concurrent
-// callers in this pod share one refill.
-func (s *Service) refillPool(ctx context.Context) error {
-	_, err, _ := s.refills.Do("refill", func() (any, error) {
-		n, err := s.store.Counts(ctx)
-		if err != nil {
-			return nil, unavailable(ErrDatabaseUnavailable, err)
-		}
-		tickets := n.Tickets
-		if n.Sold >= tickets {
-			return nil, ErrSoldOut
-		}
-		if n.Sold+n.Held >= tickets {
-			return nil, errAllHeld
-		}
-		if since := time.Now().UnixNano() - s.lastRefill.Load(); since < int64(refillInterval) {
-			// Refilled a moment ago (perhaps while this caller found the
-			// pool empty): let it look again rather than answer
-			// ticket_locked; takeAnySeat's bounded loop answers that if
-			// the pool stays empty.
-			return nil, nil
-		}
-		ids, err := s.store.UnsoldFrom(ctx, rand.Int64N(tickets)+1, poolRefillSize)
-		if err != nil {
-			return nil, unavailable(ErrDatabaseUnavailable, err)
-		}
-		s.lastRefill.Store(time.Now().UnixNano())
-		if len(ids) == 0 && n.Held > 0 {
-			return nil, errAllHeld
-		}
-		if len(ids) == 0 {
-			return nil, ErrSoldOut
-		}
-		if err := s.locks.Refill(ctx, ids); err != nil {
-			return nil, unavailable(ErrSeatStoreUnavailable, err)
-		}
-		return nil, nil
-	})
-	return err
-}
-
-// TicketStatus is what GET /v1/tickets/{id} reports.
-type TicketStatus string
-
-// Ticket states.
-const (
-	TicketAvailable TicketStatus = "available"
-	TicketHeld      TicketStatus = "held"
-	TicketSold      TicketStatus = "sold"
-)
-
-// Ticket reports a seat's state: Redis knows held and sold seats; without a
-// Redis record, Postgres has the truth.
-func (s *Service) Ticket(ctx context.Context, id int64) (TicketStatus, error) {
-	if id < 1 || id > s.tickets.Load() {
-		return "", ErrTicketNotFound
-	}
-	if s.sold.has(id) {
-		return TicketSold, nil
-	}
-	res, ok, err := s.locks.Peek(ctx, id)
-	if err != nil {
-		return "", unavailable(ErrSeatStoreUnavailable, err)
-	}
-	if ok {
-		if res.State == seatlock.Sold {
-			return TicketSold, nil
-		}
-		return TicketHeld, nil
-	}
-	sold, held, err := s.store.TicketState(ctx, id)
-	switch {
-	case errors.Is(err, orderstore.ErrNotFound):
-		return "", ErrTicketNotFound
-	case err != nil:
-		return "", unavailable(ErrDatabaseUnavailable, err)
-	case sold:
-		return TicketSold, nil
-	case held:
-		return TicketHeld, nil
-	}
-	return TicketAvailable, nil
-}
-
-// Availability is the exact inventory, sales and live holds count.
-type Availability struct {
-	Tickets   int64 `json:"tickets"`
-	Sold      int64 `json:"sold"`
-	Held      int64 `json:"held"`
-	Available int64 `json:"available"` // tickets - sold - held
-}
-
-// Availability reads the counts from Postgres, in one cheap query.
-func (s *Service) Availability(ctx context.Context) (Availability, error) {
-	n, err := s.store.Counts(ctx)
-	if err != nil {
-		return Availability{}, unavailable(ErrDatabaseUnavailable, err)
-	}
-	return Availability{Tickets: n.Tickets, Sold: n.Sold, Held: n.Held, Available: n.Tickets - n.Sold - n.Held}, nil
-}
-
-// Order returns a confirmed order. An order id is a capability: whoever
-// holds it may read the order.
-//
-// For an order that does not exist (yet), ErrOrderNotFound is final only
-// once the outcome is settled. A purchase that took a lock under a random
-// (v7) order id ends by purchaseTimeout after the id's time; its database
-// session is then gone and the server notices within
-// orderstore.ClientCheckInterval, so after settleAfter no commit of it can
-// appear. Before that the answer is ErrOrderPending with a Retry-After. A
-// derived (keyed) id carries no time: its buyer learns the outcome by
-// retrying with the key.
-func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
-	o, err := s.store.Order(ctx, id)
-	switch {
-	case errors.Is(err, orderstore.ErrNotFound):
-		if id.Version() == 7 {
-			started := time.UnixMilli(int64(binary.BigEndian.Uint64(id[:8]) >> 16))
-			if wait := time.Until(started.Add(s.settleAfter())); wait > 0 {
-				return Order{}, &RetryAfterError{Seconds: int(wait.Seconds()) + 1, Err: ErrOrderPending}
-			}
-		}
-		return Order{}, ErrOrderNotFound
-	case err != nil:
-		return Order{}, unavailable(ErrDatabaseUnavailable, err)
-	}
-	return o, nil
-}
-
-// settleAfter is how long after a purchase started its outcome is final:
-// the purchase's own bound, the server noticing the session is gone, and
-// the lock's life on top as a margin (the longer of the start's and the
-// live one: a lock taken before a lockTTL change keeps its expiry).
-func (s *Service) settleAfter() time.Duration {
-	return purchaseTimeout + orderstore.ClientCheckInterval + max(s.cfg.LockTTL, s.locks.TTL())
-}
+// Config is the pod's configuration as started (the live values are the
+// parts': Checkout, Queue).
+func (s *Service) Config() Config { return s.cfg }

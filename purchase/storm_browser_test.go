@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -40,11 +40,11 @@ func pageSeats(t *testing.T, tab context.Context) map[string]string {
 
 // dbSeats is every seat's state in Postgres, as the page names them.
 func (s *testSale) dbSeats() map[string]string {
-	s.t.Helper()
-	rows, err := s.db.Query(context.Background(), `SELECT id, CASE WHEN sold THEN 'sold'
+	s.T.Helper()
+	rows, err := s.DB.Query(context.Background(), `SELECT id, CASE WHEN sold THEN 'sold'
 		WHEN held_until > clock_timestamp() THEN 'held' ELSE 'available' END FROM tickets`)
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
 	defer rows.Close()
 	out := map[string]string{}
@@ -52,7 +52,7 @@ func (s *testSale) dbSeats() map[string]string {
 		var id int64
 		var st string
 		if err := rows.Scan(&id, &st); err != nil {
-			s.t.Fatal(err)
+			s.T.Fatal(err)
 		}
 		out[fmt.Sprint(id)] = st
 	}
@@ -78,7 +78,7 @@ func TestBrowser_AfterALoadtestStorm_EverySeatMatchesPostgres(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := newTestSale(t, seats, withHolds(c.holdTTL))
 			tab := newTab(t, 2*time.Minute)
-			openSalePage(t, tab, s.pods[0].srv.URL+"/", "watcher")
+			openSalePage(t, tab, s.Pods[0].URL+"/", "watcher")
 
 			// The most seats the page ever showed held, watched live.
 			run(t, tab, "watch the held counter", chromedp.Evaluate[chromedp.Void](`(() => {
@@ -90,7 +90,7 @@ func TestBrowser_AfterALoadtestStorm_EverySeatMatchesPostgres(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			cfg := c.storm
-			cfg.URL, cfg.Seats, cfg.Buyers, cfg.Concurrency = s.pods[0].srv.URL, seats, 200, 32
+			cfg.URL, cfg.Seats, cfg.Buyers, cfg.Concurrency = s.Pods[0].URL, seats, 200, 32
 			cfg.Duration, cfg.Timeout = 20*time.Second, 5*time.Second
 			res, err := loadtest.Run(ctx, cfg)
 			if err != nil {
@@ -100,15 +100,15 @@ func TestBrowser_AfterALoadtestStorm_EverySeatMatchesPostgres(t *testing.T) {
 			// the comparison below is of settled seats.
 			waitFor(t, c.holdTTL+5*time.Second, "the storm's holds to end", func() bool {
 				var held int64
-				_ = s.db.QueryRow(context.Background(), `SELECT count(*) FROM tickets WHERE NOT sold AND held_until > clock_timestamp()`).Scan(&held)
+				_ = s.DB.QueryRow(context.Background(), `SELECT count(*) FROM tickets WHERE NOT sold AND held_until > clock_timestamp()`).Scan(&held)
 				return held == 0
 			})
-			a := s.audit()
-			t.Logf("storm: %d requests, %d orders (%d of %d seats sold)", res.Summary.Requests, len(res.Created), a.sold, seats)
-			if a.sold == 0 || a.sold == seats {
-				t.Fatalf("the storm sold %d of %d seats: the comparison needs both sold and available seats", a.sold, seats)
+			a := s.Audit()
+			t.Logf("storm: %d requests, %d orders (%d of %d seats sold)", res.Summary.Requests, len(res.Created), a.Sold, seats)
+			if a.Sold == 0 || a.Sold == seats {
+				t.Fatalf("the storm sold %d of %d seats: the comparison needs both sold and available seats", a.Sold, seats)
 			}
-			want := fmt.Sprint(a.sold)
+			want := fmt.Sprint(a.Sold)
 			if _, err := chromedp.Run(tab, chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelector('[data-testid="sold"]').textContent === %q
 				&& document.querySelector('[data-testid="held"]').textContent === "0"`, want),
 				chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(2*time.Second))); err != nil {

@@ -1,4 +1,4 @@
-package purchase
+package purchase_test
 
 import (
 	"context"
@@ -10,28 +10,33 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/httpapi"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
 )
 
 // tally counts answers by status/code and keeps every created order.
 type tally struct {
 	mu      sync.Mutex
 	byCode  map[string]int
-	created []Order
+	created []checkout.Order
 	maxLat  time.Duration
 }
 
 func newTally() *tally { return &tally{byCode: map[string]int{}} }
 
-func (t *tally) add(a answer) {
+func (t *tally) add(a purchasetest.Answer) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	key := fmt.Sprintf("%d %s", a.status, a.code)
-	if a.status == http.StatusCreated {
+	key := fmt.Sprintf("%d %s", a.Status, a.Code)
+	if a.Status == http.StatusCreated {
 		key = "201"
-		t.created = append(t.created, a.order)
+		t.created = append(t.created, a.Order)
 	}
 	t.byCode[key]++
-	t.maxLat = max(t.maxLat, a.latency)
+	t.maxLat = max(t.maxLat, a.Latency)
 }
 
 func (t *tally) count(key string) int {
@@ -62,7 +67,7 @@ func TestPurchase_ThousandBuyersOnOneSeat_ExactlyOneWins(t *testing.T) {
 	for i := range 1000 {
 		wg.Go(func() {
 			<-start
-			got.add(s.buy(7, fmt.Sprintf("buyer-%d", i)))
+			got.add(s.Buy(7, fmt.Sprintf("buyer-%d", i)))
 		})
 	}
 	close(start)
@@ -74,11 +79,11 @@ func TestPurchase_ThousandBuyersOnOneSeat_ExactlyOneWins(t *testing.T) {
 	if losers := got.count("409 ticket_locked") + got.count("409 ticket_sold"); losers != 999 {
 		t.Fatalf("want 999 answers 409 ticket_locked/ticket_sold, got %v", got.byCode)
 	}
-	a := s.audit()
-	if a.orders != 1 {
-		t.Fatalf("want one order row, got %d", a.orders)
+	a := s.Audit()
+	if a.Orders != 1 {
+		t.Fatalf("want one order row, got %d", a.Orders)
 	}
-	a.checkAgainst(t, got.created, true)
+	a.CheckAgainst(t, got.created, true)
 }
 
 func TestPurchase_SellOutStorm_EverySeatSoldOnce(t *testing.T) {
@@ -89,7 +94,7 @@ func TestPurchase_SellOutStorm_EverySeatSoldOnce(t *testing.T) {
 	order := rand.Perm(attempts)
 	storm(attempts, 200, func(i int) {
 		ticket := int64(order[i]%seats) + 1
-		got.add(s.buy(ticket, fmt.Sprintf("buyer-%d", rand.IntN(buyers))))
+		got.add(s.Buy(ticket, fmt.Sprintf("buyer-%d", rand.IntN(buyers))))
 	})
 
 	if got.count("201") != seats {
@@ -98,48 +103,48 @@ func TestPurchase_SellOutStorm_EverySeatSoldOnce(t *testing.T) {
 	if n := got.count("201") + got.count("409 ticket_locked") + got.count("409 ticket_sold"); n != attempts {
 		t.Fatalf("unexpected answers: %v", got.byCode)
 	}
-	a := s.audit()
-	if a.orders != seats {
-		t.Fatalf("want %d orders, got %d", seats, a.orders)
+	a := s.Audit()
+	if a.Orders != seats {
+		t.Fatalf("want %d orders, got %d", seats, a.Orders)
 	}
-	a.checkAgainst(t, got.created, true)
-	var av Availability
-	s.getJSON("/v1/availability", &av)
-	if av != (Availability{Tickets: seats, Sold: seats, Available: 0}) {
+	a.CheckAgainst(t, got.created, true)
+	var av checkout.Availability
+	s.GetJSON("/v1/availability", &av)
+	if av != (checkout.Availability{Tickets: seats, Sold: seats, Available: 0}) {
 		t.Fatalf("availability %+v, want all %d sold", av, seats)
 	}
 }
 
 func TestPurchase_LockExpiresDuringSlowTransaction_StillOneOrder(t *testing.T) {
-	s := newTestSale(t, 5, func(c *Config) { c.LockTTL = 100 * time.Millisecond })
+	s := newTestSale(t, 5, func(c *purchase.Config) { c.LockTTL = 100 * time.Millisecond })
 	var calls atomic.Int32
 	slowHolderInTx := make(chan struct{})
-	s.pods[0].svc.beforeConfirm = func(int64) {
+	s.Pods[0].Svc.Checkout.SetBeforeConfirm(func(int64) {
 		if calls.Add(1) == 1 { // the first holder stalls past its lock's TTL
 			close(slowHolderInTx)
 			time.Sleep(400 * time.Millisecond)
 		}
-	}
-	slow := make(chan answer)
-	go func() { slow <- s.buy(3, "slow-buyer") }()
+	})
+	slow := make(chan purchasetest.Answer)
+	go func() { slow <- s.Buy(3, "slow-buyer") }()
 	<-slowHolderInTx
 	time.Sleep(150 * time.Millisecond) // the slow buyer's lock has expired
 
-	fast := s.buy(3, "fast-buyer")
-	if fast.status != http.StatusCreated {
-		t.Fatalf("the second buyer should take the expired lock and win: got %d %s", fast.status, fast.code)
+	fast := s.Buy(3, "fast-buyer")
+	if fast.Status != http.StatusCreated {
+		t.Fatalf("the second buyer should take the expired lock and win: got %d %s", fast.Status, fast.Code)
 	}
 	late := <-slow
-	if late.status != http.StatusConflict || late.code != "ticket_sold" {
-		t.Fatalf("the stalled buyer must be fenced off by Postgres with 409 ticket_sold, got %d %s", late.status, late.code)
+	if late.Status != http.StatusConflict || late.Code != "ticket_sold" {
+		t.Fatalf("the stalled buyer must be fenced off by Postgres with 409 ticket_sold, got %d %s", late.Status, late.Code)
 	}
-	a := s.audit()
-	if a.orders != 1 || a.byOrderID[fast.order.ID.String()] != 3 {
+	a := s.Audit()
+	if a.Orders != 1 || a.ByOrderID[fast.Order.ID.String()] != 3 {
 		t.Fatalf("want exactly the fast buyer's order, got %+v", a)
 	}
-	var st ticketBody
-	s.getJSON("/v1/tickets/3", &st)
-	if st.Status != TicketSold {
+	var st httpapi.TicketBody
+	s.GetJSON("/v1/tickets/3", &st)
+	if st.Status != checkout.TicketSold {
 		t.Fatalf("ticket 3 status %q, want sold", st.Status)
 	}
 }
@@ -147,10 +152,10 @@ func TestPurchase_LockExpiresDuringSlowTransaction_StillOneOrder(t *testing.T) {
 func TestPurchase_RedisFlushedAndRestartedMidStorm_NoDoubleSale(t *testing.T) {
 	const seats, attempts = 4000, 12000
 	s := newTestSale(t, seats)
-	s.addPod() // two pods: neither can rely on its own memory of sold seats
-	for _, p := range s.pods {
+	s.AddPod() // two pods: neither can rely on its own memory of sold seats
+	for _, p := range s.Pods {
 		// Widen the window between lock and commit so lost locks matter.
-		p.svc.beforeConfirm = func(int64) { time.Sleep(time.Millisecond) }
+		p.Svc.Checkout.SetBeforeConfirm(func(int64) { time.Sleep(time.Millisecond) })
 	}
 	got := newTally()
 	var done atomic.Int64
@@ -160,33 +165,33 @@ func TestPurchase_RedisFlushedAndRestartedMidStorm_NoDoubleSale(t *testing.T) {
 		for done.Load() < attempts/4 {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if err := newRedisClient().FlushAll(context.Background()).Err(); err != nil {
+		if err := purchasetest.AdminRedis().FlushAll(context.Background()).Err(); err != nil {
 			t.Errorf("FLUSHALL: %v", err)
 		}
 		for done.Load() < attempts/2 {
 			time.Sleep(5 * time.Millisecond)
 		}
-		_ = redisSrv.Kill()
+		_ = purchasetest.Redis().Kill()
 		t.Logf("redis killed after %d attempts", done.Load())
 		// Pods stay ready: buyers get 503 + Retry-After, not an Ingress 404.
-		if st := s.getJSON("/readyz", nil); st != http.StatusOK {
+		if st := s.GetJSON("/readyz", nil); st != http.StatusOK {
 			t.Errorf("/readyz answered %d while Redis was down, want 200", st)
 		}
 		time.Sleep(500 * time.Millisecond)
 		t.Logf("redis restarting after %d attempts", done.Load())
-		if err := redisSrv.Start(); err != nil {
+		if err := purchasetest.Redis().Start(); err != nil {
 			t.Errorf("restart redis: %v", err)
 		}
 	}()
 	storm(attempts, 100, func(i int) {
-		got.add(s.buyOn(i%2, int64(rand.IntN(seats))+1, fmt.Sprintf("buyer-%d", i), ""))
+		got.add(s.BuyOn(i%2, int64(rand.IntN(seats))+1, fmt.Sprintf("buyer-%d", i), ""))
 		done.Add(1)
 	})
 	<-chaos
 
 	t.Logf("answers: %v", got.byCode)
-	a := s.audit()
-	a.checkAgainst(t, got.created, true)
+	a := s.Audit()
+	a.CheckAgainst(t, got.created, true)
 	if got.count("503 unavailable") == 0 {
 		t.Errorf("expected some 503 unavailable while Redis was down, got %v", got.byCode)
 	}
@@ -197,30 +202,30 @@ func TestPurchase_RedisFlushedAndRestartedMidStorm_NoDoubleSale(t *testing.T) {
 		// still answer its last dial error for up to a second (go-redis
 		// re-dials in the background once every dial of a burst failed),
 		// and the client retries nothing by itself: retry like a buyer.
-		var a answer
+		var a purchasetest.Answer
 		waitFor(t, 5*time.Second, fmt.Sprintf("seat %d to answer other than 503", ticket), func() bool {
-			a = s.buyOn(int(ticket%2), ticket, "after-restart", "")
-			return a.status != http.StatusServiceUnavailable
+			a = s.BuyOn(int(ticket%2), ticket, "after-restart", "")
+			return a.Status != http.StatusServiceUnavailable
 		})
 		after.add(a)
 	}
 	if after.count("201")+after.count("409 ticket_sold") != seats {
 		t.Fatalf("after the restart every seat must sell or be sold: %v", after.byCode)
 	}
-	final := s.audit()
-	final.checkAgainst(t, append(got.created, after.created...), true)
-	if final.orders != seats {
-		t.Fatalf("want all %d seats sold, got %d", seats, final.orders)
+	final := s.Audit()
+	final.CheckAgainst(t, append(got.created, after.created...), true)
+	if final.Orders != seats {
+		t.Fatalf("want all %d seats sold, got %d", seats, final.Orders)
 	}
 }
 
 func TestPurchase_SameIdempotencyKeyConcurrently_OneOrder(t *testing.T) {
 	s := newTestSale(t, 20)
-	s.addPod()
+	s.AddPod()
 	got := newTally()
 	var wg sync.WaitGroup
 	for i := range 50 {
-		wg.Go(func() { got.add(s.buyOn(i%2, 9, "buyer-k", "key-123")) })
+		wg.Go(func() { got.add(s.BuyOn(i%2, 9, "buyer-k", "key-123")) })
 	}
 	wg.Wait()
 	if got.count("201") != 50 {
@@ -231,43 +236,43 @@ func TestPurchase_SameIdempotencyKeyConcurrently_OneOrder(t *testing.T) {
 			t.Fatalf("retries answered different orders: %+v vs %+v", o, got.created[0])
 		}
 	}
-	if a := s.audit(); a.orders != 1 {
-		t.Fatalf("want one order, got %d", a.orders)
+	if a := s.Audit(); a.Orders != 1 {
+		t.Fatalf("want one order, got %d", a.Orders)
 	}
-	later := s.buyOn(0, 9, "buyer-k", "key-123")
-	if later.status != http.StatusCreated || later.order.ID != got.created[0].ID ||
-		later.header.Get(replayedHeader) != "true" || later.header.Get(idemKeyHeader) != "key-123" {
+	later := s.BuyOn(0, 9, "buyer-k", "key-123")
+	if later.Status != http.StatusCreated || later.Order.ID != got.created[0].ID ||
+		later.Header.Get("Idempotent-Replayed") != "true" || later.Header.Get("Idempotency-Key") != "key-123" {
 		t.Fatalf("a later retry must replay the order: %+v", later)
 	}
-	other := s.buyOn(0, 10, "buyer-k", "key-123")
-	if other.status != http.StatusBadRequest || other.code != "invalid_request" {
-		t.Fatalf("the key reused for another seat must be refused, got %d %s", other.status, other.code)
+	other := s.BuyOn(0, 10, "buyer-k", "key-123")
+	if other.Status != http.StatusBadRequest || other.Code != "invalid_request" {
+		t.Fatalf("the key reused for another seat must be refused, got %d %s", other.Status, other.Code)
 	}
-	if st := s.buy(10, "someone"); st.status != http.StatusCreated {
-		t.Fatalf("the refused key must release seat 10, got %d %s", st.status, st.code)
+	if st := s.Buy(10, "someone"); st.Status != http.StatusCreated {
+		t.Fatalf("the refused key must release seat 10, got %d %s", st.Status, st.Code)
 	}
 }
 
 func TestPurchase_BuyerLimitUnderConcurrency_ExactlyTheLimit(t *testing.T) {
-	s := newTestSale(t, 100, func(c *Config) { c.MaxPerBuyer = 2 })
+	s := newTestSale(t, 100, func(c *purchase.Config) { c.MaxPerBuyer = 2 })
 	got := newTally()
 	var wg sync.WaitGroup
 	for i := range 50 {
-		wg.Go(func() { got.add(s.buy(int64(i)+1, "greedy")) })
+		wg.Go(func() { got.add(s.Buy(int64(i)+1, "greedy")) })
 	}
 	wg.Wait()
 	if got.count("201") != 2 || got.count("403 buyer_limit_reached") != 48 {
 		t.Fatalf("want 2 orders and 48 buyer_limit_reached, got %v", got.byCode)
 	}
-	if a := s.audit(); a.orders != 2 {
-		t.Fatalf("want 2 orders, got %d", a.orders)
+	if a := s.Audit(); a.Orders != 2 {
+		t.Fatalf("want 2 orders, got %d", a.Orders)
 	}
 	// The refused seats were released at once, not left locked until expiry.
 	sold := map[int64]bool{got.created[0].TicketID: true, got.created[1].TicketID: true}
 	for id := int64(1); id <= 50; id++ {
-		var st ticketBody
-		s.getJSON(fmt.Sprintf("/v1/tickets/%d", id), &st)
-		if want := map[bool]TicketStatus{true: TicketSold, false: TicketAvailable}[sold[id]]; st.Status != want {
+		var st httpapi.TicketBody
+		s.GetJSON(fmt.Sprintf("/v1/tickets/%d", id), &st)
+		if want := map[bool]checkout.TicketStatus{true: checkout.TicketSold, false: checkout.TicketAvailable}[sold[id]]; st.Status != want {
 			t.Fatalf("ticket %d is %q, want %q", id, st.Status, want)
 		}
 	}
@@ -276,14 +281,14 @@ func TestPurchase_BuyerLimitUnderConcurrency_ExactlyTheLimit(t *testing.T) {
 func TestPurchase_AnySeatStorm_EverySeatOnceThenSoldOut(t *testing.T) {
 	const seats, buyers = 300, 1000
 	s := newTestSale(t, seats)
-	s.addPod()
+	s.AddPod()
 	got := newTally()
 	storm(buyers, 100, func(i int) {
 		// A buyer retries while every remaining seat is held by others
 		// (bounded: a busy machine may keep seats held for a while).
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			a := s.post(i%2, "/v1/purchase", fmt.Sprintf(`{"buyerId":"ga-%d"}`, i), nil)
-			if a.code != "ticket_locked" || time.Now().After(deadline) {
+			a := s.Post(i%2, "/v1/purchase", fmt.Sprintf(`{"buyerId":"ga-%d"}`, i), nil)
+			if a.Code != "ticket_locked" || time.Now().After(deadline) {
 				got.add(a)
 				return
 			}
@@ -292,13 +297,13 @@ func TestPurchase_AnySeatStorm_EverySeatOnceThenSoldOut(t *testing.T) {
 	if got.count("201") != seats || got.count("409 sold_out") != buyers-seats {
 		t.Fatalf("want %d orders and %d sold_out, got %v", seats, buyers-seats, got.byCode)
 	}
-	a := s.audit()
-	a.checkAgainst(t, got.created, true)
-	if a.orders != seats {
-		t.Fatalf("want %d orders, got %d", seats, a.orders)
+	a := s.Audit()
+	a.CheckAgainst(t, got.created, true)
+	if a.Orders != seats {
+		t.Fatalf("want %d orders, got %d", seats, a.Orders)
 	}
-	if last := s.post(0, "/v1/purchase", `{"buyerId":"late"}`, nil); last.code != "sold_out" {
-		t.Fatalf("after the sell-out want 409 sold_out, got %d %s", last.status, last.code)
+	if last := s.Post(0, "/v1/purchase", `{"buyerId":"late"}`, nil); last.Code != "sold_out" {
+		t.Fatalf("after the sell-out want 409 sold_out, got %d %s", last.Status, last.Code)
 	}
 }
 
@@ -308,27 +313,27 @@ func TestPurchase_AnySeat_NeverSoldOutWhileASeatIsFree(t *testing.T) {
 		if id == 37 {
 			continue
 		}
-		if a := s.buy(id, "b"); a.status != http.StatusCreated {
-			t.Fatalf("buy %d: %d %s", id, a.status, a.code)
+		if a := s.Buy(id, "b"); a.Status != http.StatusCreated {
+			t.Fatalf("buy %d: %d %s", id, a.Status, a.Code)
 		}
 	}
 	// The pool may have been filled before these sales and lost seat 37
 	// since (Redis data loss): Postgres still knows it is free.
-	if err := newRedisClient().FlushAll(context.Background()).Err(); err != nil {
+	if err := purchasetest.AdminRedis().FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	a := s.post(0, "/v1/purchase", `{"buyerId":"ga"}`, nil)
-	if a.status != http.StatusCreated || a.order.TicketID != 37 {
-		t.Fatalf("the last free seat must be sold, got %d %s %+v", a.status, a.code, a.order)
+	a := s.Post(0, "/v1/purchase", `{"buyerId":"ga"}`, nil)
+	if a.Status != http.StatusCreated || a.Order.TicketID != 37 {
+		t.Fatalf("the last free seat must be sold, got %d %s %+v", a.Status, a.Code, a.Order)
 	}
-	if a := s.post(0, "/v1/purchase", `{"buyerId":"ga2"}`, nil); a.code != "sold_out" {
-		t.Fatalf("want sold_out, got %d %s", a.status, a.code)
+	if a := s.Post(0, "/v1/purchase", `{"buyerId":"ga2"}`, nil); a.Code != "sold_out" {
+		t.Fatalf("want sold_out, got %d %s", a.Status, a.Code)
 	}
 }
 
 func TestPurchase_PostgresStoppedMidStorm_503sAndNoLostOrder(t *testing.T) {
 	const seats, attempts = 2000, 6000
-	s := newTestSale(t, seats, func(c *Config) { c.LockTTL = 300 * time.Millisecond })
+	s := newTestSale(t, seats, func(c *purchase.Config) { c.LockTTL = 300 * time.Millisecond })
 	got := newTally()
 	var done atomic.Int64
 	outage := make(chan struct{})
@@ -337,18 +342,18 @@ func TestPurchase_PostgresStoppedMidStorm_503sAndNoLostOrder(t *testing.T) {
 		for done.Load() < attempts/4 {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if err := pgSrv.Stop(); err != nil {
+		if err := purchasetest.Postgres().Stop(); err != nil {
 			t.Errorf("stop postgres: %v", err)
 		}
 		for done.Load() < attempts/2 {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if err := pgSrv.Start(); err != nil {
+		if err := purchasetest.Postgres().Start(); err != nil {
 			t.Errorf("start postgres: %v", err)
 		}
 	}()
 	storm(attempts, 50, func(i int) {
-		got.add(s.buy(int64(i%seats)+1, fmt.Sprintf("buyer-%d", i)))
+		got.add(s.Buy(int64(i%seats)+1, fmt.Sprintf("buyer-%d", i)))
 		done.Add(1)
 	})
 	<-outage
@@ -357,7 +362,7 @@ func TestPurchase_PostgresStoppedMidStorm_503sAndNoLostOrder(t *testing.T) {
 	if got.count("503 unavailable") == 0 {
 		t.Fatalf("want 503 unavailable while Postgres was down, got %v", got.byCode)
 	}
-	if got.maxLat > purchaseTimeout+2*time.Second {
+	if got.maxLat > checkout.Timeout+2*time.Second {
 		t.Fatalf("an answer took %v: a dead database must not hang requests", got.maxLat)
 	}
 	for k := range got.byCode {
@@ -365,12 +370,12 @@ func TestPurchase_PostgresStoppedMidStorm_503sAndNoLostOrder(t *testing.T) {
 			t.Fatalf("unexpected answer %q: %v", k, got.byCode)
 		}
 	}
-	s.audit().checkAgainst(t, got.created, false)
+	s.Audit().CheckAgainst(t, got.created, false)
 
 	// No lock outlives its TTL: after it, every seat key is a sold marker.
-	time.Sleep(s.cfg.LockTTL + 100*time.Millisecond)
-	rdb := newRedisClient()
-	keys, err := rdb.Keys(context.Background(), "fs:"+s.cfg.Sale+":ticket:*").Result()
+	time.Sleep(s.Cfg.LockTTL + 100*time.Millisecond)
+	rdb := purchasetest.AdminRedis()
+	keys, err := rdb.Keys(context.Background(), "fs:"+s.Cfg.Sale+":ticket:*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

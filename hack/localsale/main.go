@@ -11,10 +11,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
 )
 
 func main() {
@@ -40,14 +40,12 @@ func run(listen string, tickets int64) error {
 		return err
 	}
 	defer pg.Close()
-	dbURL, err := pg.CreateDatabase(ctx, "demo")
+	cfg, err := purchasetest.NewConfig(ctx, rdb, pg, "demo", tickets)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "redis %s, postgres %s\ntry: curl -X POST -d '{\"buyerId\":\"alice\"}' http://%s/v1/tickets/1/purchase\n", rdb.Addr, dbURL, listen)
+	cfg.Listen, cfg.DisplayName = listen, "Flux-Order demo sale"
+	fmt.Fprintf(os.Stderr, "redis %s, postgres %s\ntry: curl -X POST -d '{\"buyerId\":\"alice\"}' http://%s/v1/tickets/1/purchase\n", rdb.Addr, cfg.DatabaseURL, listen)
 	fmt.Fprintf(os.Stderr, "the sale page: open http://%s/ in a browser\n", listen)
-	return purchase.Run(ctx, purchase.Config{
-		Sale: "demo", Tickets: tickets, RedisAddr: rdb.Addr, DatabaseURL: dbURL,
-		Listen: listen, LockTTL: 5 * time.Second, DisplayName: "Flux-Order demo sale",
-	}, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	return purchase.Run(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 }

@@ -11,10 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +23,8 @@ import (
 	"github.com/flux-order/flux-order/internal/headless"
 	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 const displayName = "Demo Concert: The Flux Orchestra"
@@ -64,33 +63,25 @@ func run(out string) error {
 	defer stop()
 
 	serve := func(name string, tickets int64, edit func(*purchase.Config)) (sale, error) {
-		dbURL, err := pg.CreateDatabase(ctx, name)
+		cfg, err := purchasetest.NewConfig(ctx, rdb, pg, name, tickets)
 		if err != nil {
 			return sale{}, err
 		}
-		cfg := purchase.Config{Sale: name, Tickets: tickets, RedisAddr: rdb.Addr, DatabaseURL: dbURL,
-			Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, DisplayName: displayName, SaleSecret: "screenshots"}
+		cfg.DisplayName = displayName
 		if edit != nil {
 			edit(&cfg)
 		}
-		svc, closeAll, err := purchase.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		_, url, stop, err := purchasetest.Serve(ctx, cfg, purchasetest.Discard())
 		if err != nil {
 			return sale{}, err
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			closeAll()
-			return sale{}, err
-		}
-		srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		return sale{url: "http://" + ln.Addr().String(), stop: func() { _ = srv.Close(); closeAll() }}, nil
+		return sale{url: url, stop: stop}, nil
 	}
 
 	// Before the start, with a waiting room open.
 	before, err := serve("before", 500, func(c *purchase.Config) {
 		c.Schedule.StartsAt = time.Now().Add(2*time.Hour + 13*time.Minute)
-		c.WaitingRoom = purchase.WaitingRoom{AdmitPerSecond: 50}
+		c.WaitingRoom = waitingroom.Settings{AdmitPerSecond: 50}
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,75 @@
+package checkout
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSoldSet_RemembersOnlyItsInventory(t *testing.T) {
+	s := newSoldSet(130)
+	for _, id := range []int64{1, 63, 64, 130} {
+		if s.has(id) {
+			t.Fatalf("%d sold before add", id)
+		}
+		s.add(id)
+		if !s.has(id) {
+			t.Fatalf("%d not sold after add", id)
+		}
+	}
+	if s.has(2) || s.has(129) {
+		t.Fatal("neighbours must stay unsold")
+	}
+	s.add(10_000) // beyond the inventory: ignored, no panic
+	if s.has(10_000) {
+		t.Fatal("seats beyond the inventory are not remembered")
+	}
+}
+
+func TestHeldCache_ForgetsAfterItsWindow(t *testing.T) {
+	c := newHeldCache(20 * time.Millisecond)
+	now := time.Now()
+	if c.held(7, now) {
+		t.Fatal("nothing seen yet")
+	}
+	c.remember(7, now)
+	if !c.held(7, now.Add(10*time.Millisecond)) {
+		t.Fatal("seen held 10ms ago: must still answer held")
+	}
+	if c.held(7, now.Add(21*time.Millisecond)) {
+		t.Fatal("past the window the pod must ask Redis again")
+	}
+	c.remember(8, now)
+	c.forget(8)
+	if c.held(8, now) {
+		t.Fatal("forgotten seats are not held")
+	}
+	c.remember(7+heldSlots, now) // a collision evicts seat 7, never makes it look like another seat
+	if c.held(7, now) || !c.held(7+heldSlots, now) {
+		t.Fatal("a colliding seat must evict, not alias")
+	}
+	if heldMemory(5*time.Second) != MaxHeldMemory || heldMemory(100*time.Millisecond) != 10*time.Millisecond {
+		t.Fatal("the memory window is a tenth of the lock TTL, capped")
+	}
+}
+
+// Issue 8: an order id derived from an Idempotency-Key is keyed with the
+// sale's secret: stable for retries, different under another secret, and
+// a UUIDv8 (not a name-based id anyone could compute).
+func TestDerivedID_StableAndKeyedWithTheSaleSecret(t *testing.T) {
+	a := &Service{secret: []byte("one secret")}
+	b := &Service{secret: []byte("another secret")}
+	req := Request{BuyerID: "alice", IdempotencyKey: "k1"}
+	id := a.newOrderID(req)
+	if id != a.newOrderID(req) {
+		t.Fatal("the derivation must be stable for retries")
+	}
+	if id == b.newOrderID(req) {
+		t.Fatal("another sale secret derived the same order id")
+	}
+	if id.Version() != 8 {
+		t.Fatalf("a derived id is a UUIDv8, got version %d", id.Version())
+	}
+	if a.newHoldID(HoldRequest{BuyerID: "alice", IdempotencyKey: "k1"}) == id {
+		t.Fatal("a hold id and an order id of one key must differ (domains)")
+	}
+}

@@ -1,0 +1,309 @@
+// Package httpapi is the purchase pod's HTTP API: the routes, the strict
+// request decoder, the problem table (RFC 9457 bodies with stable codes)
+// and the handlers. It reaches the pod's parts only through the small
+// interfaces of deps.go, so its tests run against fakes, with no server.
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/sale"
+)
+
+const (
+	// MaxBodyBytes bounds a request body: a purchase body is one short field.
+	MaxBodyBytes = 1 << 10
+	// MaxIdemKeyLen bounds an Idempotency-Key.
+	MaxIdemKeyLen  = 255
+	idemKeyHeader  = "Idempotency-Key"
+	replayedHeader = "Idempotent-Replayed"
+)
+
+// API is the purchase pod's HTTP API over the pod's parts.
+type API struct {
+	checkout Checkout
+	queue    Queue
+	feed     Feed
+	facts    func() sale.Facts
+	draining func() bool
+	metrics  *metrics
+	log      *slog.Logger
+	// lastUnavailableLog rate-limits the log line of 503 answers.
+	lastUnavailableLog atomic.Int64
+}
+
+// Deps are the parts an API answers from.
+type Deps struct {
+	Checkout Checkout
+	Queue    Queue
+	Feed     Feed
+	// Facts are the sale's public facts now (GET /v1/sale).
+	Facts func() sale.Facts
+	// Draining says the pod is shutting down: /readyz fails.
+	Draining func() bool
+	// Registerer takes the API's series (answers by outcome).
+	Registerer prometheus.Registerer
+	Log        *slog.Logger
+}
+
+// New returns the API over d.
+func New(d Deps) *API {
+	return &API{checkout: d.Checkout, queue: d.Queue, feed: d.Feed, facts: d.Facts, draining: d.Draining,
+		metrics: newMetrics(d.Registerer), log: d.Log}
+}
+
+// Handler returns the purchase API: /v1/*, the probes and the sale page,
+// nothing else (/metrics is served only on the pod's metrics listener).
+// Unknown paths, and paths that are not in their clean form
+// ("/v1//tickets/1"), answer a 404 problem: no redirects.
+//
+// /readyz fails only while the pod drains. An outage of Redis or Postgres
+// is shared by every pod of the sale: taking them all out of the Service
+// would make the Ingress answer a bare 404, while a ready pod answers each
+// purchase with 503 unavailable and Retry-After, which buyers can act on.
+func (s *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/tickets/{id}/purchase", s.post(s.handlePurchaseTicket))
+	mux.HandleFunc("/v1/purchase", s.post(s.handlePurchaseAny))
+	mux.HandleFunc("/v1/tickets/{id}", get(s.handleTicket))
+	mux.HandleFunc("/v1/availability", get(s.handleAvailability))
+	mux.HandleFunc("/v1/orders/{id}", get(s.handleOrder))
+	s.pageRoutes(mux)
+	s.queueRoutes(mux)
+	s.holdRoutes(mux)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.draining() {
+			writeProblem(w, sale.ErrUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { writeProblem(w, errNoSuchEndpoint) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux would answer an unclean path with a redirect to its
+		// clean form; a purchase API has one spelling per resource.
+		if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p {
+			writeProblem(w, errNoSuchEndpoint)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// logUnavailable logs why purchases fail with 503, at most once a second:
+// an outage answers thousands of them.
+func (s *API) logUnavailable(err error) {
+	now := time.Now().UnixNano()
+	last := s.lastUnavailableLog.Load()
+	if now-last >= int64(time.Second) && s.lastUnavailableLog.CompareAndSwap(last, now) {
+		s.log.Warn("purchases answered 503 unavailable", "err", err)
+	}
+}
+
+func get(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeProblem(w, errMethodNotAllowed)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// purchaseHandler decides the Request from the HTTP request, its body and
+// its (already validated) idempotency key.
+type purchaseHandler func(r *http.Request, body []byte, key string) (checkout.Request, error)
+
+// post runs a purchase: decode, buy, answer, count.
+func (s *API) post(decide purchaseHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		o, replayed, err := s.servePurchase(w, r, decide)
+		outcome := s.answer(w, http.StatusCreated, o, replayed, err, "created")
+		s.metrics.observe(outcome, time.Since(start).Seconds())
+	}
+}
+
+// answer writes a POST's answer: the problem for err, or status with body
+// (no body when nil), marked Idempotent-Replayed when replayed. It returns
+// the outcome the metrics count: the problem's code, "replayed", or ok.
+func (s *API) answer(w http.ResponseWriter, status int, body any, replayed bool, err error, ok string) string {
+	switch {
+	case err != nil:
+		if errors.Is(err, sale.ErrUnavailable) {
+			s.logUnavailable(err)
+		}
+		writeProblem(w, err)
+		return problemFor(err).code
+	case replayed:
+		w.Header().Set(replayedHeader, "true")
+		writeJSON(w, status, body)
+		return "replayed"
+	case body == nil:
+		w.WriteHeader(status)
+	default:
+		writeJSON(w, status, body)
+	}
+	return ok
+}
+
+func (s *API) servePurchase(w http.ResponseWriter, r *http.Request, decide purchaseHandler) (checkout.Order, bool, error) {
+	key, body, err := readPost(w, r)
+	if err != nil {
+		return checkout.Order{}, false, err
+	}
+	req, err := decide(r, body, key)
+	if err != nil {
+		return checkout.Order{}, false, err
+	}
+	// A refused pass buys nothing new, but a keyed retry still learns the
+	// order it already bought: checkout decides both.
+	req.Refusal = s.queue.CheckPass(r.Header["Authorization"], req.BuyerID)
+	return s.checkout.Purchase(r.Context(), req)
+}
+
+// readPost refuses methods other than POST, validates the Idempotency-Key
+// and echoes it (checked before it is echoed: never reflect what we
+// refuse), and reads the small body.
+func readPost(w http.ResponseWriter, r *http.Request) (key string, body []byte, err error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		return "", nil, errMethodNotAllowed
+	}
+	if key, err = idempotencyKey(r.Header); err != nil {
+		return "", nil, err
+	}
+	if key != "" {
+		w.Header()[idemKeyHeader] = []string{key}
+	}
+	body, err = readBody(w, r)
+	return key, body, err
+}
+
+// readBody reads a small request body (MaxBodyBytes).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		return nil, fmt.Errorf("%w: body larger than %d bytes or unreadable", sale.ErrInvalidRequest, MaxBodyBytes)
+	}
+	return body, nil
+}
+
+// idempotencyKey returns the request's Idempotency-Key ("" when absent),
+// refusing more than one and anything checkIdemKey refuses.
+func idempotencyKey(h http.Header) (string, error) {
+	vs := h[idemKeyHeader]
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", fmt.Errorf("%w: more than one %s", sale.ErrInvalidRequest, idemKeyHeader)
+	}
+	if vs[0] == "" {
+		return "", fmt.Errorf("%w: %s must not be empty", sale.ErrInvalidRequest, idemKeyHeader)
+	}
+	return vs[0], checkIdemKey(vs[0])
+}
+
+// handlePurchaseTicket reads the seat from the path; checkout checks its
+// range (against the live inventory).
+func (s *API) handlePurchaseTicket(r *http.Request, body []byte, key string) (checkout.Request, error) {
+	id, ok := parseTicketID(r.PathValue("id"))
+	if !ok {
+		return checkout.Request{}, sale.ErrTicketNotFound
+	}
+	buyer, err := decodePurchase(body)
+	return checkout.Request{TicketID: id, BuyerID: buyer, IdempotencyKey: key}, err
+}
+
+func (s *API) handlePurchaseAny(_ *http.Request, body []byte, key string) (checkout.Request, error) {
+	buyer, err := decodePurchase(body)
+	return checkout.Request{BuyerID: buyer, IdempotencyKey: key}, err
+}
+
+// parseTicketID accepts only the canonical spelling of a positive decimal
+// (no sign, no leading zero): /v1/tickets/007 is not seat 7.
+func parseTicketID(v string) (int64, bool) {
+	if v == "" || len(v) > 19 || v[0] < '1' || v[0] > '9' {
+		return 0, false
+	}
+	for i := 1; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+	}
+	id, err := strconv.ParseInt(v, 10, 64)
+	return id, err == nil
+}
+
+// TicketBody is GET /v1/tickets/{id}.
+type TicketBody struct {
+	TicketID int64                 `json:"ticketId"`
+	Status   checkout.TicketStatus `json:"status"`
+}
+
+func (s *API) handleTicket(w http.ResponseWriter, r *http.Request) {
+	id, ok := parseTicketID(r.PathValue("id"))
+	if !ok {
+		writeProblem(w, sale.ErrTicketNotFound)
+		return
+	}
+	st, err := s.checkout.Ticket(r.Context(), id)
+	if err != nil {
+		writeProblem(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, TicketBody{TicketID: id, Status: st})
+}
+
+func (s *API) handleAvailability(w http.ResponseWriter, r *http.Request) {
+	a, err := s.checkout.Availability(r.Context())
+	if err != nil {
+		writeProblem(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+func (s *API) handleOrder(w http.ResponseWriter, r *http.Request) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		writeProblem(w, sale.ErrOrderNotFound)
+		return
+	}
+	o, err := s.checkout.Order(r.Context(), id)
+	if err != nil {
+		writeProblem(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, o)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		writeProblem(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}

@@ -1,0 +1,262 @@
+package httpapi
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/flux-order/flux-order/purchase/sale"
+)
+
+// The purchase body is one JSON object with one string member, "buyerId".
+// decodePurchase reads it with a small strict parser rather than
+// encoding/json, which accepts what a ticket sale must not: duplicate keys
+// (the last wins), field names in any case ("BUYERID"), and invalid UTF-8
+// or lone surrogates (silently replaced by U+FFFD). What it accepts,
+// encoding/json decodes to the same value (FuzzDecodePurchase checks it).
+
+// decodePurchase parses and validates a purchase body, returning its buyer
+// id. It must never panic on any input (see FuzzDecodePurchase). Every
+// refusal is sale.ErrInvalidRequest.
+func decodePurchase(body []byte) (string, error) {
+	buyer, err := parseBuyerObject(body)
+	if err != nil {
+		return "", fmt.Errorf("%w: body must be the JSON object {\"buyerId\": \"...\"}: %w", sale.ErrInvalidRequest, err)
+	}
+	return normalizeBuyerID(buyer)
+}
+
+// checkIdemKey accepts 1..MaxIdemKeyLen bytes of printable ASCII (RFC 9110
+// field values; the key is echoed back, so nothing else is allowed in).
+func checkIdemKey(k string) error {
+	if len(k) > MaxIdemKeyLen {
+		return fmt.Errorf("%w: %s is longer than %d bytes", sale.ErrInvalidRequest, idemKeyHeader, MaxIdemKeyLen)
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return fmt.Errorf("%w: %s must be printable ASCII", sale.ErrInvalidRequest, idemKeyHeader)
+		}
+	}
+	return nil
+}
+
+// normalizeBuyerID returns the NFC form of a buyer id, refusing ids that
+// two people could not tell apart from another: empty, only or
+// surrounded by white space, or holding control, format or invisible
+// characters (Unicode Cc, Cf, Cs, Co, Cn, Zl, Zp) — "alice\u200b" is not a
+// second alice.
+func normalizeBuyerID(v string) (string, error) {
+	v = norm.NFC.String(v)
+	switch {
+	case v == "":
+		return "", fmt.Errorf("%w: buyerId must not be empty", sale.ErrInvalidRequest)
+	case len(v) > sale.MaxBuyerIDLen:
+		return "", fmt.Errorf("%w: buyerId is longer than %d bytes", sale.ErrInvalidRequest, sale.MaxBuyerIDLen)
+	}
+	first, _ := utf8.DecodeRuneInString(v)
+	last, _ := utf8.DecodeLastRuneInString(v)
+	if unicode.IsSpace(first) || unicode.IsSpace(last) {
+		return "", fmt.Errorf("%w: buyerId must not start or end with white space", sale.ErrInvalidRequest)
+	}
+	for _, r := range v {
+		if r == utf8.RuneError || !unicode.In(r, visible...) {
+			return "", fmt.Errorf("%w: buyerId contains an invisible, control or unassigned character", sale.ErrInvalidRequest)
+		}
+	}
+	return v, nil
+}
+
+// visible are the categories a buyer id may use: letters, marks, numbers,
+// punctuation, symbols and the space separators (Zs). Everything else is
+// Cc, Cf, Cs, Co, Cn (unassigned), Zl or Zp.
+var visible = []*unicode.RangeTable{unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Zs}
+
+// parseBuyerObject returns the value of the only member of
+// {"buyerId": "<string>"}, with JSON white space anywhere JSON allows it.
+func parseBuyerObject(b []byte) (string, error) {
+	v, err := parseStringObject(b, "buyerId")
+	if err != nil {
+		return "", err
+	}
+	return v[0], nil
+}
+
+// parseStringObject returns the values of an object whose members are
+// exactly names (each once, in any order), every one a string.
+func parseStringObject(b []byte, names ...string) ([]string, error) {
+	if !utf8.Valid(b) {
+		return nil, errString("not valid UTF-8")
+	}
+	p := parser{b: b}
+	p.space()
+	if !p.byte('{') {
+		return nil, errString("not a JSON object")
+	}
+	values := make([]string, len(names))
+	seen := make([]bool, len(names))
+	p.space()
+	if !p.byte('}') {
+		for {
+			p.space()
+			key, err := p.str()
+			if err != nil {
+				return nil, err
+			}
+			i := slices.Index(names, key)
+			switch {
+			case i < 0:
+				return nil, errString("unknown field")
+			case seen[i]:
+				return nil, fmt.Errorf("duplicate field %q", key)
+			}
+			seen[i] = true
+			p.space()
+			if !p.byte(':') {
+				return nil, errString("expected ':'")
+			}
+			p.space()
+			if values[i], err = p.str(); err != nil {
+				return nil, fmt.Errorf("%s must be a string: %v", key, err)
+			}
+			p.space()
+			if p.byte(',') {
+				continue
+			}
+			if !p.byte('}') {
+				return nil, errString("expected ',' or '}'")
+			}
+			break
+		}
+	}
+	if i := slices.Index(seen, false); i >= 0 {
+		return nil, fmt.Errorf("%s is required", names[i])
+	}
+	p.space()
+	if p.i != len(p.b) {
+		return nil, errString("unexpected data after the JSON object")
+	}
+	return values, nil
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+type parser struct {
+	b []byte
+	i int
+}
+
+func (p *parser) space() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *parser) byte(c byte) bool {
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+// str reads a JSON string. Lone or misordered surrogate escapes are
+// refused (encoding/json would turn them into U+FFFD).
+func (p *parser) str() (string, error) {
+	if !p.byte('"') {
+		return "", errString("expected a string")
+	}
+	start := p.i
+	// Fast path: no escapes.
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		if c == '"' {
+			s := string(p.b[start:p.i])
+			p.i++
+			return s, nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return "", errString("control character in a string")
+		}
+		p.i++
+	}
+	out := append([]byte(nil), p.b[start:p.i]...)
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			return string(out), nil
+		case c < 0x20:
+			return "", errString("control character in a string")
+		case c != '\\':
+			out = append(out, c)
+			p.i++
+			continue
+		}
+		p.i++ // the backslash
+		if p.i >= len(p.b) {
+			break
+		}
+		e := p.b[p.i]
+		p.i++
+		switch e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := p.hex4()
+			if !ok {
+				return "", errString("bad \\u escape")
+			}
+			if utf16.IsSurrogate(r) {
+				if !p.byte('\\') || !p.byte('u') {
+					return "", errString("lone surrogate escape")
+				}
+				r2, ok := p.hex4()
+				if r = utf16.DecodeRune(r, r2); !ok || r == utf8.RuneError {
+					return "", errString("lone surrogate escape")
+				}
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return "", errString("bad escape")
+		}
+	}
+	return "", errString("unterminated string")
+}
+
+func (p *parser) hex4() (rune, bool) {
+	if p.i+4 > len(p.b) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(p.b[p.i:p.i+4]), 16, 32)
+	if err != nil {
+		return 0, false
+	}
+	p.i += 4
+	return rune(n), true
+}

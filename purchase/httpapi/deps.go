@@ -1,0 +1,37 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/google/uuid"
+
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
+)
+
+// Checkout sells the seats (*checkout.Service).
+type Checkout interface {
+	Purchase(ctx context.Context, req checkout.Request) (checkout.Order, bool, error)
+	PlaceHold(ctx context.Context, req checkout.HoldRequest) (checkout.Hold, bool, error)
+	ConfirmHold(ctx context.Context, holdID uuid.UUID, buyer, paymentRef string) (checkout.Order, bool, error)
+	ReleaseHold(ctx context.Context, holdID uuid.UUID) error
+	Hold(ctx context.Context, holdID uuid.UUID) (checkout.Hold, error)
+	Ticket(ctx context.Context, id int64) (checkout.TicketStatus, error)
+	Availability(ctx context.Context) (checkout.Availability, error)
+	Order(ctx context.Context, id uuid.UUID) (checkout.Order, error)
+}
+
+// Queue is the waiting room (*waitingroom.Room).
+type Queue interface {
+	On() bool
+	CheckPass(authorization []string, buyerID string) error
+	Join(ctx context.Context, buyer string) (waitingroom.Place, string, error)
+	Poll(queueID string) (waitingroom.Place, error)
+}
+
+// Feed streams seat changes to pages (*seatfeed.Hub). Stream returns an
+// error, having written nothing, when it cannot serve.
+type Feed interface {
+	Stream(w http.ResponseWriter, r *http.Request) error
+}

@@ -1,0 +1,161 @@
+package httpapi
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/waitingroom"
+)
+
+// fakeCheckout answers every call with err (or a fixed order, hold and
+// state) and records what it was asked.
+type fakeCheckout struct {
+	mu       sync.Mutex
+	err      error
+	calls    int
+	purchase checkout.Request
+	hold     checkout.HoldRequest
+	confirm  [2]string // buyer, paymentRef
+}
+
+var (
+	fakeOrder = checkout.Order{ID: uuid.MustParse("01900000-0000-7000-8000-000000000001"), TicketID: 1, BuyerID: "alice"}
+	fakeHold  = checkout.Hold{ID: uuid.MustParse("00000000-0000-4000-8000-000000000002"), TicketID: 2, BuyerID: "alice"}
+)
+
+func (f *fakeCheckout) called() (error, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return f.err, f.calls
+}
+
+func (f *fakeCheckout) Purchase(_ context.Context, req checkout.Request) (checkout.Order, bool, error) {
+	f.mu.Lock()
+	f.purchase = req
+	f.mu.Unlock()
+	if err, _ := f.called(); err != nil {
+		return checkout.Order{}, false, err
+	}
+	if req.Refusal != nil {
+		return checkout.Order{}, false, req.Refusal
+	}
+	return fakeOrder, req.IdempotencyKey == "replay", nil
+}
+
+func (f *fakeCheckout) PlaceHold(_ context.Context, req checkout.HoldRequest) (checkout.Hold, bool, error) {
+	f.mu.Lock()
+	f.hold = req
+	f.mu.Unlock()
+	err, _ := f.called()
+	return fakeHold, false, err
+}
+
+func (f *fakeCheckout) ConfirmHold(_ context.Context, _ uuid.UUID, buyer, ref string) (checkout.Order, bool, error) {
+	f.mu.Lock()
+	f.confirm = [2]string{buyer, ref}
+	f.mu.Unlock()
+	err, _ := f.called()
+	return fakeOrder, false, err
+}
+
+func (f *fakeCheckout) ReleaseHold(context.Context, uuid.UUID) error {
+	err, _ := f.called()
+	return err
+}
+
+func (f *fakeCheckout) Hold(context.Context, uuid.UUID) (checkout.Hold, error) {
+	err, _ := f.called()
+	return fakeHold, err
+}
+
+func (f *fakeCheckout) Ticket(context.Context, int64) (checkout.TicketStatus, error) {
+	err, _ := f.called()
+	return checkout.TicketAvailable, err
+}
+
+func (f *fakeCheckout) Availability(context.Context) (checkout.Availability, error) {
+	err, _ := f.called()
+	return checkout.Availability{Tickets: 10, Sold: 1, Available: 9}, err
+}
+
+func (f *fakeCheckout) Order(context.Context, uuid.UUID) (checkout.Order, error) {
+	err, _ := f.called()
+	return fakeOrder, err
+}
+
+// fakeQueue is a waiting room that answers place (or err), and refuses
+// passes with passErr.
+type fakeQueue struct {
+	on      bool
+	passErr error
+	place   waitingroom.Place
+	err     error
+	joined  string
+}
+
+func (q *fakeQueue) On() bool { return q.on }
+func (q *fakeQueue) CheckPass(_ []string, _ string) error {
+	return q.passErr
+}
+func (q *fakeQueue) Join(_ context.Context, buyer string) (waitingroom.Place, string, error) {
+	q.joined = buyer
+	return q.place, "qid-" + buyer, q.err
+}
+func (q *fakeQueue) Poll(string) (waitingroom.Place, error) { return q.place, q.err }
+
+// fakeFeed streams one event, or refuses with err.
+type fakeFeed struct{ err error }
+
+func (f fakeFeed) Stream(w http.ResponseWriter, _ *http.Request) error {
+	if f.err != nil {
+		return f.err
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	_, _ = io.WriteString(w, "event: test\ndata: {}\n\n")
+	return nil
+}
+
+// fixture is an API over fakes, served in-process.
+type fixture struct {
+	checkout *fakeCheckout
+	queue    *fakeQueue
+	feed     *fakeFeed
+	draining bool
+	registry *prometheus.Registry
+	handler  http.Handler
+}
+
+func newFixture() *fixture {
+	f := &fixture{checkout: &fakeCheckout{}, queue: &fakeQueue{}, feed: &fakeFeed{}, registry: prometheus.NewRegistry()}
+	api := New(Deps{
+		Checkout: f.checkout, Queue: f.queue, Feed: f.feed,
+		Facts:      func() sale.Facts { return sale.Facts{DisplayName: "Show", Tickets: 10} },
+		Draining:   func() bool { return f.draining },
+		Registerer: f.registry,
+		Log:        slog.New(slog.DiscardHandler),
+	})
+	f.handler = api.Handler()
+	return f
+}
+
+// do serves one request and returns the recorded answer.
+func (f *fixture) do(method, path, body string, header map[string]string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	f.handler.ServeHTTP(rec, req)
+	return rec
+}

@@ -1,0 +1,147 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/flux-order/flux-order/purchase/sale"
+)
+
+// The answers of the HTTP layer itself; every other code comes from the
+// outcomes in package sale.
+var (
+	errMethodNotAllowed = errors.New("method not allowed")
+	errNoSuchEndpoint   = errors.New("no such endpoint")
+)
+
+// problem is one row of the table: a stable code, its HTTP status and title.
+type problem struct {
+	err    error
+	code   string
+	status int
+	title  string
+}
+
+var problems = []problem{
+	{sale.ErrTicketLocked, "ticket_locked", http.StatusConflict, "Ticket locked"},
+	{sale.ErrTicketSold, "ticket_sold", http.StatusConflict, "Ticket sold"},
+	{sale.ErrSoldOut, "sold_out", http.StatusConflict, "Sold out"},
+	{sale.ErrTicketNotFound, "ticket_not_found", http.StatusNotFound, "Ticket not found"},
+	{sale.ErrOrderNotFound, "order_not_found", http.StatusNotFound, "Order not found"},
+	{sale.ErrSaleNotStarted, "sale_not_started", http.StatusForbidden, "Sale not started"},
+	{sale.ErrSaleEnded, "sale_ended", http.StatusForbidden, "Sale ended"},
+	{sale.ErrSalePaused, "sale_paused", http.StatusServiceUnavailable, "Sale paused"},
+	// 403, not 429: the limit is permanent for this buyer, and clients and
+	// proxies retry 429 by themselves.
+	{sale.ErrBuyerLimit, "buyer_limit_reached", http.StatusForbidden, "Buyer limit reached"},
+	{sale.ErrPassRequired, "pass_required", http.StatusUnauthorized, "Pass required"},
+	{sale.ErrPassInvalid, "pass_invalid", http.StatusForbidden, "Pass invalid"},
+	{sale.ErrQueueNotFound, "queue_not_found", http.StatusNotFound, "Queue not found"},
+	{sale.ErrInvalidRequest, "invalid_request", http.StatusBadRequest, "Invalid request"},
+	{sale.ErrTicketHeld, "ticket_held", http.StatusConflict, "Ticket held"},
+	{sale.ErrHoldNotFound, "hold_not_found", http.StatusNotFound, "Hold not found"},
+	{sale.ErrHoldExpired, "hold_expired", http.StatusGone, "Hold expired"},
+	{sale.ErrHoldsDisabled, "holds_disabled", http.StatusConflict, "Holds disabled"},
+	{errMethodNotAllowed, "method_not_allowed", http.StatusMethodNotAllowed, "Method not allowed"},
+	{errNoSuchEndpoint, "not_found", http.StatusNotFound, "Not found"},
+	{sale.ErrOrderPending, "order_pending", http.StatusServiceUnavailable, "Order pending"},
+	{sale.ErrSeatStoreUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
+	{sale.ErrDatabaseUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
+	{sale.ErrUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
+}
+
+// unknownProblem answers errors outside the table; it is never expected.
+var unknownProblem = problem{nil, "internal", http.StatusInternalServerError, "Internal error"}
+
+// problemFor finds err's row.
+func problemFor(err error) problem {
+	for _, p := range problems {
+		if errors.Is(err, p.err) {
+			return p
+		}
+	}
+	return unknownProblem
+}
+
+// Problem is an RFC 9457 problem details body with a stable code.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Code   string `json:"code"`
+	// OrderID names the order of an uncertain purchase (a 503 after the
+	// seat's lock was taken): GET /v1/orders/{orderId} tells the outcome.
+	OrderID string `json:"orderId,omitempty"`
+}
+
+const problemTypeBase = "https://fluxorder.io/problems/"
+
+// rendered holds each sentinel's body, marshalled once: a hot-seat storm
+// answers the same few problems tens of thousands of times a second.
+var rendered = func() map[error]renderedProblem {
+	m := make(map[error]renderedProblem, len(problems))
+	for _, p := range problems {
+		body := renderProblem(p, p.err.Error(), "")
+		m[p.err] = renderedProblem{body, []string{strconv.Itoa(len(body))}}
+	}
+	return m
+}()
+
+type renderedProblem struct {
+	body          []byte
+	contentLength []string
+}
+
+func renderProblem(p problem, detail, orderID string) []byte {
+	body, _ := json.Marshal(Problem{Type: problemTypeBase + p.code, Title: p.title, Status: p.status, Detail: detail, Code: p.code, OrderID: orderID})
+	return append(body, '\n')
+}
+
+// writeProblem answers err as application/problem+json. The detail is the
+// fixed sentence of err's row; only invalid_request carries the error text
+// (our own validation message, which never quotes the input: the decoder
+// names what is wrong, never the bytes it read). Driver errors never reach
+// a buyer.
+func writeProblem(w http.ResponseWriter, err error) {
+	r, ok := rendered[err]
+	p := problemFor(err)
+	if !ok {
+		detail, orderID := "unexpected error", ""
+		if p.err != nil {
+			detail = p.err.Error()
+		}
+		if p.err == sale.ErrInvalidRequest {
+			detail = err.Error()
+		}
+		var pending *sale.PendingOrderError
+		if errors.As(err, &pending) {
+			orderID = pending.OrderID.String()
+		}
+		r.body = renderProblem(p, detail, orderID)
+		r.contentLength = []string{strconv.Itoa(len(r.body))}
+	}
+	h := w.Header()
+	var ra *sale.RetryAfterError
+	switch {
+	case errors.As(err, &ra):
+		h["Retry-After"] = []string{strconv.Itoa(ra.Seconds)}
+	case p.status == http.StatusServiceUnavailable:
+		h["Retry-After"] = retryAfter
+	case p.status == http.StatusUnauthorized:
+		h["Www-Authenticate"] = bearerChallenge // RFC 9110 §11.6.1: a 401 names its scheme
+	}
+	h["Content-Type"] = problemContentType
+	h["Content-Length"] = r.contentLength
+	w.WriteHeader(p.status)
+	_, _ = w.Write(r.body)
+}
+
+// Header values shared by every answer (net/http only reads them).
+var (
+	retryAfter         = []string{"1"}
+	problemContentType = []string{"application/problem+json"}
+	bearerChallenge    = []string{`Bearer realm="waiting room"`}
+)

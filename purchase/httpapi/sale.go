@@ -1,0 +1,48 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/flux-order/flux-order/purchase/page"
+	"github.com/flux-order/flux-order/purchase/sale"
+)
+
+// SaleBody is GET /v1/sale: the facts and the server's clock, so that countdowns are right on a
+// buyer's device whose clock is off.
+type SaleBody struct {
+	sale.Facts
+	ServerTime time.Time `json:"serverTime"`
+}
+
+// pageRoutes registers the page, its assets, the sale's public facts and
+// the seat-change stream.
+func (s *API) pageRoutes(mux *http.ServeMux) {
+	serve := get(func(w http.ResponseWriter, r *http.Request) {
+		if !page.Serve(w, r) {
+			writeProblem(w, errNoSuchEndpoint)
+		}
+	})
+	mux.HandleFunc("/{$}", serve)
+	mux.HandleFunc("/assets/{name}", serve)
+	mux.HandleFunc("/v1/sale", get(s.handleSale))
+	mux.HandleFunc("/v1/events", get(s.handleEvents))
+}
+
+func (s *API) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if err := s.feed.Stream(w, r); err != nil {
+		writeProblem(w, sale.ErrUnavailable) // shutting down: the page reconnects elsewhere
+	}
+}
+
+func (s *API) handleSale(w http.ResponseWriter, _ *http.Request) {
+	body, err := json.Marshal(SaleBody{Facts: s.facts(), ServerTime: time.Now().UTC()})
+	if err != nil {
+		writeProblem(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, json.RawMessage(body))
+}

@@ -1,0 +1,161 @@
+// Package purchasetest is the one harness that runs real sales for tests,
+// benchmarks and local tools: purchase pods (package purchase) over a real
+// redis-server and PostgreSQL (package testservers), each sale with its own
+// database and Redis ACL user, served over HTTP on free loopback ports with
+// the production server's limits.
+package purchasetest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/seatlock"
+)
+
+// The servers of this test binary, started by Main.
+var (
+	redisSrv *testservers.Redis
+	pgSrv    *testservers.Postgres
+)
+
+// Main starts the test binary's redis-server and PostgreSQL, runs its tests
+// and exits; after, if given, runs once the tests are done. A missing
+// server binary fails the package with the command that installs it.
+func Main(m *testing.M, after ...func()) {
+	code := testservers.Main(m, &redisSrv, &pgSrv)
+	for _, f := range after {
+		f()
+	}
+	os.Exit(code)
+}
+
+// Redis and Postgres are the servers Main started.
+func Redis() *testservers.Redis       { return redisSrv }
+func Postgres() *testservers.Postgres { return pgSrv }
+
+var saleSeq atomic.Int64
+
+// NewConfig returns the config of a new sale named after prefix, with its
+// own database on pg and its own ACL user on rdb (rdb's address when it
+// runs without ACLs), ready to Start.
+func NewConfig(ctx context.Context, rdb *testservers.Redis, pg *testservers.Postgres, prefix string, tickets int64) (purchase.Config, error) {
+	name := fmt.Sprintf("%s-%d", prefix, saleSeq.Add(1))
+	dbURL, err := pg.CreateDatabase(ctx, name)
+	if err != nil {
+		return purchase.Config{}, fmt.Errorf("create the sale's database: %w", err)
+	}
+	cfg := purchase.Config{Sale: name, Tickets: tickets, DatabaseURL: dbURL,
+		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, SaleSecret: "test-secret-" + name}
+	if cfg.RedisURL, err = rdb.PurchaseURL(name); err != nil {
+		return purchase.Config{}, fmt.Errorf("create the sale's redis user: %w", err)
+	}
+	return cfg, nil
+}
+
+// Serve starts a pod on cfg and serves its API on a free loopback port with
+// the production server's limits. stop ends the streams, the server and
+// the pod's connections.
+func Serve(ctx context.Context, cfg purchase.Config, log *slog.Logger) (svc *purchase.Service, url string, stop func(), err error) {
+	svc, closeAll, err := purchase.Start(ctx, cfg, log)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("start the pod: %w", err)
+	}
+	srv := httptest.NewUnstartedServer(svc.Handler())
+	purchase.ConfigureServer(srv.Config)
+	srv.Start()
+	return svc, srv.URL, func() { svc.Feed.Close(); srv.Close(); closeAll() }, nil
+}
+
+// Discard is a logger for pods whose logs nobody reads.
+func Discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Sale is one sale with its own database and Redis user, served by one or
+// more purchase pods over HTTP.
+type Sale struct {
+	T      testing.TB
+	Cfg    purchase.Config
+	Pods   []*Pod
+	DB     *pgxpool.Pool // the sale's database, for audits
+	Client *http.Client
+}
+
+// Pod is one purchase pod of a Sale.
+type Pod struct {
+	Svc *purchase.Service
+	URL string
+}
+
+// NewSale starts a sale of tickets seats with one pod; opts adjust its
+// config before it starts.
+func NewSale(t testing.TB, tickets int64, opts ...func(*purchase.Config)) *Sale {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := NewConfig(ctx, redisSrv, pgSrv, "sale", tickets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	s := &Sale{T: t, Cfg: cfg, DB: db, Client: &http.Client{
+		Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512},
+		Timeout:   30 * time.Second,
+	}}
+	s.AddPod()
+	return s
+}
+
+// AddPod starts one more purchase pod on the same sale.
+func (s *Sale) AddPod() *Pod {
+	s.T.Helper()
+	svc, url, stop, err := Serve(context.Background(), s.Cfg, Discard())
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	s.T.Cleanup(stop)
+	p := &Pod{Svc: svc, URL: url}
+	s.Pods = append(s.Pods, p)
+	return p
+}
+
+// AdminRedis is a client of the test binary's Redis as its admin, for the
+// tests' own chaos (FLUSHALL).
+func AdminRedis() *redis.Client {
+	rdb, err := purchase.NewRedis(purchase.Config{RedisURL: redisSrv.AdminURL()})
+	if err != nil {
+		panic(err)
+	}
+	return rdb
+}
+
+// Locks is a lock space on the sale's Redis, as its purchase user: a
+// stand-in for another buyer's pod holding a seat.
+func (s *Sale) Locks() *seatlock.Locks {
+	rdb, err := purchase.NewRedis(s.Cfg)
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	s.T.Cleanup(func() { _ = rdb.Close() })
+	return seatlock.New(rdb, s.Cfg.Sale, s.Cfg.LockTTL)
+}

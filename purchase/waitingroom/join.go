@@ -1,0 +1,78 @@
+package waitingroom
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/flux-order/flux-order/purchase/sale"
+)
+
+// errStaleView: the database has been unreachable for longer than the
+// view may be trusted.
+var errStaleView = errors.New("the queue view is missing or stale")
+
+// Join enqueues buyer, or finds their place: the same buyer always gets the
+// same queue id and place. The answer comes once the join committed.
+func (q *Room) Join(ctx context.Context, buyer string) (Place, string, error) {
+	wr := q.settings.Load()
+	if !wr.On() {
+		return Place{}, "", sale.ErrQueueNotFound
+	}
+	now := time.Now()
+	switch {
+	case !wr.JoinFrom.IsZero() && now.Before(wr.JoinFrom):
+		return Place{}, "", &sale.RetryAfterError{Seconds: clampSeconds(wr.JoinFrom.Sub(now), 1, 3600), Err: sale.ErrSaleNotStarted}
+	case q.schedule().Ended(now):
+		return Place{}, "", sale.ErrSaleEnded
+	}
+	v, err := q.currentView(now)
+	if err != nil {
+		return Place{}, "", err
+	}
+	if v.available <= 0 {
+		if v.held > 0 {
+			// Every seat is sold or held: held seats may come back.
+			return Place{}, "", &sale.RetryAfterError{Seconds: 5, Err: sale.ErrSoldOut}
+		}
+		return Place{}, "", sale.ErrSoldOut
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), joinTimeout)
+	defer cancel()
+	j, err := q.join(ctx, buyer)
+	if err != nil {
+		return Place{}, "", err
+	}
+	t := Ticket{Buyer: j.BuyerID, Seq: j.Seq, JoinedAt: j.JoinedAt}
+	// A fresh view: the buyer may have been admitted while their join
+	// waited for its batch.
+	v, _ = q.currentView(time.Now())
+	return q.standing(v, t, time.Now()), q.signer.QueueID(t), nil
+}
+
+// Poll answers from the queue id and the pod's view: no I/O.
+func (q *Room) Poll(queueID string) (Place, error) {
+	if !q.settings.Load().On() {
+		return Place{}, sale.ErrQueueNotFound
+	}
+	t, err := q.signer.ParseQueueID(queueID)
+	if err != nil {
+		return Place{}, sale.ErrQueueNotFound
+	}
+	now := time.Now()
+	v, err := q.currentView(now)
+	if err != nil {
+		return Place{}, err
+	}
+	return q.standing(v, t, now), nil
+}
+
+// currentView is the pod's view, unless it is missing or too old to vouch
+// for (the database has been unreachable).
+func (q *Room) currentView(now time.Time) (*queueView, error) {
+	v := q.view.Load()
+	if v == nil || now.Sub(v.at) > staleView {
+		return nil, sale.Unavailable(sale.ErrDatabaseUnavailable, errStaleView)
+	}
+	return v, nil
+}

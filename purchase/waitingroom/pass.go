@@ -1,0 +1,33 @@
+package waitingroom
+
+import (
+	"strings"
+	"time"
+
+	"github.com/flux-order/flux-order/purchase/sale"
+)
+
+// CheckPass says whether a request whose Authorization header values are
+// authorization may buy or hold for buyerID. With the room on, it needs
+// `Bearer <pass>` signed for that buyer and not expired; with it off,
+// everyone may. Purchases and holds call it once the buyer is known, before
+// any I/O: the pass is checked from its signature alone.
+func (q *Room) CheckPass(authorization []string, buyerID string) error {
+	if !q.settings.Load().On() {
+		return nil
+	}
+	if len(authorization) == 0 {
+		return sale.ErrPassRequired
+	}
+	scheme, token, ok := strings.Cut(authorization[0], " ")
+	if len(authorization) > 1 {
+		return sale.ErrPassInvalid
+	}
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return sale.ErrPassRequired
+	}
+	if q.signer.CheckPass(strings.TrimSpace(token), buyerID, time.Now()) != nil {
+		return sale.ErrPassInvalid
+	}
+	return nil
+}
