@@ -299,7 +299,7 @@ func (r *FlashSaleReconciler) applyStatus(ctx context.Context, sale *salesv1alph
 		return err
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{"status": status}}
-	u.SetGroupVersionKind(salesv1alpha1.GroupVersion.WithKind("FlashSale"))
+	u.SetGroupVersionKind(salesv1alpha1.GroupVersion.WithKind(salesv1alpha1.FlashSaleKind))
 	u.SetName(sale.Name)
 	u.SetNamespace(sale.Namespace)
 	return r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)

@@ -10,7 +10,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
-	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
 // Components, the app.kubernetes.io/component label of each owned object.
@@ -45,7 +44,7 @@ func PurchaseName(s *salesv1alpha1.FlashSale) string { return s.Name + "-purchas
 func RedisName(s *salesv1alpha1.FlashSale) string    { return s.Name + "-redis" }
 func PostgresName(s *salesv1alpha1.FlashSale) string { return s.Name + "-postgres" }
 func IngressName(s *salesv1alpha1.FlashSale) string  { return s.Name }
-func LeaseName(s *salesv1alpha1.FlashSale) string    { return statusreport.LeaseName(s.Name) }
+func LeaseName(s *salesv1alpha1.FlashSale) string    { return salesv1alpha1.ReporterLeaseName(s.Name) }
 
 // SelectorLabels select a component's pods; they never change.
 func SelectorLabels(s *salesv1alpha1.FlashSale, component string) map[string]string {
@@ -77,7 +76,7 @@ func objectMeta(s *salesv1alpha1.FlashSale, name, component string) metav1.Objec
 		Name:            name,
 		Namespace:       s.Namespace,
 		Labels:          Labels(s, component),
-		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(s, salesv1alpha1.GroupVersion.WithKind("FlashSale"))},
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(s, salesv1alpha1.GroupVersion.WithKind(salesv1alpha1.FlashSaleKind))},
 	}
 }
 

@@ -26,8 +26,8 @@ func PurchaseRole(s *salesv1alpha1.FlashSale) *rbacv1.Role {
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
 		ObjectMeta: objectMeta(s, PurchaseName(s), ComponentPurchase),
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{group}, Resources: []string{"flashsales"}, ResourceNames: []string{s.Name}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{group}, Resources: []string{"flashsales/status"}, ResourceNames: []string{s.Name}, Verbs: []string{"get", "patch"}},
+			{APIGroups: []string{group}, Resources: []string{salesv1alpha1.FlashSaleResource}, ResourceNames: []string{s.Name}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{group}, Resources: []string{salesv1alpha1.FlashSaleResource + "/status"}, ResourceNames: []string{s.Name}, Verbs: []string{"get", "patch"}},
 			{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{LeaseName(s)}, Verbs: []string{"get", "update", "patch"}},
 		},
 	}
