@@ -14,22 +14,19 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
 
 // FieldOwner is the pods' server-side apply identity.
 const FieldOwner = "flux-order-purchase"
 
-var flashSales = schema.GroupVersionResource{Group: "sales.fluxorder.io", Version: "v1alpha1", Resource: "flashsales"}
-
-// LeaseName is the Lease a sale's pods compete for; the operator's Role for
-// the pods allows exactly this one.
-func LeaseName(sale string) string { return sale + "-purchase-reporter" }
+var flashSales = salesv1alpha1.GroupVersion.WithResource(salesv1alpha1.FlashSaleResource)
 
 // Counts is what the pods report: exact counts from the sale's database.
 type Counts struct {
@@ -94,7 +91,7 @@ func (r *Reporter) ReportOnce(ctx context.Context) error {
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": flashSales.GroupVersion().String(),
-		"kind":       "FlashSale",
+		"kind":       salesv1alpha1.FlashSaleKind,
 		"metadata":   map[string]any{"name": r.Sale, "namespace": r.Namespace},
 		"status":     status,
 	}}
@@ -103,11 +100,13 @@ func (r *Reporter) ReportOnce(ctx context.Context) error {
 	return err
 }
 
-// Run competes for the Lease until ctx ends; while leading it reports every
-// Interval. A failed report is logged and retried at the next tick.
+// Run competes for the sale's reporter Lease (salesv1alpha1.ReporterLeaseName)
+// until ctx ends; while leading it reports every Interval. A failed report
+// is logged and retried at the next tick.
 func (r *Reporter) Run(ctx context.Context) {
+	lease := salesv1alpha1.ReporterLeaseName(r.Sale)
 	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: LeaseName(r.Sale), Namespace: r.Namespace},
+		LeaseMeta:  metav1.ObjectMeta{Name: lease, Namespace: r.Namespace},
 		Client:     r.kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: r.Identity},
 	}
@@ -122,7 +121,7 @@ func (r *Reporter) Run(ctx context.Context) {
 			RenewDeadline:   10 * time.Second,
 			RetryPeriod:     2 * time.Second,
 			ReleaseOnCancel: true,
-			Name:            LeaseName(r.Sale),
+			Name:            lease,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(ctx context.Context) {
 					r.Log.Info("reporting the sale's counts", "identity", r.Identity)
