@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -67,22 +68,19 @@ func TestWaitingRoom_DefaultsAndLiveSettings_ReachThePods(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Follow(ctx, func(s statusreport.Settings) { settings <- s })
-	if first := <-settings; first.WaitingRoom != (statusreport.WaitingRoom{AdmitPerSecond: 50, Order: "FIFO", PassTTL: 10 * time.Minute}) {
-		t.Fatalf("the pods' first settings: %+v", first.WaitingRoom)
+	first := (<-settings).WaitingRoom
+	if want := (salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 50, Order: salesv1alpha1.QueueFIFO,
+		PassTTL: &metav1.Duration{Duration: 10 * time.Minute}}); first == nil || !equality.Semantic.DeepEqual(*first, want) {
+		t.Fatalf("the pods' first settings: %+v", first)
 	}
 	joinFrom := startsAt.Add(-30 * time.Minute)
-	patchSpec(t, s, func(s *salesv1alpha1.FlashSale) {
-		s.Spec.WaitingRoom = &salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 7, MaxActiveBuyers: 100, Order: salesv1alpha1.QueueRandom,
-			JoinFrom: &metav1.Time{Time: joinFrom}, PassTTL: &metav1.Duration{Duration: 2 * time.Minute}}
-	})
-	want := statusreport.WaitingRoom{AdmitPerSecond: 7, MaxActiveBuyers: 100, Order: "Random", JoinFrom: joinFrom, PassTTL: 2 * time.Minute}
+	want := salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 7, MaxActiveBuyers: 100, Order: salesv1alpha1.QueueRandom,
+		JoinFrom: &metav1.Time{Time: joinFrom}, PassTTL: &metav1.Duration{Duration: 2 * time.Minute}}
+	patchSpec(t, s, func(s *salesv1alpha1.FlashSale) { s.Spec.WaitingRoom = want.DeepCopy() })
 	select {
 	case st := <-settings:
-		if !st.WaitingRoom.JoinFrom.Equal(want.JoinFrom) {
-			t.Fatalf("joinFrom: want %v, got %v", want.JoinFrom, st.WaitingRoom.JoinFrom)
-		}
-		st.WaitingRoom.JoinFrom = want.JoinFrom
-		if st.WaitingRoom != want {
+		// Semantic equality compares joinFrom as an instant.
+		if st.WaitingRoom == nil || !equality.Semantic.DeepEqual(*st.WaitingRoom, want) {
 			t.Fatalf("want %+v, got %+v", want, st.WaitingRoom)
 		}
 	case <-time.After(5 * time.Second):

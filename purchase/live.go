@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"github.com/flux-order/flux-order/purchase/orderstore"
@@ -110,12 +112,21 @@ func (s *Service) followGrowth(ctx context.Context, grow <-chan int64) {
 	}
 }
 
-// waitingRoomOf is the FlashSale's spec.waitingRoom as the pod's settings.
-func waitingRoomOf(w statusreport.WaitingRoom) waitingroom.Settings {
-	order := waitingroom.FIFO
-	if w.Order == "Random" {
-		order = waitingroom.Random
+// waitingRoomOf is the FlashSale's spec.waitingRoom as the pod's settings
+// (nil: no waiting room).
+func waitingRoomOf(w *salesv1alpha1.WaitingRoomSpec) waitingroom.Settings {
+	if w == nil {
+		return waitingroom.Settings{}
 	}
-	return waitingroom.Settings{AdmitPerSecond: w.AdmitPerSecond, MaxActiveBuyers: w.MaxActiveBuyers,
-		Order: order, JoinFrom: w.JoinFrom, PassTTL: w.PassTTL}
+	wr := waitingroom.Settings{AdmitPerSecond: int(w.AdmitPerSecond), MaxActiveBuyers: int(w.MaxActiveBuyers), Order: waitingroom.FIFO}
+	if w.Order == salesv1alpha1.QueueRandom {
+		wr.Order = waitingroom.Random
+	}
+	if w.JoinFrom != nil {
+		wr.JoinFrom = w.JoinFrom.UTC()
+	}
+	if w.PassTTL != nil {
+		wr.PassTTL = w.PassTTL.Duration
+	}
+	return wr
 }

@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+
 	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/httpapi"
@@ -99,7 +103,7 @@ func TestQueue_Off_NoPassNeededAndNoQueue(t *testing.T) {
 	// request on.
 	pod := s.Pods[0].Svc
 	pod.Apply(statusreport.Settings{Tickets: 5, LockTTL: time.Second,
-		WaitingRoom: statusreport.WaitingRoom{AdmitPerSecond: 5, Order: "Random", PassTTL: time.Minute}})
+		WaitingRoom: &salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 5, Order: salesv1alpha1.QueueRandom, PassTTL: &metav1.Duration{Duration: time.Minute}}})
 	if wr := pod.Queue.Settings(); wr != (waitingroom.Settings{AdmitPerSecond: 5, Order: waitingroom.Random, PassTTL: time.Minute}) {
 		t.Fatalf("live waiting room settings: got %+v", wr)
 	}

@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
 
 // Settings is the part of a FlashSale the pods apply live: from its spec the
@@ -30,17 +34,9 @@ type Settings struct {
 	SoldOut bool
 	// DisplayName is the event's name on the sale page ("": the sale's).
 	DisplayName string
-	// WaitingRoom is spec.waitingRoom; its AdmitPerSecond is 0 when absent.
-	WaitingRoom WaitingRoom
-}
-
-// WaitingRoom is spec.waitingRoom, as the API server defaulted it.
-type WaitingRoom struct {
-	AdmitPerSecond  int
-	MaxActiveBuyers int
-	Order           string // FIFO or Random
-	JoinFrom        time.Time
-	PassTTL         time.Duration
+	// WaitingRoom is spec.waitingRoom, as the API server defaulted it; nil
+	// while the sale has none (the waiting room is off).
+	WaitingRoom *salesv1alpha1.WaitingRoomSpec
 }
 
 // Get reads this sale's settings once.
@@ -72,7 +68,7 @@ func (r *Reporter) Follow(ctx context.Context, onChange func(Settings)) {
 			r.Log.Warn("ignoring the FlashSale's settings", "err", err)
 			return
 		}
-		if last == nil || *last != s {
+		if last == nil || !last.same(s) {
 			last = &s
 			r.Log.Info("sale settings", "paused", s.Paused, "startsAt", s.StartsAt, "endsAt", s.EndsAt,
 				"maxTicketsPerBuyer", s.MaxTicketsPerBuyer, "lockTTL", s.LockTTL, "holdTTL", s.HoldTTL, "tickets", s.Tickets,
@@ -87,72 +83,52 @@ func (r *Reporter) Follow(ctx context.Context, onChange func(Settings)) {
 	inf.Informer().Run(ctx.Done())
 }
 
-// settingsOf reads the settings from a FlashSale. The API server has
+// same reports whether s and o are the same settings, their waiting rooms
+// compared by value (joinFrom as an instant).
+func (s Settings) same(o Settings) bool {
+	ws, wo := s.WaitingRoom, o.WaitingRoom
+	s.WaitingRoom, o.WaitingRoom = nil, nil
+	return s == o && equality.Semantic.DeepEqual(ws, wo)
+}
+
+// settingsOf decodes a FlashSale and takes its settings. The API server has
 // validated and defaulted them (lockTTL 5s), so an error here means a
 // FlashSale of another version than this pod knows.
 func settingsOf(u *unstructured.Unstructured) (Settings, error) {
-	var s Settings
-	spec := func(f string) []string { return []string{"spec", f} }
-	s.Paused, _, _ = unstructured.NestedBool(u.Object, spec("paused")...)
-	s.DisplayName, _, _ = unstructured.NestedString(u.Object, spec("displayName")...)
-	for field, dst := range map[string]*time.Time{"startsAt": &s.StartsAt, "endsAt": &s.EndsAt} {
-		if v, ok, _ := unstructured.NestedString(u.Object, spec(field)...); ok {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				return Settings{}, fmt.Errorf("spec.%s: %w", field, err)
-			}
-			*dst = t
-		}
+	var sale salesv1alpha1.FlashSale
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &sale); err != nil {
+		return Settings{}, fmt.Errorf("decode flashsale %s/%s: %w", u.GetNamespace(), u.GetName(), err)
 	}
-	limit, _, _ := unstructured.NestedInt64(u.Object, spec("maxTicketsPerBuyer")...)
-	s.MaxTicketsPerBuyer = int(limit)
-	s.Tickets, _, _ = unstructured.NestedInt64(u.Object, spec("tickets")...)
-	if s.Tickets < 1 {
-		return Settings{}, fmt.Errorf("spec.tickets is %d", s.Tickets)
+	spec, status := sale.Spec, sale.Status
+	if spec.Tickets < 1 {
+		return Settings{}, fmt.Errorf("spec.tickets is %d", spec.Tickets)
 	}
-	sold, okSold, _ := unstructured.NestedInt64(u.Object, "status", "sold")
-	available, okAvailable, _ := unstructured.NestedInt64(u.Object, "status", "available")
-	s.SoldOut = okSold && okAvailable && available == 0 && sold >= s.Tickets
-	for field, dst := range map[string]*time.Duration{"lockTTL": &s.LockTTL, "holdTTL": &s.HoldTTL} {
-		if v, ok, _ := unstructured.NestedString(u.Object, spec(field)...); ok {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return Settings{}, fmt.Errorf("spec.%s: %w", field, err)
-			}
-			*dst = d
-		}
-	}
-	wr, err := waitingRoomOf(u)
-	if err != nil {
-		return Settings{}, err
-	}
-	s.WaitingRoom = wr
-	return s, nil
+	return Settings{
+		Paused:             spec.Paused,
+		StartsAt:           timeOf(spec.StartsAt),
+		EndsAt:             timeOf(spec.EndsAt),
+		MaxTicketsPerBuyer: int(spec.MaxTicketsPerBuyer),
+		LockTTL:            durationOf(spec.LockTTL),
+		HoldTTL:            durationOf(spec.HoldTTL),
+		Tickets:            spec.Tickets,
+		SoldOut:            status.Sold != nil && status.Available != nil && *status.Available == 0 && *status.Sold >= spec.Tickets,
+		DisplayName:        spec.DisplayName,
+		WaitingRoom:        spec.WaitingRoom,
+	}, nil
 }
 
-func waitingRoomOf(u *unstructured.Unstructured) (WaitingRoom, error) {
-	var w WaitingRoom
-	m, ok, _ := unstructured.NestedMap(u.Object, "spec", "waitingRoom")
-	if !ok {
-		return w, nil
+// timeOf is t in UTC, the zero time when t is unset.
+func timeOf(t *metav1.Time) time.Time {
+	if t == nil {
+		return time.Time{}
 	}
-	rate, _, _ := unstructured.NestedInt64(m, "admitPerSecond")
-	active, _, _ := unstructured.NestedInt64(m, "maxActiveBuyers")
-	w.AdmitPerSecond, w.MaxActiveBuyers = int(rate), int(active)
-	w.Order, _, _ = unstructured.NestedString(m, "order")
-	if v, ok, _ := unstructured.NestedString(m, "joinFrom"); ok {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			return w, fmt.Errorf("spec.waitingRoom.joinFrom: %w", err)
-		}
-		w.JoinFrom = t
+	return t.UTC()
+}
+
+// durationOf is d, 0 when d is unset.
+func durationOf(d *metav1.Duration) time.Duration {
+	if d == nil {
+		return 0
 	}
-	if v, ok, _ := unstructured.NestedString(m, "passTTL"); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return w, fmt.Errorf("spec.waitingRoom.passTTL: %w", err)
-		}
-		w.PassTTL = d
-	}
-	return w, nil
+	return d.Duration
 }
