@@ -43,7 +43,7 @@ type Settings struct {
 func (r *Reporter) Get(ctx context.Context) (Settings, error) {
 	u, err := r.dyn.Resource(flashSales).Namespace(r.Namespace).Get(ctx, r.Sale, metav1.GetOptions{})
 	if err != nil {
-		return Settings{}, fmt.Errorf("read FlashSale %s/%s: %w", r.Namespace, r.Sale, err)
+		return Settings{}, fmt.Errorf("get flashsale %s/%s: %w", r.Namespace, r.Sale, err)
 	}
 	return settingsOf(u)
 }

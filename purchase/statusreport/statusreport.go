@@ -61,11 +61,11 @@ type Reporter struct {
 func New(cfg *rest.Config, namespace, sale, identity string, counts CountFunc, log *slog.Logger) (*Reporter, error) {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create dynamic client: %w", err)
 	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create kubernetes client: %w", err)
 	}
 	if log == nil {
 		log = slog.Default()
@@ -97,7 +97,10 @@ func (r *Reporter) ReportOnce(ctx context.Context) error {
 	}}
 	_, err = r.dyn.Resource(flashSales).Namespace(r.Namespace).ApplyStatus(ctx, r.Sale, u,
 		metav1.ApplyOptions{FieldManager: FieldOwner, Force: true})
-	return err
+	if err != nil {
+		return fmt.Errorf("apply status of flashsale %s/%s: %w", r.Namespace, r.Sale, err)
+	}
+	return nil
 }
 
 // Run competes for the sale's reporter Lease (salesv1alpha1.ReporterLeaseName)
