@@ -52,20 +52,6 @@ func lookPath(name, install string, extra ...string) (string, error) {
 	return "", fmt.Errorf("%s not found on PATH: install it with `%s`", name, install)
 }
 
-func waitTCP(ctx context.Context, addr string) error {
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			return c.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s never accepted connections: %w", addr, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // Redis is a redis-server child process without persistence.
 type Redis struct {
 	Addr string
@@ -258,9 +244,13 @@ func (r *Redis) Start() error {
 	if err := r.cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return waitTCP(ctx, r.Addr)
+	return Eventually(nil, 10*time.Second, 20*time.Millisecond, "redis-server accepting connections on "+r.Addr, func() error {
+		c, err := net.DialTimeout("tcp", r.Addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
 }
 
 // Kill stops the server abruptly, losing every key, as a crash would.
@@ -508,16 +498,32 @@ func Main(m interface{ Run() int }, redis **Redis, pg **Postgres) int {
 	return m.Run()
 }
 
-// Eventually polls cond every 20 ms until it holds, failing t with what was
-// awaited once timeout has passed. Tests wait on a condition, never on a
-// sleep.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
+// Eventually calls cond every interval until it returns nil, and returns
+// nil. Once timeout has passed, it returns an error naming what was awaited
+// and cond's last error, and fails t with it (t.Fatal). Pass a nil t where
+// t.Fatal may not be called (TestMain, a goroutine other than the test's,
+// a program): the caller then handles the error.
+//
+// This is the one polling helper of the repository's tests: a test waits
+// for a condition, never on a sleep.
+func Eventually(t testing.TB, timeout, interval time.Duration, what string, cond func() error) error {
+	if t != nil {
+		t.Helper()
+	}
 	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", timeout, what)
+	for {
+		err := cond()
+		if err == nil {
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		left := time.Until(deadline)
+		if left <= 0 {
+			err = fmt.Errorf("waited %v for %s; last: %w", timeout, what, err)
+			if t != nil {
+				t.Fatal(err)
+			}
+			return err
+		}
+		time.Sleep(min(interval, left)) // cond runs once more at the deadline
 	}
 }
