@@ -28,6 +28,7 @@ import (
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
@@ -88,7 +89,7 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 		if strings.HasSuffix(key, "/no-hpa") {
 			continue
 		}
-		eventually(t, 10*time.Second, key+" exists", func() error { return get(t, ns, objName, obj) })
+		testservers.Eventually(t, 10*time.Second, poll, key+" exists", func() error { return get(t, ns, objName, obj) })
 		refs := obj.GetOwnerReferences()
 		if _, retained := obj.(*corev1.Secret); retained {
 			// reclaimPolicy Retain (the default): the credentials live as long
@@ -145,7 +146,7 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 		t.Errorf("generated secret: %v", secret.Data)
 	}
 
-	eventually(t, 10*time.Second, "status says what is not ready", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "status says what is not ready", func() error {
 		st := saleNow(t, sale).Status
 		c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionRedisReady)
 		if st.Phase != salesv1alpha1.PhaseProvisioning || c == nil || c.Status != metav1.ConditionFalse || c.Reason != "NotReady" {
@@ -175,14 +176,16 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 // writes (pinning images, status).
 func tryUpdate(t *testing.T, sale *salesv1alpha1.FlashSale, mutate func(*salesv1alpha1.FlashSale)) error {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	var err error
+	testservers.Eventually(t, 5*time.Second, poll, "an update without a conflict", func() error {
 		s := saleNow(t, sale)
 		mutate(s)
-		err := k8s.Update(context.Background(), s)
-		if !apierrors.IsConflict(err) || time.Now().After(deadline) {
+		if err = k8s.Update(context.Background(), s); apierrors.IsConflict(err) {
 			return err
 		}
-	}
+		return nil
+	})
+	return err
 }
 
 func TestReconcile_RoutineChanges_NeverTouchThePodTemplate(t *testing.T) {
@@ -192,7 +195,7 @@ func TestReconcile_RoutineChanges_NeverTouchThePodTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	dep := &appsv1.Deployment{}
-	eventually(t, 10*time.Second, "purchase Deployment exists", func() error { return get(t, ns, sale.Name+"-purchase", dep) })
+	testservers.Eventually(t, 10*time.Second, poll, "purchase Deployment exists", func() error { return get(t, ns, sale.Name+"-purchase", dep) })
 	waitObserved(t, sale)
 	generation, template := dep.Generation, dep.Spec.Template
 
@@ -221,7 +224,7 @@ func TestReconcile_RoutineChanges_NeverTouchThePodTemplate(t *testing.T) {
 
 	// A change that needs new pods rolls them, and says so.
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Image = "example.com/flux-order:v2" })
-	eventually(t, 10*time.Second, "a new image rolls the pods with an event", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "a new image rolls the pods with an event", func() error {
 		if err := get(t, ns, sale.Name+"-purchase", dep); err != nil {
 			return err
 		}
@@ -254,7 +257,7 @@ func findEvent(t *testing.T, ns, reason string) error {
 
 func patchSpec(t *testing.T, sale *salesv1alpha1.FlashSale, mutate func(*salesv1alpha1.FlashSale)) {
 	t.Helper()
-	eventually(t, 5*time.Second, "update spec", func() error {
+	testservers.Eventually(t, 5*time.Second, poll, "update spec", func() error {
 		s := saleNow(t, sale)
 		mutate(s)
 		return k8s.Update(context.Background(), s)
@@ -265,7 +268,7 @@ func patchSpec(t *testing.T, sale *salesv1alpha1.FlashSale, mutate func(*salesv1
 // ready pods.
 func markReady(t *testing.T, ns, name string, obj client.Object) {
 	t.Helper()
-	eventually(t, 10*time.Second, "mark "+name+" ready", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "mark "+name+" ready", func() error {
 		if err := get(t, ns, name, obj); err != nil {
 			return err
 		}
@@ -282,7 +285,7 @@ func markReady(t *testing.T, ns, name string, obj client.Object) {
 
 func waitPhase(t *testing.T, sale *salesv1alpha1.FlashSale, want salesv1alpha1.Phase, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, "phase "+string(want), func() error {
+	testservers.Eventually(t, timeout, poll, "phase "+string(want), func() error {
 		if got := saleNow(t, sale).Status.Phase; got != want {
 			return fmt.Errorf("phase is %q", got)
 		}
@@ -397,7 +400,7 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 		t.Fatal(err)
 	}
 	dep := &appsv1.Deployment{}
-	eventually(t, 10*time.Second, "purchase deployment", func() error { return get(t, ns, "scaled-purchase", dep) })
+	testservers.Eventually(t, 10*time.Second, poll, "purchase deployment", func() error { return get(t, ns, "scaled-purchase", dep) })
 
 	// kubectl scale flashsale/scaled --replicas=4
 	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 4}}
@@ -415,10 +418,10 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, 10*time.Second, "deployment scaled to 4", replicas(4))
+	testservers.Eventually(t, 10*time.Second, poll, "deployment scaled to 4", replicas(4))
 	markReady(t, ns, "scaled-purchase", dep)
 	got := &autoscalingv1.Scale{}
-	eventually(t, 10*time.Second, "scale status", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "scale status", func() error {
 		if err := k8s.SubResource("scale").Get(context.Background(), saleNow(t, sale), got); err != nil {
 			return err
 		}
@@ -434,12 +437,12 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 		s.Spec.PurchaseAPI.Autoscaling = &salesv1alpha1.AutoscalingSpec{MinReplicas: 2, MaxReplicas: 8, TargetCPUUtilizationPercentage: 60}
 	})
 	hpa := &autoscalingv2.HorizontalPodAutoscaler{}
-	eventually(t, 10*time.Second, "HPA", func() error { return get(t, ns, "scaled-purchase", hpa) })
+	testservers.Eventually(t, 10*time.Second, poll, "HPA", func() error { return get(t, ns, "scaled-purchase", hpa) })
 	if hpa.Spec.MaxReplicas != 8 || *hpa.Spec.MinReplicas != 2 || hpa.Spec.ScaleTargetRef.Name != "scaled-purchase" {
 		t.Fatalf("hpa %+v", hpa.Spec)
 	}
 	waitObserved(t, sale)
-	eventually(t, 10*time.Second, "replicas left to the HPA", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "replicas left to the HPA", func() error {
 		if err := get(t, ns, "scaled-purchase", dep); err != nil {
 			return err
 		}
@@ -464,7 +467,7 @@ func TestScale_SubresourceAndAutoscaling(t *testing.T) {
 	// Autoscaling removed: the HPA goes away, the count it left stays and
 	// becomes the sale's.
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.PurchaseAPI.Autoscaling = nil })
-	eventually(t, 10*time.Second, "HPA deleted", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "HPA deleted", func() error {
 		if err := get(t, ns, "scaled-purchase", hpa); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("still there: %v", err)
 		}
@@ -486,12 +489,12 @@ func TestReconcile_HandEditsAndDeletions_AreUndone(t *testing.T) {
 		t.Fatal(err)
 	}
 	dep := &appsv1.Deployment{}
-	eventually(t, 10*time.Second, "purchase deployment", func() error { return get(t, ns, "drift-purchase", dep) })
+	testservers.Eventually(t, 10*time.Second, poll, "purchase deployment", func() error { return get(t, ns, "drift-purchase", dep) })
 	dep.Spec.Template.Spec.Containers[0].Image = "evil:latest"
 	if err := k8s.Update(context.Background(), dep); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "image put back", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "image put back", func() error {
 		if err := get(t, ns, "drift-purchase", dep); err != nil {
 			return err
 		}
@@ -508,7 +511,7 @@ func TestReconcile_HandEditsAndDeletions_AreUndone(t *testing.T) {
 	if err := k8s.Delete(context.Background(), svc); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "service recreated", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "service recreated", func() error {
 		if err := get(t, ns, "drift-redis", svc); err != nil {
 			return err
 		}
@@ -546,7 +549,7 @@ func TestStatusReport_PodsCountsSurviveReconciles(t *testing.T) {
 	}
 	// A reconcile (spec change) must keep the pods' fields.
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 3 })
-	eventually(t, 10*time.Second, "reconciled", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "reconciled", func() error {
 		if g := saleNow(t, sale).Status.ObservedGeneration; g != saleNow(t, sale).Generation {
 			return fmt.Errorf("observed generation %d", g)
 		}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
@@ -60,13 +61,13 @@ func TestHibernation_EndedSaleHibernates_ExtendingEndsAtWakesIt(t *testing.T) {
 	if err := k8s.Create(context.Background(), sale); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the full sale before endsAt", func() error { return hibernated(t, sale, false, 3) })
-	eventually(t, 10*time.Second, "hibernation at endsAt, with no other event", func() error { return hibernated(t, sale, true, 3) })
+	testservers.Eventually(t, 10*time.Second, poll, "the full sale before endsAt", func() error { return hibernated(t, sale, false, 3) })
+	testservers.Eventually(t, 10*time.Second, poll, "hibernation at endsAt, with no other event", func() error { return hibernated(t, sale, true, 3) })
 
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) {
 		s.Spec.EndsAt = &metav1.Time{Time: time.Now().Add(time.Hour).Truncate(time.Second)}
 	})
-	eventually(t, 10*time.Second, "awake after endsAt moved", func() error { return hibernated(t, sale, false, 3) })
+	testservers.Eventually(t, 10*time.Second, poll, "awake after endsAt moved", func() error { return hibernated(t, sale, false, 3) })
 }
 
 func TestHibernation_SoldOutLongerThanHibernateAfter_HibernatesUntilTicketsGrow(t *testing.T) {
@@ -76,7 +77,7 @@ func TestHibernation_SoldOutLongerThanHibernateAfter_HibernatesUntilTicketsGrow(
 	if err := k8s.Create(context.Background(), sale); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the full sale", func() error { return hibernated(t, sale, false, 2) })
+	testservers.Eventually(t, 10*time.Second, poll, "the full sale", func() error { return hibernated(t, sale, false, 2) })
 
 	// The pods report the last seat sold.
 	r, err := statusreport.New(cfg, ns, "gone", "pod-a", func(context.Context) (statusreport.Counts, error) {
@@ -88,7 +89,7 @@ func TestHibernation_SoldOutLongerThanHibernateAfter_HibernatesUntilTicketsGrow(
 	if err := r.ReportOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "sold out noted", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "sold out noted", func() error {
 		if saleNow(t, sale).Status.SoldOutSince == nil {
 			return errors.New("no soldOutSince")
 		}
@@ -97,10 +98,10 @@ func TestHibernation_SoldOutLongerThanHibernateAfter_HibernatesUntilTicketsGrow(
 	if err := hibernated(t, sale, false, 2); err != nil {
 		t.Fatalf("sold out for less than hibernateAfter: %v", err)
 	}
-	eventually(t, 10*time.Second, "hibernation after hibernateAfter, with no other event", func() error { return hibernated(t, sale, true, 2) })
+	testservers.Eventually(t, 10*time.Second, poll, "hibernation after hibernateAfter, with no other event", func() error { return hibernated(t, sale, true, 2) })
 
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Tickets = 20 })
-	eventually(t, 10*time.Second, "awake after tickets grew", func() error { return hibernated(t, sale, false, 2) })
+	testservers.Eventually(t, 10*time.Second, poll, "awake after tickets grew", func() error { return hibernated(t, sale, false, 2) })
 	if saleNow(t, sale).Status.SoldOutSince != nil {
 		t.Fatal("soldOutSince must be cleared once the sale is not sold out")
 	}

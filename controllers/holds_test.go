@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
@@ -60,8 +62,27 @@ func TestHolds_HoldTTLBoundsLiveSettingsStatusHeldAndColumn(t *testing.T) {
 		markReady(t, ns, name, obj)
 	}
 	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 10*time.Second)
-	counts := statusreport.Counts{Tickets: 100, Sold: 93, Held: 7}
+	// The phase must not change below. To know that the controller has
+	// read the report of held seats before saying so, the pods first report
+	// 90 seeded seats of 100 (a growth: InventorySeeded Growing); the report
+	// of held seats then turns InventorySeeded back to Seeded, in the same
+	// status write as the phase it computed from that report.
+	seeded := func(reason string) func() error {
+		return func() error {
+			c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionInventorySeeded)
+			if c == nil || c.Reason != reason {
+				return fmt.Errorf("InventorySeeded is %+v", c)
+			}
+			return nil
+		}
+	}
+	counts := statusreport.Counts{Tickets: 90, Sold: 50}
 	r.Counts = func(context.Context) (statusreport.Counts, error) { return counts, nil }
+	if err := r.ReportOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "InventorySeeded Growing after a report of 90 seats of 100", seeded("Growing"))
+	counts = statusreport.Counts{Tickets: 100, Sold: 93, Held: 7}
 	if err := r.ReportOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -72,15 +93,11 @@ func TestHolds_HoldTTLBoundsLiveSettingsStatusHeldAndColumn(t *testing.T) {
 	if got := printerCell(t, ns, "holds", "Held"); got != float64(7) {
 		t.Fatalf("kubectl get's HELD column shows %v, want 7", got)
 	}
-	// Every seat sold or held is not sold out (holds end), and held seats
-	// are seeded seats (not a growth in progress).
-	time.Sleep(time.Second)
-	now := saleNow(t, sale)
-	if now.Status.Phase != salesv1alpha1.PhaseOnSale {
+	// Held seats are seeded seats (not a growth in progress), and every
+	// seat sold or held is not sold out (holds end).
+	testservers.Eventually(t, 10*time.Second, poll, "held seats counted as seeded: InventorySeeded Seeded", seeded("Seeded"))
+	if now := saleNow(t, sale); now.Status.Phase != salesv1alpha1.PhaseOnSale {
 		t.Fatalf("7 seats held, none free: the phase must stay OnSale, got %s", now.Status.Phase)
-	}
-	if c := meta.FindStatusCondition(now.Status.Conditions, salesv1alpha1.ConditionInventorySeeded); c == nil || c.Reason != "Seeded" {
-		t.Fatalf("held seats are seeded: want InventorySeeded reason Seeded, got %+v", c)
 	}
 	counts = statusreport.Counts{Tickets: 100, Sold: 100}
 	if err := r.ReportOnce(ctx); err != nil {

@@ -13,13 +13,14 @@ import (
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 // waitImages waits until the sale's purchase, Redis and Postgres workloads
 // run the given images.
 func waitImages(t *testing.T, ns, sale, purchase, redis, postgres string) {
 	t.Helper()
-	eventually(t, 10*time.Second, sale+" runs "+purchase+", "+redis+", "+postgres, func() error {
+	testservers.Eventually(t, 10*time.Second, poll, sale+" runs "+purchase+", "+redis+", "+postgres, func() error {
 		p, r, pg := &appsv1.Deployment{}, &appsv1.Deployment{}, &appsv1.StatefulSet{}
 		if err := get(t, ns, sale+"-purchase", p); err != nil {
 			return err

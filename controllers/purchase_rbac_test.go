@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
@@ -33,7 +34,7 @@ func TestPurchaseRole_AllowsOnlyItsOwnSale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "role binding", func() error { return get(t, ns, "mine-purchase", &rbacv1.RoleBinding{}) })
+	testservers.Eventually(t, 10*time.Second, poll, "role binding", func() error { return get(t, ns, "mine-purchase", &rbacv1.RoleBinding{}) })
 	var sold atomic.Int64
 	sold.Store(3)
 	counts := func(context.Context) (statusreport.Counts, error) {
@@ -85,7 +86,7 @@ func TestPurchaseRole_AllowsOnlyItsOwnSale(t *testing.T) {
 	rctx, rcancel := context.WithCancel(context.Background())
 	defer rcancel()
 	go r.Run(rctx)
-	eventually(t, 10*time.Second, "the elected reporter writes counts", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "the elected reporter writes counts", func() error {
 		s := saleNow(t, mine)
 		if s.Status.LastReportTime == nil || s.Status.Sold == nil || *s.Status.Sold != 5 {
 			return fmt.Errorf("status %+v", s.Status)

@@ -12,6 +12,7 @@ import (
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 func TestReclaimPolicy_RetainKeepsCredentialsWithTheVolume_ReCreatedSaleReusesThem(t *testing.T) {
@@ -21,7 +22,7 @@ func TestReclaimPolicy_RetainKeepsCredentialsWithTheVolume_ReCreatedSaleReusesTh
 		t.Fatal(err)
 	}
 	secret, sts := &corev1.Secret{}, &appsv1.StatefulSet{}
-	eventually(t, 10*time.Second, "credentials and database", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "credentials and database", func() error {
 		if err := get(t, ns, "keep-postgres", secret); err != nil {
 			return err
 		}
@@ -44,7 +45,7 @@ func TestReclaimPolicy_RetainKeepsCredentialsWithTheVolume_ReCreatedSaleReusesTh
 	if err := k8s.Delete(context.Background(), sts); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "sale gone", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "sale gone", func() error {
 		if err := get(t, ns, "keep", &salesv1alpha1.FlashSale{}); err == nil {
 			return fmt.Errorf("still there")
 		}
@@ -54,16 +55,16 @@ func TestReclaimPolicy_RetainKeepsCredentialsWithTheVolume_ReCreatedSaleReusesTh
 	if err := k8s.Create(context.Background(), again); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the re-created sale's database", func() error { return get(t, ns, "keep-postgres", &appsv1.StatefulSet{}) })
+	testservers.Eventually(t, 10*time.Second, poll, "the re-created sale's database", func() error { return get(t, ns, "keep-postgres", &appsv1.StatefulSet{}) })
 	waitObserved(t, again)
 	if err := get(t, ns, "keep-postgres", secret); err != nil || string(secret.Data["password"]) != password {
 		t.Fatalf("the re-created sale must reuse the retained password (its data directory has it): %v", err)
 	}
-	eventually(t, 10*time.Second, "a Resumed event", func() error { return findEvent(t, ns, "Resumed") })
+	testservers.Eventually(t, 10*time.Second, poll, "a Resumed event", func() error { return findEvent(t, ns, "Resumed") })
 
 	// Delete: the sale owns its credentials, and the volume goes with it.
 	patchSpec(t, again, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres.ReclaimPolicy = salesv1alpha1.ReclaimDelete })
-	eventually(t, 10*time.Second, "credentials owned by the sale", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "credentials owned by the sale", func() error {
 		if err := get(t, ns, "keep-postgres", secret); err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ import (
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
 	"github.com/flux-order/flux-order/internal/pki"
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 // saleSecrets are every Secret the operator generates for a managed sale.
@@ -41,7 +42,7 @@ func createSale(t *testing.T, ns, name string, mutate ...func(*salesv1alpha1.Fla
 // waitObserved waits until the operator has acted on the sale's current generation.
 func waitObserved(t *testing.T, sale *salesv1alpha1.FlashSale) {
 	t.Helper()
-	eventually(t, 10*time.Second, "observedGeneration", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "observedGeneration", func() error {
 		s := saleNow(t, sale)
 		if s.Status.ObservedGeneration != s.Generation {
 			return fmt.Errorf("observed %d, generation %d", s.Status.ObservedGeneration, s.Generation)
@@ -54,7 +55,7 @@ func TestSecrets_GeneratedOnce_SurviveReconciles_DerivedKeysFollowTheSpec(t *tes
 	ns := newNamespace(t)
 	sale := createSale(t, ns, "creds")
 	before := map[string]map[string][]byte{}
-	eventually(t, 10*time.Second, "generated secrets", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "generated secrets", func() error {
 		for _, name := range saleSecrets("creds") {
 			s := &corev1.Secret{}
 			if err := get(t, ns, name, s); err != nil {
@@ -87,7 +88,7 @@ func TestSecrets_GeneratedOnce_SurviveReconciles_DerivedKeysFollowTheSpec(t *tes
 		t.Fatal(err)
 	}
 	waitObserved(t, sale)
-	eventually(t, 10*time.Second, "rediss:// url", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "rediss:// url", func() error {
 		r := &corev1.Secret{}
 		if err := get(t, ns, "creds-redis", r); err != nil {
 			return err
@@ -114,9 +115,9 @@ func TestSecrets_CertificateRenewedBeforeExpiry_DatastoresRestartOnce(t *testing
 	ns := newNamespace(t)
 	sale := createSale(t, ns, "renew")
 	old := &corev1.Secret{}
-	eventually(t, 10*time.Second, "tls secret", func() error { return get(t, ns, "renew-tls", old) })
+	testservers.Eventually(t, 10*time.Second, poll, "tls secret", func() error { return get(t, ns, "renew-tls", old) })
 	sts := &appsv1.StatefulSet{}
-	eventually(t, 10*time.Second, "postgres", func() error { return get(t, ns, "renew-postgres", sts) })
+	testservers.Eventually(t, 10*time.Second, poll, "postgres", func() error { return get(t, ns, "renew-postgres", sts) })
 	if _, ok := sts.Spec.Template.Annotations[TLSRenewedAnnotation]; ok {
 		t.Fatal("a new certificate must not restart anything")
 	}
@@ -136,7 +137,7 @@ func TestSecrets_CertificateRenewedBeforeExpiry_DatastoresRestartOnce(t *testing
 		t.Fatal(err)
 	}
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 1 }) // any change triggers a reconcile
-	eventually(t, 10*time.Second, "renewed certificate", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "renewed certificate", func() error {
 		cur := &corev1.Secret{}
 		if err := get(t, ns, "renew-tls", cur); err != nil {
 			return err
@@ -153,7 +154,7 @@ func TestSecrets_CertificateRenewedBeforeExpiry_DatastoresRestartOnce(t *testing
 		}
 		return nil
 	})
-	eventually(t, 10*time.Second, "postgres restarted", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "postgres restarted", func() error {
 		if err := get(t, ns, "renew-postgres", sts); err != nil {
 			return err
 		}
@@ -174,9 +175,9 @@ func TestPurchasePods_NoLiteralCredentials(t *testing.T) {
 	ns := newNamespace(t)
 	createSale(t, ns, "lit")
 	dep := &appsv1.Deployment{}
-	eventually(t, 10*time.Second, "purchase deployment", func() error { return get(t, ns, "lit-purchase", dep) })
+	testservers.Eventually(t, 10*time.Second, poll, "purchase deployment", func() error { return get(t, ns, "lit-purchase", dep) })
 	pw := &corev1.Secret{}
-	eventually(t, 10*time.Second, "secret", func() error { return get(t, ns, "lit-postgres", pw) })
+	testservers.Eventually(t, 10*time.Second, poll, "secret", func() error { return get(t, ns, "lit-postgres", pw) })
 	spec := dep.Spec.Template.Spec
 	for _, e := range spec.Containers[0].Env {
 		if strings.Contains(e.Value, "://") || (len(e.Value) > 0 && strings.Contains(string(pw.Data[specs.SecretKeyPass]), e.Value) && len(e.Value) > 8) {
@@ -209,11 +210,11 @@ func TestNetworkPolicies_SelectTheRightPods(t *testing.T) {
 	podLabels := map[string]labels.Set{}
 	for _, name := range []string{"np-a-purchase", "np-a-redis", "np-b-purchase", "np-b-redis"} {
 		d := &appsv1.Deployment{}
-		eventually(t, 10*time.Second, name, func() error { return get(t, ns, name, d) })
+		testservers.Eventually(t, 10*time.Second, poll, name, func() error { return get(t, ns, name, d) })
 		podLabels[name] = d.Spec.Template.Labels
 	}
 	sts := &appsv1.StatefulSet{}
-	eventually(t, 10*time.Second, "np-a-postgres", func() error { return get(t, ns, "np-a-postgres", sts) })
+	testservers.Eventually(t, 10*time.Second, poll, "np-a-postgres", func() error { return get(t, ns, "np-a-postgres", sts) })
 	podLabels["np-a-postgres"] = sts.Spec.Template.Labels
 
 	selects := func(sel *metav1.LabelSelector, pod string) bool {
@@ -225,7 +226,7 @@ func TestNetworkPolicies_SelectTheRightPods(t *testing.T) {
 	}
 	for _, c := range []struct{ policy, protects string }{{"np-a-redis", "np-a-redis"}, {"np-a-postgres", "np-a-postgres"}} {
 		np := &networkingv1.NetworkPolicy{}
-		eventually(t, 10*time.Second, c.policy, func() error { return get(t, ns, c.policy, np) })
+		testservers.Eventually(t, 10*time.Second, poll, c.policy, func() error { return get(t, ns, c.policy, np) })
 		for pod := range podLabels {
 			if got, want := selects(&np.Spec.PodSelector, pod), pod == c.protects; got != want {
 				t.Errorf("policy %s applies to %s: %v, want %v", c.policy, pod, got, want)
@@ -241,7 +242,7 @@ func TestNetworkPolicies_SelectTheRightPods(t *testing.T) {
 		}
 	}
 	pp := &networkingv1.NetworkPolicy{}
-	eventually(t, 10*time.Second, "purchase policy", func() error { return get(t, ns, "np-a-purchase", pp) })
+	testservers.Eventually(t, 10*time.Second, poll, "purchase policy", func() error { return get(t, ns, "np-a-purchase", pp) })
 	if !selects(&pp.Spec.PodSelector, "np-a-purchase") || selects(&pp.Spec.PodSelector, "np-b-purchase") {
 		t.Errorf("purchase policy selects %+v", pp.Spec.PodSelector)
 	}
@@ -263,7 +264,7 @@ func TestNetworkPolicies_SelectTheRightPods(t *testing.T) {
 	if err := k8s.Update(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "policies removed", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "policies removed", func() error {
 		if err := get(t, ns, "np-a-redis", &networkingv1.NetworkPolicy{}); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("np-a-redis: %v", err)
 		}
@@ -284,7 +285,7 @@ func TestCache_HoldsOnlyTheOperatorsSecrets(t *testing.T) {
 	}
 	// Once the labelled Secret (created second) is in the cache, the
 	// unlabelled one would be too, were it watched.
-	eventually(t, 10*time.Second, "labelled secret cached", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "labelled secret cached", func() error {
 		return mgrCache.Get(ctx, client.ObjectKeyFromObject(ours), &corev1.Secret{})
 	})
 	if err := mgrCache.Get(ctx, client.ObjectKeyFromObject(foreign), &corev1.Secret{}); !apierrors.IsNotFound(err) {

@@ -18,6 +18,7 @@ import (
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *testing.T) {
@@ -33,7 +34,7 @@ func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *t
 	if err := k8s.Create(context.Background(), sale); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "postgres StatefulSet", func() error { return get(t, ns, "disk-postgres", &appsv1.StatefulSet{}) })
+	testservers.Eventually(t, 10*time.Second, poll, "postgres StatefulSet", func() error { return get(t, ns, "disk-postgres", &appsv1.StatefulSet{}) })
 	// Play the StatefulSet controller: the claim of pod 0.
 	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-disk-postgres-0", Namespace: ns,
 		Labels: specs.Labels(sale, specs.ComponentPostgres)}, Spec: corev1.PersistentVolumeClaimSpec{
@@ -47,7 +48,7 @@ func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *t
 		s.Spec.Postgres.Storage.Size = ptr.To(resource.MustParse("2Gi"))
 		s.Spec.PurchaseAPI.Replicas = ptr.To[int32](3)
 	})
-	eventually(t, 10*time.Second, "the replicas change applied and Ready saying why the volume did not grow", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "the replicas change applied and Ready saying why the volume did not grow", func() error {
 		dep := &appsv1.Deployment{}
 		if err := get(t, ns, "disk-purchase", dep); err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
@@ -102,7 +103,7 @@ func TestWaitingRoom_StatusReportedByThePods_WaitingColumn_KeptByReconciles(t *t
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the pods' report (their Role exists)", func() error { return r.ReportOnce(ctx) })
+	testservers.Eventually(t, 10*time.Second, poll, "the pods' report (their Role exists)", func() error { return r.ReportOnce(ctx) })
 	want := salesv1alpha1.WaitingRoomStatus{Waiting: 1234, Admitted: 80, ServingPosition: 81}
 	if got := saleNow(t, sale).Status.WaitingRoom; got == nil || *got != want {
 		t.Fatalf("status.waitingRoom: want %+v, got %+v", want, got)
@@ -112,7 +113,7 @@ func TestWaitingRoom_StatusReportedByThePods_WaitingColumn_KeptByReconciles(t *t
 	}
 	// A reconcile (spec change) keeps the pods' field.
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.WaitingRoom.AdmitPerSecond = 20 })
-	eventually(t, 10*time.Second, "reconciled", func() error {
+	testservers.Eventually(t, 10*time.Second, poll, "reconciled", func() error {
 		if s := saleNow(t, sale); s.Status.ObservedGeneration != s.Generation {
 			return fmt.Errorf("observed generation %d of %d", s.Status.ObservedGeneration, s.Generation)
 		}
