@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/loadtest"
 )
 
@@ -41,8 +43,9 @@ var (
 	kube client.Client
 )
 
-// pollInterval is how often waits look again: short enough that measured
-// durations (OnSale, dashboard lag) are accurate to a fraction of a second.
+// pollInterval is how often the tests' waits (testservers.Eventually) look
+// again: short enough that measured durations (OnSale, dashboard lag) are
+// accurate to a fraction of a second.
 const pollInterval = 200 * time.Millisecond
 
 func env(name, def string) string {
@@ -91,9 +94,7 @@ func preflight() error {
 	if err := checkIngress(); err != nil {
 		return err
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	return waitOldNamespaces(ctx)
+	return waitOldNamespaces()
 }
 
 // checkIngress fails fast when nothing answers HTTP on ingressAddr: every
@@ -101,21 +102,16 @@ func preflight() error {
 // would only time out, minutes later. Any answer will do (an unknown host
 // gets a 404).
 func checkIngress() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	b := newBuyer("e2e-preflight.localtest")
-	for {
-		_, _, err := b.do(ctx, http.MethodGet, "/", "")
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("no HTTP answer on %s, where the ingress controller's NodePort 30080 should be published "+
-				"(make kind-up installs one from INGRESS_MANIFEST or the kind-offline kit): %v", ingressAddr, err)
-		case <-time.After(time.Second):
-		}
+	err := testservers.Eventually(nil, 30*time.Second, time.Second, "an HTTP answer on "+ingressAddr, func() error {
+		_, _, err := b.do(context.Background(), http.MethodGet, "/", "") // the buyer's client times out
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w; the ingress controller's NodePort 30080 should be published there "+
+			"(make kind-up installs one from INGRESS_MANIFEST or the kind-offline kit)", err)
 	}
+	return nil
 }
 
 // testNamespaceLabel marks the namespaces the tests create.
@@ -124,9 +120,11 @@ const testNamespaceLabel = "e2e.fluxorder.io/test"
 // waitOldNamespaces waits until the namespaces of an earlier run are
 // deleted: their pods shutting down would slow this run's sales and skew
 // the time to OnSale that scenario 1 measures.
-func waitOldNamespaces(ctx context.Context) error {
+func waitOldNamespaces() error {
 	start := time.Now()
-	for {
+	err := testservers.Eventually(nil, 3*time.Minute, time.Second, "the namespaces of an earlier run deleted", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		var list corev1.NamespaceList
 		if err := kube.List(ctx, &list, client.HasLabels{testNamespaceLabel}); err != nil {
 			return err
@@ -137,18 +135,15 @@ func waitOldNamespaces(ctx context.Context) error {
 				terminating = append(terminating, ns.Name)
 			}
 		}
-		if len(terminating) == 0 {
-			if d := time.Since(start); d > time.Second {
-				fmt.Printf("e2e: waited %.0fs for the namespaces of an earlier run to be deleted\n", d.Seconds())
-			}
-			return nil
+		if len(terminating) > 0 {
+			return fmt.Errorf("still terminating: %s", strings.Join(terminating, ", "))
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("expected the namespaces of an earlier run deleted, still terminating: %s", strings.Join(terminating, ", "))
-		case <-time.After(time.Second):
-		}
+		return nil
+	})
+	if d := time.Since(start); err == nil && d > time.Second {
+		fmt.Printf("e2e: waited %.0fs for the namespaces of an earlier run to be deleted\n", d.Seconds())
 	}
+	return err
 }
 
 // kubectl runs kubectl against the test cluster, with stdin if given.
@@ -301,52 +296,22 @@ func waitSale(t *testing.T, ns, name string, timeout time.Duration, what string,
 	t.Helper()
 	var last *salesv1alpha1.FlashSale
 	lastPhase := salesv1alpha1.Phase("-")
-	waitFor(t, timeout, fmt.Sprintf("flashsale %s/%s %s", ns, name, what), func(ctx context.Context) (bool, string) {
-		s, err := getSale(ctx, ns, name)
+	testservers.Eventually(t, timeout, pollInterval, fmt.Sprintf("flashsale %s/%s %s", ns, name, what), func() error {
+		s, err := getSale(t.Context(), ns, name)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
 		last = s
 		if s.Status.Phase != lastPhase {
 			t.Logf("flashsale %s/%s: phase %q", ns, name, s.Status.Phase)
 			lastPhase = s.Status.Phase
 		}
-		return cond(s), saleState(s)
+		if !cond(s) {
+			return errors.New(saleState(s))
+		}
+		return nil
 	})
 	return last
-}
-
-// waitFor calls check every pollInterval until it reports done, and fails
-// the test after timeout with what was expected and the last state seen.
-// It returns how long the wait took.
-func waitFor(t *testing.T, timeout time.Duration, what string, check func(ctx context.Context) (done bool, state string)) time.Duration {
-	t.Helper()
-	took, err := pollUntil(t.Context(), timeout, what, check)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return took
-}
-
-// pollUntil is waitFor for goroutines, which must not call t.Fatal: it
-// returns the error instead.
-func pollUntil(ctx context.Context, timeout time.Duration, what string, check func(ctx context.Context) (done bool, state string)) (time.Duration, error) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		done, state := check(ctx)
-		if done {
-			return time.Since(start), nil
-		}
-		select {
-		case <-ctx.Done():
-			return time.Since(start), fmt.Errorf("expected %s within %s; got: %s", what, timeout, state)
-		case <-tick.C:
-		}
-	}
 }
 
 // buyer talks to a sale's purchase API through the Ingress.
@@ -387,13 +352,13 @@ func (b *buyer) post(ctx context.Context, path, body string) (int, []byte, error
 // purchase API: until then it answers 404 (unknown host) or 502/503.
 func (b *buyer) waitRoute(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, fmt.Sprintf("GET http://%s/v1/availability with Host %s to answer 200", ingressAddr, b.host),
-		func(ctx context.Context) (bool, string) {
-			code, body, err := b.do(ctx, http.MethodGet, "/v1/availability", "")
-			if err != nil {
-				return false, err.Error()
+	testservers.Eventually(t, timeout, pollInterval, fmt.Sprintf("GET http://%s/v1/availability with Host %s to answer 200", ingressAddr, b.host),
+		func() error {
+			code, body, err := b.do(t.Context(), http.MethodGet, "/v1/availability", "")
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("%d %s", code, bytes.TrimSpace(body))
 			}
-			return code == http.StatusOK, fmt.Sprintf("%d %s", code, bytes.TrimSpace(body))
+			return err
 		})
 }
 

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -20,6 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 // Scenario 6: `kubectl scale flashsale/<name> --replicas=3` goes through
@@ -31,23 +34,26 @@ func TestScalingASaleWithKubectlGivesThreeReadyPurchasePods(t *testing.T) {
 	startSale(t, ns, name, 50, 2)
 
 	mustKubectl(t, nil, "-n", ns, "scale", "flashsale/"+name, "--replicas=3")
-	took := waitFor(t, 3*time.Minute, "3 ready purchase pods, and the sale's spec and status saying 3", func(ctx context.Context) (bool, string) {
-		pods, err := salePods(ctx, ns, name, "purchase")
+	scaled := time.Now()
+	testservers.Eventually(t, 3*time.Minute, pollInterval, "3 ready purchase pods, and the sale's spec and status saying 3", func() error {
+		pods, err := salePods(t.Context(), ns, name, "purchase")
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		s, err := getSale(ctx, ns, name)
+		s, err := getSale(t.Context(), ns, name)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
 		spec := int32(-1)
 		if s.Spec.PurchaseAPI.Replicas != nil {
 			spec = *s.Spec.PurchaseAPI.Replicas
 		}
-		state := fmt.Sprintf("%d purchase pods, %d ready; spec.purchaseAPI.replicas %d; %s", len(pods), readyPods(pods), spec, saleState(s))
-		return len(pods) == 3 && readyPods(pods) == 3 && spec == 3 && s.Status.ReadyReplicas == 3, state
+		if len(pods) != 3 || readyPods(pods) != 3 || spec != 3 || s.Status.ReadyReplicas != 3 {
+			return fmt.Errorf("%d purchase pods, %d ready; spec.purchaseAPI.replicas %d; %s", len(pods), readyPods(pods), spec, saleState(s))
+		}
+		return nil
 	})
-	t.Logf("TIMING: 3 ready purchase pods %.1fs after kubectl scale", took.Seconds())
+	t.Logf("TIMING: 3 ready purchase pods %.1fs after kubectl scale", time.Since(scaled).Seconds())
 
 	out := mustKubectl(t, nil, "-n", ns, "get", "flashsales")
 	if rows := kubectlTable(out); len(rows) != 1 || rows[0]["READY"] != "3" {
@@ -108,28 +114,32 @@ func TestDeletingASaleRemovesItsObjectsButKeepsItsData_ReCreatingItResumesTheOrd
 
 	start := time.Now()
 	mustKubectl(t, nil, "-n", ns, "delete", "flashsale", name, "--timeout=2m")
-	took := waitFor(t, 2*time.Minute, "every object the sale owned, and its pods, deleted", func(ctx context.Context) (bool, string) {
+	deleted := time.Now()
+	testservers.Eventually(t, 2*time.Minute, pollInterval, "every object the sale owned, and its pods, deleted", func() error {
 		var left []string
 		for _, o := range owned {
-			done, err := gone(ctx, o.obj)
+			done, err := gone(t.Context(), o.obj)
 			if err != nil {
-				return false, err.Error()
+				return err
 			}
 			if !done {
 				left = append(left, o.kind+"/"+o.obj.GetName())
 			}
 		}
 		var pods corev1.PodList
-		if err := kube.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/instance": name}); err != nil {
-			return false, err.Error()
+		if err := kube.List(t.Context(), &pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/instance": name}); err != nil {
+			return err
 		}
 		for _, p := range pods.Items {
 			left = append(left, "Pod/"+p.Name)
 		}
-		return len(left) == 0, "still there: " + strings.Join(left, ", ")
+		if len(left) > 0 {
+			return errors.New("still there: " + strings.Join(left, ", "))
+		}
+		return nil
 	})
 	t.Logf("TIMING: every owned object and pod gone %.1fs after kubectl delete flashsale (%.1fs of it garbage collection)",
-		time.Since(start).Seconds(), took.Seconds())
+		time.Since(start).Seconds(), time.Since(deleted).Seconds())
 
 	if err := kube.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: pvcName}, pvc); err != nil {
 		t.Fatalf("expected PVC %s to outlive its sale, got %v", pvcName, err)

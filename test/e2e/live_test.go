@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 // Pausing a sale in the middle of a storm reaches the running purchase pods
@@ -80,10 +81,13 @@ func TestPausingMidStormRestartsNoPodAndBuyersSeeSalePaused(t *testing.T) {
 		})
 	}
 	stormStart := time.Now()
-	waitFor(t, 10*time.Second, "orders in the unpaused storm", func(context.Context) (bool, string) {
+	testservers.Eventually(t, 10*time.Second, pollInterval, "orders in the unpaused storm", func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return answers["201 "] >= 50, fmt.Sprint(answers)
+		if answers["201 "] < 50 {
+			return fmt.Errorf("answers so far: %v", answers)
+		}
+		return nil
 	})
 	mustKubectl(t, nil, "-n", ns, "patch", "flashsale", name, "--type", "merge", "-p", `{"spec":{"paused":true}}`)
 	paused := time.Now()

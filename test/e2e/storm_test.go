@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/loadtest"
 )
 
@@ -183,17 +185,18 @@ func TestLosingRedisMidSaleSellsNoSeatTwiceAndSalesResume(t *testing.T) {
 					t.Errorf("delete Redis pod %s: %v", old.Name, err)
 					return
 				}
-				_, err := pollUntil(ctx, 2*time.Minute, "a new Redis pod Ready", func(ctx context.Context) (bool, string) {
+				// nil t: beside the storm, a failure is reported with t.Error.
+				err := testservers.Eventually(nil, 2*time.Minute, pollInterval, "a new Redis pod Ready", func() error {
 					pods, err := salePods(ctx, ns, name, "redis")
 					if err != nil {
-						return false, err.Error()
+						return err
 					}
 					for i := range pods {
 						if pods[i].UID != old.UID && podReady(&pods[i]) {
-							return true, ""
+							return nil
 						}
 					}
-					return false, fmt.Sprintf("%d Redis pods, none new and Ready", len(pods))
+					return fmt.Errorf("%d Redis pods, none new and Ready", len(pods))
 				})
 				if err != nil {
 					t.Error(err)
@@ -234,22 +237,22 @@ func TestLosingRedisMidSaleSellsNoSeatTwiceAndSalesResume(t *testing.T) {
 func reporterPod(t *testing.T, ns, sale string) string {
 	t.Helper()
 	var holder string
-	waitFor(t, time.Minute, "a purchase pod holding Lease "+sale+"-purchase-reporter", func(ctx context.Context) (bool, string) {
+	testservers.Eventually(t, time.Minute, pollInterval, "a purchase pod holding Lease "+sale+"-purchase-reporter", func() error {
 		lease := &coordinationv1.Lease{}
-		if err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: sale + "-purchase-reporter"}, lease); err != nil {
-			return false, err.Error()
+		if err := kube.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: sale + "-purchase-reporter"}, lease); err != nil {
+			return err
 		}
 		if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
-			return false, "the Lease has no holder"
+			return errors.New("the Lease has no holder")
 		}
 		holder = *lease.Spec.HolderIdentity
-		pods, err := salePods(ctx, ns, sale, "purchase")
+		pods, err := salePods(t.Context(), ns, sale, "purchase")
 		for _, p := range pods {
 			if p.Name == holder {
-				return true, ""
+				return nil
 			}
 		}
-		return false, fmt.Sprintf("holder %s is not a live purchase pod (%v)", holder, err)
+		return fmt.Errorf("holder %s is not a live purchase pod (%v)", holder, err)
 	})
 	return holder
 }
@@ -263,12 +266,13 @@ func deleteAndWatchPurchasePod(t *testing.T, ns, sale, pod string, stormT0 time.
 		t.Errorf("delete purchase pod %s: %v", pod, err)
 		return time.Time{}
 	}
-	_, err := pollUntil(ctx, 2*time.Minute, "purchase pod "+pod+" gone", func(ctx context.Context) (bool, string) {
+	// nil t: beside the storm, a failure is reported with t.Error.
+	err := testservers.Eventually(nil, 2*time.Minute, pollInterval, "purchase pod "+pod+" gone", func() error {
 		done, err := gone(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod}})
-		if err != nil {
-			return false, err.Error()
+		if err == nil && !done {
+			err = errors.New("the pod still exists (terminating)")
 		}
-		return done, "the pod still exists (terminating)"
+		return err
 	})
 	if err != nil {
 		t.Error(err)
@@ -276,12 +280,12 @@ func deleteAndWatchPurchasePod(t *testing.T, ns, sale, pod string, stormT0 time.
 	}
 	goneAt = time.Now()
 	t.Logf("purchase pod %s gone %.1fs into the storm", pod, goneAt.Sub(stormT0).Seconds())
-	_, err = pollUntil(ctx, 2*time.Minute, "2 ready purchase pods again", func(ctx context.Context) (bool, string) {
+	err = testservers.Eventually(nil, 2*time.Minute, pollInterval, "2 ready purchase pods again", func() error {
 		pods, err := salePods(ctx, ns, sale, "purchase")
-		if err != nil {
-			return false, err.Error()
+		if err == nil && readyPods(pods) != 2 {
+			err = fmt.Errorf("%d of %d purchase pods ready", readyPods(pods), len(pods))
 		}
-		return readyPods(pods) == 2, fmt.Sprintf("%d of %d purchase pods ready", readyPods(pods), len(pods))
+		return err
 	})
 	if err != nil {
 		t.Error(err)
@@ -352,21 +356,24 @@ func watchDashboard(ctx context.Context, ns, name string, end time.Time, tickets
 	ch := make(chan dashboard, 1)
 	go func() {
 		var d dashboard
-		_, d.err = pollUntil(ctx, 30*time.Second, fmt.Sprintf("kubectl get flashsales to show %s SoldOut with SOLD %d AVAILABLE 0", name, tickets),
-			func(ctx context.Context) (bool, string) {
+		// nil t: the error goes to the test through the channel.
+		d.err = testservers.Eventually(nil, 30*time.Second, pollInterval, fmt.Sprintf("kubectl get flashsales to show %s SoldOut with SOLD %d AVAILABLE 0", name, tickets),
+			func() error {
 				out, err := kubectl(ctx, nil, "-n", ns, "get", "flashsales")
 				if err != nil {
-					return false, err.Error()
+					return err
 				}
 				d.out = out
 				for _, row := range kubectlTable(out) {
 					if row["NAME"] == name {
 						d.row = row
 						d.lag = time.Since(end)
-						return row["PHASE"] == "SoldOut" && row["SOLD"] == strconv.FormatInt(tickets, 10) && row["AVAILABLE"] == "0", out
+						if row["PHASE"] == "SoldOut" && row["SOLD"] == strconv.FormatInt(tickets, 10) && row["AVAILABLE"] == "0" {
+							return nil
+						}
 					}
 				}
-				return false, out
+				return errors.New(out)
 			})
 		ch <- d
 	}()

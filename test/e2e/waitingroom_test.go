@@ -12,6 +12,7 @@ import (
 	"time"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/loadtest"
 )
 
@@ -41,15 +42,15 @@ func TestAWaitingRoomSellsOutASaleThroughTheIngressInJoinOrder(t *testing.T) {
 	// the change yet would buy a seat. Every pod applies the waiting room
 	// and the hold TTL together (one settings update), and /v1/sale reports
 	// them.
-	waitFor(t, 30*time.Second, "every purchase pod to report the waiting room and holds", func(ctx context.Context) (bool, string) {
+	testservers.Eventually(t, 30*time.Second, pollInterval, "every purchase pod to report the waiting room and holds", func() error {
 		for range 6 { // several answers: the Ingress spreads them over the pods
-			code, body, err := b.do(ctx, http.MethodGet, "/v1/sale", "")
+			code, body, err := b.do(t.Context(), http.MethodGet, "/v1/sale", "")
 			if err != nil || code != http.StatusOK || !strings.Contains(string(body), `"enabled":true`) ||
 				!strings.Contains(string(body), `"holdTTL":120`) {
-				return false, fmt.Sprintf("%d %s %v", code, body, err)
+				return fmt.Errorf("%d %s %v", code, body, err)
 			}
 		}
-		return true, ""
+		return nil
 	})
 	for range 4 {
 		code, body, err := b.post(t.Context(), "/v1/purchase", `{"buyerId":"no-pass"}`)
