@@ -187,7 +187,7 @@ func TestRun_OpenModel_CountsQueueingFromTheScheduledTime(t *testing.T) {
 	// can only serve 20/s, so the 20th request, scheduled at 0.19 s, is
 	// answered at about 1 s. A closed-model client would report 50 ms.
 	sale := newFakeSale(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the slow server under test, not a wait
 		problem(w, 409, "ticket_sold")
 	})
 	cfg := testConfig(sale.URL)

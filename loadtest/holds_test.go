@@ -2,12 +2,14 @@ package loadtest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 )
@@ -87,7 +89,15 @@ func TestAudit_Holds_CatchesAnOrderFromAnExpiredHoldAndASaleDuringAHold(t *testi
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond)
+	// Its order must come after the expiry by the database's clock, which
+	// stamps the order's purchased_at.
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the 100 ms hold expired", func() error {
+		h, err := sale.store.Hold(ctx, late.ID)
+		if err == nil && h.State != orderstore.HoldExpired {
+			err = fmt.Errorf("hold %s", h.State)
+		}
+		return err
+	})
 	lateOrder := uuid.New()
 	sale.plantSale(2, lateOrder, "buyer-2", &late.ID)
 	sale.exec(`UPDATE holds SET state = 'confirmed', order_id = $1 WHERE id = $2`, lateOrder, late.ID)
