@@ -432,19 +432,22 @@ func (b *bench) start(ctx context.Context, name string, args []string) (url stri
 	} else if name == "nullserver" {
 		probe = url + "/"
 	}
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if resp, err := http.Get(probe); err == nil {
-			resp.Body.Close()
-			if name != "flux-order" || resp.StatusCode == http.StatusOK {
-				return url, stop, nil
-			}
+	err = testservers.Eventually(nil, 60*time.Second, 20*time.Millisecond, name+" ready at "+probe, func() error {
+		resp, err := http.Get(probe)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("%s %v never became ready:\n%s", name, args, logs.String())
+		resp.Body.Close()
+		if name == "flux-order" && resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answers %s", probe, resp.Status)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("%s %v: %w\n%s", name, args, err, logs.String())
 	}
+	return url, stop, nil
 }
 
 // purchase starts `flux-order purchase` on a fresh database and sale name

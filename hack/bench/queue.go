@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 // waitingRoom measures the waiting room's two public calls against the
@@ -99,19 +101,23 @@ func admitted(url, buyer string) (id, pass string, err error) {
 		return "", "", fmt.Errorf("join: %d %v", resp.StatusCode, err)
 	}
 	id = a.QueueID
-	for deadline := time.Now().Add(10 * time.Second); a.State != "admitted"; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return "", "", fmt.Errorf("%s not admitted within 10 s (state %q)", buyer, a.State)
+	err = testservers.Eventually(nil, 10*time.Second, 100*time.Millisecond, buyer+" admitted", func() error {
+		if a.State == "admitted" {
+			return nil
 		}
 		resp, err := http.Get(url + "/v1/queue/" + id)
 		if err != nil {
-			return "", "", err
+			return err
 		}
 		err = json.NewDecoder(resp.Body).Decode(&a)
 		resp.Body.Close()
-		if err != nil {
-			return "", "", err
+		if err == nil && a.State != "admitted" {
+			err = fmt.Errorf("state %q", a.State)
 		}
+		return err
+	})
+	if err != nil {
+		return "", "", err
 	}
 	return id, a.Pass, nil
 }
