@@ -213,12 +213,11 @@ func TestServe_SIGTERM_FinishesInFlightPurchases(t *testing.T) {
 
 func eventuallyUp(t *testing.T, base string) {
 	t.Helper()
-	for range 100 {
-		if resp, err := http.Get(base + "/healthz"); err == nil {
+	testservers.Eventually(t, 2*time.Second, 20*time.Millisecond, base+" to come up", func() error {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
 			resp.Body.Close()
-			return
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s never came up", base)
+		return err
+	})
 }

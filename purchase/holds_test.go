@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/checkout"
 	"github.com/flux-order/flux-order/purchase/httpapi"
@@ -195,10 +196,10 @@ func TestHold_Expiry_SeatSellableWithin1sAndConfirmGets410(t *testing.T) {
 	}
 	time.Sleep(time.Until(h.ExpiresAt))
 	var a purchasetest.Answer
-	waitFor(t, 5*time.Second, "the expired hold's seat to sell", func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the expired hold's seat to sell", testservers.Holds(func() bool {
 		a = s.BuyOn(1, 2, "eager", "")
 		return a.Status == http.StatusCreated
-	})
+	}))
 	late := time.Since(h.ExpiresAt)
 	t.Logf("seat sold %v after the hold's expiresAt", late)
 	if late > time.Second {

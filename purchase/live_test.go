@@ -18,7 +18,7 @@ func TestLive_RunningPodTakesGrowthLimitAndLockTTL_WithoutRestart(t *testing.T) 
 	}
 
 	pod.Apply(statusreport.Settings{Tickets: 20, MaxTicketsPerBuyer: 1, LockTTL: 300 * time.Millisecond})
-	testservers.Eventually(t, 10*time.Second, "the running pod widens its range to 20 seats", func() bool { return pod.Checkout.Tickets() == 20 })
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the running pod widens its range to 20 seats", testservers.Holds(func() bool { return pod.Checkout.Tickets() == 20 }))
 	var av checkout.Availability
 	if s.GetJSON("/v1/availability", &av); av.Tickets != 20 {
 		t.Fatalf("the new seats must be seeded before they are offered: %+v", av)

@@ -145,10 +145,10 @@ func TestQueue_FIFO_ThreePodsThousandBuyers_NoInversions(t *testing.T) {
 		wg.Go(func() {
 			for i := w; i < buyers; i += 20 {
 				var p queueAnswer
-				testservers.Eventually(t, 20*time.Second, js[i].buyer+" admitted", func() bool {
+				testservers.Eventually(t, 20*time.Second, 20*time.Millisecond, js[i].buyer+" admitted", testservers.Holds(func() bool {
 					p = s.poll((i+1)%3, js[i].id)
 					return p.Body.State == waitingroom.StateAdmitted
-				})
+				}))
 				mu.Lock()
 				passes[js[i].buyer] = p.Body.Pass
 				mu.Unlock()
@@ -188,18 +188,18 @@ func TestQueue_AdmissionRate_WithinTenPercentOverTenSeconds(t *testing.T) {
 		p.Svc.Checkout.SetSchedule(sale.Schedule{StartsAt: time.Now()})
 	}
 	var first time.Time
-	testservers.Eventually(t, 5*time.Second, "the first admission", func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the first admission", testservers.Holds(func() bool {
 		steps := admissionSteps(t, s)
 		if len(steps) > 0 {
 			first = steps[0].at
 		}
 		return len(steps) > 0
-	})
+	}))
 	window := 10 * time.Second
-	testservers.Eventually(t, window+5*time.Second, "10 s of admissions", func() bool {
+	testservers.Eventually(t, window+5*time.Second, 20*time.Millisecond, "10 s of admissions", testservers.Holds(func() bool {
 		steps := admissionSteps(t, s)
 		return steps[len(steps)-1].at.After(first.Add(window))
-	})
+	}))
 	var admitted int64
 	for _, st := range admissionSteps(t, s) {
 		if !st.at.After(first.Add(window)) {
@@ -236,7 +236,7 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 	// At 1000/s everyone would be in at once; the inventory lets in
 	// waitingroom.AdmitMultiple × available.
 	var passes []joined
-	testservers.Eventually(t, 5*time.Second, "the first admissions, seen through the API", func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the first admissions, seen through the API", testservers.Holds(func() bool {
 		passes = nil
 		for _, j := range js {
 			if p := s.poll(0, j.id); p.Body.State == waitingroom.StateAdmitted {
@@ -244,7 +244,7 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 			}
 		}
 		return len(passes) >= waitingroom.AdmitMultiple*seats
-	})
+	}))
 	if len(passes) != waitingroom.AdmitMultiple*seats || admittedNow() != waitingroom.AdmitMultiple*seats {
 		t.Fatalf("want %d admitted buyers, got %d seen through the API, %d in Postgres", waitingroom.AdmitMultiple*seats, len(passes), admittedNow())
 	}
@@ -291,11 +291,11 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 		}
 		soldOutAt = time.Now()
 	}
-	testservers.Eventually(t, 3*time.Second, "every waiting buyer sees sold_out", func() bool {
+	testservers.Eventually(t, 3*time.Second, 20*time.Millisecond, "every waiting buyer sees sold_out", testservers.Holds(func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(sawSoldOut) == len(waiting)
-	})
+	}))
 	close(stop)
 	wg.Wait()
 	var slowest time.Duration
@@ -321,11 +321,11 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 			t.Fatal(err)
 		}
 	}
-	testservers.Eventually(t, 5*time.Second, "more buyers admitted after seats came back", func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "more buyers admitted after seats came back", testservers.Holds(func() bool {
 		return admittedNow() == waitingroom.AdmitMultiple*seats+seats
-	})
+	}))
 	back := 0
-	testservers.Eventually(t, 2*time.Second, "every former sold_out buyer waiting or admitted again", func() bool {
+	testservers.Eventually(t, 2*time.Second, 20*time.Millisecond, "every former sold_out buyer waiting or admitted again", testservers.Holds(func() bool {
 		back = 0
 		for _, id := range waiting {
 			switch s.poll(2, id).Body.State {
@@ -334,7 +334,7 @@ func TestQueue_InventoryBound_SoldOutReachesEveryWaitingBuyerWithinOneSecond(t *
 			}
 		}
 		return back == len(waiting)
-	})
+	}))
 }
 
 func TestQueue_MaxActiveBuyers_CapsAndReleasesOnPurchase(t *testing.T) {
@@ -350,23 +350,23 @@ func TestQueue_MaxActiveBuyers_CapsAndReleasesOnPurchase(t *testing.T) {
 		}
 		return out
 	}
-	testservers.Eventually(t, 5*time.Second, "3 admitted", func() bool { return len(admitted()) == 3 })
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "3 admitted", testservers.Holds(func() bool { return len(admitted()) == 3 }))
 	// A buyer who bought is no longer active: one more gets in.
 	first := admitted()[0]
 	if a := s.buyWithPass(1, first.buyer, first.id); a.Status != http.StatusCreated {
 		t.Fatalf("want 201, got %d %s", a.Status, a.Code)
 	}
-	testservers.Eventually(t, 5*time.Second, "a 4th admitted after a purchase", func() bool { return len(admitted()) == 4 })
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "a 4th admitted after a purchase", testservers.Holds(func() bool { return len(admitted()) == 4 }))
 	_, serving := s.queueRows()
 	if got := len(admitted()); got != 4 || serving != 4 {
 		t.Fatalf("want exactly 4 admitted (3 active + 1 done), got %d (serving slot %d)", got, serving)
 	}
 	// What the pod reports into status.waitingRoom.
 	want := waitingroom.Counts{Waiting: 16, Admitted: 4, ServingPosition: 4}
-	testservers.Eventually(t, 5*time.Second, fmt.Sprintf("status counts %+v", want), func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, fmt.Sprintf("status counts %+v", want), testservers.Holds(func() bool {
 		c, ok := s.Pods[0].Svc.Queue.Counts()
 		return ok && c == want
-	})
+	}))
 	s.Pods[0].Svc.Queue.Set(waitingroom.Settings{})
 	if c, ok := s.Pods[0].Svc.Queue.Counts(); ok {
 		t.Fatalf("with the waiting room off the pod must report none, got %+v", c)
@@ -383,9 +383,9 @@ func TestQueue_FlushAllMidQueue_NoPlaceLostNoDoubleAdmission(t *testing.T) {
 	for _, p := range s.Pods {
 		p.Svc.Checkout.SetSchedule(sale.Schedule{StartsAt: time.Now()})
 	}
-	testservers.Eventually(t, 5*time.Second, "a third admitted", func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "a third admitted", testservers.Holds(func() bool {
 		return queueState(s.Pods[0]).Admitted >= buyers/3
-	})
+	}))
 	rdb := purchasetest.AdminRedis()
 	defer rdb.Close()
 	if err := rdb.FlushAll(context.Background()).Err(); err != nil {
@@ -397,9 +397,9 @@ func TestQueue_FlushAllMidQueue_NoPlaceLostNoDoubleAdmission(t *testing.T) {
 			t.Fatalf("after FLUSHALL %s re-joined as %s, was %s", j.buyer, re.Body.QueueID, j.id)
 		}
 	}
-	testservers.Eventually(t, 10*time.Second, "everyone admitted", func() bool {
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "everyone admitted", testservers.Holds(func() bool {
 		return queueState(s.Pods[1]).Admitted == buyers
-	})
+	}))
 	// Each buyer admitted once, in join order.
 	stepOf := checkAdmittedOnce(t, s, buyers)
 	sort.Slice(js, func(a, b int) bool { return js[a].seq < js[b].seq })

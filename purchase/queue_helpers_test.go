@@ -32,7 +32,7 @@ func newQueueSale(t testing.TB, tickets int64, pods int, opts ...func(*purchase.
 		s.AddPod()
 	}
 	for i, p := range s.Pods {
-		testservers.Eventually(t, 5*time.Second, fmt.Sprintf("pod %d's queue view", i), func() bool { _, ok := p.Svc.Queue.View(); return ok })
+		testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, fmt.Sprintf("pod %d's queue view", i), testservers.Holds(func() bool { _, ok := p.Svc.Queue.View(); return ok }))
 	}
 	return s
 }

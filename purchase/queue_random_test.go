@@ -28,14 +28,14 @@ func TestQueue_Random_PrequeueShuffledAtStartsAt_UniformByChiSquare(t *testing.T
 	for _, p := range s.Pods {
 		p.Svc.Checkout.SetSchedule(sale.Schedule{StartsAt: time.Now()})
 	}
-	testservers.Eventually(t, 5*time.Second, "the shuffle seen by every pod", func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the shuffle seen by every pod", testservers.Holds(func() bool {
 		for _, p := range s.Pods {
 			if st := queueState(p); st.ShuffleSeed == nil || st.ServingSlot == 0 {
 				return false
 			}
 		}
 		return true
-	})
+	}))
 	latecomers := joinAll(t, s, "late", late, 8)
 	slots, serving := s.queueRows()
 

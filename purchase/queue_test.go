@@ -41,10 +41,10 @@ func TestQueue_JoinPollBuy_PassesForgedExpiredOrTransferredRefused(t *testing.T)
 		t.Fatal("join: no Retry-After")
 	}
 	var admitted queueAnswer
-	testservers.Eventually(t, 5*time.Second, "alice admitted", func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "alice admitted", testservers.Holds(func() bool {
 		admitted = s.poll(1, j.Body.QueueID) // another pod: the queue id is self-contained
 		return admitted.Body.State == "admitted"
-	})
+	}))
 	pass := admitted.Body.Pass
 	if pass == "" || admitted.Body.PassExpiresAt == nil || admitted.Header.Get("Retry-After") == "" {
 		t.Fatalf("admitted: want a pass, its expiry and Retry-After, got %+v %v", admitted.Body, admitted.Header)
@@ -52,10 +52,10 @@ func TestQueue_JoinPollBuy_PassesForgedExpiredOrTransferredRefused(t *testing.T)
 	// Another pod (once its view caught up, within 200 ms) gives the same
 	// pass: its expiry is fixed by the admission, not by the poll.
 	var again queueAnswer
-	testservers.Eventually(t, time.Second, "pod 0 sees alice admitted", func() bool {
+	testservers.Eventually(t, time.Second, 20*time.Millisecond, "pod 0 sees alice admitted", testservers.Holds(func() bool {
 		again = s.poll(0, j.Body.QueueID)
 		return again.Body.State == waitingroom.StateAdmitted
-	})
+	}))
 	if again.Body.Pass != pass {
 		t.Fatalf("a second poll must give the same pass, got %q then %q", pass, again.Body.Pass)
 	}
@@ -246,24 +246,24 @@ func TestQueue_EverySeatHeld_SoldOutUntilTheHoldsExpire(t *testing.T) {
 		}
 	}
 	var j queueAnswer
-	testservers.Eventually(t, time.Second, "joins refused while every seat is held", func() bool {
+	testservers.Eventually(t, time.Second, 20*time.Millisecond, "joins refused while every seat is held", testservers.Holds(func() bool {
 		j = s.join(1, "late")
 		return j.Status == http.StatusConflict
-	})
+	}))
 	if j.Code != "sold_out" || j.Header.Get("Retry-After") != "5" {
 		t.Fatalf("join with every seat held: want 409 sold_out with Retry-After 5 (holds may end), got %d %s %q", j.Status, j.Code, j.Header.Get("Retry-After"))
 	}
 	held := time.Now()
-	testservers.Eventually(t, time.Second, "the waiting buyer told sold_out on every pod", func() bool {
+	testservers.Eventually(t, time.Second, 20*time.Millisecond, "the waiting buyer told sold_out on every pod", testservers.Holds(func() bool {
 		return s.poll(0, waiting.Body.QueueID).Body.State == waitingroom.StateSoldOut && s.poll(1, waiting.Body.QueueID).Body.State == waitingroom.StateSoldOut
-	})
+	}))
 	// The holds expire by themselves: seats come back, joins and places too.
-	testservers.Eventually(t, 5*time.Second, "a join accepted after the holds expired", func() bool {
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "a join accepted after the holds expired", testservers.Holds(func() bool {
 		a := s.join(0, "late")
 		return a.Status == http.StatusAccepted || a.Status == http.StatusOK
-	})
-	testservers.Eventually(t, time.Second, "the buyer waiting again on every pod", func() bool {
+	}))
+	testservers.Eventually(t, time.Second, 20*time.Millisecond, "the buyer waiting again on every pod", testservers.Holds(func() bool {
 		return s.poll(0, waiting.Body.QueueID).Body.State == waitingroom.StateWaiting && s.poll(1, waiting.Body.QueueID).Body.State == waitingroom.StateWaiting
-	})
+	}))
 	t.Logf("seats back to the queue %v after the holds were taken (holdTTL 2s)", time.Since(held))
 }

@@ -59,10 +59,10 @@ func TestPurchase_CommitOutlivesItsAnswer_The503NamesTheOrderAndGETFindsIt(t *te
 	// The outcome settles once the server drops the purchase's session.
 	var final int
 	var o checkout.Order
-	waitFor(t, s.Cfg.LockTTL+checkout.Timeout+5*time.Second, "GET /v1/orders/"+id+" to settle", func() bool {
+	testservers.Eventually(t, s.Cfg.LockTTL+checkout.Timeout+5*time.Second, 20*time.Millisecond, "GET /v1/orders/"+id+" to settle", testservers.Holds(func() bool {
 		final = s.GetJSON("/v1/orders/"+id, &o)
 		return final != http.StatusServiceUnavailable
-	})
+	}))
 	if final != http.StatusOK || o.TicketID != 3 || o.BuyerID != "lost-answer" {
 		t.Fatalf("the committed order must be found: got %d %+v", final, o)
 	}
@@ -234,5 +234,3 @@ func TestPurchase_LimitRaisedFromZeroMidSale_CountsEarlierOrders(t *testing.T) {
 		t.Fatalf("another buyer: want 201, got %d %s", a.Status, a.Code)
 	}
 }
-
-var waitFor = testservers.Eventually

@@ -91,7 +91,7 @@ func TestServe_SIGTERMWithStalledClients_ReadyzFailsFirstThenExits0WithinGrace(t
 	sigterm := time.Now()
 	stop()
 	var readyzFailed bool
-	waitFor(t, cfg.DrainDelay, "/readyz to fail during the drain window", func() bool {
+	testservers.Eventually(t, cfg.DrainDelay, 20*time.Millisecond, "/readyz to fail during the drain window", testservers.Holds(func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
@@ -99,7 +99,7 @@ func TestServe_SIGTERMWithStalledClients_ReadyzFailsFirstThenExits0WithinGrace(t
 		resp.Body.Close()
 		readyzFailed = resp.StatusCode == http.StatusServiceUnavailable
 		return readyzFailed
-	})
+	}))
 	select {
 	case err := <-served:
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/loadtest"
 )
 
@@ -98,11 +99,11 @@ func TestBrowser_AfterALoadtestStorm_EverySeatMatchesPostgres(t *testing.T) {
 			}
 			// Holds left by the storm lapse by themselves: wait them out, so
 			// the comparison below is of settled seats.
-			waitFor(t, c.holdTTL+5*time.Second, "the storm's holds to end", func() bool {
+			testservers.Eventually(t, c.holdTTL+5*time.Second, 20*time.Millisecond, "the storm's holds to end", testservers.Holds(func() bool {
 				var held int64
 				_ = s.DB.QueryRow(context.Background(), `SELECT count(*) FROM tickets WHERE NOT sold AND held_until > clock_timestamp()`).Scan(&held)
 				return held == 0
-			})
+			}))
 			a := s.Audit()
 			t.Logf("storm: %d requests, %d orders (%d of %d seats sold)", res.Summary.Requests, len(res.Created), a.Sold, seats)
 			if a.Sold == 0 || a.Sold == seats {

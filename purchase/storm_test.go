@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/checkout"
 	"github.com/flux-order/flux-order/purchase/httpapi"
@@ -203,10 +204,10 @@ func TestPurchase_RedisFlushedAndRestartedMidStorm_NoDoubleSale(t *testing.T) {
 		// re-dials in the background once every dial of a burst failed),
 		// and the client retries nothing by itself: retry like a buyer.
 		var a purchasetest.Answer
-		waitFor(t, 5*time.Second, fmt.Sprintf("seat %d to answer other than 503", ticket), func() bool {
+		testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, fmt.Sprintf("seat %d to answer other than 503", ticket), testservers.Holds(func() bool {
 			a = s.BuyOn(int(ticket%2), ticket, "after-restart", "")
 			return a.Status != http.StatusServiceUnavailable
-		})
+		}))
 		after.add(a)
 	}
 	if after.count("201")+after.count("409 ticket_sold") != seats {

@@ -527,3 +527,17 @@ func Eventually(t testing.TB, timeout, interval time.Duration, what string, cond
 		time.Sleep(min(interval, left)) // cond runs once more at the deadline
 	}
 }
+
+// errNotYet is a boolean condition's "not yet".
+var errNotYet = errors.New("the condition does not hold yet")
+
+// Holds adapts a yes/no condition to Eventually (for a condition with no
+// more to say than whether it holds).
+func Holds(cond func() bool) func() error {
+	return func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	}
+}
