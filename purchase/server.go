@@ -144,7 +144,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 	rdb, err := NewRedis(cfg)
 	if err != nil {
 		store.Close()
-		return nil, nil, err
+		return nil, nil, err // a *flagerr.Error: it names its flag
 	}
 	if cfg.SaleSecret == "" {
 		log.Warn("--sale-secret is not set: order ids derived from Idempotency-Keys can be computed by anyone (set it outside local runs; the operator always does)")
@@ -192,12 +192,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.ReportStatus {
 		var err error
 		if cfg, err = settingsFromFlashSale(ctx, cfg, log); err != nil {
-			return err
+			return fmt.Errorf("settings of the flashsale: %w", err)
 		}
 	}
 	svc, closeAll, err := Start(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("start: %w", err)
+		return err // Start says what failed
 	}
 	defer closeAll()
 	return Serve(ctx, svc, log)
@@ -251,7 +251,7 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 		var err error
 		if r, err = newReporter(cfg, svc, log); err != nil {
 			closeListeners()
-			return err
+			return fmt.Errorf("status reporter: %w", err)
 		}
 	}
 
@@ -265,7 +265,7 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 		log.Info("serving", "addr", ln.Addr().String(), "sale", cfg.Sale, "tickets", svc.Checkout.Tickets())
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
+				return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 			}
 			return nil
 		})

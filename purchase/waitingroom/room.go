@@ -252,7 +252,7 @@ func (q *Room) refresh(ctx context.Context) error {
 		var err error
 		st, fresh, err = q.store.QueueSnapshot(ctx, after, since, maxStepsPerRefresh)
 		if err != nil {
-			return err
+			return fmt.Errorf("read the queue: %w", err)
 		}
 		steps = append(steps, fresh...)
 		if len(fresh) > 0 {
@@ -264,7 +264,7 @@ func (q *Room) refresh(ctx context.Context) error {
 	}
 	c, err := q.store.Counts(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("count seats: %w", err)
 	}
 	q.view.Store(&queueView{at: now, state: st, available: c.Tickets - c.Sold - c.Held, held: c.Held, steps: steps, lastStep: after})
 	return nil
@@ -445,7 +445,7 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 	a.last = now
 	if now.Sub(a.waitingAt) >= time.Second {
 		if _, err := a.db.CountWaiting(ctx); err != nil {
-			return err
+			return fmt.Errorf("count waiting buyers: %w", err)
 		}
 		a.waitingAt = now
 	}
@@ -459,7 +459,7 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 		_, _ = rand.Read(seed) // never fails (crypto/rand)
 		st, err := a.db.Shuffle(ctx, seed, func(n, seq int64) int64 { return shuffleSlot(seed, n, seq) })
 		if err != nil {
-			return err
+			return fmt.Errorf("shuffle the prequeue: %w", err)
 		}
 		if st.ShuffleSeed != nil && string(st.ShuffleSeed) == string(seed) {
 			q.log.Info("shuffled the prequeue", "buyers up to seq", st.PrequeueSeq)
@@ -475,7 +475,7 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 	if now.Sub(a.activeAt) >= activeRecount {
 		n, err := a.db.CountActive(ctx, wr.passTTL())
 		if err != nil {
-			return err
+			return fmt.Errorf("count active buyers: %w", err)
 		}
 		a.active, a.activeAt = n, now
 	}
@@ -491,7 +491,7 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 	var got int64
 	if n >= 1 {
 		if _, got, err = a.db.AdmitNext(ctx, n); err != nil {
-			return err
+			return fmt.Errorf("admit %d buyers: %w", n, err)
 		}
 	}
 	a.active += got
