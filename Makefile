@@ -55,7 +55,7 @@ bench: ## Measure Flux-Order against the machine's ceilings and two baselines (~
 
 .PHONY: bench-go
 bench-go: ## Go benchmarks of the purchase path against real servers
-	$(GO) test ./purchase/ ./purchase/orderstore/ -run '^$$' -bench . -benchtime 2s -count 3
+	$(GO) test ./purchase/ ./purchase/httpapi/ ./purchase/waitingroom/ ./purchase/orderstore/ -run '^$$' -bench . -benchtime 2s -count 3
 
 .PHONY: run-local
 run-local: ## Serve a demo sale on 127.0.0.1:8080 with throw-away redis-server and PostgreSQL

@@ -27,3 +27,27 @@ func TestQueueBody_SameAsEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkQueueBody is the evidence for appendQueueBody: a poll's answer
+// appended by hand against encoding/json's, in the same run (make bench-go;
+// docs/benchmarks.md).
+func BenchmarkQueueBody(b *testing.B) {
+	pos, wait := int64(4211), int64(29)
+	exp := time.Date(2027, 1, 10, 10, 10, 3, 123456000, time.UTC)
+	signer := waitingroom.NewSigner([]byte("k"), "sale")
+	body := QueueBody{QueueID: signer.QueueID(waitingroom.Ticket{Buyer: "buyer-4211", Seq: 4211, JoinedAt: exp}),
+		State: waitingroom.StateWaiting, Position: &pos, EstimatedWaitSeconds: &wait}
+	b.Run("by-hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = appendQueueBody(make([]byte, 0, 256), body)
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			out, _ := json.Marshal(body)
+			_ = append(out, '\n')
+		}
+	})
+}
