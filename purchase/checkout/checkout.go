@@ -172,25 +172,35 @@ func (s *Service) Purchase(ctx context.Context, req Request) (o Order, replayed 
 		s.metrics.lockError.Inc()
 		return Order{}, false, sale.Unavailable(sale.ErrSeatStoreUnavailable, err)
 	}
+	if err := s.taken(req.TicketID, res, now); err != nil {
+		if err == sale.ErrTicketSold && keyed && (res.Owner == orderID.String() || res.Owner == "") {
+			return s.replay(ctx, req)
+		}
+		return Order{}, false, err
+	}
+	return s.confirm(ctx, req.TicketID, orderID, req)
+}
+
+// taken notes what a lock attempt on seat id found (counted, and
+// remembered by the pod) and answers its refusal; nil when the lock was
+// acquired.
+func (s *Service) taken(id int64, res seatlock.Result, now time.Time) error {
 	switch res.State {
 	case seatlock.Held:
 		s.metrics.lockHeld.Inc()
-		s.held.remember(req.TicketID, now)
-		return Order{}, false, sale.ErrTicketLocked
+		s.held.remember(id, now)
+		return sale.ErrTicketLocked
 	case seatlock.OnHold:
 		s.metrics.lockOnHold.Inc()
-		s.onHold.remember(req.TicketID, now)
-		return Order{}, false, sale.ErrTicketHeld
+		s.onHold.remember(id, now)
+		return sale.ErrTicketHeld
 	case seatlock.Sold:
 		s.metrics.lockSold.Inc()
-		s.sold.add(req.TicketID)
-		if keyed && (res.Owner == orderID.String() || res.Owner == "") {
-			return s.replay(ctx, req)
-		}
-		return Order{}, false, sale.ErrTicketSold
+		s.sold.add(id)
+		return sale.ErrTicketSold
 	}
 	s.metrics.lockAcquired.Inc()
-	return s.confirm(ctx, req.TicketID, orderID, req)
+	return nil
 }
 
 // refuseLocally is step 1: the answers this pod can give without I/O.

@@ -63,24 +63,12 @@ func (s *Service) PlaceHold(ctx context.Context, req HoldRequest) (h Hold, repla
 		s.metrics.lockError.Inc()
 		return Hold{}, false, sale.Unavailable(sale.ErrSeatStoreUnavailable, err)
 	}
-	switch res.State {
-	case seatlock.Held:
-		s.metrics.lockHeld.Inc()
-		s.held.remember(req.TicketID, now)
-		return Hold{}, false, sale.ErrTicketLocked
-	case seatlock.OnHold:
-		s.metrics.lockOnHold.Inc()
-		s.onHold.remember(req.TicketID, now)
-		return Hold{}, false, sale.ErrTicketHeld
-	case seatlock.Sold:
-		s.metrics.lockSold.Inc()
-		s.sold.add(req.TicketID)
-		if req.IdempotencyKey != "" {
-			return s.replayHold(ctx, holdID, req, sale.ErrTicketSold) // perhaps ours, confirmed since
+	if err := s.taken(req.TicketID, res, now); err != nil {
+		if err == sale.ErrTicketSold && req.IdempotencyKey != "" {
+			return s.replayHold(ctx, holdID, req, err) // perhaps ours, confirmed since
 		}
-		return Hold{}, false, sale.ErrTicketSold
+		return Hold{}, false, err
 	}
-	s.metrics.lockAcquired.Inc()
 	return s.fenceHold(ctx, req.TicketID, holdID, token, req, ttl)
 }
 
