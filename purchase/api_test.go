@@ -1,17 +1,13 @@
 package purchase_test
 
 import (
-	"context"
-	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/checkout"
 	"github.com/flux-order/flux-order/purchase/httpapi"
@@ -166,24 +162,11 @@ func TestStart_SeedingIsIdempotentAndGrows(t *testing.T) {
 
 func TestServe_SIGTERM_FinishesInFlightPurchases(t *testing.T) {
 	s := newTestSale(t, 10)
-	port, err := testservers.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.Cfg
-	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", port)
-	svc, closeAll, err := purchase.Start(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAll()
 	inTx := make(chan struct{})
-	svc.Checkout.SetBeforeConfirm(func(int64) { close(inTx); time.Sleep(500 * time.Millisecond) })
-	ctx, stop := context.WithCancel(context.Background())
-	served := make(chan error)
-	go func() { served <- purchase.Serve(ctx, svc, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	base := "http://" + cfg.Listen
-	eventuallyUp(t, base)
+	pod := s.Run(nil, func(svc *purchase.Service) {
+		svc.Checkout.SetBeforeConfirm(func(int64) { close(inTx); time.Sleep(500 * time.Millisecond) })
+	})
+	base, stop, served := pod.URL, pod.SIGTERM, pod.Served
 
 	answer := make(chan *http.Response)
 	go func() {
@@ -209,15 +192,4 @@ func TestServe_SIGTERM_FinishesInFlightPurchases(t *testing.T) {
 	if a := s.Audit(); a.Orders != 1 {
 		t.Fatalf("want the in-flight order committed, got %d orders", a.Orders)
 	}
-}
-
-func eventuallyUp(t *testing.T, base string) {
-	t.Helper()
-	testservers.Eventually(t, 2*time.Second, 20*time.Millisecond, base+" to come up", func() error {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	})
 }

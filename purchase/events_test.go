@@ -3,15 +3,11 @@ package purchase_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/flux-order/flux-order/internal/ssetest"
-	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/seatfeed"
@@ -104,24 +100,8 @@ func TestEvents_OutOfOrderCommitsAreNotMissed(t *testing.T) {
 // the drain: Serve returns long before the grace ends.
 func TestEvents_StreamsEndOnShutdown(t *testing.T) {
 	s := newTestSale(t, 5)
-	port, err := testservers.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.Cfg
-	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", port)
-	cfg.ShutdownGrace, cfg.DrainDelay = 10*time.Second, 200*time.Millisecond
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, closeAll, err := purchase.Start(t.Context(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAll()
-	ctx, sigterm := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- purchase.Serve(ctx, svc, log) }()
-	base := "http://" + cfg.Listen
-	eventuallyUp(t, base)
+	pod := s.Run(func(c *purchase.Config) { c.ShutdownGrace, c.DrainDelay = 10*time.Second, 200*time.Millisecond }, nil)
+	cfg, base, sigterm, served := pod.Cfg, pod.URL, pod.SIGTERM, pod.Served
 	events, stop := ssetest.Open(t, base)
 	defer stop()
 	ssetest.Next(t, events, "snapshot", 5*time.Second)

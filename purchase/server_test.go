@@ -1,10 +1,8 @@
 package purchase_test
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -58,24 +56,8 @@ func TestServer_StalledBody_IsCutOff(t *testing.T) {
 // returns nil (exit 0) within the grace.
 func TestServe_SIGTERMWithStalledClients_ReadyzFailsFirstThenExits0WithinGrace(t *testing.T) {
 	s := newTestSale(t, 10)
-	port, err := testservers.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.Cfg
-	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", port)
-	cfg.ShutdownGrace, cfg.DrainDelay = 2*time.Second, 700*time.Millisecond
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, closeAll, err := purchase.Start(t.Context(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAll()
-	ctx, stop := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- purchase.Serve(ctx, svc, log) }()
-	base := "http://" + cfg.Listen
-	eventuallyUp(t, base)
+	pod := s.Run(func(c *purchase.Config) { c.ShutdownGrace, c.DrainDelay = 2*time.Second, 700*time.Millisecond }, nil)
+	cfg, base, stop, served := pod.Cfg, pod.URL, pod.SIGTERM, pod.Served
 
 	stalled, err := net.Dial("tcp", cfg.Listen)
 	if err != nil {

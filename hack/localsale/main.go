@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/purchasetest"
 )
@@ -30,16 +29,11 @@ func main() {
 func run(listen string, tickets int64) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	rdb, err := testservers.StartRedis()
+	rdb, pg, stopServers, err := purchasetest.Servers()
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	pg, err := testservers.StartPostgres()
-	if err != nil {
-		return err
-	}
-	defer pg.Close()
+	defer stopServers()
 	cfg, err := purchasetest.NewConfig(ctx, rdb, pg, "demo", tickets)
 	if err != nil {
 		return err

@@ -21,7 +21,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/flux-order/flux-order/internal/headless"
-	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/purchasetest"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
@@ -46,16 +45,11 @@ type sale struct {
 
 func run(out string) error {
 	ctx := context.Background()
-	rdb, err := testservers.StartRedis()
+	rdb, pg, stopServers, err := purchasetest.Servers()
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	pg, err := testservers.StartPostgres()
-	if err != nil {
-		return err
-	}
-	defer pg.Close()
+	defer stopServers()
 	browser, stop, err := headless.Start(1280, 900)
 	if err != nil {
 		return err

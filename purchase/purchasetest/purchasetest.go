@@ -159,3 +159,19 @@ func (s *Sale) Locks() *seatlock.Locks {
 	s.T.Cleanup(func() { _ = rdb.Close() })
 	return seatlock.New(rdb, s.Cfg.Sale, s.Cfg.LockTTL)
 }
+
+// Servers starts a redis-server and a PostgreSQL for a program (not a test
+// binary: those use Main) and returns them with the function that stops
+// both.
+func Servers() (*testservers.Redis, *testservers.Postgres, func(), error) {
+	rdb, err := testservers.StartRedis()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("start redis-server: %w", err)
+	}
+	pg, err := testservers.StartPostgres()
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, nil, fmt.Errorf("start postgres: %w", err)
+	}
+	return rdb, pg, func() { _ = pg.Close(); _ = rdb.Close() }, nil
+}
