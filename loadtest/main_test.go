@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"os"
 	"testing"
 
 	"github.com/flux-order/flux-order/purchase/purchasetest"
@@ -8,5 +9,12 @@ import (
 
 // The real servers the audit and end-to-end tests use, started once by
 // purchasetest; a missing redis-server or PostgreSQL fails the package,
-// never skips it.
-func TestMain(m *testing.M) { purchasetest.Main(m) }
+// never skips it. Started by BenchmarkClient as its server, the binary
+// serves instead and runs nothing.
+func TestMain(m *testing.M) {
+	if os.Getenv(fluxOrderBenchServer) != "" {
+		serveBench()
+		return
+	}
+	purchasetest.Main(m)
+}
