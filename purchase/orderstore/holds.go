@@ -3,6 +3,7 @@ package orderstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -103,14 +104,14 @@ func seatError(e *pgconn.PgError) error {
 	return nil
 }
 
-func mapSeatError(err error) error {
+// seatRefusal is the refusal err carries (seatError), or nil when err is
+// another failure, for the caller to wrap.
+func seatRefusal(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		if serr := seatError(pgErr); serr != nil {
-			return serr
-		}
+		return seatError(pgErr)
 	}
-	return err
+	return nil
 }
 
 // PlaceHold holds r.TicketID for r.BuyerID in one statement (hold_seat).
@@ -124,11 +125,16 @@ func (s *Store) PlaceHold(ctx context.Context, r HoldRequest) (h Hold, replayed 
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "holds_pkey" {
 		// A concurrent retry of the same hold id (a keyed hold) committed
 		// first, on another seat: this attempt is its replay.
-		h, err = s.Hold(ctx, r.HoldID)
-		return h, err == nil, err
+		if h, err = s.Hold(ctx, r.HoldID); err != nil {
+			return Hold{}, false, fmt.Errorf("hold ticket %d: replay hold %s: %w", r.TicketID, r.HoldID, err)
+		}
+		return h, true, nil
 	}
 	if err != nil {
-		return Hold{}, false, mapSeatError(err)
+		if serr := seatRefusal(err); serr != nil {
+			return Hold{}, false, serr
+		}
+		return Hold{}, false, fmt.Errorf("hold ticket %d: %w", r.TicketID, err)
 	}
 	h.State = HoldHeld
 	return h, replayed, nil
@@ -144,7 +150,10 @@ func (s *Store) ConfirmHold(ctx context.Context, holdID uuid.UUID, buyerID strin
 	err = s.pool.QueryRow(ctx, `SELECT * FROM confirm_hold($1, $2, $3, $4)`, holdID, buyerID, orderID, paymentRef).
 		Scan(&replayed, &o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt, &hold, &ref)
 	if err != nil {
-		return Order{}, false, mapSeatError(err)
+		if serr := seatRefusal(err); serr != nil {
+			return Order{}, false, serr
+		}
+		return Order{}, false, fmt.Errorf("confirm hold %s: %w", holdID, err)
 	}
 	o.HoldID = hold.UUID
 	if ref != nil {
@@ -159,7 +168,10 @@ func (s *Store) ConfirmHold(ctx context.Context, holdID uuid.UUID, buyerID strin
 func (s *Store) ReleaseHold(ctx context.Context, holdID uuid.UUID) (ticket int64, released bool, err error) {
 	err = s.pool.QueryRow(ctx, `SELECT * FROM release_hold($1)`, holdID).Scan(&released, &ticket)
 	if err != nil {
-		return 0, false, mapSeatError(err)
+		if serr := seatRefusal(err); serr != nil {
+			return 0, false, serr
+		}
+		return 0, false, fmt.Errorf("release hold %s: %w", holdID, err)
 	}
 	return ticket, released, nil
 }
@@ -175,6 +187,9 @@ func (s *Store) Hold(ctx context.Context, holdID uuid.UUID) (Hold, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Hold{}, ErrHoldNotFound
 	}
+	if err != nil {
+		return Hold{}, fmt.Errorf("read hold %s: %w", holdID, err)
+	}
 	h.OrderID = order.UUID
-	return h, err
+	return h, nil
 }

@@ -47,27 +47,30 @@ func (s *Store) JoinQueue(ctx context.Context, buyers []string) (map[string]Join
 	res := s.pool.SendBatch(ctx, b)
 	defer res.Close()
 	if _, err := res.Exec(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("enqueue %d buyers: %w", len(buyers), err)
 	}
 	rows, err := res.Query()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read places of %d buyers: %w", len(buyers), err)
 	}
 	got := make(map[string]Joined, len(buyers))
 	for rows.Next() {
 		var j Joined
 		if err := rows.Scan(&j.BuyerID, &j.Seq, &j.JoinedAt); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read places of %d buyers: %w", len(buyers), err)
 		}
 		got[j.BuyerID] = j
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read places of %d buyers: %w", len(buyers), err)
 	}
 	if len(got) != len(buyers) {
 		return nil, fmt.Errorf("queue: %d of %d buyers found after the join", len(got), len(buyers))
 	}
-	return got, res.Close()
+	if err := res.Close(); err != nil {
+		return nil, fmt.Errorf("join queue: %w", err)
+	}
+	return got, nil
 }
 
 // QueueState is the one-row state of the queue.
@@ -100,11 +103,11 @@ func (s *Store) QueueSnapshot(ctx context.Context, afterID int64, since time.Tim
 	defer res.Close()
 	var st QueueState
 	if err := res.QueryRow().Scan(&st.ServingSlot, &st.Admitted, &st.Waiting, &st.ShuffleSeed, &st.PrequeueSeq); err != nil {
-		return QueueState{}, nil, err
+		return QueueState{}, nil, fmt.Errorf("read queue state: %w", err)
 	}
 	rows, err := res.Query()
 	if err != nil {
-		return QueueState{}, nil, err
+		return QueueState{}, nil, fmt.Errorf("read admissions after %d: %w", afterID, err)
 	}
 	steps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Admission, error) {
 		var a Admission
@@ -112,9 +115,12 @@ func (s *Store) QueueSnapshot(ctx context.Context, afterID int64, since time.Tim
 		return a, err
 	})
 	if err != nil {
-		return QueueState{}, nil, err
+		return QueueState{}, nil, fmt.Errorf("read admissions after %d: %w", afterID, err)
 	}
-	return st, steps, res.Close()
+	if err := res.Close(); err != nil {
+		return QueueState{}, nil, fmt.Errorf("read queue snapshot: %w", err)
+	}
+	return st, steps, nil
 }
 
 // ErrNotAdmitter means another session holds the admitter's lock.
@@ -131,12 +137,12 @@ type Admitter struct {
 func (s *Store) TryAdmitter(ctx context.Context) (*Admitter, error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("acquire admitter connection: %w", err)
 	}
 	var ok bool
 	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, queueAdmitterLockID).Scan(&ok); err != nil {
 		c.Release()
-		return nil, err
+		return nil, fmt.Errorf("try admitter lock: %w", err)
 	}
 	if !ok {
 		c.Release()
@@ -159,16 +165,16 @@ func (a *Admitter) AdmitNext(ctx context.Context, n int64) (st QueueState, admit
 		// Waits for joins in flight and keeps new ones out until commit:
 		// every row below the new serving slot is in it already.
 		if _, err := tx.Exec(ctx, `LOCK TABLE queue IN SHARE MODE`); err != nil {
-			return err
+			return fmt.Errorf("lock queue: %w", err)
 		}
 		if err := tx.QueryRow(ctx, `SELECT serving_slot, admitted FROM queue_state FOR UPDATE`).Scan(&st.ServingSlot, &st.Admitted); err != nil {
-			return err
+			return fmt.Errorf("read queue state: %w", err)
 		}
 		var top *int64
 		if err := tx.QueryRow(ctx, `SELECT max(slot), count(*) FROM (
 				SELECT slot FROM queue WHERE slot > $1 ORDER BY slot LIMIT $2) AS next`,
 			st.ServingSlot, n).Scan(&top, &admitted); err != nil {
-			return err
+			return fmt.Errorf("find slots after %d: %w", st.ServingSlot, err)
 		}
 		if admitted == 0 {
 			return nil
@@ -176,13 +182,18 @@ func (a *Admitter) AdmitNext(ctx context.Context, n int64) (st QueueState, admit
 		from := st.ServingSlot
 		st.ServingSlot, st.Admitted = *top, st.Admitted+admitted
 		if _, err := tx.Exec(ctx, `UPDATE queue_state SET serving_slot = $1, admitted = $2`, st.ServingSlot, st.Admitted); err != nil {
-			return err
+			return fmt.Errorf("update queue state: %w", err)
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO queue_admissions (from_slot, serving_slot, admitted) VALUES ($1, $2, $3)`,
-			from, st.ServingSlot, admitted)
-		return err
+		if _, err := tx.Exec(ctx, `INSERT INTO queue_admissions (from_slot, serving_slot, admitted) VALUES ($1, $2, $3)`,
+			from, st.ServingSlot, admitted); err != nil {
+			return fmt.Errorf("record admission: %w", err)
+		}
+		return nil
 	})
-	return st, admitted, err
+	if err != nil {
+		return st, admitted, fmt.Errorf("admit up to %d buyers: %w", n, err)
+	}
+	return st, admitted, nil
 }
 
 // CountWaiting counts the buyers behind the serving slot and records it.
@@ -191,7 +202,10 @@ func (a *Admitter) CountWaiting(ctx context.Context) (int64, error) {
 	err := a.conn.QueryRow(ctx, `UPDATE queue_state SET waiting = (
 			SELECT count(*) FROM queue WHERE slot > queue_state.serving_slot)
 		RETURNING waiting`).Scan(&n)
-	return n, err
+	if err != nil {
+		return 0, fmt.Errorf("count waiting buyers: %w", err)
+	}
+	return n, nil
 }
 
 // CountActive counts the active buyers: admitted less than passTTL ago
@@ -210,7 +224,10 @@ func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (int6
 		AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.buyer_id = q.buyer_id AND h.state = 'held'
 			AND h.expires_at > clock_timestamp())`,
 		passTTL.Milliseconds()).Scan(&n)
-	return n, err
+	if err != nil {
+		return 0, fmt.Errorf("count active buyers: %w", err)
+	}
+	return n, nil
 }
 
 // Shuffle fixes a Random queue's prequeue once: every buyer enqueued so far
@@ -222,26 +239,26 @@ func (a *Admitter) Shuffle(ctx context.Context, seed []byte, perm func(prequeue,
 	var st QueueState
 	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `LOCK TABLE queue IN SHARE MODE`); err != nil {
-			return err
+			return fmt.Errorf("lock queue: %w", err)
 		}
 		if err := tx.QueryRow(ctx, `SELECT serving_slot, admitted, shuffle_seed, coalesce(prequeue_seq, 0) FROM queue_state FOR UPDATE`).
 			Scan(&st.ServingSlot, &st.Admitted, &st.ShuffleSeed, &st.PrequeueSeq); err != nil {
-			return err
+			return fmt.Errorf("read queue state: %w", err)
 		}
 		if st.ShuffleSeed != nil || st.ServingSlot > 0 {
 			return nil // shuffled already, or admitting in FIFO order since before
 		}
 		var prequeue int64
 		if err := tx.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM queue`).Scan(&prequeue); err != nil {
-			return err
+			return fmt.Errorf("read prequeue: %w", err)
 		}
 		rows, err := tx.Query(ctx, `SELECT seq FROM queue ORDER BY seq`)
 		if err != nil {
-			return err
+			return fmt.Errorf("read queue seqs: %w", err)
 		}
 		seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 		if err != nil {
-			return err
+			return fmt.Errorf("read queue seqs: %w", err)
 		}
 		slots := make([]int64, len(seqs))
 		for i, q := range seqs {
@@ -249,11 +266,16 @@ func (a *Admitter) Shuffle(ctx context.Context, seed []byte, perm func(prequeue,
 		}
 		if _, err := tx.Exec(ctx, `UPDATE queue SET slot = p.slot
 			FROM unnest($1::bigint[], $2::bigint[]) AS p(seq, slot) WHERE queue.seq = p.seq`, seqs, slots); err != nil {
-			return err
+			return fmt.Errorf("write %d shuffled slots: %w", len(slots), err)
 		}
 		st.ShuffleSeed, st.PrequeueSeq = seed, prequeue
-		_, err = tx.Exec(ctx, `UPDATE queue_state SET shuffle_seed = $1, prequeue_seq = $2`, seed, prequeue)
-		return err
+		if _, err := tx.Exec(ctx, `UPDATE queue_state SET shuffle_seed = $1, prequeue_seq = $2`, seed, prequeue); err != nil {
+			return fmt.Errorf("update queue state: %w", err)
+		}
+		return nil
 	})
-	return st, err
+	if err != nil {
+		return st, fmt.Errorf("shuffle queue: %w", err)
+	}
+	return st, nil
 }

@@ -2,6 +2,7 @@ package orderstore
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -49,7 +50,7 @@ func (s *Store) SeatStates(ctx context.Context) (SeatSnapshot, error) {
 			SELECT id, false FROM tickets WHERE held_until > c.now AND NOT sold
 		) t ON true`)
 	if err != nil {
-		return SeatSnapshot{}, err
+		return SeatSnapshot{}, fmt.Errorf("read seat states: %w", err)
 	}
 	defer rows.Close()
 	var snap SeatSnapshot
@@ -57,7 +58,7 @@ func (s *Store) SeatStates(ctx context.Context) (SeatSnapshot, error) {
 		var id *int64
 		var sold *bool
 		if err := rows.Scan(&snap.Cursor, &snap.Clock, &id, &sold); err != nil {
-			return SeatSnapshot{}, err
+			return SeatSnapshot{}, fmt.Errorf("read seat states: %w", err)
 		}
 		switch {
 		case id == nil:
@@ -67,7 +68,10 @@ func (s *Store) SeatStates(ctx context.Context) (SeatSnapshot, error) {
 			snap.Held = append(snap.Held, *id)
 		}
 	}
-	return snap, rows.Err()
+	if err := rows.Err(); err != nil {
+		return SeatSnapshot{}, fmt.Errorf("read seat states: %w", err)
+	}
+	return snap, nil
 }
 
 // SeatChanges reads the seats whose state changed at or after cursor, and
@@ -83,7 +87,7 @@ func (s *Store) SeatChanges(ctx context.Context, cursor string, since time.Time)
 			SELECT id, sold, held_until FROM tickets WHERE held_until > $2 AND held_until <= c.now
 		) t ON true`, cursor, since)
 	if err != nil {
-		return SeatChangeSet{}, err
+		return SeatChangeSet{}, fmt.Errorf("read seat changes since %s: %w", cursor, err)
 	}
 	defer rows.Close()
 	var ch SeatChangeSet
@@ -91,11 +95,14 @@ func (s *Store) SeatChanges(ctx context.Context, cursor string, since time.Time)
 		var id *int64
 		var sold, held *bool
 		if err := rows.Scan(&ch.Cursor, &ch.Clock, &id, &sold, &held); err != nil {
-			return SeatChangeSet{}, err
+			return SeatChangeSet{}, fmt.Errorf("read seat changes since %s: %w", cursor, err)
 		}
 		if id != nil {
 			ch.Seats = append(ch.Seats, SeatState{ID: *id, Sold: *sold, Held: *held})
 		}
 	}
-	return ch, rows.Err()
+	if err := rows.Err(); err != nil {
+		return SeatChangeSet{}, fmt.Errorf("read seat changes since %s: %w", cursor, err)
+	}
+	return ch, nil
 }

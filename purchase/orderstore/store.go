@@ -126,7 +126,12 @@ func OpenInSchema(ctx context.Context, url, schema string) (*Store, error) {
 func (s *Store) Close() { s.pool.Close() }
 
 // Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}
 
 // Migrate brings the schema up to date. goose's session lock (a Postgres
 // advisory lock) lets several pods start at once.
@@ -140,14 +145,14 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
-		return err
+		return fmt.Errorf("create migration locker: %w", err)
 	}
 	db := stdlib.OpenDBFromPool(s.pool)
 	defer db.Close()
 	p, err := goose.NewProvider(goose.DialectPostgres, db, mustSub(migrations, "migrations"),
 		goose.WithSessionLocker(locker))
 	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+		return fmt.Errorf("load migrations: %w", err)
 	}
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -162,13 +167,13 @@ func (s *Store) Seed(ctx context.Context, tickets int64) error {
 	if tickets < 1 || tickets > MaxTickets {
 		return fmt.Errorf("tickets must be in 1..%d, got %d", MaxTickets, tickets)
 	}
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, seedLockID); err != nil {
-			return err
+			return fmt.Errorf("take seed lock: %w", err)
 		}
 		var seeded int64
 		if err := tx.QueryRow(ctx, `SELECT tickets FROM inventory`).Scan(&seeded); err != nil {
-			return err
+			return fmt.Errorf("read inventory: %w", err)
 		}
 		if tickets < seeded {
 			return fmt.Errorf("%w: %d seats are seeded, asked for %d", ErrShrink, seeded, tickets)
@@ -178,11 +183,17 @@ func (s *Store) Seed(ctx context.Context, tickets int64) error {
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO tickets (id) SELECT generate_series($1::bigint, $2::bigint)
 			ON CONFLICT (id) DO NOTHING`, seeded+1, tickets); err != nil {
-			return err
+			return fmt.Errorf("insert seats %d..%d: %w", seeded+1, tickets, err)
 		}
-		_, err := tx.Exec(ctx, `UPDATE inventory SET tickets = $1`, tickets)
-		return err
+		if _, err := tx.Exec(ctx, `UPDATE inventory SET tickets = $1`, tickets); err != nil {
+			return fmt.Errorf("update inventory: %w", err)
+		}
+		return nil
 	})
+	if err != nil && !errors.Is(err, ErrShrink) { // a refusal is returned as is
+		return fmt.Errorf("seed %d tickets: %w", tickets, err)
+	}
+	return err
 }
 
 // Confirm sells p.TicketID to p.BuyerID in one statement (one round trip,
@@ -204,7 +215,7 @@ func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool
 	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
-		return Order{}, false, err
+		return Order{}, false, fmt.Errorf("confirm ticket %d: %w", p.TicketID, err)
 	}
 	if serr := seatError(pgErr); serr != nil {
 		return Order{}, false, serr
@@ -217,18 +228,22 @@ func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool
 		// another seat between our check and our insert.
 		prev, lerr := s.OrderByKey(ctx, p.BuyerID, p.IdempotencyKey)
 		if lerr != nil {
-			return Order{}, false, err
+			// The unique violation stays the error callers match; the
+			// failed lookup is only told.
+			return Order{}, false, fmt.Errorf("confirm ticket %d: %w; look up the key's order: %v", p.TicketID, err, lerr)
 		}
 		if prev.TicketID != p.TicketID && !p.AnySeat {
 			return Order{}, false, fmt.Errorf("%w: %d", ErrKeyReused, prev.TicketID)
 		}
 		return prev, true, nil
 	}
-	return Order{}, false, err
+	return Order{}, false, fmt.Errorf("confirm ticket %d: %w", p.TicketID, err)
 }
 
 const orderColumns = `id, ticket_id, buyer_id, purchased_at, hold_id, coalesce(payment_ref, '')`
 
+// scanOrder reads one order: ErrNotFound when there is no row, the
+// driver's error (for the caller to wrap) when the read failed.
 func scanOrder(row pgx.Row) (Order, error) {
 	var o Order
 	var hold uuid.NullUUID
@@ -236,22 +251,35 @@ func scanOrder(row pgx.Row) (Order, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Order{}, ErrNotFound
 	}
+	if err != nil {
+		return Order{}, err
+	}
 	o.HoldID = hold.UUID
+	return o, nil
+}
+
+// Order returns the order with the given id (ErrNotFound if none).
+func (s *Store) Order(ctx context.Context, id uuid.UUID) (Order, error) {
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Order{}, fmt.Errorf("read order %s: %w", id, err)
+	}
 	return o, err
 }
 
-// Order returns the order with the given id.
-func (s *Store) Order(ctx context.Context, id uuid.UUID) (Order, error) {
-	return scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
-}
-
-// OrderByKey returns the buyer's order made with an idempotency key.
+// OrderByKey returns the buyer's order made with an idempotency key
+// (ErrNotFound if none).
 func (s *Store) OrderByKey(ctx context.Context, buyerID, key string) (Order, error) {
-	return scanOrder(s.pool.QueryRow(ctx,
+	o, err := scanOrder(s.pool.QueryRow(ctx,
 		`SELECT `+orderColumns+` FROM orders WHERE buyer_id = $1 AND idempotency_key = $2`, buyerID, key))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Order{}, fmt.Errorf("read order by idempotency key: %w", err)
+	}
+	return o, err
 }
 
-// TicketSold reports whether a seat is sold.
+// TicketSold reports whether a seat is sold. Its errors are TicketState's,
+// which name the seat already.
 func (s *Store) TicketSold(ctx context.Context, id int64) (bool, error) {
 	sold, _, err := s.TicketState(ctx, id)
 	return sold, err
@@ -264,7 +292,10 @@ func (s *Store) TicketState(ctx context.Context, id int64) (sold, held bool, err
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, false, ErrNotFound
 	}
-	return sold, held && !sold, err
+	if err != nil {
+		return false, false, fmt.Errorf("read ticket %d: %w", id, err)
+	}
+	return sold, held && !sold, nil
 }
 
 // Counts is a sale's inventory, exactly.
@@ -285,7 +316,10 @@ func (s *Store) Counts(ctx context.Context) (Counts, error) {
 	err := s.pool.QueryRow(ctx, `SELECT (SELECT tickets FROM inventory),
 		(SELECT coalesce(sum(sold), 0)::bigint FROM sold_counter),
 		(SELECT count(*) FROM tickets WHERE held_until > now() AND NOT sold)`).Scan(&c.Tickets, &c.Sold, &c.Held)
-	return c, err
+	if err != nil {
+		return Counts{}, fmt.Errorf("read inventory counts: %w", err)
+	}
+	return c, nil
 }
 
 // UnsoldFrom returns up to limit seat ids that are neither sold nor under a
@@ -297,7 +331,11 @@ func (s *Store) UnsoldFrom(ctx context.Context, from int64, limit int) ([]int64,
 	rows, err := s.pool.Query(ctx, `(SELECT id FROM tickets WHERE id >= $1 AND `+free+` ORDER BY id LIMIT $2)
 		UNION ALL (SELECT id FROM tickets WHERE id < $1 AND `+free+` ORDER BY id LIMIT $2) LIMIT $2`, from, limit)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list unsold seats from %d: %w", from, err)
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[int64])
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("list unsold seats from %d: %w", from, err)
+	}
+	return ids, nil
 }
