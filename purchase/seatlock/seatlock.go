@@ -81,7 +81,8 @@ func (l *Locks) key(id int64) string { return l.ticket + strconv.FormatInt(id, 1
 // command may or may not have run, and running it again must leave Redis as
 // one run would. Only the commands whose doc says so use it; the client
 // itself retries nothing. Not retried: an answer from Redis (an error reply
-// is the outcome), and anything once ctx is done.
+// is the outcome), and anything once ctx is done. The caller wraps the
+// error.
 func retryOnce[T any](ctx context.Context, cmd func() (T, error)) (T, error) {
 	v, err := cmd()
 	var reply redis.Error
@@ -108,7 +109,7 @@ func (l *Locks) AcquireFor(ctx context.Context, id int64, token string, ttl time
 	case errors.Is(err, redis.Nil), err == nil && prev == token:
 		return Result{State: Acquired}, nil
 	case err != nil:
-		return Result{}, err
+		return Result{}, fmt.Errorf("acquire seat %d: %w", id, err)
 	}
 	return classify(prev), nil
 }
@@ -132,7 +133,7 @@ func (l *Locks) Peek(ctx context.Context, id int64) (r Result, ok bool, err erro
 		return Result{}, false, nil
 	}
 	if err != nil {
-		return Result{}, false, err
+		return Result{}, false, fmt.Errorf("peek seat %d: %w", id, err)
 	}
 	return classify(v), true, nil
 }
@@ -149,7 +150,10 @@ func (l *Locks) MarkSold(ctx context.Context, id int64, orderID string) error {
 			return nil
 		})
 	})
-	return err
+	if err != nil {
+		return fmt.Errorf("mark seat %d sold: %w", id, err)
+	}
+	return nil
 }
 
 // releaseScript deletes the lock only if it still holds our token (never a
@@ -170,7 +174,10 @@ func (l *Locks) Release(ctx context.Context, id int64, token string) (released b
 	n, err := retryOnce(ctx, func() (int, error) {
 		return releaseScript.Run(ctx, l.rdb, []string{l.key(id), l.free}, token, id).Int()
 	})
-	return n == 1, err
+	if err != nil {
+		return false, fmt.Errorf("release seat %d: %w", id, err)
+	}
+	return n == 1, nil
 }
 
 // putHoldScript replaces our lock token (or nothing: Redis may have lost
@@ -190,13 +197,19 @@ return 0`)
 // once: retried once.
 func (l *Locks) PutHold(ctx context.Context, id int64, token, holdID string, until time.Time) error {
 	if !until.After(time.Now()) {
-		_, err := l.Release(ctx, id, token) // the hold ended meanwhile
-		return err
+		// The hold ended meanwhile. Release's error names the seat.
+		if _, err := l.Release(ctx, id, token); err != nil {
+			return fmt.Errorf("put back hold %s: %w", holdID, err)
+		}
+		return nil
 	}
 	_, err := retryOnce(ctx, func() (int, error) {
 		return putHoldScript.Run(ctx, l.rdb, []string{l.key(id)}, token, HoldToken(holdID), until.UnixMilli()).Int()
 	})
-	return err
+	if err != nil {
+		return fmt.Errorf("put back hold %s on seat %d: %w", holdID, id, err)
+	}
+	return nil
 }
 
 // takeAnyScript pops random seats from the pool until one can be locked.
@@ -226,7 +239,7 @@ func (l *Locks) AcquireAny(ctx context.Context, token string, ttl time.Duration,
 	id, err := takeAnyScript.Run(ctx, l.rdb, []string{l.free}, l.ticket, token, ttl.Milliseconds(), tries).Int64()
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, fmt.Errorf("take a seat from the free pool: %w", err)
 	case id == -1:
 		return 0, ErrPoolEmpty
 	case id == 0:
@@ -246,7 +259,7 @@ func (l *Locks) Refill(ctx context.Context, ids []int64) error {
 	}
 	// SADD of the same members twice is SADD once: retried once.
 	if _, err := retryOnce(ctx, func() (int64, error) { return l.rdb.SAdd(ctx, l.free, members...).Result() }); err != nil {
-		return fmt.Errorf("refill free pool: %w", err)
+		return fmt.Errorf("refill free pool with %d seats: %w", len(ids), err)
 	}
 	return nil
 }
