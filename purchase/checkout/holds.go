@@ -87,9 +87,19 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 		if req.TicketID != 0 {
 			return Hold{}, false, fmt.Errorf("%w: Idempotency-Key was already used for a hold of ticket %d", sale.ErrInvalidRequest, h.TicketID)
 		}
-		return h, replayed, nil
+		return s.replayHold(ctx, holdID, req, sale.ErrHoldNotFound)
+	case err == nil && replayed:
+		// The key's hold exists already; it may have ended (released,
+		// expired, confirmed). Then the marker this attempt just wrote
+		// would block a seat Postgres calls free: take it back.
+		rh, _, rerr := s.replayHold(ctx, holdID, req, sale.ErrHoldNotFound)
+		if rerr != nil || rh.State != orderstore.HoldHeld {
+			s.release(id, token)
+			s.onHold.forget(id)
+		}
+		return rh, rerr == nil, rerr
 	case err == nil:
-		return h, replayed, nil
+		return h, false, nil
 	case errors.As(err, &sold):
 		owner := ""
 		if sold.OrderID != uuid.Nil {
@@ -97,6 +107,10 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 		}
 		s.markSold(id, owner)
 		return Hold{}, false, sale.ErrTicketSold
+	case errors.As(err, &held) && held.HoldID == holdID:
+		// A concurrent retry of this keyed hold placed it first (its
+		// statement waited on the seat's row): this attempt is its replay.
+		return s.replayHold(ctx, holdID, req, sale.ErrTicketHeld)
 	case errors.As(err, &held):
 		// Redis had lost this hold's marker (FLUSHALL, restart): Postgres
 		// refused a second hold; put the marker back for the rest of its life.
@@ -141,7 +155,9 @@ func (s *Service) holdAny(ctx context.Context, req HoldRequest, holdID uuid.UUID
 	return Hold{}, false, err
 }
 
-// replayHold answers the hold a keyed request already placed, or refusal.
+// replayHold answers the hold a keyed request already placed, or refusal
+// when there is none. A hold that has ended without an order (released or
+// expired) answers hold_expired: its seat is no longer the buyer's.
 func (s *Service) replayHold(ctx context.Context, holdID uuid.UUID, req HoldRequest, refusal error) (Hold, bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), Timeout)
 	defer cancel()
@@ -153,6 +169,8 @@ func (s *Service) replayHold(ctx context.Context, holdID uuid.UUID, req HoldRequ
 		return Hold{}, false, sale.Unavailable(sale.ErrDatabaseUnavailable, err)
 	case req.TicketID != 0 && h.TicketID != req.TicketID:
 		return Hold{}, false, fmt.Errorf("%w: Idempotency-Key was already used for a hold of ticket %d", sale.ErrInvalidRequest, h.TicketID)
+	case h.State == orderstore.HoldReleased || h.State == orderstore.HoldExpired:
+		return Hold{}, false, sale.ErrHoldExpired
 	}
 	return h, true, nil
 }

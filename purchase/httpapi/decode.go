@@ -48,8 +48,9 @@ func checkIdemKey(k string) error {
 // normalizeBuyerID returns the NFC form of a buyer id, refusing ids that
 // two people could not tell apart from another: empty, only or
 // surrounded by white space, or holding control, format or invisible
-// characters (Unicode Cc, Cf, Cs, Co, Cn, Zl, Zp) — "alice\u200b" is not a
-// second alice.
+// characters (Unicode Cc, Cf, Cs, Co, Cn, Zl, Zp), a Default_Ignorable code
+// point, a space other than U+0020, or a symbol that renders blank —
+// "alice\u200b" and "alice\u034f" are not a second alice.
 func normalizeBuyerID(v string) (string, error) {
 	v = norm.NFC.String(v)
 	switch {
@@ -64,11 +65,21 @@ func normalizeBuyerID(v string) (string, error) {
 		return "", fmt.Errorf("%w: buyerId must not start or end with white space", sale.ErrInvalidRequest)
 	}
 	for _, r := range v {
-		if r == utf8.RuneError || !unicode.In(r, visible...) {
+		if r == utf8.RuneError || !unicode.In(r, visible...) || blank(r) {
 			return "", fmt.Errorf("%w: buyerId contains an invisible, control or unassigned character", sale.ErrInvalidRequest)
 		}
 	}
 	return v, nil
+}
+
+// blank says whether r, of a visible category, renders as nothing or as a
+// space: the Default_Ignorable code points (those not already refused as
+// Cf: U+034F, the Hangul fillers, variation selectors…), every space but
+// U+0020 (U+00A0, U+3000…), and U+2800 BRAILLE PATTERN BLANK, a symbol (So)
+// that draws no dot.
+func blank(r rune) bool {
+	return unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) ||
+		(unicode.Is(unicode.Zs, r) && r != ' ') || r == '\u2800'
 }
 
 // visible are the categories a buyer id may use: letters, marks, numbers,

@@ -134,6 +134,13 @@ func TestPurchase_StrictInput(t *testing.T) {
 		{"zero-width space", "/v1/tickets/1/purchase", `{"buyerId":"alice\u200b"}`, nil, 400, "invalid_request"},
 		{"leading white space", "/v1/tickets/1/purchase", `{"buyerId":" alice"}`, nil, 400, "invalid_request"},
 		{"control character", "/v1/tickets/1/purchase", `{"buyerId":"a\u0007"}`, nil, 400, "invalid_request"},
+		// Issue 17, defect 9: ids that look like "alice" but are not.
+		{"combining grapheme joiner (Default_Ignorable, Mn)", "/v1/tickets/1/purchase", `{"buyerId":"alice\u034f"}`, nil, 400, "invalid_request"},
+		{"variation selector 16", "/v1/tickets/1/purchase", `{"buyerId":"alice\ufe0f"}`, nil, 400, "invalid_request"},
+		{"Hangul filler (Default_Ignorable, Lo)", "/v1/tickets/1/purchase", `{"buyerId":"alice\u3164"}`, nil, 400, "invalid_request"},
+		{"braille pattern blank (So)", "/v1/tickets/1/purchase", `{"buyerId":"alice\u2800"}`, nil, 400, "invalid_request"},
+		{"inner no-break space", "/v1/tickets/1/purchase", `{"buyerId":"ali\u00a0ce"}`, nil, 400, "invalid_request"},
+		{"inner ideographic space", "/v1/tickets/1/purchase", `{"buyerId":"ali\u3000ce"}`, nil, 400, "invalid_request"},
 		{"trailing data", "/v1/tickets/1/purchase", `{"buyerId":"a"} {}`, nil, 400, "invalid_request"},
 		{"body too large", "/v1/purchase", `{"buyerId":"` + strings.Repeat("x", 2*MaxBodyBytes) + `"}`, nil, 400, "invalid_request"},
 		{"key too long", "/v1/tickets/1/purchase", `{"buyerId":"a"}`, map[string]string{idemKeyHeader: strings.Repeat("k", MaxIdemKeyLen+1)}, 400, "invalid_request"},
@@ -307,5 +314,15 @@ func TestQueue_Handlers(t *testing.T) {
 	}
 	if rec := f.do(http.MethodGet, "/v1/queue", "", nil); rec.Code != 405 {
 		t.Fatalf("GET /v1/queue: %d", rec.Code)
+	}
+}
+
+// A buyer id with an inner U+0020 and non-Latin letters and marks is fine.
+func TestPurchase_VisibleBuyerIDs_Accepted(t *testing.T) {
+	for _, id := range []string{"Anna Maria", "Renée", "山田太郎", "محمد", "e\u0301", "x😀"} {
+		f := newFixture()
+		if rec := f.do(http.MethodPost, "/v1/purchase", `{"buyerId":"`+id+`"}`, nil); rec.Code != http.StatusCreated {
+			t.Errorf("%q: %d %s", id, rec.Code, rec.Body)
+		}
 	}
 }

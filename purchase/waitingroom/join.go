@@ -45,8 +45,11 @@ func (q *Room) Join(ctx context.Context, buyer string) (Place, string, error) {
 	}
 	t := Ticket{Buyer: j.BuyerID, Seq: j.Seq, JoinedAt: j.JoinedAt}
 	// A fresh view: the buyer may have been admitted while their join
-	// waited for its batch.
-	v, _ = q.currentView(time.Now())
+	// waited for its batch. If it went stale meanwhile, the one checked
+	// above still vouches for the place the buyer joined at.
+	if fresh, err := q.currentView(time.Now()); err == nil {
+		v = fresh
+	}
 	return q.standing(v, t, time.Now()), q.signer.QueueID(t), nil
 }
 

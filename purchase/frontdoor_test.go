@@ -1,0 +1,64 @@
+package purchase_test
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Issue 17, defect 1: a keyed hold replayed after it was released must not
+// put its Redis marker back: Postgres, GET /v1/availability and the page
+// all say the seat is free, so a buyer must be able to take it.
+func TestHold_KeyedReplayOfAReleasedHold_DoesNotBlockTheSeat(t *testing.T) {
+	s := newTestSale(t, 10, withHolds(time.Minute))
+	h, status, code := s.tryHold(0, 5, "alice", "hold-k1")
+	if status != http.StatusCreated {
+		t.Fatalf("hold: %d %s", status, code)
+	}
+	if st := s.releaseHold(0, h.HoldID); st != http.StatusNoContent {
+		t.Fatalf("release: %d", st)
+	}
+	_, status, code = s.tryHold(0, 5, "alice", "hold-k1") // the same request again
+	if status != http.StatusGone || code != "hold_expired" {
+		t.Fatalf("a replay of a released hold: want 410 hold_expired, got %d %s", status, code)
+	}
+	if a := s.BuyOn(0, 5, "bob", ""); a.Status != http.StatusCreated {
+		t.Fatalf("seat 5 is free in Postgres: bob must buy it, got %d %s", a.Status, a.Code)
+	}
+}
+
+// Issue 17, defect 4: concurrent retries of one keyed hold meet in
+// Postgres: every one answers the one hold, none ticket_held.
+func TestHold_ConcurrentRetriesOfOneKeyedHold_AllAnswerTheHold(t *testing.T) {
+	for round := range 5 {
+		s := newTestSale(t, 10, withHolds(time.Minute))
+		const retries = 8
+		s.AddPod() // odd rounds spread the retries over two pods
+		var wg sync.WaitGroup
+		ids := make(chan uuid.UUID, retries)
+		for i := range retries {
+			wg.Go(func() {
+				h, status, code := s.tryHold(i%2*(round%2), 3, "carol", "retry-key")
+				if status != http.StatusCreated {
+					t.Errorf("round %d: a retry of carol's own hold answered %d %s", round, status, code)
+					return
+				}
+				ids <- h.HoldID
+			})
+		}
+		wg.Wait()
+		close(ids)
+		var first uuid.UUID
+		for id := range ids {
+			if first == uuid.Nil {
+				first = id
+			} else if id != first {
+				t.Fatalf("round %d: retries answered two holds: %s and %s", round, first, id)
+			}
+		}
+		s.liveHoldsPerSeat()
+	}
+}
