@@ -19,7 +19,7 @@ func run(t *testing.T, env map[string]string, args ...string) error {
 }
 
 func TestPurchaseCommand_BadValues_OneLineErrorNamingTheFlag(t *testing.T) {
-	valid := []string{"purchase", "--sale", "s", "--tickets", "10", "--redis-addr", "r:6379", "--database-url", "postgres://db"}
+	valid := []string{"purchase", "--sale", "s", "--tickets", "10", "--redis-addr", "r:6379", "--database-url", "postgres://db", "--sale-secret", "0123456789abcdef0123456789abcdef"}
 	cases := []struct {
 		name string
 		env  map[string]string

@@ -16,7 +16,7 @@ func TestQueueScenario_BuyersQueueBuyWithPassesAndSellOut_Audited(t *testing.T) 
 	const seats, buyers = 100, 300
 	ctx := t.Context()
 	url, dbURL := startSale(t, seats, func(c *purchase.Config) {
-		c.SaleSecret, c.WaitingRoom = "s3cret", waitingroom.Settings{AdmitPerSecond: 150}
+		c.SaleSecret, c.WaitingRoom = "loadtest-queue-secret-0123456789abcdef", waitingroom.Settings{AdmitPerSecond: 150}
 	})
 	auditor, err := NewAuditor(ctx, dbURL)
 	if err != nil {
@@ -53,7 +53,7 @@ func TestQueueScenario_CheckoutThroughHolds_SellsOutAudited(t *testing.T) {
 	const seats, buyers = 60, 150
 	ctx := t.Context()
 	url, dbURL := startSale(t, seats, func(c *purchase.Config) {
-		c.SaleSecret, c.WaitingRoom, c.HoldTTL = "s3cret", waitingroom.Settings{AdmitPerSecond: 150}, time.Minute
+		c.SaleSecret, c.WaitingRoom, c.HoldTTL = "loadtest-queue-secret-0123456789abcdef", waitingroom.Settings{AdmitPerSecond: 150}, time.Minute
 	})
 	auditor, err := NewAuditor(ctx, dbURL)
 	if err != nil {

@@ -41,10 +41,10 @@ type Config struct {
 	// off (one-step purchases only).
 	HoldTTL time.Duration
 
-	// SaleSecret keys the order ids derived from Idempotency-Keys (HMAC).
-	// The operator always sets it from the sale's Secret; without it (a
-	// local run) the ids are derived from the sale name, which anyone can
-	// compute, and the pod logs a warning.
+	// SaleSecret keys the order and hold ids derived from Idempotency-Keys
+	// and signs the waiting room's queue ids and passes, each under its own
+	// derived key (sale.DeriveKey). Required, at least sale.MinSecretLen
+	// bytes: the operator generates one per sale.
 	SaleSecret string
 
 	// WaitingRoom meters buyers through a queue (package waitingroom); off
@@ -111,6 +111,9 @@ func (c *Config) Validate() error {
 		return bad("database-url", "is required (postgres://user:password@host:port/db)")
 	case c.Listen == "":
 		return bad("listen", "is required")
+	case len(c.SaleSecret) < sale.MinSecretLen:
+		// Without it anyone could compute passes and keyed order ids.
+		return bad("sale-secret", "is required, at least %d bytes (the operator sets one per sale; locally: openssl rand -base64 32)", sale.MinSecretLen)
 	case c.LockTTL < MinLockTTL || c.LockTTL > MaxLockTTL:
 		return bad("lock-ttl", "must be between %v and %v, got %v", MinLockTTL, MaxLockTTL, c.LockTTL)
 	case utf8.RuneCountInString(c.DisplayName) > MaxDisplayName:

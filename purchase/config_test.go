@@ -7,11 +7,9 @@ import (
 	"github.com/flux-order/flux-order/purchase"
 )
 
-// FuzzDecodePurchase: whatever the body and key, decoding never panics;
-// whatever it accepts is a valid request, and encoding/json reads the same
-// object to the same buyer (before NFC). The seeds run in every `go test`.
 func TestConfigValidate_NamesTheFlag(t *testing.T) {
-	good := purchase.Config{Sale: "s", Tickets: 1, RedisAddr: "r:1", DatabaseURL: "postgres://x", Listen: ":8080", LockTTL: purchase.MinLockTTL}
+	good := purchase.Config{Sale: "s", Tickets: 1, RedisAddr: "r:1", DatabaseURL: "postgres://x", Listen: ":8080", LockTTL: purchase.MinLockTTL,
+		SaleSecret: "0123456789abcdef0123456789abcdef"}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}
@@ -22,10 +20,18 @@ func TestConfigValidate_NamesTheFlag(t *testing.T) {
 		"database-url":  func(c *purchase.Config) { c.DatabaseURL = "" },
 		"lock-ttl":      func(c *purchase.Config) { c.LockTTL = purchase.MaxLockTTL + 1 },
 		"max-per-buyer": func(c *purchase.Config) { c.MaxPerBuyer = -1 },
+		// Issue 17, defect 7: no pod without a sale secret, nor with a short one.
+		"sale-secret": func(c *purchase.Config) { c.SaleSecret = "" },
 		"ends-at": func(c *purchase.Config) {
 			c.Schedule.StartsAt = c.Schedule.StartsAt.AddDate(2030, 0, 0)
 			c.Schedule.EndsAt = c.Schedule.StartsAt
 		},
+	}
+	short := good
+	short.SaleSecret = "short-secret"
+	var fe *purchase.FieldError
+	if err := short.Validate(); !errors.As(err, &fe) || fe.Flag != "sale-secret" {
+		t.Errorf("a %d-byte secret: want --sale-secret refused, got %v", len(short.SaleSecret), err)
 	}
 	for flag, mutate := range cases {
 		c := good

@@ -1,6 +1,8 @@
 package purchase_test
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"net/http"
 	"sync"
 	"testing"
@@ -60,5 +62,31 @@ func TestHold_ConcurrentRetriesOfOneKeyedHold_AllAnswerTheHold(t *testing.T) {
 			}
 		}
 		s.liveHoldsPerSeat()
+	}
+}
+
+// Issue 17, defect 7: every key is derived from the sale secret under its
+// own label. A purchase whose buyer id and Idempotency-Key spell the waiting
+// room's derivation message must not get the pass-signing key back as its
+// order id.
+func TestPurchase_CraftedKeyedOrderID_RevealsNoTokenKey(t *testing.T) {
+	s := newTestSale(t, 10)
+	label := "flux-order waiting room tokens v1"
+	a := s.BuyOn(0, 1, label, s.Cfg.Sale)
+	if a.Status != http.StatusCreated {
+		t.Fatalf("purchase: %d %s", a.Status, a.Code)
+	}
+	m := hmac.New(sha256.New, []byte(s.Cfg.SaleSecret))
+	m.Write([]byte(label + "\x00" + s.Cfg.Sale))
+	tokenKey := m.Sum(nil)
+	id := a.Order.ID
+	same := 0
+	for i := range id {
+		if i != 6 && i != 8 && id[i] == tokenKey[i] { // 6 and 8 carry the version and variant
+			same++
+		}
+	}
+	if same > 4 {
+		t.Fatalf("the order id %s repeats %d of 14 bytes of the pass-signing key", id, same)
 	}
 }

@@ -185,7 +185,7 @@ func TestSale_PublicFactsAreLive(t *testing.T) {
 }
 
 func TestConfig_DisplayNameBounded(t *testing.T) {
-	c := purchase.Config{Sale: "a", Tickets: 1, RedisAddr: "x:1", DatabaseURL: "postgres://x", Listen: ":0", LockTTL: time.Second,
+	c := purchase.Config{Sale: "a", Tickets: 1, RedisAddr: "x:1", DatabaseURL: "postgres://x", Listen: ":0", LockTTL: time.Second, SaleSecret: "0123456789abcdef0123456789abcdef",
 		DisplayName: strings.Repeat("é", purchase.MaxDisplayName)}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("%d characters: %v", purchase.MaxDisplayName, err)

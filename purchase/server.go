@@ -146,9 +146,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		store.Close()
 		return nil, nil, err // a *flagerr.Error: it names its flag
 	}
-	if cfg.SaleSecret == "" {
-		log.Warn("--sale-secret is not set: order ids derived from Idempotency-Keys can be computed by anyone (set it outside local runs; the operator always does)")
-	}
 	svc := NewService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, log)
 	// The pod's loops idle while there is nothing to do; they stop before
 	// the connections close.

@@ -45,15 +45,11 @@ type Service struct {
 // (the waiting room's, growth) start with Run.
 func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log *slog.Logger) *Service {
 	secret := []byte(cfg.SaleSecret)
-	if len(secret) == 0 {
-		// Dev fallback (documented): guessable ids, see Config.SaleSecret.
-		secret = []byte("https://fluxorder.io/sales/" + cfg.Sale)
-	}
 	s := &Service{cfg: cfg, registry: prometheus.NewRegistry(), log: log, grow: make(chan int64, 1)}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.Checkout = checkout.New(checkout.Config{
 		Tickets: cfg.Tickets, Schedule: cfg.Schedule, MaxPerBuyer: cfg.MaxPerBuyer,
-		LockTTL: cfg.LockTTL, HoldTTL: cfg.HoldTTL, Secret: secret,
+		LockTTL: cfg.LockTTL, HoldTTL: cfg.HoldTTL, Sale: cfg.Sale, Secret: secret,
 	}, locks, store, s.registry, log)
 	s.Queue = waitingroom.New(cfg.Sale, secret, cfg.WaitingRoom, store, s.Checkout.Schedule, s.registry, log)
 	s.Feed = seatfeed.New(store, s.Checkout.Tickets, s.Facts, log)

@@ -33,6 +33,9 @@ import (
 	"github.com/flux-order/flux-order/loadtest"
 )
 
+// benchSecret is every measured pod's sale secret (required, 32+ bytes).
+const benchSecret = "bench-sale-secret-0123456789abcdef"
+
 var (
 	runs     = flag.Int("runs", 3, "repetitions of each measurement (the median is reported)")
 	duration = flag.Duration("duration", 4*time.Second, "length of each throughput measurement")
@@ -325,7 +328,7 @@ func (b *bench) redisTLS(ctx context.Context) error {
 		return err
 	}
 	sale := fmt.Sprintf("bench-%d", b.dbSeq)
-	url, stop, err := b.start(ctx, "flux-order", []string{"purchase", "--sale", sale, "--tickets", "1000",
+	url, stop, err := b.start(ctx, "flux-order", []string{"purchase", "--sale-secret", benchSecret, "--sale", sale, "--tickets", "1000",
 		"--redis-url", r.URL(), "--redis-ca-file", r.CAFile, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
 	if err != nil {
 		return err
@@ -458,7 +461,7 @@ func (b *bench) purchase(ctx context.Context, tickets int64) (url, sale string, 
 		return "", "", nil, err
 	}
 	sale = fmt.Sprintf("bench-%d", b.dbSeq)
-	url, stop, err = b.start(ctx, "flux-order", []string{"purchase", "--sale", sale,
+	url, stop, err = b.start(ctx, "flux-order", []string{"purchase", "--sale-secret", benchSecret, "--sale", sale,
 		"--tickets", strconv.FormatInt(tickets, 10), "--redis-addr", b.redis.Addr, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
 	return url, sale, stop, err
 }
@@ -473,7 +476,7 @@ func (b *bench) sellOut(ctx context.Context, server string, args []string) (floa
 	var url string
 	var stop func()
 	if server == "flux-order" {
-		url, stop, err = b.start(ctx, server, []string{"purchase", "--sale", fmt.Sprintf("sellout-%d", b.dbSeq),
+		url, stop, err = b.start(ctx, server, []string{"purchase", "--sale-secret", benchSecret, "--sale", fmt.Sprintf("sellout-%d", b.dbSeq),
 			"--tickets", strconv.FormatInt(*sellOut, 10), "--redis-addr", b.redis.Addr, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
 	} else {
 		url, stop, err = b.start(ctx, server, append(args, "--database-url", db, "--tickets", strconv.FormatInt(*sellOut, 10)))

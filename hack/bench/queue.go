@@ -25,7 +25,7 @@ func (b *bench) waitingRoom(ctx context.Context) error {
 	}
 	sale := fmt.Sprintf("bench-%d", b.dbSeq)
 	url, stop, err := b.start(ctx, "flux-order", []string{"purchase", "--sale", sale, "--tickets", "1000",
-		"--admit-per-second", "1000", "--sale-secret", "bench-secret",
+		"--admit-per-second", "1000", "--sale-secret", benchSecret,
 		"--redis-addr", b.redis.Addr, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
 	if err != nil {
 		return err

@@ -73,7 +73,9 @@ type Config struct {
 	MaxPerBuyer int
 	LockTTL     time.Duration
 	HoldTTL     time.Duration // 0: holds off
-	// Secret keys the order and hold ids derived from Idempotency-Keys.
+	// Sale and Secret key the order and hold ids derived from
+	// Idempotency-Keys (under their own label: sale.DeriveKey).
+	Sale   string
 	Secret []byte
 }
 
@@ -123,7 +125,7 @@ func New(cfg Config, locks Locks, store Store, reg prometheus.Registerer, log *s
 		onHold:       newHeldCache(MaxHeldMemory),
 		metrics:      newMetrics(reg),
 		log:          log,
-		secret:       cfg.Secret,
+		secret:       sale.DeriveKey(cfg.Secret, "flux-order order and hold ids v1", cfg.Sale),
 	}
 	s.SetSchedule(cfg.Schedule)
 	s.tickets.Store(cfg.Tickets)

@@ -58,7 +58,7 @@ func NewConfig(ctx context.Context, rdb *testservers.Redis, pg *testservers.Post
 		return purchase.Config{}, fmt.Errorf("create the sale's database: %w", err)
 	}
 	cfg := purchase.Config{Sale: name, Tickets: tickets, DatabaseURL: dbURL,
-		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, SaleSecret: "test-secret-" + name}
+		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, SaleSecret: "test-secret-of-" + name + "-0123456789abcdefghij"}
 	if cfg.RedisURL, err = rdb.PurchaseURL(name); err != nil {
 		return purchase.Config{}, fmt.Errorf("create the sale's redis user: %w", err)
 	}

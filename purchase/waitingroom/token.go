@@ -48,10 +48,7 @@ type Signer struct {
 }
 
 func NewSigner(secret []byte, saleName string) *Signer {
-	d := hmac.New(sha256.New, secret)
-	d.Write([]byte("flux-order waiting room tokens v1\x00"))
-	d.Write([]byte(saleName))
-	key := d.Sum(nil)
+	key := sale.DeriveKey(secret, "flux-order waiting room tokens v1", saleName)
 	return &Signer{macs: sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
 }
 
