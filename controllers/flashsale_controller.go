@@ -25,7 +25,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
@@ -43,6 +45,8 @@ type FlashSaleReconciler struct {
 	Options  specs.Options
 	// Now is the clock (tests may replace it).
 	Now func() time.Time
+
+	wake *boundaries // set by SetupWithManager
 }
 
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales,verbs=get;list;watch;patch
@@ -110,12 +114,17 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.applyStatus(ctx, sale, status); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := errors.Join(failures...); err != nil {
-		return ctrl.Result{}, err // retried with backoff
-	}
 	next := sale.DeepCopy()
 	next.Status.SoldOutSince = status.SoldOutSince
-	if d := nextBoundary(next, now); d > 0 {
+	d := nextBoundary(next, now)
+	if err := errors.Join(failures...); err != nil {
+		// Retried with backoff; the clock's next boundary is kept apart.
+		if d > 0 && r.wake != nil {
+			r.wake.after(sale, d)
+		}
+		return ctrl.Result{}, err
+	}
+	if d > 0 {
 		return ctrl.Result{RequeueAfter: d}, nil
 	}
 	return ctrl.Result{}, nil
@@ -327,6 +336,7 @@ var reportMatters = predicate.Funcs{
 
 // SetupWithManager watches FlashSales and every kind they own.
 func (r *FlashSaleReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.wake = newBoundaries()
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&salesv1alpha1.FlashSale{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, reportMatters))).
 		Owns(&corev1.Secret{}).
@@ -341,6 +351,7 @@ func (r *FlashSaleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&networkingv1.Ingress{}).
+		WatchesRawSource(source.Channel(r.wake.events, &handler.TypedEnqueueRequestForObject[*salesv1alpha1.FlashSale]{})).
 		Named("flashsale").
 		Complete(r)
 }

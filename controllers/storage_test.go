@@ -112,3 +112,48 @@ func TestValidation_SwitchBetweenManagedAndExternal_Refused(t *testing.T) {
 		}
 	}
 }
+
+// Issue 21, defect 8: a permanent apply failure (here a volume that cannot
+// grow) must not delay the phases the clock drives: the error's backoff
+// grows to minutes, while startsAt is due on time.
+func TestReconcile_PermanentApplyFailure_StartsAtStillFlipsThePhaseOnTime(t *testing.T) {
+	ns := newNamespace(t)
+	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "fixed-" + ns}, Provisioner: "example.com/none", AllowVolumeExpansion: ptr.To(false)}
+	if err := k8s.Create(context.Background(), class); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	size := resource.MustParse("1Gi")
+	startsAt := time.Now().Add(25 * time.Second).Truncate(time.Second)
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
+		Tickets: 10, StartsAt: &metav1.Time{Time: startsAt},
+		Postgres: salesv1alpha1.PostgresSpec{Storage: &salesv1alpha1.StorageSpec{Size: &size, StorageClassName: ptr.To(class.Name)}}}}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "postgres StatefulSet", func() error { return get(t, ns, "late-postgres", &appsv1.StatefulSet{}) })
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-late-postgres-0", Namespace: ns,
+		Labels: specs.Labels(sale, specs.ComponentPostgres)}, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To(class.Name),
+		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
+	if err := k8s.Create(context.Background(), pvc); err != nil {
+		t.Fatal(err)
+	}
+	markReady(t, ns, "late-redis", &appsv1.Deployment{})
+	markReady(t, ns, "late-postgres", &appsv1.StatefulSet{})
+	markReady(t, ns, "late-purchase", &appsv1.Deployment{})
+	waitPhase(t, sale, salesv1alpha1.PhaseScheduled, 10*time.Second)
+	// From now on every reconcile fails, and nothing else changes: only
+	// the backoff (or the clock's wake-up) reconciles the sale again.
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres.Storage.Size = ptr.To(resource.MustParse("2Gi")) })
+	testservers.Eventually(t, 10*time.Second, poll, "Ready says ApplyFailed", func() error {
+		if c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionReady); c == nil || c.Reason != "ApplyFailed" {
+			return fmt.Errorf("Ready %+v", c)
+		}
+		return nil
+	})
+	if time.Until(startsAt) < 5*time.Second {
+		t.Fatalf("the failures began %v before startsAt: too late to let the backoff grow", time.Until(startsAt))
+	}
+	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, time.Until(startsAt)+3*time.Second)
+}
