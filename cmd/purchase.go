@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/seatfeed"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
@@ -48,7 +49,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringVar(&cfg.RedisCAFile, "redis-ca-file", "", "PEM file of the CA of a rediss:// server (default: system roots)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "postgres:// URL of the sale's database (required; sslmode, sslrootcert honoured)")
 	f.StringVar(&cfg.DatabaseSchema, "database-schema", "", "PostgreSQL schema of the sale's tables, created by the migrations (default: the database's own; set it when sales share a database)")
-	f.StringVar(&cfg.SaleSecret, "sale-secret", "", "secret keying order ids derived from Idempotency-Keys and signing queue ids and passes (unset: guessable ids and forgeable passes, local runs only)")
+	f.StringVar(&cfg.SaleSecret, "sale-secret", "", "secret (required, 32+ bytes; the operator sets it from the sale's Secret) keying, each under its own derived key, order and hold ids derived from Idempotency-Keys and the waiting room's queue ids and passes")
 	f.IntVar(&cfg.WaitingRoom.AdmitPerSecond, "admit-per-second", 0, "waiting room: buyers admitted per second (0 = no waiting room)")
 	f.IntVar(&cfg.WaitingRoom.MaxActiveBuyers, "max-active-buyers", 0, "waiting room: most admitted buyers shopping at once (0 = bounded by the inventory only)")
 	f.StringVar(&queueOrder, "queue-order", "fifo", "waiting room: fifo, or random (who joined before --starts-at is shuffled at --starts-at)")
@@ -59,6 +60,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", purchase.DefaultShutdownGrace, "on SIGTERM, time allowed until exit")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", purchase.DefaultDrainDelay, "on SIGTERM, time /readyz fails before the listener closes (part of --shutdown-grace)")
 	f.DurationVar(&cfg.LockTTL, "lock-ttl", 5*time.Second, "expiry of a seat lock (100ms..60s)")
+	f.IntVar(&cfg.MaxStreams, "max-streams", seatfeed.DefaultMaxStreams, "most seat streams (GET /v1/events) open on this pod; beyond it 503 with Retry-After")
 	f.IntVar(&cfg.MaxPerBuyer, "max-per-buyer", 0, "tickets one buyer may hold (0 = unlimited)")
 	f.StringVar(&cfg.DisplayName, "display-name", "", "the event's name on the sale page (default: --sale; with --report-status, the FlashSale's spec.displayName)")
 	f.DurationVar(&cfg.HoldTTL, "hold-ttl", 0, "how long a checkout hold keeps a seat (1s..1h; 0 = holds off, one-step purchases only)")

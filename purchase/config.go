@@ -9,6 +9,7 @@ import (
 	"github.com/flux-order/flux-order/internal/flagerr"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/seatfeed"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
@@ -46,6 +47,10 @@ type Config struct {
 	// derived key (sale.DeriveKey). Required, at least sale.MinSecretLen
 	// bytes: the operator generates one per sale.
 	SaleSecret string
+
+	// MaxStreams caps the seat streams (GET /v1/events) this pod serves at
+	// once (0: seatfeed.DefaultMaxStreams); beyond it, 503 with Retry-After.
+	MaxStreams int
 
 	// WaitingRoom meters buyers through a queue (package waitingroom); off
 	// while AdmitPerSecond is 0. Live: from the FlashSale's spec.waitingRoom.
@@ -120,6 +125,8 @@ func (c *Config) Validate() error {
 		return bad("display-name", "must be at most %d characters", MaxDisplayName)
 	case c.HoldTTL != 0 && (c.HoldTTL < MinHoldTTL || c.HoldTTL > MaxHoldTTL):
 		return bad("hold-ttl", "must be 0 (holds off) or between %v and %v, got %v", MinHoldTTL, MaxHoldTTL, c.HoldTTL)
+	case c.MaxStreams < 0:
+		return bad("max-streams", "must be 0 (the default, %d) or more, got %d", seatfeed.DefaultMaxStreams, c.MaxStreams)
 	case c.MaxPerBuyer < 0:
 		return bad("max-per-buyer", "must be 0 (unlimited) or more, got %d", c.MaxPerBuyer)
 	case !c.Schedule.StartsAt.IsZero() && !c.Schedule.EndsAt.IsZero() && !c.Schedule.EndsAt.After(c.Schedule.StartsAt):

@@ -52,7 +52,7 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 		LockTTL: cfg.LockTTL, HoldTTL: cfg.HoldTTL, Sale: cfg.Sale, Secret: secret,
 	}, locks, store, s.registry, log)
 	s.Queue = waitingroom.New(cfg.Sale, secret, cfg.WaitingRoom, store, s.Checkout.Schedule, s.registry, log)
-	s.Feed = seatfeed.New(store, s.Checkout.Tickets, s.Facts, log)
+	s.Feed = seatfeed.New(store, s.Checkout.Tickets, s.Facts, cfg.MaxStreams, s.registry, log)
 	s.SetDisplayName(cfg.DisplayName)
 	s.api = httpapi.New(httpapi.Deps{
 		Checkout: s.Checkout, Queue: s.Queue, Feed: s.Feed, Facts: s.Facts,

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/seatfeed"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
@@ -251,6 +252,10 @@ func TestReadsProbesAndPage(t *testing.T) {
 	f.feed.err = errors.New("closed")
 	if p, resp := readProblem(t, f.do(http.MethodGet, "/v1/events", "", nil)); resp.StatusCode != 503 || p.Code != "unavailable" {
 		t.Errorf("/v1/events on a closed feed: %d %+v", resp.StatusCode, p)
+	}
+	f.feed.err = seatfeed.ErrFull
+	if p, resp := readProblem(t, f.do(http.MethodGet, "/v1/events", "", nil)); resp.StatusCode != 503 || p.Code != "unavailable" || resp.Header.Get("Retry-After") != "10" {
+		t.Errorf("/v1/events at the pod's cap: %d %+v %v", resp.StatusCode, p, resp.Header)
 	}
 }
 

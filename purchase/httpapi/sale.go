@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 
 	"github.com/flux-order/flux-order/purchase/page"
 	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/seatfeed"
 )
 
 // SaleBody is GET /v1/sale: the facts and the server's clock, so that countdowns are right on a
@@ -30,8 +32,15 @@ func (s *API) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/events", get(s.handleEvents))
 }
 
+// streamsFullRetry is the Retry-After of a stream refused at the pod's cap.
+const streamsFullRetry = 10
+
 func (s *API) handleEvents(w http.ResponseWriter, r *http.Request) {
-	if err := s.feed.Stream(w, r); err != nil {
+	switch err := s.feed.Stream(w, r); {
+	case errors.Is(err, seatfeed.ErrFull):
+		// At the pod's cap: come back later (another pod may have room).
+		writeProblem(w, &sale.RetryAfterError{Seconds: streamsFullRetry, Err: sale.ErrUnavailable})
+	case err != nil:
 		writeProblem(w, sale.ErrUnavailable) // shutting down: the page reconnects elsewhere
 	}
 }

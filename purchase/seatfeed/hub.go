@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
 )
@@ -43,6 +45,8 @@ type Hub struct {
 	facts   func() sale.Facts
 	log     *slog.Logger
 	poll    time.Duration
+	max     int                // most open streams
+	refused prometheus.Counter // streams refused at max
 
 	mu      sync.Mutex
 	clients map[*feedClient]struct{}
@@ -72,14 +76,38 @@ type Source interface {
 	SeatChanges(ctx context.Context, cursor string, since time.Time) (orderstore.SeatChangeSet, error)
 }
 
-// New returns a hub over src; tickets is the live inventory and facts the
-// sale's public facts, sent whenever they change.
-func New(src Source, tickets func() int64, facts func() sale.Facts, log *slog.Logger) *Hub {
-	return &Hub{src: src, tickets: tickets, facts: facts, log: log, poll: PollInterval, clients: map[*feedClient]struct{}{}}
+// DefaultMaxStreams is a pod's cap of open streams when none is given.
+const DefaultMaxStreams = 10_000
+
+// New returns a hub over src serving at most maxStreams pages (0:
+// DefaultMaxStreams); tickets is the live inventory and facts the sale's
+// public facts, sent whenever they change. Its series go to reg.
+func New(src Source, tickets func() int64, facts func() sale.Facts, maxStreams int, reg prometheus.Registerer, log *slog.Logger) *Hub {
+	if maxStreams <= 0 {
+		maxStreams = DefaultMaxStreams
+	}
+	f := &Hub{src: src, tickets: tickets, facts: facts, log: log, poll: PollInterval, max: maxStreams, clients: map[*feedClient]struct{}{}}
+	f.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flux_order_seat_streams_refused_total",
+		Help: "Seat streams (GET /v1/events) refused because the pod serves its cap (--max-streams).",
+	})
+	reg.MustRegister(f.refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "flux_order_seat_streams",
+		Help: "Seat streams (GET /v1/events) open on this pod.",
+	}, func() float64 {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return float64(len(f.clients))
+	}))
+	return f
 }
 
 // ErrClosed: the server shuts down; the page reconnects to another pod.
 var ErrClosed = errors.New("the seat feed is closed")
+
+// ErrFull: the pod serves its cap of streams; the page retries later (or
+// reaches another pod).
+var ErrFull = errors.New("the pod serves as many seat streams as it may")
 
 // subscribe adds a page. Its first events are the snapshot and the sale's
 // facts (queued now if the hub is ready, else when it is). The hub starts
@@ -89,6 +117,10 @@ func (f *Hub) subscribe() (*feedClient, error) {
 	defer f.mu.Unlock()
 	if f.closed {
 		return nil, ErrClosed
+	}
+	if len(f.clients) >= f.max {
+		f.refused.Inc()
+		return nil, ErrFull
 	}
 	c := &feedClient{events: make(chan []byte, feedClientBuffer), gone: make(chan struct{})}
 	if f.ready {

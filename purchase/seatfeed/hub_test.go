@@ -11,7 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/flux-order/flux-order/internal/ssetest"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
 )
@@ -62,7 +66,8 @@ func (f *fakeSeats) SeatChanges(_ context.Context, cursor string, _ time.Time) (
 }
 
 func newTestHub(src Source, tickets int64) *Hub {
-	h := New(src, func() int64 { return tickets }, func() sale.Facts { return sale.Facts{Tickets: tickets} }, slog.New(slog.DiscardHandler))
+	h := New(src, func() int64 { return tickets }, func() sale.Facts { return sale.Facts{Tickets: tickets} }, 0,
+		prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	h.poll = 20 * time.Millisecond
 	return h
 }
@@ -181,4 +186,37 @@ func TestHub_Closed_RefusesNewStreams(t *testing.T) {
 	if rec.Code != http.StatusOK || rec.Body.Len() != 0 || len(rec.Header()) != 0 {
 		t.Fatalf("a refused stream must write nothing, got %d %q %v", rec.Code, rec.Body, rec.Header())
 	}
+}
+
+// Issue 17: a pod serves at most its cap of streams; one more is refused
+// before anything is written (the API answers 503 with Retry-After), and a
+// stream that ends makes room again.
+func TestHub_Cap_RefusesTheStreamBeyondIt(t *testing.T) {
+	h := newTestHub(newFakeSeats(), 5)
+	h.max = 2
+	url := serve(t, h, 0)
+	_, stop1 := ssetest.Open(t, url)
+	_, stop2 := ssetest.Open(t, url)
+	defer stop2()
+	testservers.Eventually(t, 2*time.Second, 10*time.Millisecond, "two streams open", testservers.Holds(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.clients) == 2
+	}))
+	rec := httptest.NewRecorder()
+	if err := h.Stream(rec, httptest.NewRequest(http.MethodGet, "/v1/events", nil)); err != ErrFull || rec.Body.Len() != 0 {
+		t.Fatalf("a third stream: want ErrFull with nothing written, got %v and %q", err, rec.Body)
+	}
+	if got := testutil.ToFloat64(h.refused); got != 1 {
+		t.Fatalf("refused streams counted %v, want 1", got)
+	}
+	stop1()
+	testservers.Eventually(t, 2*time.Second, 10*time.Millisecond, "room for a stream again", testservers.Holds(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.clients) < 2
+	}))
+	events, stop3 := ssetest.Open(t, url)
+	defer stop3()
+	ssetest.Next(t, events, "snapshot", 5*time.Second)
 }

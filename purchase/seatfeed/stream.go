@@ -20,8 +20,8 @@ var (
 )
 
 // Stream serves one page's stream until the page or the hub ends it. It
-// returns ErrClosed, having written nothing, when the hub is closed
-// (shutting down: the page reconnects elsewhere).
+// returns ErrClosed or ErrFull, having written nothing, when the hub is
+// closed (shutting down: the page reconnects elsewhere) or serves its cap.
 func (f *Hub) Stream(w http.ResponseWriter, r *http.Request) error {
 	if r.Method == http.MethodHead {
 		w.Header().Set("Content-Type", "text/event-stream")
