@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 // Issue 17, defect 1: a keyed hold replayed after it was released must not
@@ -88,5 +90,32 @@ func TestPurchase_CraftedKeyedOrderID_RevealsNoTokenKey(t *testing.T) {
 	}
 	if same > 4 {
 		t.Fatalf("the order id %s repeats %d of 14 bytes of the pass-signing key", id, same)
+	}
+}
+
+// Issue 17, defect 6: retries are treated alike. A keyed hold retried after
+// the buyer's pass expired finds the hold it placed (nothing new is held),
+// as a keyed purchase retry finds its order.
+func TestQueue_KeyedHoldRetryAfterThePassExpired_FindsItsHold(t *testing.T) {
+	s := newQueueSale(t, 10, 1, withQueue(waitingroom.Settings{AdmitPerSecond: 50}), withHolds(time.Minute))
+	signer := s.Pods[0].Svc.Queue.Signer()
+	valid := signer.Pass("carol", time.Now().Add(time.Minute))
+	expired := signer.Pass("carol", time.Now().Add(-time.Second))
+	h := func(pass, key string) map[string]string {
+		return map[string]string{"Authorization": "Bearer " + pass, "Idempotency-Key": key}
+	}
+	first, status, code := s.holdCall(0, http.MethodPost, "/v1/tickets/4/hold", `{"buyerId":"carol"}`, h(valid, "hk1"))
+	if status != http.StatusCreated {
+		t.Fatalf("with a valid pass: want 201, got %d %s", status, code)
+	}
+	again, status, code := s.holdCall(0, http.MethodPost, "/v1/tickets/4/hold", `{"buyerId":"carol"}`, h(expired, "hk1"))
+	if status != http.StatusCreated || again.HoldID != first.HoldID {
+		t.Fatalf("a keyed hold retry after the pass expired: want the same hold, got %d %s %+v", status, code, again)
+	}
+	if _, status, code := s.holdCall(0, http.MethodPost, "/v1/tickets/5/hold", `{"buyerId":"carol"}`, h(expired, "hk2")); status != http.StatusForbidden || code != "pass_invalid" {
+		t.Fatalf("a new key with an expired pass: want 403 pass_invalid, got %d %s", status, code)
+	}
+	if held := s.liveHoldsPerSeat(); len(held) != 1 {
+		t.Fatalf("want 1 live hold, got %v", held)
 	}
 }

@@ -35,6 +35,10 @@ type HoldRequest struct {
 	TicketID       int64 // 0: any free seat
 	BuyerID        string
 	IdempotencyKey string // optional; the same key returns the same hold
+	// Refusal, when set, was decided before checkout (the waiting room's
+	// pass check): nothing new is held, but a keyed retry still learns
+	// the hold its key placed, as a purchase retry learns its order.
+	Refusal error
 }
 
 // PlaceHold holds a seat for the buyer for the live holdTTL. replayed is
@@ -46,7 +50,7 @@ func (s *Service) PlaceHold(ctx context.Context, req HoldRequest) (h Hold, repla
 	}
 	now := time.Now()
 	holdID := s.newHoldID(req)
-	if err := s.refuseLocally(Request{TicketID: req.TicketID, BuyerID: req.BuyerID, IdempotencyKey: req.IdempotencyKey}, now); err != nil {
+	if err := s.refuseLocally(Request{TicketID: req.TicketID, BuyerID: req.BuyerID, IdempotencyKey: req.IdempotencyKey, Refusal: req.Refusal}, now); err != nil {
 		if req.IdempotencyKey != "" && mayBeReplay(err) {
 			return s.replayHold(ctx, holdID, req, err)
 		}

@@ -57,8 +57,13 @@ func (f *fakeCheckout) PlaceHold(_ context.Context, req checkout.HoldRequest) (c
 	f.mu.Lock()
 	f.hold = req
 	f.mu.Unlock()
-	err, _ := f.called()
-	return fakeHold, false, err
+	if err, _ := f.called(); err != nil {
+		return checkout.Hold{}, false, err
+	}
+	if req.Refusal != nil {
+		return checkout.Hold{}, false, req.Refusal
+	}
+	return fakeHold, false, nil
 }
 
 func (f *fakeCheckout) ConfirmHold(_ context.Context, _ uuid.UUID, buyer, ref string) (checkout.Order, bool, error) {

@@ -78,10 +78,10 @@ func (s *API) servePlaceHold(w http.ResponseWriter, r *http.Request, seat func(*
 	if err != nil {
 		return checkout.Hold{}, false, err
 	}
-	if err := s.queue.CheckPass(r.Header["Authorization"], buyer); err != nil {
-		return checkout.Hold{}, false, err
-	}
-	return s.checkout.PlaceHold(r.Context(), checkout.HoldRequest{TicketID: id, BuyerID: buyer, IdempotencyKey: key})
+	// As for a purchase: a refused pass holds nothing new, but a keyed
+	// retry still learns its hold; checkout decides both.
+	refusal := s.queue.CheckPass(r.Header["Authorization"], buyer)
+	return s.checkout.PlaceHold(r.Context(), checkout.HoldRequest{TicketID: id, BuyerID: buyer, IdempotencyKey: key, Refusal: refusal})
 }
 
 // handleConfirmHold serves POST /v1/holds/{holdId}/confirm
