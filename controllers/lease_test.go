@@ -1,0 +1,82 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/internal/testservers"
+)
+
+// Issue 21, defect 6: a deleted reporter Lease is re-created at once (the
+// pods' Role may only update it, so without it no pod reports and the
+// sale's counts freeze). Nothing else changes meanwhile: only the Lease's
+// deletion can trigger the reconcile that brings it back.
+func TestReconcile_DeletedReporterLease_IsRecreated(t *testing.T) {
+	ns := newNamespace(t)
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "lease", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	if err := k8s.Create(context.Background(), sale); err != nil {
+		t.Fatal(err)
+	}
+	name := specs.LeaseName(sale)
+	lease := &coordinationv1.Lease{}
+	testservers.Eventually(t, 10*time.Second, poll, "the reporter Lease", func() error { return get(t, ns, name, lease) })
+	uid := lease.UID
+	// Let the creation's reconciles end: no reconcile for a second (the
+	// controller's own counter). From then on nothing but the deletion
+	// can start one.
+	last, quietSince := reconciles(t), time.Now()
+	testservers.Eventually(t, 20*time.Second, 100*time.Millisecond, "the sale's reconciles to settle", func() error {
+		if n := reconciles(t); n != last {
+			last, quietSince = n, time.Now()
+		}
+		if time.Since(quietSince) < time.Second {
+			return errors.New("reconciled within the last second")
+		}
+		return nil
+	})
+	if err := k8s.Delete(context.Background(), lease); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "the reporter Lease re-created", func() error {
+		l := &coordinationv1.Lease{}
+		if err := get(t, ns, name, l); err != nil {
+			return err
+		}
+		if l.UID == uid {
+			return errors.New("the deleted Lease is still there")
+		}
+		return nil
+	})
+}
+
+// reconciles is how many reconciles the flashsale controller has run.
+func reconciles(t *testing.T) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "flashsale" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
+}
