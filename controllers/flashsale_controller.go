@@ -17,6 +17,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -109,6 +110,11 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	now := r.now()
 	status := computeStatus(sale, obs, failures, now)
+	if meta.IsStatusConditionTrue(status.Conditions, salesv1alpha1.ConditionStatusStale) &&
+		!meta.IsStatusConditionTrue(sale.Status.Conditions, salesv1alpha1.ConditionStatusStale) {
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeWarning, "StatusStale", "Reconcile",
+			"no report from the purchase pods for over %s: the counts may be frozen", StatusStaleAfter)
+	}
 	if status.Phase != sale.Status.Phase && sale.Status.Phase != "" {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Phase", "Reconcile", "phase %s -> %s", sale.Status.Phase, status.Phase)
 	}
@@ -331,7 +337,10 @@ var reportMatters = predicate.Funcs{
 		// held (available 0) before the last holds are confirmed.
 		oldN, oldOK := reportedInventory(oldSale)
 		newN, newOK := reportedInventory(newSale)
-		return reportedSoldOut(oldSale) != reportedSoldOut(newSale) || oldOK != newOK || oldN != newN
+		// A report after StatusStale clears it.
+		resumed := meta.IsStatusConditionTrue(oldSale.Status.Conditions, salesv1alpha1.ConditionStatusStale) &&
+			!newSale.Status.LastReportTime.Equal(oldSale.Status.LastReportTime)
+		return reportedSoldOut(oldSale) != reportedSoldOut(newSale) || oldOK != newOK || oldN != newN || resumed
 	},
 }
 

@@ -156,8 +156,8 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 			st.Selector != "app.kubernetes.io/component=purchase,app.kubernetes.io/instance=demo-concert,app.kubernetes.io/name=flux-order" {
 			return fmt.Errorf("status %+v", st)
 		}
-		if len(st.Conditions) != 6 {
-			return fmt.Errorf("want 6 conditions, got %+v", st.Conditions)
+		if len(st.Conditions) != 7 {
+			return fmt.Errorf("want 7 conditions, got %+v", st.Conditions)
 		}
 		return nil
 	})

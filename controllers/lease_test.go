@@ -3,17 +3,22 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
 // Issue 21, defect 6: a deleted reporter Lease is re-created at once (the
@@ -79,4 +84,50 @@ func reconciles(t *testing.T) float64 {
 		}
 	}
 	return n
+}
+
+// Issue 21, defect 6: a provisioned sale whose pods stop reporting says so
+// (StatusStale and a Warning event) once the bound has passed, and a report
+// clears it. The clock is moved past the bound; a spec change makes the
+// controller look (its own requeue would, 30 s later).
+func TestReconcile_NoReportForLongerThanTheBound_StatusStale_AReportClearsIt(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "stale", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	if err := k8s.Create(ctx, sale); err != nil {
+		t.Fatal(err)
+	}
+	for name, obj := range map[string]client.Object{"stale-redis": &appsv1.Deployment{}, "stale-postgres": &appsv1.StatefulSet{}, "stale-purchase": &appsv1.Deployment{}} {
+		markReady(t, ns, name, obj)
+	}
+	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 10*time.Second)
+	staleIs := func(want metav1.ConditionStatus, reason string) func() error {
+		return func() error {
+			c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionStatusStale)
+			if c == nil || c.Status != want || c.Reason != reason {
+				return fmt.Errorf("StatusStale is %+v", c)
+			}
+			return nil
+		}
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "StatusStale False while the bound has not passed", staleIs(metav1.ConditionFalse, "Reporting"))
+
+	later := time.Now().Add(StatusStaleAfter + time.Second)
+	testClock.Store(&later)
+	t.Cleanup(func() { testClock.Store(nil) })
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.DisplayName = "Stale Show" })
+	testservers.Eventually(t, 10*time.Second, poll, "StatusStale True past the bound", staleIs(metav1.ConditionTrue, "NoRecentReport"))
+	testservers.Eventually(t, 10*time.Second, poll, "a StatusStale Warning event", func() error { return findEvent(t, ns, "StatusStale") })
+
+	testClock.Store(nil)
+	r, err := statusreport.New(cfg, ns, "stale", "pod-a", func(context.Context) (statusreport.Counts, error) {
+		return statusreport.Counts{Tickets: 10, Sold: 1}, nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ReportOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "a report clears StatusStale", staleIs(metav1.ConditionFalse, "Reporting"))
 }

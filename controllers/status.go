@@ -112,6 +112,12 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 	if len(failures) > 0 {
 		ready = check{false, "ApplyFailed", applyFailedMessage(failures)}
 	}
+	stale := check{false, "Reporting", "the purchase pods report the counts"}
+	if !all {
+		stale = check{false, "NotProvisioned", "no report is expected before the sale is provisioned"}
+	} else if at, ok := staleAt(sale); ok && !now.Before(at) {
+		stale = check{true, "NoRecentReport", fmt.Sprintf("the purchase pods have not reported the counts for over %s: sold and available may be frozen (docs/operations.md, \"Stale status\")", StatusStaleAfter)}
+	}
 	st.Hibernated = hibernating
 	hibernated := check{false, "Awake", "the sale runs its full set of pods"}
 	if hibernating {
@@ -133,6 +139,7 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		{salesv1alpha1.ConditionInventorySeeded, seeded},
 		{salesv1alpha1.ConditionReady, ready},
 		{salesv1alpha1.ConditionHibernated, hibernated},
+		{salesv1alpha1.ConditionStatusStale, stale},
 	} {
 		status := metav1.ConditionFalse
 		if c.ready {
@@ -212,5 +219,27 @@ func nextBoundary(sale *salesv1alpha1.FlashSale, now time.Time) time.Duration {
 	if at, ok := hibernatesAt(sale); ok {
 		consider(at)
 	}
+	if at, ok := staleAt(sale); ok {
+		consider(at)
+	}
 	return next
+}
+
+// StatusStaleAfter is how long a provisioned sale may go without a report
+// from its purchase pods (they report every second) before StatusStale.
+const StatusStaleAfter = 30 * time.Second
+
+// staleAt is when the sale's status turns stale without a new report: the
+// last report, or (before the first) the time the sale became Ready, plus
+// StatusStaleAfter. false while the sale is not Ready (no report expected).
+func staleAt(sale *salesv1alpha1.FlashSale) (time.Time, bool) {
+	ready := meta.FindStatusCondition(sale.Status.Conditions, salesv1alpha1.ConditionReady)
+	if ready == nil || ready.Status != metav1.ConditionTrue {
+		return time.Time{}, false
+	}
+	from := ready.LastTransitionTime.Time
+	if r := sale.Status.LastReportTime; r != nil && r.After(from) {
+		from = r.Time
+	}
+	return from.Add(StatusStaleAfter), true
 }

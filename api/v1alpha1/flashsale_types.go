@@ -354,6 +354,10 @@ const (
 	ConditionPurchaseAPIReady = "PurchaseAPIReady"
 	ConditionInventorySeeded  = "InventorySeeded"
 	ConditionHibernated       = "Hibernated"
+	// ConditionStatusStale is True while a provisioned sale's purchase pods
+	// have not reported the counts for longer than the operator's bound
+	// (docs/operations.md): the counts on display may be frozen.
+	ConditionStatusStale = "StatusStale"
 )
 
 // FlashSaleStatus is observed state. The operator owns every field except
