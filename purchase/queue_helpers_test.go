@@ -8,9 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/httpapi"
 	"github.com/flux-order/flux-order/purchase/orderstore"
@@ -30,9 +28,6 @@ func newQueueSale(t testing.TB, tickets int64, pods int, opts ...func(*purchase.
 	s := newTestSale(t, tickets, opts...)
 	for len(s.Pods) < pods {
 		s.AddPod()
-	}
-	for i, p := range s.Pods {
-		testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, fmt.Sprintf("pod %d's queue view", i), testservers.Holds(func() bool { _, ok := p.Svc.Queue.View(); return ok }))
 	}
 	return s
 }

@@ -126,7 +126,8 @@ func NewSale(t testing.TB, tickets int64, opts ...func(*purchase.Config)) *Sale 
 	return s
 }
 
-// AddPod starts one more purchase pod on the same sale.
+// AddPod starts one more purchase pod on the same sale; with a waiting room,
+// once the pod has read the queue.
 func (s *Sale) AddPod() *Pod {
 	s.T.Helper()
 	svc, url, stop, err := Serve(context.Background(), s.Cfg, Discard())
@@ -134,6 +135,14 @@ func (s *Sale) AddPod() *Pod {
 		s.T.Fatal(err)
 	}
 	s.T.Cleanup(stop)
+	if s.Cfg.WaitingRoom.On() {
+		// A pod answers joins and polls from its view of the queue: wait
+		// for the first, as a readiness probe would.
+		testservers.Eventually(s.T, 10*time.Second, 20*time.Millisecond, "the new pod's view of the queue", testservers.Holds(func() bool {
+			_, ok := svc.Queue.View()
+			return ok
+		}))
+	}
 	p := &Pod{Svc: svc, URL: url}
 	s.Pods = append(s.Pods, p)
 	return p
