@@ -26,6 +26,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -39,6 +40,14 @@ import (
 // apply status.sold/available/lastReportTime as "flux-order-purchase".
 const FieldOwner = "flux-order-manager"
 
+// ReconcileTimeout bounds one reconcile of one sale; DefaultConcurrency is
+// how many sales reconcile at once. Together: one sale whose reconcile
+// hangs (a refused or unreachable API) can never stop the others.
+const (
+	ReconcileTimeout   = 2 * time.Minute
+	DefaultConcurrency = 4
+)
+
 // FlashSaleReconciler keeps every FlashSale's owned objects in shape and
 // reports their state in its status.
 type FlashSaleReconciler struct {
@@ -47,6 +56,13 @@ type FlashSaleReconciler struct {
 	Options  specs.Options
 	// Now is the clock (tests may replace it).
 	Now func() time.Time
+	// APIReader reads what the manager does not cache (a StorageClass, on
+	// a storage resize): an uncached read needs only "get", and fails fast
+	// when refused instead of starting a cluster-wide informer. Nil: the
+	// client.
+	APIReader client.Reader
+	// Concurrency is how many sales reconcile at once (0: 4).
+	Concurrency int
 
 	wake *boundaries // set by SetupWithManager
 }
@@ -64,7 +80,7 @@ type FlashSaleReconciler struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // The metrics endpoint's authentication and authorization filter:
@@ -75,6 +91,10 @@ type FlashSaleReconciler struct {
 // purchase replicas to or from an HPA, make sure its credentials exist, apply every owned object, observe, write status, requeue at the
 // next clock boundary.
 func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	// A reconcile is bounded: a call that hangs fails this sale's
+	// reconcile (retried), never the others'.
+	ctx, cancel := context.WithTimeout(ctx, ReconcileTimeout)
+	defer cancel()
 	sale := &salesv1alpha1.FlashSale{}
 	if err := r.Get(ctx, req.NamespacedName, sale); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -347,7 +367,15 @@ var reportMatters = predicate.Funcs{
 // SetupWithManager watches FlashSales and every kind they own.
 func (r *FlashSaleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.wake = newBoundaries()
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	concurrency := r.Concurrency
+	if concurrency <= 0 {
+		concurrency = DefaultConcurrency
+	}
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		For(&salesv1alpha1.FlashSale{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, reportMatters))).
 		Owns(&corev1.Secret{}).
 		Owns(&corev1.ConfigMap{}).

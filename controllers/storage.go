@@ -49,11 +49,18 @@ func (r *FlashSaleReconciler) resizeStorage(ctx context.Context, sale *salesv1al
 		return fmt.Errorf("PersistentVolumeClaim %s has no StorageClass, so it cannot be expanded to %s; it stays %s", name, want.String(), have.String())
 	}
 	sc := &storagev1.StorageClass{}
-	if err := r.Get(ctx, client.ObjectKey{Name: class}, sc); err != nil {
-		if apierrors.IsNotFound(err) {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	if err := reader.Get(ctx, client.ObjectKey{Name: class}, sc); err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
 			return fmt.Errorf("PersistentVolumeClaim %s: StorageClass %s does not exist, so the volume cannot be expanded to %s; it stays %s", name, class, want.String(), have.String())
+		case apierrors.IsForbidden(err):
+			return fmt.Errorf("PersistentVolumeClaim %s: the operator may not read StorageClass %s (its chart grants that one cluster-scoped read), so it cannot tell whether the volume can grow to %s; it stays %s", name, class, want.String(), have.String())
 		}
-		return err
+		return fmt.Errorf("read StorageClass %s: %w", class, err)
 	}
 	if !ptr.Deref(sc.AllowVolumeExpansion, false) {
 		return fmt.Errorf("PersistentVolumeClaim %s: StorageClass %s does not allow volume expansion (allowVolumeExpansion is not true), so the volume stays %s instead of %s",

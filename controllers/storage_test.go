@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
@@ -156,4 +158,51 @@ func TestReconcile_PermanentApplyFailure_StartsAtStillFlipsThePhaseOnTime(t *tes
 		t.Fatalf("the failures began %v before startsAt: too late to let the backoff grow", time.Until(startsAt))
 	}
 	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, time.Until(startsAt)+3*time.Second)
+}
+
+// Issue 21, defect 2: where the operator may not read StorageClasses (a
+// namespace-scoped install without the chart's cluster-reads ClusterRole),
+// a storage resize fails at once with a message saying why, instead of
+// waiting forever on a cluster-scoped informer whose list is refused.
+func TestResizeStorage_StorageClassReadRefused_FailsFastSayingWhy(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "growable-" + ns}, Provisioner: "example.com/none", AllowVolumeExpansion: ptr.To(true)}
+	if err := k8s.Create(ctx, class); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	size := resource.MustParse("1Gi")
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "scoped", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
+		Tickets: 10, Postgres: salesv1alpha1.PostgresSpec{Storage: &salesv1alpha1.StorageSpec{Size: &size, StorageClassName: ptr.To(class.Name)}}}}
+	if err := k8s.Create(ctx, sale); err != nil {
+		t.Fatal(err)
+	}
+	sts := &appsv1.StatefulSet{}
+	testservers.Eventually(t, 10*time.Second, poll, "postgres StatefulSet", func() error { return get(t, ns, "scoped-postgres", sts) })
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-scoped-postgres-0", Namespace: ns,
+		Labels: specs.Labels(sale, specs.ComponentPostgres)}, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To(class.Name),
+		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
+	if err := k8s.Create(ctx, pvc); err != nil {
+		t.Fatal(err)
+	}
+	// An identity with no rights at all: every read it makes is refused.
+	user, err := testEnv.AddUser(envtest.User{Name: "scoped-operator-" + ns}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused, err := client.New(user.Config(), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &FlashSaleReconciler{Client: k8s, APIReader: refused}
+	want := sts.DeepCopy()
+	want.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("2Gi")
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err = r.resizeStorage(rctx, sale, want)
+	if err == nil || !strings.Contains(err.Error(), "may not read StorageClass "+class.Name) || rctx.Err() != nil {
+		t.Fatalf("want a prompt error saying the StorageClass read is refused, got %v (ctx %v)", err, rctx.Err())
+	}
 }

@@ -31,9 +31,10 @@ import (
 // controller-manager: nothing makes pods or garbage-collects; tests patch
 // workload status themselves).
 var (
-	cfg    *rest.Config
-	scheme *k8sruntime.Scheme
-	k8s    client.Client
+	cfg     *rest.Config
+	testEnv *envtest.Environment // for AddUser: identities with only the rights a test grants
+	scheme  *k8sruntime.Scheme
+	k8s     client.Client
 	// stopManager stops the running manager and returns once it has stopped.
 	stopManager = func() {}
 	testClock   atomic.Pointer[time.Time] // nil: the real clock
@@ -58,6 +59,7 @@ func TestMain(m *testing.M) {
 			ErrorIfCRDPathMissing: true,
 		}
 		var err error
+		testEnv = env
 		if cfg, err = env.Start(); err != nil {
 			fmt.Fprintln(os.Stderr, "FAIL: start envtest:", err)
 			return 1

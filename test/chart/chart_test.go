@@ -421,6 +421,24 @@ func TestWatchNamespaces_RolesInsteadOfTheClusterRole(t *testing.T) {
 		}
 		findIn(t, objs, "RoleBinding", "flux-order-manager", ns)
 	}
+	// Issue 21, defect 2: a Role cannot grant the StorageClass read a
+	// storage resize needs; without it the manager hung on a cluster-scoped
+	// informer whose list was refused. It stays cluster-scoped, alone.
+	for _, ns := range []string{"sales-a", "sales-b"} {
+		role := &rbacv1.Role{}
+		findIn(t, objs, "Role", "flux-order-manager", ns).into(t, role)
+		for _, r := range role.Rules {
+			if slices.Contains(r.Resources, "storageclasses") {
+				t.Errorf("Role in %s holds the cluster-scoped storageclasses rule %+v", ns, r)
+			}
+		}
+	}
+	reads := &rbacv1.ClusterRole{}
+	find(t, objs, "ClusterRole", "flux-order-manager-cluster-reads").into(t, reads)
+	if len(reads.Rules) != 1 || !slices.Equal(reads.Rules[0].Resources, []string{"storageclasses"}) || !slices.Equal(reads.Rules[0].Verbs, []string{"get"}) {
+		t.Errorf("cluster-reads ClusterRole: want only get storageclasses, got %+v", reads.Rules)
+	}
+	find(t, objs, "ClusterRoleBinding", "flux-order-manager-cluster-reads")
 	auth := &rbacv1.ClusterRole{}
 	find(t, objs, "ClusterRole", "flux-order-manager-metrics-auth").into(t, auth)
 	for _, r := range auth.Rules {
