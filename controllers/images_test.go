@@ -10,6 +10,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
@@ -86,6 +89,52 @@ func TestValidation_PostgresMajorVersionChange_RefusedWithHowToMigrate(t *testin
 	for _, image := range []string{"postgres:15.10", "registry.example.com:5000/postgres:15-alpine"} {
 		if err := update(image); err != nil {
 			t.Errorf("postgres:15 -> %q is a minor upgrade and must be allowed: %v", image, err)
+		}
+	}
+}
+
+// Issue 21, defect 4: the guards on the PostgreSQL image and storage class
+// cannot be bypassed. An update that drops spec.postgres entirely (kubectl
+// replace with a manifest without the block) would clear the pinned image,
+// and a digest hid the major version of the tag before it.
+func TestValidation_PostgresGuards_HoldWithoutTheBlockAndWithDigests(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	digest := "@sha256:" + strings.Repeat("ab", 32)
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "pgd", Namespace: ns},
+		Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10, Postgres: salesv1alpha1.PostgresSpec{Image: "postgres:15" + digest,
+			Storage: &salesv1alpha1.StorageSpec{StorageClassName: ptr.To("fast")}}}}
+	if err := k8s.Create(ctx, sale); err != nil {
+		t.Fatal(err)
+	}
+	// kubectl replace without spec.postgres.
+	var replaceErr error
+	testservers.Eventually(t, 10*time.Second, poll, "a replace not lost to a conflict with the operator's writes", func() error {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(salesv1alpha1.GroupVersion.WithKind(salesv1alpha1.FlashSaleKind))
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(sale), u); err != nil {
+			return err
+		}
+		unstructured.RemoveNestedField(u.Object, "spec", "postgres")
+		if replaceErr = k8s.Update(ctx, u); apierrors.IsConflict(replaceErr) {
+			return replaceErr
+		}
+		return nil
+	})
+	if !apierrors.IsInvalid(replaceErr) || !strings.Contains(replaceErr.Error(), "pg_dump") || !strings.Contains(replaceErr.Error(), "storageClassName cannot change") {
+		t.Errorf("dropping spec.postgres: want both CEL refusals, got %v", replaceErr)
+	}
+	update := func(image string) error {
+		return tryUpdate(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Postgres.Image = image })
+	}
+	for _, image := range []string{"postgres:16", "postgres:16" + digest, "postgres" + digest} {
+		if err := update(image); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "major version") {
+			t.Errorf("postgres:15@sha256 -> %q: want the major-version refusal, got %v", image, err)
+		}
+	}
+	for _, image := range []string{"postgres:15.10", "registry.example.com:5000/postgres:15-alpine" + digest} {
+		if err := update(image); err != nil {
+			t.Errorf("postgres:15@sha256 -> %q keeps the major version and must be allowed: %v", image, err)
 		}
 	}
 }

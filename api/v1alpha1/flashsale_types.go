@@ -7,10 +7,14 @@ import (
 )
 
 // FlashSaleSpec is one ticketing event: its seats, its window and the
-// infrastructure the operator runs for it.
+// infrastructure the operator runs for it. The PostgreSQL major version is
+// the digits of the image's tag (after the last ':' of the part before any
+// '@digest'); an image without a tag proves none, so no rule can compare it.
 // +kubebuilder:validation:XValidation:rule="!has(self.startsAt) || !has(self.endsAt) || self.endsAt > self.startsAt",message="endsAt must be after startsAt"
 // +kubebuilder:validation:XValidation:rule="(has(self.postgres) && has(self.postgres.external)) == (has(oldSelf.postgres) && has(oldSelf.postgres.external))",message="postgres: a sale cannot switch between a managed and an external PostgreSQL: the other database does not hold this sale's inventory and orders, so seats already sold could be sold again. Create a new FlashSale instead (docs/operations.md, External datastores)"
 // +kubebuilder:validation:XValidation:rule="(has(self.redis) && has(self.redis.external)) == (has(oldSelf.redis) && has(oldSelf.redis.external))",message="redis: a sale cannot switch between a managed and an external Redis while it runs: pods on the old and new Redis would not see each other's seat locks. Create a new FlashSale instead (docs/operations.md, External datastores)"
+// +kubebuilder:validation:XValidation:rule="(has(self.postgres) && has(self.postgres.external)) || !has(oldSelf.postgres) || !has(oldSelf.postgres.image) || oldSelf.postgres.image.find('^[^@]*:[0-9]+[^:/@]*(@|$)').find(':[0-9]+[^:/@]*(@|$)').find('[0-9]+') == '' || (has(self.postgres) && has(self.postgres.image) && self.postgres.image.find('^[^@]*:[0-9]+[^:/@]*(@|$)').find(':[0-9]+[^:/@]*(@|$)').find('[0-9]+') == oldSelf.postgres.image.find('^[^@]*:[0-9]+[^:/@]*(@|$)').find(':[0-9]+[^:/@]*(@|$)').find('[0-9]+'))",message="postgres.image: the PostgreSQL major version cannot change in place (its data directory belongs to one major version), and a pinned image cannot be removed. To migrate: pause the sale, pg_dump its database, create a new FlashSale with the new image and restore the dump into it (docs/operations.md, Upgrades); minor versions of the same major may change here"
+// +kubebuilder:validation:XValidation:rule="(has(self.postgres) && has(self.postgres.external)) || (has(oldSelf.postgres) && has(oldSelf.postgres.storage) && has(oldSelf.postgres.storage.storageClassName) ? oldSelf.postgres.storage.storageClassName : '-') == (has(self.postgres) && has(self.postgres.storage) && has(self.postgres.storage.storageClassName) ? self.postgres.storage.storageClassName : '-')",message="postgres.storage.storageClassName cannot change: the database's volume was provisioned by its class. To move a sale's orders to another class, pg_dump them and restore them into a new FlashSale (docs/operations.md, Upgrades)"
 // +kubebuilder:validation:XValidation:rule="!has(self.waitingRoom) || !has(self.waitingRoom.joinFrom) || !has(self.startsAt) || timestamp(self.waitingRoom.joinFrom) <= timestamp(self.startsAt)",message="waitingRoom.joinFrom must not be after startsAt: the queue opens before the sale"
 type FlashSaleSpec struct {
 	// DisplayName is the event's name as buyers see it on the sale page
@@ -266,11 +270,10 @@ type ExternalRedis struct {
 }
 
 // PostgresSpec is either a PostgreSQL the operator runs, or an external one.
-// The transition rule compares the major version in the image tag (the
-// digits after the last ':'): a data directory belongs to one major version.
+// Its transition rules (image major version, storage class) are on
+// FlashSaleSpec, so that they also run when an update drops the whole
+// block (kubectl replace).
 // +kubebuilder:validation:XValidation:rule="!has(self.external) || (!has(self.image) && !has(self.resources) && !has(self.storage))",message="postgres: set either external or image/resources/storage, not both"
-// +kubebuilder:validation:XValidation:rule="has(self.external) || !has(oldSelf.image) || size(oldSelf.image.find(':[0-9]+[^:/@]*$')) == 0 || (has(self.image) && self.image.find(':[0-9]+[^:/@]*$').find('[0-9]+') == oldSelf.image.find(':[0-9]+[^:/@]*$').find('[0-9]+'))",message="postgres.image: the PostgreSQL major version cannot change in place (its data directory belongs to one major version). To migrate: pause the sale, pg_dump its database, create a new FlashSale with the new image and restore the dump into it (docs/operations.md, Upgrades); minor versions of the same major may change here"
-// +kubebuilder:validation:XValidation:rule="has(self.external) || (has(oldSelf.storage) && has(oldSelf.storage.storageClassName) ? oldSelf.storage.storageClassName : '-') == (has(self.storage) && has(self.storage.storageClassName) ? self.storage.storageClassName : '-')",message="postgres.storage.storageClassName cannot change: the database's volume was provisioned by its class. To move a sale's orders to another class, pg_dump them and restore them into a new FlashSale (docs/operations.md, Upgrades)"
 type PostgresSpec struct {
 	// Image of the managed PostgreSQL (≥ 13). When empty at creation the
 	// operator records its default (--postgres-image) here, once. Minor
