@@ -283,6 +283,9 @@
   function connect() {
     source = new EventSource('/v1/events');
     source.addEventListener('sale', (e) => setFacts(JSON.parse(e.data)));
+    // A page that fell behind gets the counters alone until it catches up
+    // (then a fresh snapshot).
+    source.addEventListener('counts', (e) => setCounts(JSON.parse(e.data)));
     source.addEventListener('snapshot', (e) => {
       const d = JSON.parse(e.data);
       S.tickets = d.tickets;

@@ -68,6 +68,9 @@ type Hub struct {
 type feedClient struct {
 	events chan []byte
 	gone   chan struct{} // closed when the hub dropped it or the server stops
+	// behind: its buffer filled up. It gets the counters only until it has
+	// read everything queued, then a fresh snapshot (catchUp). mu held.
+	behind bool
 }
 
 // Source is where the hub reads the seats (*orderstore.Store).
@@ -163,14 +166,40 @@ func (f *Hub) close() {
 	}
 }
 
-// broadcast queues ev for every page, dropping those whose buffer is full
-// (mu held).
+// broadcast queues ev for every page (mu held). A page whose buffer is
+// full falls behind instead of being cut off (which would only make its
+// EventSource reconnect into the same state): it gets the counters while it
+// reads what is queued, and a fresh snapshot once it has (catchUp). The hub
+// and the other pages never wait for it.
 func (f *Hub) broadcast(ev []byte) {
+	var counts []byte
 	for c := range f.clients {
+		if c.behind {
+			if counts == nil {
+				counts = f.countsEvent()
+			}
+			select {
+			case c.events <- counts:
+			default:
+			}
+			continue
+		}
 		select {
 		case c.events <- ev:
 		default:
-			f.drop(c)
+			c.behind = true
+		}
+	}
+}
+
+// catchUp sends a fresh snapshot to every page that fell behind and has
+// read everything queued since (mu held, state loaded).
+func (f *Hub) catchUp() {
+	for c := range f.clients {
+		if c.behind && len(c.events) == 0 {
+			c.behind = false
+			c.events <- f.factsEvent()
+			c.events <- f.snapshotEvent()
 		}
 	}
 }
@@ -276,6 +305,7 @@ func (f *Hub) pollOnce(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.catchUp()
 	f.cursor, f.clock = ch.Cursor, ch.Clock
 	if facts := f.currentFacts(); !bytes.Equal(facts, f.lastFacts) {
 		f.lastFacts = facts
@@ -379,6 +409,13 @@ func (f *Hub) deltaEvent(delta []int64) []byte {
 }
 
 func (f *Hub) factsEvent() []byte { return f.event("sale", f.lastFacts) }
+
+// countsEvent carries the counters alone: what a page that fell behind
+// gets until it has caught up.
+func (f *Hub) countsEvent() []byte {
+	body, _ := json.Marshal(f.counts())
+	return f.event("counts", body)
+}
 
 // event renders one server-sent event. It carries no id: a reconnecting
 // page gets a fresh snapshot, which is as small as a replay of what it

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -117,10 +118,13 @@ func TestHub_OnePerPod_StopsWhenNoPageIsLeft(t *testing.T) {
 	ssetest.Next(t, events, "snapshot", 5*time.Second)
 }
 
-// A page that does not read is dropped once its buffer is full; the hub and
-// the other pages go on.
-func TestHub_SlowPageIsDropped(t *testing.T) {
-	h := newTestHub(newFakeSeats(), 5)
+// Issue 17: a page that does not read is not cut off (its EventSource would
+// reconnect into the same state, forever): once its buffer is full it gets
+// the counters only, and a fresh snapshot once it has read what was queued.
+// The hub and the other pages go on meanwhile.
+func TestHub_SlowPage_GetsCountsThenAFreshSnapshot(t *testing.T) {
+	src := newFakeSeats()
+	h := newTestHub(src, 5)
 	defer h.Close()
 	slow, err := h.subscribe()
 	if err != nil {
@@ -131,6 +135,11 @@ func TestHub_SlowPageIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.unsubscribe(fast)
+	testservers.Eventually(t, 5*time.Second, 10*time.Millisecond, "the slow page's first snapshot queued", testservers.Holds(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(slow.events) >= 2
+	}))
 	for i := range 3 * feedClientBuffer {
 		h.mu.Lock()
 		h.broadcast(fmt.Appendf(nil, "event: test\ndata: %d\n\n", i))
@@ -141,15 +150,36 @@ func TestHub_SlowPageIsDropped(t *testing.T) {
 			t.Fatal("the reading page got nothing")
 		}
 	}
+	h.mu.Lock()
+	behind := slow.behind
+	h.mu.Unlock()
 	select {
 	case <-slow.gone:
+		t.Fatal("a page that fell behind was cut off")
 	default:
-		t.Fatal("a page that never read is still subscribed")
 	}
-	select {
-	case <-fast.gone:
-		t.Fatal("the reading page was dropped")
-	default:
+	if !behind {
+		t.Fatal("a page whose buffer filled up is not marked behind")
+	}
+	for len(slow.events) > 0 { // the page reads what was queued
+		<-slow.events
+	}
+	src.sell(2)
+	var names []string
+	for {
+		select {
+		case ev := <-slow.events:
+			name := strings.TrimPrefix(strings.SplitN(string(ev), "\n", 2)[0], "event: ")
+			names = append(names, name)
+			if name == "snapshot" {
+				if !strings.Contains(strings.Join(names, ","), "counts") {
+					t.Fatalf("events after falling behind: %v, want counts before the snapshot", names)
+				}
+				return
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no fresh snapshot after the page caught up; events %v", names)
+		}
 	}
 }
 
