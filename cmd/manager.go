@@ -12,6 +12,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -88,6 +89,10 @@ func newManagerCommand() *cobra.Command {
 				Recorder: mgr.GetEventRecorder("flux-order-manager"),
 				Options:  opts,
 			}).SetupWithManager(mgr); err != nil {
+				return err
+			}
+			// Every sale's status as series of the manager's /metrics.
+			if err := ctrlmetrics.Registry.Register(&controllers.SaleMetrics{Reader: mgr.GetClient()}); err != nil {
 				return err
 			}
 			if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
