@@ -23,28 +23,43 @@ import (
 	"github.com/flux-order/flux-order/internal/testservers"
 )
 
-func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *testing.T) {
+// saleOnVolume creates, in a new namespace, a StorageClass (expandable or
+// not) and a 1Gi sale named name on it, waits for its StatefulSet and plays
+// the StatefulSet controller: the claim of pod 0. spec, when not nil,
+// adjusts the sale before it is created.
+func saleOnVolume(t *testing.T, name string, expandable bool, spec func(*salesv1alpha1.FlashSaleSpec)) (*salesv1alpha1.FlashSale, *storagev1.StorageClass, *appsv1.StatefulSet) {
+	t.Helper()
+	ctx := context.Background()
 	ns := newNamespace(t)
-	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "fixed-" + ns}, Provisioner: "example.com/none", AllowVolumeExpansion: ptr.To(false)}
-	if err := k8s.Create(context.Background(), class); err != nil {
+	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + ns}, Provisioner: "example.com/none", AllowVolumeExpansion: ptr.To(expandable)}
+	if err := k8s.Create(ctx, class); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
 	size := resource.MustParse("1Gi")
-	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "disk", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
 		Tickets: 10, Postgres: salesv1alpha1.PostgresSpec{Storage: &salesv1alpha1.StorageSpec{Size: &size, StorageClassName: ptr.To(class.Name)}}}}
-	if err := k8s.Create(context.Background(), sale); err != nil {
+	if spec != nil {
+		spec(&sale.Spec)
+	}
+	if err := k8s.Create(ctx, sale); err != nil {
 		t.Fatal(err)
 	}
-	testservers.Eventually(t, 10*time.Second, poll, "postgres StatefulSet", func() error { return get(t, ns, "disk-postgres", &appsv1.StatefulSet{}) })
-	// Play the StatefulSet controller: the claim of pod 0.
-	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-disk-postgres-0", Namespace: ns,
+	sts := &appsv1.StatefulSet{}
+	testservers.Eventually(t, 10*time.Second, poll, "postgres StatefulSet", func() error { return get(t, ns, name+"-postgres", sts) })
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-" + name + "-postgres-0", Namespace: ns,
 		Labels: specs.Labels(sale, specs.ComponentPostgres)}, Spec: corev1.PersistentVolumeClaimSpec{
 		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To(class.Name),
 		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
-	if err := k8s.Create(context.Background(), pvc); err != nil {
+	if err := k8s.Create(ctx, pvc); err != nil {
 		t.Fatal(err)
 	}
+	return sale, class, sts
+}
+
+func TestReconcile_FailingStorageChange_LaterEditsStillApplied_ReadySaysWhy(t *testing.T) {
+	sale, _, _ := saleOnVolume(t, "disk", false, nil)
+	ns := sale.Namespace
 
 	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) {
 		s.Spec.Postgres.Storage.Size = ptr.To(resource.MustParse("2Gi"))
@@ -119,28 +134,9 @@ func TestValidation_SwitchBetweenManagedAndExternal_Refused(t *testing.T) {
 // grow) must not delay the phases the clock drives: the error's backoff
 // grows to minutes, while startsAt is due on time.
 func TestReconcile_PermanentApplyFailure_StartsAtStillFlipsThePhaseOnTime(t *testing.T) {
-	ns := newNamespace(t)
-	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "fixed-" + ns}, Provisioner: "example.com/none", AllowVolumeExpansion: ptr.To(false)}
-	if err := k8s.Create(context.Background(), class); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
-	size := resource.MustParse("1Gi")
 	startsAt := time.Now().Add(25 * time.Second).Truncate(time.Second)
-	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
-		Tickets: 10, StartsAt: &metav1.Time{Time: startsAt},
-		Postgres: salesv1alpha1.PostgresSpec{Storage: &salesv1alpha1.StorageSpec{Size: &size, StorageClassName: ptr.To(class.Name)}}}}
-	if err := k8s.Create(context.Background(), sale); err != nil {
-		t.Fatal(err)
-	}
-	testservers.Eventually(t, 10*time.Second, poll, "postgres StatefulSet", func() error { return get(t, ns, "late-postgres", &appsv1.StatefulSet{}) })
-	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-late-postgres-0", Namespace: ns,
-		Labels: specs.Labels(sale, specs.ComponentPostgres)}, Spec: corev1.PersistentVolumeClaimSpec{
-		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To(class.Name),
-		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
-	if err := k8s.Create(context.Background(), pvc); err != nil {
-		t.Fatal(err)
-	}
+	sale, _, _ := saleOnVolume(t, "late", false, func(s *salesv1alpha1.FlashSaleSpec) { s.StartsAt = &metav1.Time{Time: startsAt} })
+	ns := sale.Namespace
 	markReady(t, ns, "late-redis", &appsv1.Deployment{})
 	markReady(t, ns, "late-postgres", &appsv1.StatefulSet{})
 	markReady(t, ns, "late-purchase", &appsv1.Deployment{})
@@ -166,27 +162,8 @@ func TestReconcile_PermanentApplyFailure_StartsAtStillFlipsThePhaseOnTime(t *tes
 // waiting forever on a cluster-scoped informer whose list is refused.
 func TestResizeStorage_StorageClassReadRefused_FailsFastSayingWhy(t *testing.T) {
 	ctx := context.Background()
-	ns := newNamespace(t)
-	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "growable-" + ns}, Provisioner: "example.com/none", AllowVolumeExpansion: ptr.To(true)}
-	if err := k8s.Create(ctx, class); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
-	size := resource.MustParse("1Gi")
-	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "scoped", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
-		Tickets: 10, Postgres: salesv1alpha1.PostgresSpec{Storage: &salesv1alpha1.StorageSpec{Size: &size, StorageClassName: ptr.To(class.Name)}}}}
-	if err := k8s.Create(ctx, sale); err != nil {
-		t.Fatal(err)
-	}
-	sts := &appsv1.StatefulSet{}
-	testservers.Eventually(t, 10*time.Second, poll, "postgres StatefulSet", func() error { return get(t, ns, "scoped-postgres", sts) })
-	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data-scoped-postgres-0", Namespace: ns,
-		Labels: specs.Labels(sale, specs.ComponentPostgres)}, Spec: corev1.PersistentVolumeClaimSpec{
-		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To(class.Name),
-		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}}}
-	if err := k8s.Create(ctx, pvc); err != nil {
-		t.Fatal(err)
-	}
+	sale, class, sts := saleOnVolume(t, "scoped", true, nil)
+	ns := sale.Namespace
 	// An identity with no rights at all: every read it makes is refused.
 	user, err := testEnv.AddUser(envtest.User{Name: "scoped-operator-" + ns}, nil)
 	if err != nil {

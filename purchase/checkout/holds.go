@@ -30,16 +30,10 @@ import (
 // Hold is a hold as the API shows it.
 type Hold = orderstore.Hold
 
-// HoldRequest is one buyer's attempt to hold a seat.
-type HoldRequest struct {
-	TicketID       int64 // 0: any free seat
-	BuyerID        string
-	IdempotencyKey string // optional; the same key returns the same hold
-	// Refusal, when set, was decided before checkout (the waiting room's
-	// pass check): nothing new is held, but a keyed retry still learns
-	// the hold its key placed, as a purchase retry learns its order.
-	Refusal error
-}
+// HoldRequest is one buyer's attempt to hold a seat: the fields of a
+// purchase, read alike (the same key returns the same hold; a Refusal holds
+// nothing new but lets a keyed retry learn the hold its key placed).
+type HoldRequest = Request
 
 // PlaceHold holds a seat for the buyer for the live holdTTL. replayed is
 // true when the request's idempotency key had already placed the hold.
@@ -50,7 +44,7 @@ func (s *Service) PlaceHold(ctx context.Context, req HoldRequest) (h Hold, repla
 	}
 	now := time.Now()
 	holdID := s.newHoldID(req)
-	if err := s.refuseLocally(Request{TicketID: req.TicketID, BuyerID: req.BuyerID, IdempotencyKey: req.IdempotencyKey, Refusal: req.Refusal}, now); err != nil {
+	if err := s.refuseLocally(req, now); err != nil {
 		if req.IdempotencyKey != "" && mayBeReplay(err) {
 			return s.replayHold(ctx, holdID, req, err)
 		}
