@@ -7,10 +7,9 @@ import (
 	"log/slog"
 	"time"
 
-	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
-
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/statusreport"
@@ -57,9 +56,8 @@ func settingsFromFlashSale(ctx context.Context, cfg Config, log *slog.Logger) (C
 }
 
 // Apply takes a new version of the FlashSale's settings. It never blocks:
-// growth is handed to the goroutine of followGrowth (started by Start).
+// growth is handed to the goroutine of followGrowth (started by Run).
 func (s *Service) Apply(st statusreport.Settings) {
-	grow := s.grow
 	c := s.Checkout
 	c.SetSchedule(sale.Schedule{Paused: st.Paused, StartsAt: st.StartsAt, EndsAt: st.EndsAt})
 	c.SetMaxPerBuyer(st.MaxTicketsPerBuyer)
@@ -72,10 +70,10 @@ func (s *Service) Apply(st statusreport.Settings) {
 	c.SetHoldTTL(st.HoldTTL)
 	if st.Tickets > c.Tickets() {
 		select { // keep only the latest wish
-		case <-grow:
+		case <-s.grow:
 		default:
 		}
-		grow <- st.Tickets
+		s.grow <- st.Tickets
 	}
 }
 

@@ -33,18 +33,19 @@ var (
 	fakeHold  = checkout.Hold{ID: uuid.MustParse("00000000-0000-4000-8000-000000000002"), TicketID: 2, BuyerID: "alice"}
 )
 
-func (f *fakeCheckout) called() (error, int) {
+// called counts a call and returns the error every call answers.
+func (f *fakeCheckout) called() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	return f.err, f.calls
+	return f.err
 }
 
 func (f *fakeCheckout) Purchase(_ context.Context, req checkout.Request) (checkout.Order, bool, error) {
 	f.mu.Lock()
 	f.purchase = req
 	f.mu.Unlock()
-	if err, _ := f.called(); err != nil {
+	if err := f.called(); err != nil {
 		return checkout.Order{}, false, err
 	}
 	if req.Refusal != nil {
@@ -57,7 +58,7 @@ func (f *fakeCheckout) PlaceHold(_ context.Context, req checkout.HoldRequest) (c
 	f.mu.Lock()
 	f.hold = req
 	f.mu.Unlock()
-	if err, _ := f.called(); err != nil {
+	if err := f.called(); err != nil {
 		return checkout.Hold{}, false, err
 	}
 	if req.Refusal != nil {
@@ -70,32 +71,32 @@ func (f *fakeCheckout) ConfirmHold(_ context.Context, _ uuid.UUID, buyer, ref st
 	f.mu.Lock()
 	f.confirm = [2]string{buyer, ref}
 	f.mu.Unlock()
-	err, _ := f.called()
+	err := f.called()
 	return fakeOrder, false, err
 }
 
 func (f *fakeCheckout) ReleaseHold(context.Context, uuid.UUID) error {
-	err, _ := f.called()
+	err := f.called()
 	return err
 }
 
 func (f *fakeCheckout) Hold(context.Context, uuid.UUID) (checkout.Hold, error) {
-	err, _ := f.called()
+	err := f.called()
 	return fakeHold, err
 }
 
 func (f *fakeCheckout) Ticket(context.Context, int64) (checkout.TicketStatus, error) {
-	err, _ := f.called()
+	err := f.called()
 	return checkout.TicketAvailable, err
 }
 
 func (f *fakeCheckout) Availability(context.Context) (checkout.Availability, error) {
-	err, _ := f.called()
+	err := f.called()
 	return checkout.Availability{Tickets: 10, Sold: 1, Available: 9}, err
 }
 
 func (f *fakeCheckout) Order(context.Context, uuid.UUID) (checkout.Order, error) {
-	err, _ := f.called()
+	err := f.called()
 	return fakeOrder, err
 }
 

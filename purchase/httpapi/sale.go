@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -11,8 +10,8 @@ import (
 	"github.com/flux-order/flux-order/purchase/seatfeed"
 )
 
-// SaleBody is GET /v1/sale: the facts and the server's clock, so that countdowns are right on a
-// buyer's device whose clock is off.
+// SaleBody is GET /v1/sale: the facts and the server's clock, so that
+// countdowns are right on a buyer's device whose clock is off.
 type SaleBody struct {
 	sale.Facts
 	ServerTime time.Time `json:"serverTime"`
@@ -46,12 +45,6 @@ func (s *API) handleEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *API) handleSale(w http.ResponseWriter, _ *http.Request) {
-	body, err := json.Marshal(SaleBody{Facts: s.facts(), ServerTime: time.Now().UTC()})
-	if err != nil {
-		writeProblem(w, err)
-		return
-	}
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, json.RawMessage(body))
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, SaleBody{Facts: s.facts(), ServerTime: time.Now().UTC()})
 }

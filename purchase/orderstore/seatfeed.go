@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// The queries of the sale page's seat-change feed (purchase/seatfeed.go),
+// The queries of the sale page's seat-change feed (package purchase/seatfeed),
 // on the columns of migration 00003: a seat is held iff NOT sold AND
 // held_until > now, and every statement that changes a seat's sold or held
 // state sets changed_xid = pg_current_xact_id().

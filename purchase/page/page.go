@@ -16,7 +16,7 @@ import (
 	"strings"
 )
 
-//go:embed index.html app.js app.css icon.svg
+//go:embed *.html *.js *.css *.svg
 var pageFiles embed.FS
 
 // pageAsset is one file of the page, ready to serve in both encodings.
@@ -34,8 +34,7 @@ type pageAsset struct {
 var pageAssets = loadPageAssets()
 
 func loadPageAssets() map[string]*pageAsset {
-	files := fs.FS(pageFiles)
-	entries, err := fs.ReadDir(files, ".")
+	entries, err := fs.ReadDir(pageFiles, ".")
 	if err != nil {
 		panic(err)
 	}
@@ -43,7 +42,7 @@ func loadPageAssets() map[string]*pageAsset {
 	var index []byte
 	var renames []string
 	for _, e := range entries {
-		b, err := fs.ReadFile(files, e.Name())
+		b, err := fs.ReadFile(pageFiles, e.Name())
 		if err != nil {
 			panic(err)
 		}

@@ -1,7 +1,7 @@
-// Package waitingroom is the queue in front of a sale (issue 11, docs/waiting-room.md). Its truth is in
-// Postgres (migration 00004): the queue table, one row per buyer with the
-// seq they joined with, and the serving slot up to which buyers are
-// admitted. Each pod
+// Package waitingroom is the queue in front of a sale (issue 11,
+// docs/waiting-room.md). Its truth is in Postgres (migration 00004): the
+// queue table, one row per buyer with the seq they joined with, and the
+// serving slot up to which buyers are admitted. Each pod
 //   - writes joins in batches (joinLoop: one statement per few ms),
 //   - keeps a view of the serving slot, the admission steps of the last
 //     passTTL and the available seats, refreshed every queueRefreshInterval
@@ -90,9 +90,10 @@ type joinResult struct {
 	err    error
 }
 
-// New returns the room of sale, off until Set turns it on, whose tokens
-// are signed under secret and whose series are registered with reg. Run
-// starts its loops.
+// New returns the room of sale with settings wr (off while AdmitPerSecond
+// is 0; Set changes them live). Its tokens are signed under a key derived
+// from secret, its series are registered with reg, and Run starts its
+// loops.
 func New(saleName string, secret []byte, wr Settings, store Store, schedule func() sale.Schedule, reg prometheus.Registerer, log *slog.Logger) *Room {
 	q := &Room{
 		signer:   NewSigner(secret, saleName),
