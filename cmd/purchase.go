@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/seatfeed"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
@@ -61,6 +62,9 @@ func newPurchaseCommand() *cobra.Command {
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", purchase.DefaultDrainDelay, "on SIGTERM, time /readyz fails before the listener closes (part of --shutdown-grace)")
 	f.DurationVar(&cfg.LockTTL, "lock-ttl", 5*time.Second, "expiry of a seat lock (100ms..60s)")
 	f.IntVar(&cfg.MaxStreams, "max-streams", seatfeed.DefaultMaxStreams, "most seat streams (GET /v1/events) open on this pod; beyond it 503 with Retry-After")
+	f.IntVar(&cfg.Batching.Max, "confirm-batch-max", orderstore.DefaultBatchMax, "group commit: most purchases (or holds, or hold confirmations) one PostgreSQL statement and commit carries (1 = no batching)")
+	f.DurationVar(&cfg.Batching.Window, "confirm-batch-window", orderstore.DefaultBatchWindow, "group commit: how long a batch that is not full may wait for more, only while another batch is in flight (0..5ms; a lone buyer never waits)")
+	f.IntVar(&cfg.Batching.Flushers, "confirm-batch-flushers", orderstore.DefaultBatchFlushers, "group commit: batches of one kind in flight at once, each on its own connection")
 	f.IntVar(&cfg.MaxPerBuyer, "max-per-buyer", 0, "tickets one buyer may hold (0 = unlimited)")
 	f.StringVar(&cfg.DisplayName, "display-name", "", "the event's name on the sale page (default: --sale; with --report-status, the FlashSale's spec.displayName)")
 	f.DurationVar(&cfg.HoldTTL, "hold-ttl", 0, "how long a checkout hold keeps a seat (1s..1h; 0 = holds off, one-step purchases only)")

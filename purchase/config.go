@@ -52,6 +52,11 @@ type Config struct {
 	// once (0: seatfeed.DefaultMaxStreams); beyond it, 503 with Retry-After.
 	MaxStreams int
 
+	// Batching is the group commit of confirmations, holds and hold
+	// confirmations (orderstore.Batching; the zero value is
+	// orderstore.DefaultBatching()).
+	Batching orderstore.Batching
+
 	// WaitingRoom meters buyers through a queue (package waitingroom); off
 	// while AdmitPerSecond is 0. Live: from the FlashSale's spec.waitingRoom.
 	WaitingRoom waitingroom.Settings
@@ -133,6 +138,12 @@ func (c *Config) Validate() error {
 		return bad("ends-at", "must be after --starts-at")
 	case c.ShutdownGrace < 0 || c.DrainDelay < 0 || (c.ShutdownGrace > 0 && c.DrainDelay >= c.ShutdownGrace):
 		return bad("drain-delay", "must be shorter than --shutdown-grace (%v), got %v", c.ShutdownGrace, c.DrainDelay)
+	case c.Batching != (orderstore.Batching{}) && (c.Batching.Max < 1 || c.Batching.Max > orderstore.MaxBatchMax):
+		return bad("confirm-batch-max", "must be between 1 (no batching) and %d, got %d", orderstore.MaxBatchMax, c.Batching.Max)
+	case c.Batching != (orderstore.Batching{}) && (c.Batching.Window < 0 || c.Batching.Window > orderstore.MaxBatchWindow):
+		return bad("confirm-batch-window", "must be between 0 and %v, got %v", orderstore.MaxBatchWindow, c.Batching.Window)
+	case c.Batching != (orderstore.Batching{}) && c.Batching.Validate() != nil:
+		return bad("confirm-batch-flushers", "must be between 1 and 64, got %d", c.Batching.Flushers)
 	case c.WaitingRoom.Validate() != nil:
 		return c.WaitingRoom.Validate()
 	case c.WaitingRoom.On() && !c.WaitingRoom.JoinFrom.IsZero() && !c.Schedule.StartsAt.IsZero() && c.WaitingRoom.JoinFrom.After(c.Schedule.StartsAt):

@@ -504,7 +504,8 @@ func TestHold_KeyedRetriesMeet_AndBadInput(t *testing.T) {
 	if len(ids) != 1 {
 		t.Fatalf("concurrent keyed holds answered %d different holds: %v", len(ids), ids)
 	}
-	if live := s.liveHoldsPerSeat(); len(live) != 2 {
+	live := s.liveHoldsPerSeat()
+	if len(live) != 2 {
 		t.Fatalf("two keyed holds (k and k2), got %d live holds", len(live))
 	}
 	// The seats the losing retries took in Redis were given back.
@@ -512,6 +513,9 @@ func TestHold_KeyedRetriesMeet_AndBadInput(t *testing.T) {
 		t.Fatalf("want the two holds' markers only in Redis, got %v %v", n, err)
 	}
 	other := first.TicketID%10 + 1
+	for live[other] != uuid.Nil { // not the seat k2's hold took
+		other = other%10 + 1
+	}
 	if _, st, code := s.tryHold(0, other, "k", "hold-key-1"); st != http.StatusBadRequest || code != "invalid_request" {
 		t.Fatalf("the key reused for another seat: want 400, got %d %s", st, code)
 	}

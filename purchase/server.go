@@ -112,7 +112,11 @@ func (l slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
 // database, and returns a ready Service. It waits for Postgres (a sale's pods
 // usually start before its database is ready) until ctx ends.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(), error) {
-	store, err := orderstore.OpenInSchema(ctx, cfg.DatabaseURL, cfg.DatabaseSchema)
+	batching := cfg.Batching
+	if batching == (orderstore.Batching{}) {
+		batching = orderstore.DefaultBatching()
+	}
+	store, err := orderstore.OpenInSchema(ctx, cfg.DatabaseURL, cfg.DatabaseSchema, orderstore.WithBatching(batching))
 	if err != nil {
 		return nil, nil, fmt.Errorf("open the order database: %w", err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -78,30 +76,14 @@ type HoldRequest struct {
 	MaxPerBuyer int           // 0: unlimited; orders and live holds count
 }
 
-// seatError maps the seat functions' SQLSTATEs to errors; nil for others.
+// seatError maps the one-order functions' SQLSTATEs (migration 00003) to
+// the refusals of the batch outcomes they match; nil for others.
 func seatError(e *pgconn.PgError) error {
-	switch e.Code {
-	case "FO001":
-		owner, _ := uuid.Parse(e.Detail)
-		return &SoldError{OrderID: owner}
-	case "FO002":
-		n, _ := strconv.Atoi(e.Detail)
-		return &LimitError{Orders: n}
-	case "FO003":
-		h := &HeldError{}
-		if id, ms, ok := strings.Cut(e.Detail, " "); ok {
-			h.HoldID, _ = uuid.Parse(id)
-			if v, err := strconv.ParseInt(ms, 10, 64); err == nil {
-				h.Until = time.UnixMilli(v)
-			}
-		}
-		return h
-	case "FO004":
-		return ErrHoldNotFound
-	case "FO005":
-		return ErrHoldExpired
+	outcome, ok := map[string]string{"FO001": "sold", "FO002": "limit", "FO003": "held", "FO004": "nohold", "FO005": "expired"}[e.Code]
+	if !ok {
+		return nil
 	}
-	return nil
+	return memberResult{outcome: outcome, detail: e.Detail}.refusal()
 }
 
 // seatRefusal is the refusal err carries (seatError), or nil when err is
@@ -114,52 +96,39 @@ func seatRefusal(err error) error {
 	return nil
 }
 
-// PlaceHold holds r.TicketID for r.BuyerID in one statement (hold_seat).
-// replayed is true when r.HoldID existed already (a retry). Refusals:
-// *SoldError, *HeldError, *LimitError.
+// PlaceHold holds r.TicketID for r.BuyerID with the pod's next group
+// commit (hold_seats). replayed is true when r.HoldID existed already (a
+// retry, perhaps of another seat). Refusals: *SoldError, *HeldError,
+// *LimitError. Any other error leaves the outcome unknown.
 func (s *Store) PlaceHold(ctx context.Context, r HoldRequest) (h Hold, replayed bool, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT * FROM hold_seat($1, $2, $3, $4, $5)`,
-		r.TicketID, r.HoldID, r.BuyerID, r.TTL.Milliseconds(), r.MaxPerBuyer).
-		Scan(&replayed, &h.ID, &h.TicketID, &h.BuyerID, &h.ExpiresAt)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "holds_pkey" {
-		// A concurrent retry of the same hold id (a keyed hold) committed
-		// first, on another seat: this attempt is its replay.
-		if h, err = s.Hold(ctx, r.HoldID); err != nil {
-			return Hold{}, false, fmt.Errorf("hold ticket %d: replay hold %s: %w", r.TicketID, r.HoldID, err)
-		}
-		return h, true, nil
-	}
+	m, err := s.holds.do(ctx, r)
 	if err != nil {
-		if serr := seatRefusal(err); serr != nil {
-			return Hold{}, false, serr
-		}
 		return Hold{}, false, fmt.Errorf("hold ticket %d: %w", r.TicketID, err)
 	}
-	h.State = HoldHeld
-	return h, replayed, nil
+	if err := m.refusal(); err != nil {
+		return Hold{}, false, err
+	}
+	if m.outcome == "replayed" {
+		// The row's state may have moved on since (released, expired,
+		// confirmed): the caller reads it when it matters.
+		m.hold.State = HoldHeld
+	}
+	return m.hold, m.outcome == "replayed", nil
 }
 
 // ConfirmHold turns the buyer's live hold into order orderID with a
-// payment reference, in one statement (confirm_hold). A repeat answers the
-// same order, replayed. Refusals: ErrHoldNotFound (no such hold, or another
-// buyer's), ErrHoldExpired (expired or released).
+// payment reference, with the pod's next group commit (confirm_holds). A
+// repeat answers the same order, replayed. Refusals: ErrHoldNotFound (no
+// such hold, or another buyer's), ErrHoldExpired (expired or released).
 func (s *Store) ConfirmHold(ctx context.Context, holdID uuid.UUID, buyerID string, orderID uuid.UUID, paymentRef string) (o Order, replayed bool, err error) {
-	var hold uuid.NullUUID
-	var ref *string
-	err = s.pool.QueryRow(ctx, `SELECT * FROM confirm_hold($1, $2, $3, $4)`, holdID, buyerID, orderID, paymentRef).
-		Scan(&replayed, &o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt, &hold, &ref)
+	m, err := s.confirms.do(ctx, holdConfirm{hold: holdID, buyer: buyerID, order: orderID, paymentRef: paymentRef})
 	if err != nil {
-		if serr := seatRefusal(err); serr != nil {
-			return Order{}, false, serr
-		}
 		return Order{}, false, fmt.Errorf("confirm hold %s: %w", holdID, err)
 	}
-	o.HoldID = hold.UUID
-	if ref != nil {
-		o.PaymentRef = *ref
+	if err := m.refusal(); err != nil {
+		return Order{}, false, err
 	}
-	return o, replayed, nil
+	return m.order, m.outcome == "replayed", nil
 }
 
 // ReleaseHold frees a live hold's seat at once (release_hold). released is

@@ -13,11 +13,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 //go:embed migrations/*.sql
@@ -85,19 +85,42 @@ const ClientCheckInterval = time.Second
 type Store struct {
 	pool   *pgxpool.Pool
 	schema string // "": the database's default (public)
+
+	// The group commits (batch.go): purchases, holds, hold confirmations.
+	purchases *batcher[Purchase, memberResult]
+	holds     *batcher[HoldRequest, memberResult]
+	confirms  *batcher[holdConfirm, memberResult]
+	metrics   *batchMetrics
 }
+
+// Option changes how a Store is opened.
+type Option func(*options)
+
+type options struct{ batching Batching }
+
+// WithBatching sets the group commit of confirmations (DefaultBatching
+// otherwise); it must be valid (Batching.Validate).
+func WithBatching(b Batching) Option { return func(o *options) { o.batching = b } }
 
 // Open connects to url. Pool size and timeouts may be set in the URL
 // (pool_max_conns, connect_timeout); the defaults suit a purchase pod.
-func Open(ctx context.Context, url string) (*Store, error) {
-	return OpenInSchema(ctx, url, "")
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	return OpenInSchema(ctx, url, "", opts...)
 }
 
 // OpenInSchema is Open with the sale's tables in their own PostgreSQL
 // schema (created by Migrate), so that several sales can share one
 // database: every connection uses it as its search_path. An empty schema is
 // the database's default.
-func OpenInSchema(ctx context.Context, url, schema string) (*Store, error) {
+func OpenInSchema(ctx context.Context, url, schema string, opts ...Option) (*Store, error) {
+	o := options{batching: DefaultBatching()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.batching.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{schema: schema, metrics: newBatchMetrics()}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
@@ -115,15 +138,27 @@ func OpenInSchema(ctx context.Context, url, schema string) (*Store, error) {
 	if _, ok := cfg.ConnConfig.RuntimeParams["client_connection_check_interval"]; !ok {
 		cfg.ConnConfig.RuntimeParams["client_connection_check_interval"] = strconv.Itoa(int(ClientCheckInterval.Milliseconds()))
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
+	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	return &Store{pool: pool, schema: schema}, nil
+	s.purchases = newBatcher(o.batching, s.metrics.series("purchase"), purchaseConflicts, s.confirmPurchases)
+	s.holds = newBatcher(o.batching, s.metrics.series("hold"), holdConflicts, s.holdSeats)
+	s.confirms = newBatcher(o.batching, s.metrics.series("confirm_hold"), confirmConflicts, s.confirmHolds)
+	return s, nil
 }
 
-// Close releases every connection.
-func (s *Store) Close() { s.pool.Close() }
+// Collectors are the store's metrics (the group commits' batch sizes,
+// waits and commit times), for the pod's registry.
+func (s *Store) Collectors() []prometheus.Collector { return s.metrics.collectors() }
+
+// Close answers the confirmations still queued, waits for the batches in
+// flight and releases every connection.
+func (s *Store) Close() {
+	s.purchases.close()
+	s.holds.close()
+	s.confirms.close()
+	s.pool.Close()
+}
 
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error {
@@ -196,48 +231,25 @@ func (s *Store) Seed(ctx context.Context, tickets int64) error {
 	return err
 }
 
-// Confirm sells p.TicketID to p.BuyerID in one statement (one round trip,
-// one transaction). replayed is true when the idempotency key already had an
-// order, which is then returned instead of a new one.
+// Confirm sells p.TicketID to p.BuyerID. It waits for the pod's next
+// group commit (batch.go): one statement and one durable commit for every
+// confirmation sent with it, each with its own outcome. replayed is true
+// when the idempotency key already had an order, which is then returned
+// instead of a new one. Refusals: *SoldError, *HeldError, *LimitError,
+// ErrKeyReused. Any other error leaves the outcome unknown: the order may
+// have committed.
 func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool, err error) {
-	var key *string
-	if p.IdempotencyKey != "" {
-		key = &p.IdempotencyKey
-	}
-	err = s.pool.QueryRow(ctx, `SELECT * FROM confirm_purchase($1, $2, $3, $4, $5)`,
-		p.TicketID, p.OrderID, p.BuyerID, key, p.MaxPerBuyer).
-		Scan(&replayed, &o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt)
-	if err == nil {
-		if replayed && o.TicketID != p.TicketID && !p.AnySeat {
-			return Order{}, false, fmt.Errorf("%w: %d", ErrKeyReused, o.TicketID)
-		}
-		return o, replayed, nil
-	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
+	m, err := s.purchases.do(ctx, p)
+	if err != nil {
 		return Order{}, false, fmt.Errorf("confirm ticket %d: %w", p.TicketID, err)
 	}
-	if serr := seatError(pgErr); serr != nil {
-		return Order{}, false, serr
+	if err := m.refusal(); err != nil {
+		return Order{}, false, err
 	}
-	switch {
-	case pgErr.Code == "23505" && pgErr.ConstraintName == "orders_ticket_id_key":
-		return Order{}, false, &SoldError{}
-	case pgErr.Code == "23505" && key != nil:
-		// A concurrent request with the same key committed an order for
-		// another seat between our check and our insert.
-		prev, lerr := s.OrderByKey(ctx, p.BuyerID, p.IdempotencyKey)
-		if lerr != nil {
-			// The unique violation stays the error callers match; the
-			// failed lookup is only told.
-			return Order{}, false, fmt.Errorf("confirm ticket %d: %w; look up the key's order: %v", p.TicketID, err, lerr)
-		}
-		if prev.TicketID != p.TicketID && !p.AnySeat {
-			return Order{}, false, fmt.Errorf("%w: %d", ErrKeyReused, prev.TicketID)
-		}
-		return prev, true, nil
+	if m.outcome == "replayed" && m.order.TicketID != p.TicketID && !p.AnySeat {
+		return Order{}, false, fmt.Errorf("%w: %d", ErrKeyReused, m.order.TicketID)
 	}
-	return Order{}, false, fmt.Errorf("confirm ticket %d: %w", p.TicketID, err)
+	return m.order, m.outcome == "replayed", nil
 }
 
 const orderColumns = `id, ticket_id, buyer_id, purchased_at, hold_id, coalesce(payment_ref, '')`

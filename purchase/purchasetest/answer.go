@@ -17,6 +17,7 @@ type Answer struct {
 	Status  int
 	Code    string // problem code, empty on success
 	Order   checkout.Order
+	OrderID string // the order a 503 names, whose outcome GET /v1/orders/{id} tells
 	Header  http.Header
 	Latency time.Duration
 }
@@ -52,7 +53,7 @@ func (s *Sale) Do(req *http.Request) Answer {
 	if err := json.Unmarshal(raw, &p); err != nil || resp.Header.Get("Content-Type") != "application/problem+json" {
 		a.Code = "not-a-problem: " + string(raw)
 	} else {
-		a.Code = p.Code
+		a.Code, a.OrderID = p.Code, p.OrderID
 	}
 	return a
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,12 +40,33 @@ func Main(m *testing.M, after ...func()) {
 	for _, f := range after {
 		f()
 	}
+	if durableSrv != nil {
+		_ = durableSrv.Close()
+	}
 	os.Exit(code)
 }
 
 // Redis and Postgres are the servers Main started.
 func Redis() *testservers.Redis       { return redisSrv }
 func Postgres() *testservers.Postgres { return pgSrv }
+
+var (
+	durableOnce sync.Once
+	durableSrv  *testservers.Postgres
+	durableErr  error
+)
+
+// Durable is a second PostgreSQL with fsync and synchronous commit on, as
+// a sale's own (Postgres runs with fsync off for speed), started on first
+// use: the tests of what a commit survives (a restart mid-batch) run on it.
+func Durable(t testing.TB) *testservers.Postgres {
+	t.Helper()
+	durableOnce.Do(func() { durableSrv, durableErr = testservers.StartPostgresDurable() })
+	if durableErr != nil {
+		t.Fatal(durableErr)
+	}
+	return durableSrv
+}
 
 var saleSeq atomic.Int64
 
@@ -102,8 +124,14 @@ type Pod struct {
 // config before it starts.
 func NewSale(t testing.TB, tickets int64, opts ...func(*purchase.Config)) *Sale {
 	t.Helper()
+	return NewSaleOn(t, pgSrv, tickets, opts...)
+}
+
+// NewSaleOn is NewSale with the sale's database on pg (Durable, say).
+func NewSaleOn(t testing.TB, pg *testservers.Postgres, tickets int64, opts ...func(*purchase.Config)) *Sale {
+	t.Helper()
 	ctx := context.Background()
-	cfg, err := NewConfig(ctx, redisSrv, pgSrv, "sale", tickets)
+	cfg, err := NewConfig(ctx, redisSrv, pg, "sale", tickets)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,295 @@
+package orderstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Group commit (issue 18): a confirmation costs about one durable commit
+// whether it writes one order or a hundred, so each pod sends the
+// confirmations, holds and hold confirmations that wait at the same moment
+// as one statement (confirm_purchases, hold_seats, confirm_holds: migration
+// 00005). A batch leaves at once when a flusher is free: a lone buyer waits
+// for nobody. While the pod's other batches are in flight, a batch may
+// linger up to Window to fill; it always leaves when it holds Max members.
+
+// Batching configures the group commit of a Store.
+type Batching struct {
+	// Max is the most members one statement carries (1: no batching).
+	Max int
+	// Window is how long a batch that is not full may wait for more
+	// members, and only while another batch of the pod is in flight: with
+	// nothing in flight it leaves at once. 0: never wait.
+	Window time.Duration
+	// Flushers is how many batches of one kind may be in flight at once
+	// (each holds one connection while it runs).
+	Flushers int
+}
+
+// Defaults of Batching (the purchase command's --confirm-batch-* flags).
+const (
+	DefaultBatchMax      = 64
+	DefaultBatchWindow   = 500 * time.Microsecond
+	DefaultBatchFlushers = 4
+	// MaxBatchWindow bounds Window: a batch is a commit on the buyer's
+	// path, and every member waits for the slowest.
+	MaxBatchWindow = 5 * time.Millisecond
+	// MaxBatchMax bounds Max: each keyed member takes an advisory lock,
+	// and PostgreSQL's shared lock table is sized for about 64 locks per
+	// connection.
+	MaxBatchMax = 256
+	// batchTimeout bounds a batch whose members have no deadline.
+	batchTimeout = 5 * time.Second
+)
+
+// DefaultBatching is what a Store uses unless told otherwise.
+func DefaultBatching() Batching {
+	return Batching{Max: DefaultBatchMax, Window: DefaultBatchWindow, Flushers: DefaultBatchFlushers}
+}
+
+// Validate says which setting is out of range.
+func (b Batching) Validate() error {
+	switch {
+	case b.Max < 1 || b.Max > MaxBatchMax:
+		return fmt.Errorf("batch max must be in 1..%d, got %d", MaxBatchMax, b.Max)
+	case b.Window < 0 || b.Window > MaxBatchWindow:
+		return fmt.Errorf("batch window must be in 0..%s, got %s", MaxBatchWindow, b.Window)
+	case b.Flushers < 1 || b.Flushers > 64:
+		return fmt.Errorf("batch flushers must be in 1..64, got %d", b.Flushers)
+	}
+	return nil
+}
+
+// errBatchStopped answers the members still queued when the store closes.
+var errBatchStopped = errors.New("the store is closing")
+
+// call is one member waiting for its batch.
+type call[Req, Res any] struct {
+	req      Req
+	deadline time.Time
+	queued   time.Time
+	done     chan outcome[Res]
+}
+
+type outcome[Res any] struct {
+	res Res
+	err error
+}
+
+// batcher groups the calls of one kind into statements. flush runs one
+// statement for reqs and returns one result per request, in order; an
+// error fails every member (its outcome is then unknown to them).
+// conflicts names what two members of one statement may not share (a
+// seat, an idempotency key, a hold): a member that shares one with an
+// earlier member waits for the next batch, where it sees the first one's
+// outcome as if it had come after it.
+type batcher[Req, Res any] struct {
+	cfg       Batching
+	flush     func(ctx context.Context, reqs []Req) ([]Res, error)
+	conflicts func(Req) [2]string
+	in        chan *call[Req, Res]
+	inFlight  atomic.Int32
+	metrics   *batchSeries
+	stop      chan struct{}
+	wg        sync.WaitGroup
+}
+
+func newBatcher[Req, Res any](cfg Batching, m *batchSeries, conflicts func(Req) [2]string,
+	flush func(ctx context.Context, reqs []Req) ([]Res, error)) *batcher[Req, Res] {
+	b := &batcher[Req, Res]{cfg: cfg, flush: flush, conflicts: conflicts, metrics: m,
+		in: make(chan *call[Req, Res], cfg.Max*cfg.Flushers), stop: make(chan struct{})}
+	for range cfg.Flushers {
+		b.wg.Go(b.loop)
+	}
+	return b
+}
+
+// do sends req with the next batch and waits for its result. If ctx ends
+// first the batch may still commit: the caller treats the outcome as
+// unknown.
+func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
+	var zero Res
+	c := &call[Req, Res]{req: req, queued: time.Now(), done: make(chan outcome[Res], 1)}
+	c.deadline, _ = ctx.Deadline()
+	select {
+	case b.in <- c:
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-b.stop:
+		return zero, errBatchStopped
+	}
+	select {
+	case o := <-c.done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+// close stops the flushers once the batches in flight are answered;
+// members still queued are answered errBatchStopped.
+func (b *batcher[Req, Res]) close() {
+	close(b.stop)
+	b.wg.Wait()
+	for {
+		select {
+		case c := <-b.in:
+			c.done <- outcome[Res]{err: errBatchStopped}
+		default:
+			return
+		}
+	}
+}
+
+func (b *batcher[Req, Res]) loop() {
+	var next []*call[Req, Res] // deferred by a conflict
+	for {
+		if len(next) == 0 {
+			select {
+			case c := <-b.in:
+				next = append(next, c)
+			case <-b.stop:
+				return
+			}
+		}
+		batch, rest := b.collect(next)
+		next = rest
+		b.send(batch)
+	}
+}
+
+// collect fills a batch from the deferred calls, then the queue, then,
+// while another batch is in flight, whatever arrives within the window.
+func (b *batcher[Req, Res]) collect(pending []*call[Req, Res]) (batch, deferred []*call[Req, Res]) {
+	seen := make(map[string]bool, 2*b.cfg.Max)
+	add := func(c *call[Req, Res]) {
+		keys := b.conflicts(c.req)
+		for _, k := range keys {
+			if k != "" && seen[k] {
+				deferred = append(deferred, c)
+				return
+			}
+		}
+		for _, k := range keys {
+			if k != "" {
+				seen[k] = true
+			}
+		}
+		batch = append(batch, c)
+	}
+	for _, c := range pending {
+		if len(batch) < b.cfg.Max {
+			add(c)
+		} else {
+			deferred = append(deferred, c)
+		}
+	}
+drain:
+	for len(batch) < b.cfg.Max {
+		select {
+		case c := <-b.in:
+			add(c)
+		default:
+			break drain
+		}
+	}
+	if len(batch) < b.cfg.Max && b.cfg.Window > 0 && b.inFlight.Load() > 0 {
+		window := time.NewTimer(b.cfg.Window)
+		defer window.Stop()
+	linger:
+		for len(batch) < b.cfg.Max {
+			select {
+			case c := <-b.in:
+				add(c)
+			case <-window.C:
+				break linger
+			case <-b.stop:
+				break linger
+			}
+		}
+	}
+	return batch, deferred
+}
+
+// send runs one statement for batch and answers each member. Members whose
+// caller has gone are still sent: their lock is taken and their buyer may
+// learn the outcome from GET /v1/orders/{id}; the statement's deadline is
+// the earliest member's, so no commit of it can appear after a caller was
+// told its outcome is unknown for longer than that.
+func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
+	if len(batch) == 0 {
+		return
+	}
+	now := time.Now()
+	deadline := now.Add(batchTimeout)
+	reqs := make([]Req, len(batch))
+	for i, c := range batch {
+		reqs[i] = c.req
+		if !c.deadline.IsZero() && c.deadline.Before(deadline) {
+			deadline = c.deadline
+		}
+		b.metrics.wait.Observe(now.Sub(c.queued).Seconds())
+	}
+	b.metrics.size.Observe(float64(len(batch)))
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	b.inFlight.Add(1)
+	res, err := b.flush(ctx, reqs)
+	b.inFlight.Add(-1)
+	b.metrics.commit.Observe(time.Since(now).Seconds())
+	if err == nil && len(res) != len(batch) {
+		err = fmt.Errorf("a batch of %d answered %d results", len(batch), len(res))
+	}
+	for i, c := range batch {
+		if err != nil {
+			c.done <- outcome[Res]{err: err}
+			continue
+		}
+		c.done <- outcome[Res]{res: res[i]}
+	}
+}
+
+// batchSeries are one kind's batch metrics, resolved once.
+type batchSeries struct {
+	size, wait, commit prometheus.Observer
+}
+
+// batchMetrics are the store's group-commit series, labelled by kind
+// (purchase, hold, confirm_hold).
+type batchMetrics struct {
+	size, wait, commit *prometheus.HistogramVec
+}
+
+func newBatchMetrics() *batchMetrics {
+	return &batchMetrics{
+		size: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flux_order_confirm_batch_size",
+			Help:    "Members (purchases, holds or hold confirmations) per group-commit statement, by kind.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}, []string{"kind"}),
+		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flux_order_confirm_batch_wait_seconds",
+			Help:    "Time a member waited in the pod before its batch was sent, by kind.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1},
+		}, []string{"kind"}),
+		commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flux_order_confirm_commit_seconds",
+			Help:    "Duration of one group-commit statement, durable commit included, by kind.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5},
+		}, []string{"kind"}),
+	}
+}
+
+func (m *batchMetrics) series(kind string) *batchSeries {
+	return &batchSeries{size: m.size.WithLabelValues(kind), wait: m.wait.WithLabelValues(kind), commit: m.commit.WithLabelValues(kind)}
+}
+
+func (m *batchMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.size, m.wait, m.commit}
+}

@@ -1,0 +1,259 @@
+package orderstore
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// The three group-commit statements of migration 00005 and the mapping of
+// their rows (one per member, refusals included) to each member's answer.
+
+// memberResult is one member's row: an outcome and what goes with it.
+type memberResult struct {
+	outcome string
+	order   Order // purchases and hold confirmations
+	hold    Hold  // holds
+	detail  string
+}
+
+// partition runs flush once per distinct setting among reqs (settings
+// such as the buyer limit may change live; a statement carries one) and
+// puts the results back in the order of reqs.
+func partition[Req any, K comparable](reqs []Req, setting func(Req) K, flush func([]Req) ([]memberResult, error)) ([]memberResult, error) {
+	first := setting(reqs[0])
+	same := true
+	for _, r := range reqs[1:] {
+		if setting(r) != first {
+			same = false
+			break
+		}
+	}
+	if same {
+		return flush(reqs)
+	}
+	out := make([]memberResult, len(reqs))
+	done := make([]bool, len(reqs))
+	for i := range reqs {
+		if done[i] {
+			continue
+		}
+		k := setting(reqs[i])
+		var idx []int
+		var part []Req
+		for j := i; j < len(reqs); j++ {
+			if !done[j] && setting(reqs[j]) == k {
+				idx, part = append(idx, j), append(part, reqs[j])
+				done[j] = true
+			}
+		}
+		res, err := flush(part)
+		if err != nil {
+			return nil, err
+		}
+		for n, j := range idx {
+			out[j] = res[n]
+		}
+	}
+	return out, nil
+}
+
+// collectMembers reads a batch statement's rows into one result per member
+// (idx is 1-based); every member must have its row.
+func collectMembers(rows pgx.Rows, n int, scan func(pgx.Rows, *memberResult) (int, error)) ([]memberResult, error) {
+	defer rows.Close()
+	out := make([]memberResult, n)
+	got := 0
+	for rows.Next() {
+		var m memberResult
+		idx, err := scan(rows, &m)
+		if err != nil {
+			return nil, err
+		}
+		if idx < 1 || idx > n || out[idx-1].outcome != "" {
+			return nil, fmt.Errorf("member %d of %d answered twice or out of range", idx, n)
+		}
+		out[idx-1] = m
+		got++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if got != n {
+		return nil, fmt.Errorf("%d of %d members answered", got, n)
+	}
+	return out, nil
+}
+
+func purchaseConflicts(p Purchase) [2]string {
+	k := [2]string{strconv.FormatInt(p.TicketID, 10)}
+	if p.IdempotencyKey != "" {
+		k[1] = "k\x00" + p.BuyerID + "\x00" + p.IdempotencyKey
+	}
+	return k
+}
+
+func (s *Store) confirmPurchases(ctx context.Context, ps []Purchase) ([]memberResult, error) {
+	return partition(ps, func(p Purchase) int { return p.MaxPerBuyer }, func(ps []Purchase) ([]memberResult, error) {
+		tickets := make([]int64, len(ps))
+		orders := make([]uuid.UUID, len(ps))
+		buyers := make([]string, len(ps))
+		keys := make([]*string, len(ps))
+		for i := range ps {
+			tickets[i], orders[i], buyers[i] = ps[i].TicketID, ps[i].OrderID, ps[i].BuyerID
+			if ps[i].IdempotencyKey != "" {
+				keys[i] = &ps[i].IdempotencyKey
+			}
+		}
+		rows, err := s.pool.Query(ctx, `SELECT idx, outcome, order_id, ticket_id, buyer_id, purchased_at, detail
+			FROM confirm_purchases($1, $2, $3, $4, $5)`, tickets, orders, buyers, keys, ps[0].MaxPerBuyer)
+		if err != nil {
+			return nil, fmt.Errorf("confirm %d purchases: %w", len(ps), err)
+		}
+		res, err := collectMembers(rows, len(ps), scanOrderMember)
+		if err != nil {
+			return nil, fmt.Errorf("confirm %d purchases: %w", len(ps), err)
+		}
+		return res, nil
+	})
+}
+
+// scanOrderMember reads a row of confirm_purchases.
+func scanOrderMember(rows pgx.Rows, m *memberResult) (int, error) {
+	var idx int
+	var id uuid.NullUUID
+	var ticket *int64
+	var buyer, detail *string
+	var at *time.Time
+	if err := rows.Scan(&idx, &m.outcome, &id, &ticket, &buyer, &at, &detail); err != nil {
+		return 0, err
+	}
+	m.order = Order{ID: id.UUID, TicketID: deref(ticket), BuyerID: deref(buyer), PurchasedAt: deref(at)}
+	m.detail = deref(detail)
+	return idx, nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// refusal is the error of a refused member (nil for ok and replayed).
+func (m memberResult) refusal() error {
+	switch m.outcome {
+	case "ok", "replayed":
+		return nil
+	case "sold":
+		owner, _ := uuid.Parse(m.detail)
+		return &SoldError{OrderID: owner}
+	case "limit":
+		n, _ := strconv.Atoi(m.detail)
+		return &LimitError{Orders: n}
+	case "held":
+		h := &HeldError{}
+		if id, ms, ok := strings.Cut(m.detail, " "); ok {
+			h.HoldID, _ = uuid.Parse(id)
+			if v, err := strconv.ParseInt(ms, 10, 64); err == nil {
+				h.Until = time.UnixMilli(v)
+			}
+		}
+		return h
+	case "nohold":
+		return ErrHoldNotFound
+	case "expired", "released":
+		return ErrHoldExpired
+	}
+	return fmt.Errorf("unknown outcome %q", m.outcome)
+}
+
+func holdConflicts(r HoldRequest) [2]string {
+	return [2]string{strconv.FormatInt(r.TicketID, 10), "h\x00" + r.HoldID.String()}
+}
+
+type holdSetting struct {
+	ttl time.Duration
+	max int
+}
+
+func (s *Store) holdSeats(ctx context.Context, rs []HoldRequest) ([]memberResult, error) {
+	setting := func(r HoldRequest) holdSetting { return holdSetting{r.TTL, r.MaxPerBuyer} }
+	return partition(rs, setting, func(rs []HoldRequest) ([]memberResult, error) {
+		tickets := make([]int64, len(rs))
+		holds := make([]uuid.UUID, len(rs))
+		buyers := make([]string, len(rs))
+		for i, r := range rs {
+			tickets[i], holds[i], buyers[i] = r.TicketID, r.HoldID, r.BuyerID
+		}
+		rows, err := s.pool.Query(ctx, `SELECT idx, outcome, hold_id, ticket_id, buyer_id, expires_at, detail
+			FROM hold_seats($1, $2, $3, $4, $5)`, tickets, holds, buyers, rs[0].TTL.Milliseconds(), rs[0].MaxPerBuyer)
+		if err != nil {
+			return nil, fmt.Errorf("hold %d seats: %w", len(rs), err)
+		}
+		res, err := collectMembers(rows, len(rs), func(rows pgx.Rows, m *memberResult) (int, error) {
+			var idx int
+			var id uuid.NullUUID
+			var ticket *int64
+			var buyer, detail *string
+			var until *time.Time
+			if err := rows.Scan(&idx, &m.outcome, &id, &ticket, &buyer, &until, &detail); err != nil {
+				return 0, err
+			}
+			m.hold = Hold{ID: id.UUID, TicketID: deref(ticket), BuyerID: deref(buyer), ExpiresAt: deref(until), State: HoldHeld}
+			m.detail = deref(detail)
+			return idx, nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("hold %d seats: %w", len(rs), err)
+		}
+		return res, nil
+	})
+}
+
+// holdConfirm is one member of confirm_holds.
+type holdConfirm struct {
+	hold, order uuid.UUID
+	buyer       string
+	paymentRef  string
+}
+
+func confirmConflicts(c holdConfirm) [2]string { return [2]string{"h\x00" + c.hold.String()} }
+
+func (s *Store) confirmHolds(ctx context.Context, cs []holdConfirm) ([]memberResult, error) {
+	holds := make([]uuid.UUID, len(cs))
+	buyers := make([]string, len(cs))
+	orders := make([]uuid.UUID, len(cs))
+	refs := make([]string, len(cs))
+	for i, c := range cs {
+		holds[i], buyers[i], orders[i], refs[i] = c.hold, c.buyer, c.order, c.paymentRef
+	}
+	rows, err := s.pool.Query(ctx, `SELECT idx, outcome, order_id, ticket_id, buyer_id, purchased_at, hold_id, payment_ref
+		FROM confirm_holds($1, $2, $3, $4)`, holds, buyers, orders, refs)
+	if err != nil {
+		return nil, fmt.Errorf("confirm %d holds: %w", len(cs), err)
+	}
+	res, err := collectMembers(rows, len(cs), func(rows pgx.Rows, m *memberResult) (int, error) {
+		var idx int
+		var id, hold uuid.NullUUID
+		var ticket *int64
+		var buyer, ref *string
+		var at *time.Time
+		if err := rows.Scan(&idx, &m.outcome, &id, &ticket, &buyer, &at, &hold, &ref); err != nil {
+			return 0, err
+		}
+		m.order = Order{ID: id.UUID, TicketID: deref(ticket), BuyerID: deref(buyer), PurchasedAt: deref(at),
+			HoldID: hold.UUID, PaymentRef: deref(ref)}
+		return idx, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("confirm %d holds: %w", len(cs), err)
+	}
+	return res, nil
+}

@@ -1,0 +1,324 @@
+package orderstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// TestConfirmPurchases_OneBatch_EachRefusalIsItsOwn sends one statement
+// whose members hit every refusal (sold, held, limit, a replayed key) among
+// members that must commit: each gets the answer it would get alone, and
+// the others commit.
+func TestConfirmPurchases_OneBatch_EachRefusalIsItsOwn(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 20)
+	buy := func(seat int64, buyer, key string) Order {
+		t.Helper()
+		o, _, err := s.Confirm(ctx, Purchase{TicketID: seat, OrderID: uuid.New(), BuyerID: buyer, IdempotencyKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	owner := buy(1, "x", "")
+	hold, _, err := s.PlaceHold(ctx, HoldRequest{TicketID: 2, HoldID: uuid.New(), BuyerID: "y", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buy(3, "lim", "")
+	buy(4, "lim", "")
+	replay := buy(5, "r", "k1")
+
+	members := []Purchase{
+		{TicketID: 6, BuyerID: "a"},
+		{TicketID: 1, BuyerID: "b"},
+		{TicketID: 7, BuyerID: "c"},
+		{TicketID: 2, BuyerID: "d"},
+		{TicketID: 8, BuyerID: "lim"},
+		{TicketID: 5, BuyerID: "r", IdempotencyKey: "k1"},
+		{TicketID: 9, BuyerID: "e", IdempotencyKey: "k2"},
+		{TicketID: 10, BuyerID: "two"},
+		{TicketID: 11, BuyerID: "two"},
+		{TicketID: 12, BuyerID: "two"},
+	}
+	for i := range members {
+		members[i].OrderID = uuid.New()
+		members[i].MaxPerBuyer = 2
+	}
+	res, err := s.confirmPurchases(ctx, members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ outcome, detail string }{
+		{"ok", ""}, {"sold", owner.ID.String()}, {"ok", ""},
+		{"held", fmt.Sprintf("%s %d", hold.ID, hold.ExpiresAt.UnixMilli())},
+		{"limit", "2"}, {"replayed", ""}, {"ok", ""},
+		{"ok", ""}, {"ok", ""}, {"limit", "2"},
+	}
+	for i, w := range want {
+		if res[i].outcome != w.outcome || res[i].detail != w.detail {
+			t.Errorf("member %d (seat %d, buyer %s): got %s %q, want %s %q", i, members[i].TicketID, members[i].BuyerID,
+				res[i].outcome, res[i].detail, w.outcome, w.detail)
+		}
+		if w.outcome == "ok" && (res[i].order.ID != members[i].OrderID || res[i].order.TicketID != members[i].TicketID) {
+			t.Errorf("member %d: committed %+v, want its own order", i, res[i].order)
+		}
+	}
+	if res[5].order.ID != replay.ID {
+		t.Errorf("the replayed key must answer its order %s, got %+v", replay.ID, res[5].order)
+	}
+
+	// The database holds exactly the five new orders, counted once each.
+	n, err := s.Counts(ctx)
+	if err != nil || n.Sold != 4+5 || n.Held != 1 {
+		t.Fatalf("counts %+v %v: want 9 sold (4 before, 5 in the batch) and 1 held", n, err)
+	}
+	var orders, counted int
+	if err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT sum(tickets) FROM buyers)`).Scan(&orders, &counted); err != nil || orders != 9 || counted != 9 {
+		t.Fatalf("orders %d, buyers count %d (%v): want 9 and 9", orders, counted, err)
+	}
+	var two int
+	if err := s.pool.QueryRow(ctx, `SELECT tickets FROM buyers WHERE buyer_id = 'two'`).Scan(&two); err != nil || two != 2 {
+		t.Fatalf("buyer two counts %d (%v), want 2: two orders of one batch count as one after the other", two, err)
+	}
+
+	// Through Confirm: a key reused for another seat is refused as such.
+	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 13, OrderID: uuid.New(), BuyerID: "r", IdempotencyKey: "k1"}); !errors.Is(err, ErrKeyReused) {
+		t.Fatalf("a key reused for another seat: want ErrKeyReused, got %v", err)
+	}
+}
+
+// TestHoldSeatsAndConfirmHolds_OneBatch_EachOutcomeIsItsOwn does the same
+// for holds and hold confirmations.
+func TestHoldSeatsAndConfirmHolds_OneBatch_EachOutcomeIsItsOwn(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 20)
+	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	existing, _, err := s.PlaceHold(ctx, HoldRequest{TicketID: 2, HoldID: uuid.New(), BuyerID: "y", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := []HoldRequest{
+		{TicketID: 3, BuyerID: "a"},
+		{TicketID: 1, BuyerID: "b"},
+		{TicketID: 2, BuyerID: "c"},
+		{TicketID: 4, BuyerID: "y", HoldID: existing.ID}, // a retry on another seat
+		{TicketID: 5, BuyerID: "two"},
+		{TicketID: 6, BuyerID: "two"},
+	}
+	for i := range reqs {
+		if reqs[i].HoldID == uuid.Nil {
+			reqs[i].HoldID = uuid.New()
+		}
+		reqs[i].TTL, reqs[i].MaxPerBuyer = time.Minute, 1
+	}
+	res, err := s.holdSeats(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"ok", "sold", "held", "replayed", "ok", "limit"} {
+		if res[i].outcome != want {
+			t.Errorf("hold member %d: got %s, want %s", i, res[i].outcome, want)
+		}
+	}
+	if res[3].hold.TicketID != 2 || res[3].hold.ID != existing.ID {
+		t.Errorf("the retried hold must answer the hold on seat 2, got %+v", res[3].hold)
+	}
+	if sold, held, _ := s.TicketState(ctx, 4); sold || held {
+		t.Errorf("a replayed hold must leave the seat it tried alone: seat 4 sold=%v held=%v", sold, held)
+	}
+
+	// Confirm in one batch: a live hold, another buyer's, a released one,
+	// a confirmed one, an unknown one.
+	released, _, err := s.PlaceHold(ctx, HoldRequest{TicketID: 7, HoldID: uuid.New(), BuyerID: "r", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ReleaseHold(ctx, released.ID); err != nil {
+		t.Fatal(err)
+	}
+	confirmed, _, err := s.PlaceHold(ctx, HoldRequest{TicketID: 8, HoldID: uuid.New(), BuyerID: "q", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, err := s.ConfirmHold(ctx, confirmed.ID, "q", uuid.New(), "p0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := []holdConfirm{
+		{hold: res[0].hold.ID, buyer: "a", order: uuid.New(), paymentRef: "p1"},
+		{hold: existing.ID, buyer: "intruder", order: uuid.New(), paymentRef: "p2"},
+		{hold: released.ID, buyer: "r", order: uuid.New(), paymentRef: "p3"},
+		{hold: confirmed.ID, buyer: "q", order: uuid.New(), paymentRef: "p4"},
+		{hold: uuid.New(), buyer: "z", order: uuid.New(), paymentRef: "p5"},
+		{hold: res[4].hold.ID, buyer: "two", order: uuid.New(), paymentRef: "p6"},
+	}
+	out, err := s.confirmHolds(ctx, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"ok", "nohold", "released", "replayed", "nohold", "ok"} {
+		if out[i].outcome != want {
+			t.Errorf("confirm member %d: got %s, want %s", i, out[i].outcome, want)
+		}
+	}
+	if o := out[0].order; o.ID != cs[0].order || o.TicketID != 3 || o.HoldID != cs[0].hold || o.PaymentRef != "p1" {
+		t.Errorf("the confirmed hold's order: %+v", o)
+	}
+	if o := out[3].order; o.ID != first.ID || o.PaymentRef != "p0" {
+		t.Errorf("a confirmed hold must replay its first order %s, got %+v", first.ID, o)
+	}
+	if n, err := s.Counts(ctx); err != nil || n.Sold != 4 || n.Held != 1 {
+		t.Fatalf("counts %+v %v: want 4 sold (1 bought, 3 confirmed) and seat 2 held", n, err)
+	}
+}
+
+// TestBatcher_ASharedSeatOrKeyWaitsForTheNextBatch checks the batch a
+// flusher collects: members that share a seat or an idempotency key with
+// an earlier one are deferred, in order, and a full batch defers the rest.
+func TestBatcher_ASharedSeatOrKeyWaitsForTheNextBatch(t *testing.T) {
+	b := &batcher[Purchase, memberResult]{cfg: Batching{Max: 4, Flushers: 1}, conflicts: purchaseConflicts,
+		in: make(chan *call[Purchase, memberResult], 16)}
+	for _, p := range []Purchase{
+		{TicketID: 1, BuyerID: "a"},
+		{TicketID: 1, BuyerID: "b"},                      // seat 1 again
+		{TicketID: 2, BuyerID: "c", IdempotencyKey: "k"}, //
+		{TicketID: 3, BuyerID: "c", IdempotencyKey: "k"}, // key again
+		{TicketID: 3, BuyerID: "d", IdempotencyKey: "k"}, // another buyer's key
+		{TicketID: 4, BuyerID: "e"},
+		{TicketID: 5, BuyerID: "f"}, // beyond Max
+	} {
+		b.in <- &call[Purchase, memberResult]{req: p}
+	}
+	batch, deferred := b.collect(nil)
+	seats := func(cs []*call[Purchase, memberResult]) (s []string) {
+		for _, c := range cs {
+			s = append(s, fmt.Sprintf("%d%s", c.req.TicketID, c.req.BuyerID))
+		}
+		return s
+	}
+	if got := fmt.Sprint(seats(batch)); got != "[1a 2c 3d 4e]" {
+		t.Errorf("batch %s, want [1a 2c 3d 4e]", got)
+	}
+	if got := fmt.Sprint(seats(deferred)); got != "[1b 3c]" {
+		t.Errorf("deferred %s, want [1b 3c]", got)
+	}
+	// The next batch starts with the deferred members, then the queue.
+	batch, deferred = b.collect(deferred)
+	if got := fmt.Sprint(seats(batch)); got != "[1b 3c 5f]" || len(deferred) != 0 {
+		t.Errorf("next batch %s (deferred %d), want [1b 3c 5f]", got, len(deferred))
+	}
+}
+
+// TestGroupCommit_ThreePodsSharedBuyers_NoDeadlockNoDoubleSale races
+// three stores (three pods) with large batches over few seats and few
+// shared buyers, with and without a buyer limit: every seat is sold at
+// most once, the counters match the orders, each buyer stays within the
+// limit, and PostgreSQL saw no deadlock.
+func TestGroupCommit_ThreePodsSharedBuyers_NoDeadlockNoDoubleSale(t *testing.T) {
+	for _, limit := range []int{0, 3} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			ctx := context.Background()
+			url, err := pg.CreateDatabase(ctx, fmt.Sprintf("store_%d", dbSeq.Add(1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pods []*Store
+			for range 3 {
+				s, err := Open(ctx, url, WithBatching(Batching{Max: 64, Window: 2 * time.Millisecond, Flushers: 4}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(s.Close)
+				pods = append(pods, s)
+			}
+			if err := pods[0].Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			const seats, buyers, attempts = 400, 12, 3000
+			if err := pods[0].Seed(ctx, seats); err != nil {
+				t.Fatal(err)
+			}
+			var deadlocksBefore int64
+			_ = pods[0].pool.QueryRow(ctx, `SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`).Scan(&deadlocksBefore)
+
+			var mu sync.Mutex
+			won := map[int64]uuid.UUID{}
+			perBuyer := map[string]int{}
+			var failures []error
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 192)
+			for i := range attempts {
+				sem <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-sem }()
+					s := pods[i%3]
+					buyer := fmt.Sprintf("b%d", rand.IntN(buyers))
+					p := Purchase{TicketID: 1 + rand.Int64N(seats), OrderID: uuid.New(), BuyerID: buyer, MaxPerBuyer: limit}
+					var err error
+					if i%4 == 0 { // some holds, some keyed purchases
+						_, _, err = s.PlaceHold(ctx, HoldRequest{TicketID: p.TicketID, HoldID: uuid.New(), BuyerID: buyer, TTL: 50 * time.Millisecond, MaxPerBuyer: limit})
+					} else {
+						if i%3 == 0 {
+							p.IdempotencyKey = fmt.Sprintf("key-%d", i%50)
+						}
+						var o Order
+						var replayed bool
+						o, replayed, err = s.Confirm(ctx, p)
+						if err == nil && !replayed {
+							mu.Lock()
+							if prev, ok := won[o.TicketID]; ok {
+								failures = append(failures, fmt.Errorf("seat %d answered twice: %s and %s", o.TicketID, prev, o.ID))
+							}
+							won[o.TicketID] = o.ID
+							perBuyer[buyer]++
+							mu.Unlock()
+						}
+					}
+					var sold *SoldError
+					var held *HeldError
+					if err != nil && !errors.As(err, &sold) && !errors.As(err, &held) && !errors.Is(err, ErrBuyerLimit) && !errors.Is(err, ErrKeyReused) {
+						mu.Lock()
+						failures = append(failures, err)
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			for _, err := range failures {
+				t.Error(err)
+			}
+			for b, n := range perBuyer {
+				if limit > 0 && n > limit {
+					t.Errorf("buyer %s got %d orders, over the limit of %d", b, n, limit)
+				}
+			}
+			var orders, distinct, counted, buyersCounted int64
+			var deadlocks int64
+			err = pods[0].pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT ticket_id),
+				(SELECT sum(sold) FROM sold_counter), (SELECT coalesce(sum(tickets), 0) FROM buyers),
+				(SELECT deadlocks FROM pg_stat_database WHERE datname = current_database())
+				FROM orders`).Scan(&orders, &distinct, &counted, &buyersCounted, &deadlocks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if orders != int64(len(won)) || distinct != orders || counted != orders || buyersCounted != orders {
+				t.Fatalf("orders %d (distinct seats %d), answered %d, sold counter %d, buyers counted %d: all must agree",
+					orders, distinct, len(won), counted, buyersCounted)
+			}
+			if deadlocks != deadlocksBefore {
+				t.Fatalf("PostgreSQL detected %d deadlocks", deadlocks-deadlocksBefore)
+			}
+			t.Logf("%d attempts: %d orders", attempts, orders)
+		})
+	}
+}
