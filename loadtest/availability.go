@@ -10,6 +10,8 @@ import (
 	"net/http"
 	neturl "net/url"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Availability is GET /v1/availability.
@@ -85,4 +87,30 @@ func FetchAvailability(ctx context.Context, cfg Config) (Availability, error) {
 		timeout = DefaultTimeout
 	}
 	return newAPIClient(t, cfg.TLS, timeout).availability(ctx)
+}
+
+// order asks GET /v1/orders/{id}: the order when it exists (200), and the
+// status.
+func (a *apiClient) order(ctx context.Context, id uuid.UUID) (Order, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.t.base+"/v1/orders/"+id.String(), nil)
+	if err != nil {
+		return Order{}, 0, err
+	}
+	req.Host = a.t.host
+	resp, err := a.c.Do(req)
+	if err != nil {
+		return Order{}, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return Order{}, 0, err
+	}
+	var o Order
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, &o); err != nil {
+			return Order{}, 0, err
+		}
+	}
+	return o, resp.StatusCode, nil
 }

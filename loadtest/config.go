@@ -85,6 +85,14 @@ type Config struct {
 	ConfirmShare float64
 	ReleaseShare float64
 
+	// Keyless sends purchases without an Idempotency-Key and retries
+	// nothing. By default every purchase carries its own key, and one
+	// whose outcome is in doubt (no answer, 502/503/504, or ticket_locked
+	// by its own earlier attempt) is retried with the same key until it
+	// is known, as a careful buyer does, so that an audit can be exact
+	// after an outage.
+	Keyless bool
+
 	// QueueHolds makes the queue scenario's admitted buyers check out
 	// through a hold (POST /v1/holds, ThinkTime, confirm) instead of a
 	// one-step purchase.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,9 @@ type engine struct {
 
 	stats    [numOutcomes]histogram
 	examples [numOutcomes]atomic.Pointer[string]
+	// retried counts requests sent again with the same key; inDoubt the
+	// purchases whose outcome the retries did not learn.
+	retried, inDoubt atomic.Int64
 }
 
 // Run sends the test's requests and returns its summary once every request
@@ -100,7 +104,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg:    cfg,
 		t:      t,
 		api:    api,
-		build:  newRequestBuilder(t),
+		build:  newRequestBuilder(t, runID(cfg.Keyless)),
 		pick:   newPicker(cfg),
 		open:   cfg.Rate > 0,
 		stopCh: make(chan struct{}),
@@ -153,10 +157,50 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	res := &Result{Summary: e.summary(elapsed, cpu)}
+	var pending []uuid.UUID
 	for _, w := range workers {
 		res.Created = append(res.Created, w.created...)
+		pending = append(pending, w.pending...)
 	}
+	resolved, unknown := e.resolve(pending)
+	res.Created = append(res.Created, resolved...)
+	res.Summary.Retried, res.Summary.Resolved = e.retried.Load(), int64(len(resolved))
+	res.Summary.InDoubt = e.inDoubt.Load() - int64(len(pending)) + unknown
 	return res, nil
+}
+
+// runID names one test's Idempotency-Keys ("" when keyless).
+func runID(keyless bool) string {
+	if keyless {
+		return ""
+	}
+	return strconv.FormatUint(rand.Uint64()>>16, 36)
+}
+
+// resolve asks GET /v1/orders/{id} for each order a 503 named and its
+// retries did not settle, until the answer is final (not 503): the orders
+// that exist, and how many stayed unknown.
+func (e *engine) resolve(ids []uuid.UUID) (found []Order, unknown int64) {
+	ctx := context.WithoutCancel(e.ctx)
+	for _, id := range ids {
+		deadline := time.Now().Add(settleWait)
+		for {
+			o, status, err := e.api.order(ctx, id)
+			if err == nil && status == http.StatusOK {
+				found = append(found, o)
+				break
+			}
+			if err == nil && status == http.StatusNotFound {
+				break
+			}
+			if time.Now().After(deadline) {
+				unknown++
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return found, unknown
 }
 
 // halt stops new requests from being sent, waking workers that wait for
@@ -253,8 +297,21 @@ type worker struct {
 	req     []byte
 	body    []byte
 	created []Order
+	pending []uuid.UUID // orders named by a 503 whose retries did not settle
 	timer   *time.Timer
 }
+
+// Retries of a purchase in doubt: the waits double from retryFirst up to
+// retryMax, maxRetries times, about as long as a pod takes to settle an
+// order (checkout.SettleAfter: its 5 s bound, the server's check, the
+// lock's life); settleWait bounds resolve's wait for one order. Variables
+// so that tests can run them in milliseconds.
+var (
+	maxRetries = 12
+	retryFirst = 50 * time.Millisecond
+	retryMax   = 2 * time.Second
+	settleWait = 20 * time.Second
+)
 
 func (w *worker) run() {
 	e := w.e
@@ -289,7 +346,7 @@ func (w *worker) run() {
 			}
 		}
 		seat, buyer := e.pick.pick(k, w.rng)
-		w.send(seat, buyer, start)
+		w.buy(k, seat, buyer, start)
 	}
 }
 
@@ -305,15 +362,61 @@ func (w *worker) sleep(d time.Duration) bool {
 	}
 }
 
-func (w *worker) send(seat, buyer int64, start time.Time) {
+// buy makes purchase k: one request, and, unless keyless, the retries with
+// its key while its outcome is in doubt. Every request is counted, each
+// with its latency from its own start.
+func (w *worker) buy(k, seat, buyer int64, start time.Time) {
 	e := w.e
-	w.req = e.build.appendRequest(w.req[:0], seat, buyer)
+	var named uuid.UUID // the order a 503 named
+	doubt := false
+	wait := retryFirst
+	for attempt := 0; ; attempt++ {
+		o, status, body, ok := w.send(k, seat, buyer, start)
+		if !ok {
+			return
+		}
+		if e.build.keyHead == nil {
+			return
+		}
+		switch {
+		case o == TransportError || (o == ServerError && status >= 502 && status <= 504):
+			doubt = true
+			if id := problemOrderID(body); id != uuid.Nil {
+				named = id
+			}
+		case o == TicketLocked && doubt:
+			// Our own earlier attempt may still hold the seat's lock
+			// while its commit runs: still in doubt.
+		default:
+			return // the outcome is known
+		}
+		if attempt == maxRetries || e.ctx.Err() != nil {
+			e.inDoubt.Add(1)
+			if named != uuid.Nil {
+				w.pending = append(w.pending, named)
+			}
+			return
+		}
+		if !sleepCtx(e.ctx, wait+time.Duration(w.rng.Int64N(int64(wait)))) {
+			return
+		}
+		wait = min(2*wait, retryMax)
+		e.retried.Add(1)
+		start = time.Now()
+	}
+}
+
+// send sends one request of purchase k and counts its answer; ok is false
+// when an interrupt cut it short (not the server's doing).
+func (w *worker) send(k, seat, buyer int64, start time.Time) (o Outcome, status int, body []byte, ok bool) {
+	e := w.e
+	w.req = e.build.appendRequest(w.req[:0], k, seat, buyer)
 	status, body, err := w.roundTrip()
 	latency := time.Since(start)
 	if err != nil && e.ctx.Err() != nil {
-		return // cut short by an interrupt: not the server's doing
+		return 0, 0, nil, false
 	}
-	o := TransportError
+	o = TransportError
 	if err == nil {
 		o = Classify(status, body)
 	}
@@ -328,6 +431,27 @@ func (w *worker) send(seat, buyer int64, start time.Time) {
 	case OtherAnswer, ServerError, TransportError:
 		e.example(o, status, body, err)
 	}
+	return o, status, body, true
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// problemOrderID is the orderId a 503 problem names (uuid.Nil if none).
+func problemOrderID(body []byte) uuid.UUID {
+	var p struct {
+		OrderID uuid.UUID `json:"orderId"`
+	}
+	_ = json.Unmarshal(body, &p)
+	return p.OrderID
 }
 
 func (w *worker) roundTrip() (int, []byte, error) {

@@ -76,8 +76,10 @@ func created(w http.ResponseWriter, ticket int64) {
 	fmt.Fprintf(w, `{"orderId":"0190c7b0-0000-7000-8000-%012d","ticketId":%d,"buyerId":"b"}`, ticket, ticket)
 }
 
+// testConfig is keyless: these tests count one request per purchase
+// (retries have their own test, TestRun_InDoubtPurchases_...).
 func testConfig(url string) Config {
-	return Config{URL: url, Scenario: HotSeat, Seat: 1, Buyers: 10, Concurrency: 4, Requests: 200, Timeout: 5 * time.Second}
+	return Config{URL: url, Scenario: HotSeat, Seat: 1, Buyers: 10, Concurrency: 4, Requests: 200, Timeout: 5 * time.Second, Keyless: true}
 }
 
 func run(t *testing.T, cfg Config) Summary {

@@ -96,14 +96,14 @@ func TestRequestBuilder_BuildsRequestsNetHTTPAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw := newRequestBuilder(tg).appendRequest(nil, c.seat, c.buyer)
+			raw := newRequestBuilder(tg, "r1").appendRequest(nil, 77, c.seat, c.buyer)
 			req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(string(raw))))
 			if err != nil {
 				t.Fatalf("expected a valid request, got %v in %q", err, raw)
 			}
 			body, _ := io.ReadAll(req.Body)
 			if req.Method != http.MethodPost || req.URL.Path != c.wantPath || req.Host != c.wantHost || string(body) != c.wantBody ||
-				req.Header.Get("Content-Type") != "application/json" {
+				req.Header.Get("Content-Type") != "application/json" || req.Header.Get("Idempotency-Key") != "lt-r1-77" {
 				t.Fatalf("expected POST %s Host %s body %s, got %s %s Host %s body %s (%v)",
 					c.wantPath, c.wantHost, c.wantBody, req.Method, req.URL.Path, req.Host, body, req.Header)
 			}
@@ -113,9 +113,9 @@ func TestRequestBuilder_BuildsRequestsNetHTTPAccepts(t *testing.T) {
 
 func TestRequestBuilder_DoesNotAllocateIntoAWarmBuffer(t *testing.T) {
 	tg, _ := parseTarget("http://127.0.0.1:8080", "")
-	b := newRequestBuilder(tg)
+	b := newRequestBuilder(tg, "r1")
 	buf := make([]byte, 0, 512)
-	if n := testing.AllocsPerRun(1000, func() { buf = b.appendRequest(buf[:0], 123, 456) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { buf = b.appendRequest(buf[:0], 9, 123, 456) }); n != 0 {
 		t.Fatalf("expected 0 allocations per request built, got %v", n)
 	}
 }

@@ -6,11 +6,12 @@ import (
 )
 
 // requestBuilder appends the bytes of one purchase request; everything but
-// the seat and buyer numbers is built once.
+// the seat, buyer and key numbers is built once.
 type requestBuilder struct {
 	ticketHead []byte // "POST <prefix>/v1/tickets/"
-	ticketTail []byte // "/purchase HTTP/1.1\r\n" + headers up to "Content-Length: "
-	anyHead    []byte // "POST <prefix>/v1/purchase HTTP/1.1\r\n" + headers up to "Content-Length: "
+	ticketTail []byte // "/purchase HTTP/1.1\r\n" + headers
+	anyHead    []byte // "POST <prefix>/v1/purchase HTTP/1.1\r\n" + headers
+	keyHead    []byte // "Idempotency-Key: lt-<run>-" ("": keyless)
 }
 
 const (
@@ -18,21 +19,27 @@ const (
 	bodyTail = `"}`
 )
 
-func newRequestBuilder(t target) *requestBuilder {
+// newRequestBuilder builds requests for t; a non-empty run names this
+// test's Idempotency-Keys (lt-<run>-<request number>), so that no two runs
+// on one sale share a key.
+func newRequestBuilder(t target, run string) *requestBuilder {
 	headers := "Host: " + t.host + "\r\n" +
 		"User-Agent: flux-order-loadtest\r\n" +
-		"Content-Type: application/json\r\n" +
-		"Content-Length: "
-	return &requestBuilder{
+		"Content-Type: application/json\r\n"
+	b := &requestBuilder{
 		ticketHead: []byte("POST " + t.prefix + "/v1/tickets/"),
 		ticketTail: []byte("/purchase HTTP/1.1\r\n" + headers),
 		anyHead:    []byte("POST " + t.prefix + "/v1/purchase HTTP/1.1\r\n" + headers),
 	}
+	if run != "" {
+		b.keyHead = []byte("Idempotency-Key: lt-" + run + "-")
+	}
+	return b
 }
 
-// appendRequest appends a purchase of seat (0: any free seat) by
-// buyer-<buyer> to dst.
-func (b *requestBuilder) appendRequest(dst []byte, seat, buyer int64) []byte {
+// appendRequest appends purchase number k, of seat (0: any free seat) by
+// buyer-<buyer>, to dst; with a key unless the builder is keyless.
+func (b *requestBuilder) appendRequest(dst []byte, k, seat, buyer int64) []byte {
 	if seat == 0 {
 		dst = append(dst, b.anyHead...)
 	} else {
@@ -40,6 +47,12 @@ func (b *requestBuilder) appendRequest(dst []byte, seat, buyer int64) []byte {
 		dst = strconv.AppendInt(dst, seat, 10)
 		dst = append(dst, b.ticketTail...)
 	}
+	if b.keyHead != nil {
+		dst = append(dst, b.keyHead...)
+		dst = strconv.AppendInt(dst, k, 10)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "Content-Length: "...)
 	dst = strconv.AppendInt(dst, int64(len(bodyHead)+digits(buyer)+len(bodyTail)), 10)
 	dst = append(dst, "\r\n\r\n"+bodyHead...)
 	dst = strconv.AppendInt(dst, buyer, 10)

@@ -30,6 +30,14 @@ type Summary struct {
 	ClientCPUPercent float64 `json:"clientCpuPercent"`
 	Cores            int     `json:"cores"`
 
+	// Retried counts requests sent again with their purchase's key because
+	// its outcome was in doubt; Resolved the orders found by GET
+	// /v1/orders/{id} after a 503 named them (counted with the 201s in the
+	// audit); InDoubt the purchases whose outcome stayed unknown.
+	Retried  int64 `json:"retried"`
+	Resolved int64 `json:"resolved"`
+	InDoubt  int64 `json:"inDoubt"`
+
 	Latency  OutcomeSummary            `json:"latency"`  // every answer
 	Outcomes map[string]OutcomeSummary `json:"outcomes"` // by Outcome.Key, all present
 	Audit    *AuditReport              `json:"audit,omitempty"`
@@ -145,6 +153,10 @@ func WriteText(w io.Writer, s Summary) error {
 	fmt.Fprintf(&b, "%s on %s · %s · stopped by %s\n", scenario, s.URL, model, s.StoppedBy)
 	fmt.Fprintf(&b, "  requests    %s in %.2fs = %s/s (%s connections opened)\n",
 		thousands(s.Requests), s.DurationSeconds, thousands(int64(math.Round(s.RequestsPerSecond))), thousands(s.Connections))
+	if s.Retried > 0 || s.Resolved > 0 || s.InDoubt > 0 {
+		fmt.Fprintf(&b, "  in doubt    %s retried with their key, %s orders resolved after a 503, %s left unknown\n",
+			thousands(s.Retried), thousands(s.Resolved), thousands(s.InDoubt))
+	}
 	fmt.Fprintf(&b, "  client CPU  %.2fs = %.0f%% of %d cores\n\n", s.ClientCPUSeconds, s.ClientCPUPercent, s.Cores)
 	fmt.Fprintf(&b, "  %-17s %11s %7s %9s %8s %8s %8s %8s\n", "outcome", "count", "share", "per s", "p50", "p90", "p99", "max")
 	row := func(label string, o OutcomeSummary) {
