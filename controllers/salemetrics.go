@@ -14,15 +14,16 @@ import (
 // SaleMetrics exports every watched FlashSale's status as Prometheus
 // series of the manager (issue 20): read from the cache at scrape time, so
 // a deleted sale's series go with it and nothing is kept in between. Every
-// series is labelled namespace and name, as the purchase pods' are
-// (relabelled) flashsale.
+// series is labelled namespace and flashsale (the sale's name): the chart's
+// PodMonitor gives the purchase pods' series the same two labels, so the two
+// join (docs/observability.md).
 type SaleMetrics struct {
 	Reader client.Reader // the manager's cached client
 	Now    func() time.Time
 }
 
 var (
-	saleLabels = []string{"namespace", "name"}
+	saleLabels = []string{"namespace", "flashsale"}
 	saleGauges = []struct {
 		desc  *prometheus.Desc
 		value func(*salesv1alpha1.FlashSale) (float64, bool)

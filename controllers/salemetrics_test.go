@@ -17,7 +17,8 @@ import (
 )
 
 // Issue 20: the manager exports each sale's counts, phase and report age,
-// labelled namespace and name; a deleted sale's series go with it.
+// labelled namespace and flashsale (the label the PodMonitor gives the
+// purchase pods' series); a deleted sale's series go with it.
 func TestSaleMetrics_FollowTheStatus_GoneWithTheSale(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
@@ -49,6 +50,9 @@ func TestSaleMetrics_FollowTheStatus_GoneWithTheSale(t *testing.T) {
 					labels[l.GetName()] = l.GetValue()
 				}
 				if labels["namespace"] == ns {
+					if labels["flashsale"] != "metered" {
+						return "", fmt.Errorf("%s: labels %v, want flashsale=metered", f.GetName(), labels)
+					}
 					out = append(out, fmt.Sprintf("%s{%s}=%v", f.GetName(), labels["phase"], m.GetGauge().GetValue()))
 				}
 			}
