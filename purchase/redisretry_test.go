@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/purchasetest"
 	"github.com/flux-order/flux-order/purchase/seatlock"
@@ -97,6 +99,8 @@ func TestRedis_AnySeatScriptWithALostAnswer_IsNotRetried(t *testing.T) {
 	defer rdb.Close()
 	ctx := context.Background()
 	locks := seatlock.New(rdb, s.Cfg.Sale, time.Minute)
+	reg := prometheus.NewRegistry()
+	locks.Instrument(reg)
 	if err := locks.Refill(ctx, []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}); err != nil {
 		t.Fatal(err)
 	}
@@ -127,5 +131,12 @@ func TestRedis_AnySeatScriptWithALostAnswer_IsNotRetried(t *testing.T) {
 	res, err := locks.Acquire(ctx, 99, "retried") // a seat outside the pool
 	if err != nil || res.State != seatlock.Acquired {
 		t.Fatalf("lock with a lost first answer: want acquired on the retry, got %+v %v", res, err)
+	}
+	// Issue 20: the lost script answer is one failed acquire_any; the lock
+	// whose retry succeeded is no failure.
+	for op, want := range map[string]float64{"acquire_any": 1, "acquire": 0} {
+		if got := purchasetest.GatheredCounter(t, reg, "flux_order_redis_errors_total", "operation", op); got != want {
+			t.Errorf("flux_order_redis_errors_total{operation=%q} = %v, want %v", op, got, want)
+		}
 	}
 }

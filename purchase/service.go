@@ -47,7 +47,8 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 	secret := []byte(cfg.SaleSecret)
 	s := &Service{cfg: cfg, registry: prometheus.NewRegistry(), log: log, grow: make(chan int64, 1)}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.registry.MustRegister(store.Collectors()...)
+	locks.Instrument(s.registry)
+	store.Instrument(s.registry)
 	s.Checkout = checkout.New(checkout.Config{
 		Tickets: cfg.Tickets, Schedule: cfg.Schedule, MaxPerBuyer: cfg.MaxPerBuyer,
 		LockTTL: cfg.LockTTL, HoldTTL: cfg.HoldTTL, Sale: cfg.Sale, Secret: secret,

@@ -391,6 +391,7 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 	case errors.As(err, &sold):
 		// Our lock expired and another buyer won, or Redis had lost the
 		// seat's marker: Postgres refused, so put the marker back.
+		s.metrics.fenceSold.Inc()
 		owner := ""
 		if sold.OrderID != uuid.Nil {
 			owner = sold.OrderID.String()
@@ -399,6 +400,7 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 		return Order{}, false, sale.ErrTicketSold
 	case errors.As(err, &held):
 		// Redis had lost the hold's marker: put it back.
+		s.metrics.fenceHeld.Inc()
 		s.restoreHold(id, orderID.String(), held)
 		return Order{}, false, sale.ErrTicketHeld
 	}

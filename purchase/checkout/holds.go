@@ -99,6 +99,7 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 	case err == nil:
 		return h, false, nil
 	case errors.As(err, &sold):
+		s.metrics.fenceSold.Inc()
 		owner := ""
 		if sold.OrderID != uuid.Nil {
 			owner = sold.OrderID.String()
@@ -112,6 +113,7 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 	case errors.As(err, &held):
 		// Redis had lost this hold's marker (FLUSHALL, restart): Postgres
 		// refused a second hold; put the marker back for the rest of its life.
+		s.metrics.fenceHeld.Inc()
 		s.restoreHold(id, token, held)
 		return Hold{}, false, sale.ErrTicketHeld
 	}

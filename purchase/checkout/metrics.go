@@ -12,6 +12,10 @@ type metrics struct {
 	// knownLimited counts purchases refused from the pod's memory of
 	// buyers at the limit (no Redis, no Postgres).
 	knownLimited prometheus.Counter
+	// fenceSold and fenceHeld count Postgres refusing a seat whose Redis
+	// lock this pod had taken: the lock expired while its holder worked,
+	// or Redis lost the seat's marker (docs/runbooks.md#fluxorderfencerefusals).
+	fenceSold, fenceHeld prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -19,7 +23,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "flux_order_lock_attempts_total",
 		Help: "Seat lock attempts by result: acquired, held, on_hold (a checkout hold), sold, known_sold, known_held, known_on_hold and known_limited (refused from this pod's memory), error.",
 	}, []string{"result"})
+	fence := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flux_order_fence_refusals_total",
+		Help: "Seats Postgres refused although this pod held their Redis lock, by what Postgres found (sold, held): a lock expired mid-purchase or Redis lost data.",
+	}, []string{"found"})
 	m := &metrics{
+		fenceSold: fence.WithLabelValues("sold"),
+		fenceHeld: fence.WithLabelValues("held"),
 		sold: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flux_order_seats_sold_total",
 			Help: "Seats sold (orders confirmed) by this pod.",
@@ -34,6 +44,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lockKnownOnHold: locks.WithLabelValues("known_on_hold"),
 		knownLimited:    locks.WithLabelValues("known_limited"),
 	}
-	reg.MustRegister(locks, m.sold)
+	reg.MustRegister(locks, m.sold, fence)
 	return m
 }

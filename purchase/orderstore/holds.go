@@ -101,6 +101,7 @@ func seatRefusal(err error) error {
 // retry, perhaps of another seat). Refusals: *SoldError, *HeldError,
 // *LimitError. Any other error leaves the outcome unknown.
 func (s *Store) PlaceHold(ctx context.Context, r HoldRequest) (h Hold, replayed bool, err error) {
+	defer s.errs.Deferred("place_hold", &err)
 	m, err := s.holds.do(ctx, r)
 	if err != nil {
 		return Hold{}, false, fmt.Errorf("hold ticket %d: %w", r.TicketID, err)
@@ -121,6 +122,7 @@ func (s *Store) PlaceHold(ctx context.Context, r HoldRequest) (h Hold, replayed 
 // repeat answers the same order, replayed. Refusals: ErrHoldNotFound (no
 // such hold, or another buyer's), ErrHoldExpired (expired or released).
 func (s *Store) ConfirmHold(ctx context.Context, holdID uuid.UUID, buyerID string, orderID uuid.UUID, paymentRef string) (o Order, replayed bool, err error) {
+	defer s.errs.Deferred("confirm_hold", &err)
 	m, err := s.confirms.do(ctx, holdConfirm{hold: holdID, buyer: buyerID, order: orderID, paymentRef: paymentRef})
 	if err != nil {
 		return Order{}, false, fmt.Errorf("confirm hold %s: %w", holdID, err)
@@ -135,6 +137,7 @@ func (s *Store) ConfirmHold(ctx context.Context, holdID uuid.UUID, buyerID strin
 // false when the hold was already released, expired or confirmed: the call
 // is idempotent. ErrHoldNotFound when there is no such hold.
 func (s *Store) ReleaseHold(ctx context.Context, holdID uuid.UUID) (ticket int64, released bool, err error) {
+	defer s.errs.Deferred("release_hold", &err)
 	err = s.pool.QueryRow(ctx, `SELECT * FROM release_hold($1)`, holdID).Scan(&released, &ticket)
 	if err != nil {
 		if serr := seatRefusal(err); serr != nil {
@@ -146,10 +149,11 @@ func (s *Store) ReleaseHold(ctx context.Context, holdID uuid.UUID) (ticket int64
 }
 
 // Hold returns a hold with its state as of now (ErrHoldNotFound if none).
-func (s *Store) Hold(ctx context.Context, holdID uuid.UUID) (Hold, error) {
+func (s *Store) Hold(ctx context.Context, holdID uuid.UUID) (_ Hold, err error) {
+	defer s.errs.Deferred("hold", &err)
 	var h Hold
 	var order uuid.NullUUID
-	err := s.pool.QueryRow(ctx, `SELECT id, ticket_id, buyer_id, expires_at,
+	err = s.pool.QueryRow(ctx, `SELECT id, ticket_id, buyer_id, expires_at,
 			CASE WHEN state = 'held' AND expires_at <= clock_timestamp() THEN 'expired' ELSE state END, order_id
 		FROM holds WHERE id = $1`, holdID).
 		Scan(&h.ID, &h.TicketID, &h.BuyerID, &h.ExpiresAt, &h.State, &order)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/flux-order/flux-order/internal/opcount"
 )
 
 // The waiting room's queries (migration 00004). Joins are written in
@@ -32,7 +34,8 @@ type Joined struct {
 // The INSERT takes the queue's ROW EXCLUSIVE lock before it draws any seq,
 // and an admission step takes SHARE (see AdmitNext): so no row can become
 // visible below a slot the admitter has already passed.
-func (s *Store) JoinQueue(ctx context.Context, buyers []string) (map[string]Joined, error) {
+func (s *Store) JoinQueue(ctx context.Context, buyers []string) (_ map[string]Joined, err error) {
+	defer s.errs.Deferred("join_queue", &err)
 	b := &pgx.Batch{}
 	// The NOT EXISTS keeps re-joins from drawing (and wasting) a seq; the
 	// ON CONFLICT covers two pods enqueueing one buyer at once.
@@ -94,7 +97,8 @@ type Admission struct {
 
 // QueueSnapshot is what a pod refreshes: the state and the admission steps
 // after a known one (at most limit of them, oldest first).
-func (s *Store) QueueSnapshot(ctx context.Context, afterID int64, since time.Time, limit int) (QueueState, []Admission, error) {
+func (s *Store) QueueSnapshot(ctx context.Context, afterID int64, since time.Time, limit int) (_ QueueState, _ []Admission, err error) {
+	defer s.errs.Deferred("queue_snapshot", &err)
 	b := &pgx.Batch{}
 	b.Queue(`SELECT serving_slot, admitted, waiting, shuffle_seed, coalesce(prequeue_seq, 0) FROM queue_state`)
 	b.Queue(`SELECT id, from_slot, serving_slot, admitted, at FROM queue_admissions
@@ -130,11 +134,13 @@ var ErrNotAdmitter = errors.New("another pod is the admitter")
 // admitter advisory lock for as long as its connection lives.
 type Admitter struct {
 	conn *pgxpool.Conn
+	errs *opcount.Errors
 }
 
 // TryAdmitter takes the admitter's lock on a dedicated connection, or
 // answers ErrNotAdmitter.
-func (s *Store) TryAdmitter(ctx context.Context) (*Admitter, error) {
+func (s *Store) TryAdmitter(ctx context.Context) (_ *Admitter, err error) {
+	defer s.errs.Deferred("try_admitter", &err)
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("acquire admitter connection: %w", err)
@@ -148,7 +154,7 @@ func (s *Store) TryAdmitter(ctx context.Context) (*Admitter, error) {
 		c.Release()
 		return nil, ErrNotAdmitter
 	}
-	return &Admitter{conn: c}, nil
+	return &Admitter{conn: c, errs: s.errs}, nil
 }
 
 // Close gives the role up: the connection (and with it the lock) is
@@ -161,6 +167,7 @@ func (a *Admitter) Close() {
 // AdmitNext admits up to n more buyers in slot order and records the step.
 // It returns the new state and how many it admitted.
 func (a *Admitter) AdmitNext(ctx context.Context, n int64) (st QueueState, admitted int64, err error) {
+	defer a.errs.Deferred("admit_next", &err)
 	err = pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
 		// Waits for joins in flight and keeps new ones out until commit:
 		// every row below the new serving slot is in it already.
@@ -197,9 +204,10 @@ func (a *Admitter) AdmitNext(ctx context.Context, n int64) (st QueueState, admit
 }
 
 // CountWaiting counts the buyers behind the serving slot and records it.
-func (a *Admitter) CountWaiting(ctx context.Context) (int64, error) {
+func (a *Admitter) CountWaiting(ctx context.Context) (_ int64, err error) {
+	defer a.errs.Deferred("count_waiting", &err)
 	var n int64
-	err := a.conn.QueryRow(ctx, `UPDATE queue_state SET waiting = (
+	err = a.conn.QueryRow(ctx, `UPDATE queue_state SET waiting = (
 			SELECT count(*) FROM queue WHERE slot > queue_state.serving_slot)
 		RETURNING waiting`).Scan(&n)
 	if err != nil {
@@ -213,9 +221,10 @@ func (a *Admitter) CountWaiting(ctx context.Context) (int64, error) {
 // which every order increments) and without a live hold (a held seat is
 // already out of the available ones). One range scan of the slots
 // admitted within passTTL.
-func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (int64, error) {
+func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (_ int64, err error) {
+	defer a.errs.Deferred("count_active", &err)
 	var n int64
-	err := a.conn.QueryRow(ctx, `SELECT count(*) FROM queue q
+	err = a.conn.QueryRow(ctx, `SELECT count(*) FROM queue q
 		WHERE q.slot > coalesce((SELECT from_slot FROM queue_admissions
 				WHERE at > clock_timestamp() - $1 * interval '1 millisecond' ORDER BY at LIMIT 1),
 			(SELECT serving_slot FROM queue_state))
@@ -235,9 +244,10 @@ func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (int6
 // joiners keep slot = seq, behind them. It does nothing when the shuffle
 // already happened (another admitter did it), or when admission already
 // began in FIFO order (the order changed mid-sale), and returns the state.
-func (a *Admitter) Shuffle(ctx context.Context, seed []byte, perm func(prequeue, seq int64) int64) (QueueState, error) {
+func (a *Admitter) Shuffle(ctx context.Context, seed []byte, perm func(prequeue, seq int64) int64) (_ QueueState, err error) {
+	defer a.errs.Deferred("shuffle", &err)
 	var st QueueState
-	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `LOCK TABLE queue IN SHARE MODE`); err != nil {
 			return fmt.Errorf("lock queue: %w", err)
 		}

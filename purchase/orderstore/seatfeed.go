@@ -40,7 +40,8 @@ type SeatChangeSet struct {
 }
 
 // SeatStates reads the sold and held seats in one statement (one snapshot).
-func (s *Store) SeatStates(ctx context.Context) (SeatSnapshot, error) {
+func (s *Store) SeatStates(ctx context.Context) (_ SeatSnapshot, err error) {
+	defer s.errs.Deferred("seat_states", &err)
 	rows, err := s.pool.Query(ctx, `
 		SELECT c.xmin::text, c.now, t.id, t.sold
 		FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin, clock_timestamp() AS now) c
@@ -77,7 +78,8 @@ func (s *Store) SeatStates(ctx context.Context) (SeatSnapshot, error) {
 // SeatChanges reads the seats whose state changed at or after cursor, and
 // those whose hold expired in (since, now]: expiry writes nothing (a lapsed
 // hold is lazily free), so only the clock finds them.
-func (s *Store) SeatChanges(ctx context.Context, cursor string, since time.Time) (SeatChangeSet, error) {
+func (s *Store) SeatChanges(ctx context.Context, cursor string, since time.Time) (_ SeatChangeSet, err error) {
+	defer s.errs.Deferred("seat_changes", &err)
 	rows, err := s.pool.Query(ctx, `
 		SELECT c.xmin::text, c.now, t.id, t.sold, coalesce(t.held_until > c.now, false)
 		FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin, clock_timestamp() AS now) c

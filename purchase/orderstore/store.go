@@ -17,7 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
-	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flux-order/flux-order/internal/opcount"
 )
 
 //go:embed migrations/*.sql
@@ -91,6 +92,7 @@ type Store struct {
 	holds     *batcher[HoldRequest, memberResult]
 	confirms  *batcher[holdConfirm, memberResult]
 	metrics   *batchMetrics
+	errs      *opcount.Errors
 }
 
 // Option changes how a Store is opened.
@@ -120,7 +122,7 @@ func OpenInSchema(ctx context.Context, url, schema string, opts ...Option) (*Sto
 	if err := o.batching.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{schema: schema, metrics: newBatchMetrics()}
+	s := &Store{schema: schema, metrics: newBatchMetrics(), errs: newErrors()}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
@@ -147,10 +149,6 @@ func OpenInSchema(ctx context.Context, url, schema string, opts ...Option) (*Sto
 	return s, nil
 }
 
-// Collectors are the store's metrics (the group commits' batch sizes,
-// waits and commit times), for the pod's registry.
-func (s *Store) Collectors() []prometheus.Collector { return s.metrics.collectors() }
-
 // Close answers the confirmations still queued, waits for the batches in
 // flight and releases every connection.
 func (s *Store) Close() {
@@ -161,7 +159,8 @@ func (s *Store) Close() {
 }
 
 // Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error {
+func (s *Store) Ping(ctx context.Context) (err error) {
+	defer s.errs.Deferred("ping", &err)
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("ping database: %w", err)
 	}
@@ -172,7 +171,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // advisory lock) lets several pods start at once.
 // With a schema, it first creates the schema, where the migrations then
 // create every table (goose's version table included).
-func (s *Store) Migrate(ctx context.Context) error {
+func (s *Store) Migrate(ctx context.Context) (err error) {
+	defer s.errs.Deferred("migrate", &err)
 	if s.schema != "" {
 		if _, err := s.pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{s.schema}.Sanitize()); err != nil {
 			return fmt.Errorf("create schema %s: %w", s.schema, err)
@@ -198,11 +198,12 @@ func (s *Store) Migrate(ctx context.Context) error {
 // Seed makes seats 1..tickets exist. It is idempotent, grows the inventory
 // when tickets grows, refuses to shrink it, and serialises concurrent callers
 // with an advisory lock.
-func (s *Store) Seed(ctx context.Context, tickets int64) error {
+func (s *Store) Seed(ctx context.Context, tickets int64) (err error) {
+	defer s.errs.Deferred("seed", &err)
 	if tickets < 1 || tickets > MaxTickets {
 		return fmt.Errorf("tickets must be in 1..%d, got %d", MaxTickets, tickets)
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, seedLockID); err != nil {
 			return fmt.Errorf("take seed lock: %w", err)
 		}
@@ -239,6 +240,7 @@ func (s *Store) Seed(ctx context.Context, tickets int64) error {
 // ErrKeyReused. Any other error leaves the outcome unknown: the order may
 // have committed.
 func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool, err error) {
+	defer s.errs.Deferred("confirm", &err)
 	m, err := s.purchases.do(ctx, p)
 	if err != nil {
 		return Order{}, false, fmt.Errorf("confirm ticket %d: %w", p.TicketID, err)
@@ -271,7 +273,8 @@ func scanOrder(row pgx.Row) (Order, error) {
 }
 
 // Order returns the order with the given id (ErrNotFound if none).
-func (s *Store) Order(ctx context.Context, id uuid.UUID) (Order, error) {
+func (s *Store) Order(ctx context.Context, id uuid.UUID) (_ Order, err error) {
+	defer s.errs.Deferred("order", &err)
 	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return Order{}, fmt.Errorf("read order %s: %w", id, err)
@@ -281,7 +284,8 @@ func (s *Store) Order(ctx context.Context, id uuid.UUID) (Order, error) {
 
 // OrderByKey returns the buyer's order made with an idempotency key
 // (ErrNotFound if none).
-func (s *Store) OrderByKey(ctx context.Context, buyerID, key string) (Order, error) {
+func (s *Store) OrderByKey(ctx context.Context, buyerID, key string) (_ Order, err error) {
+	defer s.errs.Deferred("order_by_key", &err)
 	o, err := scanOrder(s.pool.QueryRow(ctx,
 		`SELECT `+orderColumns+` FROM orders WHERE buyer_id = $1 AND idempotency_key = $2`, buyerID, key))
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -299,6 +303,7 @@ func (s *Store) TicketSold(ctx context.Context, id int64) (bool, error) {
 
 // TicketState reports whether a seat is sold, or held by a live hold.
 func (s *Store) TicketState(ctx context.Context, id int64) (sold, held bool, err error) {
+	defer s.errs.Deferred("ticket_state", &err)
 	err = s.pool.QueryRow(ctx, `SELECT sold, coalesce(held_until > clock_timestamp(), false) FROM tickets WHERE id = $1`, id).
 		Scan(&sold, &held)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -323,9 +328,10 @@ type Counts struct {
 // it, and the scan starts at now: its cost is the live holds). now(), not
 // clock_timestamp(): an index condition must be stable, and this statement
 // is its own transaction.
-func (s *Store) Counts(ctx context.Context) (Counts, error) {
+func (s *Store) Counts(ctx context.Context) (_ Counts, err error) {
+	defer s.errs.Deferred("counts", &err)
 	var c Counts
-	err := s.pool.QueryRow(ctx, `SELECT (SELECT tickets FROM inventory),
+	err = s.pool.QueryRow(ctx, `SELECT (SELECT tickets FROM inventory),
 		(SELECT coalesce(sum(sold), 0)::bigint FROM sold_counter),
 		(SELECT count(*) FROM tickets WHERE held_until > now() AND NOT sold)`).Scan(&c.Tickets, &c.Sold, &c.Held)
 	if err != nil {
@@ -338,7 +344,8 @@ func (s *Store) Counts(ctx context.Context) (Counts, error) {
 // live hold, starting at seat from and wrapping around to seat 1, in id
 // order. It walks the primary key, so its cost grows with the seats it
 // skips, not with the inventory.
-func (s *Store) UnsoldFrom(ctx context.Context, from int64, limit int) ([]int64, error) {
+func (s *Store) UnsoldFrom(ctx context.Context, from int64, limit int) (_ []int64, err error) {
+	defer s.errs.Deferred("unsold_from", &err)
 	const free = `NOT sold AND (held_until IS NULL OR held_until <= clock_timestamp())`
 	rows, err := s.pool.Query(ctx, `(SELECT id FROM tickets WHERE id >= $1 AND `+free+` ORDER BY id LIMIT $2)
 		UNION ALL (SELECT id FROM tickets WHERE id < $1 AND `+free+` ORDER BY id LIMIT $2) LIMIT $2`, from, limit)

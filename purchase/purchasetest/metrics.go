@@ -3,6 +3,8 @@ package purchasetest
 import (
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flux-order/flux-order/purchase"
 )
 
@@ -10,7 +12,13 @@ import (
 // labelPairs (name, value, name, value…); 0 when it has no such series.
 func Counter(t testing.TB, svc *purchase.Service, name string, labelPairs ...string) float64 {
 	t.Helper()
-	families, err := svc.Gatherer().Gather()
+	return GatheredCounter(t, svc.Gatherer(), name, labelPairs...)
+}
+
+// GatheredCounter is Counter of any registry.
+func GatheredCounter(t testing.TB, g prometheus.Gatherer, name string, labelPairs ...string) float64 {
+	t.Helper()
+	families, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flux-order/flux-order/internal/opcount"
 )
 
 // State is what a lock attempt found.
@@ -59,14 +62,26 @@ type Locks struct {
 	ticket string       // key prefix of seat locks
 	free   string       // key of the free-seat pool
 	ttl    atomic.Int64 // lock expiry in nanoseconds (SetTTL)
+	errs   *opcount.Errors
 }
+
+// Operations are the values of flux_order_redis_errors_total's operation
+// label: Locks' methods (Acquire and AcquireFor are acquire).
+var Operations = []string{"acquire", "acquire_any", "peek", "mark_sold", "release", "put_hold", "refill"}
 
 // New returns the locks of sale in rdb, with lock expiry ttl.
 func New(rdb redis.UniversalClient, sale string, ttl time.Duration) *Locks {
 	l := &Locks{rdb: rdb, ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free"}
+	l.errs = opcount.New("flux_order_redis_errors_total",
+		"Failed Redis operations by operation (a lost answer, a timeout, an error reply; not a seat found taken).",
+		Operations, func(err error) bool { return errors.Is(err, ErrPoolEmpty) || errors.Is(err, ErrAllHeld) })
 	l.SetTTL(ttl)
 	return l
 }
+
+// Instrument registers the lock space's series with reg (the pod's
+// registry): flux_order_redis_errors_total by operation.
+func (l *Locks) Instrument(reg prometheus.Registerer) { reg.MustRegister(l.errs.Collector()) }
 
 // SetTTL changes the expiry of the locks taken from now on; locks already
 // held keep theirs.
@@ -101,7 +116,8 @@ func (l *Locks) Acquire(ctx context.Context, id int64, token string) (Result, er
 }
 
 // AcquireFor is Acquire with a lock that expires after ttl (a hold's).
-func (l *Locks) AcquireFor(ctx context.Context, id int64, token string, ttl time.Duration) (Result, error) {
+func (l *Locks) AcquireFor(ctx context.Context, id int64, token string, ttl time.Duration) (_ Result, err error) {
+	defer l.errs.Deferred("acquire", &err)
 	prev, err := retryOnce(ctx, func() (string, error) {
 		return l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: ttl, Get: true}).Result()
 	})
@@ -128,6 +144,7 @@ func classify(v string) Result {
 // knows nothing about the seat (free, or its data was lost). A read,
 // retried once.
 func (l *Locks) Peek(ctx context.Context, id int64) (r Result, ok bool, err error) {
+	defer l.errs.Deferred("peek", &err)
 	v, err := retryOnce(ctx, func() (string, error) { return l.rdb.Get(ctx, l.key(id)).Result() })
 	if errors.Is(err, redis.Nil) {
 		return Result{}, false, nil
@@ -142,8 +159,9 @@ func (l *Locks) Peek(ctx context.Context, id int64) (r Result, ok bool, err erro
 // stays sold, so overwriting a lock another buyer took after ours expired is
 // right (that buyer will be refused by Postgres anyway). Setting a value and
 // removing a set member twice is doing it once: retried once.
-func (l *Locks) MarkSold(ctx context.Context, id int64, orderID string) error {
-	_, err := retryOnce(ctx, func() ([]redis.Cmder, error) {
+func (l *Locks) MarkSold(ctx context.Context, id int64, orderID string) (err error) {
+	defer l.errs.Deferred("mark_sold", &err)
+	_, err = retryOnce(ctx, func() ([]redis.Cmder, error) {
 		return l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, l.key(id), soldPrefix+orderID, 0)
 			p.SRem(ctx, l.free, id)
@@ -171,6 +189,7 @@ return 0`)
 // was no longer ours. A second run finds the token gone and does nothing:
 // retried once.
 func (l *Locks) Release(ctx context.Context, id int64, token string) (released bool, err error) {
+	defer l.errs.Deferred("release", &err)
 	n, err := retryOnce(ctx, func() (int, error) {
 		return releaseScript.Run(ctx, l.rdb, []string{l.key(id), l.free}, token, id).Int()
 	})
@@ -206,6 +225,7 @@ func (l *Locks) PutHold(ctx context.Context, id int64, token, holdID string, unt
 	_, err := retryOnce(ctx, func() (int, error) {
 		return putHoldScript.Run(ctx, l.rdb, []string{l.key(id)}, token, HoldToken(holdID), until.UnixMilli()).Int()
 	})
+	l.errs.Observe("put_hold", err) // the Release above counts as release
 	if err != nil {
 		return fmt.Errorf("put back hold %s on seat %d: %w", holdID, id, err)
 	}
@@ -235,7 +255,8 @@ var ErrAllHeld = errors.New("no free seat found in the pool")
 // answer was lost may have popped and locked a seat, and a second run would
 // lock another, leaving the first out of the pool until its lock expires and
 // a refill finds it.
-func (l *Locks) AcquireAny(ctx context.Context, token string, ttl time.Duration, tries int) (int64, error) {
+func (l *Locks) AcquireAny(ctx context.Context, token string, ttl time.Duration, tries int) (_ int64, err error) {
+	defer l.errs.Deferred("acquire_any", &err)
 	id, err := takeAnyScript.Run(ctx, l.rdb, []string{l.free}, l.ticket, token, ttl.Milliseconds(), tries).Int64()
 	switch {
 	case err != nil:
@@ -249,7 +270,8 @@ func (l *Locks) AcquireAny(ctx context.Context, token string, ttl time.Duration,
 }
 
 // Refill adds unsold seats to the free pool.
-func (l *Locks) Refill(ctx context.Context, ids []int64) error {
+func (l *Locks) Refill(ctx context.Context, ids []int64) (err error) {
+	defer l.errs.Deferred("refill", &err)
 	if len(ids) == 0 {
 		return nil
 	}
