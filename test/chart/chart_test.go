@@ -83,7 +83,14 @@ func (o object) into(t *testing.T, v any) {
 // output into objects.
 func render(t *testing.T, sets ...string) []object {
 	t.Helper()
-	args := []string{"template", release, filepath.Join(root(t), chartDir), "--namespace", namespace}
+	return renderChart(t, filepath.Join(root(t), chartDir), nil, sets...)
+}
+
+// renderChart is render of the chart in dir, with extra helm flags
+// (--api-versions: the CRDs the cluster is said to serve).
+func renderChart(t *testing.T, dir string, flags []string, sets ...string) []object {
+	t.Helper()
+	args := append([]string{"template", release, dir, "--namespace", namespace}, flags...)
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}
