@@ -37,11 +37,11 @@ envtest-assets: ## Build kube-apiserver and etcd for envtest into bin/k8s/ (only
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test-deps
-test-deps: ## Install redis-server, PostgreSQL and chromium for the tests when missing (as root; otherwise print the command)
+test-deps: ## Install redis-server, PostgreSQL, chromium and prometheus (promtool) for the tests when missing (as root; otherwise print the command)
 	@hack/test-deps.sh
 
 .PHONY: test
-test: test-deps lint verify-generated envtest-assets helm helm-lint ## Every Go test: real redis-server, PostgreSQL and kube-apiserver (envtest), the Helm chart
+test: test-deps lint verify-generated envtest-assets helm helm-lint ## Every Go test: real redis-server, PostgreSQL and kube-apiserver (envtest), Prometheus, the Helm chart
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" $(GO) test -count=1 $(PKGS)
 
 .PHONY: fuzz

@@ -541,3 +541,9 @@ func Holds(cond func() bool) func() error {
 		return errNotYet
 	}
 }
+
+// PrometheusBinary finds name ("prometheus" or "promtool", both in Debian's
+// prometheus package), or says how to install it.
+func PrometheusBinary(name string) (string, error) {
+	return lookPath(name, "apt-get install -y prometheus")
+}

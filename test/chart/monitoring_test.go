@@ -18,6 +18,7 @@ import (
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 // monitoringCRDs says the cluster serves prometheus-operator's kinds.
@@ -356,9 +357,9 @@ func TestPrometheusRule_RendersEveryAlertFile(t *testing.T) {
 
 // promtool accepts the rules exactly as the chart renders them.
 func TestPrometheusRule_PromtoolChecksTheRenderedRules(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
+	promtool, err := testservers.PrometheusBinary("promtool")
 	if err != nil {
-		t.Fatal("promtool is missing: install it with `apt-get install -y prometheus` (make test-deps does)")
+		t.Fatal(err) // names `apt-get install -y prometheus` (make test-deps does it)
 	}
 	var pr struct {
 		Spec json.RawMessage `json:"spec"`
