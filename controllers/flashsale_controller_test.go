@@ -28,6 +28,7 @@ import (
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
+	"github.com/flux-order/flux-order/internal/kubetest"
 	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 )
@@ -268,19 +269,7 @@ func patchSpec(t *testing.T, sale *salesv1alpha1.FlashSale, mutate func(*salesv1
 // ready pods.
 func markReady(t *testing.T, ns, name string, obj client.Object) {
 	t.Helper()
-	testservers.Eventually(t, 10*time.Second, poll, "mark "+name+" ready", func() error {
-		if err := get(t, ns, name, obj); err != nil {
-			return err
-		}
-		switch o := obj.(type) {
-		case *appsv1.Deployment:
-			r := ptr.Deref(o.Spec.Replicas, 1)
-			o.Status = appsv1.DeploymentStatus{ObservedGeneration: o.Generation, Replicas: r, ReadyReplicas: r, AvailableReplicas: r, UpdatedReplicas: r}
-		case *appsv1.StatefulSet:
-			o.Status = appsv1.StatefulSetStatus{ObservedGeneration: o.Generation, Replicas: 1, ReadyReplicas: 1, AvailableReplicas: 1, CurrentReplicas: 1, UpdatedReplicas: 1}
-		}
-		return k8s.Status().Update(context.Background(), obj)
-	})
+	kubetest.MarkReady(t, k8s, ns, name, obj)
 }
 
 func waitPhase(t *testing.T, sale *salesv1alpha1.FlashSale, want salesv1alpha1.Phase, timeout time.Duration) {
