@@ -118,9 +118,14 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.ensureSecrets(ctx, sale); err != nil {
 		failures = append(failures, r.failed(sale, "Secret", err))
 	}
+	var pending []pendingUpdate
 	for _, o := range desired(sale, r.Options, hibernating) {
-		if err := r.reconcileObject(ctx, sale, o); err != nil {
+		p, err := r.reconcileObject(ctx, sale, o)
+		if err != nil {
 			failures = append(failures, r.failed(sale, o.kind, err))
+		}
+		if p != nil {
+			pending = append(pending, *p)
 		}
 	}
 
@@ -128,8 +133,14 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	obs.pending = pending
 	now := r.now()
 	status := computeStatus(sale, obs, failures, now)
+	if meta.IsStatusConditionTrue(status.Conditions, salesv1alpha1.ConditionDatastoreUpdatePending) &&
+		!meta.IsStatusConditionTrue(sale.Status.Conditions, salesv1alpha1.ConditionDatastoreUpdatePending) {
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "DatastoreUpdatePending", "Reconcile", "%s",
+			meta.FindStatusCondition(status.Conditions, salesv1alpha1.ConditionDatastoreUpdatePending).Message)
+	}
 	if meta.IsStatusConditionTrue(status.Conditions, salesv1alpha1.ConditionStatusStale) &&
 		!meta.IsStatusConditionTrue(sale.Status.Conditions, salesv1alpha1.ConditionStatusStale) {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeWarning, "StatusStale", "Reconcile",
@@ -155,6 +166,14 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{RequeueAfter: d}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// reader reads around the cache (APIReader, or the client when unset).
+func (r *FlashSaleReconciler) reader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
 }
 
 func (r *FlashSaleReconciler) now() time.Time {
@@ -228,20 +247,21 @@ func desired(s *salesv1alpha1.FlashSale, o specs.Options, hibernating bool) []ow
 
 // reconcileObject server-side-applies a desired object (putting back any
 // field edited by hand, recreating it if deleted) or deletes one that must
-// no longer exist, if the sale controls it.
-func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1alpha1.FlashSale, o ownedObject) error {
+// no longer exist, if the sale controls it. A live sale's datastore keeps
+// its pod template; pending then says what the operator's would change.
+func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1alpha1.FlashSale, o ownedObject) (*pendingUpdate, error) {
 	if o.obj == nil {
 		if err := r.Get(ctx, client.ObjectKeyFromObject(o.absent), o.absent); err != nil {
-			return client.IgnoreNotFound(err)
+			return nil, client.IgnoreNotFound(err)
 		}
 		if !metav1.IsControlledBy(o.absent, sale) {
-			return nil
+			return nil, nil
 		}
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Deleted", "Reconcile", "%s %s is no longer wanted", o.kind, o.absent.GetName())
 		if err := r.Delete(ctx, o.absent); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete %s %s: %w", o.kind, o.absent.GetName(), err)
+			return nil, fmt.Errorf("delete %s %s: %w", o.kind, o.absent.GetName(), err)
 		}
-		return nil
+		return nil, nil
 	}
 	var storageErr error
 	if sts, ok := o.obj.(*appsv1.StatefulSet); ok {
@@ -251,10 +271,22 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 	err := r.Get(ctx, client.ObjectKeyFromObject(o.obj), existing)
 	created := apierrors.IsNotFound(err)
 	if err != nil && !created {
-		return err
+		return nil, err
 	}
-	if err := r.apply(ctx, o.obj); err != nil {
-		return fmt.Errorf("apply %s %s: %w", o.kind, o.obj.GetName(), err)
+	u, err := applyForm(o.obj)
+	if err != nil {
+		return nil, err
+	}
+	var pending *pendingUpdate
+	if _, pinned := o.obj.GetAnnotations()[specs.TemplateHashAnnotation]; pinned && !created {
+		// A datastore: a live sale keeps its pod template (datastoreApply).
+		live, why := datastoresLive(sale, r.now())
+		if u, pending, err = r.datastoreApply(ctx, sale, o.obj, existing, live, why); err != nil {
+			return nil, fmt.Errorf("apply %s %s: %w", o.kind, o.obj.GetName(), err)
+		}
+	}
+	if err := r.applyUnstructured(ctx, u); err != nil {
+		return nil, fmt.Errorf("apply %s %s: %w", o.kind, o.obj.GetName(), err)
 	}
 	if !created && rollsPods(existing, o.obj) {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "RollingUpdate", "Reconcile",
@@ -263,7 +295,7 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 	if created {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Created", "Reconcile", "created %s %s", o.kind, o.obj.GetName())
 	}
-	return storageErr
+	return pending, storageErr
 }
 
 // rollsPods says whether applying desired over existing replaces pods: the
@@ -281,14 +313,27 @@ func rollsPods(existing, desired client.Object) bool {
 // apply sends obj as a server-side apply with the manager's field owner,
 // taking over fields someone else changed.
 func (r *FlashSaleReconciler) apply(ctx context.Context, obj client.Object) error {
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	u, err := applyForm(obj)
 	if err != nil {
 		return err
 	}
+	return r.applyUnstructured(ctx, u)
+}
+
+func (r *FlashSaleReconciler) applyUnstructured(ctx context.Context, u *unstructured.Unstructured) error {
+	return r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+}
+
+// applyForm is obj as a server-side apply sends it: no status, no
+// creation timestamp.
+func applyForm(obj client.Object) (*unstructured.Unstructured, error) {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, err
+	}
 	delete(u, "status")
 	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
-	return r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
-		client.FieldOwner(FieldOwner), client.ForceOwnership)
+	return &unstructured.Unstructured{Object: u}, nil
 }
 
 // observe reads the workloads whose readiness makes the phase.

@@ -22,6 +22,9 @@ type observed struct {
 	redis    *appsv1.Deployment
 	postgres *appsv1.StatefulSet
 	purchase *appsv1.Deployment
+	// pending are the operator's datastore template changes that wait for
+	// the sale to stop being live.
+	pending []pendingUpdate
 }
 
 type check struct {
@@ -123,6 +126,14 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 	if hibernating {
 		hibernated = check{true, why, "the sale hibernates (" + why + "): no HPA or PDB, Redis at 0, one purchase pod; extend endsAt or add tickets to wake it"}
 	}
+	update := check{false, "UpToDate", "the datastores run the operator's current pod templates"}
+	if len(obs.pending) > 0 {
+		var what []string
+		for _, p := range obs.pending {
+			what = append(what, p.String())
+		}
+		update = check{true, "SaleLive", fmt.Sprintf("the operator's new pod templates wait until the sale is not live (Ended, hibernated, or Scheduled more than %s before it opens) or spec.datastoreUpdates is Immediate, so that no datastore restarts mid-sale; they would change %s", DatastoreUpdateLead, strings.Join(what, "; "))}
+	}
 	if reportedSoldOut(sale) {
 		st.SoldOutSince = prev.SoldOutSince
 		if st.SoldOutSince == nil {
@@ -140,6 +151,7 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		{salesv1alpha1.ConditionReady, ready},
 		{salesv1alpha1.ConditionHibernated, hibernated},
 		{salesv1alpha1.ConditionStatusStale, stale},
+		{salesv1alpha1.ConditionDatastoreUpdatePending, update},
 	} {
 		status := metav1.ConditionFalse
 		if c.ready {

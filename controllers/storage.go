@@ -49,11 +49,7 @@ func (r *FlashSaleReconciler) resizeStorage(ctx context.Context, sale *salesv1al
 		return fmt.Errorf("PersistentVolumeClaim %s has no StorageClass, so it cannot be expanded to %s; it stays %s", name, want.String(), have.String())
 	}
 	sc := &storagev1.StorageClass{}
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
-	if err := reader.Get(ctx, client.ObjectKey{Name: class}, sc); err != nil {
+	if err := r.reader().Get(ctx, client.ObjectKey{Name: class}, sc); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
 			return fmt.Errorf("PersistentVolumeClaim %s: StorageClass %s does not exist, so the volume cannot be expanded to %s; it stays %s", name, class, want.String(), have.String())

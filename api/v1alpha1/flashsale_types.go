@@ -104,7 +104,33 @@ type FlashSaleSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
+	// DatastoreUpdates says when the operator's own changes to the managed
+	// Redis and PostgreSQL pod templates (a newer operator's probes,
+	// arguments, default resources) reach this sale. Deferred (the
+	// default): while the sale is live they wait, and the condition
+	// DatastoreUpdatePending names the fields that would change; they are
+	// applied once the sale is not live (not provisioned yet, Scheduled
+	// more than 30 minutes before it opens, Ended or hibernated).
+	// Immediate: they are applied at once, restarting the datastores
+	// (Redis loses its locks, PostgreSQL restarts on its volume). Edits of
+	// this sale's own datastore fields (image, resources, tls) are applied
+	// at once either way: they are explicit.
+	// +kubebuilder:default=Deferred
+	// +optional
+	DatastoreUpdates DatastoreUpdatePolicy `json:"datastoreUpdates,omitempty"`
 }
+
+// DatastoreUpdatePolicy is when the operator's changes to a live sale's
+// datastore pod templates are applied.
+// +kubebuilder:validation:Enum=Deferred;Immediate
+type DatastoreUpdatePolicy string
+
+// Datastore update policies.
+const (
+	DatastoreUpdatesDeferred  DatastoreUpdatePolicy = "Deferred"
+	DatastoreUpdatesImmediate DatastoreUpdatePolicy = "Immediate"
+)
 
 // WaitingRoomSpec is the sale's queue: who gets in, how fast, in what order.
 type WaitingRoomSpec struct {
@@ -361,6 +387,10 @@ const (
 	// have not reported the counts for longer than the operator's bound
 	// (docs/operations.md): the counts on display may be frozen.
 	ConditionStatusStale = "StatusStale"
+	// ConditionDatastoreUpdatePending is True while the operator's changes
+	// to the managed datastores' pod templates wait for the sale to stop
+	// being live (spec.datastoreUpdates); its message names the fields.
+	ConditionDatastoreUpdatePending = "DatastoreUpdatePending"
 )
 
 // FlashSaleStatus is observed state. The operator owns every field except
@@ -414,7 +444,7 @@ type FlashSaleStatus struct {
 	// +optional
 	LastReportTime *metav1.Time `json:"lastReportTime,omitempty"`
 	// Conditions: Ready, RedisReady, PostgresReady, PurchaseAPIReady,
-	// InventorySeeded, Hibernated.
+	// InventorySeeded, Hibernated, StatusStale, DatastoreUpdatePending.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

@@ -140,7 +140,7 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 	if !Retains(s) {
 		whenDeleted = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
 	}
-	return &appsv1.StatefulSet{
+	sts := &appsv1.StatefulSet{
 		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
 		ObjectMeta: objectMeta(s, PostgresName(s), ComponentPostgres),
 		Spec: appsv1.StatefulSetSpec{
@@ -178,6 +178,8 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 			}},
 		},
 	}
+	pinTemplate(&sts.ObjectMeta, sts.Spec.Template, DatastoreInputs{Image: pg.Image, Resources: pg.Resources})
+	return sts
 }
 
 // metaForClaim labels the data volume (data-<sale>-postgres-0) so that it

@@ -65,7 +65,7 @@ func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 	container.Args = append(container.Args, "--maxmemory", strconv.FormatInt(maxmemory, 10))
 	container.LivenessProbe = tcpLiveness("redis", 3)
 	labels := SelectorLabels(s, ComponentRedis)
-	return &appsv1.Deployment{
+	dep := &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: objectMeta(s, RedisName(s), ComponentRedis),
 		Spec: appsv1.DeploymentSpec{
@@ -83,6 +83,8 @@ func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 			},
 		},
 	}
+	pinTemplate(&dep.ObjectMeta, dep.Spec.Template, DatastoreInputs{Image: r.Image, Resources: r.Resources, TLS: r.TLS})
+	return dep
 }
 
 // RedisService is the lock store's stable address.
