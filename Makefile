@@ -101,10 +101,11 @@ helm-lint: helm ## helm lint the chart (warnings fail)
 	$(HELM) lint --strict $(CHART)
 
 .PHONY: chart-crds
-chart-crds: ## Copy the generated CRD and manager ClusterRole into the chart (make manifests does it too)
+chart-crds: ## Copy the generated CRD, the manager ClusterRole and the purchase status policy into the chart (make manifests does it too)
 	rm -f $(CHART)/crds/*.yaml
 	cp config/crd/bases/*.yaml $(CHART)/crds/
 	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+	cp config/policy/purchase_status_policy.yaml $(CHART)/files/purchase-status-policy.yaml
 
 ##@ Deployment
 

@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +12,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
@@ -93,4 +97,71 @@ func TestPurchaseRole_AllowsOnlyItsOwnSale(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// applyStatusAsPod server-side-applies status fields as the sale's purchase
+// pods could, with their identity and field owner.
+func applyStatusAsPod(t *testing.T, sale *salesv1alpha1.FlashSale, status map[string]any) error {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(asPurchasePod(sale.Namespace, sale.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": salesv1alpha1.GroupVersion.String(), "kind": salesv1alpha1.FlashSaleKind,
+		"metadata": map[string]any{"name": sale.Name, "namespace": sale.Namespace},
+		"status":   status,
+	}}
+	_, err = dyn.Resource(salesv1alpha1.GroupVersion.WithResource(salesv1alpha1.FlashSaleResource)).Namespace(sale.Namespace).
+		ApplyStatus(context.Background(), sale.Name, u, metav1.ApplyOptions{FieldManager: statusreport.FieldOwner, Force: true})
+	return err
+}
+
+// Issue 21, defect 7: the pods' status patch could write the fields the
+// operator owns; a soldOutSince in the past hibernated the sale at once.
+// The chart's ValidatingAdmissionPolicy (config/policy, installed by
+// TestMain) lets them write only their counts, and checks those.
+func TestPurchasePods_MayWriteOnlyTheirCounts_CheckedBeforeTheyLand(t *testing.T) {
+	ns := newNamespace(t)
+	sale := onSale(t, ns, "guarded")
+	report := func(sold, held, available int64) map[string]any {
+		return map[string]any{"sold": sold, "held": held, "available": available, "lastReportTime": time.Now().UTC().Format(time.RFC3339)}
+	}
+	if err := applyStatusAsPod(t, sale, report(4, 1, 5)); err != nil {
+		t.Fatalf("the pods must be allowed to report their counts: %v", err)
+	}
+	longAgo := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	for _, c := range []struct {
+		name   string
+		status map[string]any
+		want   string
+	}{
+		{"soldOutSince", map[string]any{"soldOutSince": longAgo}, "operator owns"},
+		{"phase", map[string]any{"phase": "Ended"}, "operator owns"},
+		{"hibernated", map[string]any{"hibernated": true}, "operator owns"},
+		{"conditions", map[string]any{"conditions": []any{map[string]any{"type": "Ready", "status": "False", "reason": "X", "message": "", "lastTransitionTime": longAgo}}}, "operator owns"},
+		{"a negative count", report(4, -1, 7), "negative"},
+		{"more sold than tickets", report(11, 0, 0), "cannot exceed spec.tickets"},
+		{"sold shrinking while on sale", report(3, 0, 7), "cannot shrink"},
+	} {
+		var err error
+		testservers.Eventually(t, 10*time.Second, poll, c.name+" refused (the policy is in force)", func() error {
+			if err = applyStatusAsPod(t, sale, c.status); err == nil {
+				return errors.New("accepted")
+			}
+			return nil
+		})
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want a refusal saying %q, got %v", c.name, c.want, err)
+		}
+	}
+	s := saleNow(t, sale)
+	if s.Status.SoldOutSince != nil || s.Status.Hibernated || s.Status.Phase != salesv1alpha1.PhaseOnSale || *s.Status.Sold != 4 {
+		t.Fatalf("the refused writes must not land: %+v", s.Status)
+	}
+	// The reported counts keep working, including the last seat sold.
+	if err := applyStatusAsPod(t, sale, report(10, 0, 0)); err != nil {
+		t.Fatalf("selling out is a report like any other: %v", err)
+	}
+	waitPhase(t, sale, salesv1alpha1.PhaseSoldOut, 10*time.Second)
 }

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
@@ -70,6 +72,12 @@ func TestMain(m *testing.M) {
 		utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 		utilruntime.Must(salesv1alpha1.AddToScheme(scheme))
 		if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL:", err)
+			return 1
+		}
+		// What the chart installs besides the CRD: the policy on what the
+		// purchase pods may write into the status.
+		if err := createFromFiles(filepath.Join("..", "config", "policy", "purchase_status_policy*.yaml")); err != nil {
 			fmt.Fprintln(os.Stderr, "FAIL:", err)
 			return 1
 		}
@@ -146,3 +154,25 @@ func newNamespace(t *testing.T) string {
 // poll is how often a test looks at the API server again while it waits
 // (testservers.Eventually).
 const poll = 50 * time.Millisecond
+
+// createFromFiles creates every object of the YAML files matching pattern.
+func createFromFiles(pattern string) error {
+	files, err := filepath.Glob(pattern)
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("no files %s: %v", pattern, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(b, &u.Object); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		if err := k8s.Create(context.Background(), u); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+	}
+	return nil
+}

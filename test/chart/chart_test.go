@@ -512,3 +512,47 @@ func TestNoAlwaysPull(t *testing.T) {
 		}
 	}
 }
+
+// The chart installs config/policy's ValidatingAdmissionPolicy (what the
+// purchase pods may write into their sale's status) under the release's
+// name, bound with Deny; purchaseStatusPolicy.enabled=false leaves it out.
+func TestPurchaseStatusPolicyIsConfigs(t *testing.T) {
+	sameFile(t, "config/policy/purchase_status_policy.yaml", chartDir+"/files/purchase-status-policy.yaml")
+	raw, err := os.ReadFile(filepath.Join(root(t), "config/policy/purchase_status_policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type policy struct {
+		Spec map[string]any `json:"spec"`
+	}
+	want := policy{}
+	if err := yaml.Unmarshal(raw, &want); err != nil || len(want.Spec) == 0 {
+		t.Fatalf("config/policy/purchase_status_policy.yaml: %v %v", err, want)
+	}
+	objs := render(t)
+	name := release + "-purchase-status"
+	got := policy{}
+	if err := yaml.Unmarshal(find(t, objs, "ValidatingAdmissionPolicy", name).raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Spec, want.Spec) {
+		t.Errorf("the chart's policy differs from config/policy: run make chart-crds\n got %v\nwant %v", got.Spec, want.Spec)
+	}
+	var binding struct {
+		Spec struct {
+			PolicyName        string   `json:"policyName"`
+			ValidationActions []string `json:"validationActions"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(find(t, objs, "ValidatingAdmissionPolicyBinding", name).raw, &binding); err != nil {
+		t.Fatal(err)
+	}
+	if binding.Spec.PolicyName != name || !slices.Equal(binding.Spec.ValidationActions, []string{"Deny"}) {
+		t.Errorf("binding %+v, want policy %s with Deny", binding.Spec, name)
+	}
+	for _, o := range render(t, "purchaseStatusPolicy.enabled=false") {
+		if strings.HasPrefix(o.Kind, "ValidatingAdmissionPolicy") {
+			t.Errorf("purchaseStatusPolicy.enabled=false still renders %s %s", o.Kind, o.Name)
+		}
+	}
+}
