@@ -183,7 +183,8 @@ kind-load: docker-build ## Build IMG and load it, redis:7 and postgres:15 into t
 	$(KIT) $(KIND) load docker-image --name $(KIND_CLUSTER) $(IMG) $(REDIS_IMG) $(POSTGRES_IMG)
 
 .PHONY: deploy
-deploy: $(DEPLOY_LOAD) helm ## kind-load, then helm upgrade --install the chart with IMG; waits for the manager
+deploy: $(DEPLOY_LOAD) helm ## kind-load, apply the CRD (docs/install.md), then helm upgrade --install the chart with IMG; waits for the manager
+	$(KIT) $(KCTL) apply --server-side --force-conflicts -f $(CHART)/crds/
 	$(KIT) $(HELM) upgrade --install $(RELEASE) $(CHART) --kube-context $(KUBE_CONTEXT) \
 	  --namespace $(NAMESPACE) --create-namespace \
 	  --set image.repository=$(IMG_REPO) --set-string image.tag=$(IMG_TAG) --set image.pullPolicy=IfNotPresent \
