@@ -10,6 +10,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -133,7 +134,7 @@ func (r *FlashSaleReconciler) datastoreApply(ctx context.Context, sale *salesv1a
 		if immediate && live {
 			why = "spec.datastoreUpdates is Immediate"
 		}
-		r.Recorder.Eventf(sale, nil, "Normal", "DatastoreUpdated", "Reconcile",
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "DatastoreUpdated", "Reconcile",
 			"applying the operator's new pod template to %s %s (%s): %s", desired.GetObjectKind().GroupVersionKind().Kind, desired.GetName(), why, strings.Join(fields, ", "))
 		return u, nil, nil
 	}
