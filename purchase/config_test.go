@@ -3,8 +3,10 @@ package purchase_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/orderstore"
 )
 
 func TestConfigValidate_NamesTheFlag(t *testing.T) {
@@ -20,6 +22,12 @@ func TestConfigValidate_NamesTheFlag(t *testing.T) {
 		"database-url":  func(c *purchase.Config) { c.DatabaseURL = "" },
 		"lock-ttl":      func(c *purchase.Config) { c.LockTTL = purchase.MaxLockTTL + 1 },
 		"max-per-buyer": func(c *purchase.Config) { c.MaxPerBuyer = -1 },
+		// Issue 18: the group commit's bounds.
+		"confirm-batch-max": func(c *purchase.Config) {
+			c.Batching = orderstore.Batching{Max: orderstore.MaxBatchMax + 1, Flushers: 1}
+		},
+		"confirm-batch-window":   func(c *purchase.Config) { c.Batching = orderstore.Batching{Max: 8, Window: time.Second, Flushers: 1} },
+		"confirm-batch-flushers": func(c *purchase.Config) { c.Batching = orderstore.Batching{Max: 8} },
 		// Issue 17, defect 7: no pod without a sale secret, nor with a short one.
 		"sale-secret": func(c *purchase.Config) { c.SaleSecret = "" },
 		"ends-at": func(c *purchase.Config) {
