@@ -46,6 +46,10 @@ const (
 	MaxBatchMax = 256
 	// batchTimeout bounds a batch whose members have no deadline.
 	batchTimeout = 5 * time.Second
+	// minStatementTime: a member with less time left is not sent (it
+	// could not be confirmed in time anyway), so that one late member
+	// cannot cut the statement short for the whole batch.
+	minStatementTime = 250 * time.Millisecond
 )
 
 // DefaultBatching is what a Store uses unless told otherwise.
@@ -220,21 +224,31 @@ drain:
 // send runs one statement for batch and answers each member. Members whose
 // caller has gone are still sent: their lock is taken and their buyer may
 // learn the outcome from GET /v1/orders/{id}; the statement's deadline is
-// the earliest member's, so no commit of it can appear after a caller was
-// told its outcome is unknown for longer than that.
+// the earliest member's, so no commit of it can appear after a member's
+// own bound (its settle time holds). A member with less than
+// minStatementTime left is answered at once and not sent.
 func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
-	if len(batch) == 0 {
-		return
-	}
 	now := time.Now()
 	deadline := now.Add(batchTimeout)
-	reqs := make([]Req, len(batch))
-	for i, c := range batch {
-		reqs[i] = c.req
+	live := batch[:0]
+	for _, c := range batch {
+		if !c.deadline.IsZero() && c.deadline.Sub(now) < minStatementTime {
+			c.done <- outcome[Res]{err: context.DeadlineExceeded} // never sent: no order
+			continue
+		}
+		live = append(live, c)
 		if !c.deadline.IsZero() && c.deadline.Before(deadline) {
 			deadline = c.deadline
 		}
 		b.metrics.wait.Observe(now.Sub(c.queued).Seconds())
+	}
+	batch = live
+	if len(batch) == 0 {
+		return
+	}
+	reqs := make([]Req, len(batch))
+	for i, c := range batch {
+		reqs[i] = c.req
 	}
 	b.metrics.size.Observe(float64(len(batch)))
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)

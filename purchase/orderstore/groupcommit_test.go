@@ -322,3 +322,28 @@ func TestGroupCommit_ThreePodsSharedBuyers_NoDeadlockNoDoubleSale(t *testing.T) 
 		})
 	}
 }
+
+// A member whose time is nearly up when its batch leaves is answered at
+// once and not sent: it cannot cut the statement short for the others.
+func TestBatcher_AMemberOutOfTime_IsNotSentAndDoesNotShortenTheBatch(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 10)
+	late, cancel := context.WithDeadline(ctx, time.Now().Add(minStatementTime/2))
+	defer cancel()
+	b := s.purchases
+	lateCall := &call[Purchase, memberResult]{req: Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "late"},
+		done: make(chan outcome[memberResult], 1)}
+	lateCall.deadline, _ = late.Deadline()
+	onTime := &call[Purchase, memberResult]{req: Purchase{TicketID: 2, OrderID: uuid.New(), BuyerID: "on-time"},
+		done: make(chan outcome[memberResult], 1), deadline: time.Now().Add(time.Minute)}
+	b.send([]*call[Purchase, memberResult]{lateCall, onTime})
+	if o := <-lateCall.done; !errors.Is(o.err, context.DeadlineExceeded) {
+		t.Fatalf("the late member: want DeadlineExceeded, got %+v", o)
+	}
+	if o := <-onTime.done; o.err != nil || o.res.outcome != "ok" {
+		t.Fatalf("the member on time must commit, got %+v", o)
+	}
+	if sold, _, _ := s.TicketState(ctx, 1); sold {
+		t.Fatal("the late member was sent: seat 1 sold")
+	}
+}
