@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +17,8 @@ import (
 // 00005). A batch leaves at once when a flusher is free: a lone buyer waits
 // for nobody. While the pod's other batches are in flight, a batch may
 // linger up to Window to fill; it always leaves when it holds Max members.
+// A batch of one runs the one-order function of migration 00003 (cheaper
+// for one member than the batch function's set-based steps).
 
 // Batching configures the group commit of a Store.
 type Batching struct {
@@ -93,25 +94,29 @@ type outcome[Res any] struct {
 // seat, an idempotency key, a hold): a member that shares one with an
 // earlier member waits for the next batch, where it sees the first one's
 // outcome as if it had come after it.
+//
+// There are no flusher goroutines to hand a member to: the caller that
+// finds a flusher slot free runs the statement itself, for every member
+// waiting then, so a lone buyer pays no hand-off between goroutines. Once
+// its own member is answered it returns, and a goroutine takes its slot
+// over if members are still waiting.
 type batcher[Req, Res any] struct {
 	cfg       Batching
 	flush     func(ctx context.Context, reqs []Req) ([]Res, error)
 	conflicts func(Req) [2]string
-	in        chan *call[Req, Res]
-	inFlight  atomic.Int32
 	metrics   *batchSeries
-	stop      chan struct{}
-	wg        sync.WaitGroup
+
+	mu      sync.Mutex
+	pending []*call[Req, Res]
+	busy    int           // flusher slots taken
+	arrived chan struct{} // a member arrived (for a lingering flusher)
+	closed  bool
+	wg      sync.WaitGroup // flushers running
 }
 
 func newBatcher[Req, Res any](cfg Batching, m *batchSeries, conflicts func(Req) [2]string,
 	flush func(ctx context.Context, reqs []Req) ([]Res, error)) *batcher[Req, Res] {
-	b := &batcher[Req, Res]{cfg: cfg, flush: flush, conflicts: conflicts, metrics: m,
-		in: make(chan *call[Req, Res], cfg.Max*cfg.Flushers), stop: make(chan struct{})}
-	for range cfg.Flushers {
-		b.wg.Go(b.loop)
-	}
-	return b
+	return &batcher[Req, Res]{cfg: cfg, flush: flush, conflicts: conflicts, metrics: m, arrived: make(chan struct{}, 1)}
 }
 
 // do sends req with the next batch and waits for its result. If ctx ends
@@ -121,12 +126,24 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	var zero Res
 	c := &call[Req, Res]{req: req, queued: time.Now(), done: make(chan outcome[Res], 1)}
 	c.deadline, _ = ctx.Deadline()
-	select {
-	case b.in <- c:
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	case <-b.stop:
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
 		return zero, errBatchStopped
+	}
+	b.pending = append(b.pending, c)
+	lead := b.busy < b.cfg.Flushers
+	if lead {
+		b.busy++
+		b.wg.Add(1)
+	}
+	b.mu.Unlock()
+	select {
+	case b.arrived <- struct{}{}:
+	default:
+	}
+	if lead {
+		b.lead(c)
 	}
 	select {
 	case o := <-c.done:
@@ -136,89 +153,127 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	}
 }
 
-// close stops the flushers once the batches in flight are answered;
-// members still queued are answered errBatchStopped.
-func (b *batcher[Req, Res]) close() {
-	close(b.stop)
-	b.wg.Wait()
+// lead runs batches in the caller's goroutine until c is answered (by this
+// flusher or another), then hands the slot to a goroutine if members still
+// wait, or gives it back. Both are decided under the lock a new member
+// takes to see whether a slot is free, so no member waits without one.
+func (b *batcher[Req, Res]) lead(c *call[Req, Res]) {
 	for {
-		select {
-		case c := <-b.in:
-			c.done <- outcome[Res]{err: errBatchStopped}
-		default:
+		batch, mine := b.take(c)
+		if len(batch) == 0 {
+			break // another flusher took c
+		}
+		b.send(batch)
+		if mine {
+			break
+		}
+	}
+	b.mu.Lock()
+	if len(b.pending) > 0 {
+		b.mu.Unlock()
+		go b.drain()
+		return
+	}
+	b.busy--
+	b.mu.Unlock()
+	b.wg.Done()
+}
+
+// drain runs batches until nobody waits, then gives the slot back.
+func (b *batcher[Req, Res]) drain() {
+	for {
+		b.mu.Lock()
+		if len(b.pending) == 0 {
+			b.busy--
+			b.mu.Unlock()
+			b.wg.Done()
 			return
 		}
-	}
-}
-
-func (b *batcher[Req, Res]) loop() {
-	var next []*call[Req, Res] // deferred by a conflict
-	for {
-		if len(next) == 0 {
-			select {
-			case c := <-b.in:
-				next = append(next, c)
-			case <-b.stop:
-				return
-			}
+		b.mu.Unlock()
+		if batch, _ := b.take(nil); len(batch) > 0 {
+			b.send(batch)
 		}
-		batch, rest := b.collect(next)
-		next = rest
-		b.send(batch)
 	}
 }
 
-// collect fills a batch from the deferred calls, then the queue, then,
-// while another batch is in flight, whatever arrives within the window.
-func (b *batcher[Req, Res]) collect(pending []*call[Req, Res]) (batch, deferred []*call[Req, Res]) {
+// take removes the next batch from the queue: the waiting members in
+// order, up to Max, without two that conflict (those wait for the next
+// batch); then, while another batch is in flight, whatever arrives within
+// the window. mine says whether c is in it.
+func (b *batcher[Req, Res]) take(c *call[Req, Res]) (batch []*call[Req, Res], mine bool) {
 	seen := make(map[string]bool, 2*b.cfg.Max)
-	add := func(c *call[Req, Res]) {
-		keys := b.conflicts(c.req)
-		for _, k := range keys {
-			if k != "" && seen[k] {
-				deferred = append(deferred, c)
-				return
-			}
-		}
-		for _, k := range keys {
-			if k != "" {
-				seen[k] = true
-			}
-		}
-		batch = append(batch, c)
-	}
-	for _, c := range pending {
-		if len(batch) < b.cfg.Max {
-			add(c)
-		} else {
-			deferred = append(deferred, c)
-		}
-	}
-drain:
-	for len(batch) < b.cfg.Max {
-		select {
-		case c := <-b.in:
-			add(c)
-		default:
-			break drain
-		}
-	}
-	if len(batch) < b.cfg.Max && b.cfg.Window > 0 && b.inFlight.Load() > 0 {
+	b.mu.Lock()
+	batch = b.pick(batch, seen)
+	linger := len(batch) > 0 && len(batch) < b.cfg.Max && b.cfg.Window > 0 && b.busy > 1
+	b.mu.Unlock()
+	if linger {
 		window := time.NewTimer(b.cfg.Window)
 		defer window.Stop()
-	linger:
+	wait:
 		for len(batch) < b.cfg.Max {
 			select {
-			case c := <-b.in:
-				add(c)
+			case <-b.arrived:
+				b.mu.Lock()
+				batch = b.pick(batch, seen)
+				b.mu.Unlock()
 			case <-window.C:
-				break linger
-			case <-b.stop:
-				break linger
+				break wait
 			}
 		}
 	}
-	return batch, deferred
+	for _, m := range batch {
+		if m == c {
+			mine = true
+		}
+	}
+	return batch, mine
+}
+
+// pick moves waiting members into batch (b.mu held).
+func (b *batcher[Req, Res]) pick(batch []*call[Req, Res], seen map[string]bool) []*call[Req, Res] {
+	rest := b.pending[:0]
+	for _, m := range b.pending {
+		if len(batch) >= b.cfg.Max || b.conflict(m, seen) {
+			rest = append(rest, m)
+			continue
+		}
+		batch = append(batch, m)
+	}
+	clear(b.pending[len(rest):])
+	b.pending = rest
+	return batch
+}
+
+// conflict says whether m shares a seat, key or hold with a member already
+// in the batch (seen), and otherwise marks m's.
+func (b *batcher[Req, Res]) conflict(m *call[Req, Res], seen map[string]bool) bool {
+	keys := b.conflicts(m.req)
+	for _, k := range keys {
+		if k != "" && seen[k] {
+			return true
+		}
+	}
+	for _, k := range keys {
+		if k != "" {
+			seen[k] = true
+		}
+	}
+	return false
+}
+
+// close waits for the batches in flight; members still queued are
+// answered errBatchStopped.
+func (b *batcher[Req, Res]) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.wg.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.pending {
+		c.done <- outcome[Res]{err: errBatchStopped}
+	}
+	b.pending = nil
 }
 
 // send runs one statement for batch and answers each member. Members whose
@@ -253,9 +308,7 @@ func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
 	b.metrics.size.Observe(float64(len(batch)))
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	b.inFlight.Add(1)
 	res, err := b.flush(ctx, reqs)
-	b.inFlight.Add(-1)
 	b.metrics.commit.Observe(time.Since(now).Seconds())
 	if err == nil && len(res) != len(batch) {
 		err = fmt.Errorf("a batch of %d answered %d results", len(batch), len(res))

@@ -2,6 +2,7 @@ package orderstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The three group-commit statements of migration 00005 and the mapping of
@@ -100,6 +102,9 @@ func purchaseConflicts(p Purchase) [2]string {
 
 func (s *Store) confirmPurchases(ctx context.Context, ps []Purchase) ([]memberResult, error) {
 	return partition(ps, func(p Purchase) int { return p.MaxPerBuyer }, func(ps []Purchase) ([]memberResult, error) {
+		if len(ps) == 1 {
+			return s.confirmOne(ctx, ps[0])
+		}
 		tickets := make([]int64, len(ps))
 		orders := make([]uuid.UUID, len(ps))
 		buyers := make([]string, len(ps))
@@ -186,6 +191,9 @@ type holdSetting struct {
 func (s *Store) holdSeats(ctx context.Context, rs []HoldRequest) ([]memberResult, error) {
 	setting := func(r HoldRequest) holdSetting { return holdSetting{r.TTL, r.MaxPerBuyer} }
 	return partition(rs, setting, func(rs []HoldRequest) ([]memberResult, error) {
+		if len(rs) == 1 {
+			return s.holdOne(ctx, rs[0])
+		}
 		tickets := make([]int64, len(rs))
 		holds := make([]uuid.UUID, len(rs))
 		buyers := make([]string, len(rs))
@@ -227,6 +235,9 @@ type holdConfirm struct {
 func confirmConflicts(c holdConfirm) [2]string { return [2]string{"h\x00" + c.hold.String()} }
 
 func (s *Store) confirmHolds(ctx context.Context, cs []holdConfirm) ([]memberResult, error) {
+	if len(cs) == 1 {
+		return s.confirmHoldOne(ctx, cs[0])
+	}
 	holds := make([]uuid.UUID, len(cs))
 	buyers := make([]string, len(cs))
 	orders := make([]uuid.UUID, len(cs))
@@ -256,4 +267,104 @@ func (s *Store) confirmHolds(ctx context.Context, cs []holdConfirm) ([]memberRes
 		return nil, fmt.Errorf("confirm %d holds: %w", len(cs), err)
 	}
 	return res, nil
+}
+
+// A batch of one runs the one-order function of migration 00003: for one
+// member it costs PostgreSQL about half the batch function's set-based
+// steps, which a lone buyer would feel. Both take their locks in the same
+// order. Its refusals are RAISEd (the SQLSTATEs of seatError), which for a
+// batch of one undo nothing else.
+
+// oneRefusal turns a one-order function's refusal into its member's row;
+// ok is false for any other error.
+func oneRefusal(err error) (memberResult, bool) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return memberResult{}, false
+	}
+	outcome, ok := refusalCodes[pgErr.Code]
+	if !ok {
+		return memberResult{}, false
+	}
+	if pgErr.Code == "FO005" && pgErr.Detail == "released" {
+		outcome = "released"
+	}
+	return memberResult{outcome: outcome, detail: pgErr.Detail}, true
+}
+
+// refusalCodes are the one-order functions' SQLSTATEs and the batch
+// outcomes they match.
+var refusalCodes = map[string]string{"FO001": "sold", "FO002": "limit", "FO003": "held", "FO004": "nohold", "FO005": "expired"}
+
+func replayedOr(replayed bool) string {
+	if replayed {
+		return "replayed"
+	}
+	return "ok"
+}
+
+func (s *Store) confirmOne(ctx context.Context, p Purchase) ([]memberResult, error) {
+	var key *string
+	if p.IdempotencyKey != "" {
+		key = &p.IdempotencyKey
+	}
+	var m memberResult
+	var replayed bool
+	err := s.pool.QueryRow(ctx, `SELECT * FROM confirm_purchase($1, $2, $3, $4, $5)`,
+		p.TicketID, p.OrderID, p.BuyerID, key, p.MaxPerBuyer).
+		Scan(&replayed, &m.order.ID, &m.order.TicketID, &m.order.BuyerID, &m.order.PurchasedAt)
+	if r, ok := oneRefusal(err); ok {
+		return []memberResult{r}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("confirm a purchase: %w", err)
+	}
+	m.outcome = replayedOr(replayed)
+	return []memberResult{m}, nil
+}
+
+func (s *Store) holdOne(ctx context.Context, r HoldRequest) ([]memberResult, error) {
+	var m memberResult
+	var replayed bool
+	err := s.pool.QueryRow(ctx, `SELECT * FROM hold_seat($1, $2, $3, $4, $5)`,
+		r.TicketID, r.HoldID, r.BuyerID, r.TTL.Milliseconds(), r.MaxPerBuyer).
+		Scan(&replayed, &m.hold.ID, &m.hold.TicketID, &m.hold.BuyerID, &m.hold.ExpiresAt)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "holds_pkey" {
+		// hold_seat takes no lock on the hold id: a concurrent retry of the
+		// same keyed hold committed first, perhaps on another seat. This
+		// attempt is its replay.
+		h, herr := s.Hold(ctx, r.HoldID)
+		if herr != nil {
+			return nil, fmt.Errorf("hold a seat: replay hold %s: %w", r.HoldID, herr)
+		}
+		return []memberResult{{outcome: "replayed", hold: h}}, nil
+	}
+	if res, ok := oneRefusal(err); ok {
+		return []memberResult{res}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hold a seat: %w", err)
+	}
+	m.hold.State = HoldHeld
+	m.outcome = replayedOr(replayed)
+	return []memberResult{m}, nil
+}
+
+func (s *Store) confirmHoldOne(ctx context.Context, c holdConfirm) ([]memberResult, error) {
+	var m memberResult
+	var replayed bool
+	var hold uuid.NullUUID
+	var ref *string
+	err := s.pool.QueryRow(ctx, `SELECT * FROM confirm_hold($1, $2, $3, $4)`, c.hold, c.buyer, c.order, c.paymentRef).
+		Scan(&replayed, &m.order.ID, &m.order.TicketID, &m.order.BuyerID, &m.order.PurchasedAt, &hold, &ref)
+	if r, ok := oneRefusal(err); ok {
+		return []memberResult{r}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("confirm a hold: %w", err)
+	}
+	m.order.HoldID, m.order.PaymentRef = hold.UUID, deref(ref)
+	m.outcome = replayedOr(replayed)
+	return []memberResult{m}, nil
 }

@@ -183,11 +183,10 @@ func TestHoldSeatsAndConfirmHolds_OneBatch_EachOutcomeIsItsOwn(t *testing.T) {
 }
 
 // TestBatcher_ASharedSeatOrKeyWaitsForTheNextBatch checks the batch a
-// flusher collects: members that share a seat or an idempotency key with
-// an earlier one are deferred, in order, and a full batch defers the rest.
+// flusher takes: members that share a seat or an idempotency key with an
+// earlier one wait, in order, and a full batch leaves the rest waiting.
 func TestBatcher_ASharedSeatOrKeyWaitsForTheNextBatch(t *testing.T) {
-	b := &batcher[Purchase, memberResult]{cfg: Batching{Max: 4, Flushers: 1}, conflicts: purchaseConflicts,
-		in: make(chan *call[Purchase, memberResult], 16)}
+	b := newBatcher[Purchase, memberResult](Batching{Max: 4, Flushers: 1}, nil, purchaseConflicts, nil)
 	for _, p := range []Purchase{
 		{TicketID: 1, BuyerID: "a"},
 		{TicketID: 1, BuyerID: "b"},                      // seat 1 again
@@ -197,25 +196,66 @@ func TestBatcher_ASharedSeatOrKeyWaitsForTheNextBatch(t *testing.T) {
 		{TicketID: 4, BuyerID: "e"},
 		{TicketID: 5, BuyerID: "f"}, // beyond Max
 	} {
-		b.in <- &call[Purchase, memberResult]{req: p}
+		b.pending = append(b.pending, &call[Purchase, memberResult]{req: p})
 	}
-	batch, deferred := b.collect(nil)
 	seats := func(cs []*call[Purchase, memberResult]) (s []string) {
 		for _, c := range cs {
 			s = append(s, fmt.Sprintf("%d%s", c.req.TicketID, c.req.BuyerID))
 		}
 		return s
 	}
+	batch, _ := b.take(nil)
 	if got := fmt.Sprint(seats(batch)); got != "[1a 2c 3d 4e]" {
 		t.Errorf("batch %s, want [1a 2c 3d 4e]", got)
 	}
-	if got := fmt.Sprint(seats(deferred)); got != "[1b 3c]" {
-		t.Errorf("deferred %s, want [1b 3c]", got)
+	if got := fmt.Sprint(seats(b.pending)); got != "[1b 3c 5f]" {
+		t.Errorf("waiting %s, want [1b 3c 5f]", got)
 	}
-	// The next batch starts with the deferred members, then the queue.
-	batch, deferred = b.collect(deferred)
-	if got := fmt.Sprint(seats(batch)); got != "[1b 3c 5f]" || len(deferred) != 0 {
-		t.Errorf("next batch %s (deferred %d), want [1b 3c 5f]", got, len(deferred))
+	// The next batch takes the members that waited, in order.
+	batch, _ = b.take(nil)
+	if got := fmt.Sprint(seats(batch)); got != "[1b 3c 5f]" || len(b.pending) != 0 {
+		t.Errorf("next batch %s (waiting %d), want [1b 3c 5f]", got, len(b.pending))
+	}
+}
+
+// A lone buyer's confirmation runs in its own goroutine, at once, and the
+// flusher slots come back; concurrent ones share statements.
+func TestBatcher_ALoneMemberRunsAtOnce_ConcurrentOnesShare(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	release := make(chan struct{})
+	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 1}, newBatchMetrics().series("test"),
+		func(int) [2]string { return [2]string{} },
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
+			mu.Lock()
+			sizes = append(sizes, len(reqs))
+			first := len(sizes) == 1
+			mu.Unlock()
+			if first {
+				<-release // the first statement is slow: the others queue behind it
+			}
+			return make([]memberResult, len(reqs)), nil
+		})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = b.do(ctx, 0) })
+	for !func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.busy == 1 && len(b.pending) == 0 }() {
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 10 {
+		wg.Go(func() { _, _ = b.do(ctx, i+1) })
+	}
+	for !func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pending) == 10 }() {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	b.close()
+	if fmt.Sprint(sizes) != "[1 10]" {
+		t.Fatalf("statements of %v members, want [1 10]: the ten waiting behind the first share one", sizes)
+	}
+	if b.busy != 0 {
+		t.Fatalf("%d flusher slots still taken after every member was answered", b.busy)
 	}
 }
 

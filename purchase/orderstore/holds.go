@@ -79,11 +79,10 @@ type HoldRequest struct {
 // seatError maps the one-order functions' SQLSTATEs (migration 00003) to
 // the refusals of the batch outcomes they match; nil for others.
 func seatError(e *pgconn.PgError) error {
-	outcome, ok := map[string]string{"FO001": "sold", "FO002": "limit", "FO003": "held", "FO004": "nohold", "FO005": "expired"}[e.Code]
-	if !ok {
-		return nil
+	if m, ok := oneRefusal(e); ok {
+		return m.refusal()
 	}
-	return memberResult{outcome: outcome, detail: e.Detail}.refusal()
+	return nil
 }
 
 // seatRefusal is the refusal err carries (seatError), or nil when err is
