@@ -82,12 +82,18 @@ func (s *testSale) buyWithPass(ticket int64, buyer, pass string) purchasetest.An
 	return s.Post(0, fmt.Sprintf("/v1/tickets/%d/purchase", ticket), fmt.Sprintf(`{"buyerId":%q}`, buyer), h)
 }
 
-// queueRows is the queue's truth in Postgres: buyer → slot, and the
-// serving slot.
+// queueRows is the queue's truth in Postgres: buyer → slot (a shuffled
+// prequeue's slot computed from the seed the shuffle stored, as every pod
+// computes it), and the serving slot.
 func (s *testSale) queueRows() (map[string]int64, int64) {
 	s.T.Helper()
 	ctx := context.Background()
-	rows, err := s.DB.Query(ctx, `SELECT buyer_id, slot FROM queue`)
+	var st orderstore.QueueState
+	if err := s.DB.QueryRow(ctx, `SELECT serving_slot, shuffle_seed, coalesce(prequeue_seq, 0) FROM queue_state`).
+		Scan(&st.ServingSlot, &st.ShuffleSeed, &st.PrequeueSeq); err != nil {
+		s.T.Fatal(err)
+	}
+	rows, err := s.DB.Query(ctx, `SELECT buyer_id, seq FROM queue`)
 	if err != nil {
 		s.T.Fatal(err)
 	}
@@ -95,17 +101,16 @@ func (s *testSale) queueRows() (map[string]int64, int64) {
 	slots := map[string]int64{}
 	for rows.Next() {
 		var b string
-		var slot int64
-		if err := rows.Scan(&b, &slot); err != nil {
+		var seq int64
+		if err := rows.Scan(&b, &seq); err != nil {
 			s.T.Fatal(err)
 		}
-		slots[b] = slot
+		slots[b] = waitingroom.Slot(st, seq)
 	}
-	var serving int64
-	if err := s.DB.QueryRow(ctx, `SELECT serving_slot FROM queue_state`).Scan(&serving); err != nil {
+	if err := rows.Err(); err != nil {
 		s.T.Fatal(err)
 	}
-	return slots, serving
+	return slots, st.ServingSlot
 }
 
 // queueState is the pod's view of the queue (zero before its first read).

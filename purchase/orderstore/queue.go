@@ -12,7 +12,7 @@ import (
 	"github.com/flux-order/flux-order/internal/opcount"
 )
 
-// The waiting room's queries (migration 00004). Joins are written in
+// The waiting room's queries (migrations 00004 and 00006). Joins are written in
 // batches (one statement for many buyers); admission is one pod's job at a
 // time, under queueAdmitterLockID.
 
@@ -164,9 +164,24 @@ func (a *Admitter) Close() {
 	a.conn.Release()
 }
 
-// AdmitNext admits up to n more buyers in slot order and records the step.
-// It returns the new state and how many it admitted.
-func (a *Admitter) AdmitNext(ctx context.Context, n int64) (st QueueState, admitted int64, err error) {
+// SeqAt maps a slot of a shuffled prequeue (1..prequeue) to the seq of the
+// buyer the shuffle keyed by seed placed there (waitingroom.ShuffledSeq).
+type SeqAt func(seed []byte, prequeue, slot int64) int64
+
+// maxShuffledScan bounds the prequeue slots one step looks at: a stretch of
+// seqs that no row holds (joins whose statement failed) is passed over in
+// steps of this many, never read whole.
+const maxShuffledScan = 1 << 16
+
+// AdmitNext admits up to n more buyers in slot order and records the step
+// (and each buyer it admitted, in queue_admitted). It returns the new state
+// and how many it admitted.
+//
+// It reads the rows it admits and no others: beyond a shuffled prequeue the
+// next n rows by slot (= seq, an index range); within it, the seqs seqAt
+// places at the next slots, looked up by seq. Nothing is rewritten at the
+// shuffle, so a prequeue of a million starts as fast as one of ten.
+func (a *Admitter) AdmitNext(ctx context.Context, n int64, seqAt SeqAt) (st QueueState, admitted int64, err error) {
 	defer a.errs.Deferred("admit_next", &err)
 	err = pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
 		// Waits for joins in flight and keeps new ones out until commit:
@@ -174,26 +189,39 @@ func (a *Admitter) AdmitNext(ctx context.Context, n int64) (st QueueState, admit
 		if _, err := tx.Exec(ctx, `LOCK TABLE queue IN SHARE MODE`); err != nil {
 			return fmt.Errorf("lock queue: %w", err)
 		}
-		if err := tx.QueryRow(ctx, `SELECT serving_slot, admitted FROM queue_state FOR UPDATE`).Scan(&st.ServingSlot, &st.Admitted); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT serving_slot, admitted, shuffle_seed, coalesce(prequeue_seq, 0) FROM queue_state FOR UPDATE`).
+			Scan(&st.ServingSlot, &st.Admitted, &st.ShuffleSeed, &st.PrequeueSeq); err != nil {
 			return fmt.Errorf("read queue state: %w", err)
 		}
-		var top *int64
-		if err := tx.QueryRow(ctx, `SELECT max(slot), count(*) FROM (
-				SELECT slot FROM queue WHERE slot > $1 ORDER BY slot LIMIT $2) AS next`,
-			st.ServingSlot, n).Scan(&top, &admitted); err != nil {
-			return fmt.Errorf("find slots after %d: %w", st.ServingSlot, err)
+		from := st.ServingSlot
+		next := admitNext{serving: st.ServingSlot, want: n}
+		if st.ShuffleSeed != nil && next.serving < st.PrequeueSeq {
+			if err := next.shuffled(ctx, tx, st, seqAt); err != nil {
+				return err
+			}
 		}
-		if admitted == 0 {
+		if next.left() > 0 && (st.ShuffleSeed == nil || next.serving >= st.PrequeueSeq) {
+			// Past the prequeue a row's slot is its seq (rows a shuffle
+			// before 00006 rewrote have slots ≤ prequeue, behind us).
+			if err := next.inOrder(ctx, tx); err != nil {
+				return err
+			}
+		}
+		if next.serving == from {
 			return nil
 		}
-		from := st.ServingSlot
-		st.ServingSlot, st.Admitted = *top, st.Admitted+admitted
+		admitted = int64(len(next.slots))
+		st.ServingSlot, st.Admitted = next.serving, st.Admitted+admitted
 		if _, err := tx.Exec(ctx, `UPDATE queue_state SET serving_slot = $1, admitted = $2`, st.ServingSlot, st.Admitted); err != nil {
 			return fmt.Errorf("update queue state: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO queue_admissions (from_slot, serving_slot, admitted) VALUES ($1, $2, $3)`,
 			from, st.ServingSlot, admitted); err != nil {
 			return fmt.Errorf("record admission: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO queue_admitted (slot, buyer_id)
+			SELECT * FROM unnest($1::bigint[], $2::text[]) ON CONFLICT (slot) DO NOTHING`, next.slots, next.buyers); err != nil {
+			return fmt.Errorf("record %d admitted buyers: %w", admitted, err)
 		}
 		return nil
 	})
@@ -203,12 +231,82 @@ func (a *Admitter) AdmitNext(ctx context.Context, n int64) (st QueueState, admit
 	return st, admitted, nil
 }
 
-// CountWaiting counts the buyers behind the serving slot and records it.
+// admitNext gathers one step's buyers: the serving slot moves past each
+// slot looked at, and past the last buyer taken.
+type admitNext struct {
+	serving int64
+	want    int64
+	slots   []int64
+	buyers  []string
+}
+
+func (x *admitNext) left() int64 { return x.want - int64(len(x.slots)) }
+
+// shuffled takes buyers from a shuffled prequeue: the seqs at the next
+// slots, a window at a time (twice what is left to find, as a few seqs are
+// gaps), looked up by seq.
+func (x *admitNext) shuffled(ctx context.Context, tx pgx.Tx, st QueueState, seqAt SeqAt) error {
+	for scanned := int64(0); x.left() > 0 && x.serving < st.PrequeueSeq && scanned < maxShuffledScan; {
+		w := min(st.PrequeueSeq-x.serving, max(2*x.left(), 64), maxShuffledScan-scanned)
+		seqs := make([]int64, w)
+		for i := range seqs {
+			seqs[i] = seqAt(st.ShuffleSeed, st.PrequeueSeq, x.serving+1+int64(i))
+		}
+		rows, err := tx.Query(ctx, `SELECT seq, buyer_id FROM queue WHERE seq = ANY($1::bigint[])`, seqs)
+		if err != nil {
+			return fmt.Errorf("read the prequeue's slots after %d: %w", x.serving, err)
+		}
+		buyer := map[int64]string{}
+		var seq int64
+		var b string
+		if _, err := pgx.ForEachRow(rows, []any{&seq, &b}, func() error { buyer[seq] = b; return nil }); err != nil {
+			return fmt.Errorf("read the prequeue's slots after %d: %w", x.serving, err)
+		}
+		base := x.serving
+		x.serving += w
+		scanned += w
+		for i, q := range seqs {
+			b, ok := buyer[q]
+			if !ok {
+				continue // a seq drawn by a join that failed
+			}
+			x.slots, x.buyers = append(x.slots, base+1+int64(i)), append(x.buyers, b)
+			if x.left() == 0 {
+				x.serving = base + 1 + int64(i)
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// inOrder takes the next buyers in join order.
+func (x *admitNext) inOrder(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, `SELECT slot, buyer_id FROM queue WHERE slot > $1 ORDER BY slot LIMIT $2`, x.serving, x.left())
+	if err != nil {
+		return fmt.Errorf("find slots after %d: %w", x.serving, err)
+	}
+	var slot int64
+	var b string
+	if _, err := pgx.ForEachRow(rows, []any{&slot, &b}, func() error {
+		x.slots, x.buyers, x.serving = append(x.slots, slot), append(x.buyers, b), slot
+		return nil
+	}); err != nil {
+		return fmt.Errorf("find slots after %d: %w", x.serving, err)
+	}
+	return nil
+}
+
+// CountWaiting records the buyers behind the serving slot, as the places
+// left: the last seq minus the serving slot (the slots 1..last seq are
+// the places of seqs 1..last seq, shuffled or not). A seq no row holds
+// (a join whose statement failed) is counted too, as position counts it.
+// One index probe, whatever the queue's length: never a count(*).
 func (a *Admitter) CountWaiting(ctx context.Context) (_ int64, err error) {
 	defer a.errs.Deferred("count_waiting", &err)
 	var n int64
-	err = a.conn.QueryRow(ctx, `UPDATE queue_state SET waiting = (
-			SELECT count(*) FROM queue WHERE slot > queue_state.serving_slot)
+	err = a.conn.QueryRow(ctx, `UPDATE queue_state SET waiting = greatest(0,
+			(SELECT coalesce(max(seq), 0) FROM queue) - queue_state.serving_slot)
 		RETURNING waiting`).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count waiting buyers: %w", err)
@@ -219,16 +317,15 @@ func (a *Admitter) CountWaiting(ctx context.Context) (_ int64, err error) {
 // CountActive counts the active buyers: admitted less than passTTL ago
 // (their pass is still valid), without a ticket yet (no count in buyers,
 // which every order increments) and without a live hold (a held seat is
-// already out of the available ones). One range scan of the slots
-// admitted within passTTL.
+// already out of the available ones). One range scan of queue_admitted,
+// the slots admitted within passTTL.
 func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (_ int64, err error) {
 	defer a.errs.Deferred("count_active", &err)
 	var n int64
-	err = a.conn.QueryRow(ctx, `SELECT count(*) FROM queue q
+	err = a.conn.QueryRow(ctx, `SELECT count(*) FROM queue_admitted q
 		WHERE q.slot > coalesce((SELECT from_slot FROM queue_admissions
 				WHERE at > clock_timestamp() - $1 * interval '1 millisecond' ORDER BY at LIMIT 1),
 			(SELECT serving_slot FROM queue_state))
-		AND q.slot <= (SELECT serving_slot FROM queue_state)
 		AND NOT EXISTS (SELECT 1 FROM buyers b WHERE b.buyer_id = q.buyer_id AND b.tickets > 0)
 		AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.buyer_id = q.buyer_id AND h.state = 'held'
 			AND h.expires_at > clock_timestamp())`,
@@ -240,14 +337,19 @@ func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (_ in
 }
 
 // Shuffle fixes a Random queue's prequeue once: every buyer enqueued so far
-// (seqs 1..prequeue) gets slot perm(seq), a permutation of 1..prequeue; later
-// joiners keep slot = seq, behind them. It does nothing when the shuffle
-// already happened (another admitter did it), or when admission already
-// began in FIFO order (the order changed mid-sale), and returns the state.
-func (a *Admitter) Shuffle(ctx context.Context, seed []byte, perm func(prequeue, seq int64) int64) (_ QueueState, err error) {
+// (seqs 1..prequeue) is placed at slot π(seq), a permutation of 1..prequeue
+// keyed by seed; later joiners keep slot = seq, behind them. It writes the
+// seed and prequeue into queue_state and no queue row: places are computed
+// from the seed (waitingroom.Slot, and ShuffledSeq for admission). It does
+// nothing when the shuffle already happened (another admitter did it), or
+// when admission already began in FIFO order (the order changed mid-sale),
+// and returns the state.
+func (a *Admitter) Shuffle(ctx context.Context, seed []byte) (_ QueueState, err error) {
 	defer a.errs.Deferred("shuffle", &err)
 	var st QueueState
 	err = pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
+		// Waits for joins in flight: every seq up to the prequeue's last
+		// is committed (or its statement failed) before it is read.
 		if _, err := tx.Exec(ctx, `LOCK TABLE queue IN SHARE MODE`); err != nil {
 			return fmt.Errorf("lock queue: %w", err)
 		}
@@ -261,22 +363,6 @@ func (a *Admitter) Shuffle(ctx context.Context, seed []byte, perm func(prequeue,
 		var prequeue int64
 		if err := tx.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM queue`).Scan(&prequeue); err != nil {
 			return fmt.Errorf("read prequeue: %w", err)
-		}
-		rows, err := tx.Query(ctx, `SELECT seq FROM queue ORDER BY seq`)
-		if err != nil {
-			return fmt.Errorf("read queue seqs: %w", err)
-		}
-		seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			return fmt.Errorf("read queue seqs: %w", err)
-		}
-		slots := make([]int64, len(seqs))
-		for i, q := range seqs {
-			slots[i] = perm(prequeue, q)
-		}
-		if _, err := tx.Exec(ctx, `UPDATE queue SET slot = p.slot
-			FROM unnest($1::bigint[], $2::bigint[]) AS p(seq, slot) WHERE queue.seq = p.seq`, seqs, slots); err != nil {
-			return fmt.Errorf("write %d shuffled slots: %w", len(slots), err)
 		}
 		st.ShuffleSeed, st.PrequeueSeq = seed, prequeue
 		if _, err := tx.Exec(ctx, `UPDATE queue_state SET shuffle_seed = $1, prequeue_seq = $2`, seed, prequeue); err != nil {

@@ -307,13 +307,10 @@ type Place struct {
 // slot is the buyer's place in admission order, or false before a Random
 // queue's shuffle has placed them.
 func (v *queueView) slot(t Ticket, wr Settings) (int64, bool) {
-	switch {
-	case v.state.ShuffleSeed != nil:
-		return shuffleSlot(v.state.ShuffleSeed, v.state.PrequeueSeq, t.Seq), true
-	case wr.Order == Random && v.state.ServingSlot == 0:
+	if v.state.ShuffleSeed == nil && wr.Order == Random && v.state.ServingSlot == 0 {
 		return 0, false // everyone so far will be shuffled at startsAt
 	}
-	return t.Seq, true
+	return Slot(v.state, t.Seq), true
 }
 
 // admittedAt is when slot was admitted, if within the retained steps.
@@ -458,7 +455,7 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 	if wr.Order == Random && !a.shuffled {
 		seed := make([]byte, 32)
 		_, _ = rand.Read(seed) // never fails (crypto/rand)
-		st, err := a.db.Shuffle(ctx, seed, func(n, seq int64) int64 { return shuffleSlot(seed, n, seq) })
+		st, err := a.db.Shuffle(ctx, seed)
 		if err != nil {
 			return fmt.Errorf("shuffle the prequeue: %w", err)
 		}
@@ -491,7 +488,7 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 	n := min(want, room)
 	var got int64
 	if n >= 1 {
-		if _, got, err = a.db.AdmitNext(ctx, n); err != nil {
+		if _, got, err = a.db.AdmitNext(ctx, n, ShuffledSeq); err != nil {
 			return fmt.Errorf("admit %d buyers: %w", n, err)
 		}
 	}

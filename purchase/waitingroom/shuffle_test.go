@@ -46,3 +46,63 @@ func TestShuffleSlot_UniformOverSeeds_ChiSquare(t *testing.T) {
 		}
 	}
 }
+
+// The admitter walks slots back to seqs (ShuffledSeq), polls walk seqs to
+// slots (Slot): the two are inverse bijections of 1..n, for small and
+// on-sale sized prequeues alike.
+func TestShuffledSeq_InvertsShuffleSlot(t *testing.T) {
+	seed := make([]byte, 32)
+	_, _ = rand.Read(seed)
+	for _, n := range []int64{2, 3, 5, 17, 1000, 4097, 1_000_000, 1<<40 + 3} {
+		for i := int64(0); i < 2000; i++ {
+			x := 1 + (i*7919+i*i*104729)%n // spread over 1..n
+			if got := ShuffledSeq(seed, n, shuffleSlot(seed, n, x)); got != x {
+				t.Fatalf("n=%d: seq %d → slot %d → seq %d", n, x, shuffleSlot(seed, n, x), got)
+			}
+			if got := shuffleSlot(seed, n, ShuffledSeq(seed, n, x)); got != x {
+				t.Fatalf("n=%d: slot %d → seq %d → slot %d", n, x, ShuffledSeq(seed, n, x), got)
+			}
+		}
+	}
+	if got := ShuffledSeq(seed, 10, 11); got != 11 {
+		t.Fatalf("a slot after the prequeue is its own seq: want 11, got %d", got)
+	}
+}
+
+// One seed, one permutation, on every pod (the seed's bytes, not the
+// slice); another seed, another permutation.
+func TestShuffleSlot_DeterministicPerSeed_DiffersAcrossSeeds(t *testing.T) {
+	const n = 1_000_000
+	perm := func(seed []byte) []int64 {
+		out := make([]int64, 64)
+		for i := range out {
+			out[i] = shuffleSlot(seed, n, int64(i)*15_625+1)
+		}
+		return out
+	}
+	seen := map[string]bool{}
+	for i := range 50 {
+		seed := make([]byte, 32)
+		_, _ = rand.Read(seed)
+		a, b := perm(seed), perm(append([]byte(nil), seed...))
+		for j := range a {
+			if a[j] != b[j] {
+				t.Fatalf("seed %d: seq %d lands on %d, then on %d", i, j*15_625+1, a[j], b[j])
+			}
+		}
+		key := string(binary.BigEndian.AppendUint64(nil, uint64(a[0]))) + string(binary.BigEndian.AppendUint64(nil, uint64(a[1])))
+		if seen[key] {
+			t.Fatalf("two of 50 seeds place the first buyers alike: %v", a[:2])
+		}
+		seen[key] = true
+		fixed := 0
+		for j, slot := range a {
+			if slot == int64(j)*15_625+1 {
+				fixed++
+			}
+		}
+		if fixed > 2 {
+			t.Fatalf("seed %d leaves %d of 64 sampled buyers in their join place", i, fixed)
+		}
+	}
+}
