@@ -243,11 +243,11 @@ type admitNext struct {
 func (x *admitNext) left() int64 { return x.want - int64(len(x.slots)) }
 
 // shuffled takes buyers from a shuffled prequeue: the seqs at the next
-// slots, a window at a time (twice what is left to find, as a few seqs are
-// gaps), looked up by seq.
+// slots, a window at a time (what is left to find and a quarter more, as a
+// few seqs are gaps), looked up by seq.
 func (x *admitNext) shuffled(ctx context.Context, tx pgx.Tx, st QueueState, seqAt SeqAt) error {
 	for scanned := int64(0); x.left() > 0 && x.serving < st.PrequeueSeq && scanned < maxShuffledScan; {
-		w := min(st.PrequeueSeq-x.serving, max(2*x.left(), 64), maxShuffledScan-scanned)
+		w := min(st.PrequeueSeq-x.serving, x.left()+x.left()/4+8, maxShuffledScan-scanned)
 		seqs := make([]int64, w)
 		for i := range seqs {
 			seqs[i] = seqAt(st.ShuffleSeed, st.PrequeueSeq, x.serving+1+int64(i))

@@ -167,3 +167,66 @@ func TestCountWaiting_PlacesBehindTheServingSlot(t *testing.T) {
 		}
 	}
 }
+
+// queueReads is what the admitter's session has read of and written to the
+// queue table so far, by Postgres's own statistics (flushed from the
+// admitter's backend first).
+func queueReads(t *testing.T, s *Store, a *Admitter) (read, updated int64) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := a.conn.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+		t.Fatal(err)
+	}
+	// A statement of its own: the flush happens at its end.
+	if _, err := a.conn.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0), n_tup_upd
+		FROM pg_stat_user_tables WHERE relname = 'queue'`).Scan(&read, &updated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return read, updated
+}
+
+// An admission step reads the rows it admits, not the queue: as many at
+// 100,000 waiting as at 10,000, and the shuffle writes no row (issue 17).
+func TestAdmitNext_RowsReadDoNotGrowWithTheQueue_ShuffleWritesNone(t *testing.T) {
+	ctx := context.Background()
+	reads := map[int64][2]int64{}
+	for _, size := range []int64{10_000, 100_000} {
+		s := newStore(t)
+		if _, err := s.pool.Exec(ctx, `INSERT INTO queue (buyer_id, seq, slot)
+			SELECT 'b' || s, s, s FROM (SELECT nextval('queue_seq') AS s FROM generate_series(1, $1::bigint)) AS g`, size); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.pool.Exec(ctx, `ANALYZE queue`); err != nil {
+			t.Fatal(err)
+		}
+		a, err := s.TryAdmitter(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r0, u0 := queueReads(t, s, a)
+		if _, err := a.Shuffle(ctx, []byte("seed")); err != nil {
+			t.Fatal(err)
+		}
+		r1, u1 := queueReads(t, s, a)
+		if u1 != u0 {
+			t.Fatalf("%d waiting: the shuffle updated %d queue rows", size, u1-u0)
+		}
+		if _, got, err := a.AdmitNext(ctx, 100, reversed); err != nil || got != 100 {
+			t.Fatalf("%d waiting: admitted %d (%v), want 100", size, got, err)
+		}
+		if _, err := a.CountWaiting(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r2, _ := queueReads(t, s, a)
+		reads[size] = [2]int64{r1 - r0, r2 - r1}
+		a.Close()
+	}
+	t.Logf("rows read (shuffle, admission step of 100 and waiting count) at 10,000 and 100,000 waiting: %v, %v", reads[10_000], reads[100_000])
+	if reads[10_000] != reads[100_000] || reads[100_000][0] > 1 || reads[100_000][1] > 2*100+1 {
+		t.Fatalf("rows read grow with the queue: %v at 10,000 waiting, %v at 100,000", reads[10_000], reads[100_000])
+	}
+}
