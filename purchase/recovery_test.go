@@ -234,3 +234,102 @@ func TestPurchase_LimitRaisedFromZeroMidSale_CountsEarlierOrders(t *testing.T) {
 		t.Fatalf("another buyer: want 201, got %d %s", a.Status, a.Code)
 	}
 }
+
+// Issue 17, defect 5: a hold's confirmation that got no answer names its
+// order (the 503's orderId), and GET /v1/orders/{orderId} says pending, not
+// a premature 404, while that confirmation may still commit: until the
+// hold was released, or expired longer ago than a confirmation takes to
+// settle. A retried confirmation then writes that very order.
+func TestOrder_HoldsOrderID_PendingWhileItsConfirmationMayCommit(t *testing.T) {
+	s := newTestSale(t, 10, withHolds(time.Minute))
+	ctx := context.Background()
+	h := s.hold(0, 3, "doubtful")
+
+	// The confirmation blocks on the hold's row past its 5 s bound.
+	tx, err := s.DB.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM holds WHERE id = $1 FOR UPDATE`, h.HoldID); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Client.Post(s.Pods[0].URL+"/v1/holds/"+h.HoldID.String()+"/confirm", "application/json",
+		strings.NewReader(`{"buyerId":"doubtful","paymentRef":"pay-1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var p httpapi.Problem
+	_ = json.Unmarshal(raw, &p)
+	if resp.StatusCode != http.StatusServiceUnavailable || p.OrderID == "" {
+		t.Fatalf("want 503 naming the order, got %d %s", resp.StatusCode, raw)
+	}
+	pending := func(what string) {
+		t.Helper()
+		resp, err := s.Client.Get(s.Pods[0].URL + "/v1/orders/" + p.OrderID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var q httpapi.Problem
+		_ = json.Unmarshal(raw, &q)
+		if resp.StatusCode != http.StatusServiceUnavailable || q.Code != "order_pending" || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("%s: GET /v1/orders/%s: want 503 order_pending with Retry-After, got %d %q %s", what, p.OrderID, resp.StatusCode, resp.Header.Get("Retry-After"), raw)
+		}
+	}
+	pending("the hold is live")
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The retried confirmation writes the order the 503 named.
+	if a := s.confirmHold(0, h.HoldID, "doubtful", "pay-1"); a.Status != http.StatusCreated || a.Order.ID.String() != p.OrderID {
+		t.Fatalf("retried confirmation: %d %s, order %s; want 201 with order %s", a.Status, a.Code, a.Order.ID, p.OrderID)
+	}
+	var o checkout.Order
+	if st := s.GetJSON("/v1/orders/"+p.OrderID, &o); st != http.StatusOK || o.TicketID != 3 || o.BuyerID != "doubtful" {
+		t.Fatalf("GET the confirmed order: %d %+v", st, o)
+	}
+
+	// Other holds' order ids (their confirmation's 503 would name them).
+	orderOf := func(hold uuid.UUID) string {
+		return s.Pods[0].Svc.Checkout.HoldOrderID(hold).String()
+	}
+	get := func(id string) int { return s.GetJSON("/v1/orders/"+id, nil) }
+	released := s.hold(0, 4, "doubtful")
+	if st := s.releaseHold(0, released.HoldID); st != http.StatusNoContent {
+		t.Fatalf("release: %d", st)
+	}
+	if st := get(orderOf(released.HoldID)); st != http.StatusNotFound {
+		t.Fatalf("a released hold's order id: want 404 (final), got %d", st)
+	}
+	expired := s.hold(0, 5, "doubtful")
+	setExpiry := func(ago time.Duration) {
+		if _, err := s.DB.Exec(ctx, `UPDATE holds SET expires_at = clock_timestamp() - $2 * interval '1 millisecond' WHERE id = $1`,
+			expired.HoldID, ago.Milliseconds()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setExpiry(time.Second)
+	p.OrderID = orderOf(expired.HoldID)
+	pending("the hold expired a second ago")
+	setExpiry(s.Pods[0].Svc.Checkout.SettleAfter() + time.Second)
+	if st := get(p.OrderID); st != http.StatusNotFound {
+		t.Fatalf("a hold expired longer ago than a confirmation settles: want 404, got %d", st)
+	}
+	// A keyed hold's order id leads back to it as well; an id no hold has
+	// is 404 at once.
+	keyed, st, code := s.tryHold(0, 6, "doubtful", "k-6")
+	if st != http.StatusCreated {
+		t.Fatalf("keyed hold: %d %s", st, code)
+	}
+	p.OrderID = orderOf(keyed.HoldID)
+	pending("a keyed hold is live")
+	none := uuid.New()
+	none[6] = none[6]&0x0f | 0x80 // a v8 id, as derived ones are
+	if st := get(none.String()); st != http.StatusNotFound {
+		t.Fatalf("an id of no hold: want 404, got %d", st)
+	}
+}

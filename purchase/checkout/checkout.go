@@ -621,12 +621,18 @@ func (s *Service) Availability(ctx context.Context) (Availability, error) {
 // session is then gone and the server notices within
 // orderstore.ClientCheckInterval, so after settleAfter no commit of it can
 // appear. Before that the answer is sale.ErrOrderPending with a Retry-After. A
-// derived (keyed) id carries no time: its buyer learns the outcome by
-// retrying with the key.
+// hold's order id leads back to its hold, which tells when its confirmation
+// is settled (holdOrder). A purchase's derived (keyed) id carries no time:
+// its buyer learns the outcome by retrying with the key.
 func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
 	o, err := s.store.Order(ctx, id)
 	switch {
 	case errors.Is(err, orderstore.ErrNotFound):
+		if id.Version() == 8 {
+			if o, ok, err := s.holdOrder(ctx, id); ok {
+				return o, err
+			}
+		}
 		if id.Version() == 7 {
 			started := time.UnixMilli(int64(binary.BigEndian.Uint64(id[:8]) >> 16))
 			if wait := time.Until(started.Add(s.SettleAfter())); wait > 0 {

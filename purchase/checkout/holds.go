@@ -261,9 +261,3 @@ func (s *Service) newHoldID(req HoldRequest) uuid.UUID {
 	}
 	return uuid.New()
 }
-
-// holdOrderID is the order id a hold's confirmation writes: every retry of
-// the confirmation presents the same one.
-func (s *Service) holdOrderID(holdID uuid.UUID) uuid.UUID {
-	return s.derivedID("hold-order", holdID.String())
-}

@@ -1,8 +1,11 @@
 package checkout
 
 import (
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 func TestSoldSet_RemembersOnlyItsInventory(t *testing.T) {
@@ -71,5 +74,32 @@ func TestDerivedID_StableAndKeyedWithTheSaleSecret(t *testing.T) {
 	}
 	if a.newHoldID(HoldRequest{BuyerID: "alice", IdempotencyKey: "k1"}) == id {
 		t.Fatal("a hold id and an order id of one key must differ (domains)")
+	}
+}
+
+// A hold's order id is a keyed permutation of the hold id: the order id
+// leads back to its hold (random v4 and keyed v8 alike), it is a UUIDv8 of
+// the RFC variant, and another sale secret gives another id.
+func TestHoldOrderID_LeadsBackToItsHold_KeyedWithTheSaleSecret(t *testing.T) {
+	a := &Service{secret: []byte("one secret")}
+	b := &Service{secret: []byte("another secret")}
+	for i := range 200 {
+		hold := uuid.New()
+		if i%2 == 1 {
+			hold = a.newHoldID(HoldRequest{BuyerID: "alice", IdempotencyKey: fmt.Sprint("k", i)})
+		}
+		id := a.holdOrderID(hold)
+		if id.Version() != 8 || id.Variant() != uuid.RFC4122 {
+			t.Fatalf("hold %s: order id %s is not a UUIDv8 of the RFC variant", hold, id)
+		}
+		if id == hold || id == b.holdOrderID(hold) || id != a.holdOrderID(hold) {
+			t.Fatalf("hold %s: order id %s must differ from it and under another secret, and be stable", hold, id)
+		}
+		if c := a.holdsOfOrder(id); c[0] != hold && c[1] != hold {
+			t.Fatalf("hold %s: order id %s leads back to %v", hold, id, c)
+		}
+		if c := b.holdsOfOrder(id); c[0] == hold || c[1] == hold {
+			t.Fatalf("another secret leads order id %s back to its hold", id)
+		}
 	}
 }
