@@ -44,14 +44,8 @@ func TestPurchase_CommitOutlivesItsAnswer_The503NamesTheOrderAndGETFindsIt(t *te
 	t.Cleanup(func() { setStandby("") })
 	s.AddPod() // its connections start with synchronous_commit = on
 
-	resp, err := s.Client.Post(s.Pods[1].URL+"/v1/tickets/3/purchase", "application/json", strings.NewReader(`{"buyerId":"lost-answer"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var p httpapi.Problem
-	_ = json.Unmarshal(raw, &p)
+	req, _ := http.NewRequest(http.MethodPost, s.Pods[1].URL+"/v1/tickets/3/purchase", strings.NewReader(`{"buyerId":"lost-answer"}`))
+	p, resp, raw := s.problemOf(req)
 	if resp.StatusCode != http.StatusServiceUnavailable || p.Code != "unavailable" || p.OrderID == "" {
 		t.Fatalf("want 503 unavailable naming the order, got %d %s", resp.StatusCode, raw)
 	}
@@ -254,28 +248,16 @@ func TestOrder_HoldsOrderID_PendingWhileItsConfirmationMayCommit(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM holds WHERE id = $1 FOR UPDATE`, h.HoldID); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := s.Client.Post(s.Pods[0].URL+"/v1/holds/"+h.HoldID.String()+"/confirm", "application/json",
+	req, _ := http.NewRequest(http.MethodPost, s.Pods[0].URL+"/v1/holds/"+h.HoldID.String()+"/confirm",
 		strings.NewReader(`{"buyerId":"doubtful","paymentRef":"pay-1"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var p httpapi.Problem
-	_ = json.Unmarshal(raw, &p)
+	p, resp, raw := s.problemOf(req)
 	if resp.StatusCode != http.StatusServiceUnavailable || p.OrderID == "" {
 		t.Fatalf("want 503 naming the order, got %d %s", resp.StatusCode, raw)
 	}
 	pending := func(what string) {
 		t.Helper()
-		resp, err := s.Client.Get(s.Pods[0].URL + "/v1/orders/" + p.OrderID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		var q httpapi.Problem
-		_ = json.Unmarshal(raw, &q)
+		req, _ := http.NewRequest(http.MethodGet, s.Pods[0].URL+"/v1/orders/"+p.OrderID, nil)
+		q, resp, raw := s.problemOf(req)
 		if resp.StatusCode != http.StatusServiceUnavailable || q.Code != "order_pending" || resp.Header.Get("Retry-After") == "" {
 			t.Fatalf("%s: GET /v1/orders/%s: want 503 order_pending with Retry-After, got %d %q %s", what, p.OrderID, resp.StatusCode, resp.Header.Get("Retry-After"), raw)
 		}
@@ -332,4 +314,20 @@ func TestOrder_HoldsOrderID_PendingWhileItsConfirmationMayCommit(t *testing.T) {
 	if st := get(none.String()); st != http.StatusNotFound {
 		t.Fatalf("an id of no hold: want 404, got %d", st)
 	}
+}
+
+// problemOf sends req and decodes the problem it is answered with (zero
+// when it is none), with the answer and its raw body.
+func (s *testSale) problemOf(req *http.Request) (httpapi.Problem, *http.Response, []byte) {
+	s.T.Helper()
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.Client.Do(req)
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var p httpapi.Problem
+	_ = json.Unmarshal(raw, &p)
+	return p, resp, raw
 }
