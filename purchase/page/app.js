@@ -52,6 +52,7 @@
   buyerInput.addEventListener('change', () => {
     localStorage.setItem('fo.buyer', buyer());
     restoreQueue();
+    restoreOrders();
   });
   localStorage.setItem('fo.buyer', buyer());
 
@@ -74,11 +75,11 @@
   }
 
   // ---- the API ---------------------------------------------------------
-  async function api(method, path, body, withPass) {
+  async function api(method, path, body, withPass, key) {
     const headers = { Accept: 'application/json' };
     if (body) headers['Content-Type'] = 'application/json';
     if (withPass && S.pass) headers.Authorization = 'Bearer ' + S.pass;
-    if (method === 'POST' && path.endsWith('/purchase')) headers['Idempotency-Key'] = randomHex(16);
+    if (key) headers['Idempotency-Key'] = key;
     let r;
     try {
       r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined, cache: 'no-store' });
@@ -310,18 +311,68 @@
     };
   }
 
+  // ---- doubt: a request the buyer made is settled, however long it takes ---
+  // An intent is one purchase, hold or confirmation the buyer asked for. Its
+  // Idempotency-Key (a confirmation: its hold id and payment reference) is
+  // fixed at the click, so every retry is the same request and can never buy
+  // twice. It is kept in sessionStorage until a definite answer, so a reload
+  // carries on with it. A network error or a 5xx (but sale_paused, a definite
+  // refusal) is retried after Retry-After (1..5 s); an order id a 503 named is
+  // first looked up with GET /v1/orders/{id}: 200 is the answer.
+  const DOUBT = {
+    purchase: (i) => 'Checking whether your purchase of seat ' + i.seat + ' went through',
+    hold: (i) => 'Checking whether your hold of seat ' + i.seat + ' went through',
+    confirm: (i) => 'Checking whether your order for seat ' + i.seat + ' went through',
+  };
+  const transient = (r) => r.code === 'network' || (r.status >= 500 && r.code !== 'sale_paused');
+  const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+  async function settle(intent) {
+    S.busy = true;
+    store('fo.intent', intent);
+    for (let attempt = 1; ; attempt++) {
+      let r = null;
+      if (intent.orderId) {
+        const o = await api('GET', '/v1/orders/' + encodeURIComponent(intent.orderId));
+        if (o.ok) r = o;
+      }
+      if (!r) r = await api(intent.method, intent.path, intent.body, intent.kind !== 'confirm', intent.key);
+      if (!r.ok && r.data && r.data.orderId && intent.kind !== 'hold') {
+        intent.orderId = r.data.orderId;
+        store('fo.intent', intent);
+      }
+      if (r.ok || !transient(r)) {
+        store('fo.intent', null);
+        S.busy = false;
+        notice('');
+        finish(intent, r);
+        return;
+      }
+      notice(DOUBT[intent.kind](intent) + ' (attempt ' + attempt + ')…');
+      await sleep(Math.min(5, Math.max(1, r.retry || attempt)) * 1000);
+    }
+  }
+
+  function finish(intent, r) {
+    if (intent.kind === 'confirm') {
+      if (r.ok) { endHold(); showOrder(r.data); return; }
+      if (r.code === 'hold_expired' || r.code === 'hold_not_found') endHold();
+      problem(r.code);
+      return;
+    }
+    if (!r.ok) { fail(r.code); return; }
+    if (intent.kind === 'hold') startHold(r.data); else showOrder(r.data);
+  }
+
   // ---- choosing a seat: hold or buy -------------------------------------------
-  async function choose(id) {
+  function choose(id) {
     if (S.busy) return;
     clearProblem();
     if (!buyer()) { problem('buyer_missing'); buyerInput.focus(); return; }
     if (S.hold) { problem('hold_active'); return; }
-    S.busy = true;
-    const holds = S.facts && S.facts.holdTTL > 0;
-    const r = await api('POST', '/v1/tickets/' + id + (holds ? '/hold' : '/purchase'), { buyerId: buyer() }, true);
-    S.busy = false;
-    if (!r.ok) { fail(r.code); return; }
-    if (holds) startHold(r.data); else showOrder(r.data);
+    const kind = S.facts && S.facts.holdTTL > 0 ? 'hold' : 'purchase';
+    settle({ kind, method: 'POST', path: '/v1/tickets/' + id + '/' + kind, body: { buyerId: buyer() },
+      key: randomHex(16), seat: id, buyer: buyer() });
   }
 
   function fail(code) {
@@ -355,17 +406,14 @@
     const action = e.target.closest('[data-action]');
     if (!action || !S.hold || S.busy) return;
     clearProblem();
-    S.busy = true;
     const h = S.hold;
     if (action.dataset.action === 'confirm') {
       // A real deployment hands the buyer to a payment provider here and
-      // confirms with its reference.
-      const r = await api('POST', '/v1/holds/' + h.holdId + '/confirm', { buyerId: buyer(), paymentRef: 'page-' + randomHex(8) });
-      S.busy = false;
-      if (r.ok) { endHold(); showOrder(r.data); return; }
-      if (r.code === 'hold_expired' || r.code === 'hold_not_found') endHold();
-      problem(r.code);
+      // confirms with its reference. The hold id makes retries one order.
+      settle({ kind: 'confirm', method: 'POST', path: '/v1/holds/' + h.holdId + '/confirm',
+        body: { buyerId: h.buyerId, paymentRef: 'page-' + randomHex(8) }, seat: h.ticketId, buyer: h.buyerId });
     } else {
+      S.busy = true;
       const r = await api('DELETE', '/v1/holds/' + h.holdId);
       S.busy = false;
       if (!r.ok && r.code !== 'hold_not_found') { problem(r.code); return; }
@@ -374,7 +422,17 @@
     }
   });
 
+  // The buyer's own orders are remembered (localStorage, per buyer id), so
+  // a reload still shows their seats as theirs.
+  function rememberedOrders() {
+    try { return JSON.parse(localStorage.getItem('fo.orders.' + buyer())) || []; } catch (e) { return []; }
+  }
   function showOrder(o) {
+    const kept = rememberedOrders();
+    if (!kept.some((k) => k.orderId === o.orderId)) {
+      kept.push({ orderId: o.orderId, ticketId: o.ticketId });
+      try { localStorage.setItem('fo.orders.' + buyer(), JSON.stringify(kept)); } catch (e) { /* private mode */ }
+    }
     S.mine.add(o.ticketId);
     S.states[o.ticketId] = 2;
     const el = $('order');
@@ -445,6 +503,17 @@
     $('queue-status').hidden = true;
   }
 
+  // restoreOrders shows the current buyer's remembered orders: their seats
+  // as theirs, the last one in the order panel.
+  function restoreOrders() {
+    S.mine = new Set(S.hold ? [S.hold.ticketId] : []);
+    $('order').hidden = true;
+    const kept = rememberedOrders();
+    for (const o of kept) S.mine.add(o.ticketId);
+    if (kept.length) showOrder(kept[kept.length - 1]);
+    schedule();
+  }
+
   // restoreQueue picks up this tab's pass or place after a reload, for the
   // current buyer id only.
   function restoreQueue() {
@@ -467,8 +536,12 @@
     const h = load('fo.hold');
     if (h && Date.parse(h.expiresAt) > now()) startHold(h);
     restoreQueue();
+    restoreOrders();
     connect();
     setInterval(update, 1000);
+    // A request in doubt when the page was left goes on, for its buyer.
+    const intent = load('fo.intent');
+    if (intent && intent.buyer === buyer()) settle(intent); else store('fo.intent', null);
   }
   start();
 })();
