@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -10,13 +9,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 // BenchmarkClient compares the two ways the load client can send a
@@ -208,29 +208,8 @@ func serveBench() {
 // startBenchServer starts serveBench in a child process and returns its URL
 // and a function reading its CPU time and accepted connections.
 func startBenchServer(b *testing.B) (string, func() (time.Duration, int64)) {
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), fluxOrderBenchServer+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = stdin.Close()
-		_ = cmd.Wait()
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	_, stdout := testservers.StartSelf(b, fluxOrderBenchServer+"=1")
+	line, err := stdout.ReadString('\n')
 	if err != nil {
 		b.Fatalf("the bench server did not print its URL: %v", err)
 	}

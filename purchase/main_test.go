@@ -15,6 +15,10 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
 		os.Exit(m.Run()) // a fuzzing worker runs only the fuzz target: no servers
 	}
+	if url := os.Getenv(fluxOrderStreamClient); url != "" {
+		streamClient(url) // the child of BenchmarkEvents_IdleStreamMemory: no servers
+		return
+	}
 	purchasetest.Main(m, closeBrowser) // closeBrowser: the browser tests' Chromium, if they started it
 }
 
