@@ -78,6 +78,23 @@ func (p *doubtProxy) calls(prefix string) []string {
 	return out
 }
 
+// retriedWithOneKey fails the test unless the calls starting with prefix
+// (a method and path) came again after the two dropped answers, all with
+// one Idempotency-Key.
+func (p *doubtProxy) retriedWithOneKey(t *testing.T, prefix string) {
+	t.Helper()
+	calls := p.calls(prefix)
+	t.Logf("%q", calls)
+	if len(calls) < 3 {
+		t.Fatalf("the page did not retry: %q", calls)
+	}
+	for _, c := range calls {
+		if c == prefix || c != calls[0] {
+			t.Fatalf("want one Idempotency-Key on every attempt, got %q", calls)
+		}
+	}
+}
+
 // dropConnection answers nothing: the connection closes as the pod's
 // answer would have come, and the browser sees a network error. (Chromium
 // itself resends a request once when a reused connection closes without an
@@ -105,16 +122,7 @@ func TestBrowser_PurchaseAnswerLost_PageRetriesWithTheSameKey_SeatShownAsTheBuye
 		waitSeatState(4, "sold", 2*time.Second))
 	shownID := value(t, alice, "order id", chromedp.AttributeValue(chromedp.CSS(`[data-testid="order"]`), "data-order-id")).Value
 
-	calls := proxy.calls("POST /v1/tickets/4/purchase ")
-	t.Logf("purchase requests: %q", calls)
-	if len(calls) < 3 {
-		t.Fatalf("the page did not retry the purchase: %q", calls)
-	}
-	for _, c := range calls {
-		if key := strings.TrimPrefix(c, "POST /v1/tickets/4/purchase "); key == "" || c != calls[0] {
-			t.Fatalf("want one Idempotency-Key on every attempt, got %q", calls)
-		}
-	}
+	proxy.retriedWithOneKey(t, "POST /v1/tickets/4/purchase ")
 	var dbID string
 	var orders int
 	if err := s.DB.QueryRow(context.Background(), `SELECT count(*), min(id::text) FROM orders WHERE buyer_id = 'alice'`).Scan(&orders, &dbID); err != nil {
@@ -178,5 +186,27 @@ func TestBrowser_Confirm503NamesTheOrder_PageResolvesItWithGETOrders(t *testing.
 	}
 	if hidden := eval[bool](t, alice, `document.getElementById('checkout').hidden`); !hidden {
 		t.Fatal("the checkout is still open after the order was found")
+	}
+}
+
+// The same for a hold: its answer is lost after it was placed; the page
+// retries with the same key, gets the hold back and opens the checkout on
+// it. One hold in Postgres.
+func TestBrowser_HoldAnswerLost_PageRetriesWithTheSameKey_CheckoutOnTheOneHold(t *testing.T) {
+	s := newTestSale(t, 12, withHolds(time.Minute))
+	proxy := newDoubtProxy(t, s.Pods[0].URL, regexp.MustCompile(`^POST /v1/tickets/\d+/hold$`), 2, dropConnection)
+	alice := newTab(t, 20*time.Second)
+	openSalePage(t, alice, proxy.URL+"/", "alice")
+	run(t, alice, "alice holds seat 6 and her answer is lost",
+		chromedp.WaitVisible(chromedp.CSS(`[data-action="hold"]`)),
+		clickSeat(6),
+		chromedp.WaitVisible(chromedp.CSS(`#checkout [data-action="confirm"]`)))
+	proxy.retriedWithOneKey(t, "POST /v1/tickets/6/hold ")
+	var holds int
+	if err := s.DB.QueryRow(context.Background(), `SELECT count(*) FROM holds WHERE buyer_id = 'alice'`).Scan(&holds); err != nil || holds != 1 {
+		t.Fatalf("alice has %d holds (%v), want 1", holds, err)
+	}
+	if seat := eval[string](t, alice, `document.getElementById('checkout-seat').textContent`); seat != "6" {
+		t.Fatalf("the checkout is on seat %q, want 6", seat)
 	}
 }
