@@ -78,6 +78,15 @@ func (p *doubtProxy) calls(prefix string) []string {
 	return out
 }
 
+// aliceThroughProxy opens alice's sale page through a doubtProxy of the
+// sale's pod that spoils the first n answers to the calls matching spoil.
+func aliceThroughProxy(t *testing.T, s *testSale, spoil string, n int, spoilt func(http.ResponseWriter, *http.Response, []byte)) (*doubtProxy, context.Context) {
+	proxy := newDoubtProxy(t, s.Pods[0].URL, regexp.MustCompile(spoil), n, spoilt)
+	alice := newTab(t, 20*time.Second)
+	openSalePage(t, alice, proxy.URL+"/", "alice")
+	return proxy, alice
+}
+
 // retriedWithOneKey fails the test unless the calls starting with prefix
 // (a method and path) came again after the two dropped answers, all with
 // one Idempotency-Key.
@@ -112,9 +121,7 @@ func dropConnection(w http.ResponseWriter, _ *http.Response, _ []byte) {
 // one order in Postgres.
 func TestBrowser_PurchaseAnswerLost_PageRetriesWithTheSameKey_SeatShownAsTheBuyers(t *testing.T) {
 	s := newTestSale(t, 12)
-	proxy := newDoubtProxy(t, s.Pods[0].URL, regexp.MustCompile(`^POST /v1/tickets/\d+/purchase$`), 2, dropConnection)
-	alice := newTab(t, 20*time.Second)
-	openSalePage(t, alice, proxy.URL+"/", "alice")
+	proxy, alice := aliceThroughProxy(t, s, `^POST /v1/tickets/\d+/purchase$`, 2, dropConnection)
 	run(t, alice, "alice buys seat 4 and her answer is lost",
 		chromedp.WaitVisible(chromedp.CSS(`[data-action="buy"]`)),
 		clickSeat(4),
@@ -152,7 +159,7 @@ func TestBrowser_PurchaseAnswerLost_PageRetriesWithTheSameKey_SeatShownAsTheBuye
 // the order: one confirmation reached the pod.
 func TestBrowser_Confirm503NamesTheOrder_PageResolvesItWithGETOrders(t *testing.T) {
 	s := newTestSale(t, 12, withHolds(time.Minute))
-	proxy := newDoubtProxy(t, s.Pods[0].URL, regexp.MustCompile(`^POST /v1/holds/[^/]+/confirm$`), 1,
+	proxy, alice := aliceThroughProxy(t, s, `^POST /v1/holds/[^/]+/confirm$`, 1,
 		func(w http.ResponseWriter, answer *http.Response, body []byte) {
 			var o checkout.Order
 			if answer.StatusCode != http.StatusCreated || json.Unmarshal(body, &o) != nil {
@@ -164,8 +171,6 @@ func TestBrowser_Confirm503NamesTheOrder_PageResolvesItWithGETOrders(t *testing.
 			_, _ = io.Copy(w, bytes.NewBufferString(fmt.Sprintf(`{"type":"https://fluxorder.io/problems/unavailable","title":"Unavailable",`+
 				`"status":503,"detail":"the order database is unavailable","code":"unavailable","orderId":%q}`, o.ID)))
 		})
-	alice := newTab(t, 20*time.Second)
-	openSalePage(t, alice, proxy.URL+"/", "alice")
 	run(t, alice, "hold seat 5, confirm, be told 503",
 		chromedp.WaitVisible(chromedp.CSS(`[data-action="hold"]`)),
 		clickSeat(5),
@@ -194,9 +199,7 @@ func TestBrowser_Confirm503NamesTheOrder_PageResolvesItWithGETOrders(t *testing.
 // it. One hold in Postgres.
 func TestBrowser_HoldAnswerLost_PageRetriesWithTheSameKey_CheckoutOnTheOneHold(t *testing.T) {
 	s := newTestSale(t, 12, withHolds(time.Minute))
-	proxy := newDoubtProxy(t, s.Pods[0].URL, regexp.MustCompile(`^POST /v1/tickets/\d+/hold$`), 2, dropConnection)
-	alice := newTab(t, 20*time.Second)
-	openSalePage(t, alice, proxy.URL+"/", "alice")
+	proxy, alice := aliceThroughProxy(t, s, `^POST /v1/tickets/\d+/hold$`, 2, dropConnection)
 	run(t, alice, "alice holds seat 6 and her answer is lost",
 		chromedp.WaitVisible(chromedp.CSS(`[data-action="hold"]`)),
 		clickSeat(6),
