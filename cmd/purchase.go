@@ -58,6 +58,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.DurationVar(&cfg.WaitingRoom.PassTTL, "pass-ttl", waitingroom.DefaultPassTTL, "waiting room: how long an admitted buyer's pass lasts (30s..24h)")
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the purchase API (/v1/* and the probes)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":9090", "address serving /metrics (empty: none)")
+	f.BoolVar(&cfg.Pprof, "pprof", false, "also serve net/http/pprof's /debug/pprof/ on --metrics-listen (never on --listen); a CPU profile lasts less than 10s, the listener's write timeout")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", purchase.DefaultShutdownGrace, "on SIGTERM, time allowed until exit")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", purchase.DefaultDrainDelay, "on SIGTERM, time /readyz fails before the listener closes (part of --shutdown-grace)")
 	f.DurationVar(&cfg.LockTTL, "lock-ttl", 5*time.Second, "expiry of a seat lock (100ms..60s)")

@@ -52,6 +52,11 @@ type Config struct {
 	// once (0: seatfeed.DefaultMaxStreams); beyond it, 503 with Retry-After.
 	MaxStreams int
 
+	// Pprof also serves net/http/pprof's /debug/pprof/ on the metrics
+	// listener (never on Listen): CPU and heap profiles of a running pod,
+	// for hack/bench -profile and for diagnosis. Off by default.
+	Pprof bool
+
 	// Batching is the group commit of confirmations, holds and hold
 	// confirmations (orderstore.Batching; the zero value is
 	// orderstore.DefaultBatching()).

@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -66,9 +67,23 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 // Handler is the pod's API (package httpapi).
 func (s *Service) Handler() http.Handler { return s.api.Handler() }
 
-// MetricsHandler serves the Prometheus metrics, on the metrics listener only.
+// MetricsHandler serves the Prometheus metrics, on the metrics listener
+// only, and with cfg.Pprof the runtime profiles under /debug/pprof/.
 func (s *Service) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+	if !s.cfg.Pprof {
+		return metrics
+	}
+	// Importing net/http/pprof also registers these on
+	// http.DefaultServeMux, which no listener of this binary serves.
+	mux := http.NewServeMux()
+	mux.Handle("/", metrics)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // SetDisplayName changes the event's name on the page ("": the sale's).
