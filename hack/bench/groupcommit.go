@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flux-order/flux-order/loadtest"
+)
+
+// The rows of issue 18 (group commit) beside the sell-out: the pods' mean
+// batch and the ceiling it sets (pgbench running the batched statement at
+// that size), a checkout (hold + confirm) and the p50 of a 201 with one
+// connection.
+
+// ceilingSeats is the inventory of the batched pgbench's database: it
+// seeds in a few seconds, and its seats are walked without repeat, so
+// every member of every batch finds its seat free until this many orders.
+const ceilingSeats = 1_000_000
+
+// groupCommit adds the rows that read the sell-out's batches (batchSum /
+// batchCount, from the pods' flux_order_confirm_batch_size{kind="purchase"})
+// and the checkout and one-connection rows.
+func (b *bench) groupCommit(ctx context.Context, orders stat, batchSum, batchCount float64) error {
+	if batchCount == 0 {
+		return fmt.Errorf("the sell-out's pods counted no purchase batch (flux_order_confirm_batch_size_count{kind=\"purchase\"} = 0)")
+	}
+	mean := batchSum / batchCount
+	b.add(row{group: "flux-order", what: "sell-out: mean purchase batch (flux_order_confirm_batch_size _sum / _count, all runs)", unit: "per batch", value: mean})
+	n := max(1, int(math.Round(mean)))
+	batched, err := b.pgbenchBatched(ctx, n)
+	if err != nil {
+		return err
+	}
+	b.addStat(row{group: "ceiling", what: fmt.Sprintf("pgbench: confirm_purchases of %d members per statement (the pods' mean batch), 16 clients: tx/s × members", n),
+		unit: "orders/s", ceiling: b.pgTPS}, batched)
+	b.addStat(row{group: "flux-order", what: "sell-out against the batched ceiling (the disk's limit at the pods' batch size)", unit: "orders/s",
+		ceiling: batched.med}, orders)
+
+	checkout, err := b.checkout(ctx)
+	if err != nil {
+		return err
+	}
+	b.addStat(row{group: "flux-order", what: "checkout: hold + confirm, no think time, 64 connections (flux-order loadtest hold-confirm, audited)", unit: "orders/s",
+		ceiling: b.pgTPS, target: "≥ 1 × pgbench", ok: atLeast(checkout.med, b.pgTPS, 1)}, checkout)
+
+	p50, err := median(func() (float64, error) {
+		url, _, stop, err := b.purchase(ctx, *sellOut)
+		if err != nil {
+			return 0, err
+		}
+		defer stop()
+		res, err := load(ctx, loadtest.Config{URL: url, Scenario: loadtest.SellOut, Seats: *sellOut, Buyers: 100_000,
+			Concurrency: 1, Duration: *duration, UntilSoldOut: true})
+		if err != nil {
+			return 0, err
+		}
+		created := res.Summary.Outcomes[loadtest.Created.Key()]
+		if created.Count == 0 {
+			return 0, fmt.Errorf("one connection: no 201 in %d requests", res.Summary.Requests)
+		}
+		return created.P50Ms, nil
+	})
+	if err != nil {
+		return err
+	}
+	b.addStat(row{group: "flux-order", what: "one connection: p50 of a 201 (sell-out walk, fresh sale)", unit: "ms",
+		target: "within 10 % of before group commit"}, p50)
+	return nil
+}
+
+// checkout measures hold + confirm: loadtest's hold-confirm scenario with no
+// think time and every hold confirmed, on a fresh sale of -sellout-seats
+// seats (a steady state: the run ends at twice -duration, long before the
+// sale would sell out), audited like the sell-out. Confirmed orders/s.
+func (b *bench) checkout(ctx context.Context) (stat, error) {
+	return median(func() (float64, error) {
+		url, db, stop, err := b.purchaseWith(ctx, *sellOut, "--hold-ttl", "60s")
+		if err != nil {
+			return 0, err
+		}
+		defer stop()
+		auditor, err := loadtest.NewAuditor(ctx, db)
+		if err != nil {
+			return 0, err
+		}
+		res, err := load(ctx, loadtest.Config{URL: url, Scenario: loadtest.HoldConfirm, Seats: *sellOut, Buyers: 100_000,
+			Concurrency: 64, Duration: 2 * *duration, UntilSoldOut: true, ConfirmShare: 1})
+		if err != nil {
+			return 0, err
+		}
+		h := res.Summary.Holds
+		if h == nil || h.Confirmed == 0 || h.Errors > 0 {
+			return 0, fmt.Errorf("checkout: %+v", h)
+		}
+		report := auditor.Check(ctx, res.Created, func(ctx context.Context) (loadtest.Availability, error) {
+			return loadtest.FetchAvailability(ctx, loadtest.Config{URL: url})
+		}, true)
+		if !report.OK {
+			return 0, fmt.Errorf("checkout audit failed: %+v", report)
+		}
+		return float64(h.Confirmed) / res.Summary.DurationSeconds, nil
+	})
+}
+
+var pgProcessed = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
+
+// pgbenchBatched runs the pods' batched statement, confirm_purchases with
+// n members, in pgbench (16 clients, as the one-order row) on a database
+// that `flux-order purchase` migrated and seeded with ceilingSeats seats.
+// Each batch takes the next n seats of the sell-out's walk (a sequence
+// scrambled by a stride prime to the inventory), so no seat repeats and
+// every member is written, by buyers buyer-1..buyer-100000 as in the
+// sell-out. Orders/s = tx/s × the orders each transaction wrote (n, as
+// counted in the orders table).
+func (b *bench) pgbenchBatched(ctx context.Context, n int) (stat, error) {
+	url, db, stop, err := b.purchaseWith(ctx, ceilingSeats)
+	if err != nil {
+		return stat{}, err
+	}
+	stop()
+	stride := int64(ceilingSeats*618/1000 + 1)
+	for gcdInt(stride, ceilingSeats) != 1 {
+		stride++
+	}
+	if out, err := exec.CommandContext(ctx, "psql", "-q", "-v", "ON_ERROR_STOP=1", db, "-c", "CREATE SEQUENCE bench_walk MINVALUE 0 START 0").CombinedOutput(); err != nil {
+		return stat{}, fmt.Errorf("pgbench setup (%s): %v\n%s", url, err, out)
+	}
+	script := filepath.Join(b.bin, fmt.Sprintf("confirm-batch-%d.sql", n))
+	sql := fmt.Sprintf(`SELECT count(*) FROM (SELECT array_agg(1 + (k %% %[2]d) * %[3]d %% %[2]d) AS seats, array_agg(gen_random_uuid()) AS orders, `+
+		`array_agg('buyer-' || (k %% 100000 + 1)) AS buyers, array_agg(NULL::text) AS keys `+
+		`FROM (SELECT nextval('bench_walk') AS k FROM generate_series(1, %[1]d)) walk) m, LATERAL confirm_purchases(m.seats, m.orders, m.buyers, m.keys, 0) c;
+`, n, ceilingSeats, stride)
+	if err := os.WriteFile(script, []byte(sql), 0o644); err != nil {
+		return stat{}, err
+	}
+	secs := strconv.Itoa(max(1, int(duration.Seconds())))
+	return median(func() (float64, error) {
+		before, err := countOrders(ctx, db)
+		if err != nil {
+			return 0, err
+		}
+		out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", "16", "-j", "2", "-T", secs, "-f", script, db).CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
+		}
+		tps, tx := pgTPS.FindSubmatch(out), pgProcessed.FindSubmatch(out)
+		if tps == nil || tx == nil {
+			return 0, fmt.Errorf("pgbench: no tps or transaction count in its output:\n%s", out)
+		}
+		after, err := countOrders(ctx, db)
+		if err != nil {
+			return 0, err
+		}
+		rate, _ := strconv.ParseFloat(string(tps[1]), 64)
+		txs, _ := strconv.ParseFloat(string(tx[1]), 64)
+		if txs == 0 || after == before {
+			return 0, fmt.Errorf("pgbench wrote no orders:\n%s", out)
+		}
+		return rate * float64(after-before) / txs, nil
+	})
+}
+
+func countOrders(ctx context.Context, db string) (int64, error) {
+	out, err := exec.CommandContext(ctx, "psql", "-tA", "-v", "ON_ERROR_STOP=1", db, "-c", "SELECT count(*) FROM orders").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("count orders: %v\n%s", err, out)
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+}
+
+func gcdInt(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// histogramSum reads a histogram's _sum and _count with the given label
+// (like kind="purchase") from a Prometheus text endpoint.
+func histogramSum(url, name, label string) (sum, count float64, err error) {
+	client := http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	var found int
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		series, value, ok := strings.Cut(line, " ")
+		if !ok || !strings.Contains(series, label) {
+			continue
+		}
+		var dst *float64
+		switch {
+		case strings.HasPrefix(series, name+"_sum{"):
+			dst = &sum
+		case strings.HasPrefix(series, name+"_count{"):
+			dst = &count
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseFloat(value, 64); err != nil {
+			return 0, 0, fmt.Errorf("%s: %q: %w", url, line, err)
+		}
+		found++
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	if found != 2 {
+		return 0, 0, fmt.Errorf("%s: no %s_sum and _count{%s}", url, name, label)
+	}
+	return sum, count, nil
+}
