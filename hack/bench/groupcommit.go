@@ -161,6 +161,9 @@ func (b *bench) pgbenchBatched(ctx context.Context, n int) (stat, error) {
 		if err != nil {
 			return 0, err
 		}
+		if after >= ceilingSeats {
+			fmt.Fprintf(os.Stderr, "bench: the batched pgbench walked past its %d seats (%d orders): later members found their seat sold; raise ceilingSeats\n", ceilingSeats, after)
+		}
 		rate, _ := strconv.ParseFloat(string(tps[1]), 64)
 		txs, _ := strconv.ParseFloat(string(tx[1]), 64)
 		if txs == 0 || after == before {
