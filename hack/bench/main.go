@@ -601,6 +601,7 @@ func (b *bench) sellOut(ctx context.Context, server string, args []string, prof 
 	}
 	out := soldOut{orders: float64(len(res.Created)) / res.Summary.DurationSeconds, p99: res.Summary.Outcomes[loadtest.Created.Key()].P99Ms}
 	if metrics != "" {
+		// Absent before group commit: then no batch is counted.
 		if out.batchSum, out.batchCount, err = histogramSum("http://"+metrics+"/metrics", "flux_order_confirm_batch_size", `kind="purchase"`); err != nil {
 			return soldOut{}, err
 		}
