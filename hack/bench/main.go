@@ -9,7 +9,10 @@
 // Each is the median of -runs repetitions, shown with its spread (min–max).
 // Rows measured with flux-order loadtest (latency, sell-out with its audit)
 // are flagged "client-limited" when the client reached no more against the
-// server than against the null server.
+// server than against the null server. Beside the sell-out, the rows of
+// group commit (issue 18, groupcommit.go): the pods' mean batch and the
+// ceiling it sets, a checkout, the p99 and p50 of a 201; with -profile DIR,
+// where the sell-out's CPU goes (profile.go).
 package main
 
 import (
@@ -41,7 +44,7 @@ var (
 	duration = flag.Duration("duration", 4*time.Second, "length of each throughput measurement")
 	sellOut  = flag.Int64("sellout-seats", 100_000, "seats of the sell-out measurement")
 	write    = flag.String("write", "", "also write the table into this markdown file, between the bench markers")
-	only     = flag.String("steps", "", "comma-separated steps to run after the ceilings (flux-order, redis-tls, waiting-room, baselines, scale; default all); a partial run is never written")
+	only     = flag.String("steps", "", "comma-separated steps to run after the ceilings (flux-order, with the group-commit rows; redis-tls, waiting-room, baselines, scale; default all); a partial run is never written")
 	profile  = flag.String("profile", "", "during the first flux-order sell-out, save the purchase pod's CPU profile and the CPU time of the pod, PostgreSQL, Redis and the load client into this directory, and print where the pod's cycles go")
 )
 
