@@ -182,11 +182,20 @@ kind-load: docker-build ## Build IMG and load it, redis:7 and postgres:15 into t
 	  $(DOCKER) image inspect $$i >/dev/null 2>&1 || $(DOCKER) pull $$i || exit 1; done
 	$(KIT) $(KIND) load docker-image --name $(KIND_CLUSTER) $(IMG) $(REDIS_IMG) $(POSTGRES_IMG)
 
+# MONITORING=true (the default) also applies prometheus-operator's PodMonitor,
+# ServiceMonitor and PrometheusRule CRDs (from its Go module,
+# hack/monitoring-crds.sh) and installs the chart with every monitoring object
+# on, as the e2e suite checks them; no Prometheus runs in the cluster.
+MONITORING ?= true
+MONITORING_SETS := $(foreach o,podMonitor serviceMonitor prometheusRule grafanaDashboard,--set monitoring.$(o).enabled=$(MONITORING))
+
 .PHONY: deploy
 deploy: $(DEPLOY_LOAD) helm ## kind-load, apply the CRD (docs/install.md), then helm upgrade --install the chart with IMG; waits for the manager
 	$(KIT) $(KCTL) apply --server-side --force-conflicts -f $(CHART)/crds/
+	@if [ "$(MONITORING)" = true ]; then crds=$$(hack/monitoring-crds.sh) && \
+	  $(KIT) $(KCTL) apply --server-side --force-conflicts $$(printf -- ' -f %s' $$crds); fi
 	$(KIT) $(HELM) upgrade --install $(RELEASE) $(CHART) --kube-context $(KUBE_CONTEXT) \
-	  --namespace $(NAMESPACE) --create-namespace \
+	  --namespace $(NAMESPACE) --create-namespace $(MONITORING_SETS) \
 	  --set image.repository=$(IMG_REPO) --set-string image.tag=$(IMG_TAG) --set image.pullPolicy=IfNotPresent \
 	  --set defaults.redis.image=$(REDIS_IMG) --set defaults.postgres.image=$(POSTGRES_IMG) \
 	  --set-string "podAnnotations.fluxorder\.io/image-id=$$($(DOCKER) image inspect -f '{{.Id}}' $(IMG) 2>/dev/null | cut -c8-19)" \
