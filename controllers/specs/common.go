@@ -22,6 +22,13 @@ func podMeta(s *salesv1alpha1.FlashSale, component string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Labels: Labels(s, component)}
 }
 
+// withDefaultContainer names the container kubectl exec and logs pick
+// when none is given (the datastores' pods also run a reloader).
+func withDefaultContainer(m metav1.ObjectMeta, name string) metav1.ObjectMeta {
+	m.Annotations = map[string]string{"kubectl.kubernetes.io/default-container": name}
+	return m
+}
+
 // podSecurity runs every container of the pod as uid (non-root) with the
 // runtime's default seccomp profile; volumes are group-owned by uid.
 func podSecurity(uid int64) *corev1.PodSecurityContext {

@@ -22,6 +22,7 @@ const (
 	postgresUID       = 999 // the postgres user of the official image
 	defaultPGStorage  = "1Gi"
 	pgConfigDir       = "/etc/flux-order/postgres"
+	pgSocketDir       = "/var/run/postgresql"
 )
 
 // pgHBA lets the app role in over TLS only, into its database only, and
@@ -94,7 +95,7 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 	}
 	isReady := &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{
-			"pg_isready", "-h", "/var/run/postgresql", "-U", PostgresSuperuser, "-d", PostgresDatabase}}},
+			"pg_isready", "-h", pgSocketDir, "-U", PostgresSuperuser, "-d", PostgresDatabase}}},
 		PeriodSeconds: 5, TimeoutSeconds: 3,
 	}
 	container := corev1.Container{
@@ -119,7 +120,7 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 			{Name: "PGDATA", Value: "/var/lib/postgresql/data/pgdata"},
 		},
 		VolumeMounts: []corev1.VolumeMount{
-			{Name: "data", MountPath: "/var/lib/postgresql/data"}, {Name: "run", MountPath: "/var/run/postgresql"}, {Name: "tmp", MountPath: "/tmp"},
+			{Name: "data", MountPath: "/var/lib/postgresql/data"}, {Name: "run", MountPath: pgSocketDir}, {Name: "tmp", MountPath: "/tmp"},
 			{Name: "tls", MountPath: TLSDir, ReadOnly: true},
 			{Name: "config", MountPath: pgConfigDir, ReadOnly: true},
 			{Name: "initdb", MountPath: "/docker-entrypoint-initdb.d", ReadOnly: true},
@@ -152,10 +153,13 @@ func PostgresStatefulSet(s *salesv1alpha1.FlashSale, o Options) *appsv1.Stateful
 				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
 			},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: podMeta(s, ComponentPostgres),
+				ObjectMeta: withDefaultContainer(podMeta(s, ComponentPostgres), container.Name),
 				Spec: corev1.PodSpec{
 					SecurityContext: podSecurity(postgresUID),
-					Containers:      []corev1.Container{container},
+					// The reloader makes PostgreSQL load a renewed
+					// certificate without a restart (docs/security.md).
+					Containers: []corev1.Container{container, reloader(container.Image, PostgresReloadExpect, nil,
+						[]corev1.VolumeMount{{Name: "run", MountPath: pgSocketDir}}, PostgresReloadCommand(pgSocketDir)...)},
 					Volumes: []corev1.Volume{
 						emptyDir("run"), emptyDir("tmp"),
 						// 0440, root-owned, group postgres: what PostgreSQL

@@ -56,14 +56,19 @@ func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 		SecurityContext: restricted(true),
 	}
 	volumes := []corev1.Volume{emptyDir("data"), secretVolume("acl", RedisName(s), 0o440, SecretKeyACL)}
-	if r.TLS {
-		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "tls", MountPath: TLSDir, ReadOnly: true})
-		volumes = append(volumes, secretVolume("tls", TLSSecretName(s), 0o440))
-	}
 	resources, maxmemory := redisResources(r.Resources)
 	container.Resources = resources
 	container.Args = append(container.Args, "--maxmemory", strconv.FormatInt(maxmemory, 10))
 	container.LivenessProbe = tcpLiveness("redis", 3)
+	containers := []corev1.Container{container}
+	if r.TLS {
+		containers[0].VolumeMounts = append(containers[0].VolumeMounts, corev1.VolumeMount{Name: "tls", MountPath: TLSDir, ReadOnly: true})
+		volumes = append(volumes, secretVolume("tls", TLSSecretName(s), 0o440))
+		// The reloader makes Redis load a renewed certificate without a
+		// restart, which would lose every lock (docs/security.md).
+		auth := secretEnv("REDISCLI_AUTH", secretRef(RedisName(s), SecretKeyReloaderPass))
+		containers = append(containers, reloader(container.Image, RedisReloadExpect, []corev1.EnvVar{auth}, nil, RedisReloadCommand(RedisPort, TLSDir)...))
+	}
 	labels := SelectorLabels(s, ComponentRedis)
 	dep := &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
@@ -74,10 +79,10 @@ func RedisDeployment(s *salesv1alpha1.FlashSale, o Options) *appsv1.Deployment {
 			// Never two Redis at once: each would hold a different set of locks.
 			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: podMeta(s, ComponentRedis),
+				ObjectMeta: withDefaultContainer(podMeta(s, ComponentRedis), container.Name),
 				Spec: corev1.PodSpec{
 					SecurityContext: podSecurity(redisUID),
-					Containers:      []corev1.Container{container},
+					Containers:      containers,
 					Volumes:         volumes,
 				},
 			},

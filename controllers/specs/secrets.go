@@ -111,10 +111,17 @@ func RedisSecret(s *salesv1alpha1.FlashSale, password string) *corev1.Secret {
 		Host:   fmt.Sprintf("%s.%s.svc:%d", RedisName(s), s.Namespace, RedisPort),
 		Path:   "/0",
 	}
-	return secret(s, RedisName(s), ComponentRedis, corev1.SecretTypeOpaque, map[string]string{
+	data := map[string]string{
 		SecretKeyUser: redisacl.User, SecretKeyPass: password,
 		SecretKeyACL: redisacl.File(s.Name, password), SecretKeyURL: u.String(),
-	})
+	}
+	if s.Spec.Redis.TLS {
+		// The certificate reloader's user: CONFIG SET only.
+		reloaderPass := ReloaderPassword(password)
+		data[SecretKeyACL] += "user " + ReloaderUser + " " + ReloaderRules(reloaderPass) + "\n"
+		data[SecretKeyReloaderPass] = reloaderPass
+	}
+	return secret(s, RedisName(s), ComponentRedis, corev1.SecretTypeOpaque, data)
 }
 
 // SaleSecret keys what must be unguessable to outsiders: order ids derived

@@ -6,6 +6,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -33,6 +34,11 @@ var ErrNoKey = errors.New("pki: no private key in PEM")
 // now (minus a few minutes of clock skew). It may sign certificates only,
 // not intermediate CAs (MaxPathLen 0).
 func NewCA(commonName string, validFor time.Duration) (certPEM, keyPEM []byte, err error) {
+	return NewCAAt(time.Now(), commonName, validFor)
+}
+
+// NewCAAt is NewCA with now as the time it is made (the operator's clock).
+func NewCAAt(now time.Time, commonName string, validFor time.Duration) (certPEM, keyPEM []byte, err error) {
 	if validFor <= 0 {
 		return nil, nil, fmt.Errorf("pki: CA validity %v must be positive", validFor)
 	}
@@ -40,7 +46,7 @@ func NewCA(commonName string, validFor time.Duration) (certPEM, keyPEM []byte, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: CA key: %w", err)
 	}
-	tmpl, err := template(commonName, validFor)
+	tmpl, err := template(now, commonName, validFor)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -60,8 +66,14 @@ func NewCA(commonName string, validFor time.Duration) (certPEM, keyPEM []byte, e
 // by the CA given as PEM (as returned by NewCA). Clients verifying the full
 // chain and host name (sslmode=verify-full, rediss:// with a CA file) accept
 // it for any of dnsNames and ips. It expires after validFor, or with the CA
-// if that comes first.
+// if that comes first (callers that renew must check what they got: see
+// NotAfter).
 func NewServerCert(caCertPEM, caKeyPEM []byte, commonName string, dnsNames []string, ips []net.IP, validFor time.Duration) (certPEM, keyPEM []byte, err error) {
+	return NewServerCertAt(time.Now(), caCertPEM, caKeyPEM, commonName, dnsNames, ips, validFor)
+}
+
+// NewServerCertAt is NewServerCert with now as the time it is issued.
+func NewServerCertAt(now time.Time, caCertPEM, caKeyPEM []byte, commonName string, dnsNames []string, ips []net.IP, validFor time.Duration) (certPEM, keyPEM []byte, err error) {
 	if validFor <= 0 {
 		return nil, nil, fmt.Errorf("pki: server certificate validity %v must be positive", validFor)
 	}
@@ -80,7 +92,7 @@ func NewServerCert(caCertPEM, caKeyPEM []byte, commonName string, dnsNames []str
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: server key: %w", err)
 	}
-	tmpl, err := template(commonName, validFor)
+	tmpl, err := template(now, commonName, validFor)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -127,6 +139,48 @@ func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
 	}
 }
 
+// ParseCertificates returns every certificate in certPEM (a bundle, such
+// as a trust file holding an old and a new CA), in order.
+func ParseCertificates(certPEM []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for rest := certPEM; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("pki: parse certificate: %w", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, ErrNoCertificate
+	}
+	return out, nil
+}
+
+// Bundle is the PEM of certs, one after the other: the form of a trust
+// file (PostgreSQL's sslrootcert, Redis' tls-ca-cert-file, Go's
+// AppendCertsFromPEM all read every certificate in it).
+func Bundle(certs ...*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+// SignedBy reports whether cert's signature verifies with ca's key (and
+// cert names ca as its issuer).
+func SignedBy(cert, ca *x509.Certificate) bool {
+	return bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil
+}
+
 func parseKey(keyPEM []byte) (*ecdsa.PrivateKey, error) {
 	for rest := keyPEM; ; {
 		var b *pem.Block
@@ -155,12 +209,11 @@ func parseKey(keyPEM []byte) (*ecdsa.PrivateKey, error) {
 	}
 }
 
-func template(commonName string, validFor time.Duration) (*x509.Certificate, error) {
+func template(now time.Time, commonName string, validFor time.Duration) (*x509.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
 		return nil, fmt.Errorf("pki: serial: %w", err)
 	}
-	now := time.Now()
 	return &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"flux-order"}},

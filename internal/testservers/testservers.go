@@ -201,22 +201,51 @@ func StartRedisTLS() (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := r.writeTLS(); err != nil {
+		return nil, err
+	}
+	return r, r.Start()
+}
+
+func (r *Redis) writeTLS() error {
 	caCert, caKey, err := pki.NewCA("flux-order test CA", 24*time.Hour)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cert, key, err := pki.NewServerCert(caCert, caKey, "redis", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, 24*time.Hour)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.CAFile = filepath.Join(r.dir, "ca.crt")
 	for name, data := range map[string][]byte{"ca.crt": caCert, "tls.crt": cert, "tls.key": key} {
 		if err := os.WriteFile(filepath.Join(r.dir, name), data, 0o600); err != nil {
-			return nil, err
+			return err
 		}
+	}
+	return nil
+}
+
+// StartRedisTLSACL is StartRedisTLS with an ACL file of lines (user ...),
+// as a sale's Redis with spec.redis.tls runs. Its certificate, key and CA
+// are tls.crt, tls.key and ca.crt in Dir.
+func StartRedisTLSACL(lines ...string) (*Redis, error) {
+	r, err := newRedis()
+	if err != nil {
+		return nil, err
+	}
+	r.acl = true
+	r.aclLines = lines
+	if err := r.writeACL(); err != nil {
+		return nil, err
+	}
+	if err := r.writeTLS(); err != nil {
+		return nil, err
 	}
 	return r, r.Start()
 }
+
+// Dir is the server's directory (with TLS: tls.crt, tls.key, ca.crt).
+func (r *Redis) Dir() string { return r.dir }
 
 // URL is the redis:// (or, with TLS, rediss://) URL of a password-less server.
 func (r *Redis) URL() string {
@@ -339,6 +368,31 @@ func StartPostgresTLS() (*Postgres, error) {
 	_, err = conn.Exec(ctx, "CREATE ROLE "+AppRole+" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '"+p.appPass+"'")
 	return p, err
 }
+
+// ReplaceCertificate puts a new server certificate and key where the
+// server reads them (data/server.crt, data/server.key), as a renewal
+// would; the server serves it once it reloads.
+func (p *Postgres) ReplaceCertificate(cert, key []byte) error {
+	for name, data := range map[string][]byte{"server.crt": cert, "server.key": key} {
+		tmp := filepath.Join(p.data(), "."+name)
+		if err := p.writeOwned(tmp, data, 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(p.data(), name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CertificateFiles are the server's certificate and key.
+func (p *Postgres) CertificateFiles() (cert, key string) {
+	return filepath.Join(p.data(), "server.crt"), filepath.Join(p.data(), "server.key")
+}
+
+// SocketDir holds the server's Unix socket (the superuser logs in there
+// without a password).
+func (p *Postgres) SocketDir() string { return p.dir }
 
 // writeOwned writes a file the server (which may run as another user) reads.
 func (p *Postgres) writeOwned(path string, data []byte, mode os.FileMode) error {
