@@ -94,8 +94,8 @@ func (p pendingUpdate) String() string {
 //   - otherwise the live sale keeps its template: the apply carries the pod
 //     template exactly as this manager last applied it (its managed fields,
 //     extracted from the live object: the server's defaults and other
-//     managers' fields, such as the certificate renewal stamp, stay out of
-//     our apply), and everything else as built.
+//     managers' fields, such as older operators' certificate restart
+//     stamp, stay out of our apply), and everything else as built.
 func (r *FlashSaleReconciler) datastoreApply(ctx context.Context, sale *salesv1alpha1.FlashSale, desired, cached client.Object, live bool, why string) (*unstructured.Unstructured, *pendingUpdate, error) {
 	u, err := applyForm(desired)
 	if err != nil {

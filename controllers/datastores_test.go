@@ -19,12 +19,13 @@ import (
 	"github.com/flux-order/flux-order/internal/testservers"
 )
 
-// onSale creates a sale (ending in an hour) and plays kubelet until it is OnSale.
-func onSale(t *testing.T, ns, name string) *salesv1alpha1.FlashSale {
+// onSale creates a sale (ending in an hour, then mutate) and plays kubelet
+// until it is OnSale.
+func onSale(t *testing.T, ns, name string, mutate ...func(*salesv1alpha1.FlashSale)) *salesv1alpha1.FlashSale {
 	t.Helper()
-	sale := createSale(t, ns, name, func(s *salesv1alpha1.FlashSale) {
+	sale := createSale(t, ns, name, append([]func(*salesv1alpha1.FlashSale){func(s *salesv1alpha1.FlashSale) {
 		s.Spec.EndsAt = &metav1.Time{Time: time.Now().Add(time.Hour).Truncate(time.Second)}
-	})
+	}}, mutate...)...)
 	markReady(t, ns, name+"-redis", &appsv1.Deployment{})
 	markReady(t, ns, name+"-postgres", &appsv1.StatefulSet{})
 	markReady(t, ns, name+"-purchase", &appsv1.Deployment{})

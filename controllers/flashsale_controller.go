@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
@@ -115,11 +117,12 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	// reported in Ready (reason ApplyFailed) and retried, never a reason to
 	// leave the rest of the sale stale.
 	var failures []error
-	if err := r.ensureSecrets(ctx, sale); err != nil {
+	certs, err := r.ensureSecrets(ctx, sale)
+	if err != nil {
 		failures = append(failures, r.failed(sale, "Secret", err))
 	}
 	var pending []pendingUpdate
-	for _, o := range desired(sale, r.Options, hibernating) {
+	for _, o := range desired(sale, r.Options, hibernating, certs.trust) {
 		p, err := r.reconcileObject(ctx, sale, o)
 		if err != nil {
 			failures = append(failures, r.failed(sale, o.kind, err))
@@ -155,6 +158,9 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	next := sale.DeepCopy()
 	next.Status.SoldOutSince = status.SoldOutSince
 	d := nextBoundary(next, now)
+	if !certs.wake.IsZero() && (d <= 0 || certs.wake.Sub(now) < d) {
+		d = certs.wake.Sub(now) // the CA's or the certificate's replacement
+	}
 	if err := errors.Join(failures...); err != nil {
 		// Retried with backoff; the clock's next boundary is kept apart.
 		if d > 0 && r.wake != nil {
@@ -206,12 +212,16 @@ func optional[T client.Object](kind string, obj T, isNil bool, absent client.Obj
 // desired lists every object a sale owns, in dependency order. A
 // hibernating sale has no HPA and no PDB, Redis at 0 and one purchase pod,
 // which keeps the orders readable and answers purchases with sale_ended or
-// sold out; PostgreSQL and everything else stay.
-func desired(s *salesv1alpha1.FlashSale, o specs.Options, hibernating bool) []ownedObject {
+// sold out; PostgreSQL and everything else stay. trust is the purchase
+// pods' TrustAnnotation (ensureTLS): a new one rolls them.
+func desired(s *salesv1alpha1.FlashSale, o specs.Options, hibernating bool, trust string) []ownedObject {
 	named := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: s.Namespace} }
 	pgSvc, pgSts := specs.PostgresService(s), specs.PostgresStatefulSet(s, o)
 	redisSvc, redisDep := specs.RedisService(s), specs.RedisDeployment(s, o)
 	purchase := specs.PurchaseDeployment(s, o)
+	if trust != "" {
+		purchase.Spec.Template.Annotations[TrustAnnotation] = trust
+	}
 	hpa, pdb, ing := specs.PurchaseHPA(s), specs.PurchasePDB(s), specs.PurchaseIngress(s)
 	pgCM := specs.PostgresConfigMap(s)
 	pgNP, redisNP, purchaseNP := specs.PostgresNetworkPolicy(s), specs.RedisNetworkPolicy(s), specs.PurchaseNetworkPolicy(s, o)
@@ -288,9 +298,9 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 	if err := r.applyUnstructured(ctx, u); err != nil {
 		return nil, fmt.Errorf("apply %s %s: %w", o.kind, o.obj.GetName(), err)
 	}
-	if !created && rollsPods(existing, o.obj) {
+	if why := rollsPods(existing, o.obj); !created && why != "" {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "RollingUpdate", "Reconcile",
-			"replacing the pods of %s %s one at a time (never below the ready count): their image or resources changed", o.kind, o.obj.GetName())
+			"replacing the pods of %s %s one at a time (never below the ready count): %s", o.kind, o.obj.GetName(), why)
 	}
 	if created {
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "Created", "Reconcile", "created %s %s", o.kind, o.obj.GetName())
@@ -298,16 +308,26 @@ func (r *FlashSaleReconciler) reconcileObject(ctx context.Context, sale *salesv1
 	return pending, storageErr
 }
 
-// rollsPods says whether applying desired over existing replaces pods: the
-// pod template's config hash changes (only what needs new pods is in it).
-func rollsPods(existing, desired client.Object) bool {
+// rollsPods says why applying desired over existing replaces pods, if it
+// does: the pod template's config hash changes (only what needs new pods
+// is in it), or the trust bundle does.
+func rollsPods(existing, desired client.Object) string {
 	e, ok1 := existing.(*appsv1.Deployment)
 	d, ok2 := desired.(*appsv1.Deployment)
 	if !ok1 || !ok2 {
-		return false
+		return ""
 	}
-	was := e.Spec.Template.Annotations[specs.ConfigHashAnnotation]
-	return was != "" && was != d.Spec.Template.Annotations[specs.ConfigHashAnnotation]
+	changed := func(key string) bool {
+		was := e.Spec.Template.Annotations[key]
+		return was != "" && was != d.Spec.Template.Annotations[key]
+	}
+	switch {
+	case changed(specs.ConfigHashAnnotation):
+		return "their image or resources changed"
+	case changed(TrustAnnotation):
+		return "the CAs they trust changed"
+	}
+	return ""
 }
 
 // apply sends obj as a server-side apply with the manager's field owner,
@@ -409,6 +429,16 @@ var reportMatters = predicate.Funcs{
 	},
 }
 
+// saleOfLabels maps one of the operator's objects to its sale by the
+// instance label every one carries.
+func saleOfLabels(_ context.Context, obj client.Object) []reconcile.Request {
+	l := obj.GetLabels()
+	if l[specs.ManagedByLabel] != specs.ManagedBy || l["app.kubernetes.io/instance"] == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: l["app.kubernetes.io/instance"]}}}
+}
+
 // SetupWithManager watches FlashSales and every kind they own.
 func (r *FlashSaleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.wake = newBoundaries()
@@ -422,7 +452,10 @@ func (r *FlashSaleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		For(&salesv1alpha1.FlashSale{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, reportMatters))).
-		Owns(&corev1.Secret{}).
+		// By label, not owner: the Secrets kept with the data have no
+		// owner (reclaimPolicy Retain), and deleting <sale>-ca rotates
+		// the CA at once (docs/security.md).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(saleOfLabels)).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&corev1.Service{}).

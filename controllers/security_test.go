@@ -111,66 +111,6 @@ func TestSecrets_GeneratedOnce_SurviveReconciles_DerivedKeysFollowTheSpec(t *tes
 	}
 }
 
-func TestSecrets_CertificateRenewedBeforeExpiry_DatastoresRestartOnce(t *testing.T) {
-	ns := newNamespace(t)
-	sale := createSale(t, ns, "renew")
-	old := &corev1.Secret{}
-	testservers.Eventually(t, 10*time.Second, poll, "tls secret", func() error { return get(t, ns, "renew-tls", old) })
-	sts := &appsv1.StatefulSet{}
-	testservers.Eventually(t, 10*time.Second, poll, "postgres", func() error { return get(t, ns, "renew-postgres", sts) })
-	if _, ok := sts.Spec.Template.Annotations[TLSRenewedAnnotation]; ok {
-		t.Fatal("a new certificate must not restart anything")
-	}
-
-	// A certificate with a week left (as one would be after 51 weeks) is
-	// within its renewal month.
-	ca := &corev1.Secret{}
-	if err := get(t, ns, "renew-ca", ca); err != nil {
-		t.Fatal(err)
-	}
-	shortCert, shortKey, err := pki.NewServerCert(ca.Data["ca.crt"], ca.Data["ca.key"], "renew-postgres", []string{"renew-postgres"}, nil, 7*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.Data["tls.crt"], old.Data["tls.key"] = shortCert, shortKey
-	if err := k8s.Update(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 1 }) // any change triggers a reconcile
-	testservers.Eventually(t, 10*time.Second, poll, "renewed certificate", func() error {
-		cur := &corev1.Secret{}
-		if err := get(t, ns, "renew-tls", cur); err != nil {
-			return err
-		}
-		if bytes.Equal(cur.Data["tls.crt"], shortCert) {
-			return fmt.Errorf("certificate unchanged")
-		}
-		if !bytes.Equal(cur.Data["ca.crt"], ca.Data["ca.crt"]) {
-			return fmt.Errorf("the CA must not change (the pods trust it)")
-		}
-		expiring, err := pki.ExpiresBefore(cur.Data["tls.crt"], time.Now().Add(300*24*time.Hour))
-		if err != nil || expiring {
-			return fmt.Errorf("the new certificate must be valid for about a year: %v %v", expiring, err)
-		}
-		return nil
-	})
-	testservers.Eventually(t, 10*time.Second, poll, "postgres restarted", func() error {
-		if err := get(t, ns, "renew-postgres", sts); err != nil {
-			return err
-		}
-		if sts.Spec.Template.Annotations[TLSRenewedAnnotation] == "" {
-			return fmt.Errorf("no %s on the pod template", TLSRenewedAnnotation)
-		}
-		return nil
-	})
-	// The manager's next applies leave the stamp alone: one restart.
-	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.MaxTicketsPerBuyer = 2 })
-	waitObserved(t, sale)
-	if err := get(t, ns, "renew-postgres", sts); err != nil || sts.Spec.Template.Annotations[TLSRenewedAnnotation] == "" {
-		t.Errorf("the restart stamp was removed by a later apply (%v)", err)
-	}
-}
-
 func TestPurchasePods_NoLiteralCredentials(t *testing.T) {
 	ns := newNamespace(t)
 	createSale(t, ns, "lit")

@@ -20,9 +20,9 @@ import (
 	"time"
 )
 
-// backdate is how far NotBefore lies before now, so a certificate made now is
-// accepted by a peer whose clock is slightly behind.
-const backdate = 5 * time.Minute
+// Backdate is how far NotBefore lies before the time a certificate is made,
+// so that a peer whose clock is slightly behind accepts it.
+const Backdate = 5 * time.Minute
 
 // ErrNoCertificate is returned when PEM input holds no CERTIFICATE block.
 var ErrNoCertificate = errors.New("pki: no certificate in PEM")
@@ -217,7 +217,7 @@ func template(now time.Time, commonName string, validFor time.Duration) (*x509.C
 	return &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"flux-order"}},
-		NotBefore:    now.Add(-backdate),
+		NotBefore:    now.Add(-Backdate),
 		NotAfter:     now.Add(validFor),
 	}, nil
 }
