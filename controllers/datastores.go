@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -56,6 +57,44 @@ func opensAt(sale *salesv1alpha1.FlashSale) (time.Time, bool) {
 		at = w.JoinFrom.Time
 	}
 	return at, true
+}
+
+// holdRedisTLS is the sale as the reconcile applies it: while it is live,
+// its managed Redis keeps serving as it does (TLS only, or plain), and
+// with it the Redis URL in its Secret and the purchase pods' settings,
+// whatever spec.redis.tls says; pending then names the switch. Switching
+// at once would make Redis serve one way while the running purchase pods
+// connect the other until each has rolled: every purchase meanwhile a
+// 503. It applies once the sale is not live, or at once with
+// spec.datastoreUpdates Immediate (docs/operations.md).
+func (r *FlashSaleReconciler) holdRedisTLS(ctx context.Context, sale *salesv1alpha1.FlashSale) (*salesv1alpha1.FlashSale, *pendingUpdate, error) {
+	if sale.Spec.Redis.External != nil || sale.Spec.DatastoreUpdates == salesv1alpha1.DatastoreUpdatesImmediate {
+		return sale, nil, nil
+	}
+	if live, _ := datastoresLive(sale, r.now()); !live {
+		return sale, nil, nil
+	}
+	dep := &appsv1.Deployment{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.RedisName(sale)}, dep); err != nil {
+		return sale, nil, client.IgnoreNotFound(err)
+	}
+	running := servesTLS(dep)
+	if running == sale.Spec.Redis.TLS {
+		return sale, nil, nil
+	}
+	held := sale.DeepCopy()
+	held.Spec.Redis.TLS = running
+	return held, &pendingUpdate{component: "redis", fields: []string{fmt.Sprintf("spec.redis.tls (%t, wanted %t)", running, sale.Spec.Redis.TLS)}}, nil
+}
+
+// servesTLS says whether a Redis Deployment runs redis-server with TLS.
+func servesTLS(dep *appsv1.Deployment) bool {
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		if c.Name == "redis" && slices.Contains(c.Args, "--tls-port") {
+			return true
+		}
+	}
+	return false
 }
 
 // pendingUpdate is an operator's change to a datastore's pod template that

@@ -117,13 +117,22 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	// reported in Ready (reason ApplyFailed) and retried, never a reason to
 	// leave the rest of the sale stale.
 	var failures []error
-	certs, err := r.ensureSecrets(ctx, sale)
+	var pending []pendingUpdate
+	// applied is the sale as applied: a live sale's Redis keeps its TLS
+	// setting (holdRedisTLS).
+	applied, held, err := r.holdRedisTLS(ctx, sale)
+	if err != nil {
+		failures = append(failures, r.failed(sale, "Deployment", err))
+	}
+	if held != nil {
+		pending = append(pending, *held)
+	}
+	certs, err := r.ensureSecrets(ctx, applied)
 	if err != nil {
 		failures = append(failures, r.failed(sale, "Secret", err))
 	}
-	var pending []pendingUpdate
-	for _, o := range desired(sale, r.Options, hibernating, certs.trust) {
-		p, err := r.reconcileObject(ctx, sale, o)
+	for _, o := range desired(applied, r.Options, hibernating, certs.trust) {
+		p, err := r.reconcileObject(ctx, applied, o)
 		if err != nil {
 			failures = append(failures, r.failed(sale, o.kind, err))
 		}

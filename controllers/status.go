@@ -132,7 +132,7 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		for _, p := range obs.pending {
 			what = append(what, p.String())
 		}
-		update = check{true, "SaleLive", fmt.Sprintf("the operator's new pod templates wait until the sale is not live (Ended, hibernated, or Scheduled more than %s before it opens) or spec.datastoreUpdates is Immediate, so that no datastore restarts mid-sale; they would change %s", DatastoreUpdateLead, strings.Join(what, "; "))}
+		update = check{true, "SaleLive", fmt.Sprintf("changes to the datastores' pods wait until the sale is not live (Ended, hibernated, or Scheduled more than %s before it opens) or spec.datastoreUpdates is Immediate, so that no datastore restarts mid-sale; they would change %s", DatastoreUpdateLead, strings.Join(what, "; "))}
 	}
 	if reportedSoldOut(sale) {
 		st.SoldOutSince = prev.SoldOutSince

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -368,4 +369,69 @@ func TestCertificates_CARotationAsDocumented_ClientsAlwaysTrustTheServers(t *tes
 	}
 	testClock.Store(nil)
 	sameTemplates(t, templates, datastoreTemplates(t, ns, "rot"))
+}
+
+// redisServes says how the sale's Redis, its URL and its purchase pods are
+// set up: tls true when all three are TLS, an error when they disagree.
+func redisServes(t *testing.T, ns, name string) (tls bool, err error) {
+	t.Helper()
+	redisDep, purchase := &appsv1.Deployment{}, &appsv1.Deployment{}
+	if err := get(t, ns, name+"-redis", redisDep); err != nil {
+		return false, err
+	}
+	if err := get(t, ns, name+"-purchase", purchase); err != nil {
+		return false, err
+	}
+	server := servesTLS(redisDep)
+	url := strings.HasPrefix(string(secretData(t, ns, name+"-redis")[specs.SecretKeyURL]), "rediss://")
+	pods := false
+	for _, e := range purchase.Spec.Template.Spec.Containers[0].Env {
+		pods = pods || e.Name == "FLUX_ORDER_REDIS_CA_FILE"
+	}
+	if server != url || url != pods {
+		return false, fmt.Errorf("Redis serves TLS %t, its URL is TLS %t, the purchase pods verify %t", server, url, pods)
+	}
+	return server, nil
+}
+
+// Issue 21, defect 5: turning spec.redis.tls on mid-sale made Redis
+// TLS-only at once while the running purchase pods still spoke plain
+// Redis: 503s for the whole rollout. Now the switch waits while the sale
+// is live (DatastoreUpdatePending names it), Redis, its URL and the pods
+// stay as they run, and it applies once the sale has ended, or at once
+// with spec.datastoreUpdates Immediate (here: switched off).
+func TestRedisTLS_SwitchedMidSale_WaitsUntilTheSaleIsNotLive(t *testing.T) {
+	ns := newNamespace(t)
+	a := onSale(t, ns, "tls-on")
+	b := onSale(t, ns, "tls-off", func(s *salesv1alpha1.FlashSale) { s.Spec.Redis.TLS = true })
+	templates := datastoreTemplates(t, ns, "tls-on")
+
+	patchSpec(t, a, func(s *salesv1alpha1.FlashSale) { s.Spec.Redis.TLS = true })
+	testservers.Eventually(t, 10*time.Second, poll, "the switch named as waiting", func() error {
+		return datastoreUpdate(t, a, metav1.ConditionTrue, "redis: spec.redis.tls (false, wanted true)")
+	})
+	reconcileNow(t, a)
+	if on, err := redisServes(t, ns, "tls-on"); err != nil || on {
+		t.Errorf("mid-sale: TLS %t, %v; want plain Redis throughout", on, err)
+	}
+	sameTemplates(t, templates, datastoreTemplates(t, ns, "tls-on"))
+
+	patchSpec(t, a, func(s *salesv1alpha1.FlashSale) { s.Spec.EndsAt = &metav1.Time{Time: time.Now().Add(-time.Minute)} })
+	testservers.Eventually(t, 10*time.Second, poll, "TLS once the sale has ended", func() error {
+		if on, err := redisServes(t, ns, "tls-on"); err != nil || !on {
+			return fmt.Errorf("TLS %t, %v", on, err)
+		}
+		return datastoreUpdate(t, a, metav1.ConditionFalse)
+	})
+
+	patchSpec(t, b, func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Redis.TLS = false
+		s.Spec.DatastoreUpdates = salesv1alpha1.DatastoreUpdatesImmediate
+	})
+	testservers.Eventually(t, 10*time.Second, poll, "plain Redis at once when opted in", func() error {
+		if on, err := redisServes(t, ns, "tls-off"); err != nil || on {
+			return fmt.Errorf("TLS %t, %v", on, err)
+		}
+		return nil
+	})
 }
