@@ -84,7 +84,8 @@ func replaceAt(end time.Time, before, urgent time.Duration, live bool) time.Time
 //     holds it. A certificate is never issued that would itself be due
 //     at once (capped by a CA near its end): that is what looped.
 //  4. Once the certificate of the current CA was issued TrustOverlap ago,
-//     the other CAs leave the bundle, outside a live sale.
+//     the other CAs leave the bundle, outside a live sale (or once they
+//     have all ended).
 //
 // Each step is taken at most once per CA or certificate; wake schedules
 // the next.
@@ -135,15 +136,14 @@ func (r *FlashSaleReconciler) ensureTLS(ctx context.Context, sale *salesv1alpha1
 		r.Recorder.Eventf(sale, nil, corev1.EventTypeNormal, "CARotated", "Reconcile",
 			"the sale's CA ends %s: a new CA is made; the purchase pods trust both while the datastores move to it", ca.NotAfter.UTC().Format(time.RFC3339))
 		caSecret = updated
-	default:
-		soonest(replaceAt(ca.NotAfter, caRenewBefore, caRenewUrgent, live))
-		if live {
-			soonest(replaceAt(ca.NotAfter, caRenewBefore, caRenewUrgent, false))
-		}
 	}
 	caCert, caKey := caSecret.Data[specs.SecretKeyCACert], caSecret.Data[specs.SecretKeyCAKey]
 	if ca, err = pki.ParseCertificate(caCert); err != nil {
 		return st, err
+	}
+	soonest(replaceAt(ca.NotAfter, caRenewBefore, caRenewUrgent, live))
+	if live {
+		soonest(replaceAt(ca.NotAfter, caRenewBefore, caRenewUrgent, false))
 	}
 	// Both live as long as the database (reclaimPolicy), like its passwords.
 	if err := r.keepWithData(ctx, caSecret, specs.CASecret(sale, caCert, caKey).ObjectMeta); err != nil {
@@ -211,15 +211,24 @@ func (r *FlashSaleReconciler) ensureTLS(ctx context.Context, sale *salesv1alpha1
 		soonest(replaceAt(served.NotAfter, renewBefore, renewUrgent, live))
 	}
 
-	// 4. The old CAs leave the bundle.
+	// 4. The old CAs leave the bundle: outside a live sale, or during
+	// one once they have all ended (trusting them is then useless).
 	dropped := false
 	if len(bundle) > 1 && pki.SignedBy(served, ca) {
 		at := served.NotBefore.Add(pki.Backdate + TrustOverlap) // issued + overlap
+		ended := time.Time{}
+		for _, old := range bundle {
+			if !old.Equal(ca) && old.NotAfter.After(ended) {
+				ended = old.NotAfter
+			}
+		}
 		switch {
 		case now.Before(at):
 			soonest(at)
-		case !live:
+		case !live || now.After(ended):
 			bundle, dropped = []*x509.Certificate{ca}, true
+		default:
+			soonest(ended.Add(time.Second))
 		}
 	}
 

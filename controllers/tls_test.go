@@ -91,6 +91,11 @@ func reconcileNow(t *testing.T, sale *salesv1alpha1.FlashSale) {
 // verifies says whether cert is accepted, for the sale's Postgres and
 // Redis names, by a client trusting bundle (sslmode=verify-full, rediss://).
 func verifies(cert, bundle []byte, ns, name string) error {
+	return verifiesAt(cert, bundle, ns, name, time.Now())
+}
+
+// verifiesAt is verifies with the clock at at.
+func verifiesAt(cert, bundle []byte, ns, name string, at time.Time) error {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(bundle) {
 		return fmt.Errorf("no CA in the bundle")
@@ -100,7 +105,7 @@ func verifies(cert, bundle []byte, ns, name string) error {
 		return err
 	}
 	for _, host := range []string{name + "-postgres." + ns + ".svc", name + "-redis." + ns + ".svc"} {
-		if _, err := c.Verify(x509.VerifyOptions{DNSName: host, Roots: pool}); err != nil {
+		if _, err := c.Verify(x509.VerifyOptions{DNSName: host, Roots: pool, CurrentTime: at}); err != nil {
 			return fmt.Errorf("%s: %w", host, err)
 		}
 	}

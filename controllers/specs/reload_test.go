@@ -66,6 +66,22 @@ func newIssuer(t *testing.T) (caPEM, certPEM, keyPEM []byte, serial string) {
 	return caPEM, certPEM, keyPEM, c.SerialNumber.String()
 }
 
+// waitServed waits until served (the serial number of the certificate a
+// new connection gets) is serial.
+func waitServed(t *testing.T, served func() (string, error), serial string) {
+	t.Helper()
+	testservers.Eventually(t, 15*time.Second, 200*time.Millisecond, "the renewed certificate served", func() error {
+		got, err := served()
+		if err != nil {
+			return err
+		}
+		if got != serial {
+			return fmt.Errorf("serving %s, want %s", got, serial)
+		}
+		return nil
+	})
+}
+
 func writeBundle(t *testing.T, pems ...[]byte) string {
 	t.Helper()
 	var b []byte
@@ -149,16 +165,7 @@ func TestReloader_PostgresServesARenewedCertificateWithoutARestart(t *testing.T)
 	if err := pg.ReplaceCertificate(cert, key); err != nil {
 		t.Fatal(err)
 	}
-	testservers.Eventually(t, 15*time.Second, 200*time.Millisecond, "the renewed certificate served", func() error {
-		got, err := served()
-		if err != nil {
-			return err
-		}
-		if got != serial {
-			return fmt.Errorf("serving %s, want %s", got, serial)
-		}
-		return nil
-	})
+	waitServed(t, served, serial)
 	var again time.Time
 	if err := open.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&again); err != nil {
 		t.Fatalf("the connection open before the renewal was cut: %v", err)
@@ -220,16 +227,7 @@ func TestReloader_RedisServesARenewedCertificateWithoutARestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testservers.Eventually(t, 15*time.Second, 200*time.Millisecond, "the renewed certificate served", func() error {
-		got, err := served()
-		if err != nil {
-			return err
-		}
-		if got != serial {
-			return fmt.Errorf("serving %s, want %s", got, serial)
-		}
-		return nil
-	})
+	waitServed(t, served, serial)
 	if v, err := rdb.Get(ctx, "fs:s:ticket:1").Result(); err != nil || v != "lock" {
 		t.Errorf("the lock after the reload: %q, %v (Redis restarted?)", v, err)
 	}
