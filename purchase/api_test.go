@@ -117,7 +117,7 @@ func TestAPI_ReadEndpoints(t *testing.T) {
 	defer metrics.Close()
 	for url, want := range map[string]string{
 		s.Pods[0].URL + "/healthz": "ok", s.Pods[0].URL + "/readyz": "ok",
-		metrics.URL + "/metrics": `flux_order_purchase_requests_total{outcome="created"} 1`,
+		metrics.URL + "/metrics": `flux_order_purchase_requests_total{outcome="created",status="201"} 1`,
 	} {
 		resp, err := s.Client.Get(url)
 		if err != nil {

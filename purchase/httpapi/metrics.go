@@ -1,6 +1,10 @@
 package httpapi
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the answers' series. Label values are fixed sets (outcome
 // codes), and every series is resolved once: the hot path must not hash
@@ -35,8 +39,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flux_order_purchase_requests_total",
-			Help: "Purchase requests by outcome (created, replayed or a problem code).",
-		}, []string{"outcome"}),
+			Help: "Purchase requests by outcome (created, replayed or a problem code) and the HTTP status it answers.",
+		}, []string{"outcome", "status"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "flux_order_purchase_duration_seconds",
 			Help:    "Purchase latency by outcome.",
@@ -44,8 +48,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"outcome"}),
 		holdsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flux_order_hold_requests_total",
-			Help: "Hold requests by op (hold, confirm, release) and outcome (created, replayed, released or a problem code).",
-		}, []string{"op", "outcome"}),
+			Help: "Hold requests by op (hold, confirm, release), outcome (created, replayed, released or a problem code) and the HTTP status it answers.",
+		}, []string{"op", "outcome", "status"}),
 		joinsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flux_order_queue_joins_total",
 			Help: "POST /v1/queue by outcome (the state answered, or a problem code).",
@@ -63,14 +67,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	codes := append([]string{unknownProblem.code}, problemCodes()...)
 	m.purchases = map[string]outcomeSeries{}
 	for _, o := range append([]string{"created", "replayed"}, codes...) {
-		m.purchases[o] = outcomeSeries{m.requests.WithLabelValues(o), m.latency.WithLabelValues(o)}
+		m.purchases[o] = outcomeSeries{m.requests.WithLabelValues(o, statusOf(o)), m.latency.WithLabelValues(o)}
 	}
 	m.holds, m.holdLat = map[string]map[string]prometheus.Counter{}, map[string]prometheus.Observer{}
 	for _, op := range holdOps {
 		m.holdLat[op] = holdLat.WithLabelValues(op)
 		m.holds[op] = map[string]prometheus.Counter{}
 		for _, o := range append([]string{"created", "replayed", "released"}, codes...) {
-			m.holds[op][o] = m.holdsVec.WithLabelValues(op, o)
+			m.holds[op][o] = m.holdsVec.WithLabelValues(op, o, statusOf(o))
 		}
 	}
 	m.joins, m.polls = counters(m.joinsVec, queueStates, codes), counters(m.pollsVec, queueStates, codes)
@@ -103,7 +107,7 @@ func count(set map[string]prometheus.Counter, vec *prometheus.CounterVec, outcom
 func (m *metrics) observe(outcome string, seconds float64) {
 	o, ok := m.purchases[outcome]
 	if !ok {
-		o = outcomeSeries{m.requests.WithLabelValues(outcome), m.latency.WithLabelValues(outcome)}
+		o = outcomeSeries{m.requests.WithLabelValues(outcome, statusOf(outcome)), m.latency.WithLabelValues(outcome)}
 	}
 	o.requests.Inc()
 	o.latency.Observe(seconds)
@@ -113,7 +117,7 @@ func (m *metrics) observe(outcome string, seconds float64) {
 func (m *metrics) observeHold(op, outcome string, seconds float64) {
 	c, ok := m.holds[op][outcome]
 	if !ok {
-		c = m.holdsVec.WithLabelValues(op, outcome)
+		c = m.holdsVec.WithLabelValues(op, outcome, statusOf(outcome))
 	}
 	c.Inc()
 	m.holdLat[op].Observe(seconds)
@@ -125,4 +129,22 @@ func problemCodes() []string {
 		codes[i] = p.code
 	}
 	return codes
+}
+
+// statusOf is the HTTP status an answer's outcome is given: the problem
+// table's for a problem code (one status per code, so the label adds no
+// series).
+func statusOf(outcome string) string {
+	switch outcome {
+	case "created", "replayed":
+		return "201"
+	case "released":
+		return "204"
+	}
+	for _, p := range problems {
+		if p.code == outcome {
+			return strconv.Itoa(p.status)
+		}
+	}
+	return strconv.Itoa(unknownProblem.status)
 }
