@@ -29,6 +29,9 @@ var (
 	ErrHoldNotFound   = errors.New("no such hold")
 	ErrHoldExpired    = errors.New("the hold expired or was released; the seat may have been sold to another buyer")
 	ErrHoldsDisabled  = errors.New("this sale sells in one step: holds are off (holdTTL is 0)")
+	ErrAuthRequired   = errors.New("this sale needs the buyer's identity: send Authorization: Bearer <token> from the platform's sign-in")
+	ErrAuthInvalid    = errors.New("the identity token is invalid or expired, or not for this sale")
+	ErrBuyerMismatch  = errors.New("buyerId is not the subject of the identity token")
 
 	// ErrSeatStoreUnavailable and ErrDatabaseUnavailable are the causes of
 	// ErrUnavailable a buyer is told about: a fixed sentence each, never the
@@ -36,6 +39,7 @@ var (
 	// driver error with Unavailable; it goes to the log.
 	ErrSeatStoreUnavailable = &Cause{"the seat store is unavailable", ErrUnavailable}
 	ErrDatabaseUnavailable  = &Cause{"the order database is unavailable", ErrUnavailable}
+	ErrIdentityUnavailable  = &Cause{"buyer identity cannot be verified by this server right now", ErrUnavailable}
 )
 
 // Cause is a sentinel that is also its parent (errors.Is(c, parent)).

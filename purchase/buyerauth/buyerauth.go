@@ -1,0 +1,305 @@
+// Package buyerauth verifies the buyers' identity tokens (issue 17: buyers
+// are who the platform says). The sale's platform signs a JWT for each
+// signed-in buyer; the pod verifies it locally, with no call to the
+// identity provider: the signature against a JWKS document read from a
+// file (in a cluster, a key of a mounted Secret the kubelet refreshes in
+// place), and iss, aud, exp and nbf with a small clock skew. The buyer is
+// the token's sub.
+//
+// The keys are re-read from the file while the pod runs (Follow), so a
+// rotation of the JWKS needs no restart; the issuer and audiences are live
+// settings (Set), from the FlashSale's spec.buyerAuth.jwt.
+package buyerauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/flux-order/flux-order/purchase/sale"
+)
+
+// ClockSkew is how far a token's exp and nbf may be off the pod's clock.
+const ClockSkew = 30 * time.Second
+
+// MaxTokenLen bounds what is parsed: identity tokens are a few hundred
+// bytes to a few KiB.
+const MaxTokenLen = 8 << 10
+
+// MaxJWKSBytes bounds the JWKS document read from the file.
+const MaxJWKSBytes = 1 << 20
+
+// FollowInterval is how often Follow re-reads the JWKS file. Reading a few
+// KiB once a second costs nothing; the kubelet's own refresh of a Secret
+// volume takes up to about a minute anyway.
+const FollowInterval = time.Second
+
+// algorithms are the signature algorithms accepted: asymmetric ones only.
+// "none" and the HMAC family (HS256 with the public key as its secret) are
+// refused when the token is parsed, before any key is looked at.
+var algorithms = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512,
+	jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512,
+	jose.EdDSA,
+}
+
+// Settings are the live part: whom the tokens must come from and be for.
+// Identity is on while Issuer is set.
+type Settings struct {
+	Issuer    string
+	Audiences []string
+}
+
+// On says whether buyers must present an identity token.
+func (s Settings) On() bool { return s.Issuer != "" }
+
+// Verifier checks identity tokens against the keys of a JWKS file.
+type Verifier struct {
+	file     string
+	settings atomic.Pointer[Settings]
+	keys     atomic.Pointer[keySet]
+	fileErr  atomic.Pointer[error]
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// keySet is one version of the file: its bytes and the usable keys by kid.
+type keySet struct {
+	raw  []byte
+	keys map[string]jose.JSONWebKey
+}
+
+// New returns a verifier with settings s and the keys of file ("": no
+// keys, so identity cannot be on). A file that cannot be read or holds no
+// usable key is an error: a pod should not start unable to verify anyone.
+func New(file string, s Settings, log *slog.Logger) (*Verifier, error) {
+	v := &Verifier{file: file, log: log, now: time.Now}
+	v.Set(s)
+	if file != "" {
+		raw, err := readFile(file)
+		if err != nil {
+			return nil, err
+		}
+		ks, err := parseKeySet(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		v.keys.Store(ks)
+	}
+	return v, nil
+}
+
+// Set takes new settings (live: the next request uses them).
+func (v *Verifier) Set(s Settings) {
+	s.Audiences = slices.Clone(s.Audiences)
+	v.settings.Store(&s)
+}
+
+// Settings are the settings in force.
+func (v *Verifier) Settings() Settings { return *v.settings.Load() }
+
+// On says whether buyers must present an identity token now.
+func (v *Verifier) On() bool { return v.settings.Load().On() }
+
+// KeyIDs lists the key ids loaded now (for logs and tests).
+func (v *Verifier) KeyIDs() []string {
+	ks := v.keys.Load()
+	if ks == nil {
+		return nil
+	}
+	ids := make([]string, 0, len(ks.keys))
+	for id := range ks.keys {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// errNoKeys: identity is on but this pod has no JWKS file (a pod started
+// before spec.buyerAuth was added, being replaced): it refuses rather
+// than sells to unverified buyers.
+var errNoKeys = errors.New("identity is on but this pod has no JWKS file")
+
+// Subject verifies the request's Authorization header values and returns
+// the token's subject. It answers sale.ErrAuthRequired without a Bearer
+// token, sale.ErrAuthInvalid (wrapping the reason, for logs) for a token
+// that does not verify, and an unavailable error when the pod has no keys.
+func (v *Verifier) Subject(authorization []string) (string, error) {
+	if len(authorization) == 0 {
+		return "", sale.ErrAuthRequired
+	}
+	if len(authorization) > 1 {
+		return "", fmt.Errorf("%w: more than one Authorization header", sale.ErrAuthInvalid)
+	}
+	scheme, token, ok := strings.Cut(authorization[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", sale.ErrAuthRequired
+	}
+	ks := v.keys.Load()
+	if ks == nil {
+		return "", sale.Unavailable(sale.ErrIdentityUnavailable, errNoKeys)
+	}
+	sub, err := v.verify(ks, strings.TrimSpace(token))
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", sale.ErrAuthInvalid, err)
+	}
+	return sub, nil
+}
+
+func (v *Verifier) verify(ks *keySet, token string) (string, error) {
+	if len(token) > MaxTokenLen {
+		return "", errors.New("token too long")
+	}
+	tok, err := jwt.ParseSigned(token, algorithms)
+	if err != nil {
+		return "", err // malformed, or alg none / HS256 / any other not in algorithms
+	}
+	if len(tok.Headers) != 1 {
+		return "", errors.New("not exactly one signature")
+	}
+	h := tok.Headers[0]
+	key, ok := ks.keys[h.KeyID]
+	if !ok {
+		return "", fmt.Errorf("unknown kid %q", h.KeyID)
+	}
+	if key.Algorithm != "" && key.Algorithm != h.Algorithm {
+		return "", fmt.Errorf("alg %s is not the key's %s", h.Algorithm, key.Algorithm)
+	}
+	var c jwt.Claims
+	if err := tok.Claims(key.Key, &c); err != nil {
+		return "", err
+	}
+	s := v.settings.Load()
+	if s.Issuer == "" || len(s.Audiences) == 0 {
+		return "", errors.New("no issuer or audience configured")
+	}
+	if c.Expiry == nil {
+		return "", errors.New("no exp")
+	}
+	if c.Subject == "" {
+		return "", errors.New("no sub")
+	}
+	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: s.Issuer, AnyAudience: s.Audiences, Time: v.now()}, ClockSkew); err != nil {
+		return "", err
+	}
+	return c.Subject, nil
+}
+
+// FileError is why the last read of the JWKS file by Follow was not taken
+// (nil: it was, or it had not changed).
+func (v *Verifier) FileError() error {
+	if e := v.fileErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (v *Verifier) setFileError(err error) {
+	if err == nil {
+		v.fileErr.Store(nil)
+		return
+	}
+	v.fileErr.Store(&err)
+}
+
+// Follow re-reads the JWKS file every interval until ctx ends, taking each
+// new version that holds at least one usable key. A version that cannot be
+// read or holds none is logged and the previous keys kept: a half-written
+// or mistaken Secret never locks every buyer out.
+func (v *Verifier) Follow(ctx context.Context, interval time.Duration) {
+	if v.file == "" {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var lastBad []byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		raw, err := readFile(v.file)
+		if err != nil {
+			if v.FileError() == nil { // once per failure, not every second
+				v.log.Warn("reading the JWKS file failed; keeping the keys loaded", "file", v.file, "err", err)
+			}
+			v.setFileError(err)
+			continue
+		}
+		if bytes.Equal(lastBad, raw) {
+			continue // still the version refused (and logged) before
+		}
+		if cur := v.keys.Load(); cur != nil && bytes.Equal(cur.raw, raw) {
+			v.setFileError(nil)
+			continue
+		}
+		ks, err := parseKeySet(raw)
+		v.setFileError(err)
+		if err != nil {
+			lastBad = raw
+			v.log.Error("the JWKS file holds no usable key; keeping the keys loaded", "file", v.file, "err", err)
+			continue
+		}
+		lastBad = nil
+		v.keys.Store(ks)
+		v.log.Info("buyer identity keys loaded", "file", v.file, "kids", v.KeyIDs())
+	}
+}
+
+func readFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, MaxJWKSBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > MaxJWKSBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, MaxJWKSBytes)
+	}
+	return raw, nil
+}
+
+// parseKeySet reads a JWKS document ({"keys": [...]}) and keeps its public
+// signature keys. Private keys are refused outright (a Secret holding the
+// signing key is a mistake worth stopping), symmetric ones and those
+// marked for encryption are skipped.
+func parseKeySet(raw []byte) (*keySet, error) {
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return nil, fmt.Errorf("not a JWKS document: %w", err)
+	}
+	ks := &keySet{raw: raw, keys: make(map[string]jose.JSONWebKey, len(set.Keys))}
+	for _, k := range set.Keys {
+		switch {
+		case !k.IsPublic():
+			return nil, fmt.Errorf("key %q is a private or symmetric key: publish only public keys", k.KeyID)
+		case k.Use != "" && k.Use != "sig":
+			continue
+		}
+		if _, dup := ks.keys[k.KeyID]; dup {
+			return nil, fmt.Errorf("kid %q appears twice", k.KeyID)
+		}
+		ks.keys[k.KeyID] = k
+	}
+	if len(ks.keys) == 0 {
+		return nil, errors.New("no public signature key")
+	}
+	return ks, nil
+}
