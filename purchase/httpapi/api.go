@@ -37,6 +37,7 @@ type API struct {
 	checkout Checkout
 	queue    Queue
 	feed     Feed
+	identity Identity
 	facts    func() sale.Facts
 	draining func() bool
 	metrics  *metrics
@@ -50,6 +51,9 @@ type Deps struct {
 	Checkout Checkout
 	Queue    Queue
 	Feed     Feed
+	// Identity, when set and on, makes every purchase, hold, confirm,
+	// join and order lookup need the buyer's identity token (identity.go).
+	Identity Identity
 	// Facts are the sale's public facts now (GET /v1/sale).
 	Facts func() sale.Facts
 	// Draining says the pod is shutting down: /readyz fails.
@@ -61,7 +65,7 @@ type Deps struct {
 
 // New returns the API over d.
 func New(d Deps) *API {
-	return &API{checkout: d.Checkout, queue: d.Queue, feed: d.Feed, facts: d.Facts, draining: d.Draining,
+	return &API{checkout: d.Checkout, queue: d.Queue, feed: d.Feed, identity: d.Identity, facts: d.Facts, draining: d.Draining,
 		metrics: newMetrics(d.Registerer), log: d.Log}
 }
 
@@ -127,7 +131,7 @@ func get(h http.HandlerFunc) http.HandlerFunc {
 
 // purchaseHandler decides the Request from the HTTP request, its body and
 // its (already validated) idempotency key.
-type purchaseHandler func(r *http.Request, body []byte, key string) (checkout.Request, error)
+type purchaseHandler func(r *http.Request, body []byte, key string) (checkout.Request, buyer, error)
 
 // post runs a purchase: decode, buy, answer, count.
 func (s *API) post(decide purchaseHandler) http.HandlerFunc {
@@ -167,13 +171,13 @@ func (s *API) servePurchase(w http.ResponseWriter, r *http.Request, decide purch
 	if err != nil {
 		return checkout.Order{}, false, err
 	}
-	req, err := decide(r, body, key)
+	req, b, err := decide(r, body, key)
 	if err != nil {
 		return checkout.Order{}, false, err
 	}
 	// A refused pass buys nothing new, but a keyed retry still learns the
 	// order it already bought: checkout decides both.
-	req.Refusal = s.queue.CheckPass(r.Header["Authorization"], req.BuyerID)
+	req.Refusal = s.checkPass(r, b)
 	return s.checkout.Purchase(r.Context(), req)
 }
 
@@ -223,18 +227,18 @@ func idempotencyKey(h http.Header) (string, error) {
 
 // handlePurchaseTicket reads the seat from the path; checkout checks its
 // range (against the live inventory).
-func (s *API) handlePurchaseTicket(r *http.Request, body []byte, key string) (checkout.Request, error) {
+func (s *API) handlePurchaseTicket(r *http.Request, body []byte, key string) (checkout.Request, buyer, error) {
 	id, ok := parseTicketID(r.PathValue("id"))
 	if !ok {
-		return checkout.Request{}, sale.ErrTicketNotFound
+		return checkout.Request{}, buyer{}, sale.ErrTicketNotFound
 	}
-	buyer, err := decodePurchase(body)
-	return checkout.Request{TicketID: id, BuyerID: buyer, IdempotencyKey: key}, err
+	b, err := s.buyerOf(r, body)
+	return checkout.Request{TicketID: id, BuyerID: b.id, IdempotencyKey: key}, b, err
 }
 
-func (s *API) handlePurchaseAny(_ *http.Request, body []byte, key string) (checkout.Request, error) {
-	buyer, err := decodePurchase(body)
-	return checkout.Request{BuyerID: buyer, IdempotencyKey: key}, err
+func (s *API) handlePurchaseAny(r *http.Request, body []byte, key string) (checkout.Request, buyer, error) {
+	b, err := s.buyerOf(r, body)
+	return checkout.Request{BuyerID: b.id, IdempotencyKey: key}, b, err
 }
 
 // parseTicketID accepts only the canonical spelling of a positive decimal
@@ -282,12 +286,19 @@ func (s *API) handleAvailability(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *API) handleOrder(w http.ResponseWriter, r *http.Request) {
+	if err := s.authenticate(r); err != nil {
+		writeProblem(w, err)
+		return
+	}
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
 		writeProblem(w, sale.ErrOrderNotFound)
 		return
 	}
 	o, err := s.checkout.Order(r.Context(), id)
+	if err == nil {
+		err = s.owner(r, o.BuyerID, sale.ErrOrderNotFound)
+	}
 	if err != nil {
 		writeProblem(w, err)
 		return

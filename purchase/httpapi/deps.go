@@ -26,8 +26,17 @@ type Checkout interface {
 type Queue interface {
 	On() bool
 	CheckPass(authorization []string, buyerID string) error
+	CheckPassHeader(values []string, buyerID string) error
 	Join(ctx context.Context, buyer string) (waitingroom.Place, string, error)
 	Poll(queueID string) (waitingroom.Place, error)
+}
+
+// Identity verifies the buyers' identity tokens (*buyerauth.Verifier).
+// Subject answers sale.ErrAuthRequired or sale.ErrAuthInvalid (wrapped)
+// for a request it refuses.
+type Identity interface {
+	On() bool
+	Subject(authorization []string) (string, error)
 }
 
 // Feed streams seat changes to pages (*seatfeed.Hub). Stream returns an

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -108,10 +109,22 @@ type fakeQueue struct {
 	place   waitingroom.Place
 	err     error
 	joined  string
+	// passChecked records the last pass check: which header it read
+	// ("Authorization" or PassHeader), its values and the buyer.
+	passChecked struct {
+		header string
+		values []string
+		buyer  string
+	}
 }
 
 func (q *fakeQueue) On() bool { return q.on }
-func (q *fakeQueue) CheckPass(_ []string, _ string) error {
+func (q *fakeQueue) CheckPass(values []string, buyer string) error {
+	q.passChecked.header, q.passChecked.values, q.passChecked.buyer = "Authorization", values, buyer
+	return q.passErr
+}
+func (q *fakeQueue) CheckPassHeader(values []string, buyer string) error {
+	q.passChecked.header, q.passChecked.values, q.passChecked.buyer = PassHeader, values, buyer
 	return q.passErr
 }
 func (q *fakeQueue) Join(_ context.Context, buyer string) (waitingroom.Place, string, error) {
@@ -142,10 +155,37 @@ type fixture struct {
 	handler  http.Handler
 }
 
+// fakeIdentity accepts the tokens of subs (token → subject); with on
+// false, identity is off.
+type fakeIdentity struct {
+	on   bool
+	subs map[string]string
+}
+
+func (i *fakeIdentity) On() bool { return i.on }
+func (i *fakeIdentity) Subject(authorization []string) (string, error) {
+	if len(authorization) == 0 {
+		return "", sale.ErrAuthRequired
+	}
+	tok, ok := strings.CutPrefix(authorization[0], "Bearer ")
+	if !ok {
+		return "", sale.ErrAuthRequired
+	}
+	if sub, ok := i.subs[tok]; ok && len(authorization) == 1 {
+		return sub, nil
+	}
+	return "", fmt.Errorf("%w: unknown token", sale.ErrAuthInvalid)
+}
+
 func newFixture() *fixture {
+	return newFixtureWith(nil)
+}
+
+// newFixtureWith is newFixture with buyer identity (nil: none).
+func newFixtureWith(identity Identity) *fixture {
 	f := &fixture{checkout: &fakeCheckout{}, queue: &fakeQueue{}, feed: &fakeFeed{}, registry: prometheus.NewRegistry()}
 	api := New(Deps{
-		Checkout: f.checkout, Queue: f.queue, Feed: f.feed,
+		Checkout: f.checkout, Queue: f.queue, Feed: f.feed, Identity: identity,
 		Facts:      func() sale.Facts { return sale.Facts{DisplayName: "Show", Tickets: 10} },
 		Draining:   func() bool { return f.draining },
 		Registerer: f.registry,

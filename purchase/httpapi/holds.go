@@ -74,14 +74,14 @@ func (s *API) servePlaceHold(w http.ResponseWriter, r *http.Request, seat func(*
 	if err != nil {
 		return checkout.Hold{}, false, err
 	}
-	buyer, err := decodePurchase(body)
+	b, err := s.buyerOf(r, body)
 	if err != nil {
 		return checkout.Hold{}, false, err
 	}
 	// As for a purchase: a refused pass holds nothing new, but a keyed
 	// retry still learns its hold; checkout decides both.
-	refusal := s.queue.CheckPass(r.Header["Authorization"], buyer)
-	return s.checkout.PlaceHold(r.Context(), checkout.HoldRequest{TicketID: id, BuyerID: buyer, IdempotencyKey: key, Refusal: refusal})
+	refusal := s.checkPass(r, b)
+	return s.checkout.PlaceHold(r.Context(), checkout.HoldRequest{TicketID: id, BuyerID: b.id, IdempotencyKey: key, Refusal: refusal})
 }
 
 // handleConfirmHold serves POST /v1/holds/{holdId}/confirm
@@ -100,11 +100,17 @@ func (s *API) serveConfirmHold(w http.ResponseWriter, r *http.Request) (checkout
 	if err != nil {
 		return checkout.Order{}, false, err
 	}
+	var sub string
+	if s.identityOn() {
+		if sub, err = s.subject(r); err != nil {
+			return checkout.Order{}, false, err
+		}
+	}
 	holdID, err := uuid.Parse(r.PathValue("holdId"))
 	if err != nil {
 		return checkout.Order{}, false, sale.ErrHoldNotFound
 	}
-	buyer, ref, err := decodeConfirm(body)
+	buyer, ref, err := decodeConfirm(body, sub)
 	if err != nil {
 		return checkout.Order{}, false, err
 	}
@@ -117,11 +123,18 @@ func (s *API) handleHold(w http.ResponseWriter, r *http.Request) {
 	holdID, perr := uuid.Parse(r.PathValue("holdId"))
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		if err := s.authenticate(r); err != nil {
+			writeProblem(w, err)
+			return
+		}
 		if perr != nil {
 			writeProblem(w, sale.ErrHoldNotFound)
 			return
 		}
 		h, err := s.checkout.Hold(r.Context(), holdID)
+		if err == nil {
+			err = s.owner(r, h.BuyerID, sale.ErrHoldNotFound)
+		}
 		if err != nil {
 			writeProblem(w, err)
 			return
@@ -131,8 +144,19 @@ func (s *API) handleHold(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, b)
 	case http.MethodDelete:
 		start := time.Now()
-		err := sale.ErrHoldNotFound
-		if perr == nil {
+		err := s.authenticate(r)
+		if err == nil && perr != nil {
+			err = sale.ErrHoldNotFound
+		}
+		if err == nil && s.identityOn() {
+			// Only the hold's buyer may release it: the hold id alone is
+			// not enough once buyers are identified.
+			var h checkout.Hold
+			if h, err = s.checkout.Hold(r.Context(), holdID); err == nil {
+				err = s.owner(r, h.BuyerID, sale.ErrHoldNotFound)
+			}
+		}
+		if err == nil {
 			err = s.checkout.ReleaseHold(r.Context(), holdID)
 		}
 		s.answerHold(w, "release", start, http.StatusNoContent, nil, false, err)
@@ -145,7 +169,14 @@ func (s *API) handleHold(w http.ResponseWriter, r *http.Request) {
 // decodeConfirm reads {"buyerId": "...", "paymentRef": "..."} strictly (see
 // decode.go). paymentRef is 1..MaxPaymentRefLen bytes of printable ASCII
 // without surrounding spaces: an id from a payment provider, not free text.
-func decodeConfirm(body []byte) (buyer, ref string, err error) {
+// With identity (sub, the token's subject, not empty) the buyerId may be
+// left out ({"paymentRef": "..."}); given, it must be sub.
+func decodeConfirm(body []byte, sub string) (buyer, ref string, err error) {
+	if sub != "" {
+		if v, err := parseStringObject(body, "paymentRef"); err == nil {
+			return sub, v[0], checkPaymentRef(v[0])
+		}
+	}
 	v, err := parseStringObject(body, "buyerId", "paymentRef")
 	if err != nil {
 		return "", "", fmt.Errorf("%w: body must be the JSON object {\"buyerId\": \"...\", \"paymentRef\": \"...\"}: %v", sale.ErrInvalidRequest, err)
@@ -153,14 +184,21 @@ func decodeConfirm(body []byte) (buyer, ref string, err error) {
 	if buyer, err = normalizeBuyerID(v[0]); err != nil {
 		return "", "", err
 	}
-	ref = v[1]
+	if sub != "" && buyer != sub {
+		return "", "", sale.ErrBuyerMismatch
+	}
+	return buyer, v[1], checkPaymentRef(v[1])
+}
+
+// checkPaymentRef validates a confirmation's paymentRef.
+func checkPaymentRef(ref string) error {
 	if ref == "" || len(ref) > MaxPaymentRefLen || ref[0] == ' ' || ref[len(ref)-1] == ' ' {
-		return "", "", fmt.Errorf("%w: paymentRef must be 1..%d bytes, without leading or trailing spaces", sale.ErrInvalidRequest, MaxPaymentRefLen)
+		return fmt.Errorf("%w: paymentRef must be 1..%d bytes, without leading or trailing spaces", sale.ErrInvalidRequest, MaxPaymentRefLen)
 	}
 	for i := 0; i < len(ref); i++ {
 		if ref[i] < 0x20 || ref[i] > 0x7e {
-			return "", "", fmt.Errorf("%w: paymentRef must be printable ASCII", sale.ErrInvalidRequest)
+			return fmt.Errorf("%w: paymentRef must be printable ASCII", sale.ErrInvalidRequest)
 		}
 	}
-	return buyer, ref, nil
+	return nil
 }

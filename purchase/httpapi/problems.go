@@ -38,6 +38,11 @@ var problems = []problem{
 	{sale.ErrBuyerLimit, "buyer_limit_reached", http.StatusForbidden, "Buyer limit reached"},
 	{sale.ErrPassRequired, "pass_required", http.StatusUnauthorized, "Pass required"},
 	{sale.ErrPassInvalid, "pass_invalid", http.StatusForbidden, "Pass invalid"},
+	// Buyer identity (spec.buyerAuth): no token, or one that does not
+	// verify. 401 with a Bearer challenge (RFC 6750 §3).
+	{sale.ErrAuthRequired, "auth_required", http.StatusUnauthorized, "Authentication required"},
+	{sale.ErrAuthInvalid, "auth_invalid", http.StatusUnauthorized, "Authentication invalid"},
+	{sale.ErrBuyerMismatch, "buyer_mismatch", http.StatusForbidden, "Buyer mismatch"},
 	{sale.ErrQueueNotFound, "queue_not_found", http.StatusNotFound, "Queue not found"},
 	{sale.ErrInvalidRequest, "invalid_request", http.StatusBadRequest, "Invalid request"},
 	{sale.ErrTicketHeld, "ticket_held", http.StatusConflict, "Ticket held"},
@@ -49,6 +54,7 @@ var problems = []problem{
 	{sale.ErrOrderPending, "order_pending", http.StatusServiceUnavailable, "Order pending"},
 	{sale.ErrSeatStoreUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
 	{sale.ErrDatabaseUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
+	{sale.ErrIdentityUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
 	{sale.ErrUnavailable, "unavailable", http.StatusServiceUnavailable, "Service unavailable"},
 }
 
@@ -130,6 +136,10 @@ func writeProblem(w http.ResponseWriter, err error) {
 		h["Retry-After"] = []string{strconv.Itoa(ra.Seconds)}
 	case p.status == http.StatusServiceUnavailable:
 		h["Retry-After"] = retryAfter
+	case p.err == sale.ErrAuthRequired:
+		h["Www-Authenticate"] = identityChallenge
+	case p.err == sale.ErrAuthInvalid:
+		h["Www-Authenticate"] = invalidTokenChallenge
 	case p.status == http.StatusUnauthorized:
 		h["Www-Authenticate"] = bearerChallenge // RFC 9110 §11.6.1: a 401 names its scheme
 	}
@@ -144,4 +154,8 @@ var (
 	retryAfter         = []string{"1"}
 	problemContentType = []string{"application/problem+json"}
 	bearerChallenge    = []string{`Bearer realm="waiting room"`}
+	// The identity token's challenges (RFC 6750 §3): no error code when
+	// none was sent, invalid_token for one that does not verify.
+	identityChallenge     = []string{`Bearer realm="flux-order"`}
+	invalidTokenChallenge = []string{`Bearer realm="flux-order", error="invalid_token"`}
 )

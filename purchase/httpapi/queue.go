@@ -67,11 +67,11 @@ func (s *API) serveJoin(w http.ResponseWriter, r *http.Request) (waitingroom.Pla
 	if err != nil {
 		return waitingroom.Place{}, "", err
 	}
-	buyer, err := decodePurchase(body)
+	b, err := s.buyerOf(r, body)
 	if err != nil {
 		return waitingroom.Place{}, "", err
 	}
-	return s.queue.Join(r.Context(), buyer)
+	return s.queue.Join(r.Context(), b.id)
 }
 
 func (s *API) handlePoll(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,9 @@
     holds_disabled: 'Seats are bought directly in this sale: click a seat to buy it.',
     pass_required: 'Please join the waiting room first: your pass from the queue lets you buy.',
     pass_invalid: 'Your waiting-room pass is no longer valid (expired, or for another buyer id). Please join the queue again.',
+    auth_required: 'Please sign in first: this sale sells only to signed-in buyers. Open it from the site where you signed in.',
+    auth_invalid: 'Your sign-in has expired or is not valid for this sale. Please sign in again and reopen the sale page.',
+    buyer_mismatch: 'The buyer id is not the account you signed in with. Please reload the page.',
     queue_not_found: 'Your place in the queue could not be found. Please join again.',
     queue_closed: 'The waiting room is closed.',
     ticket_not_found: 'There is no seat with that number.',
@@ -44,10 +47,41 @@
   const store = (k, v) => { try { v === null ? sessionStorage.removeItem(k) : sessionStorage.setItem(k, JSON.stringify(v)); } catch (e) { /* private mode */ } };
   const load = (k) => { try { return JSON.parse(sessionStorage.getItem(k)); } catch (e) { return null; } };
 
+  // ---- identity --------------------------------------------------------
+  // A sale with spec.buyerAuth sells only to buyers the embedding site
+  // signed in (docs/sale-page.md). The site hands the buyer's identity token
+  // in the page URL's fragment, #access_token=<JWT>, which no browser sends
+  // to any server: the page keeps it for this tab (sessionStorage), takes it
+  // out of the address bar and history, and sends it as Authorization:
+  // Bearer with every request; the buyer id is then the token's subject. A
+  // new token (the old one expired) is handed the same way: reopen the page
+  // with a new fragment; requests in doubt carry on after the reload.
+  const identity = (() => {
+    const h = new URLSearchParams(location.hash.slice(1));
+    let token = h.get('access_token');
+    if (token) {
+      store('fo.token', token);
+      h.delete('access_token');
+      const rest = h.toString();
+      history.replaceState(null, '', location.pathname + location.search + (rest ? '#' + rest : ''));
+    } else {
+      token = load('fo.token');
+    }
+    if (!token) return null;
+    try {
+      const b64 = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))));
+      return typeof claims.sub === 'string' && claims.sub ? { token, sub: claims.sub } : null;
+    } catch (e) {
+      return null; // not a JWT: the server would refuse it anyway
+    }
+  })();
+
   // ---- buyer id --------------------------------------------------------
   const buyerInput = $('buyer');
   const randomHex = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, '0')).join('');
-  buyerInput.value = localStorage.getItem('fo.buyer') || 'buyer-' + randomHex(4);
+  buyerInput.value = identity ? identity.sub : localStorage.getItem('fo.buyer') || 'buyer-' + randomHex(4);
+  buyerInput.readOnly = !!identity;
   const buyer = () => buyerInput.value.trim();
   buyerInput.addEventListener('change', () => {
     localStorage.setItem('fo.buyer', buyer());
@@ -78,7 +112,13 @@
   async function api(method, path, body, withPass, key) {
     const headers = { Accept: 'application/json' };
     if (body) headers['Content-Type'] = 'application/json';
-    if (withPass && S.pass) headers.Authorization = 'Bearer ' + S.pass;
+    // With identity the token takes Authorization and the waiting room's
+    // pass its own header; without, the pass is the Bearer token.
+    if (identity) headers.Authorization = 'Bearer ' + identity.token;
+    if (withPass && S.pass) {
+      if (identity) headers['Flux-Order-Pass'] = S.pass;
+      else headers.Authorization = 'Bearer ' + S.pass;
+    }
     if (key) headers['Idempotency-Key'] = key;
     let r;
     try {

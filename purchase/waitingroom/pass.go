@@ -26,6 +26,26 @@ func (q *Room) CheckPass(authorization []string, buyerID string) error {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return sale.ErrPassRequired
 	}
+	return q.checkPass(token, buyerID)
+}
+
+// CheckPassHeader is CheckPass for a sale with buyer identity, where
+// Authorization carries the identity token and the pass comes alone in
+// its own header (Flux-Order-Pass): values are that header's.
+func (q *Room) CheckPassHeader(values []string, buyerID string) error {
+	if !q.settings.Load().On() {
+		return nil
+	}
+	switch len(values) {
+	case 0:
+		return sale.ErrPassRequired
+	case 1:
+		return q.checkPass(values[0], buyerID)
+	}
+	return sale.ErrPassInvalid
+}
+
+func (q *Room) checkPass(token, buyerID string) error {
 	if q.signer.CheckPass(strings.TrimSpace(token), buyerID, time.Now()) != nil {
 		return sale.ErrPassInvalid
 	}
