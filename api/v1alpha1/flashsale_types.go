@@ -80,6 +80,16 @@ type FlashSaleSpec struct {
 	// +optional
 	WaitingRoom *WaitingRoomSpec `json:"waitingRoom,omitempty"`
 
+	// BuyerAuth makes buyers prove who they are: every purchase, hold,
+	// confirmation, join and order lookup then needs an identity token from
+	// the platform's identity provider, and the buyer id is the token's
+	// subject (docs/security.md, Buyer identity). Off when absent. The
+	// issuer and audiences are live; adding or removing buyerAuth, or
+	// naming another Secret, rolls the purchase pods one at a time; a new
+	// JWKS in the same Secret key is taken by the running pods.
+	// +optional
+	BuyerAuth *BuyerAuthSpec `json:"buyerAuth,omitempty"`
+
 	// PurchaseAPI is the Deployment of purchase pods.
 	// +kubebuilder:default={}
 	// +optional
@@ -196,6 +206,44 @@ type NetworkPolicySpec struct {
 	// +kubebuilder:default=true
 	// +optional
 	Enabled *bool `json:"enabled,omitempty"`
+}
+
+// BuyerAuthSpec says how buyers prove who they are.
+type BuyerAuthSpec struct {
+	// JWT: signed JSON Web Tokens from the platform's identity provider
+	// (an OIDC ID or access token), verified by the purchase pods locally.
+	JWT JWTAuthSpec `json:"jwt"`
+}
+
+// JWTAuthSpec is where identity tokens come from and whom they are for.
+// A token is accepted when it is signed (RS, PS, ES or EdDSA; never none
+// or HMAC) by a key of the JWKS document whose kid it names, its iss is
+// Issuer, its aud names one of Audiences, and its exp (required) and nbf
+// hold within 30s of the pods' clocks.
+type JWTAuthSpec struct {
+	// Issuer is the tokens' iss, compared exactly.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Issuer string `json:"issuer"`
+
+	// Audiences: a token's aud must name at least one of them (the
+	// sale's, or the platform's client id).
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	// +listType=set
+	Audiences []string `json:"audiences"`
+
+	// JWKSSecretRef is the key of a Secret in the sale's namespace that
+	// holds the identity provider's public keys as a JWKS document
+	// ({"keys": [...]}). The purchase pods mount it and re-read it while
+	// they run: publish a new key there before it signs, and remove the
+	// old one once no token it signed is still valid.
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0",message="buyerAuth.jwt.jwksSecretRef.name is required"
+	// +kubebuilder:validation:XValidation:rule="self.key.matches('^[-._a-zA-Z0-9]+$')",message="buyerAuth.jwt.jwksSecretRef.key must be a Secret key: letters, digits, '-', '_' and '.'"
+	// +kubebuilder:validation:XValidation:rule="!has(self.optional) || !self.optional",message="buyerAuth.jwt.jwksSecretRef cannot be optional: without the keys no buyer can be verified"
+	JWKSSecretRef corev1.SecretKeySelector `json:"jwksSecretRef"`
 }
 
 // PurchaseAPISpec sizes the purchase pods.

@@ -42,6 +42,11 @@ func PurchaseEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
 	if schema := DatabaseSchema(s); schema != "" {
 		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_DATABASE_SCHEMA", Value: schema})
 	}
+	if s.Spec.BuyerAuth != nil {
+		// Only where the keys are: the issuer and audiences are live
+		// settings the pods follow from the FlashSale.
+		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_BUYER_JWKS_FILE", Value: BuyerJWKSFile})
+	}
 	return append(env,
 		corev1.EnvVar{Name: "FLUX_ORDER_LISTEN", Value: ":" + strconv.Itoa(PurchasePort)},
 		corev1.EnvVar{Name: "FLUX_ORDER_METRICS_LISTEN", Value: ":" + strconv.Itoa(MetricsPort)},
@@ -130,6 +135,17 @@ func purchaseVolumes(s *salesv1alpha1.FlashSale) ([]corev1.Volume, []corev1.Volu
 	}
 	if ext := s.Spec.Redis.External; ext != nil {
 		project(ext.CASecretRef, "redis-ca.crt")
+	}
+	if a := s.Spec.BuyerAuth; a != nil {
+		// The buyers' JWKS, as a whole Secret volume with one item: the
+		// kubelet refreshes it in place when the Secret changes (a subPath
+		// mount never would), and the pods re-read it (docs/architecture.md).
+		ref := a.JWT.JWKSSecretRef
+		vols = append(vols, corev1.Volume{Name: "buyer-jwks", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: ref.Name, Items: []corev1.KeyToPath{{Key: ref.Key, Path: buyerJWKSName}},
+			DefaultMode: ptr.To[int32](0o444), Optional: ptr.To(false),
+		}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "buyer-jwks", MountPath: BuyerAuthDir, ReadOnly: true})
 	}
 	if len(sources) > 0 {
 		vols = append(vols, corev1.Volume{Name: "external-ca", VolumeSource: corev1.VolumeSource{

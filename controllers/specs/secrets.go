@@ -34,6 +34,11 @@ const (
 	ExternalDir       = "/etc/flux-order/external"
 	ExternalPGCAFile  = ExternalDir + "/postgres-ca.crt"
 	ExternalRedCAFile = ExternalDir + "/redis-ca.crt"
+	// BuyerAuthDir holds the buyers' JWKS (spec.buyerAuth.jwt.jwksSecretRef)
+	// in the purchase pods, as BuyerJWKSFile.
+	BuyerAuthDir  = "/etc/flux-order/buyer-auth"
+	buyerJWKSName = "jwks.json"
+	BuyerJWKSFile = BuyerAuthDir + "/" + buyerJWKSName
 )
 
 // Names of the sale's Secrets.
