@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/flux-order/flux-order/internal/flagerr"
+	"github.com/flux-order/flux-order/purchase/buyerauth"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/seatfeed"
@@ -61,6 +62,14 @@ type Config struct {
 	// confirmations (orderstore.Batching; the zero value is
 	// orderstore.DefaultBatching()).
 	Batching orderstore.Batching
+
+	// BuyerJWKSFile is a JWKS document of the identity provider's public
+	// keys (in a cluster, the mounted key of spec.buyerAuth.jwt.jwksSecretRef),
+	// re-read while the pod runs. BuyerAuth are the issuer and audiences
+	// tokens must have; identity is on while its Issuer is set. Live: from
+	// the FlashSale's spec.buyerAuth.jwt (package buyerauth).
+	BuyerJWKSFile string
+	BuyerAuth     buyerauth.Settings
 
 	// WaitingRoom meters buyers through a queue (package waitingroom); off
 	// while AdmitPerSecond is 0. Live: from the FlashSale's spec.waitingRoom.
@@ -149,6 +158,12 @@ func (c *Config) Validate() error {
 		return bad("confirm-batch-window", "must be between 0 and %v, got %v", orderstore.MaxBatchWindow, c.Batching.Window)
 	case c.Batching != (orderstore.Batching{}) && c.Batching.Validate() != nil:
 		return bad("confirm-batch-flushers", "must be between 1 and 64, got %d", c.Batching.Flushers)
+	case c.BuyerAuth.On() && len(c.BuyerAuth.Audiences) == 0:
+		return bad("buyer-jwt-audience", "is required with --buyer-jwt-issuer (the aud a token must name; repeat for several)")
+	case c.BuyerAuth.On() && c.BuyerJWKSFile == "" && !c.ReportStatus:
+		return bad("buyer-jwks-file", "is required with --buyer-jwt-issuer (the identity provider's public keys as a JWKS document)")
+	case !c.BuyerAuth.On() && len(c.BuyerAuth.Audiences) > 0:
+		return bad("buyer-jwt-issuer", "is required with --buyer-jwt-audience")
 	case c.WaitingRoom.Validate() != nil:
 		return c.WaitingRoom.Validate()
 	case c.WaitingRoom.On() && !c.WaitingRoom.JoinFrom.IsZero() && !c.Schedule.StartsAt.IsZero() && c.WaitingRoom.JoinFrom.After(c.Schedule.StartsAt):

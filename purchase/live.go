@@ -10,6 +10,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/purchase/buyerauth"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/statusreport"
@@ -29,6 +30,7 @@ func (cfg Config) withSettings(s statusreport.Settings) Config {
 	cfg.MaxPerBuyer = s.MaxTicketsPerBuyer
 	cfg.DisplayName = s.DisplayName
 	cfg.WaitingRoom = waitingRoomOf(s.WaitingRoom)
+	cfg.BuyerAuth = buyerAuthOf(s.BuyerAuth)
 	if s.LockTTL > 0 {
 		cfg.LockTTL = s.LockTTL
 	}
@@ -63,6 +65,7 @@ func (s *Service) Apply(st statusreport.Settings) {
 	c.SetMaxPerBuyer(st.MaxTicketsPerBuyer)
 	s.SetDisplayName(st.DisplayName)
 	s.Queue.Set(waitingRoomOf(st.WaitingRoom))
+	s.Identity.Set(buyerAuthOf(st.BuyerAuth))
 	c.SetSoldOut(st.SoldOut, st.Tickets)
 	if st.LockTTL > 0 {
 		c.SetLockTTL(st.LockTTL)
@@ -108,6 +111,16 @@ func (s *Service) followGrowth(ctx context.Context, grow <-chan int64) {
 			}
 		}
 	}
+}
+
+// buyerAuthOf is the FlashSale's spec.buyerAuth as the pod's identity
+// settings (nil: identity off). Its JWKS is not here: the pod reads it
+// from the mounted file (Config.BuyerJWKSFile).
+func buyerAuthOf(a *salesv1alpha1.BuyerAuthSpec) buyerauth.Settings {
+	if a == nil {
+		return buyerauth.Settings{}
+	}
+	return buyerauth.Settings{Issuer: a.JWT.Issuer, Audiences: a.JWT.Audiences}
 }
 
 // waitingRoomOf is the FlashSale's spec.waitingRoom as the pod's settings

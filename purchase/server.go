@@ -16,6 +16,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"github.com/flux-order/flux-order/internal/flagerr"
+	"github.com/flux-order/flux-order/purchase/buyerauth"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/seatlock"
 	"github.com/flux-order/flux-order/purchase/statusreport"
@@ -150,7 +151,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		store.Close()
 		return nil, nil, err // a *flagerr.Error: it names its flag
 	}
-	svc := NewService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, log)
+	identity, err := buyerauth.New(cfg.BuyerJWKSFile, cfg.BuyerAuth, log)
+	if err != nil {
+		_ = rdb.Close()
+		store.Close()
+		return nil, nil, flagerr.New("buyer-jwks-file", "%v", err)
+	}
+	svc := newService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, identity, log)
 	// The pod's loops idle while there is nothing to do; they stop before
 	// the connections close.
 	lctx, stopLoops := context.WithCancel(context.Background())

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flux-order/flux-order/purchase/buyerauth"
 	"github.com/flux-order/flux-order/purchase/checkout"
 	"github.com/flux-order/flux-order/purchase/httpapi"
 	"github.com/flux-order/flux-order/purchase/orderstore"
@@ -31,6 +32,8 @@ type Service struct {
 	Checkout *checkout.Service
 	Queue    *waitingroom.Room
 	Feed     *seatfeed.Hub
+	// Identity verifies the buyers' identity tokens (spec.buyerAuth).
+	Identity *buyerauth.Verifier
 	api      *httpapi.API
 	registry *prometheus.Registry
 	log      *slog.Logger
@@ -43,10 +46,23 @@ type Service struct {
 }
 
 // NewService returns a pod over an opened store and lock space. Its loops
-// (the waiting room's, growth) start with Run.
+// (the waiting room's, growth, the JWKS file's) start with Run. A JWKS
+// file that cannot be loaded leaves the pod without keys: with identity
+// on, it answers buyers 503 until the file is fixed (Start refuses it
+// instead).
 func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log *slog.Logger) *Service {
+	identity, err := buyerauth.New(cfg.BuyerJWKSFile, cfg.BuyerAuth, log)
+	if err != nil {
+		log.Error("buyer identity keys not loaded", "err", err)
+		identity, _ = buyerauth.New("", cfg.BuyerAuth, log)
+		identity.FollowFile(cfg.BuyerJWKSFile)
+	}
+	return newService(cfg, locks, store, identity, log)
+}
+
+func newService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, identity *buyerauth.Verifier, log *slog.Logger) *Service {
 	secret := []byte(cfg.SaleSecret)
-	s := &Service{cfg: cfg, registry: prometheus.NewRegistry(), log: log, grow: make(chan int64, 1)}
+	s := &Service{cfg: cfg, registry: prometheus.NewRegistry(), log: log, grow: make(chan int64, 1), Identity: identity}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	locks.Instrument(s.registry)
 	store.Instrument(s.registry)
@@ -58,7 +74,7 @@ func NewService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, log 
 	s.Feed = seatfeed.New(store, s.Checkout.Tickets, s.Facts, cfg.MaxStreams, s.registry, log)
 	s.SetDisplayName(cfg.DisplayName)
 	s.api = httpapi.New(httpapi.Deps{
-		Checkout: s.Checkout, Queue: s.Queue, Feed: s.Feed, Facts: s.Facts,
+		Checkout: s.Checkout, Queue: s.Queue, Feed: s.Feed, Identity: s.Identity, Facts: s.Facts,
 		Draining: s.draining.Load, Registerer: s.registry, Log: log,
 	})
 	return s
@@ -123,9 +139,10 @@ func utcOrNil(t time.Time) *time.Time {
 // new seats. They end with ctx; wait returns once they have.
 func (s *Service) Run(ctx context.Context) (wait func()) {
 	queueStopped := s.Queue.Run(ctx)
-	done := make(chan struct{})
+	done, keysDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(done); s.followGrowth(ctx, s.grow) }()
-	return func() { queueStopped(); <-done }
+	go func() { defer close(keysDone); s.Identity.Follow(ctx, buyerauth.FollowInterval) }()
+	return func() { queueStopped(); <-done; <-keysDone }
 }
 
 // Gatherer is the pod's metrics registry (what MetricsHandler serves).

@@ -102,6 +102,10 @@ func New(file string, s Settings, log *slog.Logger) (*Verifier, error) {
 	return v, nil
 }
 
+// FollowFile names the file Follow reads, for a verifier made without one
+// (its first version failed to load): Follow takes it once it is good.
+func (v *Verifier) FollowFile(file string) { v.file = file }
+
 // Set takes new settings (live: the next request uses them).
 func (v *Verifier) Set(s Settings) {
 	s.Audiences = slices.Clone(s.Audiences)

@@ -252,3 +252,23 @@ func TestFollow_Rotation(t *testing.T) {
 		t.Fatal("a broken JWKS file dropped the loaded keys")
 	}
 }
+
+// BenchmarkSubject is the CPU one request's token check costs (ES256).
+func BenchmarkSubject(b *testing.B) {
+	k := buyerauthtest.NewKey("k1")
+	file := filepath.Join(b.TempDir(), "jwks.json")
+	if err := os.WriteFile(file, buyerauthtest.JWKS(k), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	v, err := buyerauth.New(file, settings, quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := bearer(k.Token(issuer, audience, "alice", time.Hour))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Subject(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

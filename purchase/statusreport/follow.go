@@ -37,6 +37,9 @@ type Settings struct {
 	// WaitingRoom is spec.waitingRoom, as the API server defaulted it; nil
 	// while the sale has none (the waiting room is off).
 	WaitingRoom *salesv1alpha1.WaitingRoomSpec
+	// BuyerAuth is spec.buyerAuth: the pods take its issuer and audiences
+	// live (the JWKS reaches them as a mounted file); nil: identity off.
+	BuyerAuth *salesv1alpha1.BuyerAuthSpec
 }
 
 // Get reads this sale's settings once.
@@ -72,7 +75,7 @@ func (r *Reporter) Follow(ctx context.Context, onChange func(Settings)) {
 			last = &s
 			r.Log.Info("sale settings", "paused", s.Paused, "startsAt", s.StartsAt, "endsAt", s.EndsAt,
 				"maxTicketsPerBuyer", s.MaxTicketsPerBuyer, "lockTTL", s.LockTTL, "holdTTL", s.HoldTTL, "tickets", s.Tickets,
-				"waitingRoom", s.WaitingRoom)
+				"waitingRoom", s.WaitingRoom, "buyerAuth", s.BuyerAuth != nil)
 			onChange(s)
 		}
 	}
@@ -87,8 +90,9 @@ func (r *Reporter) Follow(ctx context.Context, onChange func(Settings)) {
 // compared by value (joinFrom as an instant).
 func (s Settings) same(o Settings) bool {
 	ws, wo := s.WaitingRoom, o.WaitingRoom
-	s.WaitingRoom, o.WaitingRoom = nil, nil
-	return s == o && equality.Semantic.DeepEqual(ws, wo)
+	bs, bo := s.BuyerAuth, o.BuyerAuth
+	s.WaitingRoom, o.WaitingRoom, s.BuyerAuth, o.BuyerAuth = nil, nil, nil, nil
+	return s == o && equality.Semantic.DeepEqual(ws, wo) && equality.Semantic.DeepEqual(bs, bo)
 }
 
 // settingsOf decodes a FlashSale and takes its settings. The API server has
@@ -114,6 +118,7 @@ func settingsOf(u *unstructured.Unstructured) (Settings, error) {
 		SoldOut:            status.Sold != nil && status.Available != nil && *status.Available == 0 && *status.Sold >= spec.Tickets,
 		DisplayName:        spec.DisplayName,
 		WaitingRoom:        spec.WaitingRoom,
+		BuyerAuth:          spec.BuyerAuth,
 	}, nil
 }
 
