@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -253,7 +254,8 @@ func TestFollow_Rotation(t *testing.T) {
 	}
 }
 
-// BenchmarkSubject is the CPU one request's token check costs (ES256).
+// BenchmarkSubject is the CPU one request's token check costs (ES256):
+// first, the signature check; repeat, a token verified before.
 func BenchmarkSubject(b *testing.B) {
 	k := buyerauthtest.NewKey("k1")
 	file := filepath.Join(b.TempDir(), "jwks.json")
@@ -264,11 +266,45 @@ func BenchmarkSubject(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok := bearer(k.Token(issuer, audience, "alice", time.Hour))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Subject(tok); err != nil {
-			b.Fatal(err)
+	b.Run("first", func(b *testing.B) {
+		toks := make([][]string, b.N)
+		for i := range toks {
+			toks[i] = bearer(k.Token(issuer, audience, "buyer-"+strconv.Itoa(i), time.Hour))
 		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if _, err := v.Subject(toks[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("repeat", func(b *testing.B) {
+		tok := bearer(k.Token(issuer, audience, "alice", time.Hour))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := v.Subject(tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// A verified token is remembered (cheap repeats), but only until its exp:
+// the cache never lets an expired token through.
+func TestSubject_CachedVerdictEndsAtExp(t *testing.T) {
+	k := buyerauthtest.NewKey("k1")
+	v, _ := newVerifier(t, k)
+	now := time.Now()
+	v.SetNow(func() time.Time { return now })
+	tok := bearer(k.Sign(claims("alice", now.Add(time.Minute))))
+	for range 2 {
+		if _, err := v.Subject(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(time.Minute + buyerauth.ClockSkew + time.Second)
+	if _, err := v.Subject(tok); !errors.Is(err, sale.ErrAuthInvalid) {
+		t.Fatalf("an expired token, verified before: %v, want auth_invalid", err)
 	}
 }
