@@ -77,8 +77,8 @@ type Verifier struct {
 	// good only for the generation it was made in.
 	gen   atomic.Uint64
 	cache verdicts
-	log      *slog.Logger
-	now      func() time.Time
+	log   *slog.Logger
+	now   func() time.Time
 }
 
 // keySet is one version of the file: its bytes and the usable keys by kid.
