@@ -20,6 +20,7 @@ func newLoadtestCommand() *cobra.Command {
 		jsonOut    bool
 		auditURL   string
 		auditExact bool
+		jwt        struct{ key, issuer, audience string }
 	)
 	c := &cobra.Command{
 		Use:   "loadtest",
@@ -52,6 +53,12 @@ func newLoadtestCommand() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
+			if jwt.key != "" {
+				var err error
+				if cfg.Tokens, err = loadtest.LoadTokens(jwt.key, jwt.issuer, jwt.audience, 0); err != nil {
+					return err
+				}
+			}
 			if auditURL != "" {
 				if err := loadtest.CheckDatabaseURL(auditURL); err != nil {
 					return err
@@ -79,6 +86,9 @@ func newLoadtestCommand() *cobra.Command {
 	f.DurationVar(&cfg.ThinkTime, "think-time", time.Second, "hold-confirm: time between a hold and its confirmation or abandonment")
 	f.Float64Var(&cfg.ConfirmShare, "confirm-share", 0.7, "hold-confirm: share of holds confirmed (0..1); the others are abandoned")
 	f.Float64Var(&cfg.ReleaseShare, "release-share", 0.5, "hold-confirm: share of abandoned holds released with DELETE (0..1); the others expire")
+	f.StringVar(&jwt.key, "jwt-key", "", "a sale with buyer identity (spec.buyerAuth): private JWK to sign each buyer's identity token with (sub buyer-N); its public key must be in the sale's JWKS")
+	f.StringVar(&jwt.issuer, "jwt-issuer", "", "with --jwt-key: the tokens' iss (the sale's spec.buyerAuth.jwt.issuer)")
+	f.StringVar(&jwt.audience, "jwt-audience", "", "with --jwt-key: the tokens' aud (one of the sale's spec.buyerAuth.jwt.audiences)")
 	f.BoolVar(&jsonOut, "json", false, "print the summary as one JSON object on stdout")
 	f.StringVar(&auditURL, "audit-database-url", "", "postgres:// URL of the sale's database: audit it after the test")
 	f.BoolVar(&auditExact, "audit-exact", true, "the audit requires new orders = 201s plus the orders resolved after a 503 (false: at least those, as with --keyless after an outage)")

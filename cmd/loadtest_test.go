@@ -39,6 +39,9 @@ func TestLoadtestCommand_BadValues_OneLineErrorNamingTheFlag(t *testing.T) {
 		{"zero timeout", nil, with(bounded, "--timeout", "0s"), "--timeout"},
 		{"host with a space", nil, with(bounded, "--host", "a b"), "--host"},
 		{"audit url of another database", nil, with(bounded, "--audit-database-url", "mysql://u:p@h/db"), "--audit-database-url"},
+		{"a jwt key that is not there", nil, with(bounded, "--jwt-key", "/nonexistent.jwk", "--jwt-issuer", "i", "--jwt-audience", "a"), "--jwt-key"},
+		{"a jwt key without an issuer", nil, with(bounded, "--jwt-key", "/nonexistent.jwk", "--jwt-audience", "a"), "--jwt-issuer"},
+		{"a jwt key without an audience", nil, with(bounded, "--jwt-key", "/nonexistent.jwk", "--jwt-issuer", "i"), "--jwt-audience"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

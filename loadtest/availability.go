@@ -91,12 +91,15 @@ func FetchAvailability(ctx context.Context, cfg Config) (Availability, error) {
 
 // order asks GET /v1/orders/{id}: the order when it exists (200), and the
 // status.
-func (a *apiClient) order(ctx context.Context, id uuid.UUID) (Order, int, error) {
+func (a *apiClient) order(ctx context.Context, id uuid.UUID, token string) (Order, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.t.base+"/v1/orders/"+id.String(), nil)
 	if err != nil {
 		return Order{}, 0, err
 	}
 	req.Host = a.t.host
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := a.c.Do(req)
 	if err != nil {
 		return Order{}, 0, err

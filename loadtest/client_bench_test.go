@@ -58,7 +58,7 @@ func BenchmarkClient(b *testing.B) {
 	par := (benchConcurrency + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
 
 	b.Run("h1", func(b *testing.B) {
-		build := newRequestBuilder(tg, "") // keyless: the sold seat is refused from the pod's memory
+		build := newRequestBuilder(tg, "", nil) // keyless: the sold seat is refused from the pod's memory
 		measureClient(b, stats, func() {
 			b.SetParallelism(par)
 			b.RunParallel(func(pb *testing.PB) {

@@ -97,6 +97,12 @@ type Config struct {
 	// through a hold (POST /v1/holds, ThinkTime, confirm) instead of a
 	// one-step purchase.
 	QueueHolds bool
+
+	// Tokens, when set, signs each buyer's identity token for a sale with
+	// buyer identity (spec.buyerAuth): every request then carries
+	// Authorization: Bearer <buyer's token>, and the waiting room's pass
+	// goes in Flux-Order-Pass.
+	Tokens *Tokens
 }
 
 // FieldError is a bad value; Flag names the command-line flag.

@@ -104,7 +104,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg:    cfg,
 		t:      t,
 		api:    api,
-		build:  newRequestBuilder(t, runID(cfg.Keyless)),
+		build:  newRequestBuilder(t, runID(cfg.Keyless), cfg.Tokens),
 		pick:   newPicker(cfg),
 		open:   cfg.Rate > 0,
 		stopCh: make(chan struct{}),
@@ -157,7 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	res := &Result{Summary: e.summary(elapsed, cpu)}
-	var pending []uuid.UUID
+	var pending []pendingOrder
 	for _, w := range workers {
 		res.Created = append(res.Created, w.created...)
 		pending = append(pending, w.pending...)
@@ -177,15 +177,22 @@ func runID(keyless bool) string {
 	return strconv.FormatUint(rand.Uint64()>>16, 36)
 }
 
+// pendingOrder is an order a 503 named, and its buyer (whose token, with
+// buyer identity, may look it up).
+type pendingOrder struct {
+	id    uuid.UUID
+	buyer int64
+}
+
 // resolve asks GET /v1/orders/{id} for each order a 503 named and its
 // retries did not settle, until the answer is final (not 503): the orders
 // that exist, and how many stayed unknown.
-func (e *engine) resolve(ids []uuid.UUID) (found []Order, unknown int64) {
+func (e *engine) resolve(ids []pendingOrder) (found []Order, unknown int64) {
 	ctx := context.WithoutCancel(e.ctx)
-	for _, id := range ids {
+	for _, p := range ids {
 		deadline := time.Now().Add(settleWait)
 		for {
-			o, status, err := e.api.order(ctx, id)
+			o, status, err := e.api.order(ctx, p.id, e.cfg.Tokens.For(p.buyer))
 			if err == nil && status == http.StatusOK {
 				found = append(found, o)
 				break
@@ -297,7 +304,7 @@ type worker struct {
 	req     []byte
 	body    []byte
 	created []Order
-	pending []uuid.UUID // orders named by a 503 whose retries did not settle
+	pending []pendingOrder // orders named by a 503 whose retries did not settle
 	timer   *time.Timer
 }
 
@@ -393,7 +400,7 @@ func (w *worker) buy(k, seat, buyer int64, start time.Time) {
 		if attempt == maxRetries || e.ctx.Err() != nil {
 			e.inDoubt.Add(1)
 			if named != uuid.Nil {
-				w.pending = append(w.pending, named)
+				w.pending = append(w.pending, pendingOrder{named, buyer})
 			}
 			return
 		}

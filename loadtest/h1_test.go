@@ -96,7 +96,7 @@ func TestRequestBuilder_BuildsRequestsNetHTTPAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw := newRequestBuilder(tg, "r1").appendRequest(nil, 77, c.seat, c.buyer)
+			raw := newRequestBuilder(tg, "r1", nil).appendRequest(nil, 77, c.seat, c.buyer)
 			req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(string(raw))))
 			if err != nil {
 				t.Fatalf("expected a valid request, got %v in %q", err, raw)
@@ -113,7 +113,7 @@ func TestRequestBuilder_BuildsRequestsNetHTTPAccepts(t *testing.T) {
 
 func TestRequestBuilder_DoesNotAllocateIntoAWarmBuffer(t *testing.T) {
 	tg, _ := parseTarget("http://127.0.0.1:8080", "")
-	b := newRequestBuilder(tg, "r1")
+	b := newRequestBuilder(tg, "r1", nil)
 	buf := make([]byte, 0, 512)
 	if n := testing.AllocsPerRun(1000, func() { buf = b.appendRequest(buf[:0], 9, 123, 456) }); n != 0 {
 		t.Fatalf("expected 0 allocations per request built, got %v", n)

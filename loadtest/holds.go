@@ -144,7 +144,11 @@ func (h *holdRun) checkout(k int64, rng *rand.Rand) {
 			e.example(o, status, raw, err)
 		}
 	case rng.Float64() < e.cfg.ReleaseShare:
-		if status, _, _, err := h.http.do(http.MethodDelete, path, nil, ""); err != nil || status != http.StatusNoContent {
+		var auth map[string]string
+		if tok := e.cfg.Tokens.For(buyer); tok != "" {
+			auth = map[string]string{"Authorization": "Bearer " + tok}
+		}
+		if status, _, _, err := h.http.doWith(http.MethodDelete, path, nil, "", auth); err != nil || status != http.StatusNoContent {
 			h.n.errors.Add(1)
 			return
 		}

@@ -317,7 +317,14 @@ func (q *queueRun) doWith(method, path string, body []byte, pass string, headers
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if pass != "" {
+	switch tok := q.e.cfg.Tokens.forBody(body); {
+	case tok != "":
+		// Buyer identity: the token takes Authorization, the pass its own header.
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if pass != "" {
+			req.Header.Set("Flux-Order-Pass", pass)
+		}
+	case pass != "":
 		req.Header.Set("Authorization", "Bearer "+pass)
 	}
 	for k, v := range headers {

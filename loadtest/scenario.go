@@ -12,6 +12,7 @@ type requestBuilder struct {
 	ticketTail []byte // "/purchase HTTP/1.1\r\n" + headers
 	anyHead    []byte // "POST <prefix>/v1/purchase HTTP/1.1\r\n" + headers
 	keyHead    []byte // "Idempotency-Key: lt-<run>-" ("": keyless)
+	tokens     *Tokens
 }
 
 const (
@@ -22,7 +23,7 @@ const (
 // newRequestBuilder builds requests for t; a non-empty run names this
 // test's Idempotency-Keys (lt-<run>-<request number>), so that no two runs
 // on one sale share a key.
-func newRequestBuilder(t target, run string) *requestBuilder {
+func newRequestBuilder(t target, run string, tokens *Tokens) *requestBuilder {
 	headers := "Host: " + t.host + "\r\n" +
 		"User-Agent: flux-order-loadtest\r\n" +
 		"Content-Type: application/json\r\n"
@@ -30,6 +31,7 @@ func newRequestBuilder(t target, run string) *requestBuilder {
 		ticketHead: []byte("POST " + t.prefix + "/v1/tickets/"),
 		ticketTail: []byte("/purchase HTTP/1.1\r\n" + headers),
 		anyHead:    []byte("POST " + t.prefix + "/v1/purchase HTTP/1.1\r\n" + headers),
+		tokens:     tokens,
 	}
 	if run != "" {
 		b.keyHead = []byte("Idempotency-Key: lt-" + run + "-")
@@ -46,6 +48,11 @@ func (b *requestBuilder) appendRequest(dst []byte, k, seat, buyer int64) []byte 
 		dst = append(dst, b.ticketHead...)
 		dst = strconv.AppendInt(dst, seat, 10)
 		dst = append(dst, b.ticketTail...)
+	}
+	if tok := b.tokens.For(buyer); tok != "" {
+		dst = append(dst, "Authorization: Bearer "...)
+		dst = append(dst, tok...)
+		dst = append(dst, "\r\n"...)
 	}
 	if b.keyHead != nil {
 		dst = append(dst, b.keyHead...)
