@@ -14,6 +14,7 @@ package buyerauth
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -164,14 +165,15 @@ func (v *Verifier) Subject(authorization []string) (string, error) {
 	}
 	token = strings.TrimSpace(token)
 	gen, now := v.gen.Load(), v.now()
-	if sub, ok := v.cache.get(token, gen, now); ok {
+	digest := sha256.Sum256([]byte(token))
+	if sub, ok := v.cache.get(digest, gen, now); ok {
 		return sub, nil
 	}
 	sub, exp, err := v.verify(ks, token, now)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", sale.ErrAuthInvalid, err)
 	}
-	v.cache.put(token, verdict{sub: sub, until: exp.Add(ClockSkew), gen: gen})
+	v.cache.put(digest, verdict{sub: sub, until: exp.Add(ClockSkew), gen: gen})
 	return sub, nil
 }
 
@@ -216,7 +218,7 @@ func (v *Verifier) verify(ks *keySet, token string, now time.Time) (string, time
 	return c.Subject, c.Expiry.Time(), nil
 }
 
-// maxVerdicts bounds the cache of verified tokens (a few MiB at most).
+// maxVerdicts bounds the cache of verified tokens.
 const maxVerdicts = 1 << 14
 
 // verdict is a token verified in generation gen, good until until.
@@ -232,13 +234,14 @@ type verdict struct {
 // that verified are kept, each until its exp (nbf had passed already);
 // any change of keys or settings (a new generation) makes them miss.
 // When full it is emptied: simpler than an LRU, and a refill costs one
-// check per buyer.
+// check per buyer. Tokens are keyed by their SHA-256, so an entry takes
+// some 100 bytes whatever the token's size (a few MiB in all).
 type verdicts struct {
 	mu sync.RWMutex
-	m  map[string]verdict
+	m  map[[sha256.Size]byte]verdict
 }
 
-func (c *verdicts) get(token string, gen uint64, now time.Time) (string, bool) {
+func (c *verdicts) get(token [sha256.Size]byte, gen uint64, now time.Time) (string, bool) {
 	c.mu.RLock()
 	e, ok := c.m[token]
 	c.mu.RUnlock()
@@ -248,11 +251,11 @@ func (c *verdicts) get(token string, gen uint64, now time.Time) (string, bool) {
 	return e.sub, true
 }
 
-func (c *verdicts) put(token string, e verdict) {
+func (c *verdicts) put(token [sha256.Size]byte, e verdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxVerdicts {
-		c.m = make(map[string]verdict, 1024)
+		c.m = make(map[[sha256.Size]byte]verdict, 1024)
 	}
 	c.m[token] = e
 }
