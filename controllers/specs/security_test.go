@@ -23,6 +23,10 @@ func TestPurchaseDeployment_NoLiteralCredentials_OnlyItsOwnSecrets(t *testing.T)
 			s.Spec.Redis.External = &salesv1alpha1.ExternalRedis{URLSecretRef: ref("redis-conn", "url"), CASecretRef: ref("redis-conn", "ca")}
 			s.Spec.Postgres.External = &salesv1alpha1.ExternalPostgres{URLSecretRef: *ref("pg-conn", "dsn"), CASecretRef: ref("pg-conn", "ca")}
 		}),
+		"buyer identity": sale(func(s *salesv1alpha1.FlashSale) {
+			s.Spec.BuyerAuth = &salesv1alpha1.BuyerAuthSpec{JWT: salesv1alpha1.JWTAuthSpec{
+				Issuer: "https://id.example.com/", Audiences: []string{"gig"}, JWKSSecretRef: *ref("platform-jwks", "jwks.json")}}
+		}),
 	}
 	for name, s := range variants {
 		spec := PurchaseDeployment(s, opts).Spec.Template.Spec
