@@ -220,6 +220,24 @@ kind-down: ## Delete the kind cluster
 # namespace and sale; the tests bound provisioning and serialise the load
 # storms themselves; more at once starves a 2-core node: a storm then sees
 # 503s from sales still provisioning beside it); -timeout is only a backstop.
+# The previous release, for the upgrade scenario (test/e2e/upgrade_test.go):
+# the operator as it stood before the datastore-template pins (issue 21),
+# checked out into bin/prev-src (a git worktree: the clone must hold
+# PREV_REF's history) and built into PREV_IMG.
+PREV_REF ?= 8b4c344
+PREV_IMG ?= flux-order:prev
+PREV_SRC := $(BIN)/prev-src
+
+.PHONY: prev-image
+prev-image: kit ## Build the previous release (PREV_REF) into PREV_IMG and load it into kind, for the upgrade scenario
+	@if [ "$$(git -C $(PREV_SRC) rev-parse HEAD 2>/dev/null)" != "$$(git rev-parse $(PREV_REF)^{commit})" ]; then \
+	  rm -rf $(PREV_SRC); git worktree prune; git worktree add --detach $(PREV_SRC) $(PREV_REF) || \
+	  { echo "prev-image: commit $(PREV_REF) is not in this clone (git fetch --unshallow)"; exit 1; }; fi
+	$(KIT) $(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg VERSION=$(PREV_REF) -t $(PREV_IMG) $(PREV_SRC)
+	$(KIT) $(KIND) load docker-image --name $(KIND_CLUSTER) $(PREV_IMG)
+
 .PHONY: test-e2e
-test-e2e: ## End-to-end tests against the kind cluster (after make kind-up deploy)
-	$(KIT) KUBE_CONTEXT=$(KUBE_CONTEXT) OPERATOR_NAMESPACE=$(NAMESPACE) $(GO) test ./test/e2e/ -tags e2e -count=1 -v -parallel 3 -timeout 30m
+test-e2e: prev-image ## End-to-end tests against the kind cluster (after make kind-up deploy)
+	$(KIT) KUBE_CONTEXT=$(KUBE_CONTEXT) OPERATOR_NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) \
+	  PREV_CHART=$(PREV_SRC)/charts/flux-order PREV_IMG=$(PREV_IMG) \
+	  $(GO) test ./test/e2e/ -tags e2e -count=1 -v -parallel 3 -timeout 30m
