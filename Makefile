@@ -236,8 +236,10 @@ prev-image: kit ## Build the previous release (PREV_REF) into PREV_IMG and load 
 	$(KIT) $(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg VERSION=$(PREV_REF) -t $(PREV_IMG) $(PREV_SRC)
 	$(KIT) $(KIND) load docker-image --name $(KIND_CLUSTER) $(PREV_IMG)
 
+# HELM: the scoped-install scenario helm-upgrades the release to
+# watchNamespaces and back (its values otherwise reused).
 .PHONY: test-e2e
-test-e2e: prev-image ## End-to-end tests against the kind cluster (after make kind-up deploy)
-	$(KIT) KUBE_CONTEXT=$(KUBE_CONTEXT) OPERATOR_NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) \
+test-e2e: prev-image helm ## End-to-end tests against the kind cluster (after make kind-up deploy)
+	$(KIT) KUBE_CONTEXT=$(KUBE_CONTEXT) OPERATOR_NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) HELM="$(HELM)" \
 	  PREV_CHART=$(PREV_SRC)/charts/flux-order PREV_IMG=$(PREV_IMG) \
 	  $(GO) test ./test/e2e/ -tags e2e -count=1 -v -parallel 3 -timeout 30m

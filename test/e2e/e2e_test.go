@@ -8,13 +8,16 @@
 //	make kind-up deploy test-e2e
 //
 // Every test has its own namespace and sale. Scenario 1 runs alone, so the
-// time to OnSale it reports is not inflated by other sales; the others run
-// in parallel, with their load storms one at a time (stormMu).
+// time to OnSale it reports is not inflated by other sales; so does the
+// scoped-install scenario, which helm-upgrades the operator to two
+// namespaces and back; the others run in parallel, with their load storms
+// one at a time (stormMu).
 //
 // Environment: KUBE_CONTEXT (default kind-flux-order), OPERATOR_NAMESPACE
 // (flux-order-system), INGRESS_ADDR (127.0.0.1:18080, where the ingress
 // controller's HTTP port is published), E2E_KEEP=1 keeps the test
-// namespaces. kubectl must be on PATH (make test-e2e sees to it).
+// namespaces, HELM (bin/helm, else helm on PATH). kubectl and helm must be
+// there (make test-e2e sees to it).
 package e2e
 
 import (
