@@ -221,7 +221,7 @@ func findOperator(t *testing.T) *operator {
 		t.Fatalf("Deployment %s/%s: no app.kubernetes.io/instance label or no manager container: not installed by the chart (make deploy)", operatorNamespace, d.Name)
 	}
 	if args := managerArgs(&d); slices.ContainsFunc(args, isWatchNamespaces) {
-		t.Fatalf("the suite's operator is already namespace-scoped (%v): it should watch every namespace (make deploy)", args)
+		t.Logf("the suite's operator is already namespace-scoped (an interrupted run of this test?): %v; the cleanup makes it cluster-wide again", args)
 	}
 	chart, err := filepath.Abs(filepath.Join("..", "..", "charts", "flux-order"))
 	if err != nil {
