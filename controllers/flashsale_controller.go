@@ -131,6 +131,10 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		failures = append(failures, r.failed(sale, "Secret", err))
 	}
+	webhooks, err := r.ensureWebhooks(ctx, sale)
+	if err != nil {
+		failures = append(failures, r.failed(sale, "Secret", err))
+	}
 	for _, o := range desired(applied, r.Options, hibernating, certs.trust) {
 		p, err := r.reconcileObject(ctx, applied, o)
 		if err != nil {
@@ -146,6 +150,7 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	obs.pending = pending
+	obs.webhooks = webhooks
 	now := r.now()
 	status := computeStatus(sale, obs, failures, now)
 	if meta.IsStatusConditionTrue(status.Conditions, salesv1alpha1.ConditionDatastoreUpdatePending) &&
@@ -169,6 +174,9 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	d := nextBoundary(next, now)
 	if !certs.wake.IsZero() && (d <= 0 || certs.wake.Sub(now) < d) {
 		d = certs.wake.Sub(now) // the CA's or the certificate's replacement
+	}
+	if sale.Spec.Delivery != nil && len(sale.Spec.Delivery.Webhooks) > 0 && (d <= 0 || d > WebhookSecretsRefresh) {
+		d = WebhookSecretsRefresh
 	}
 	if err := errors.Join(failures...); err != nil {
 		// Retried with backoff; the clock's next boundary is kept apart.

@@ -157,8 +157,8 @@ func TestReconcile_Sample_CreatesEveryOwnedObject(t *testing.T) {
 			st.Selector != "app.kubernetes.io/component=purchase,app.kubernetes.io/instance=demo-concert,app.kubernetes.io/name=flux-order" {
 			return fmt.Errorf("status %+v", st)
 		}
-		if len(st.Conditions) != 8 {
-			return fmt.Errorf("want 8 conditions, got %+v", st.Conditions)
+		if len(st.Conditions) != 9 {
+			return fmt.Errorf("want 9 conditions (WebhooksReady included), got %+v", st.Conditions)
 		}
 		return nil
 	})

@@ -25,6 +25,8 @@ type observed struct {
 	// pending are the operator's datastore template changes that wait for
 	// the sale to stop being live.
 	pending []pendingUpdate
+	// webhooks is the WebhooksReady check (ensureWebhooks).
+	webhooks check
 }
 
 type check struct {
@@ -152,6 +154,7 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		{salesv1alpha1.ConditionHibernated, hibernated},
 		{salesv1alpha1.ConditionStatusStale, stale},
 		{salesv1alpha1.ConditionDatastoreUpdatePending, update},
+		{salesv1alpha1.ConditionWebhooksReady, webhooksCheck(obs.webhooks)},
 	} {
 		status := metav1.ConditionFalse
 		if c.ready {
@@ -162,6 +165,15 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		})
 	}
 	return st
+}
+
+// webhooksCheck is the WebhooksReady check, NoWebhooks when none was made
+// (a status computed without a reconcile's resolution).
+func webhooksCheck(c check) check {
+	if c.reason == "" {
+		return check{true, "NoWebhooks", "the sale has no webhooks"}
+	}
+	return c
 }
 
 // applyFailedMessage names every object that failed, within the length a

@@ -115,6 +115,13 @@ type FlashSaleSpec struct {
 	// +optional
 	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
 
+	// Delivery hands the sale's events (confirmed orders, the sale's own
+	// moments) to webhook endpoints, signed (Standard Webhooks v1) and
+	// retried until acknowledged (docs/delivery.md). Live: adding, removing
+	// or changing a webhook never restarts the purchase pods.
+	// +optional
+	Delivery *DeliverySpec `json:"delivery,omitempty"`
+
 	// DatastoreUpdates says when the operator's own changes to the managed
 	// Redis and PostgreSQL pod templates (a newer operator's probes,
 	// arguments, default resources) reach this sale. Deferred (the
@@ -141,6 +148,115 @@ const (
 	DatastoreUpdatesDeferred  DatastoreUpdatePolicy = "Deferred"
 	DatastoreUpdatesImmediate DatastoreUpdatePolicy = "Immediate"
 )
+
+// DeliverySpec is where the sale's events go.
+type DeliverySpec struct {
+	// Webhooks are the endpoints; each gets every event it subscribes to,
+	// on its own retry schedule.
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Webhooks []WebhookSpec `json:"webhooks,omitempty"`
+
+	// RedeliverDead is a token: setting it to a new value moves every
+	// dead event (retried for the whole period without a 2xx) back to
+	// pending, at once, for every webhook. Any string; a timestamp reads
+	// well.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	RedeliverDead string `json:"redeliverDead,omitempty"`
+}
+
+// WebhookSpec is one endpoint.
+// +kubebuilder:validation:XValidation:rule="has(self.urlSecretRef.name) && size(self.urlSecretRef.name) > 0",message="delivery.webhooks: urlSecretRef.name names the Secret that holds the endpoint's URL"
+// +kubebuilder:validation:XValidation:rule="!has(self.signingSecretRef) || (has(self.signingSecretRef.name) && size(self.signingSecretRef.name) > 0)",message="delivery.webhooks: signingSecretRef.name names a Secret (omit signingSecretRef to have one generated)"
+// +kubebuilder:validation:XValidation:rule="!has(self.caSecretRef) || !has(self.insecureHTTP) || !self.insecureHTTP",message="delivery.webhooks: caSecretRef verifies an HTTPS endpoint; it cannot go with insecureHTTP"
+type WebhookSpec struct {
+	// Name names the webhook in status, metrics and the generated signing
+	// secret's key: a DNS label of at most 32 characters.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// URLSecretRef is a Secret key holding the endpoint's URL. It must be
+	// https:// unless insecureHTTP; redirects are not followed. A URL that
+	// breaks these rules is refused at run time (condition WebhooksReady).
+	URLSecretRef corev1.SecretKeySelector `json:"urlSecretRef"`
+
+	// SigningSecretRef is a Secret key holding the signing secret(s):
+	// whsec_<base64 of 24 to 64 bytes>, several separated by spaces
+	// during a rotation (every delivery then carries one signature per
+	// secret). Absent: the operator generates one into the Secret
+	// <sale>-sale, key webhook-<name>-signing-secret.
+	// +optional
+	SigningSecretRef *corev1.SecretKeySelector `json:"signingSecretRef,omitempty"`
+
+	// CASecretRef is a Secret key holding the PEM CA bundle that verifies
+	// the endpoint (instead of the pods' system roots).
+	// +optional
+	CASecretRef *corev1.SecretKeySelector `json:"caSecretRef,omitempty"`
+
+	// Events the endpoint receives.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=set
+	Events []WebhookEvent `json:"events"`
+
+	// InsecureHTTP allows an http:// URL (an in-cluster receiver).
+	// +optional
+	InsecureHTTP bool `json:"insecureHTTP,omitempty"`
+}
+
+// WebhookEvent is a type of event.
+// +kubebuilder:validation:Enum=order.confirmed;sale.on_sale;sale.sold_out;sale.ended
+type WebhookEvent string
+
+// Event types.
+const (
+	EventOrderConfirmed WebhookEvent = "order.confirmed"
+	EventSaleOnSale     WebhookEvent = "sale.on_sale"
+	EventSaleSoldOut    WebhookEvent = "sale.sold_out"
+	EventSaleEnded      WebhookEvent = "sale.ended"
+)
+
+// DeliveryStatus is the delivery of the sale's events, reported by the
+// purchase pods.
+type DeliveryStatus struct {
+	// Summary is "ok" when nothing is pending, else "<n> pending" (and
+	// ", <d> dead" when some are dead): the DELIVERY column.
+	// +optional
+	Summary string `json:"summary,omitempty"`
+	// Webhooks, one entry per webhook.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Webhooks []WebhookDeliveryStatus `json:"webhooks,omitempty"`
+}
+
+// WebhookDeliveryStatus counts one webhook's events.
+type WebhookDeliveryStatus struct {
+	Name string `json:"name"`
+	// Pending events: not acknowledged yet, still retried.
+	Pending int64 `json:"pending"`
+	// Delivered events (acknowledged with a 2xx).
+	Delivered int64 `json:"delivered"`
+	// Dead events: retried for the whole period, kept; see
+	// spec.delivery.redeliverDead.
+	Dead int64 `json:"dead"`
+	// OldestPending is when the oldest pending event was made.
+	// +optional
+	OldestPending *metav1.Time `json:"oldestPending,omitempty"`
+	// FailingSince is when the endpoint's current run of failed attempts
+	// began; absent while it acknowledges.
+	// +optional
+	FailingSince *metav1.Time `json:"failingSince,omitempty"`
+	// LastError is the last failed attempt's outcome (status code or
+	// transport error), for people.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+}
 
 // WaitingRoomSpec is the sale's queue: who gets in, how fast, in what order.
 type WaitingRoomSpec struct {
@@ -439,10 +555,15 @@ const (
 	// to the managed datastores' pod templates wait for the sale to stop
 	// being live (spec.datastoreUpdates); its message names the fields.
 	ConditionDatastoreUpdatePending = "DatastoreUpdatePending"
+	// ConditionWebhooksReady is True when every webhook of
+	// spec.delivery resolved (its Secrets exist, its URL is allowed) and
+	// was handed to the purchase pods; its message names the ones that did
+	// not. Absent webhooks: True, reason NoWebhooks.
+	ConditionWebhooksReady = "WebhooksReady"
 )
 
 // FlashSaleStatus is observed state. The operator owns every field except
-// sold, available, waitingRoom and lastReportTime, which the purchase pods
+// sold, held, available, waitingRoom, delivery and lastReportTime, which the purchase pods
 // report.
 type FlashSaleStatus struct {
 	// ObservedGeneration is the spec generation the operator last acted on.
@@ -488,6 +609,10 @@ type FlashSaleStatus struct {
 	// sale has a waiting room.
 	// +optional
 	WaitingRoom *WaitingRoomStatus `json:"waitingRoom,omitempty"`
+	// Delivery is the delivery of the sale's events to its webhooks,
+	// reported by the purchase pods.
+	// +optional
+	Delivery *DeliveryStatus `json:"delivery,omitempty"`
 	// LastReportTime is when the purchase pods last reported the counts.
 	// +optional
 	LastReportTime *metav1.Time `json:"lastReportTime,omitempty"`
@@ -513,6 +638,7 @@ type FlashSaleStatus struct {
 // +kubebuilder:printcolumn:name="Waiting",type=integer,JSONPath=`.status.waitingRoom.waiting`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Hibernated",type=boolean,JSONPath=`.status.hibernated`
+// +kubebuilder:printcolumn:name="Delivery",type=string,JSONPath=`.status.delivery.summary`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the sale's Services, StatefulSet and volumes)"

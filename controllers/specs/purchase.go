@@ -54,6 +54,8 @@ func PurchaseEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
 		corev1.EnvVar{Name: "FLUX_ORDER_REPORT_STATUS", Value: "true"},
 		fieldEnv("FLUX_ORDER_NAMESPACE", "metadata.namespace"),
 		fieldEnv("FLUX_ORDER_POD_NAME", "metadata.name"),
+		// Delivery follows this file (docs/delivery.md).
+		corev1.EnvVar{Name: "FLUX_ORDER_WEBHOOKS_FILE", Value: WebhooksFile},
 	)
 }
 
@@ -112,11 +114,13 @@ func databaseURLEnv(s *salesv1alpha1.FlashSale) corev1.EnvVar {
 }
 
 // purchaseVolumes give the pods the CA certificates they verify their
-// datastores with, and nothing else: ca.crt of the sale's CA (never its
-// key, never the servers' keys), and the external datastores' CA bundles.
+// datastores with, and the resolved webhooks (<s>-webhooks), and nothing
+// else: ca.crt of the sale's CA (never its key, never the servers' keys),
+// and the external datastores' CA bundles.
 func purchaseVolumes(s *salesv1alpha1.FlashSale) ([]corev1.Volume, []corev1.VolumeMount) {
-	var vols []corev1.Volume
-	var mounts []corev1.VolumeMount
+	hooks, hooksMount := webhooksVolume(s)
+	vols := []corev1.Volume{hooks}
+	mounts := []corev1.VolumeMount{hooksMount}
 	if NeedsTLS(s) {
 		vols = append(vols, secretVolume("ca", TLSSecretName(s), 0o444, SecretKeyCACert))
 		mounts = append(mounts, corev1.VolumeMount{Name: "ca", MountPath: TLSDir, ReadOnly: true})
