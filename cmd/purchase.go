@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/delivery"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/seatfeed"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
@@ -15,6 +16,7 @@ import (
 func newPurchaseCommand() *cobra.Command {
 	cfg := purchase.Config{}
 	var startsAt, endsAt, joinFrom, queueOrder string
+	var retryUnit time.Duration
 	c := &cobra.Command{
 		Use:   "purchase",
 		Short: "Serve one flash sale's purchase API",
@@ -36,6 +38,7 @@ func newPurchaseCommand() *cobra.Command {
 				return err
 			}
 			cfg.WaitingRoom.Order = waitingroom.Order(queueOrder)
+			cfg.Delivery.Schedule = delivery.DefaultSchedule(retryUnit)
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -77,6 +80,9 @@ func newPurchaseCommand() *cobra.Command {
 	f.BoolVar(&cfg.Schedule.Paused, "paused", false, "refuse every purchase with 503 sale_paused")
 	f.BoolVar(&cfg.ReportStatus, "report-status", false, "compete (Lease) to report sold/available into the FlashSale's status, and take tickets, window, paused, max-per-buyer, lock-ttl and hold-ttl from the FlashSale (at start and live, overriding those flags)")
 	f.StringVar(&cfg.Namespace, "namespace", "", "namespace of the FlashSale (with --report-status)")
+	f.StringVar(&cfg.Delivery.File, "webhooks-file", "", "the operator's resolved webhooks (api/v1alpha1.WebhooksFile), re-read when it changes (empty or missing: no webhooks; events are still recorded)")
+	f.DurationVar(&retryUnit, "webhook-retry-unit", time.Second, "unit of the webhook retry schedule: waits of 1, 2, 4 ... up to 3600 units, for 86400 units (1s: 24 h; 1ms scales it down for tests)")
+	f.DurationVar(&cfg.Delivery.AttemptTimeout, "webhook-timeout", 10*time.Second, "how long one delivery attempt may take; longer is a failure, retried")
 	f.StringVar(&cfg.PodName, "pod-name", "", "this pod's name, its identity in the reporter election (default: hostname)")
 	return c
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/flux-order/flux-order/internal/flagerr"
 	"github.com/flux-order/flux-order/purchase/buyerauth"
+	"github.com/flux-order/flux-order/purchase/delivery"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/seatfeed"
@@ -74,6 +75,11 @@ type Config struct {
 	// WaitingRoom meters buyers through a queue (package waitingroom); off
 	// while AdmitPerSecond is 0. Live: from the FlashSale's spec.waitingRoom.
 	WaitingRoom waitingroom.Settings
+
+	// Delivery is the webhook deliverer (package delivery): the file of
+	// resolved webhooks it follows, the retry schedule. Every pod delivers
+	// (the shared queue leases each delivery to one pod at a time).
+	Delivery delivery.Config
 
 	// ShutdownGrace bounds SIGTERM to exit; DrainDelay is its first part,
 	// during which /readyz fails while the pod still serves, so endpoints

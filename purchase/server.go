@@ -17,6 +17,7 @@ import (
 
 	"github.com/flux-order/flux-order/internal/flagerr"
 	"github.com/flux-order/flux-order/purchase/buyerauth"
+	"github.com/flux-order/flux-order/purchase/delivery"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/seatlock"
 	"github.com/flux-order/flux-order/purchase/statusreport"
@@ -158,6 +159,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		return nil, nil, flagerr.New("buyer-jwks-file", "%v", err)
 	}
 	svc := newService(cfg, seatlock.New(rdb, cfg.Sale, cfg.LockTTL), store, identity, log)
+	dcfg := cfg.Delivery
+	if dcfg.ID == "" {
+		dcfg.ID = cfg.PodName
+	}
+	if svc.Delivery, err = delivery.New(dcfg, store.Pool(), store.Schema(), svc.registry, log); err != nil {
+		_ = rdb.Close()
+		store.Close()
+		return nil, nil, fmt.Errorf("webhook delivery: %w", err)
+	}
 	// The pod's loops idle while there is nothing to do; they stop before
 	// the connections close.
 	lctx, stopLoops := context.WithCancel(context.Background())

@@ -18,6 +18,7 @@ import (
 
 	"github.com/flux-order/flux-order/purchase/buyerauth"
 	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/delivery"
 	"github.com/flux-order/flux-order/purchase/httpapi"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
@@ -34,6 +35,9 @@ type Service struct {
 	Feed     *seatfeed.Hub
 	// Identity verifies the buyers' identity tokens (spec.buyerAuth).
 	Identity *buyerauth.Verifier
+	// Delivery hands the sale's events to its webhooks (set by Start;
+	// nil in a Service made by NewService alone).
+	Delivery *delivery.Deliverer
 	api      *httpapi.API
 	registry *prometheus.Registry
 	log      *slog.Logger
@@ -142,7 +146,17 @@ func (s *Service) Run(ctx context.Context) (wait func()) {
 	done, keysDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(done); s.followGrowth(ctx, s.grow) }()
 	go func() { defer close(keysDone); s.Identity.Follow(ctx, buyerauth.FollowInterval) }()
-	return func() { queueStopped(); <-done; <-keysDone }
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		if s.Delivery == nil {
+			return
+		}
+		if err := s.Delivery.Run(ctx); err != nil {
+			s.log.Error("webhook delivery stopped", "err", err)
+		}
+	}()
+	return func() { queueStopped(); <-done; <-keysDone; <-delivered }
 }
 
 // Gatherer is the pod's metrics registry (what MetricsHandler serves).

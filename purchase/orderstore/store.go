@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/flux-order/flux-order/internal/opcount"
 )
@@ -178,6 +180,9 @@ func (s *Store) Migrate(ctx context.Context) (err error) {
 			return fmt.Errorf("create schema %s: %w", s.schema, err)
 		}
 	}
+	if err := s.migrateRiver(ctx); err != nil {
+		return err
+	}
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return fmt.Errorf("create migration locker: %w", err)
@@ -194,6 +199,49 @@ func (s *Store) Migrate(ctx context.Context) (err error) {
 	}
 	return nil
 }
+
+// riverMigrateLock is the advisory lock key under which one pod at a time
+// runs River's migrations.
+const riverMigrateLock = 0x666c75785f726976 // "flux_riv"
+
+// migrateRiver brings River's tables (the webhook outbox and queue,
+// docs/delivery.md) to the version of the linked River, with River's own
+// migrator, under a session advisory lock held on a connection of its own:
+// pods starting at once take turns, and goose's migrations after it
+// (00007's trigger) find river_job. Not in one transaction: River's
+// migration 006 uses an enum value added by 004, which PostgreSQL allows
+// only after that value committed.
+func (s *Store) migrateRiver(ctx context.Context) error {
+	m, err := rivermigrate.New(riverpgxv5.New(s.pool), &rivermigrate.Config{Schema: s.schema})
+	if err != nil {
+		return fmt.Errorf("river migrator: %w", err)
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(riverMigrateLock)); err != nil {
+		return err
+	}
+	defer func() {
+		// A lock left behind by a failed unlock goes with the connection.
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(riverMigrateLock)); err != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("migrate river: %w", err)
+	}
+	return nil
+}
+
+// Pool is the store's connection pool, for the webhook deliverer's River
+// client (package delivery), which shares the sale's database.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Schema is the sale's PostgreSQL schema ("" for the default).
+func (s *Store) Schema() string { return s.schema }
 
 // Seed makes seats 1..tickets exist. It is idempotent, grows the inventory
 // when tickets grows, refuses to shrink it, and serialises concurrent callers

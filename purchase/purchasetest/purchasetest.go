@@ -118,6 +118,9 @@ type Sale struct {
 type Pod struct {
 	Svc *purchase.Service
 	URL string
+	// Stop kills the pod at once: its server, loops and connections end
+	// (no drain). Once; the test's cleanup calls it too.
+	Stop func()
 }
 
 // NewSale starts a sale of tickets seats with one pod; opts adjust its
@@ -162,6 +165,7 @@ func (s *Sale) AddPod() *Pod {
 	if err != nil {
 		s.T.Fatal(err)
 	}
+	stop = sync.OnceFunc(stop)
 	s.T.Cleanup(stop)
 	if s.Cfg.WaitingRoom.On() {
 		// A pod answers joins and polls from its view of the queue: wait
@@ -171,7 +175,7 @@ func (s *Sale) AddPod() *Pod {
 			return ok
 		}))
 	}
-	p := &Pod{Svc: svc, URL: url}
+	p := &Pod{Svc: svc, URL: url, Stop: stop}
 	s.Pods = append(s.Pods, p)
 	return p
 }

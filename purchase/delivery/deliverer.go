@@ -1,0 +1,366 @@
+// Package delivery hands the sale's events to its webhooks (issue 19,
+// docs/delivery.md): the transactional outbox is River's job table, which
+// migration 00007 fills in the same statement as the orders; each purchase
+// pod runs a River client on it, so the pods share the work, and a job is
+// leased by one of them at a time.
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+)
+
+// Config is one pod's deliverer.
+type Config struct {
+	// File is the operator's resolved webhooks (--webhooks-file); missing:
+	// no webhooks.
+	File string
+	// Schedule is the retry schedule (DefaultSchedule(time.Second)).
+	Schedule Schedule
+	// AttemptTimeout bounds one POST (default 10s); longer is a failure.
+	AttemptTimeout time.Duration
+	// Workers is how many deliveries this pod makes at once (default 32).
+	Workers int
+	// PollInterval is how often the pod looks for new events (default
+	// 100ms: events are not announced with NOTIFY, see migration 00007).
+	PollInterval time.Duration
+	// RescueAfter: a delivery a pod started and never finished (the pod
+	// was killed) is retried after this long (default 2 min; River's
+	// rescuer looks every 30 s).
+	RescueAfter time.Duration
+	// Retention of delivered and dead events' rows (default 30 days: the
+	// counts of status.delivery, and the dead events that
+	// spec.delivery.redeliverDead can bring back).
+	Retention time.Duration
+	// ID names this pod in River's leases ("" : River's own).
+	ID string
+	// FollowInterval: how often the file is re-read (default 5s).
+	FollowInterval time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Schedule == (Schedule{}) {
+		c.Schedule = DefaultSchedule(time.Second)
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = 10 * time.Second
+	}
+	if c.Workers == 0 {
+		c.Workers = 32
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 100 * time.Millisecond
+	}
+	if c.RescueAfter == 0 {
+		c.RescueAfter = 2 * time.Minute
+	}
+	if c.Retention == 0 {
+		c.Retention = 30 * 24 * time.Hour
+	}
+	if c.FollowInterval == 0 {
+		c.FollowInterval = 5 * time.Second
+	}
+	return c
+}
+
+// Deliverer is one pod's share of the sale's deliveries.
+type Deliverer struct {
+	cfg      Config
+	pool     *pgxpool.Pool
+	client   *river.Client[pgx.Tx]
+	settings atomic.Pointer[settings]
+	metrics  *metrics
+	log      *slog.Logger
+	// failing is when each webhook's current run of failures began, as
+	// this pod saw it (zero: it acknowledges).
+	mu      sync.Mutex
+	failing map[string]time.Time
+	lastErr map[string]string
+	// lastOK is each webhook's last 2xx as this pod saw it: an attempt
+	// that started before it and failed (a straggler of the outage) is
+	// retried at once, not after its backoff, since the pull may have
+	// passed it by while it ran.
+	lastOK map[string]time.Time
+	// runCtx is Run's: the pod's delivery, until it stops.
+	runCtx context.Context
+}
+
+// New makes the deliverer of the sale whose database pool holds River's
+// tables (Store.Migrate made them), in schema ("" for the default).
+func New(cfg Config, pool *pgxpool.Pool, schema string, reg prometheus.Registerer, log *slog.Logger) (*Deliverer, error) {
+	cfg = cfg.withDefaults()
+	d := &Deliverer{cfg: cfg, pool: pool, log: log.With("component", "delivery"),
+		failing: map[string]time.Time{}, lastErr: map[string]string{}, lastOK: map[string]time.Time{}, runCtx: context.Background()}
+	s, err := loadSettings(cfg.File, cfg.AttemptTimeout)
+	if err != nil {
+		return nil, err
+	}
+	d.settings.Store(s)
+	d.logProblems(s)
+	d.metrics = newMetrics(reg)
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &fanOut{d: d})
+	river.AddWorker(workers, &deliver{d: d})
+	d.client, err = river.NewClient(riverpgxv5.New(pool), &river.Config{
+		ID:                          cfg.ID,
+		Schema:                      schema,
+		Queues:                      map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Workers}},
+		Workers:                     workers,
+		FetchPollInterval:           cfg.PollInterval,
+		FetchCooldown:               min(cfg.PollInterval, 20*time.Millisecond),
+		JobTimeout:                  cfg.AttemptTimeout + 5*time.Second,
+		RescueStuckJobsAfter:        max(cfg.RescueAfter, cfg.AttemptTimeout+10*time.Second),
+		CompletedJobRetentionPeriod: cfg.Retention,
+		DiscardedJobRetentionPeriod: cfg.Retention,
+		CancelledJobRetentionPeriod: 24 * time.Hour,
+		MaxAttempts:                 cfg.Schedule.Attempts(),
+		Logger:                      d.log.With("component", "river"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	return d, nil
+}
+
+// Run delivers until ctx ends, then stops: deliveries in flight are
+// cancelled (each is retried, by this pod or another; a receiver may get
+// one of them twice, with the same webhook-id).
+func (d *Deliverer) Run(ctx context.Context) error {
+	d.runCtx = ctx
+	if err := d.client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("start river: %w", err)
+	}
+	d.redeliver(ctx, d.settings.Load().redeliverDead)
+	go d.follow(ctx, d.cfg.FollowInterval)
+	go d.observe(ctx)
+	<-ctx.Done()
+	stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d.client.StopAndCancel(stop)
+}
+
+// fanOut turns an event into one delivery per webhook that wants it, in
+// the transaction that completes the event's job: exactly one set of
+// deliveries per event.
+type fanOut struct {
+	river.WorkerDefaults[EventArgs]
+	d *Deliverer
+}
+
+func (w *fanOut) Work(ctx context.Context, job *river.Job[EventArgs]) error {
+	body, err := render(job.Args)
+	if err != nil {
+		return err
+	}
+	var params []river.InsertManyParams
+	for name, h := range w.d.settings.Load().hooks {
+		if h.wants(job.Args.Type) {
+			params = append(params, river.InsertManyParams{
+				Args:       DeliveryArgs{Webhook: name, ID: job.Args.ID, Type: job.Args.Type, At: job.Args.At, Body: string(body)},
+				InsertOpts: &river.InsertOpts{Queue: Queue, MaxAttempts: w.d.cfg.Schedule.Attempts()},
+			})
+		}
+	}
+	return pgx.BeginFunc(ctx, w.d.pool, func(tx pgx.Tx) error {
+		if len(params) > 0 {
+			if _, err := w.d.client.InsertManyTx(ctx, tx, params); err != nil {
+				return err
+			}
+		}
+		_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+		return err
+	})
+}
+
+// deliver makes one attempt to hand an event to a webhook.
+type deliver struct {
+	river.WorkerDefaults[DeliveryArgs]
+	d *Deliverer
+}
+
+// NextRetry is the schedule's wait after this failed attempt, or one
+// unit when the endpoint acknowledged another delivery since this attempt
+// began.
+func (w *deliver) NextRetry(job *river.Job[DeliveryArgs]) time.Time {
+	if job.AttemptedAt != nil && w.d.okSince(job.Args.Webhook, *job.AttemptedAt) {
+		return time.Now().Add(w.d.cfg.Schedule.Unit)
+	}
+	return time.Now().Add(w.d.cfg.Schedule.Wait(job.Attempt))
+}
+
+// Timeout bounds the attempt (the HTTP client's own timeout is shorter).
+func (w *deliver) Timeout(*river.Job[DeliveryArgs]) time.Duration {
+	return w.d.cfg.AttemptTimeout + 5*time.Second
+}
+
+func (w *deliver) Work(ctx context.Context, job *river.Job[DeliveryArgs]) error {
+	d := w.d
+	a := job.Args
+	h := d.settings.Load().hooks[a.Webhook]
+	if h == nil {
+		// Removed from spec.delivery: nobody to deliver to any more.
+		return river.JobCancel(fmt.Errorf("webhook %s was removed", a.Webhook))
+	}
+	if h.problem != "" {
+		d.failed(a.Webhook, "unresolved", h.problem, time.Now())
+		return errors.New(h.problem)
+	}
+	start := time.Now()
+	outcome, err := d.post(ctx, h, a)
+	if err != nil {
+		d.failed(a.Webhook, outcome, err.Error(), start)
+		return err
+	}
+	d.metrics.attempts.WithLabelValues(a.Webhook, "delivered").Inc()
+	d.metrics.lag.WithLabelValues(a.Webhook).Observe(time.Since(a.At).Seconds())
+	if d.recovered(a.Webhook) {
+		go d.pullForwardRepeatedly(d.runCtx, a.Webhook)
+	}
+	return nil
+}
+
+// post is one attempt: a signed POST of the body; outcome names a failure
+// for the metrics (status code class, timeout, error).
+func (d *Deliverer) post(ctx context.Context, h *webhook, a DeliveryArgs) (outcome string, err error) {
+	ts := time.Now().Unix()
+	sig, err := Sign(h.SigningSecrets, a.ID, ts, []byte(a.Body))
+	if err != nil {
+		return "unresolved", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader([]byte(a.Body)))
+	if err != nil {
+		return "unresolved", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "flux-order-webhooks/1")
+	req.Header.Set(HeaderID, a.ID)
+	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
+	req.Header.Set(HeaderSignature, sig)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			return "timeout", fmt.Errorf("POST %s: timeout: %w", a.Webhook, err)
+		}
+		return "error", fmt.Errorf("POST %s: %w", a.Webhook, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return strconv.Itoa(resp.StatusCode/100) + "xx", fmt.Errorf("POST %s: answered %d", a.Webhook, resp.StatusCode)
+	}
+	return "", nil
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// failed counts a failed attempt and starts the webhook's failing run,
+// unless the endpoint acknowledged another delivery since the attempt
+// began.
+func (d *Deliverer) failed(webhook, outcome, msg string, began time.Time) {
+	d.metrics.attempts.WithLabelValues(webhook, outcome).Inc()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lastErr[webhook] = msg
+	if d.failing[webhook].IsZero() && !d.lastOK[webhook].After(began) {
+		d.failing[webhook] = time.Now()
+	}
+}
+
+// recovered ends the webhook's failing run; true when there was one.
+func (d *Deliverer) recovered(webhook string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	was := !d.failing[webhook].IsZero()
+	delete(d.failing, webhook)
+	d.lastOK[webhook] = time.Now()
+	return was
+}
+
+func (d *Deliverer) okSince(webhook string, t time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastOK[webhook].After(t)
+}
+
+// pullForward makes a webhook's waiting retries due now: it acknowledged
+// again, so its backlog drains at full speed instead of waiting out each
+// event's backoff.
+func (d *Deliverer) pullForward(ctx context.Context, webhook string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tag, err := d.pool.Exec(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now()
+		WHERE kind = $1 AND state IN ('retryable', 'available') AND scheduled_at > now() AND args @> jsonb_build_object('webhook', $2::text)`,
+		KindDelivery, webhook)
+	if err != nil {
+		d.log.Warn("pull the pending deliveries forward", "webhook", webhook, "err", err)
+		return
+	}
+	if tag.RowsAffected() > 0 {
+		d.log.Info("webhook acknowledges again: its pending deliveries are due now", "webhook", webhook, "pulled", tag.RowsAffected())
+	}
+}
+
+// pullForwardRepeatedly pulls now, and again as the attempts that were
+// in flight when the endpoint came back record their failures (each
+// within AttemptTimeout): those were running, so the first pull passed
+// them by, and they would otherwise wait out a full backoff.
+func (d *Deliverer) pullForwardRepeatedly(ctx context.Context, webhook string) {
+	d.pullForward(ctx, webhook)
+	for _, after := range []time.Duration{250 * time.Millisecond, time.Second, d.cfg.AttemptTimeout + time.Second} {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(after):
+		}
+		d.pullForward(ctx, webhook)
+	}
+}
+
+// redeliver moves the dead deliveries back to pending once per token of
+// spec.delivery.redeliverDead (the first pod to see the token does it).
+func (d *Deliverer) redeliver(ctx context.Context, token string) {
+	if token == "" {
+		return
+	}
+	var moved int64
+	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO webhook_redeliveries (token, moved) VALUES ($1, 0) ON CONFLICT (token) DO NOTHING`, token)
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		tag, err = tx.Exec(ctx, `UPDATE river_job SET state = 'available', attempt = 0, scheduled_at = now(), finalized_at = NULL
+			WHERE kind = $1 AND state = 'discarded'`, KindDelivery)
+		if err != nil {
+			return err
+		}
+		moved = tag.RowsAffected()
+		_, err = tx.Exec(ctx, `UPDATE webhook_redeliveries SET moved = $2 WHERE token = $1`, token, moved)
+		return err
+	})
+	if err != nil {
+		d.log.Warn("redeliver the dead events", "token", token, "err", err)
+		return
+	}
+	if moved > 0 {
+		d.log.Info("dead events moved back to pending", "token", token, "events", moved)
+	}
+}

@@ -1,0 +1,81 @@
+package delivery
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/purchase/orderstore"
+)
+
+// Queue is the River queue of the sale's events and deliveries.
+const Queue = "webhooks"
+
+// River job kinds. KindEvent is also written by migration 00007's trigger
+// (orders_outbox): the two must agree.
+const (
+	KindEvent    = "flux_order_event"
+	KindDelivery = "flux_order_webhook"
+)
+
+// EventArgs is one event as the outbox holds it: a fan-out job, turned
+// into one delivery per webhook that wants its type.
+type EventArgs struct {
+	// ID is the event's webhook-id: the order id for order.confirmed,
+	// "<type>:<sale>" for the sale's own events (each happens once).
+	ID   string `json:"id"`
+	Type string `json:"type"`
+	// Seq is the per-sale sequence number (webhook_event_seq).
+	Seq int64 `json:"seq"`
+	// At is when the event happened (an order's purchasedAt).
+	At   time.Time       `json:"at"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Kind is River's job kind.
+func (EventArgs) Kind() string { return KindEvent }
+
+// InsertOpts puts events on the webhooks queue.
+func (EventArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: Queue} }
+
+// DeliveryArgs is one event for one webhook. Body is rendered once, when
+// the event is fanned out, so every attempt sends the same bytes.
+type DeliveryArgs struct {
+	Webhook string    `json:"webhook"`
+	ID      string    `json:"id"`
+	Type    string    `json:"type"`
+	At      time.Time `json:"at"`
+	Body    string    `json:"body"`
+}
+
+// Kind is River's job kind.
+func (DeliveryArgs) Kind() string { return KindDelivery }
+
+// Body is what a receiver gets: {"type", "timestamp", "sequence", "data"}.
+type Body struct {
+	Type      string          `json:"type"`
+	Timestamp time.Time       `json:"timestamp"`
+	Sequence  int64           `json:"sequence"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// render makes an event's body. An order's data is the purchase API's
+// order (orderstore.Order: the same field names, times in UTC).
+func render(e EventArgs) ([]byte, error) {
+	data := e.Data
+	if e.Type == string(salesv1alpha1.EventOrderConfirmed) {
+		var o orderstore.Order
+		if err := json.Unmarshal(e.Data, &o); err != nil {
+			return nil, fmt.Errorf("event %s: order data: %w", e.ID, err)
+		}
+		o.PurchasedAt = o.PurchasedAt.UTC()
+		var err error
+		if data, err = json.Marshal(o); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(Body{Type: e.Type, Timestamp: e.At.UTC(), Sequence: e.Seq, Data: data})
+}

@@ -1,0 +1,174 @@
+package delivery
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	attempts *prometheus.CounterVec
+	lag      *prometheus.HistogramVec
+	backlog  *prometheus.GaugeVec
+	oldest   *prometheus.GaugeVec
+	dead     *prometheus.GaugeVec
+
+	mu   sync.Mutex
+	last []WebhookCounts
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flux_order_webhook_attempts_total",
+			Help: "Delivery attempts made by this pod, by webhook and outcome (delivered, 4xx, 5xx, 3xx, timeout, error, unresolved).",
+		}, []string{"webhook", "outcome"}),
+		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flux_order_webhook_lag_seconds",
+			Help:    "From an event's commit (an order's purchasedAt) to its endpoint's 2xx, by webhook.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400},
+		}, []string{"webhook"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flux_order_webhook_backlog",
+			Help: "Events pending for each webhook (the sale's, as counted in its database by every pod: take max).",
+		}, []string{"webhook"}),
+		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flux_order_webhook_oldest_pending_seconds",
+			Help: "Age of each webhook's oldest pending event (0: none pending).",
+		}, []string{"webhook"}),
+		dead: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flux_order_webhook_dead",
+			Help: "Events each webhook never acknowledged within the retry period (kept; see spec.delivery.redeliverDead).",
+		}, []string{"webhook"}),
+	}
+	reg.MustRegister(m.attempts, m.lag, m.backlog, m.oldest, m.dead)
+	return m
+}
+
+// WebhookCounts is one webhook's events in the database.
+type WebhookCounts struct {
+	Name          string
+	Pending       int64
+	Delivered     int64
+	Dead          int64
+	OldestPending time.Time // zero: none pending
+	FailingSince  time.Time // zero: acknowledging (as this pod saw it)
+	LastError     string
+}
+
+// Counts are the sale's deliveries per webhook of the current settings,
+// from the database (every pod sees the same), with this pod's view of
+// each endpoint's failing run. Events not fanned out yet count as pending
+// for every webhook that wants their type.
+func (d *Deliverer) Counts(ctx context.Context) ([]WebhookCounts, error) {
+	hooks := d.settings.Load().hooks
+	by := map[string]*WebhookCounts{}
+	for name := range hooks {
+		by[name] = &WebhookCounts{Name: name}
+	}
+	rows, err := d.pool.Query(ctx, `SELECT args->>'webhook',
+			count(*) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled')),
+			count(*) FILTER (WHERE state = 'completed'),
+			count(*) FILTER (WHERE state = 'discarded'),
+			min(created_at) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled'))
+		FROM river_job WHERE kind = $1 GROUP BY 1`, KindDelivery)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var c WebhookCounts
+		var oldest *time.Time
+		if err := rows.Scan(&c.Name, &c.Pending, &c.Delivered, &c.Dead, &oldest); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if oldest != nil {
+			c.OldestPending = *oldest
+		}
+		if w := by[c.Name]; w != nil {
+			*w = c
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows, err = d.pool.Query(ctx, `SELECT args->>'type', count(*), min(created_at) FROM river_job
+		WHERE kind = $1 AND state NOT IN ('completed', 'discarded', 'cancelled') GROUP BY 1`, KindEvent)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var typ string
+		var n int64
+		var oldest time.Time
+		if err := rows.Scan(&typ, &n, &oldest); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		for name, h := range hooks {
+			if w := by[name]; h.wants(typ) {
+				w.Pending += n
+				if w.OldestPending.IsZero() || oldest.Before(w.OldestPending) {
+					w.OldestPending = oldest
+				}
+			}
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	out := make([]WebhookCounts, 0, len(by))
+	for name, w := range by {
+		w.FailingSince, w.LastError = d.failing[name], d.lastErr[name]
+		if h := hooks[name]; h.problem != "" {
+			w.LastError = h.problem
+		}
+		out = append(out, *w)
+	}
+	d.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// observe refreshes the backlog gauges every few seconds.
+func (d *Deliverer) observe(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		if cs, err := d.Counts(ctx); err == nil {
+			d.metrics.set(cs)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// set publishes counts, dropping the series of removed webhooks.
+func (m *metrics) set(cs []WebhookCounts) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, old := range m.last {
+		m.backlog.DeleteLabelValues(old.Name)
+		m.oldest.DeleteLabelValues(old.Name)
+		m.dead.DeleteLabelValues(old.Name)
+	}
+	for _, c := range cs {
+		m.backlog.WithLabelValues(c.Name).Set(float64(c.Pending))
+		m.dead.WithLabelValues(c.Name).Set(float64(c.Dead))
+		age := 0.0
+		if !c.OldestPending.IsZero() {
+			age = time.Since(c.OldestPending).Seconds()
+		}
+		m.oldest.WithLabelValues(c.Name).Set(age)
+	}
+	m.last = cs
+}

@@ -1,0 +1,121 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"time"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+)
+
+// webhook is one endpoint as the pod delivers to it: the resolved entry
+// of the operator's file, its HTTP client, and its problem if it cannot
+// be delivered to (events then wait, pending).
+type webhook struct {
+	salesv1alpha1.ResolvedWebhook
+	client  *http.Client
+	problem string
+}
+
+func (w *webhook) wants(eventType string) bool {
+	return slices.Contains(w.Events, salesv1alpha1.WebhookEvent(eventType))
+}
+
+// settings are the webhooks of one version of the file.
+type settings struct {
+	raw           []byte
+	hooks         map[string]*webhook
+	redeliverDead string
+}
+
+// loadSettings reads the operator's file (api/v1alpha1.WebhooksFile). A
+// missing file is no webhooks (a pod run outside Kubernetes without
+// --webhooks-file, or before the operator wrote the Secret).
+func loadSettings(path string, timeout time.Duration) (*settings, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		raw = []byte(`{"webhooks":[]}`)
+	} else if err != nil {
+		return nil, err
+	}
+	var f salesv1alpha1.WebhooksFile
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, fmt.Errorf("webhooks file %s: %w", path, err)
+	}
+	s := &settings{raw: raw, hooks: map[string]*webhook{}, redeliverDead: f.RedeliverDead}
+	for _, rw := range f.Webhooks {
+		w := &webhook{ResolvedWebhook: rw, problem: rw.Error}
+		if w.problem == "" {
+			w.problem = salesv1alpha1.CheckWebhookURL(rw.URL, rw.InsecureHTTP)
+		}
+		if w.problem == "" {
+			w.client, err = newClient(rw.CA, timeout)
+			if err != nil {
+				w.problem = err.Error()
+			}
+		}
+		s.hooks[rw.Name] = w
+	}
+	return s, nil
+}
+
+// newClient posts to one endpoint: redirects are not followed (a 3xx is a
+// failed attempt, retried), each attempt is bounded by timeout, and a CA
+// bundle, when given, replaces the system roots.
+func newClient(caPEM string, timeout time.Duration) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	if caPEM != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+			return nil, errors.New("caSecretRef holds no PEM certificate")
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{
+		Transport:     tr,
+		Timeout:       timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
+}
+
+// follow re-reads the file every interval and swaps the settings when its
+// bytes changed (the kubelet replaces a mounted Secret's files in place).
+func (d *Deliverer) follow(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s, err := loadSettings(d.cfg.File, d.cfg.AttemptTimeout)
+		if err != nil {
+			d.log.Warn("webhooks file unreadable; keeping the previous webhooks", "err", err)
+			continue
+		}
+		if bytes.Equal(s.raw, d.settings.Load().raw) {
+			continue
+		}
+		d.settings.Store(s)
+		d.log.Info("webhooks changed", "webhooks", len(s.hooks))
+		d.redeliver(ctx, s.redeliverDead)
+	}
+}
+
+func (d *Deliverer) logProblems(s *settings) {
+	for name, w := range s.hooks {
+		if w.problem != "" {
+			d.log.Warn("webhook cannot be delivered to; its events wait", "webhook", name, "problem", w.problem)
+		}
+	}
+}

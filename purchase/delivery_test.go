@@ -1,0 +1,465 @@
+package purchase_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase"
+	"github.com/flux-order/flux-order/purchase/delivery"
+	"github.com/flux-order/flux-order/purchase/orderstore"
+)
+
+// Two signing secrets of the Standard Webhooks form.
+const (
+	secretOld = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	secretNew = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+)
+
+// hookedSale is a sale whose pods deliver to one receiver on 127.0.0.1,
+// which checks every delivery with the Standard Webhooks reference
+// library as well as with our own Verify.
+type hookedSale struct {
+	*testSale
+	file string
+	recv *delivery.Receiver
+	url  string
+	// independent counts deliveries the reference library refused.
+	independent atomic.Int64
+	verifiers   []*standardwebhooks.Webhook
+	// last is each webhook-id's last attempt (body and headers).
+	last sync.Map
+}
+
+type attempt struct {
+	body   []byte
+	header http.Header
+}
+
+// Events are the kept events by webhook-id.
+func (h *hookedSale) Events() map[string][]byte { return h.recv.Events() }
+
+// verifiesUnder checks id's last delivery with the reference library and
+// secret alone.
+func (h *hookedSale) verifiesUnder(id, secret string) error {
+	v, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return err
+	}
+	a, ok := h.last.Load(id)
+	if !ok {
+		return fmt.Errorf("no delivery of %s", id)
+	}
+	if err := v.Verify(a.(attempt).body, a.(attempt).header); err != nil {
+		return fmt.Errorf("delivery %s under %s: %w", id, secret[:10], err)
+	}
+	return nil
+}
+
+// newHookedSale starts a sale of tickets seats with one pod, whose one
+// webhook "orders" (order.confirmed) points at a fresh receiver.
+func newHookedSale(t *testing.T, tickets int64, opts ...func(*purchase.Config)) *hookedSale {
+	t.Helper()
+	h := &hookedSale{file: filepath.Join(t.TempDir(), "webhooks.json"), recv: delivery.NewReceiver(secretOld)}
+	h.setVerifiers(t, secretOld)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		ok := false
+		for _, v := range h.verifiersNow() {
+			ok = ok || v.Verify(body, r.Header) == nil
+		}
+		if !ok {
+			h.independent.Add(1)
+		}
+		h.last.Store(r.Header.Get(delivery.HeaderID), attempt{body: body, header: r.Header.Clone()})
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.recv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h.url = srv.URL + "/hooks"
+	h.writeWebhooks(t, "", secretOld)
+	opts = append([]func(*purchase.Config){func(c *purchase.Config) {
+		c.Delivery = delivery.Config{
+			File: h.file, Schedule: delivery.DefaultSchedule(time.Millisecond),
+			PollInterval: 20 * time.Millisecond, FollowInterval: 20 * time.Millisecond, AttemptTimeout: 2 * time.Second,
+		}
+	}}, opts...)
+	h.testSale = newTestSale(t, tickets, opts...)
+	return h
+}
+
+var verifierMu sync.Mutex
+
+func (h *hookedSale) setVerifiers(t *testing.T, secrets ...string) {
+	t.Helper()
+	var vs []*standardwebhooks.Webhook
+	for _, s := range secrets {
+		v, err := standardwebhooks.NewWebhook(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, v)
+	}
+	verifierMu.Lock()
+	h.verifiers = vs
+	verifierMu.Unlock()
+}
+
+func (h *hookedSale) verifiersNow() []*standardwebhooks.Webhook {
+	verifierMu.Lock()
+	defer verifierMu.Unlock()
+	return h.verifiers
+}
+
+// writeWebhooks replaces the file as the kubelet does (a new file renamed
+// over the old one).
+func (h *hookedSale) writeWebhooks(t *testing.T, redeliver string, secrets ...string) {
+	t.Helper()
+	f := salesv1alpha1.WebhooksFile{RedeliverDead: redeliver, Webhooks: []salesv1alpha1.ResolvedWebhook{{
+		Name: "orders", URL: h.url, SigningSecrets: secrets, InsecureHTTP: true,
+		Events: []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed},
+	}}}
+	b, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := h.file + ".new"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, h.file); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mustBuy buys seats from..to, one buyer each, and fails the test on any
+// refusal.
+func (h *hookedSale) mustBuy(t *testing.T, from, to int64) {
+	t.Helper()
+	for seat := from; seat <= to; seat++ {
+		if a := h.Buy(seat, fmt.Sprintf("b%d", seat)); a.Status != http.StatusCreated {
+			t.Fatalf("buy seat %d: %d %s", seat, a.Status, a.Code)
+		}
+	}
+}
+
+// answerWhile answers ok while good says so, else bad.
+func answerWhile(good *atomic.Bool, bad int) func(string, int) int {
+	return func(string, int) int {
+		if good.Load() {
+			return http.StatusOK
+		}
+		return bad
+	}
+}
+
+// orders are the sale's orders in PostgreSQL, by id.
+func (h *hookedSale) orders(t *testing.T) map[string]orderstore.Order {
+	t.Helper()
+	rows, err := h.DB.Query(context.Background(), `SELECT id, ticket_id, buyer_id, purchased_at, coalesce(hold_id, '00000000-0000-0000-0000-000000000000'), coalesce(payment_ref, '') FROM orders`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]orderstore.Order{}
+	for rows.Next() {
+		var o orderstore.Order
+		if err := rows.Scan(&o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt, &o.HoldID, &o.PaymentRef); err != nil {
+			t.Fatal(err)
+		}
+		out[o.ID.String()] = o
+	}
+	return out
+}
+
+// checkEvents says whether the receiver holds exactly one event per order,
+// each body equal to its order.
+func (h *hookedSale) checkEvents(orders map[string]orderstore.Order) error {
+	events := h.recv.Events()
+	if len(events) != len(orders) {
+		return fmt.Errorf("%d orders, %d events (%s)", len(orders), len(events), h.recv.Stats())
+	}
+	for id, body := range events {
+		o, ok := orders[id]
+		if !ok {
+			return fmt.Errorf("event %s has no order", id)
+		}
+		var b delivery.Body
+		var got orderstore.Order
+		if err := json.Unmarshal(body, &b); err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b.Data, &got); err != nil {
+			return err
+		}
+		if b.Type != "order.confirmed" || b.Sequence <= 0 || !b.Timestamp.Equal(o.PurchasedAt) ||
+			got.ID != o.ID || got.TicketID != o.TicketID || got.BuyerID != o.BuyerID || !got.PurchasedAt.Equal(o.PurchasedAt) ||
+			got.HoldID != o.HoldID || got.PaymentRef != o.PaymentRef {
+			return fmt.Errorf("event %s: body %s, order %+v", id, body, o)
+		}
+	}
+	return nil
+}
+
+func TestDelivery_StormFromTwoPods_EveryCommittedOrderOneEvent_RefusedNone(t *testing.T) {
+	const seats, attempts = 300, 1500
+	h := newHookedSale(t, seats, func(c *purchase.Config) { c.MaxPerBuyer = 2 })
+	h.AddPod()
+	got := newTally()
+	storm(attempts, 64, func(i int) {
+		// Contested seats, and buyers who hit the limit of 2.
+		got.add(h.BuyOn(i%2, int64(rand.IntN(seats))+1, fmt.Sprintf("buyer-%d", rand.IntN(200)), ""))
+	})
+	if got.count("403 buyer_limit_reached") == 0 || got.count("409 ticket_locked")+got.count("409 ticket_sold") == 0 {
+		t.Fatalf("the storm must force refusals (limit and lost seats), got %v", got.byCode)
+	}
+	orders := h.orders(t)
+	if len(orders) != got.count("201") {
+		t.Fatalf("%d orders in PostgreSQL, %d answered 201", len(orders), got.count("201"))
+	}
+	testservers.Eventually(t, 30*time.Second, 50*time.Millisecond, "one event per committed order", func() error {
+		return h.checkEvents(orders)
+	})
+	if st := h.recv.Stats(); st.BadSignatures != 0 || h.independent.Load() != 0 {
+		t.Fatalf("every delivery must verify (ours and the reference library): %s, %d refused by the reference library", st, h.independent.Load())
+	}
+	t.Logf("%d orders of %d purchases: %s", len(orders), attempts, h.recv.Stats())
+}
+
+func TestDelivery_RolledBackConfirmation_NoEvent(t *testing.T) {
+	h := newHookedSale(t, 5)
+	// A confirmation that inserts an order and is then rolled back (the
+	// Postgres side of a crash before the commit): the outbox row goes
+	// with it.
+	tx, err := h.DB.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `SELECT * FROM confirm_purchases(ARRAY[4]::bigint[], ARRAY[gen_random_uuid()], ARRAY['ghost'], ARRAY[NULL::text], 0)`); err != nil {
+		t.Fatal(err)
+	}
+	var inTx int
+	if err := tx.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event'`).Scan(&inTx); err != nil || inTx != 1 {
+		t.Fatalf("inside the confirmation's transaction its event must exist: %d, %v", inTx, err)
+	}
+	if err := tx.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.mustBuy(t, 2, 2)
+	orders := h.orders(t)
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the committed order's event only", func() error {
+		return h.checkEvents(orders)
+	})
+	var events int
+	if err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event'`).Scan(&events); err != nil || events != 1 {
+		t.Fatalf("want the one committed order's event in the outbox, got %d (%v)", events, err)
+	}
+}
+
+func TestDelivery_Receiver500ThreeTimes_DeliveredWithTheSameWebhookID(t *testing.T) {
+	h := newHookedSale(t, 5)
+	var mu sync.Mutex
+	ids := map[string][]string{} // webhook-id -> the bodies of its attempts
+	h.recv.Answer = func(id string, attempt int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		ids[id] = append(ids[id], id)
+		if attempt < 3 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	}
+	h.mustBuy(t, 1, 3)
+	orders := h.orders(t)
+	testservers.Eventually(t, 20*time.Second, 20*time.Millisecond, "each order delivered after three 500s", func() error {
+		return h.checkEvents(orders)
+	})
+	for id := range orders {
+		if n := h.recv.Attempts(id); n != 4 {
+			t.Errorf("order %s: want 4 attempts of webhook-id %s (3 refused, 1 kept), got %d", id, id, n)
+		}
+	}
+	if st := h.recv.Stats(); st.Duplicates != 0 || st.BadSignatures != 0 {
+		t.Errorf("receiver: %s", st)
+	}
+}
+
+func TestDelivery_KeyRotation_BothSecretsSignDuringTheWindow_ThenOnlyTheNew(t *testing.T) {
+	h := newHookedSale(t, 10)
+	seat := int64(0)
+	// deliveredAfterChange buys until a delivery verifies as want says
+	// (the pods follow the file within FollowInterval), and returns it.
+	deliveredAs := func(what string, want func(id string) error) {
+		t.Helper()
+		testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, what, func() error {
+			seat++
+			a := h.Buy(seat, fmt.Sprintf("b%d", seat))
+			if a.Status != http.StatusCreated {
+				t.Fatalf("buy: %d %s", a.Status, a.Code)
+			}
+			id := a.Order.ID.String()
+			testservers.Eventually(t, 5*time.Second, 10*time.Millisecond, "the delivery of "+id, testservers.Holds(func() bool {
+				_, ok := h.Events()[id]
+				return ok
+			}))
+			return want(id)
+		})
+	}
+
+	// The window: the Secret holds the new and the old; every delivery
+	// carries both signatures, so receivers with either verify.
+	h.recv.Secrets = []string{secretOld, secretNew}
+	h.setVerifiers(t, secretOld, secretNew)
+	h.writeWebhooks(t, "", secretNew, secretOld)
+	deliveredAs("a delivery verified by each secret alone", func(id string) error {
+		if err := h.verifiesUnder(id, secretOld); err != nil {
+			return err
+		}
+		return h.verifiesUnder(id, secretNew)
+	})
+
+	// After the window: the new one only.
+	h.writeWebhooks(t, "", secretNew)
+	deliveredAs("a delivery verified by the new secret only", func(id string) error {
+		if err := h.verifiesUnder(id, secretNew); err != nil {
+			return err
+		}
+		if h.verifiesUnder(id, secretOld) == nil {
+			return fmt.Errorf("delivery %s still verifies under the old secret", id)
+		}
+		return nil
+	})
+	if h.independent.Load() != 0 {
+		t.Fatalf("%d deliveries refused by the reference library", h.independent.Load())
+	}
+}
+
+func TestDelivery_PodKilledMidDelivery_AnotherPodDelivers(t *testing.T) {
+	h := newHookedSale(t, 5, func(c *purchase.Config) { c.PodName = "pod-a" })
+	// The receiver holds the first attempt until its sender is gone.
+	held := make(chan struct{})
+	var first atomic.Bool
+	release := make(chan struct{})
+	h.recv.Answer = func(id string, attempt int) int {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+			return http.StatusServiceUnavailable // too late: the sender stopped waiting
+		}
+		return http.StatusOK
+	}
+	defer close(release)
+	h.mustBuy(t, 1, 1)
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery attempt reached the receiver")
+	}
+	// Pod b starts; pod a is killed (its loops' context ends) while its
+	// attempt is in flight.
+	h.Run(func(c *purchase.Config) { c.PodName = "pod-b" }, nil)
+	h.Pods[0].Stop()
+	orders := h.orders(t)
+	testservers.Eventually(t, 20*time.Second, 20*time.Millisecond, "the event delivered by pod b", func() error {
+		return h.checkEvents(orders)
+	})
+	var by []string
+	if err := h.DB.QueryRow(context.Background(), `SELECT attempted_by FROM river_job WHERE kind = 'flux_order_webhook'`).Scan(&by); err != nil {
+		t.Fatal(err)
+	}
+	if len(by) != 2 || by[0] != "pod-a" || by[1] != "pod-b" {
+		t.Fatalf("want the delivery attempted by pod-a, then pod-b; attempted_by %v", by)
+	}
+}
+
+func TestDelivery_EndpointBackAfterOutage_BacklogPulledForward(t *testing.T) {
+	// A schedule in 50 ms units: after seven failures an event waits 3.2 s
+	// (±20%).
+	h := newHookedSale(t, 40, func(c *purchase.Config) {
+		c.Delivery.Schedule = delivery.Schedule{Unit: 50 * time.Millisecond, Cap: 3600, Period: 86400}
+	})
+	var up atomic.Bool
+	h.recv.Answer = answerWhile(&up, http.StatusServiceUnavailable)
+	h.mustBuy(t, 1, 30)
+	// Wait until every event has failed seven times: each now waits 2.56 s
+	// or more for its next attempt.
+	testservers.Eventually(t, 30*time.Second, 20*time.Millisecond, "seven failed attempts of each event", func() error {
+		var behind int
+		err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_webhook' AND attempt < 7`).Scan(&behind)
+		if err == nil && behind > 0 {
+			err = fmt.Errorf("%d deliveries have failed fewer than seven times", behind)
+		}
+		return err
+	})
+	up.Store(true)
+	back := time.Now()
+	h.mustBuy(t, 31, 31) // a fresh event: its first attempt succeeds
+	orders := h.orders(t)
+	testservers.Eventually(t, 20*time.Second, 10*time.Millisecond, "the backlog drained", func() error {
+		return h.checkEvents(orders)
+	})
+	// Without the pull, they would wait out their 3.2 s (±20%).
+	if took := time.Since(back); took > 1200*time.Millisecond {
+		t.Fatalf("the backlog took %s to drain after the endpoint came back: its retries were not pulled forward", took)
+	}
+}
+
+func TestDelivery_DeadEvents_KeptCounted_RedeliveredByToken(t *testing.T) {
+	// Three attempts in all (waits of 1 and 2 ms): then dead.
+	h := newHookedSale(t, 5, func(c *purchase.Config) {
+		c.Delivery.Schedule = delivery.Schedule{Unit: time.Millisecond, Cap: 2, Period: 3}
+	})
+	var up atomic.Bool
+	h.recv.Answer = answerWhile(&up, http.StatusBadGateway)
+	h.mustBuy(t, 1, 2)
+	d := h.Pods[0].Svc.Delivery
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "two dead events", func() error {
+		cs, err := d.Counts(context.Background())
+		if err != nil {
+			return err
+		}
+		if len(cs) != 1 || cs[0].Dead != 2 || cs[0].Pending != 0 || cs[0].Delivered != 0 {
+			return fmt.Errorf("counts %+v", cs)
+		}
+		return nil
+	})
+	if n := h.recv.Attempts(h.anyOrderID(t)); n != 3 {
+		t.Fatalf("want 3 attempts before dead, got %d", n)
+	}
+	up.Store(true)
+	h.writeWebhooks(t, "2026-12-05T10:00", secretOld)
+	orders := h.orders(t)
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the dead events redelivered", func() error {
+		return h.checkEvents(orders)
+	})
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "counted delivered", func() error {
+		cs, err := d.Counts(context.Background())
+		if err == nil && (cs[0].Dead != 0 || cs[0].Delivered != 2 || cs[0].Pending != 0) {
+			err = fmt.Errorf("after redelivery: %+v", cs)
+		}
+		return err
+	})
+}
+
+func (h *hookedSale) anyOrderID(t *testing.T) string {
+	for id := range h.orders(t) {
+		return id
+	}
+	t.Fatal("no order")
+	return ""
+}
