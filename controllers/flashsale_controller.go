@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -67,6 +68,9 @@ type FlashSaleReconciler struct {
 	Concurrency int
 
 	wake *boundaries // set by SetupWithManager
+	// warned is the failing run of each webhook already raised as a
+	// Warning, by "namespace/sale/webhook" (webhooks.go).
+	warned sync.Map
 }
 
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales,verbs=get;list;watch;patch
@@ -177,6 +181,9 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	if sale.Spec.Delivery != nil && len(sale.Spec.Delivery.Webhooks) > 0 && (d <= 0 || d > WebhookSecretsRefresh) {
 		d = WebhookSecretsRefresh
+	}
+	if w := r.warnFailingWebhooks(sale, now); w > 0 && (d <= 0 || w < d) {
+		d = w
 	}
 	if err := errors.Join(failures...); err != nil {
 		// Retried with backoff; the clock's next boundary is kept apart.
@@ -442,7 +449,8 @@ var reportMatters = predicate.Funcs{
 		// A report after StatusStale clears it.
 		resumed := meta.IsStatusConditionTrue(oldSale.Status.Conditions, salesv1alpha1.ConditionStatusStale) &&
 			!newSale.Status.LastReportTime.Equal(oldSale.Status.LastReportTime)
-		return reportedSoldOut(oldSale) != reportedSoldOut(newSale) || oldOK != newOK || oldN != newN || resumed
+		return reportedSoldOut(oldSale) != reportedSoldOut(newSale) || oldOK != newOK || oldN != newN || resumed ||
+			failingRuns(oldSale) != failingRuns(newSale)
 	},
 }
 

@@ -172,3 +172,56 @@ func (r *FlashSaleReconciler) secretValue(ctx context.Context, sale *salesv1alph
 	}
 	return string(v), nil
 }
+
+// WebhookFailingAfter is how long an endpoint fails before the operator
+// raises a Warning event on the sale (the purchase pods may not create
+// Events; they report status.delivery, which the operator reads).
+const WebhookFailingAfter = time.Minute
+
+// warnFailingWebhooks raises one Warning WebhookFailing per failing run
+// (status.delivery.webhooks[].failingSince) that has lasted over
+// WebhookFailingAfter, and answers when to look again for a run that has
+// not yet (0: none).
+func (r *FlashSaleReconciler) warnFailingWebhooks(sale *salesv1alpha1.FlashSale, now time.Time) time.Duration {
+	if sale.Status.Delivery == nil {
+		return 0
+	}
+	var next time.Duration
+	for _, w := range sale.Status.Delivery.Webhooks {
+		key := sale.Namespace + "/" + sale.Name + "/" + w.Name
+		if w.FailingSince == nil {
+			r.warned.Delete(key)
+			continue
+		}
+		due := w.FailingSince.Add(WebhookFailingAfter)
+		if now.Before(due) {
+			if wait := due.Sub(now); next == 0 || wait < next {
+				next = wait
+			}
+			continue
+		}
+		if prev, ok := r.warned.Load(key); ok && prev.(time.Time).Equal(w.FailingSince.Time) {
+			continue
+		}
+		r.warned.Store(key, w.FailingSince.Time)
+		r.Recorder.Eventf(sale, nil, corev1.EventTypeWarning, "WebhookFailing", "Deliver",
+			"webhook %s has failed since %s (%d pending, last: %s): its events are retried (docs/runbooks.md, FluxOrderWebhookFailing)",
+			w.Name, w.FailingSince.UTC().Format(time.RFC3339), w.Pending, w.LastError)
+	}
+	return next
+}
+
+// failingRuns is the sale's failing runs as one comparable string: a
+// report that starts or ends one matters to the reconciler.
+func failingRuns(sale *salesv1alpha1.FlashSale) string {
+	if sale.Status.Delivery == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, w := range sale.Status.Delivery.Webhooks {
+		if w.FailingSince != nil {
+			b.WriteString(w.Name + "@" + w.FailingSince.UTC().Format(time.RFC3339) + ";")
+		}
+	}
+	return b.String()
+}

@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +18,7 @@ import (
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
 	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase/statusreport"
 )
 
 func ref(name, key string) corev1.SecretKeySelector {
@@ -236,4 +238,43 @@ func mountsWebhooks(pod corev1.PodSpec) bool {
 func purchaseDeployment(t *testing.T, ns, sale string) (*appsv1.Deployment, error) {
 	d := &appsv1.Deployment{}
 	return d, get(t, ns, sale+"-purchase", d)
+}
+
+func TestWebhooks_PodsReportDelivery_OperatorWarnsOfAnEndpointFailingOverAMinute(t *testing.T) {
+	ns := newNamespace(t)
+	createSale(t, ns, "failing", func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Delivery = &salesv1alpha1.DeliverySpec{Webhooks: []salesv1alpha1.WebhookSpec{
+			{Name: "platform", URLSecretRef: ref("nowhere", "url"), Events: []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed}},
+		}}
+	})
+	testservers.Eventually(t, 10*time.Second, poll, "role binding", func() error { return get(t, ns, "failing-purchase", &rbacv1.RoleBinding{}) })
+	since := metav1.NewTime(time.Now().Add(-30 * time.Second).Truncate(time.Second))
+	delivery := &salesv1alpha1.DeliveryStatus{Summary: "12 pending", Webhooks: []salesv1alpha1.WebhookDeliveryStatus{
+		{Name: "platform", Pending: 12, Delivered: 3, FailingSince: &since, LastError: "POST platform: answered 503"},
+	}}
+	r, err := statusreport.New(asPurchasePod(ns, "failing"), ns, "failing", "pod-1", func(context.Context) (statusreport.Counts, error) {
+		return statusreport.Counts{Tickets: 10, Sold: 3, Delivery: delivery}, nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pods (their own identity, under the status policy) may write
+	// status.delivery.
+	if err := r.ReportOnce(context.Background()); err != nil {
+		t.Fatalf("the pods must be allowed to report status.delivery: %v", err)
+	}
+	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "failing", Namespace: ns}}
+	if d := saleNow(t, sale).Status.Delivery; d == nil || d.Summary != "12 pending" || d.Webhooks[0].Pending != 12 {
+		t.Fatalf("status.delivery %+v", d)
+	}
+	// Failing for 30 s: no Warning yet; at a minute, one.
+	if err := findEvent(t, ns, "WebhookFailing"); err == nil {
+		t.Fatal("a Warning before the endpoint failed for a minute")
+	}
+	testservers.Eventually(t, 60*time.Second, 200*time.Millisecond, "Warning WebhookFailing", func() error {
+		return findEvent(t, ns, "WebhookFailing")
+	})
+	if time.Since(since.Time) < WebhookFailingAfter {
+		t.Fatalf("the Warning came %s into the failing run, before %s", time.Since(since.Time), WebhookFailingAfter)
+	}
 }

@@ -195,6 +195,9 @@ func newReporter(cfg Config, svc *Service, log *slog.Logger) (*statusreport.Repo
 	counts := func(ctx context.Context) (statusreport.Counts, error) {
 		a, err := svc.Checkout.Availability(ctx)
 		c := statusreport.Counts{Tickets: a.Tickets, Sold: a.Sold, Held: a.Held}
+		if svc.Delivery != nil {
+			c.Delivery = svc.Delivery.Status()
+		}
 		if q, ok := svc.Queue.Counts(); ok {
 			c.Queue = &statusreport.QueueCounts{Waiting: q.Waiting, Admitted: q.Admitted, ServingPosition: q.ServingPosition}
 		}

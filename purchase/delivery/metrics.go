@@ -2,11 +2,15 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
 
 type metrics struct {
@@ -171,4 +175,44 @@ func (m *metrics) set(cs []WebhookCounts) {
 		m.oldest.WithLabelValues(c.Name).Set(age)
 	}
 	m.last = cs
+}
+
+// Status is status.delivery as of the last count (every 5 s; no query):
+// nil while the sale has no webhooks.
+func (d *Deliverer) Status() *salesv1alpha1.DeliveryStatus {
+	d.metrics.mu.Lock()
+	cs := d.metrics.last
+	d.metrics.mu.Unlock()
+	if len(cs) == 0 {
+		return nil
+	}
+	return statusOf(cs)
+}
+
+func statusOf(cs []WebhookCounts) *salesv1alpha1.DeliveryStatus {
+	st := &salesv1alpha1.DeliveryStatus{}
+	var pending, dead int64
+	for _, c := range cs {
+		w := salesv1alpha1.WebhookDeliveryStatus{Name: c.Name, Pending: c.Pending, Delivered: c.Delivered, Dead: c.Dead, LastError: c.LastError}
+		if !c.OldestPending.IsZero() {
+			w.OldestPending = &metav1.Time{Time: c.OldestPending.UTC().Truncate(time.Second)}
+		}
+		if !c.FailingSince.IsZero() {
+			w.FailingSince = &metav1.Time{Time: c.FailingSince.UTC().Truncate(time.Second)}
+		}
+		if len(w.LastError) > 256 {
+			w.LastError = w.LastError[:256]
+		}
+		st.Webhooks = append(st.Webhooks, w)
+		pending += c.Pending
+		dead += c.Dead
+	}
+	st.Summary = "ok"
+	if pending > 0 {
+		st.Summary = fmt.Sprintf("%d pending", pending)
+	}
+	if dead > 0 {
+		st.Summary += fmt.Sprintf(", %d dead", dead)
+	}
+	return st
 }

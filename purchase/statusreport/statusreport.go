@@ -14,6 +14,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -36,6 +37,9 @@ type Counts struct {
 	// Queue is the waiting room (status.waitingRoom); nil while the sale
 	// has none, which removes the field (the pods own it).
 	Queue *QueueCounts
+	// Delivery is status.delivery (the webhooks' counts); nil while the
+	// sale has no webhooks, which removes the field.
+	Delivery *salesv1alpha1.DeliveryStatus
 }
 
 // QueueCounts is status.waitingRoom.
@@ -88,6 +92,13 @@ func (r *Reporter) ReportOnce(ctx context.Context) error {
 	}
 	if q := c.Queue; q != nil {
 		status["waitingRoom"] = map[string]any{"waiting": q.Waiting, "admitted": q.Admitted, "servingPosition": q.ServingPosition}
+	}
+	if c.Delivery != nil {
+		d, err := runtime.DefaultUnstructuredConverter.ToUnstructured(c.Delivery)
+		if err != nil {
+			return fmt.Errorf("status.delivery: %w", err)
+		}
+		status["delivery"] = d
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": flashSales.GroupVersion().String(),
