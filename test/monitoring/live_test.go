@@ -80,6 +80,7 @@ func TestLive_EverySelectorOfTheAlertsAndTheDashboardHasASeries(t *testing.T) {
 	// counts into the FlashSale and following its settings.
 	apiAddr, metricsAddr := freeAddr(t), freeAddr(t)
 	cfg.Namespace, cfg.ReportStatus, cfg.PodName = saleNamespace, true, "purchase-0"
+	cfg.Delivery.File = webhookTo(t, "http://"+freeAddr(t)) // the webhook series (nobody listens: pending)
 	cfg.Listen, cfg.MetricsListen = apiAddr, metricsAddr
 	t.Setenv("KUBECONFIG", kubeconfig) // the pod's reporter finds the API server there
 	podDone := make(chan error, 1)
@@ -400,4 +401,23 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// webhookTo writes a webhooks file with one webhook, "platform", of every
+// order to url, and returns its path.
+func webhookTo(t *testing.T, url string) string {
+	t.Helper()
+	f := salesv1alpha1.WebhooksFile{Webhooks: []salesv1alpha1.ResolvedWebhook{{
+		Name: "platform", URL: url, InsecureHTTP: true, SigningSecrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+		Events: []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed},
+	}}}
+	b, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), salesv1alpha1.WebhooksFileKey)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
