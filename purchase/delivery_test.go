@@ -44,6 +44,8 @@ type hookedSale struct {
 	verifiers   []*standardwebhooks.Webhook
 	// last is each webhook-id's last attempt (body and headers).
 	last sync.Map
+	// events are the webhook's (default order.confirmed).
+	events []salesv1alpha1.WebhookEvent
 }
 
 type attempt struct {
@@ -75,7 +77,13 @@ func (h *hookedSale) verifiesUnder(id, secret string) error {
 // webhook "orders" (order.confirmed) points at a fresh receiver.
 func newHookedSale(t *testing.T, tickets int64, opts ...func(*purchase.Config)) *hookedSale {
 	t.Helper()
-	h := &hookedSale{file: filepath.Join(t.TempDir(), "webhooks.json"), recv: delivery.NewReceiver(secretOld)}
+	return newHookedSaleOf(t, nil, tickets, opts...)
+}
+
+// newHookedSaleOf is newHookedSale with the webhook's events.
+func newHookedSaleOf(t *testing.T, events []salesv1alpha1.WebhookEvent, tickets int64, opts ...func(*purchase.Config)) *hookedSale {
+	t.Helper()
+	h := &hookedSale{file: filepath.Join(t.TempDir(), "webhooks.json"), recv: delivery.NewReceiver(secretOld), events: events}
 	h.setVerifiers(t, secretOld)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -132,8 +140,11 @@ func (h *hookedSale) writeWebhooks(t *testing.T, redeliver string, secrets ...st
 	t.Helper()
 	f := salesv1alpha1.WebhooksFile{RedeliverDead: redeliver, Webhooks: []salesv1alpha1.ResolvedWebhook{{
 		Name: "orders", URL: h.url, SigningSecrets: secrets, InsecureHTTP: true,
-		Events: []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed},
+		Events: h.events,
 	}}}
+	if len(h.events) == 0 {
+		f.Webhooks[0].Events = []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed}
+	}
 	b, err := json.Marshal(f)
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +265,7 @@ func TestDelivery_RolledBackConfirmation_NoEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	var inTx int
-	if err := tx.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event'`).Scan(&inTx); err != nil || inTx != 1 {
+	if err := tx.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event' AND args->>'type' = 'order.confirmed'`).Scan(&inTx); err != nil || inTx != 1 {
 		t.Fatalf("inside the confirmation's transaction its event must exist: %d, %v", inTx, err)
 	}
 	if err := tx.Rollback(context.Background()); err != nil {
@@ -266,7 +277,7 @@ func TestDelivery_RolledBackConfirmation_NoEvent(t *testing.T) {
 		return h.checkEvents(orders)
 	})
 	var events int
-	if err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event'`).Scan(&events); err != nil || events != 1 {
+	if err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event' AND args->>'type' = 'order.confirmed'`).Scan(&events); err != nil || events != 1 {
 		t.Fatalf("want the one committed order's event in the outbox, got %d (%v)", events, err)
 	}
 }
@@ -462,4 +473,47 @@ func (h *hookedSale) anyOrderID(t *testing.T) string {
 	}
 	t.Fatal("no order")
 	return ""
+}
+
+func TestDelivery_SaleEvents_OnSaleSoldOutEnded_EachOnceFromTwoPods(t *testing.T) {
+	ends := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	h := newHookedSaleOf(t, []salesv1alpha1.WebhookEvent{salesv1alpha1.EventSaleOnSale, salesv1alpha1.EventSaleSoldOut, salesv1alpha1.EventSaleEnded},
+		3, func(c *purchase.Config) { c.Schedule.EndsAt = ends })
+	h.AddPod()
+	sale := h.Cfg.Sale
+	onSale, soldOut, ended := "sale.on_sale:"+sale, "sale.sold_out:"+sale, "sale.ended:"+sale
+	// Buy once the sale is on sale, so the events come in their order.
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "sale.on_sale", testservers.Holds(func() bool {
+		_, ok := h.Events()[onSale]
+		return ok
+	}))
+	h.mustBuy(t, 1, 3)
+	testservers.Eventually(t, 15*time.Second, 20*time.Millisecond, "sale.sold_out and sale.ended", testservers.Holds(func() bool {
+		ev := h.Events()
+		return ev[soldOut] != nil && ev[ended] != nil
+	}))
+	ev := h.Events()
+	if len(ev) != 3 {
+		t.Fatalf("want the three sale events only (the webhook takes no orders), got %d", len(ev))
+	}
+	var bodies [3]delivery.Body
+	for i, id := range []string{onSale, soldOut, ended} {
+		if err := json.Unmarshal(ev[id], &bodies[i]); err != nil {
+			t.Fatal(err)
+		}
+		var d delivery.SaleData
+		if err := json.Unmarshal(bodies[i].Data, &d); err != nil || d.Sale != sale || d.Tickets != 3 || d.EndsAt == nil || !d.EndsAt.Equal(ends) {
+			t.Fatalf("event %s: data %s (%v)", id, bodies[i].Data, err)
+		}
+		if i > 0 && bodies[i].Sequence <= bodies[i-1].Sequence {
+			t.Errorf("sequence of %s (%d) not after the previous event's (%d)", id, bodies[i].Sequence, bodies[i-1].Sequence)
+		}
+	}
+	if !bodies[2].Timestamp.Equal(ends) {
+		t.Errorf("sale.ended at %s, want endsAt %s", bodies[2].Timestamp, ends)
+	}
+	var rows int
+	if err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event' AND args->>'type' LIKE 'sale.%'`).Scan(&rows); err != nil || rows != 3 {
+		t.Fatalf("want each sale event recorded once by the two pods, got %d (%v)", rows, err)
+	}
 }

@@ -163,6 +163,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 	if dcfg.ID == "" {
 		dcfg.ID = cfg.PodName
 	}
+	dcfg.Sale = cfg.Sale
+	dcfg.Facts = func(ctx context.Context) (delivery.SaleFacts, error) {
+		a, err := svc.Checkout.Availability(ctx)
+		sch := svc.Checkout.Schedule()
+		return delivery.SaleFacts{StartsAt: sch.StartsAt, EndsAt: sch.EndsAt, Tickets: a.Tickets, Sold: a.Sold}, err
+	}
 	if svc.Delivery, err = delivery.New(dcfg, store.Pool(), store.Schema(), svc.registry, log); err != nil {
 		_ = rdb.Close()
 		store.Close()

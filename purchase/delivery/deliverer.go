@@ -51,6 +51,11 @@ type Config struct {
 	ID string
 	// FollowInterval: how often the file is re-read (default 5s).
 	FollowInterval time.Duration
+	// Sale names the sale in its own events' data and ids.
+	Sale string
+	// Facts, when set, makes the pod record the sale's own events
+	// (sale.on_sale, sale.sold_out, sale.ended), checked every second.
+	Facts func(context.Context) (SaleFacts, error)
 }
 
 func (c Config) withDefaults() Config {
@@ -149,6 +154,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	d.redeliver(ctx, d.settings.Load().redeliverDead)
 	go d.follow(ctx, d.cfg.FollowInterval)
 	go d.observe(ctx)
+	if d.cfg.Facts != nil {
+		go d.saleEvents(ctx, time.Second)
+	}
 	<-ctx.Done()
 	stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -65,7 +65,16 @@ CREATE TABLE webhook_redeliveries (
     moved   bigint      NOT NULL
 );
 
+-- The sale's own events (sale.on_sale, sale.sold_out, sale.ended), each
+-- written once, by whichever pod sees its moment first, in the transaction
+-- that inserts its outbox row.
+CREATE TABLE webhook_sale_events (
+    type    text        PRIMARY KEY,
+    made_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- +goose Down
+DROP TABLE webhook_sale_events;
 DROP TABLE webhook_redeliveries;
 DROP TRIGGER orders_outbox ON orders;
 DROP FUNCTION orders_outbox();
