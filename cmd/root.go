@@ -26,7 +26,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newManagerCommand(), newPurchaseCommand(), newLoadtestCommand(), newVersionCommand())
+	root.AddCommand(newManagerCommand(), newPurchaseCommand(), newLoadtestCommand(), newReceiveCommand(), newVersionCommand())
 	return root
 }
 

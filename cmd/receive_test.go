@@ -1,0 +1,80 @@
+package cmd
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase/delivery"
+)
+
+func TestReceiveCommand_VerifiesPrintsOnceCountsDuplicatesAndBadSignatures(t *testing.T) {
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	port, err := testservers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	root := newRootCommand()
+	root.SetArgs([]string{"receive", "--listen", addr, "--count", "2"})
+	t.Setenv("FLUX_ORDER_SIGNING_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD "+secret)
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(t.Context()) }()
+
+	post := func(id, body, sig string) int {
+		t.Helper()
+		ts := time.Now().Unix()
+		if sig == "" {
+			if sig, err = delivery.Sign([]string{secret}, id, ts, []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/hooks", strings.NewReader(body))
+		req.Header.Set(delivery.HeaderID, id)
+		req.Header.Set(delivery.HeaderTimestamp, strconv.FormatInt(ts, 10))
+		req.Header.Set(delivery.HeaderSignature, sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the receiver listening", func() error {
+		if code := post("a", `{"type":"order.confirmed","n":1}`, ""); code != http.StatusNoContent {
+			return fmt.Errorf("first delivery answered %d", code)
+		}
+		return nil
+	})
+	if code := post("a", `{"type":"order.confirmed","n":1}`, ""); code != http.StatusNoContent {
+		t.Fatalf("a duplicate must be acknowledged, got %d", code)
+	}
+	if code := post("b", `{"n":2}`, "v1,AAAA"); code != http.StatusUnauthorized {
+		t.Fatalf("a bad signature must get 401, got %d", code)
+	}
+	if code := post("b", `{"type":"order.confirmed","n":2}`, ""); code != http.StatusNoContent {
+		t.Fatalf("second event answered %d", code)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("receive did not exit after --count events")
+	}
+	if got := out.String(); got != "{\"type\":\"order.confirmed\",\"n\":1}\n{\"type\":\"order.confirmed\",\"n\":2}\n" {
+		t.Fatalf("stdout %q: want each event once, one a line", got)
+	}
+	if !strings.Contains(errOut.String(), "received 2 events, 1 duplicates, 1 bad signatures") {
+		t.Fatalf("stderr %q: want the counts", errOut.String())
+	}
+}
