@@ -120,7 +120,6 @@ func New(cfg Config, pool *pgxpool.Pool, schema string, reg prometheus.Registere
 	d.metrics = newMetrics(reg)
 
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &fanOut{d: d})
 	river.AddWorker(workers, &deliver{d: d})
 	d.client, err = river.NewClient(riverpgxv5.New(pool), &river.Config{
 		ID:                          cfg.ID,
@@ -135,7 +134,10 @@ func New(cfg Config, pool *pgxpool.Pool, schema string, reg prometheus.Registere
 		DiscardedJobRetentionPeriod: cfg.Retention,
 		CancelledJobRetentionPeriod: 24 * time.Hour,
 		MaxAttempts:                 cfg.Schedule.Attempts(),
-		Logger:                      d.log.With("component", "river"),
+		// Events (flux_order_event) are inserted through this client but
+		// fanned out by fanOut, not by a River worker.
+		SkipUnknownJobCheck: true,
+		Logger:              d.log.With("component", "river"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)
@@ -154,6 +156,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	d.redeliver(ctx, d.settings.Load().redeliverDead)
 	go d.follow(ctx, d.cfg.FollowInterval)
 	go d.observe(ctx)
+	go d.fanOut(ctx)
 	if d.cfg.Facts != nil {
 		go d.saleEvents(ctx, time.Second)
 	}
@@ -163,37 +166,79 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	return d.client.StopAndCancel(stop)
 }
 
-// fanOut turns an event into one delivery per webhook that wants it, in
-// the transaction that completes the event's job: exactly one set of
-// deliveries per event.
-type fanOut struct {
-	river.WorkerDefaults[EventArgs]
-	d *Deliverer
-}
+// fanOutBatch is how many events one fan-out transaction takes.
+const fanOutBatch = 500
 
-func (w *fanOut) Work(ctx context.Context, job *river.Job[EventArgs]) error {
-	body, err := render(job.Args)
-	if err != nil {
-		return err
-	}
-	var params []river.InsertManyParams
-	for name, h := range w.d.settings.Load().hooks {
-		if h.wants(job.Args.Type) {
-			params = append(params, river.InsertManyParams{
-				Args:       DeliveryArgs{Webhook: name, ID: job.Args.ID, Type: job.Args.Type, At: job.Args.At, Body: string(body)},
-				InsertOpts: &river.InsertOpts{Queue: Queue, MaxAttempts: w.d.cfg.Schedule.Attempts()},
-			})
+// fanOut turns the events of the outbox into one delivery per webhook that
+// wants each, in batches: one transaction takes up to fanOutBatch events
+// (FOR UPDATE SKIP LOCKED: pods take disjoint batches), inserts their
+// deliveries and marks them completed, so each event is fanned out exactly
+// once. It polls every PollInterval, at once again after a full batch.
+func (d *Deliverer) fanOut(ctx context.Context) {
+	for {
+		n, err := d.fanOutOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("fan the events out", "err", err)
+		}
+		if n == fanOutBatch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d.cfg.PollInterval):
 		}
 	}
-	return pgx.BeginFunc(ctx, w.d.pool, func(tx pgx.Tx) error {
+}
+
+func (d *Deliverer) fanOutOnce(ctx context.Context) (n int, err error) {
+	hooks := d.settings.Load().hooks
+	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id, args FROM river_job
+			WHERE kind = $1 AND queue = $2 AND state = 'available' AND scheduled_at <= now()
+			ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED`, KindEvent, EventQueue, fanOutBatch)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		var params []river.InsertManyParams
+		for rows.Next() {
+			var id int64
+			var e EventArgs
+			if err := rows.Scan(&id, &e); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+			body, err := render(e)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			for name, h := range hooks {
+				if h.wants(e.Type) {
+					params = append(params, river.InsertManyParams{
+						Args:       DeliveryArgs{Webhook: name, ID: e.ID, Type: e.Type, At: e.At, Body: string(body)},
+						InsertOpts: &river.InsertOpts{Queue: Queue, MaxAttempts: d.cfg.Schedule.Attempts()},
+					})
+				}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(ids) == 0 {
+			return err
+		}
 		if len(params) > 0 {
-			if _, err := w.d.client.InsertManyTx(ctx, tx, params); err != nil {
+			if _, err := d.client.InsertManyTx(ctx, tx, params); err != nil {
 				return err
 			}
 		}
-		_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
+		_, err = tx.Exec(ctx, `UPDATE river_job SET state = 'completed', attempt = 1, attempted_at = now(), finalized_at = now(),
+			attempted_by = array_append(attempted_by, $2) WHERE id = ANY($1)`, ids, d.cfg.ID)
+		n = len(ids)
 		return err
 	})
+	return n, err
 }
 
 // deliver makes one attempt to hand an event to a webhook.

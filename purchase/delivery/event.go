@@ -11,8 +11,13 @@ import (
 	"github.com/flux-order/flux-order/purchase/orderstore"
 )
 
-// Queue is the River queue of the sale's events and deliveries.
-const Queue = "webhooks"
+// Queues. EventQueue holds the events as the outbox writes them; no River
+// client works it: each pod's fan-out loop takes them in batches.
+// Queue holds the deliveries, worked by every pod's River client.
+const (
+	EventQueue = "webhook_events"
+	Queue      = "webhooks"
+)
 
 // River job kinds. KindEvent is also written by migration 00007's trigger
 // (orders_outbox): the two must agree.
@@ -38,8 +43,8 @@ type EventArgs struct {
 // Kind is River's job kind.
 func (EventArgs) Kind() string { return KindEvent }
 
-// InsertOpts puts events on the webhooks queue.
-func (EventArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: Queue} }
+// InsertOpts puts events on the events queue.
+func (EventArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: EventQueue} }
 
 // DeliveryArgs is one event for one webhook. Body is rendered once, when
 // the event is fanned out, so every attempt sends the same bytes.

@@ -5,9 +5,10 @@
 --
 -- The outbox is River's job table (riverqueue/river, created by River's
 -- own migrator, which the pod runs before these migrations: see
--- Store.Migrate). One fan-out job per event (kind flux_order_event, queue
--- webhooks); the pods' River workers turn it into one delivery job per
--- webhook that wants it (docs/delivery.md).
+-- Store.Migrate). One job per event (kind flux_order_event, queue
+-- webhook_events, which no River client works): the pods take them in
+-- batches and turn each into one delivery job per webhook that wants it
+-- (queue webhooks, worked by River; docs/delivery.md).
 --
 -- Written by a statement-level trigger on orders rather than inside
 -- confirm_purchases and confirm_holds: it runs inside whichever statement
@@ -36,7 +37,7 @@ CREATE FUNCTION orders_outbox() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO river_job (kind, queue, args, max_attempts, state, scheduled_at, priority)
-        SELECT 'flux_order_event', 'webhooks',
+        SELECT 'flux_order_event', 'webhook_events',
                jsonb_build_object(
                    'id', o.id::text,
                    'type', 'order.confirmed',
