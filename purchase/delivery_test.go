@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -579,4 +581,103 @@ func (h *hookedSale) writeWebhooksNone(t *testing.T) {
 	if err := os.WriteFile(h.file, []byte(`{"webhooks":[]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// restartableReceiver serves h's receiver on one fixed loopback port and
+// can be stopped and started again there (its memory, the events kept,
+// survives, as a receiver's database would).
+type restartableReceiver struct {
+	addr string
+	h    http.Handler
+	mu   sync.Mutex
+	srv  *http.Server
+}
+
+func (r *restartableReceiver) start(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: r.h}
+	go func() { _ = srv.Serve(ln) }()
+	r.mu.Lock()
+	r.srv = srv
+	r.mu.Unlock()
+}
+
+func (r *restartableReceiver) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_ = r.srv.Close()
+}
+
+// The storm of issue 19, scaled by FLUX_ORDER_STORM_SEATS (default 2,000;
+// the issue's 10,000 with a 30 s outage: FLUX_ORDER_STORM_SEATS=10000):
+// a sell-out from 3 pods with a buyer limit, the receiver answering 503
+// for its first seconds, then stopped and restarted, one pod killed
+// mid-run. The receiver ends with exactly one distinct webhook-id per
+// order in PostgreSQL, each body equal to its order; duplicates are
+// allowed and reported.
+func TestDelivery_Storm_OutageReceiverRestartPodKilled_EveryOrderExactlyOnce(t *testing.T) {
+	seats, outage := 2000, 3*time.Second
+	if n, err := strconv.Atoi(os.Getenv("FLUX_ORDER_STORM_SEATS")); err == nil && n > 0 {
+		seats, outage = n, 30*time.Second
+	}
+	port, err := testservers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHookedSale(t, int64(seats), func(c *purchase.Config) { c.MaxPerBuyer = 3 })
+	// newHookedSale's receiver listens on an httptest server; this test
+	// moves it to a port it can restart.
+	h.url = fmt.Sprintf("http://127.0.0.1:%d/hooks", port)
+	h.writeWebhooks(t, "", secretOld)
+	began := time.Now()
+	h.recv.Answer = func(string, int) int {
+		if time.Since(began) < outage {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	}
+	rr := &restartableReceiver{addr: fmt.Sprintf("127.0.0.1:%d", port), h: h.recv}
+	rr.start(t)
+	t.Cleanup(rr.stop)
+	h.AddPod()
+	h.AddPod()
+
+	got := newTally()
+	var sent atomic.Int64
+	order := rand.Perm(seats * 3)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		storm(seats*3, 64, func(i int) {
+			n := sent.Add(1)
+			pod := i % 3
+			if n > int64(seats) && pod == 2 {
+				pod = i % 2 // pod 2 is dead from a third of the way on
+			}
+			got.add(h.BuyOn(pod, int64(order[i]%seats)+1, fmt.Sprintf("buyer-%d", rand.IntN(seats)), ""))
+		})
+	}()
+	testservers.Eventually(t, 60*time.Second, 10*time.Millisecond, "a third of the storm", testservers.Holds(func() bool { return sent.Load() >= int64(seats) }))
+	h.Pods[2].Stop()
+	rr.stop() // the receiver goes away for a moment
+	time.Sleep(500 * time.Millisecond)
+	rr.start(t)
+	<-done
+
+	if got.count("403 buyer_limit_reached") == 0 {
+		t.Fatalf("the storm must hit the buyer limit, got %v", got.byCode)
+	}
+	orders := h.orders(t)
+	testservers.Eventually(t, 120*time.Second, 100*time.Millisecond, "one event per order", func() error {
+		return h.checkEvents(orders)
+	})
+	st := h.recv.Stats()
+	if st.BadSignatures != 0 || h.independent.Load() != 0 {
+		t.Fatalf("bad signatures: %s, %d refused by the reference library", st, h.independent.Load())
+	}
+	t.Logf("%d orders (%v) in %s: the receiver has %s", len(orders), got.byCode, time.Since(began).Round(time.Second), st)
 }
