@@ -1,6 +1,7 @@
 // Package delivery hands the sale's events to its webhooks (issue 19,
 // docs/delivery.md): the transactional outbox is River's job table, which
-// migration 00007 fills in the same statement as the orders; each purchase
+// the webhook outbox migration (migrations/*_webhook_outbox.sql) fills in
+// the same statement as the orders; each purchase
 // pod runs a River client on it, so the pods share the work, and a job is
 // leased by one of them at a time.
 package delivery
@@ -37,7 +38,7 @@ type Config struct {
 	// Workers is how many deliveries this pod makes at once (default 32).
 	Workers int
 	// PollInterval is how often the pod looks for new events (default
-	// 100ms: events are not announced with NOTIFY, see migration 00007).
+	// 100ms: events are not announced with NOTIFY, see the webhook outbox migration).
 	PollInterval time.Duration
 	// RescueAfter: a delivery a pod started and never finished (the pod
 	// was killed) is retried after this long (default 2 min; River's

@@ -19,7 +19,8 @@ const (
 	Queue      = "webhooks"
 )
 
-// River job kinds. KindEvent is also written by migration 00007's trigger
+// River job kinds. KindEvent is also written by the trigger of the webhook
+// outbox migration
 // (orders_outbox): the two must agree.
 const (
 	KindEvent    = "flux_order_event"

@@ -208,7 +208,7 @@ const riverMigrateLock = 0x666c75785f726976 // "flux_riv"
 // docs/delivery.md) to the version of the linked River, with River's own
 // migrator, under a session advisory lock held on a connection of its own:
 // pods starting at once take turns, and goose's migrations after it
-// (00007's trigger) find river_job. Not in one transaction: River's
+// (the webhook outbox's trigger) find river_job. Not in one transaction: River's
 // migration 006 uses an enum value added by 004, which PostgreSQL allows
 // only after that value committed.
 func (s *Store) migrateRiver(ctx context.Context) error {
