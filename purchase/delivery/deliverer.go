@@ -1,9 +1,9 @@
 // Package delivery hands the sale's events to its webhooks (issue 19,
 // docs/delivery.md): the transactional outbox is River's job table, which
-// the webhook outbox migration (migrations/*_webhook_outbox.sql) fills in
-// the same statement as the orders; each purchase
-// pod runs a River client on it, so the pods share the work, and a job is
-// leased by one of them at a time.
+// the webhook outbox migration (orderstore's *_webhook_outbox.sql) fills
+// in the same statement as the orders. Each purchase pod fans the events
+// out in batches and runs a River client on the deliveries, so the pods
+// share the work and each delivery is leased by one of them at a time.
 package delivery
 
 import (

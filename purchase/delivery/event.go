@@ -19,9 +19,8 @@ const (
 	Queue      = "webhooks"
 )
 
-// River job kinds. KindEvent is also written by the trigger of the webhook
-// outbox migration
-// (orders_outbox): the two must agree.
+// River job kinds. KindEvent is also written by the webhook outbox
+// migration's trigger (orders_outbox): the two must agree.
 const (
 	KindEvent    = "flux_order_event"
 	KindDelivery = "flux_order_webhook"
