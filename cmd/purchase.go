@@ -8,6 +8,7 @@ import (
 
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/delivery"
+	"github.com/flux-order/flux-order/purchase/frontdoor"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/seatfeed"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
@@ -17,6 +18,7 @@ func newPurchaseCommand() *cobra.Command {
 	cfg := purchase.Config{}
 	var startsAt, endsAt, joinFrom, queueOrder string
 	var retryUnit time.Duration
+	var trustedProxies []string
 	c := &cobra.Command{
 		Use:   "purchase",
 		Short: "Serve one flash sale's purchase API",
@@ -39,6 +41,9 @@ func newPurchaseCommand() *cobra.Command {
 			}
 			cfg.WaitingRoom.Order = waitingroom.Order(queueOrder)
 			cfg.Delivery.Schedule = delivery.DefaultSchedule(retryUnit)
+			if cfg.FrontDoor.TrustedProxies, err = frontdoor.ParsePrefixes(trustedProxies); err != nil {
+				return fmt.Errorf("--trusted-proxies: %w", err)
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -69,6 +74,9 @@ func newPurchaseCommand() *cobra.Command {
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", purchase.DefaultDrainDelay, "on SIGTERM, time /readyz fails before the listener closes (part of --shutdown-grace)")
 	f.DurationVar(&cfg.LockTTL, "lock-ttl", 5*time.Second, "expiry of a seat lock (100ms..60s)")
 	f.IntVar(&cfg.MaxStreams, "max-streams", seatfeed.DefaultMaxStreams, "most seat streams (GET /v1/events) open on this pod; beyond it 503 with Retry-After")
+	f.IntVar(&cfg.FrontDoor.MaxStreamsPerClient, "max-streams-per-client", frontdoor.DefaultMaxStreamsPerClient, "most seat streams one client address keeps open on this pod; beyond it 429 too_many_requests (0 = no cap per client; spec.frontDoor overrides it)")
+	f.IntVar(&cfg.FrontDoor.JoinsPerClientPerMinute, "joins-per-client-per-minute", frontdoor.DefaultJoinsPerClientPerMinute, "waiting-room joins one client address may make on this pod: that many at once, refilled at that many a minute; beyond it 429 too_many_requests (0 = no cap; spec.frontDoor overrides it)")
+	f.StringSliceVar(&trustedProxies, "trusted-proxies", nil, "CIDRs of the proxies (the Ingress controller's pods) whose X-Forwarded-For/X-Real-IP names the client of the per-client caps (empty: the caps apply to direct requests only; spec.frontDoor overrides it)")
 	f.IntVar(&cfg.Batching.Max, "confirm-batch-max", orderstore.DefaultBatchMax, "group commit: most purchases (or holds, or hold confirmations) one PostgreSQL statement and commit carries (1 = no batching)")
 	f.DurationVar(&cfg.Batching.Window, "confirm-batch-window", orderstore.DefaultBatchWindow, "group commit: how long a batch that is not full may wait for more, only while another batch is in flight (0..5ms; a lone buyer never waits)")
 	f.IntVar(&cfg.Batching.Flushers, "confirm-batch-flushers", orderstore.DefaultBatchFlushers, "group commit: batches of one kind in flight at once, each on its own connection")

@@ -9,6 +9,7 @@ import (
 	"github.com/flux-order/flux-order/internal/flagerr"
 	"github.com/flux-order/flux-order/purchase/buyerauth"
 	"github.com/flux-order/flux-order/purchase/delivery"
+	"github.com/flux-order/flux-order/purchase/frontdoor"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/seatfeed"
@@ -53,6 +54,11 @@ type Config struct {
 	// MaxStreams caps the seat streams (GET /v1/events) this pod serves at
 	// once (0: seatfeed.DefaultMaxStreams); beyond it, 503 with Retry-After.
 	MaxStreams int
+
+	// FrontDoor caps seat streams and joins per client address (package
+	// frontdoor). Live: the FlashSale's spec.frontDoor, when set, replaces
+	// it.
+	FrontDoor frontdoor.Settings
 
 	// Pprof also serves net/http/pprof's /debug/pprof/ on the metrics
 	// listener (never on Listen): CPU and heap profiles of a running pod,
@@ -152,6 +158,12 @@ func (c *Config) Validate() error {
 		return bad("hold-ttl", "must be 0 (holds off) or between %v and %v, got %v", MinHoldTTL, MaxHoldTTL, c.HoldTTL)
 	case c.MaxStreams < 0:
 		return bad("max-streams", "must be 0 (the default, %d) or more, got %d", seatfeed.DefaultMaxStreams, c.MaxStreams)
+	case c.FrontDoor.MaxStreamsPerClient < 0:
+		return bad("max-streams-per-client", "must be 0 (no cap per client) or more, got %d", c.FrontDoor.MaxStreamsPerClient)
+	case c.FrontDoor.JoinsPerClientPerMinute < 0:
+		return bad("joins-per-client-per-minute", "must be 0 (no cap per client) or more, got %d", c.FrontDoor.JoinsPerClientPerMinute)
+	case len(c.FrontDoor.TrustedProxies) > frontdoor.MaxTrustedProxies:
+		return bad("trusted-proxies", "at most %d CIDRs, got %d", frontdoor.MaxTrustedProxies, len(c.FrontDoor.TrustedProxies))
 	case c.MaxPerBuyer < 0:
 		return bad("max-per-buyer", "must be 0 (unlimited) or more, got %d", c.MaxPerBuyer)
 	case !c.Schedule.StartsAt.IsZero() && !c.Schedule.EndsAt.IsZero() && !c.Schedule.EndsAt.After(c.Schedule.StartsAt):

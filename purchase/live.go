@@ -11,6 +11,7 @@ import (
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/purchase/buyerauth"
+	"github.com/flux-order/flux-order/purchase/frontdoor"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/statusreport"
@@ -31,6 +32,7 @@ func (cfg Config) withSettings(s statusreport.Settings) Config {
 	cfg.DisplayName = s.DisplayName
 	cfg.WaitingRoom = waitingRoomOf(s.WaitingRoom)
 	cfg.BuyerAuth = buyerAuthOf(s.BuyerAuth)
+	cfg.FrontDoor = frontDoorOf(s.FrontDoor, cfg.FrontDoor)
 	if s.LockTTL > 0 {
 		cfg.LockTTL = s.LockTTL
 	}
@@ -66,6 +68,7 @@ func (s *Service) Apply(st statusreport.Settings) {
 	s.SetDisplayName(st.DisplayName)
 	s.Queue.Set(waitingRoomOf(st.WaitingRoom))
 	s.Identity.Set(buyerAuthOf(st.BuyerAuth))
+	s.Door.Set(frontDoorOf(st.FrontDoor, s.cfg.FrontDoor))
 	c.SetSoldOut(st.SoldOut, st.Tickets)
 	if st.LockTTL > 0 {
 		c.SetLockTTL(st.LockTTL)
@@ -140,4 +143,22 @@ func waitingRoomOf(w *salesv1alpha1.WaitingRoomSpec) waitingroom.Settings {
 		wr.PassTTL = w.PassTTL.Duration
 	}
 	return wr
+}
+
+// frontDoorOf is the FlashSale's spec.frontDoor as the pod's settings; nil
+// keeps flags (the pod's flags). The API server validated the CIDRs; one
+// this pod cannot read is logged by the caller's Validate, never trusted.
+func frontDoorOf(fd *salesv1alpha1.FrontDoorSpec, flags frontdoor.Settings) frontdoor.Settings {
+	if fd == nil {
+		return flags
+	}
+	out := frontdoor.Settings{}
+	out.TrustedProxies, _ = frontdoor.ParsePrefixes(fd.TrustedProxies)
+	if fd.MaxStreamsPerClient != nil {
+		out.MaxStreamsPerClient = int(*fd.MaxStreamsPerClient)
+	}
+	if fd.JoinsPerClientPerMinute != nil {
+		out.JoinsPerClientPerMinute = int(*fd.JoinsPerClientPerMinute)
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/flux-order/flux-order/purchase/buyerauth"
 	"github.com/flux-order/flux-order/purchase/checkout"
 	"github.com/flux-order/flux-order/purchase/delivery"
+	"github.com/flux-order/flux-order/purchase/frontdoor"
 	"github.com/flux-order/flux-order/purchase/httpapi"
 	"github.com/flux-order/flux-order/purchase/orderstore"
 	"github.com/flux-order/flux-order/purchase/sale"
@@ -38,6 +39,7 @@ type Service struct {
 	// Delivery hands the sale's events to its webhooks (set by Start;
 	// nil in a Service made by NewService alone).
 	Delivery *delivery.Deliverer
+	Door     *frontdoor.Door
 	api      *httpapi.API
 	registry *prometheus.Registry
 	log      *slog.Logger
@@ -76,9 +78,10 @@ func newService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, iden
 	}, locks, store, s.registry, log)
 	s.Queue = waitingroom.New(cfg.Sale, secret, cfg.WaitingRoom, store, s.Checkout.Schedule, s.registry, log)
 	s.Feed = seatfeed.New(store, s.Checkout.Tickets, s.Facts, cfg.MaxStreams, s.registry, log)
+	s.Door = frontdoor.New(cfg.FrontDoor, s.registry)
 	s.SetDisplayName(cfg.DisplayName)
 	s.api = httpapi.New(httpapi.Deps{
-		Checkout: s.Checkout, Queue: s.Queue, Feed: s.Feed, Identity: s.Identity, Facts: s.Facts,
+		Checkout: s.Checkout, Queue: s.Queue, Feed: s.Feed, Identity: s.Identity, Door: s.Door, Facts: s.Facts,
 		Draining: s.draining.Load, Registerer: s.registry, Log: log,
 	})
 	return s

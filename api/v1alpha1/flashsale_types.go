@@ -100,6 +100,14 @@ type FlashSaleSpec struct {
 	// +optional
 	Ingress *IngressSpec `json:"ingress,omitempty"`
 
+	// FrontDoor caps what one client address may ask of each purchase
+	// pod: seat streams open and waiting-room joins (docs/security.md).
+	// The client address is the one a trusted proxy forwards. Live:
+	// changing it never restarts the pods. Absent: the pods' flags
+	// (8 streams, 60 joins a minute, no trusted proxy).
+	// +optional
+	FrontDoor *FrontDoorSpec `json:"frontDoor,omitempty"`
+
 	// Redis holds the seat locks. Managed by the operator unless external.
 	// +optional
 	Redis RedisSpec `json:"redis,omitempty"`
@@ -418,6 +426,41 @@ type IngressSpec struct {
 	// TLSSecretName, when set, serves the host over TLS with that Secret.
 	// +optional
 	TLSSecretName string `json:"tlsSecretName,omitempty"`
+}
+
+// FrontDoorSpec is the per-client caps of the purchase pods.
+type FrontDoorSpec struct {
+	// TrustedProxies are the CIDRs of the proxies (the Ingress controller's
+	// pods) whose X-Forwarded-For / X-Real-IP is believed: a request from
+	// one of them is counted against the client it forwards. Requests from
+	// other peers are counted against the peer. Empty: per-client caps
+	// apply only to direct requests (those without a forwarding header),
+	// since behind an Ingress every buyer would share its address. On
+	// kind, the pod network: 10.244.0.0/16.
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.all(c, isCIDR(c))",message="frontDoor.trustedProxies must be CIDRs, like 10.244.0.0/16 or fd00::/8"
+	// +listType=set
+	// +optional
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
+
+	// MaxStreamsPerClient caps the seat streams (GET /v1/events) one client
+	// keeps open on one pod; beyond it 429 too_many_requests. 0 = no cap
+	// per client (the pod's --max-streams still applies).
+	// +kubebuilder:default=8
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	MaxStreamsPerClient *int32 `json:"maxStreamsPerClient,omitempty"`
+
+	// JoinsPerClientPerMinute is a token bucket per client and pod for POST
+	// /v1/queue: that many at once, refilled at that many a minute; beyond
+	// it 429 too_many_requests with Retry-After. 0 = no cap.
+	// +kubebuilder:default=60
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	JoinsPerClientPerMinute *int32 `json:"joinsPerClientPerMinute,omitempty"`
 }
 
 // RedisSpec is either a Redis the operator runs, or an external one.

@@ -26,6 +26,8 @@ func (b *bench) waitingRoom(ctx context.Context) error {
 	sale := fmt.Sprintf("bench-%d", b.dbSeq)
 	url, stop, err := b.start(ctx, "flux-order", []string{"purchase", "--sale", sale, "--tickets", "1000",
 		"--admit-per-second", "1000", "--sale-secret", benchSecret,
+		// Every bench buyer joins from 127.0.0.1: no per-client join cap.
+		"--joins-per-client-per-minute", "0",
 		"--redis-addr", b.redis.Addr, "--metrics-listen", "127.0.0.1:0", "--database-url", db})
 	if err != nil {
 		return err

@@ -38,6 +38,7 @@ type API struct {
 	queue    Queue
 	feed     Feed
 	identity Identity
+	door     Door
 	facts    func() sale.Facts
 	draining func() bool
 	metrics  *metrics
@@ -54,6 +55,8 @@ type Deps struct {
 	// Identity, when set and on, makes every purchase, hold, confirm,
 	// join and order lookup need the buyer's identity token (identity.go).
 	Identity Identity
+	// Door caps joins and streams per client (nil: no per-client caps).
+	Door Door
 	// Facts are the sale's public facts now (GET /v1/sale).
 	Facts func() sale.Facts
 	// Draining says the pod is shutting down: /readyz fails.
@@ -65,7 +68,10 @@ type Deps struct {
 
 // New returns the API over d.
 func New(d Deps) *API {
-	return &API{checkout: d.Checkout, queue: d.Queue, feed: d.Feed, identity: d.Identity, facts: d.Facts, draining: d.Draining,
+	if d.Door == nil {
+		d.Door = openDoor{}
+	}
+	return &API{door: d.Door, checkout: d.Checkout, queue: d.Queue, feed: d.Feed, identity: d.Identity, facts: d.Facts, draining: d.Draining,
 		metrics: newMetrics(d.Registerer), log: d.Log}
 }
 

@@ -39,6 +39,21 @@ type Identity interface {
 	Subject(authorization []string) (string, error)
 }
 
+// Door caps what one client asks of the pod (*frontdoor.Door): it refuses
+// with a *sale.RetryAfterError wrapping sale.ErrTooManyRequests.
+type Door interface {
+	// OpenStream counts a seat stream of r's client until release.
+	OpenStream(r *http.Request) (release func(), err error)
+	// Join takes one join of r's client.
+	Join(r *http.Request) error
+}
+
+// openDoor caps nothing (an API built without a Door).
+type openDoor struct{}
+
+func (openDoor) OpenStream(*http.Request) (func(), error) { return func() {}, nil }
+func (openDoor) Join(*http.Request) error                 { return nil }
+
 // Feed streams seat changes to pages (*seatfeed.Hub). Stream returns an
 // error, having written nothing, when it cannot serve.
 type Feed interface {

@@ -145,11 +145,28 @@ func (f fakeFeed) Stream(w http.ResponseWriter, _ *http.Request) error {
 	return nil
 }
 
+// fakeDoor refuses joins with joinErr and streams with streamErr, and
+// counts the streams open.
+type fakeDoor struct {
+	joinErr, streamErr error
+	open               int
+}
+
+func (d *fakeDoor) OpenStream(*http.Request) (func(), error) {
+	if d.streamErr != nil {
+		return nil, d.streamErr
+	}
+	d.open++
+	return func() { d.open-- }, nil
+}
+func (d *fakeDoor) Join(*http.Request) error { return d.joinErr }
+
 // fixture is an API over fakes, served in-process.
 type fixture struct {
 	checkout *fakeCheckout
 	queue    *fakeQueue
 	feed     *fakeFeed
+	door     *fakeDoor
 	draining bool
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -183,9 +200,9 @@ func newFixture() *fixture {
 
 // newFixtureWith is newFixture with buyer identity (nil: none).
 func newFixtureWith(identity Identity) *fixture {
-	f := &fixture{checkout: &fakeCheckout{}, queue: &fakeQueue{}, feed: &fakeFeed{}, registry: prometheus.NewRegistry()}
+	f := &fixture{checkout: &fakeCheckout{}, queue: &fakeQueue{}, feed: &fakeFeed{}, door: &fakeDoor{}, registry: prometheus.NewRegistry()}
 	api := New(Deps{
-		Checkout: f.checkout, Queue: f.queue, Feed: f.feed, Identity: identity,
+		Checkout: f.checkout, Queue: f.queue, Feed: f.feed, Identity: identity, Door: f.door,
 		Facts:      func() sale.Facts { return sale.Facts{DisplayName: "Show", Tickets: 10} },
 		Draining:   func() bool { return f.draining },
 		Registerer: f.registry,

@@ -56,9 +56,9 @@ func TestProblems_EveryCodeIsAnsweredWithItsRow(t *testing.T) {
 				t.Fatalf("got %d %+v, want %d %s %q %q", resp.StatusCode, p, row.status, row.code, row.title, row.err)
 			}
 			switch row.status {
-			case http.StatusServiceUnavailable:
+			case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 				if resp.Header.Get("Retry-After") == "" {
-					t.Fatal("a 503 must carry Retry-After")
+					t.Fatalf("a %d must carry Retry-After", row.status)
 				}
 			case http.StatusUnauthorized:
 				if !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
@@ -329,5 +329,27 @@ func TestPurchase_VisibleBuyerIDs_Accepted(t *testing.T) {
 		if rec := f.do(http.MethodPost, "/v1/purchase", `{"buyerId":"`+id+`"}`, nil); rec.Code != http.StatusCreated {
 			t.Errorf("%q: %d %s", id, rec.Code, rec.Body)
 		}
+	}
+}
+
+// The front door's per-client caps answer 429 too_many_requests with
+// Retry-After; a refused stream never reaches the feed, an open one is
+// released when it ends.
+func TestFrontDoor_TooManyRequests(t *testing.T) {
+	f := newFixture()
+	f.queue.on = true
+	f.door.joinErr = &sale.RetryAfterError{Seconds: 7, Err: sale.ErrTooManyRequests}
+	p, resp := readProblem(t, f.do(http.MethodPost, "/v1/queue", `{"buyerId":"alice"}`, nil))
+	if resp.StatusCode != 429 || p.Code != "too_many_requests" || resp.Header.Get("Retry-After") != "7" || f.queue.joined != "" {
+		t.Fatalf("join over the client's rate: %d %+v %v (joined %q)", resp.StatusCode, p, resp.Header, f.queue.joined)
+	}
+	f.door.streamErr = &sale.RetryAfterError{Seconds: 10, Err: sale.ErrTooManyRequests}
+	p, resp = readProblem(t, f.do(http.MethodGet, "/v1/events", "", nil))
+	if resp.StatusCode != 429 || p.Code != "too_many_requests" || resp.Header.Get("Retry-After") != "10" {
+		t.Fatalf("stream over the client's cap: %d %+v %v", resp.StatusCode, p, resp.Header)
+	}
+	f.door.streamErr = nil
+	if rec := f.do(http.MethodGet, "/v1/events", "", nil); rec.Code != 200 || f.door.open != 0 {
+		t.Fatalf("a stream: %d, %d still counted after it ended", rec.Code, f.door.open)
 	}
 }

@@ -49,6 +49,9 @@ var problems = []problem{
 	{sale.ErrHoldNotFound, "hold_not_found", http.StatusNotFound, "Hold not found"},
 	{sale.ErrHoldExpired, "hold_expired", http.StatusGone, "Hold expired"},
 	{sale.ErrHoldsDisabled, "holds_disabled", http.StatusConflict, "Holds disabled"},
+	// A per-client cap of the front door (joins, seat streams): always
+	// with Retry-After.
+	{sale.ErrTooManyRequests, "too_many_requests", http.StatusTooManyRequests, "Too many requests"},
 	{errMethodNotAllowed, "method_not_allowed", http.StatusMethodNotAllowed, "Method not allowed"},
 	{errNoSuchEndpoint, "not_found", http.StatusNotFound, "Not found"},
 	{sale.ErrOrderPending, "order_pending", http.StatusServiceUnavailable, "Order pending"},
@@ -134,7 +137,7 @@ func writeProblem(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &ra):
 		h["Retry-After"] = []string{strconv.Itoa(ra.Seconds)}
-	case p.status == http.StatusServiceUnavailable:
+	case p.status == http.StatusServiceUnavailable || p.status == http.StatusTooManyRequests:
 		h["Retry-After"] = retryAfter
 	case p.err == sale.ErrAuthRequired:
 		h["Www-Authenticate"] = identityChallenge

@@ -63,6 +63,9 @@ func (s *API) serveJoin(w http.ResponseWriter, r *http.Request) (waitingroom.Pla
 	if !s.queue.On() {
 		return waitingroom.Place{}, "", sale.ErrQueueNotFound
 	}
+	if err := s.door.Join(r); err != nil {
+		return waitingroom.Place{}, "", err
+	}
 	body, err := readBody(w, r)
 	if err != nil {
 		return waitingroom.Place{}, "", err

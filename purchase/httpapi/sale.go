@@ -35,6 +35,14 @@ func (s *API) pageRoutes(mux *http.ServeMux) {
 const streamsFullRetry = 10
 
 func (s *API) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		release, err := s.door.OpenStream(r)
+		if err != nil {
+			writeProblem(w, err) // 429 too_many_requests: this client's cap
+			return
+		}
+		defer release()
+	}
 	switch err := s.feed.Stream(w, r); {
 	case errors.Is(err, seatfeed.ErrFull):
 		// At the pod's cap: come back later (another pod may have room).

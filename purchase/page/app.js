@@ -18,6 +18,7 @@
     hold_expired: 'Your hold expired and the seat went back on sale. Please pick a seat again.',
     hold_not_found: 'That hold no longer exists. Please pick a seat again.',
     holds_disabled: 'Seats are bought directly in this sale: click a seat to buy it.',
+    too_many_requests: 'Too many requests from your connection. Please wait a moment and try again.',
     pass_required: 'Please join the waiting room first: your pass from the queue lets you buy.',
     pass_invalid: 'Your waiting-room pass is no longer valid (expired, or for another buyer id). Please join the queue again.',
     auth_required: 'Please sign in first: this sale sells only to signed-in buyers. Open it from the site where you signed in.',

@@ -32,6 +32,9 @@ var (
 	ErrAuthRequired   = errors.New("this sale needs the buyer's identity: send Authorization: Bearer <token> from the platform's sign-in")
 	ErrAuthInvalid    = errors.New("the identity token is invalid or expired, or not for this sale")
 	ErrBuyerMismatch  = errors.New("buyerId is not the subject of the identity token")
+	// ErrTooManyRequests: a per-client cap of the front door (package
+	// frontdoor); the client may come back after Retry-After.
+	ErrTooManyRequests = errors.New("too many requests from this client address; retry after Retry-After")
 
 	// ErrSeatStoreUnavailable and ErrDatabaseUnavailable are the causes of
 	// ErrUnavailable a buyer is told about: a fixed sentence each, never the

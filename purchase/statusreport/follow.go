@@ -40,6 +40,9 @@ type Settings struct {
 	// BuyerAuth is spec.buyerAuth: the pods take its issuer and audiences
 	// live (the JWKS reaches them as a mounted file); nil: identity off.
 	BuyerAuth *salesv1alpha1.BuyerAuthSpec
+	// FrontDoor is spec.frontDoor, defaulted; nil while absent (the pods'
+	// flags apply).
+	FrontDoor *salesv1alpha1.FrontDoorSpec
 }
 
 // Get reads this sale's settings once.
@@ -91,8 +94,9 @@ func (r *Reporter) Follow(ctx context.Context, onChange func(Settings)) {
 func (s Settings) same(o Settings) bool {
 	ws, wo := s.WaitingRoom, o.WaitingRoom
 	bs, bo := s.BuyerAuth, o.BuyerAuth
-	s.WaitingRoom, o.WaitingRoom, s.BuyerAuth, o.BuyerAuth = nil, nil, nil, nil
-	return s == o && equality.Semantic.DeepEqual(ws, wo) && equality.Semantic.DeepEqual(bs, bo)
+	fs, fo := s.FrontDoor, o.FrontDoor
+	s.WaitingRoom, o.WaitingRoom, s.BuyerAuth, o.BuyerAuth, s.FrontDoor, o.FrontDoor = nil, nil, nil, nil, nil, nil
+	return s == o && equality.Semantic.DeepEqual(ws, wo) && equality.Semantic.DeepEqual(bs, bo) && equality.Semantic.DeepEqual(fs, fo)
 }
 
 // settingsOf decodes a FlashSale and takes its settings. The API server has
@@ -119,6 +123,7 @@ func settingsOf(u *unstructured.Unstructured) (Settings, error) {
 		DisplayName:        spec.DisplayName,
 		WaitingRoom:        spec.WaitingRoom,
 		BuyerAuth:          spec.BuyerAuth,
+		FrontDoor:          spec.FrontDoor,
 	}, nil
 }
 

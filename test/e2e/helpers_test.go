@@ -219,6 +219,12 @@ func dumpNamespace(t *testing.T, ns string) {
 	}
 }
 
+// kindIngressCIDR is where the kind ingress controller's pods are: kind's
+// default pod network (podSubnet), on which Traefik
+// (../shared/kind-offline/manifests/traefik.yaml, a Deployment without
+// hostNetwork) runs.
+const kindIngressCIDR = "10.244.0.0/16"
+
 // saleHost is the Ingress host of a test sale: unique per namespace.
 func saleHost(ns, name string) string { return name + "." + ns + ".localtest" }
 
@@ -241,13 +247,20 @@ spec:
     resources: {requests: {cpu: 10m}}
   ingress:
     host: %s
+  # The kind ingress (Traefik) runs on the pod network: its X-Forwarded-For
+  # names the client. Every buyer of this suite comes from one host (the
+  # NodePort masquerades them), so the per-client caps are off here.
+  frontDoor:
+    trustedProxies: [%s]
+    maxStreamsPerClient: 0
+    joinsPerClientPerMinute: 0
   redis:
     resources: {requests: {cpu: 10m}}
   postgres:
     resources: {requests: {cpu: 10m}}
     storage:
       size: 1Gi
-`, name, ns, tickets, replicas, host)
+`, name, ns, tickets, replicas, host, kindIngressCIDR)
 	mustKubectl(t, []byte(manifest), "apply", "-f", "-")
 	return host
 }
