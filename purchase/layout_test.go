@@ -14,13 +14,14 @@ const module = "github.com/flux-order/flux-order/"
 // The import graph of docs/architecture.md: what each package's non-test
 // code may import from this repository (beyond internal/ and api/).
 var allowedImports = map[string][]string{
-	"purchase":                         {"purchase/buyerauth", "purchase/checkout", "purchase/delivery", "purchase/httpapi", "purchase/orderstore", "purchase/sale", "purchase/seatfeed", "purchase/seatlock", "purchase/statusreport", "purchase/waitingroom"},
+	"purchase":                         {"purchase/buyerauth", "purchase/checkout", "purchase/delivery", "purchase/frontdoor", "purchase/httpapi", "purchase/orderstore", "purchase/sale", "purchase/seatfeed", "purchase/seatlock", "purchase/statusreport", "purchase/waitingroom"},
 	"purchase/httpapi":                 {"purchase/checkout", "purchase/waitingroom", "purchase/seatfeed", "purchase/page", "purchase/sale"},
 	"purchase/checkout":                {"purchase/seatlock", "purchase/orderstore", "purchase/sale"},
 	"purchase/waitingroom":             {"purchase/seatlock", "purchase/orderstore", "purchase/sale"},
 	"purchase/seatfeed":                {"purchase/seatlock", "purchase/orderstore", "purchase/sale"},
 	"purchase/buyerauth":               {"purchase/sale"},
 	"purchase/delivery":                {"purchase/orderstore"},
+	"purchase/frontdoor":               {"purchase/sale"},
 	"purchase/buyerauth/buyerauthtest": {},
 	"purchase/page":                    {},
 	"purchase/sale":                    {},
