@@ -11,6 +11,7 @@ import (
 
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/checkout"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
 )
 
 // A buyer clicks a seat (holds off: the click buys) and sees the order; a
@@ -23,6 +24,11 @@ func TestBrowser_BuyerBuys_SecondBrowserSeesSoldWithin1s_AndGetsTheSoldMessage(t
 	openSalePage(t, alice, url, "alice")
 	openSalePage(t, bob, url, "bob")
 	run(t, bob, "seat 7 available for bob", waitSeatState(7, "available", time.Second))
+	// Issue 17: Chromium's EventSource accepts gzip, so both pages' streams
+	// are compressed (and the page reads them).
+	if n := purchasetest.Counter(t, s.Pods[0].Svc, "flux_order_seat_streams_opened_total", "encoding", "gzip"); n < 2 {
+		t.Fatalf("%v gzip streams opened, want both pages'", n)
+	}
 
 	run(t, alice, "alice buys seat 7",
 		chromedp.WaitVisible(chromedp.CSS(`[data-action="buy"]`)),

@@ -45,8 +45,9 @@ type Hub struct {
 	facts   func() sale.Facts
 	log     *slog.Logger
 	poll    time.Duration
-	max     int                // most open streams
-	refused prometheus.Counter // streams refused at max
+	max     int                   // most open streams
+	refused prometheus.Counter    // streams refused at max
+	opened  [2]prometheus.Counter // streams opened, identity and gzip
 
 	mu      sync.Mutex
 	clients map[*feedClient]struct{}
@@ -59,14 +60,14 @@ type Hub struct {
 	sold, held int64
 	cursor     string    // xid8: pg_snapshot_xmin of the last poll
 	clock      time.Time // the database's clock at the last poll
-	snapshot   []byte    // rendered snapshot event, nil when stale
+	snapshot   *event    // rendered snapshot event, nil when stale
 	lastFacts  []byte    // last facts sent
 	lastErr    time.Time // last logged poll error (hub goroutine only)
 }
 
 // feedClient is one connected page.
 type feedClient struct {
-	events chan []byte
+	events chan *event
 	gone   chan struct{} // closed when the hub dropped it or the server stops
 	// behind: its buffer filled up. It gets the counters only until it has
 	// read everything queued, then a fresh snapshot (catchUp). mu held.
@@ -94,7 +95,12 @@ func New(src Source, tickets func() int64, facts func() sale.Facts, maxStreams i
 		Name: "flux_order_seat_streams_refused_total",
 		Help: "Seat streams (GET /v1/events) refused because the pod serves its cap (--max-streams).",
 	})
-	reg.MustRegister(f.refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	openedVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flux_order_seat_streams_opened_total",
+		Help: "Seat streams (GET /v1/events) opened, by content encoding (gzip when the page accepts it, else identity).",
+	}, []string{"encoding"})
+	f.opened = [2]prometheus.Counter{openedVec.WithLabelValues("identity"), openedVec.WithLabelValues("gzip")}
+	reg.MustRegister(f.refused, openedVec, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "flux_order_seat_streams",
 		Help: "Seat streams (GET /v1/events) open on this pod.",
 	}, func() float64 {
@@ -125,7 +131,7 @@ func (f *Hub) subscribe() (*feedClient, error) {
 		f.refused.Inc()
 		return nil, ErrFull
 	}
-	c := &feedClient{events: make(chan []byte, feedClientBuffer), gone: make(chan struct{})}
+	c := &feedClient{events: make(chan *event, feedClientBuffer), gone: make(chan struct{})}
 	if f.ready {
 		c.events <- f.factsEvent()
 		c.events <- f.snapshotEvent()
@@ -171,8 +177,8 @@ func (f *Hub) close() {
 // EventSource reconnect into the same state): it gets the counters while it
 // reads what is queued, and a fresh snapshot once it has (catchUp). The hub
 // and the other pages never wait for it.
-func (f *Hub) broadcast(ev []byte) {
-	var counts []byte
+func (f *Hub) broadcast(ev *event) {
+	var counts *event
 	for c := range f.clients {
 		if c.behind {
 			if counts == nil {
@@ -383,7 +389,7 @@ func (f *Hub) counts() feedCounts {
 
 // snapshotEvent renders every seat, 2 bits each (4 seats a byte, seat 1 in
 // the low bits of byte 0), base64: 100,000 seats are 33 KB.
-func (f *Hub) snapshotEvent() []byte {
+func (f *Hub) snapshotEvent() *event {
 	if f.snapshot != nil {
 		return f.snapshot
 	}
@@ -400,7 +406,7 @@ func (f *Hub) snapshotEvent() []byte {
 	return f.snapshot
 }
 
-func (f *Hub) deltaEvent(delta []int64) []byte {
+func (f *Hub) deltaEvent(delta []int64) *event {
 	body, _ := json.Marshal(struct {
 		feedCounts
 		Seats []int64 `json:"seats"`
@@ -408,11 +414,11 @@ func (f *Hub) deltaEvent(delta []int64) []byte {
 	return f.event("seats", body)
 }
 
-func (f *Hub) factsEvent() []byte { return f.event("sale", f.lastFacts) }
+func (f *Hub) factsEvent() *event { return f.event("sale", f.lastFacts) }
 
 // countsEvent carries the counters alone: what a page that fell behind
 // gets until it has caught up.
-func (f *Hub) countsEvent() []byte {
+func (f *Hub) countsEvent() *event {
 	body, _ := json.Marshal(f.counts())
 	return f.event("counts", body)
 }
@@ -420,11 +426,11 @@ func (f *Hub) countsEvent() []byte {
 // event renders one server-sent event. It carries no id: a reconnecting
 // page gets a fresh snapshot, which is as small as a replay of what it
 // missed would be (docs/sale-page.md).
-func (f *Hub) event(name string, data []byte) []byte {
+func (f *Hub) event(name string, data []byte) *event {
 	b := make([]byte, 0, len(data)+32)
 	b = append(b, "event: "...)
 	b = append(b, name...)
 	b = append(b, "\ndata: "...)
 	b = append(b, data...)
-	return append(b, "\n\n"...)
+	return newEvent(append(b, "\n\n"...))
 }

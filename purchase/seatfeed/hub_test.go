@@ -142,7 +142,7 @@ func TestHub_SlowPage_GetsCountsThenAFreshSnapshot(t *testing.T) {
 	}))
 	for i := range 3 * feedClientBuffer {
 		h.mu.Lock()
-		h.broadcast(fmt.Appendf(nil, "event: test\ndata: %d\n\n", i))
+		h.broadcast(newEvent(fmt.Appendf(nil, "event: test\ndata: %d\n\n", i)))
 		h.mu.Unlock()
 		select {
 		case <-fast.events:
@@ -169,7 +169,7 @@ func TestHub_SlowPage_GetsCountsThenAFreshSnapshot(t *testing.T) {
 	for {
 		select {
 		case ev := <-slow.events:
-			name := strings.TrimPrefix(strings.SplitN(string(ev), "\n", 2)[0], "event: ")
+			name := strings.TrimPrefix(strings.SplitN(string(ev.plain), "\n", 2)[0], "event: ")
 			names = append(names, name)
 			if name == "snapshot" {
 				if !strings.Contains(strings.Join(names, ","), "counts") {

@@ -41,13 +41,27 @@ func (f *Hub) Stream(w http.ResponseWriter, r *http.Request) error {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
+	h.Set("Vary", "Accept-Encoding")
+	var z *gzStream
+	if acceptsGzip(r) {
+		z = &gzStream{}
+		h.Set("Content-Encoding", "gzip")
+		f.opened[1].Inc()
+	} else {
+		f.opened[0].Inc()
+	}
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // proxies must pass each event on at once
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
+	if z != nil {
+		if _, err := w.Write(gzipHeader); err != nil {
+			return nil
+		}
+	}
 	// retry: how soon a page reconnects after the stream ends (another
 	// pod, a fresh snapshot).
-	if !writeEvent(rc, w, []byte("retry: 1000\n\n")) {
+	if !writeEvent(rc, w, z, retryEvent) {
 		return nil
 	}
 	beat := time.NewTicker(feedHeartbeat)
@@ -57,25 +71,41 @@ func (f *Hub) Stream(w http.ResponseWriter, r *http.Request) error {
 		case <-r.Context().Done():
 			return nil
 		case <-c.gone:
+			if z != nil { // the hub ends it: a complete gzip member
+				_ = rc.SetWriteDeadline(time.Now().Add(feedWriteTimeout))
+				_, _ = w.Write(z.trailer())
+				_ = rc.Flush()
+			}
 			return nil
 		case ev := <-c.events:
-			if !writeEvent(rc, w, ev) {
+			if !writeEvent(rc, w, z, ev) {
 				return nil
 			}
 		case <-beat.C:
-			if !writeEvent(rc, w, []byte(": heartbeat\n\n")) {
+			if !writeEvent(rc, w, z, heartbeatEvent) {
 				return nil
 			}
 		}
 	}
 }
 
-// writeEvent writes and flushes one event within feedWriteTimeout.
-func writeEvent(rc *http.ResponseController, w http.ResponseWriter, ev []byte) bool {
+// The events every stream sends alike (deflated once, on first use).
+var (
+	retryEvent     = newEvent([]byte("retry: 1000\n\n"))
+	heartbeatEvent = newEvent([]byte(": heartbeat\n\n"))
+)
+
+// writeEvent writes and flushes one event within feedWriteTimeout,
+// deflated when the stream is compressed (z not nil).
+func writeEvent(rc *http.ResponseController, w http.ResponseWriter, z *gzStream, ev *event) bool {
 	if err := rc.SetWriteDeadline(time.Now().Add(feedWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return false
 	}
-	if _, err := w.Write(ev); err != nil {
+	b := ev.plain
+	if z != nil {
+		b = z.frame(ev)
+	}
+	if _, err := w.Write(b); err != nil {
 		return false
 	}
 	return rc.Flush() == nil
