@@ -29,6 +29,7 @@ type Queue interface {
 	CheckPassHeader(values []string, buyerID string) error
 	Join(ctx context.Context, buyer string) (waitingroom.Place, string, error)
 	Poll(queueID string) (waitingroom.Place, error)
+	Leave(ctx context.Context, queueID string) error
 }
 
 // Identity verifies the buyers' identity tokens (*buyerauth.Verifier).

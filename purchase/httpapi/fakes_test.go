@@ -116,6 +116,7 @@ type fakeQueue struct {
 		values []string
 		buyer  string
 	}
+	left string
 }
 
 func (q *fakeQueue) On() bool { return q.on }
@@ -132,6 +133,10 @@ func (q *fakeQueue) Join(_ context.Context, buyer string) (waitingroom.Place, st
 	return q.place, "qid-" + buyer, q.err
 }
 func (q *fakeQueue) Poll(string) (waitingroom.Place, error) { return q.place, q.err }
+func (q *fakeQueue) Leave(_ context.Context, id string) error {
+	q.left = id
+	return q.err
+}
 
 // fakeFeed streams one event, or refuses with err.
 type fakeFeed struct{ err error }

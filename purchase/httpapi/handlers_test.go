@@ -353,3 +353,19 @@ func TestFrontDoor_TooManyRequests(t *testing.T) {
 		t.Fatalf("a stream: %d, %d still counted after it ended", rec.Code, f.door.open)
 	}
 }
+
+// DELETE /v1/queue/{queueId}: 204 with no body; the room's problems pass
+// through; other methods are told GET, HEAD, DELETE.
+func TestQueue_Leave_Handler(t *testing.T) {
+	f := newFixture()
+	if rec := f.do(http.MethodDelete, "/v1/queue/qid-alice", "", nil); rec.Code != 204 || rec.Body.Len() != 0 || f.queue.left != "qid-alice" {
+		t.Fatalf("leave: %d %q, room got %q", rec.Code, rec.Body, f.queue.left)
+	}
+	f.queue.err = sale.ErrQueueNotFound
+	if p, resp := readProblem(t, f.do(http.MethodDelete, "/v1/queue/nope", "", nil)); resp.StatusCode != 404 || p.Code != "queue_not_found" {
+		t.Fatalf("leave of an unknown id: %d %+v", resp.StatusCode, p)
+	}
+	if rec := f.do(http.MethodPut, "/v1/queue/qid-alice", "", nil); rec.Code != 405 || rec.Header().Get("Allow") != "GET, HEAD, DELETE" {
+		t.Fatalf("PUT of a queue id: %d %v", rec.Code, rec.Header())
+	}
+}

@@ -15,11 +15,13 @@ type metrics struct {
 	holdLat   map[string]prometheus.Observer           // hold latency by op
 	joins     map[string]prometheus.Counter            // POST /v1/queue by outcome
 	polls     map[string]prometheus.Counter            // GET /v1/queue/{id} by outcome
+	leaves    map[string]prometheus.Counter            // DELETE /v1/queue/{id} by outcome
 	requests  *prometheus.CounterVec                   // fallbacks for an outcome outside the sets
 	latency   *prometheus.HistogramVec
 	holdsVec  *prometheus.CounterVec
 	joinsVec  *prometheus.CounterVec
 	pollsVec  *prometheus.CounterVec
+	leavesVec *prometheus.CounterVec
 }
 
 type outcomeSeries struct {
@@ -58,6 +60,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "flux_order_queue_polls_total",
 			Help: "GET /v1/queue/{id} by outcome (the state answered, or a problem code).",
 		}, []string{"outcome"}),
+		leavesVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flux_order_queue_leaves_total",
+			Help: "DELETE /v1/queue/{id} by outcome (left, or a problem code).",
+		}, []string{"outcome"}),
 	}
 	holdLat := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "flux_order_hold_duration_seconds",
@@ -78,7 +84,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 	}
 	m.joins, m.polls = counters(m.joinsVec, queueStates, codes), counters(m.pollsVec, queueStates, codes)
-	reg.MustRegister(m.requests, m.latency, m.holdsVec, holdLat, m.joinsVec, m.pollsVec)
+	m.leaves = counters(m.leavesVec, []string{"left"}, codes)
+	reg.MustRegister(m.requests, m.latency, m.holdsVec, holdLat, m.joinsVec, m.pollsVec, m.leavesVec)
 	return m
 }
 

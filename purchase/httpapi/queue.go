@@ -10,11 +10,35 @@ import (
 )
 
 // queueRoutes serves the waiting room: POST /v1/queue joins it, GET
-// /v1/queue/{queueId} polls it. Both answer 404 queue_not_found while the
-// sale has no waiting room.
+// /v1/queue/{queueId} polls it, DELETE /v1/queue/{queueId} leaves it. All
+// answer 404 queue_not_found while the sale has no waiting room.
 func (s *API) queueRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/queue", s.handleJoin)
-	mux.HandleFunc("/v1/queue/{id}", get(s.handlePoll))
+	mux.HandleFunc("/v1/queue/{id}", s.handleQueueID)
+}
+
+func (s *API) handleQueueID(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		s.handlePoll(w, r)
+	case http.MethodDelete:
+		s.handleLeave(w, r)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, DELETE")
+		writeProblem(w, errMethodNotAllowed)
+	}
+}
+
+// handleLeave gives the buyer's place (or pass) up: 204, also when it was
+// given up already.
+func (s *API) handleLeave(w http.ResponseWriter, r *http.Request) {
+	if err := s.queue.Leave(r.Context(), r.PathValue("id")); err != nil {
+		count(s.metrics.leaves, s.metrics.leavesVec, problemFor(err).code)
+		writeProblem(w, err)
+		return
+	}
+	count(s.metrics.leaves, s.metrics.leavesVec, "left")
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // QueueBody is the answer of a join or a poll (the wire format).

@@ -319,21 +319,22 @@ func (a *Admitter) CountWaiting(ctx context.Context) (_ int64, err error) {
 // which every order increments) and without a live hold (a held seat is
 // already out of the available ones). One range scan of queue_admitted,
 // the slots admitted within passTTL.
-func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (_ int64, err error) {
+//
+// It also returns queue_state.released as of the same snapshot: the leaves
+// the count already reflects (see LeaveQueue).
+func (a *Admitter) CountActive(ctx context.Context, passTTL time.Duration) (_, released int64, err error) {
 	defer a.errs.Deferred("count_active", &err)
 	var n int64
-	err = a.conn.QueryRow(ctx, `SELECT count(*) FROM queue_admitted q
-		WHERE q.slot > coalesce((SELECT from_slot FROM queue_admissions
-				WHERE at > clock_timestamp() - $1 * interval '1 millisecond' ORDER BY at LIMIT 1),
-			(SELECT serving_slot FROM queue_state))
+	err = a.conn.QueryRow(ctx, `SELECT count(*), (SELECT released FROM queue_state) FROM queue_admitted q
+		WHERE q.slot > `+activeSince+`
 		AND NOT EXISTS (SELECT 1 FROM buyers b WHERE b.buyer_id = q.buyer_id AND b.tickets > 0)
 		AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.buyer_id = q.buyer_id AND h.state = 'held'
 			AND h.expires_at > clock_timestamp())`,
-		passTTL.Milliseconds()).Scan(&n)
+		passTTL.Milliseconds()).Scan(&n, &released)
 	if err != nil {
-		return 0, fmt.Errorf("count active buyers: %w", err)
+		return 0, 0, fmt.Errorf("count active buyers: %w", err)
 	}
-	return n, nil
+	return n, released, nil
 }
 
 // Shuffle fixes a Random queue's prequeue once: every buyer enqueued so far
@@ -374,4 +375,89 @@ func (a *Admitter) Shuffle(ctx context.Context, seed []byte) (_ QueueState, err 
 		return st, fmt.Errorf("shuffle queue: %w", err)
 	}
 	return st, nil
+}
+
+// Left is a buyer who left the queue (queue_left).
+type Left struct {
+	ID     int64
+	Buyer  string
+	Seq    int64
+	LeftAt time.Time
+}
+
+// activeSince is the condition of CountActive: slot admitted within passTTL
+// ($1, ms).
+const activeSince = `coalesce((SELECT from_slot FROM queue_admissions
+		WHERE at > clock_timestamp() - $1 * interval '1 millisecond' ORDER BY at LIMIT 1),
+	(SELECT serving_slot FROM queue_state))`
+
+// LeaveQueue takes the buyer who joined with seq out of the queue: their
+// row, and their admission if they were admitted at slot (their place,
+// computed by the caller; 0 when unknown). When that admission made them
+// an active buyer (admitted within passTTL, no ticket, no live hold),
+// queue_state.released grows by one, which the admitter reads at its next
+// step. It returns whether the buyer was still in the queue with that seq
+// (false: they left already, or re-joined since with another seq). Taking
+// the queue's ROW EXCLUSIVE lock, it waits for an admission step in flight.
+func (s *Store) LeaveQueue(ctx context.Context, buyer string, seq, slot int64, passTTL time.Duration) (left bool, err error) {
+	defer s.errs.Deferred("leave_queue", &err)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM queue WHERE buyer_id = $1 AND seq = $2`, buyer, seq)
+		if err != nil {
+			return fmt.Errorf("leave the queue: %w", err)
+		}
+		if left = tag.RowsAffected() == 1; !left {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO queue_left (buyer_id, seq) VALUES ($1, $2)`, buyer, seq); err != nil {
+			return fmt.Errorf("record the leave: %w", err)
+		}
+		if slot < 1 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `WITH gone AS (DELETE FROM queue_admitted WHERE slot = $2 AND buyer_id = $3 RETURNING slot, buyer_id)
+			UPDATE queue_state SET released = released + 1
+			WHERE EXISTS (SELECT 1 FROM gone g WHERE g.slot > `+activeSince+`
+				AND NOT EXISTS (SELECT 1 FROM buyers b WHERE b.buyer_id = g.buyer_id AND b.tickets > 0)
+				AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.buyer_id = g.buyer_id AND h.state = 'held'
+					AND h.expires_at > clock_timestamp()))`, passTTL.Milliseconds(), slot, buyer)
+		if err != nil {
+			return fmt.Errorf("release the admission: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("leave the queue: %w", err)
+	}
+	return left, nil
+}
+
+// QueueLeft reads who left after the row afterID (at most limit, oldest
+// first).
+func (s *Store) QueueLeft(ctx context.Context, afterID int64, limit int) (_ []Left, err error) {
+	defer s.errs.Deferred("queue_left", &err)
+	rows, err := s.pool.Query(ctx, `SELECT id, buyer_id, seq, left_at FROM queue_left WHERE id > $1 ORDER BY id LIMIT $2`, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read leaves after %d: %w", afterID, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Left, error) {
+		var l Left
+		err := r.Scan(&l.ID, &l.Buyer, &l.Seq, &l.LeftAt)
+		return l, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read leaves after %d: %w", afterID, err)
+	}
+	return out, nil
+}
+
+// Released is how many active buyers have left the queue, ever
+// (queue_state.released).
+func (a *Admitter) Released(ctx context.Context) (_ int64, err error) {
+	defer a.errs.Deferred("queue_released", &err)
+	var n int64
+	if err := a.conn.QueryRow(ctx, `SELECT released FROM queue_state`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read released buyers: %w", err)
+	}
+	return n, nil
 }

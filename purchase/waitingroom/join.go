@@ -59,8 +59,8 @@ func (q *Room) Poll(queueID string) (Place, error) {
 		return Place{}, sale.ErrQueueNotFound
 	}
 	t, err := q.signer.ParseQueueID(queueID)
-	if err != nil {
-		return Place{}, sale.ErrQueueNotFound
+	if err != nil || q.left.gone(t.Buyer, t.Seq) {
+		return Place{}, sale.ErrQueueNotFound // a place its buyer left is no more
 	}
 	now := time.Now()
 	v, err := q.currentView(now)

@@ -39,6 +39,12 @@ func (f *slowJoins) TryAdmitter(context.Context) (*orderstore.Admitter, error) {
 	return nil, orderstore.ErrNotAdmitter
 }
 func (f *slowJoins) Counts(context.Context) (orderstore.Counts, error) { panic("not called") }
+func (f *slowJoins) LeaveQueue(context.Context, string, int64, int64, time.Duration) (bool, error) {
+	panic("not called")
+}
+func (f *slowJoins) QueueLeft(context.Context, int64, int) ([]orderstore.Left, error) {
+	panic("not called")
+}
 
 // Issue 17, defect 8: a view that goes stale while a join waits for its
 // batch must not crash the join (it answered nothing, the connection was

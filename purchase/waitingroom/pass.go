@@ -46,8 +46,9 @@ func (q *Room) CheckPassHeader(values []string, buyerID string) error {
 }
 
 func (q *Room) checkPass(token, buyerID string) error {
-	if q.signer.CheckPass(strings.TrimSpace(token), buyerID, time.Now()) != nil {
-		return sale.ErrPassInvalid
+	expires, err := q.signer.checkPass(strings.TrimSpace(token), buyerID, time.Now())
+	if err != nil || q.left.passVoid(buyerID, expires, q.settings.Load().passTTL()) {
+		return sale.ErrPassInvalid // forged, expired, another buyer's, or given up (Leave)
 	}
 	return nil
 }

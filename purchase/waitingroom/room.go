@@ -55,6 +55,8 @@ type Store interface {
 	QueueSnapshot(ctx context.Context, afterID int64, since time.Time, limit int) (orderstore.QueueState, []orderstore.Admission, error)
 	TryAdmitter(ctx context.Context) (*orderstore.Admitter, error)
 	Counts(ctx context.Context) (orderstore.Counts, error)
+	LeaveQueue(ctx context.Context, buyer string, seq, slot int64, passTTL time.Duration) (bool, error)
+	QueueLeft(ctx context.Context, afterID int64, limit int) ([]orderstore.Left, error)
 }
 
 // Room is one pod's part of the sale's waiting room.
@@ -68,6 +70,7 @@ type Room struct {
 	metrics  *metrics
 	log      *slog.Logger
 	lastErr  atomic.Int64 // unix ns of the last logged error (one a second)
+	left     leavers
 }
 
 // queueView is a pod's picture of the queue, replaced whole by each refresh.
@@ -263,6 +266,9 @@ func (q *Room) refresh(ctx context.Context) error {
 			break
 		}
 	}
+	if err := q.left.load(ctx, q.store); err != nil {
+		return err
+	}
 	c, err := q.store.Counts(ctx)
 	if err != nil {
 		return fmt.Errorf("count seats: %w", err)
@@ -372,6 +378,8 @@ type admitter struct {
 	last      time.Time
 	active    int64
 	activeAt  time.Time
+	released  int64 // queue_state.released already taken off active
+	relKnown  bool
 	waitingAt time.Time
 	shuffled  bool
 }
@@ -471,11 +479,20 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 		return nil
 	}
 	if now.Sub(a.activeAt) >= activeRecount {
-		n, err := a.db.CountActive(ctx, wr.passTTL())
+		n, rel, err := a.db.CountActive(ctx, wr.passTTL())
 		if err != nil {
 			return fmt.Errorf("count active buyers: %w", err)
 		}
-		a.active, a.activeAt = n, now
+		a.active, a.activeAt, a.released, a.relKnown = n, now, rel, true
+	} else if a.relKnown {
+		// Buyers who left the line free their place at once (LeaveQueue):
+		// one read of a counter, not a recount.
+		rel, err := a.db.Released(ctx)
+		if err != nil {
+			return fmt.Errorf("read released buyers: %w", err)
+		}
+		a.active = max(0, a.active-(rel-a.released))
+		a.released = rel
 	}
 	c, err := q.store.Counts(ctx)
 	if err != nil {

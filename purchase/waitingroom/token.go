@@ -111,19 +111,26 @@ func (t *Signer) Pass(buyer string, expires time.Time) string {
 
 // CheckPass verifies a pass for buyer at now.
 func (t *Signer) CheckPass(pass, buyer string, now time.Time) error {
+	_, err := t.checkPass(pass, buyer, now)
+	return err
+}
+
+// checkPass verifies a pass for buyer at now and returns its expiry.
+func (t *Signer) checkPass(pass, buyer string, now time.Time) (time.Time, error) {
 	if len(pass) != base64.RawURLEncoding.EncodedLen(passLen) {
-		return errBadToken
+		return time.Time{}, errBadToken
 	}
 	var b [passLen]byte
 	if n, err := tokenEncoding.Decode(b[:], []byte(pass)); err != nil || n != passLen || b[0] != passPrefix {
-		return errBadToken
+		return time.Time{}, errBadToken
 	}
 	var want [tokenTagLen]byte
 	if !hmac.Equal(b[9:], t.tag(want[:0], b[:9], []byte(buyer))) {
-		return errBadToken
+		return time.Time{}, errBadToken
 	}
-	if now.UnixMilli() >= int64(binary.BigEndian.Uint64(b[1:9])) {
-		return errBadToken
+	exp := int64(binary.BigEndian.Uint64(b[1:9]))
+	if now.UnixMilli() >= exp {
+		return time.Time{}, errBadToken
 	}
-	return nil
+	return time.UnixMilli(exp), nil
 }
