@@ -392,14 +392,15 @@ const activeSince = `coalesce((SELECT from_slot FROM queue_admissions
 	(SELECT serving_slot FROM queue_state))`
 
 // LeaveQueue takes the buyer who joined with seq out of the queue: their
-// row, and their admission if they were admitted at slot (their place,
-// computed by the caller; 0 when unknown). When that admission made them
-// an active buyer (admitted within passTTL, no ticket, no live hold),
+// row, and their admission if they were admitted (a buyer has one queue
+// row, so at most one admission). When that admission made them an active
+// buyer (admitted within passTTL, no ticket, no live hold),
 // queue_state.released grows by one, which the admitter reads at its next
 // step. It returns whether the buyer was still in the queue with that seq
 // (false: they left already, or re-joined since with another seq). Taking
-// the queue's ROW EXCLUSIVE lock, it waits for an admission step in flight.
-func (s *Store) LeaveQueue(ctx context.Context, buyer string, seq, slot int64, passTTL time.Duration) (left bool, err error) {
+// the queue's ROW EXCLUSIVE lock, it waits for an admission step in flight,
+// so an admission that commits first is found and released.
+func (s *Store) LeaveQueue(ctx context.Context, buyer string, seq int64, passTTL time.Duration) (left bool, err error) {
 	defer s.errs.Deferred("leave_queue", &err)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM queue WHERE buyer_id = $1 AND seq = $2`, buyer, seq)
@@ -412,15 +413,12 @@ func (s *Store) LeaveQueue(ctx context.Context, buyer string, seq, slot int64, p
 		if _, err := tx.Exec(ctx, `INSERT INTO queue_left (buyer_id, seq) VALUES ($1, $2)`, buyer, seq); err != nil {
 			return fmt.Errorf("record the leave: %w", err)
 		}
-		if slot < 1 {
-			return nil
-		}
-		_, err = tx.Exec(ctx, `WITH gone AS (DELETE FROM queue_admitted WHERE slot = $2 AND buyer_id = $3 RETURNING slot, buyer_id)
+		_, err = tx.Exec(ctx, `WITH gone AS (DELETE FROM queue_admitted WHERE buyer_id = $2 RETURNING slot, buyer_id)
 			UPDATE queue_state SET released = released + 1
 			WHERE EXISTS (SELECT 1 FROM gone g WHERE g.slot > `+activeSince+`
 				AND NOT EXISTS (SELECT 1 FROM buyers b WHERE b.buyer_id = g.buyer_id AND b.tickets > 0)
 				AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.buyer_id = g.buyer_id AND h.state = 'held'
-					AND h.expires_at > clock_timestamp()))`, passTTL.Milliseconds(), slot, buyer)
+					AND h.expires_at > clock_timestamp()))`, passTTL.Milliseconds(), buyer)
 		if err != nil {
 			return fmt.Errorf("release the admission: %w", err)
 		}

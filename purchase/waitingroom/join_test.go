@@ -39,7 +39,7 @@ func (f *slowJoins) TryAdmitter(context.Context) (*orderstore.Admitter, error) {
 	return nil, orderstore.ErrNotAdmitter
 }
 func (f *slowJoins) Counts(context.Context) (orderstore.Counts, error) { panic("not called") }
-func (f *slowJoins) LeaveQueue(context.Context, string, int64, int64, time.Duration) (bool, error) {
+func (f *slowJoins) LeaveQueue(context.Context, string, int64, time.Duration) (bool, error) {
 	panic("not called")
 }
 func (f *slowJoins) QueueLeft(context.Context, int64, int) ([]orderstore.Left, error) {

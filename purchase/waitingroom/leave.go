@@ -34,17 +34,9 @@ func (q *Room) Leave(ctx context.Context, queueID string) error {
 		return sale.ErrQueueNotFound
 	}
 	now := time.Now()
-	v, err := q.currentView(now)
-	if err != nil {
-		return err
-	}
-	var slot int64
-	if s, known := v.slot(t, *wr); known && s <= v.state.ServingSlot {
-		slot = s // admitted: their admission goes too
-	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), joinTimeout)
 	defer cancel()
-	if _, err := q.store.LeaveQueue(ctx, t.Buyer, t.Seq, slot, wr.passTTL()); err != nil {
+	if _, err := q.store.LeaveQueue(ctx, t.Buyer, t.Seq, wr.passTTL()); err != nil {
 		return sale.Unavailable(sale.ErrDatabaseUnavailable, err)
 	}
 	q.left.add(t.Buyer, t.Seq, now)

@@ -55,7 +55,7 @@ type Store interface {
 	QueueSnapshot(ctx context.Context, afterID int64, since time.Time, limit int) (orderstore.QueueState, []orderstore.Admission, error)
 	TryAdmitter(ctx context.Context) (*orderstore.Admitter, error)
 	Counts(ctx context.Context) (orderstore.Counts, error)
-	LeaveQueue(ctx context.Context, buyer string, seq, slot int64, passTTL time.Duration) (bool, error)
+	LeaveQueue(ctx context.Context, buyer string, seq int64, passTTL time.Duration) (bool, error)
 	QueueLeft(ctx context.Context, afterID int64, limit int) ([]orderstore.Left, error)
 }
 

@@ -20,7 +20,11 @@ CREATE TABLE queue_left (
     left_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 ALTER TABLE queue_state ADD COLUMN released bigint NOT NULL DEFAULT 0;
+-- A leave finds the buyer's admission by buyer, not by the slot its pod's
+-- view would compute (a view may lag the admission by a refresh).
+CREATE INDEX queue_admitted_buyer ON queue_admitted (buyer_id);
 
 -- +goose Down
+DROP INDEX queue_admitted_buyer;
 ALTER TABLE queue_state DROP COLUMN released;
 DROP TABLE queue_left;
