@@ -63,6 +63,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.IntVar(&cfg.WaitingRoom.MaxActiveBuyers, "max-active-buyers", 0, "waiting room: most admitted buyers shopping at once (0 = bounded by the inventory only)")
 	f.StringVar(&queueOrder, "queue-order", "fifo", "waiting room: fifo, or random (who joined before --starts-at is shuffled at --starts-at)")
 	f.StringVar(&joinFrom, "join-from", "", "waiting room: RFC 3339 time the queue opens (before --starts-at; default: open now)")
+	f.IntVar(&cfg.WaitingRoom.ProofOfWork, "proof-of-work", 0, "waiting room: leading zero bits of the SHA-256 a join must solve first (0 = none, up to 28)")
 	f.DurationVar(&cfg.WaitingRoom.PassTTL, "pass-ttl", waitingroom.DefaultPassTTL, "waiting room: how long an admitted buyer's pass lasts (30s..24h)")
 	f.StringVar(&cfg.BuyerJWKSFile, "buyer-jwks-file", "", "buyer identity: JWKS document of the identity provider's public keys, re-read while running (the operator mounts spec.buyerAuth.jwt.jwksSecretRef here)")
 	f.StringVar(&cfg.BuyerAuth.Issuer, "buyer-jwt-issuer", "", "buyer identity: the iss identity tokens must have; set, every purchase, hold, join and order lookup needs Authorization: Bearer <token> (with --report-status: the FlashSale's spec.buyerAuth.jwt)")

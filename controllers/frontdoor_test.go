@@ -39,3 +39,21 @@ func TestFrontDoor_CIDRsValidated_CapsDefaulted(t *testing.T) {
 		t.Fatalf("defaults: %+v", fd)
 	}
 }
+
+// spec.waitingRoom.proofOfWork.difficulty: 0..28 bits.
+func TestWaitingRoom_ProofOfWorkDifficulty_Bounded(t *testing.T) {
+	ns := newNamespace(t)
+	sale := func(name string, d int32) *salesv1alpha1.FlashSale {
+		return &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10, WaitingRoom: &salesv1alpha1.WaitingRoomSpec{AdmitPerSecond: 5,
+				ProofOfWork: &salesv1alpha1.ProofOfWorkSpec{Difficulty: d}}}}
+	}
+	for i, d := range []int32{-1, 29} {
+		if err := k8s.Create(context.Background(), sale("pow-bad-"+string(rune('a'+i)), d)); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.waitingRoom.proofOfWork.difficulty") {
+			t.Errorf("difficulty %d: want Invalid, got %v", d, err)
+		}
+	}
+	if err := k8s.Create(context.Background(), sale("pow-good", 18)); err != nil {
+		t.Fatal(err)
+	}
+}

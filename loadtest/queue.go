@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
 
 // The queue scenario: Buyers buyers (buyer-1..buyer-N) join the waiting
@@ -46,6 +48,15 @@ type QueueSummary struct {
 	// differ by one refresh). 0 is what a FIFO queue must show; a Random
 	// queue's prequeue shows many.
 	FIFOInversions int64 `json:"fifoInversions"`
+	// Solves are the proof-of-work challenges the buyers solved to join
+	// (spec.waitingRoom.proofOfWork; 0 when off); SolveHashes the hashes
+	// they took, SolveMs the CPU time (one goroutine each).
+	Solves      int64   `json:"solves,omitempty"`
+	SolveHashes int64   `json:"solveHashes,omitempty"`
+	SolveMs     float64 `json:"solveMs,omitempty"`
+	// TooMany are joins refused 429 too_many_requests by a per-client cap
+	// (retried after Retry-After).
+	TooMany int64 `json:"tooManyRequests,omitempty"`
 }
 
 // stopBuyersDone: every buyer of the queue scenario finished.
@@ -68,6 +79,10 @@ type queueRun struct {
 	buyers  []queueBuyer
 	joins   atomic.Int64
 	polls   atomic.Int64
+	solves  atomic.Int64
+	hashes  atomic.Int64
+	solveNs atomic.Int64
+	tooMany atomic.Int64
 	errors  atomic.Int64
 	outcome struct{ joined, admitted, bought, soldOut, closed, unfinished atomic.Int64 }
 	inQueue histogram
@@ -134,14 +149,21 @@ func (q *queueRun) buyer(i int) {
 	body := []byte(`{"buyerId":"buyer-` + strconv.Itoa(i+1) + `"}`)
 	var a queueAnswer
 	var retry time.Duration
-	for {
+	var proof map[string]string // Flux-Order-Proof of the last challenge solved
+	for solves := 0; ; {
 		b.joinStart = time.Now()
-		status, raw, r, err := q.do(http.MethodPost, "/v1/queue", body, "")
+		status, raw, r, h, err := q.doFull(http.MethodPost, "/v1/queue", body, "", proof)
 		q.joins.Add(1)
-		b.joinEnd, retry = time.Now(), r
+		b.joinEnd, retry, proof = time.Now(), r, nil
 		if err == nil && (status == http.StatusAccepted || status == http.StatusOK) && json.Unmarshal(raw, &a) == nil {
 			q.outcome.joined.Add(1)
 			break
+		}
+		if ch := h.Get("Flux-Order-Challenge"); err == nil && status == http.StatusPreconditionRequired && ch != "" && solves < maxSolves {
+			// The waiting room asks a proof of work: solve it, as a page does.
+			solves++
+			proof = map[string]string{"Flux-Order-Proof": q.solve(ch, h.Get("Flux-Order-Difficulty"))}
+			continue
 		}
 		if q.refused(status, raw, err) {
 			return
@@ -186,12 +208,30 @@ func (q *queueRun) buyer(i int) {
 	}
 }
 
+// maxSolves bounds the challenges one buyer solves in a row (each refusal
+// of a proof comes with a fresh one).
+const maxSolves = 4
+
+// solve solves a proof-of-work challenge and returns the proof.
+func (q *queueRun) solve(challenge, difficulty string) string {
+	d, _ := strconv.Atoi(difficulty)
+	start := time.Now()
+	proof, hashes := waitingroom.Solve(challenge, d)
+	q.solveNs.Add(int64(time.Since(start)))
+	q.solves.Add(1)
+	q.hashes.Add(int64(hashes))
+	return proof
+}
+
 // refused sorts out a join that did not queue the buyer: final (sold out,
 // closed, refused) or to retry.
 func (q *queueRun) refused(status int, raw []byte, err error) bool {
 	switch {
 	case err != nil || status >= 500:
 		q.errors.Add(1)
+		return false
+	case status == http.StatusTooManyRequests: // a per-client cap: after Retry-After
+		q.tooMany.Add(1)
 		return false
 	case status == http.StatusConflict:
 		q.outcome.soldOut.Add(1)
@@ -304,13 +344,19 @@ func (q *queueRun) do(method, path string, body []byte, pass string) (int, []byt
 
 // doWith is do with extra request headers.
 func (q *queueRun) doWith(method, path string, body []byte, pass string, headers map[string]string) (int, []byte, time.Duration, error) {
+	status, raw, retry, _, err := q.doFull(method, path, body, pass, headers)
+	return status, raw, retry, err
+}
+
+// doFull is doWith that also returns the answer's headers (never nil).
+func (q *queueRun) doFull(method, path string, body []byte, pass string, headers map[string]string) (int, []byte, time.Duration, http.Header, error) {
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(context.WithoutCancel(q.e.ctx), method, q.e.t.base+path, r)
 	if err != nil {
-		return 0, nil, time.Second, err
+		return 0, nil, time.Second, http.Header{}, err
 	}
 	req.Host = q.e.t.host
 	req.Header.Set("User-Agent", "flux-order-loadtest")
@@ -332,7 +378,7 @@ func (q *queueRun) doWith(method, path string, body []byte, pass string, headers
 	}
 	resp, err := q.c.Do(req)
 	if err != nil {
-		return 0, nil, time.Second, err
+		return 0, nil, time.Second, http.Header{}, err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -340,7 +386,7 @@ func (q *queueRun) doWith(method, path string, body []byte, pass string, headers
 	if n, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && n >= 0 {
 		retry = time.Duration(n) * time.Second
 	}
-	return resp.StatusCode, raw, retry, err
+	return resp.StatusCode, raw, retry, resp.Header, err
 }
 
 func (q *queueRun) summary() *QueueSummary {
@@ -348,6 +394,7 @@ func (q *queueRun) summary() *QueueSummary {
 		Buyers: len(q.buyers), Joined: q.outcome.joined.Load(), Admitted: q.outcome.admitted.Load(),
 		Bought: q.outcome.bought.Load(), SoldOut: q.outcome.soldOut.Load(), Closed: q.outcome.closed.Load(),
 		Unfinished: q.outcome.unfinished.Load(), Joins: q.joins.Load(), Polls: q.polls.Load(), Errors: q.errors.Load(),
+		Solves: q.solves.Load(), SolveHashes: q.hashes.Load(), SolveMs: float64(q.solveNs.Load()) / 1e6, TooMany: q.tooMany.Load(),
 	}
 	s.TimeInQueue = summarize(&q.inQueue, s.Admitted, time.Since(q.e.start))
 	var first, last time.Time
@@ -424,5 +471,18 @@ func (s *QueueSummary) text() string {
 		"              %d joins, %d polls, %d errors; time in queue p50 %s p99 %s max %s; admitted %.1f/s; FIFO inversions %d\n",
 		s.Buyers, s.Joined, s.Admitted, s.Bought, s.SoldOut, s.Closed, s.Unfinished,
 		s.Joins, s.Polls, s.Errors, fmtMs(s.TimeInQueue.P50Ms), fmtMs(s.TimeInQueue.P99Ms), fmtMs(s.TimeInQueue.MaxMs),
-		s.AdmittedPerSecond, s.FIFOInversions)
+		s.AdmittedPerSecond, s.FIFOInversions) + s.proofText()
+}
+
+// proofText is the line of the proofs of work solved, if any.
+func (s *QueueSummary) proofText() string {
+	out := ""
+	if s.Solves > 0 {
+		out += fmt.Sprintf("              proof of work: %d challenges solved, %.0f hashes and %.1f ms of CPU each\n",
+			s.Solves, float64(s.SolveHashes)/float64(s.Solves), s.SolveMs/float64(s.Solves))
+	}
+	if s.TooMany > 0 {
+		out += fmt.Sprintf("              %d joins refused 429 too_many_requests (per-client cap), retried\n", s.TooMany)
+	}
+	return out
 }

@@ -116,3 +116,33 @@ func TestFIFOInversions_CountsOnlyCertainOnes(t *testing.T) {
 		}
 	}
 }
+
+// Issue 17: with proof of work on, the queue scenario's buyers solve the
+// join challenges too (one each, as a page does), and the sale sells out
+// as without it.
+func TestQueueScenario_ProofOfWork_BuyersSolveTheChallenges(t *testing.T) {
+	const seats, buyers = 20, 60
+	ctx := t.Context()
+	url, dbURL := startSale(t, seats, func(c *purchase.Config) {
+		c.SaleSecret = "loadtest-queue-secret-0123456789abcdef"
+		c.WaitingRoom = waitingroom.Settings{AdmitPerSecond: 100, ProofOfWork: 12}
+	})
+	auditor, err := NewAuditor(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := Config{URL: url, Scenario: Queue, Seat: 1, Buyers: buyers, Concurrency: 16, Duration: time.Minute, Timeout: 10 * time.Second}
+	res, err := Run(ctx, lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := res.Summary.Queue
+	if q == nil || q.Joined != buyers || q.Bought != seats || q.Errors != 0 || q.Solves < buyers || q.SolveHashes < q.Solves {
+		t.Fatalf("want %d joined, each after solving a challenge, %d bought, no errors; got %+v", buyers, seats, q)
+	}
+	r := auditor.Check(ctx, res.Created, func(ctx context.Context) (Availability, error) { return FetchAvailability(ctx, lc) }, true)
+	if !r.OK || r.NewOrders != seats {
+		t.Fatalf("want the audit to pass with %d new orders, got %+v", seats, r)
+	}
+	t.Logf("%s", q.text())
+}

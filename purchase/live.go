@@ -142,6 +142,9 @@ func waitingRoomOf(w *salesv1alpha1.WaitingRoomSpec) waitingroom.Settings {
 	if w.PassTTL != nil {
 		wr.PassTTL = w.PassTTL.Duration
 	}
+	if w.ProofOfWork != nil {
+		wr.ProofOfWork = int(w.ProofOfWork.Difficulty)
+	}
 	return wr
 }
 

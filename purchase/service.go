@@ -77,6 +77,7 @@ func newService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, iden
 		LockTTL: cfg.LockTTL, HoldTTL: cfg.HoldTTL, Sale: cfg.Sale, Secret: secret,
 	}, locks, store, s.registry, log)
 	s.Queue = waitingroom.New(cfg.Sale, secret, cfg.WaitingRoom, store, s.Checkout.Schedule, s.registry, log)
+	s.Queue.SetSpender(locks) // proof-of-work challenges are spent once, in Redis
 	s.Feed = seatfeed.New(store, s.Checkout.Tickets, s.Facts, cfg.MaxStreams, s.registry, log)
 	s.Door = frontdoor.New(cfg.FrontDoor, s.registry)
 	s.SetDisplayName(cfg.DisplayName)

@@ -300,6 +300,22 @@ type WaitingRoomSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('24h')",message="waitingRoom.passTTL must be between 30s and 24h"
 	// +optional
 	PassTTL *metav1.Duration `json:"passTTL,omitempty"`
+
+	// ProofOfWork makes every join solve a challenge first (a SHA-256
+	// with difficulty leading zero bits; the sale page solves it): a bot
+	// joining under many buyer ids pays for each. Off when absent or 0.
+	// +optional
+	ProofOfWork *ProofOfWorkSpec `json:"proofOfWork,omitempty"`
+}
+
+// ProofOfWorkSpec is the waiting room's proof of work on join
+// (docs/waiting-room.md has the cost per join of each difficulty).
+type ProofOfWorkSpec struct {
+	// Difficulty is the leading zero bits the challenge's SHA-256 must
+	// have: 2^difficulty hashes a join on average. 0 = off.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=28
+	Difficulty int32 `json:"difficulty"`
 }
 
 // QueueOrder is the order a waiting room admits in.

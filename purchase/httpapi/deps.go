@@ -30,6 +30,9 @@ type Queue interface {
 	Join(ctx context.Context, buyer string) (waitingroom.Place, string, error)
 	Poll(queueID string) (waitingroom.Place, error)
 	Leave(ctx context.Context, queueID string) error
+	// CheckProof lets a join through, or refuses it with a
+	// *waitingroom.ChallengeError carrying the challenge to solve.
+	CheckProof(ctx context.Context, buyer, proof string) error
 }
 
 // Identity verifies the buyers' identity tokens (*buyerauth.Verifier).

@@ -104,11 +104,14 @@ func (f *fakeCheckout) Order(context.Context, uuid.UUID) (checkout.Order, error)
 // fakeQueue is a waiting room that answers place (or err), and refuses
 // passes with passErr.
 type fakeQueue struct {
-	on      bool
-	passErr error
-	place   waitingroom.Place
-	err     error
-	joined  string
+	on       bool
+	passErr  error
+	place    waitingroom.Place
+	err      error
+	joined   string
+	left     string
+	proof    string
+	proofErr error
 	// passChecked records the last pass check: which header it read
 	// ("Authorization" or PassHeader), its values and the buyer.
 	passChecked struct {
@@ -116,7 +119,6 @@ type fakeQueue struct {
 		values []string
 		buyer  string
 	}
-	left string
 }
 
 func (q *fakeQueue) On() bool { return q.on }
@@ -133,6 +135,10 @@ func (q *fakeQueue) Join(_ context.Context, buyer string) (waitingroom.Place, st
 	return q.place, "qid-" + buyer, q.err
 }
 func (q *fakeQueue) Poll(string) (waitingroom.Place, error) { return q.place, q.err }
+func (q *fakeQueue) CheckProof(_ context.Context, _, proof string) error {
+	q.proof = proof
+	return q.proofErr
+}
 func (q *fakeQueue) Leave(_ context.Context, id string) error {
 	q.left = id
 	return q.err

@@ -369,3 +369,24 @@ func TestQueue_Leave_Handler(t *testing.T) {
 		t.Fatalf("PUT of a queue id: %d %v", rec.Code, rec.Header())
 	}
 }
+
+// A join refused for its proof of work: 428 with the fresh challenge and
+// its difficulty in headers, never cached; the proof header reaches the
+// room; the room is not joined.
+func TestQueue_JoinAsksAProofOfWork(t *testing.T) {
+	f := newFixture()
+	f.queue.on = true
+	f.queue.proofErr = &waitingroom.ChallengeError{Challenge: "chal", Difficulty: 16, Err: sale.ErrProofRequired}
+	p, resp := readProblem(t, f.do(http.MethodPost, "/v1/queue", `{"buyerId":"alice"}`, map[string]string{"Flux-Order-Proof": "chal.42"}))
+	if resp.StatusCode != 428 || p.Code != "proof_required" || resp.Header.Get("Flux-Order-Challenge") != "chal" ||
+		resp.Header.Get("Flux-Order-Difficulty") != "16" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("join without a proof: %d %+v %v", resp.StatusCode, p, resp.Header)
+	}
+	if f.queue.proof != "chal.42" || f.queue.joined != "" {
+		t.Fatalf("the room got proof %q and joined %q", f.queue.proof, f.queue.joined)
+	}
+	f.queue.proofErr = &waitingroom.ChallengeError{Challenge: "chal2", Difficulty: 16, Err: sale.ErrProofInvalid}
+	if p, resp := readProblem(t, f.do(http.MethodPost, "/v1/queue", `{"buyerId":"alice"}`, nil)); resp.StatusCode != 428 || p.Code != "proof_invalid" || resp.Header.Get("Flux-Order-Challenge") != "chal2" {
+		t.Fatalf("join with a bad proof: %d %+v %v", resp.StatusCode, p, resp.Header)
+	}
+}

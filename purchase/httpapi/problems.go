@@ -52,6 +52,10 @@ var problems = []problem{
 	// A per-client cap of the front door (joins, seat streams): always
 	// with Retry-After.
 	{sale.ErrTooManyRequests, "too_many_requests", http.StatusTooManyRequests, "Too many requests"},
+	// A join without (or with a bad) proof of work: the answer carries a
+	// fresh challenge (Flux-Order-Challenge, Flux-Order-Difficulty).
+	{sale.ErrProofRequired, "proof_required", http.StatusPreconditionRequired, "Proof of work required"},
+	{sale.ErrProofInvalid, "proof_invalid", http.StatusPreconditionRequired, "Proof of work invalid"},
 	{errMethodNotAllowed, "method_not_allowed", http.StatusMethodNotAllowed, "Method not allowed"},
 	{errNoSuchEndpoint, "not_found", http.StatusNotFound, "Not found"},
 	{sale.ErrOrderPending, "order_pending", http.StatusServiceUnavailable, "Order pending"},

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -60,6 +61,13 @@ func bodyOf(p waitingroom.Place) QueueBody {
 	return b
 }
 
+// The proof-of-work headers of a join (waitingroom/pow.go).
+const (
+	proofHeader      = "Flux-Order-Proof"
+	challengeHeader  = "Flux-Order-Challenge"
+	difficultyHeader = "Flux-Order-Difficulty"
+)
+
 func (s *API) handleJoin(w http.ResponseWriter, r *http.Request) {
 	p, id, err := s.serveJoin(w, r)
 	if err != nil {
@@ -96,6 +104,16 @@ func (s *API) serveJoin(w http.ResponseWriter, r *http.Request) (waitingroom.Pla
 	}
 	b, err := s.buyerOf(r, body)
 	if err != nil {
+		return waitingroom.Place{}, "", err
+	}
+	if err := s.queue.CheckProof(r.Context(), b.id, r.Header.Get(proofHeader)); err != nil {
+		var ch *waitingroom.ChallengeError
+		if errors.As(err, &ch) {
+			h := w.Header()
+			h.Set(challengeHeader, ch.Challenge)
+			h.Set(difficultyHeader, strconv.Itoa(ch.Difficulty))
+			h.Set("Cache-Control", "no-store")
+		}
 		return waitingroom.Place{}, "", err
 	}
 	return s.queue.Join(r.Context(), b.id)

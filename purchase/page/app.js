@@ -19,6 +19,8 @@
     hold_not_found: 'That hold no longer exists. Please pick a seat again.',
     holds_disabled: 'Seats are bought directly in this sale: click a seat to buy it.',
     too_many_requests: 'Too many requests from your connection. Please wait a moment and try again.',
+    proof_required: 'The waiting room asks your browser to solve a puzzle first. Please try again.',
+    proof_invalid: 'The waiting room could not check your browser\'s puzzle. Please try again.',
     pass_required: 'Please join the waiting room first: your pass from the queue lets you buy.',
     pass_invalid: 'Your waiting-room pass is no longer valid (expired, or for another buyer id). Please join the queue again.',
     auth_required: 'Please sign in first: this sale sells only to signed-in buyers. Open it from the site where you signed in.',
@@ -110,8 +112,8 @@
   }
 
   // ---- the API ---------------------------------------------------------
-  async function api(method, path, body, withPass, key) {
-    const headers = { Accept: 'application/json' };
+  async function api(method, path, body, withPass, key, extra) {
+    const headers = Object.assign({ Accept: 'application/json' }, extra);
     if (body) headers['Content-Type'] = 'application/json';
     // With identity the token takes Authorization and the waiting room's
     // pass its own header; without, the pass is the Bearer token.
@@ -131,7 +133,8 @@
     try { data = r.status === 204 ? null : await r.json(); } catch (e) { /* not JSON */ }
     const retry = Number(r.headers.get('Retry-After'));
     if (r.ok) return { ok: true, status: r.status, data, retry };
-    return { ok: false, status: r.status, code: (data && data.code) || 'unavailable', data, retry };
+    return { ok: false, status: r.status, code: (data && data.code) || 'unavailable', data, retry,
+      challenge: r.headers.get('Flux-Order-Challenge'), difficulty: Number(r.headers.get('Flux-Order-Difficulty')) };
   }
 
   // ---- sale facts and phase ---------------------------------------------
@@ -489,10 +492,25 @@
   $('join').addEventListener('click', async () => {
     clearProblem();
     if (!buyer()) { problem('buyer_missing'); buyerInput.focus(); return; }
-    const r = await api('POST', '/v1/queue', { buyerId: buyer() });
+    const r = await joinQueue();
     if (!r.ok) { problem(r.code); return; }
     queueAnswer(r.data, r.retry);
   });
+
+  // joinQueue joins, solving the proof of work the room may ask first
+  // (pow.js): a fresh challenge comes with each refusal, a few tries.
+  async function joinQueue() {
+    let extra;
+    for (let attempt = 0; ; attempt++) {
+      const r = await api('POST', '/v1/queue', { buyerId: buyer() }, false, null, extra);
+      if (r.ok || !r.challenge || attempt === 3) return r;
+      $('queue-info').textContent = 'Your browser is solving the waiting room\'s puzzle…';
+      const s = await window.FluxPow.solve(r.challenge, r.difficulty);
+      const root = document.documentElement.dataset; // read by the browser tests
+      root.powMs = String(Math.round(s.ms)); root.powHashes = String(s.hashes); root.powEngine = s.engine;
+      extra = { 'Flux-Order-Proof': s.proof };
+    }
+  }
 
   function queueAnswer(q, retry) {
     if (q.queueId) {

@@ -35,6 +35,10 @@ var (
 	// ErrTooManyRequests: a per-client cap of the front door (package
 	// frontdoor); the client may come back after Retry-After.
 	ErrTooManyRequests = errors.New("too many requests from this client address; retry after Retry-After")
+	// ErrProofRequired and ErrProofInvalid: the waiting room asks a join
+	// for a proof of work (Flux-Order-Proof) and answers a fresh challenge.
+	ErrProofRequired = errors.New("this waiting room asks a proof of work: solve the challenge in Flux-Order-Challenge and join again with Flux-Order-Proof")
+	ErrProofInvalid  = errors.New("the proof of work is wrong, expired, already used or another buyer's: solve the new challenge in Flux-Order-Challenge")
 
 	// ErrSeatStoreUnavailable and ErrDatabaseUnavailable are the causes of
 	// ErrUnavailable a buyer is told about: a fixed sentence each, never the

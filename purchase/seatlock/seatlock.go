@@ -61,17 +61,18 @@ type Locks struct {
 	rdb    redis.UniversalClient
 	ticket string       // key prefix of seat locks
 	free   string       // key of the free-seat pool
+	spent  string       // key prefix of spent one-time ids (SpendOnce)
 	ttl    atomic.Int64 // lock expiry in nanoseconds (SetTTL)
 	errs   *opcount.Errors
 }
 
 // Operations are the values of flux_order_redis_errors_total's operation
 // label: Locks' methods (Acquire and AcquireFor are acquire).
-var Operations = []string{"acquire", "acquire_any", "peek", "mark_sold", "release", "put_hold", "refill"}
+var Operations = []string{"acquire", "acquire_any", "peek", "mark_sold", "release", "put_hold", "refill", "spend_once"}
 
 // New returns the locks of sale in rdb, with lock expiry ttl.
 func New(rdb redis.UniversalClient, sale string, ttl time.Duration) *Locks {
-	l := &Locks{rdb: rdb, ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free"}
+	l := &Locks{rdb: rdb, ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free", spent: "fs:" + sale + ":spent:"}
 	l.errs = opcount.New("flux_order_redis_errors_total",
 		"Failed Redis operations by operation (a lost answer, a timeout, an error reply; not a seat found taken).",
 		Operations, func(err error) bool { return errors.Is(err, ErrPoolEmpty) || errors.Is(err, ErrAllHeld) })
@@ -284,4 +285,18 @@ func (l *Locks) Refill(ctx context.Context, ids []int64) (err error) {
 		return fmt.Errorf("refill free pool with %d seats: %w", len(ids), err)
 	}
 	return nil
+}
+
+// SpendOnce marks id spent for ttl (SET NX PX in the sale's key space,
+// fs:<sale>:spent:<id>) and says whether this call spent it: true the
+// first time, false while the mark lives. The waiting room spends each
+// proof-of-work challenge once. Not retried: a lost answer would make a
+// retry see its own mark and refuse the join (the client solves again).
+func (l *Locks) SpendOnce(ctx context.Context, id string, ttl time.Duration) (_ bool, err error) {
+	defer l.errs.Deferred("spend_once", &err)
+	ok, err := l.rdb.SetNX(ctx, l.spent+id, "1", ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("spend %s: %w", id, err)
+	}
+	return ok, nil
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	joinBatches  prometheus.Histogram // buyers per join statement
 	admittedHere prometheus.Counter   // buyers this pod admitted as the admitter
 	admitting    prometheus.Gauge     // 1 while this pod is the admitter
+	proofs       prometheus.Counter   // proofs of work accepted (one join each)
 }
 
 func newMetrics(reg prometheus.Registerer, q *Room) *metrics {
@@ -25,6 +26,10 @@ func newMetrics(reg prometheus.Registerer, q *Room) *metrics {
 		admittedHere: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flux_order_queue_admitted_by_pod_total",
 			Help: "Buyers this pod admitted while it was the admitter.",
+		}),
+		proofs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flux_order_queue_proofs_total",
+			Help: "Proofs of work accepted on join (spec.waitingRoom.proofOfWork); refusals are flux_order_queue_joins_total{outcome=\"proof_required\"|\"proof_invalid\"}.",
 		}),
 		admitting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flux_order_queue_admitter",
@@ -39,7 +44,7 @@ func newMetrics(reg prometheus.Registerer, q *Room) *metrics {
 			return 0
 		})
 	}
-	reg.MustRegister(m.joinBatches, m.admittedHere, m.admitting,
+	reg.MustRegister(m.joinBatches, m.admittedHere, m.admitting, m.proofs,
 		fromView("flux_order_queue_waiting", "Buyers waiting behind the serving position (counted every second).",
 			func(v *queueView) float64 { return float64(v.state.Waiting) }),
 		fromView("flux_order_queue_admitted", "Buyers admitted since the queue opened.",

@@ -71,6 +71,7 @@ type Room struct {
 	log      *slog.Logger
 	lastErr  atomic.Int64 // unix ns of the last logged error (one a second)
 	left     leavers
+	spender  atomic.Pointer[spenderBox]
 }
 
 // queueView is a pod's picture of the queue, replaced whole by each refresh.

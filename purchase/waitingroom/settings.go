@@ -14,6 +14,9 @@ type Settings struct {
 	Order           Order         // fifo (default) or random
 	JoinFrom        time.Time     // zero: the queue is open from the start
 	PassTTL         time.Duration // 0: DefaultPassTTL
+	// ProofOfWork is the difficulty (leading zero bits of a SHA-256) of
+	// the challenge a join must solve first (pow.go); 0: none.
+	ProofOfWork int
 }
 
 // Order is the order in which a waiting room admits.
@@ -54,6 +57,8 @@ func (w Settings) Validate() error {
 		return bad("max-active-buyers", "must be 0 (no cap) or more, got %d", w.MaxActiveBuyers)
 	case w.Order != "" && w.Order != FIFO && w.Order != Random:
 		return bad("queue-order", "must be fifo or random, got %q", w.Order)
+	case w.ProofOfWork < 0 || w.ProofOfWork > MaxProofOfWork:
+		return bad("proof-of-work", "must be between 0 (none) and %d bits, got %d", MaxProofOfWork, w.ProofOfWork)
 	case w.PassTTL != 0 && (w.PassTTL < MinPassTTL || w.PassTTL > MaxPassTTL):
 		return bad("pass-ttl", "must be between %v and %v, got %v", MinPassTTL, MaxPassTTL, w.PassTTL)
 	}
