@@ -59,6 +59,10 @@ type Config struct {
 	// frontdoor). Live: the FlashSale's spec.frontDoor, when set, replaces
 	// it.
 	FrontDoor frontdoor.Settings
+	// flagsFrontDoor is FrontDoor as the flags set it, kept when the
+	// FlashSale's replaces it (withSettings): removing spec.frontDoor
+	// brings the flags' back.
+	flagsFrontDoor *frontdoor.Settings
 
 	// Pprof also serves net/http/pprof's /debug/pprof/ on the metrics
 	// listener (never on Listen): CPU and heap profiles of a running pod,

@@ -32,7 +32,11 @@ func (cfg Config) withSettings(s statusreport.Settings) Config {
 	cfg.DisplayName = s.DisplayName
 	cfg.WaitingRoom = waitingRoomOf(s.WaitingRoom)
 	cfg.BuyerAuth = buyerAuthOf(s.BuyerAuth)
-	cfg.FrontDoor = frontDoorOf(s.FrontDoor, cfg.FrontDoor)
+	if cfg.flagsFrontDoor == nil {
+		flags := cfg.FrontDoor
+		cfg.flagsFrontDoor = &flags
+	}
+	cfg.FrontDoor = frontDoorOf(s.FrontDoor, *cfg.flagsFrontDoor)
 	if s.LockTTL > 0 {
 		cfg.LockTTL = s.LockTTL
 	}
@@ -68,7 +72,11 @@ func (s *Service) Apply(st statusreport.Settings) {
 	s.SetDisplayName(st.DisplayName)
 	s.Queue.Set(waitingRoomOf(st.WaitingRoom))
 	s.Identity.Set(buyerAuthOf(st.BuyerAuth))
-	s.Door.Set(frontDoorOf(st.FrontDoor, s.cfg.FrontDoor))
+	flags := s.cfg.FrontDoor
+	if s.cfg.flagsFrontDoor != nil {
+		flags = *s.cfg.flagsFrontDoor
+	}
+	s.Door.Set(frontDoorOf(st.FrontDoor, flags))
 	c.SetSoldOut(st.SoldOut, st.Tickets)
 	if st.LockTTL > 0 {
 		c.SetLockTTL(st.LockTTL)
