@@ -17,18 +17,18 @@ window.FluxPow = (() => {
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
   ]);
   const W = new Int32Array(64);
+  const H = new Int32Array(8);
 
-  // sha256 returns the SHA-256 of bytes (a Uint8Array) as 32 bytes.
-  function sha256(bytes) {
-    const n = bytes.length;
-    const blocks = ((n + 9 + 63) >> 6);
-    const m = new Uint8Array(blocks << 6);
-    m.set(bytes);
+  // digest hashes the first n bytes of m, whose buffer has room for the
+  // padding (a multiple of 64 bytes at least n + 9), into H.
+  function digest(m, n) {
+    const blocks = (n + 9 + 63) >> 6;
+    const end = blocks << 6;
     m[n] = 0x80;
+    m.fill(0, n + 1, end);
     const bitsLen = n * 8;
-    const end = m.length;
-    m[end - 4] = bitsLen >>> 24; m[end - 3] = bitsLen >>> 16; m[end - 2] = bitsLen >>> 8; m[end - 1] = bitsLen;
     m[end - 5] = Math.floor(n / 0x20000000); // bits above 2^32
+    m[end - 4] = bitsLen >>> 24; m[end - 3] = bitsLen >>> 16; m[end - 2] = bitsLen >>> 8; m[end - 1] = bitsLen;
     let h0 = 0x6a09e667, h1 = 0xbb67ae85, h2 = 0x3c6ef372, h3 = 0xa54ff53a;
     let h4 = 0x510e527f, h5 = 0x9b05688c, h6 = 0x1f83d9ab, h7 = 0x5be0cd19;
     for (let off = 0; off < end; off += 64) {
@@ -53,11 +53,30 @@ window.FluxPow = (() => {
       h0 = (h0 + a) | 0; h1 = (h1 + b) | 0; h2 = (h2 + c) | 0; h3 = (h3 + d) | 0;
       h4 = (h4 + e) | 0; h5 = (h5 + f) | 0; h6 = (h6 + g) | 0; h7 = (h7 + h) | 0;
     }
+    H[0] = h0; H[1] = h1; H[2] = h2; H[3] = h3; H[4] = h4; H[5] = h5; H[6] = h6; H[7] = h7;
+  }
+
+  // sha256 returns the SHA-256 of bytes (a Uint8Array) as 32 bytes.
+  function sha256(bytes) {
+    const m = new Uint8Array(((bytes.length + 9 + 63) >> 6) << 6);
+    m.set(bytes);
+    digest(m, bytes.length);
     const out = new Uint8Array(32);
-    [h0, h1, h2, h3, h4, h5, h6, h7].forEach((v, i) => {
+    for (let i = 0; i < 8; i++) {
+      const v = H[i];
       out[i * 4] = v >>> 24; out[i * 4 + 1] = v >>> 16; out[i * 4 + 2] = v >>> 8; out[i * 4 + 3] = v;
-    });
+    }
     return out;
+  }
+
+  // zeroBitsH counts the leading zero bits of the digest in H.
+  function zeroBitsH() {
+    let n = 0;
+    for (let i = 0; i < 8; i++) {
+      if (H[i] === 0) { n += 32; continue; }
+      return n + Math.clz32(H[i]);
+    }
+    return n;
   }
 
   function zeroBits(d) {
@@ -72,12 +91,19 @@ window.FluxPow = (() => {
   const enc = new TextEncoder();
   const pause = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-  // The bundled SHA-256, a slice at a time so the page stays responsive.
+  // The bundled SHA-256, a slice at a time so the page stays responsive:
+  // the challenge's bytes are written once, each nonce's digits after them.
   async function solveJS(challenge, difficulty) {
-    const prefix = challenge + '.';
+    const prefix = enc.encode(challenge + '.');
+    const m = new Uint8Array(((prefix.length + 20 + 9 + 63) >> 6) << 6);
+    m.set(prefix);
     for (let n = 0; ; n++) {
-      if (zeroBits(sha256(enc.encode(prefix + n))) >= difficulty) return { proof: prefix + n, hashes: n + 1 };
-      if ((n & 0x3fff) === 0x3fff) await pause();
+      const digits = String(n);
+      let len = prefix.length;
+      for (let i = 0; i < digits.length; i++) m[len++] = digits.charCodeAt(i);
+      digest(m, len);
+      if (zeroBitsH() >= difficulty) return { proof: challenge + '.' + digits, hashes: n + 1 };
+      if ((n & 0xffff) === 0xffff) await pause();
     }
   }
 
