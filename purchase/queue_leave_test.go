@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
 )
@@ -119,5 +121,29 @@ func TestQueue_Leave_WaitingBuyer_PassedOver_RejoinsAtTheBack(t *testing.T) {
 	pass := s.admittedPass(1, "bob", again.Body.QueueID, 2*time.Second)
 	if a := s.buyWithPass(3, "bob", pass); a.Status != http.StatusCreated {
 		t.Fatalf("bob buys with the pass of his second place: %d %s", a.Status, a.Code)
+	}
+}
+
+// The page's Leave the queue button: a waiting buyer leaves, their queue id
+// is gone on the server (404), and the page offers to join again.
+func TestBrowser_LeaveTheQueue(t *testing.T) {
+	tab := newTab(t, time.Minute)
+	s := newQueueSale(t, 10, 1, withQueue(waitingroom.Settings{AdmitPerSecond: 50, MaxActiveBuyers: 1, PassTTL: 10 * time.Minute}))
+	s.admittedPass(0, "ahead", s.join(0, "ahead").Body.QueueID, 5*time.Second) // shops, so the page's buyer waits
+	openSalePage(t, tab, s.Pods[0].URL+"/", "lee")
+	run(t, tab, "join, then wait in line",
+		chromedp.Click(chromedp.CSS(`[data-action="join"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-action="leave"]`)))
+	id := eval[string](t, tab, `JSON.parse(sessionStorage.getItem('fo.queue')).id`)
+	if p := s.poll(0, id); p.Body.State != waitingroom.StateWaiting {
+		t.Fatalf("lee before leaving: %+v", p.Body)
+	}
+	run(t, tab, "leave", chromedp.Click(chromedp.CSS(`[data-action="leave"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-action="join"]`)))
+	if p := s.poll(0, id); p.Status != http.StatusNotFound || p.Code != "queue_not_found" {
+		t.Fatalf("lee's queue id after leaving from the page: want 404 queue_not_found, got %d %s", p.Status, p.Code)
+	}
+	if eval[bool](t, tab, `!document.querySelector('[data-action="leave"]').hidden || sessionStorage.getItem('fo.queue') !== null`) {
+		t.Fatal("the page still shows a place in line")
 	}
 }

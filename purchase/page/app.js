@@ -196,6 +196,7 @@
     if (queueOpen) {
       const from = f.waitingRoom.joinFrom ? Date.parse(f.waitingRoom.joinFrom) : 0;
       const join = $('join');
+      $('leave').hidden = !S.queueId;
       if (S.queueId) {
         join.hidden = true;
       } else if (from && now() < from) {
@@ -495,6 +496,18 @@
     const r = await joinQueue();
     if (!r.ok) { problem(r.code); return; }
     queueAnswer(r.data, r.retry);
+  });
+
+  // Leaving gives the place up (DELETE /v1/queue/{queueId}): the next buyer
+  // is let in at once. Gone already is as good as left.
+  $('leave').addEventListener('click', async () => {
+    clearProblem();
+    if (!S.queueId) return;
+    const r = await api('DELETE', '/v1/queue/' + encodeURIComponent(S.queueId));
+    if (!r.ok && r.code !== 'queue_not_found') { problem(r.code); return; }
+    stopQueue();
+    notice('You left the queue. You can join again, at the back.');
+    update();
   });
 
   // joinQueue joins, solving the proof of work the room may ask first
