@@ -3,9 +3,11 @@ package purchase_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"runtime"
@@ -39,14 +41,27 @@ const fluxOrderStreamClient = "FLUX_ORDER_STREAM_CLIENT"
 // measurement).
 //
 //	go test ./purchase/ -run '^$' -bench IdleStreamMemory -benchtime 1x
-func BenchmarkEvents_IdleStreamMemory(b *testing.B) {
+func BenchmarkEvents_IdleStreamMemory(b *testing.B) { idleStreamMemory(b, false) }
+
+// BenchmarkEvents_IdleGzipStreamMemory is the same with streams that
+// accept gzip, as every browser's do (issue 17): run it on its own, as the
+// resident memory is only measured right in a fresh process.
+//
+//	go test ./purchase/ -run '^$' -bench IdleGzipStreamMemory -benchtime 1x
+func BenchmarkEvents_IdleGzipStreamMemory(b *testing.B) { idleStreamMemory(b, true) }
+
+func idleStreamMemory(b *testing.B, gzipped bool) {
 	const seats, warm, streams = 100_000, 100, 10_000
 	s := newTestSale(b, seats, func(c *purchase.Config) { c.MaxStreams = warm + streams })
 	u, err := url.Parse(s.Pods[0].URL)
 	if err != nil {
 		b.Fatal(err)
 	}
-	stdin, stdout := testservers.StartSelf(b, fluxOrderStreamClient+"="+u.Host)
+	client := u.Host
+	if gzipped {
+		client += ";gzip"
+	}
+	stdin, stdout := testservers.StartSelf(b, fluxOrderStreamClient+"="+client)
 	answers := bufio.NewScanner(stdout)
 	open := func(n int) {
 		if _, err := fmt.Fprintln(stdin, n); err != nil {
@@ -96,6 +111,7 @@ func podMemory(b *testing.B) (m memory) {
 // then reads (and drops) what comes: heartbeats. It exits when stdin
 // closes.
 func streamClient(host string) {
+	host, gzipped := strings.CutSuffix(host, ";gzip")
 	in := bufio.NewScanner(os.Stdin)
 	var conns []net.Conn
 	for in.Scan() {
@@ -111,7 +127,7 @@ func streamClient(host string) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				c, err := openStream(host)
+				c, err := openStream(host, gzipped)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "stream client:", err)
 					os.Exit(1)
@@ -129,17 +145,39 @@ func streamClient(host string) {
 	}
 }
 
-// openStream opens GET /v1/events and reads up to the end of its snapshot
-// event; a goroutine then drops whatever else comes.
-func openStream(host string) (net.Conn, error) {
+// openStream opens GET /v1/events (accepting gzip when gzipped) and reads
+// up to the end of its snapshot event; a goroutine then drops whatever
+// else comes.
+func openStream(host string, gzipped bool) (net.Conn, error) {
 	c, err := net.Dial("tcp", host)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := fmt.Fprintf(c, "GET /v1/events HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", host); err != nil {
+	accept := ""
+	if gzipped {
+		accept = "Accept-Encoding: gzip\r\n"
+	}
+	if _, err := fmt.Fprintf(c, "GET /v1/events HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", host, accept); err != nil {
 		return nil, err
 	}
 	r := bufio.NewReaderSize(c, 64<<10)
+	if gzipped {
+		// The answer's head, then its chunked, gzip'd body.
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return nil, fmt.Errorf("read the answer's head: %w", err)
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		zr, err := gzip.NewReader(httputil.NewChunkedReader(r))
+		if err != nil {
+			return nil, fmt.Errorf("the stream is not gzip'd: %w", err)
+		}
+		r = bufio.NewReaderSize(zr, 64<<10)
+	}
 	snapshot, data := false, false
 	for {
 		line, err := r.ReadSlice('\n')
