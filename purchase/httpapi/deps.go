@@ -29,7 +29,8 @@ type Queue interface {
 	CheckPassHeader(values []string, buyerID string) error
 	Join(ctx context.Context, buyer string) (waitingroom.Place, string, error)
 	Poll(queueID string) (waitingroom.Place, error)
-	Leave(ctx context.Context, queueID string) error
+	// Leave gives a place up; a non-empty buyer must be the queue id's.
+	Leave(ctx context.Context, queueID, buyer string) error
 	// CheckProof lets a join through, or refuses it with a
 	// *waitingroom.ChallengeError carrying the challenge to solve.
 	CheckProof(ctx context.Context, buyer, proof string) error

@@ -110,6 +110,7 @@ type fakeQueue struct {
 	err      error
 	joined   string
 	left     string
+	leftAs   string
 	proof    string
 	proofErr error
 	// passChecked records the last pass check: which header it read
@@ -139,8 +140,8 @@ func (q *fakeQueue) CheckProof(_ context.Context, _, proof string) error {
 	q.proof = proof
 	return q.proofErr
 }
-func (q *fakeQueue) Leave(_ context.Context, id string) error {
-	q.left = id
+func (q *fakeQueue) Leave(_ context.Context, id, buyer string) error {
+	q.left, q.leftAs = id, buyer
 	return q.err
 }
 

@@ -32,6 +32,7 @@ var identityRoutes = []struct{ method, path, body string }{
 	{http.MethodGet, "/v1/holds/" + fakeHold.ID.String(), ""},
 	{http.MethodGet, "/v1/orders/" + fakeOrder.ID.String(), ""},
 	{http.MethodPost, "/v1/queue", `{"buyerId":"alice"}`},
+	{http.MethodDelete, "/v1/queue/q-1", ""},
 }
 
 // With identity on, each of them answers 401 auth_required without a
@@ -59,11 +60,24 @@ func TestIdentity_EveryBuyerRouteNeedsAToken(t *testing.T) {
 				if got := resp.Header.Get("WWW-Authenticate"); got != c.challenge {
 					t.Errorf("WWW-Authenticate %q, want %q", got, c.challenge)
 				}
-				if f.checkout.calls != 0 || f.queue.joined != "" {
-					t.Errorf("a request without a valid token reached checkout (%d calls) or joined (%q)", f.checkout.calls, f.queue.joined)
+				if f.checkout.calls != 0 || f.queue.joined != "" || f.queue.left != "" {
+					t.Errorf("a request without a valid token reached checkout (%d calls), joined (%q) or left (%q)", f.checkout.calls, f.queue.joined, f.queue.left)
 				}
 			})
 		}
+	}
+}
+
+// A leave with identity is the subject's: the waiting room is asked to
+// give up the place only if the queue id is that buyer's.
+func TestIdentity_LeaveIsTheSubjects(t *testing.T) {
+	f := identityFixture()
+	f.queue.on = true
+	if rec := f.do(http.MethodDelete, "/v1/queue/q-1", "", authAs("bob-token")); rec.Code != http.StatusNoContent {
+		t.Fatalf("DELETE with bob's token: %d, want 204", rec.Code)
+	}
+	if f.queue.left != "q-1" || f.queue.leftAs != "bob" {
+		t.Fatalf("the waiting room was asked to let %q leave as %q, want q-1 as bob", f.queue.left, f.queue.leftAs)
 	}
 }
 

@@ -31,9 +31,18 @@ func (s *API) handleQueueID(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleLeave gives the buyer's place (or pass) up: 204, also when it was
-// given up already.
+// given up already. With buyer identity only the queue id's buyer may.
 func (s *API) handleLeave(w http.ResponseWriter, r *http.Request) {
-	if err := s.queue.Leave(r.Context(), r.PathValue("id")); err != nil {
+	var as string
+	if s.identityOn() {
+		sub, err := s.subject(r)
+		if err != nil {
+			writeProblem(w, err)
+			return
+		}
+		as = sub
+	}
+	if err := s.queue.Leave(r.Context(), r.PathValue("id"), as); err != nil {
 		count(s.metrics.leaves, s.metrics.leavesVec, problemFor(err).code)
 		writeProblem(w, err)
 		return

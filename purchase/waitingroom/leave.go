@@ -23,14 +23,16 @@ import (
 
 // Leave takes the queue id's buyer out of the line. Leaving twice, or with
 // the queue id of a place the buyer has since left and joined again, is
-// not an error: the place is gone either way.
-func (q *Room) Leave(ctx context.Context, queueID string) error {
+// not an error: the place is gone either way. A non-empty buyer (the
+// identity token's subject) must be the queue id's: another buyer's queue
+// id answers queue_not_found, as if there were none.
+func (q *Room) Leave(ctx context.Context, queueID, buyer string) error {
 	wr := q.settings.Load()
 	if !wr.On() {
 		return sale.ErrQueueNotFound
 	}
 	t, err := q.signer.ParseQueueID(queueID)
-	if err != nil {
+	if err != nil || (buyer != "" && t.Buyer != buyer) {
 		return sale.ErrQueueNotFound
 	}
 	now := time.Now()
