@@ -156,6 +156,9 @@ func (d *Deliverer) observe(ctx context.Context) {
 	}
 }
 
+// attemptOutcomes are the outcome label's values.
+var attemptOutcomes = []string{"delivered", "3xx", "4xx", "5xx", "timeout", "error", "unresolved"}
+
 // set publishes counts, dropping the series of removed webhooks.
 func (m *metrics) set(cs []WebhookCounts) {
 	m.mu.Lock()
@@ -166,6 +169,12 @@ func (m *metrics) set(cs []WebhookCounts) {
 		m.dead.DeleteLabelValues(old.Name)
 	}
 	for _, c := range cs {
+		// Every webhook's attempt and lag series exist from its first
+		// count, at 0, so a query finds them before the first delivery.
+		m.lag.WithLabelValues(c.Name)
+		for _, o := range attemptOutcomes {
+			m.attempts.WithLabelValues(c.Name, o)
+		}
 		m.backlog.WithLabelValues(c.Name).Set(float64(c.Pending))
 		m.dead.WithLabelValues(c.Name).Set(float64(c.Dead))
 		age := 0.0
