@@ -234,7 +234,23 @@ func saleHost(ns, name string) string { return name + "." + ns + ".localtest" }
 // sized for real sales, would leave pods Pending for lack of CPU).
 func applySale(t *testing.T, ns, name string, tickets int64, replicas int) string {
 	t.Helper()
+	return applySaleOf(t, ns, name, tickets, replicas, true)
+}
+
+// applySaleOf is applySale; without frontDoor the manifest leaves
+// spec.frontDoor out (a CRD of before it, as the upgrade scenario's
+// previous release has, refuses the field).
+func applySaleOf(t *testing.T, ns, name string, tickets int64, replicas int, frontDoor bool) string {
+	t.Helper()
 	host := saleHost(ns, name)
+	door := ""
+	if frontDoor {
+		// The kind ingress (Traefik) runs on the pod network: its
+		// X-Forwarded-For names the client. Every buyer of this suite comes
+		// from one host (the NodePort masquerades them), so the per-client
+		// caps are off here.
+		door = fmt.Sprintf("  frontDoor:\n    trustedProxies: [%s]\n    maxStreamsPerClient: 0\n    joinsPerClientPerMinute: 0\n", kindIngressCIDR)
+	}
 	manifest := fmt.Sprintf(`apiVersion: sales.fluxorder.io/v1alpha1
 kind: FlashSale
 metadata:
@@ -247,20 +263,13 @@ spec:
     resources: {requests: {cpu: 10m}}
   ingress:
     host: %s
-  # The kind ingress (Traefik) runs on the pod network: its X-Forwarded-For
-  # names the client. Every buyer of this suite comes from one host (the
-  # NodePort masquerades them), so the per-client caps are off here.
-  frontDoor:
-    trustedProxies: [%s]
-    maxStreamsPerClient: 0
-    joinsPerClientPerMinute: 0
-  redis:
+%s  redis:
     resources: {requests: {cpu: 10m}}
   postgres:
     resources: {requests: {cpu: 10m}}
     storage:
       size: 1Gi
-`, name, ns, tickets, replicas, host, kindIngressCIDR)
+`, name, ns, tickets, replicas, host, door)
 	mustKubectl(t, []byte(manifest), "apply", "-f", "-")
 	return host
 }
@@ -276,10 +285,16 @@ var provisioning = make(chan struct{}, 2)
 // pod ready and the Ingress routing its host, which is when buyers can come.
 func startSale(t *testing.T, ns, name string, tickets int64, replicas int) *buyer {
 	t.Helper()
+	return startSaleOf(t, ns, name, tickets, replicas, true)
+}
+
+// startSaleOf is startSale; frontDoor as applySaleOf's.
+func startSaleOf(t *testing.T, ns, name string, tickets int64, replicas int, frontDoor bool) *buyer {
+	t.Helper()
 	provisioning <- struct{}{}
 	defer func() { <-provisioning }()
 	start := time.Now()
-	b := newBuyer(applySale(t, ns, name, tickets, replicas))
+	b := newBuyer(applySaleOf(t, ns, name, tickets, replicas, frontDoor))
 	waitSale(t, ns, name, 5*time.Minute, fmt.Sprintf("OnSale with %d ready purchase pods", replicas), func(s *salesv1alpha1.FlashSale) bool {
 		return s.Status.Phase == salesv1alpha1.PhaseOnSale && s.Status.ReadyReplicas == int32(replicas)
 	})

@@ -48,7 +48,7 @@ func TestOperatorUpgradeMidStormReplacesNoDatastore(t *testing.T) {
 
 	ns := testNamespace(t, "e2e-upgrade")
 	const name, seats = "upgrade", 3000
-	b := startSale(t, ns, name, seats, 2)
+	b := startSaleOf(t, ns, name, seats, 2, false) // the previous CRD has no spec.frontDoor
 	before, err := datastorePods(t.Context(), ns, name)
 	if err != nil || len(before) != 2 {
 		t.Fatalf("datastore pods before the upgrade: %v %v", before, err)
