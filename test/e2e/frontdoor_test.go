@@ -102,8 +102,14 @@ func TestFrontDoorThroughTheIngressWithProofOfWork(t *testing.T) {
 	audit(t, auditor, res.Created, b, true)
 
 	// 3. The per-client cap counts the forwarded client, from trusted proxies only.
+	// The trusted proxy is the Traefik pod itself: a NodePort connection
+	// reaches it masqueraded as the node's address on the pod network
+	// (10.244.0.1), so trusting all of 10.244.0.0/16 would trust the client
+	// too, and nothing would be capped.
+	ingressIP := strings.Trim(mustKubectl(t, nil, "-n", env("INGRESS_NAMESPACE", "traefik"), "get", "pods",
+		"-o", "jsonpath={.items[0].status.podIP}"), "' \n")
 	mustKubectl(t, nil, "-n", ns, "patch", "flashsale", name, "--type=merge", "-p",
-		`{"spec":{"frontDoor":{"trustedProxies":["`+kindIngressCIDR+`"],"joinsPerClientPerMinute":5}}}`)
+		`{"spec":{"frontDoor":{"trustedProxies":["`+ingressIP+`/32"],"joinsPerClientPerMinute":5}}}`)
 	testservers.Eventually(t, 30*time.Second, pollInterval, "this host's joins capped at 5 a minute per pod", func() error {
 		code, pcode, h, err := b.join(ctx, "bob", "")
 		if err != nil || code != http.StatusTooManyRequests || pcode != "too_many_requests" || h.Get("Retry-After") == "" {
