@@ -183,8 +183,8 @@ func TestCARotationMidStormRestartsNoDatastore(t *testing.T) {
 	if err != nil || fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("expected the same Redis and PostgreSQL pods, never restarted: %v -> %v (%v)", before, after, err)
 	}
-	// The purchase pods roll twice (the trust bundle, then its end) under the
-	// storm while other scenarios load the same 2-core node: a pod's drain
+	// The purchase pods roll (to trust the new CA's bundle) under the storm
+	// while other scenarios load the same 2-core node: a pod's drain
 	// answers 503 unavailable (retried by a buyer) more often than a steady
 	// storm's overload does, so up to 1 answer in 40 (1.4% seen on kind).
 	checkAnswers(t, answers, map[string]bool{"201 ": true, "409 ticket_locked": true, "409 ticket_sold": true}, 40)
