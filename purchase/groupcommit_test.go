@@ -137,9 +137,7 @@ func TestGroupCommit_FLUSHALLMidSellOut_Exact(t *testing.T) {
 			flushed := make(chan struct{})
 			go func() {
 				defer close(flushed)
-				for done.Load() < attempts/3 {
-					time.Sleep(2 * time.Millisecond)
-				}
+				reach(&done, attempts/3)
 				if err := purchasetest.AdminRedis().FlushAll(context.Background()).Err(); err != nil {
 					t.Errorf("FLUSHALL: %v", err)
 				}
@@ -180,15 +178,11 @@ func TestGroupCommit_PostgresRestartMidBatch_Every201KeptEvery503Resolves(t *tes
 			outage := make(chan struct{})
 			go func() {
 				defer close(outage)
-				for done.Load() < attempts/4 {
-					time.Sleep(2 * time.Millisecond)
-				}
+				reach(&done, attempts/4)
 				if err := pg.Stop(); err != nil {
 					t.Errorf("stop postgres: %v", err)
 				}
-				for done.Load() < attempts/2 {
-					time.Sleep(2 * time.Millisecond)
-				}
+				reach(&done, attempts/2)
 				if err := pg.Start(); err != nil {
 					t.Errorf("start postgres: %v", err)
 				}

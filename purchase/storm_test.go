@@ -46,6 +46,14 @@ func (t *tally) count(key string) int {
 	return t.byCode[key]
 }
 
+// reach waits until a storm's done counter reaches n: where its chaos
+// (FLUSHALL, a restart) strikes.
+func reach(done *atomic.Int64, n int64) {
+	for done.Load() < n {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // storm runs fn for i in [0, n) on workers goroutines.
 func storm(n, workers int, fn func(i int)) {
 	var next atomic.Int64
@@ -163,15 +171,11 @@ func TestPurchase_RedisFlushedAndRestartedMidStorm_NoDoubleSale(t *testing.T) {
 	chaos := make(chan struct{})
 	go func() {
 		defer close(chaos)
-		for done.Load() < attempts/4 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		reach(&done, attempts/4)
 		if err := purchasetest.AdminRedis().FlushAll(context.Background()).Err(); err != nil {
 			t.Errorf("FLUSHALL: %v", err)
 		}
-		for done.Load() < attempts/2 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		reach(&done, attempts/2)
 		_ = purchasetest.Redis().Kill()
 		t.Logf("redis killed after %d attempts", done.Load())
 		// Pods stay ready: buyers get 503 + Retry-After, not an Ingress 404.
@@ -340,15 +344,11 @@ func TestPurchase_PostgresStoppedMidStorm_503sAndNoLostOrder(t *testing.T) {
 	outage := make(chan struct{})
 	go func() {
 		defer close(outage)
-		for done.Load() < attempts/4 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		reach(&done, attempts/4)
 		if err := purchasetest.Postgres().Stop(); err != nil {
 			t.Errorf("stop postgres: %v", err)
 		}
-		for done.Load() < attempts/2 {
-			time.Sleep(5 * time.Millisecond)
-		}
+		reach(&done, attempts/2)
 		if err := purchasetest.Postgres().Start(); err != nil {
 			t.Errorf("start postgres: %v", err)
 		}
