@@ -242,6 +242,13 @@ func applySale(t *testing.T, ns, name string, tickets int64, replicas int) strin
 // previous release has, refuses the field).
 func applySaleOf(t *testing.T, ns, name string, tickets int64, replicas int, frontDoor bool) string {
 	t.Helper()
+	return applySaleWith(t, ns, name, tickets, replicas, frontDoor, "")
+}
+
+// applySaleWith is applySaleOf with more of the spec: extra is YAML at the
+// spec's indentation (two spaces), such as a delivery block.
+func applySaleWith(t *testing.T, ns, name string, tickets int64, replicas int, frontDoor bool, extra string) string {
+	t.Helper()
 	host := saleHost(ns, name)
 	door := ""
 	if frontDoor {
@@ -263,13 +270,13 @@ spec:
     resources: {requests: {cpu: 10m}}
   ingress:
     host: %s
-%s  redis:
+%s%s  redis:
     resources: {requests: {cpu: 10m}}
   postgres:
     resources: {requests: {cpu: 10m}}
     storage:
       size: 1Gi
-`, name, ns, tickets, replicas, host, door)
+`, name, ns, tickets, replicas, host, door, extra)
 	mustKubectl(t, []byte(manifest), "apply", "-f", "-")
 	return host
 }
@@ -291,10 +298,16 @@ func startSale(t *testing.T, ns, name string, tickets int64, replicas int) *buye
 // startSaleOf is startSale; frontDoor as applySaleOf's.
 func startSaleOf(t *testing.T, ns, name string, tickets int64, replicas int, frontDoor bool) *buyer {
 	t.Helper()
+	return startSaleWith(t, ns, name, tickets, replicas, frontDoor, "")
+}
+
+// startSaleWith is startSaleOf with more of the spec (applySaleWith).
+func startSaleWith(t *testing.T, ns, name string, tickets int64, replicas int, frontDoor bool, extra string) *buyer {
+	t.Helper()
 	provisioning <- struct{}{}
 	defer func() { <-provisioning }()
 	start := time.Now()
-	b := newBuyer(applySaleOf(t, ns, name, tickets, replicas, frontDoor))
+	b := newBuyer(applySaleWith(t, ns, name, tickets, replicas, frontDoor, extra))
 	waitSale(t, ns, name, 5*time.Minute, fmt.Sprintf("OnSale with %d ready purchase pods", replicas), func(s *salesv1alpha1.FlashSale) bool {
 		return s.Status.Phase == salesv1alpha1.PhaseOnSale && s.Status.ReadyReplicas == int32(replicas)
 	})
