@@ -12,7 +12,9 @@
 // server than against the null server. Beside the sell-out, the rows of
 // group commit (issue 18, groupcommit.go): the pods' mean batch and the
 // ceiling it sets, a checkout, the p99 and p50 of a 201; with -profile DIR,
-// where the sell-out's CPU goes (profile.go).
+// where the sell-out's CPU goes (profile.go). Last, the waiting room at
+// on-sale scale (queue1m.go, -steps queue-1m): a million joins, the start
+// of a Random prequeue of that many, FIFO's rate with that many waiting.
 package main
 
 import (
@@ -44,7 +46,7 @@ var (
 	duration = flag.Duration("duration", 4*time.Second, "length of each throughput measurement")
 	sellOut  = flag.Int64("sellout-seats", 100_000, "seats of the sell-out measurement")
 	write    = flag.String("write", "", "also write the table into this markdown file, between the bench markers")
-	only     = flag.String("steps", "", "comma-separated steps to run after the ceilings (flux-order, with the group-commit rows; redis-tls, waiting-room, baselines, scale; default all); a partial run is never written")
+	only     = flag.String("steps", "", "comma-separated steps to run after the ceilings (flux-order, with the group-commit rows; redis-tls, waiting-room, baselines, scale, queue-1m; default all; queue-1m alone runs without the ceilings); a partial run is never written")
 	profile  = flag.String("profile", "", "during the first flux-order sell-out, save the purchase pod's CPU profile and the CPU time of the pod, PostgreSQL, Redis and the load client into this directory, and print where the pod's cycles go")
 )
 
@@ -118,13 +120,18 @@ wrk.headers["Content-Type"] = "application/json"
 	}
 	defer b.pg.Close()
 
-	steps := []struct {
+	type step struct {
 		name string
 		run  func(context.Context) error
-	}{{"ceilings", b.ceilings}, {"flux-order", b.fluxOrder}, {"redis-tls", b.redisTLS}, {"waiting-room", b.waitingRoom},
-		{"baselines", b.baselines}, {"scale", b.scale}}
+	}
+	steps := []step{{"ceilings", b.ceilings}, {"flux-order", b.fluxOrder}, {"redis-tls", b.redisTLS}, {"waiting-room", b.waitingRoom},
+		{"baselines", b.baselines}, {"scale", b.scale}, {"queue-1m", b.queue1M}}
+	chosen := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
+	// The ceilings are the other rows' denominators; the queue-1m rows
+	// have targets of their own, so `-steps queue-1m` alone skips them.
+	ceilings := slices.ContainsFunc(steps[1:], func(s step) bool { return s.name != "queue-1m" && chosen(s.name) })
 	for _, step := range steps {
-		if *only != "" && step.name != "ceilings" && !slices.Contains(strings.Split(*only, ","), step.name) {
+		if step.name == "ceilings" && !ceilings || step.name != "ceilings" && !chosen(step.name) {
 			continue
 		}
 		if err := step.run(ctx); err != nil {
