@@ -49,7 +49,7 @@ fuzz: ## Fuzz the purchase request decoder for 60s
 	$(GO) test ./purchase/httpapi/ -run '^$$' -fuzz FuzzDecodePurchase -fuzztime 60s
 
 .PHONY: bench
-bench: ## Measure Flux-Order against the machine's ceilings and two baselines (~10 min); writes docs/benchmarks.md
+bench: ## Measure Flux-Order against the machine's ceilings and two baselines, and 1,000,000 in the waiting room (~15 min; the latter alone: go run ./hack/bench -steps queue-1m); writes docs/benchmarks.md
 	@hack/bench-deps.sh
 	$(GO) run ./hack/bench -runs 3 -write docs/benchmarks.md
 
