@@ -175,6 +175,14 @@ func (m memberResult) refusal() error {
 		return ErrHoldNotFound
 	case "expired", "released":
 		return ErrHoldExpired
+	case "cancelled":
+		// detail (purchases, one-order functions) or the row's order id
+		// (confirm_holds) names the cancelled order.
+		c := &CancelledError{OrderID: m.order.ID}
+		if id, err := uuid.Parse(m.detail); err == nil {
+			c.OrderID = id
+		}
+		return c
 	}
 	return fmt.Errorf("unknown outcome %q", m.outcome)
 }
@@ -294,7 +302,8 @@ func oneRefusal(err error) (memberResult, bool) {
 
 // refusalCodes are the one-order functions' SQLSTATEs and the batch
 // outcomes they match.
-var refusalCodes = map[string]string{"FO001": "sold", "FO002": "limit", "FO003": "held", "FO004": "nohold", "FO005": "expired"}
+var refusalCodes = map[string]string{"FO001": "sold", "FO002": "limit", "FO003": "held", "FO004": "nohold", "FO005": "expired",
+	"FO006": "cancelled"}
 
 func replayedOr(replayed bool) string {
 	if replayed {

@@ -16,6 +16,7 @@ var Operations = []string{
 	"place_hold", "confirm_hold", "release_hold", "hold",
 	"join_queue", "queue_snapshot", "try_admitter", "admit_next", "count_waiting", "count_active", "shuffle",
 	"seat_states", "seat_changes",
+	"cancel_order", "cancellation", "recent_cancellations", "cancelled_count",
 }
 
 // newErrors counts failed operations: not the answers a sale gives (a seat
@@ -25,7 +26,7 @@ func newErrors() *opcount.Errors {
 		"Failed PostgreSQL operations by operation (connection, timeout, server error; not a refusal such as a seat sold).",
 		Operations, func(err error) bool {
 			for _, outcome := range []error{ErrTicketSold, ErrTicketHeld, ErrBuyerLimit, ErrKeyReused, ErrNotFound,
-				ErrShrink, ErrHoldNotFound, ErrHoldExpired, ErrNotAdmitter} {
+				ErrShrink, ErrHoldNotFound, ErrHoldExpired, ErrNotAdmitter, ErrOrderCancelled} {
 				if errors.Is(err, outcome) {
 					return true
 				}

@@ -304,39 +304,50 @@ func (s *Store) Confirm(ctx context.Context, p Purchase) (o Order, replayed bool
 
 const orderColumns = `id, ticket_id, buyer_id, purchased_at, hold_id, coalesce(payment_ref, '')`
 
-// scanOrder reads one order: ErrNotFound when there is no row, the
-// driver's error (for the caller to wrap) when the read failed.
-func scanOrder(row pgx.Row) (Order, error) {
+// orderOrCancelled reads one order from orders, or else from
+// order_cancellations, in one statement (one snapshot: a cancellation
+// committing meanwhile is seen in exactly one of the two).
+const orderOrCancelled = `SELECT ` + orderColumns + `, false FROM orders o WHERE %[1]s
+	UNION ALL SELECT order_id, ticket_id, buyer_id, purchased_at, hold_id, coalesce(payment_ref, ''), true
+	FROM order_cancellations o WHERE %[2]s LIMIT 1`
+
+// scanOrderOrCancelled reads a row of orderOrCancelled: a
+// *CancelledError when the order was cancelled.
+func scanOrderOrCancelled(row pgx.Row) (Order, error) {
 	var o Order
 	var hold uuid.NullUUID
-	err := row.Scan(&o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt, &hold, &o.PaymentRef)
-	if errors.Is(err, pgx.ErrNoRows) {
+	var cancelled bool
+	err := row.Scan(&o.ID, &o.TicketID, &o.BuyerID, &o.PurchasedAt, &hold, &o.PaymentRef, &cancelled)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
 		return Order{}, ErrNotFound
-	}
-	if err != nil {
+	case err != nil:
 		return Order{}, err
+	case cancelled:
+		return Order{}, &CancelledError{OrderID: o.ID, BuyerID: o.BuyerID}
 	}
 	o.HoldID = hold.UUID
 	return o, nil
 }
 
-// Order returns the order with the given id (ErrNotFound if none).
+// Order returns the order with the given id: ErrNotFound if none, a
+// *CancelledError if it was cancelled.
 func (s *Store) Order(ctx context.Context, id uuid.UUID) (_ Order, err error) {
 	defer s.errs.Deferred("order", &err)
-	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	o, err := scanOrderOrCancelled(s.pool.QueryRow(ctx, fmt.Sprintf(orderOrCancelled, "o.id = $1", "o.order_id = $1"), id))
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrOrderCancelled) {
 		return Order{}, fmt.Errorf("read order %s: %w", id, err)
 	}
 	return o, err
 }
 
-// OrderByKey returns the buyer's order made with an idempotency key
-// (ErrNotFound if none).
+// OrderByKey returns the buyer's order made with an idempotency key:
+// ErrNotFound if none, a *CancelledError if it was cancelled.
 func (s *Store) OrderByKey(ctx context.Context, buyerID, key string) (_ Order, err error) {
 	defer s.errs.Deferred("order_by_key", &err)
-	o, err := scanOrder(s.pool.QueryRow(ctx,
-		`SELECT `+orderColumns+` FROM orders WHERE buyer_id = $1 AND idempotency_key = $2`, buyerID, key))
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	o, err := scanOrderOrCancelled(s.pool.QueryRow(ctx,
+		fmt.Sprintf(orderOrCancelled, "o.buyer_id = $1 AND o.idempotency_key = $2", "o.buyer_id = $1 AND o.idempotency_key = $2"), buyerID, key))
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrOrderCancelled) {
 		return Order{}, fmt.Errorf("read order by idempotency key: %w", err)
 	}
 	return o, err
