@@ -59,6 +59,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "postgres:// URL of the sale's database (required; sslmode, sslrootcert honoured)")
 	f.StringVar(&cfg.DatabaseSchema, "database-schema", "", "PostgreSQL schema of the sale's tables, created by the migrations (default: the database's own; set it when sales share a database)")
 	f.StringVar(&cfg.SaleSecret, "sale-secret", "", "secret (required, 32+ bytes; the operator sets it from the sale's Secret) keying, each under its own derived key, order and hold ids derived from Idempotency-Keys and the waiting room's queue ids and passes")
+	f.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token (32+ bytes; the operator sets it from the sale's Secret, key admin-token) of the admin API on --metrics-listen: POST /admin/v1/orders/{id}/cancel (empty: admin API off)")
 	f.IntVar(&cfg.WaitingRoom.AdmitPerSecond, "admit-per-second", 0, "waiting room: buyers admitted per second (0 = no waiting room)")
 	f.IntVar(&cfg.WaitingRoom.MaxActiveBuyers, "max-active-buyers", 0, "waiting room: most admitted buyers shopping at once (0 = bounded by the inventory only)")
 	f.StringVar(&queueOrder, "queue-order", "fifo", "waiting room: fifo, or random (who joined before --starts-at is shuffled at --starts-at)")

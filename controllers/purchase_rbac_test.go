@@ -143,6 +143,8 @@ func TestPurchasePods_MayWriteOnlyTheirCounts_CheckedBeforeTheyLand(t *testing.T
 		{"a negative count", report(4, -1, 7), "negative"},
 		{"more sold than tickets", report(11, 0, 0), "cannot exceed spec.tickets"},
 		{"sold shrinking while on sale", report(3, 0, 7), "cannot shrink"},
+		{"sold shrinking by more than the cancellations", withCancelled(report(2, 0, 8), 1), "cannot shrink"},
+		{"a negative cancelled", withCancelled(report(4, 1, 5), -1), "negative"},
 	} {
 		var err error
 		testservers.Eventually(t, 10*time.Second, poll, c.name+" refused (the policy is in force)", func() error {
@@ -159,9 +161,27 @@ func TestPurchasePods_MayWriteOnlyTheirCounts_CheckedBeforeTheyLand(t *testing.T
 	if s.Status.SoldOutSince != nil || s.Status.Hibernated || s.Status.Phase != salesv1alpha1.PhaseOnSale || *s.Status.Sold != 4 {
 		t.Fatalf("the refused writes must not land: %+v", s.Status)
 	}
+	// A cancellation (issue 19) makes sold shrink by what cancelled grows.
+	if err := applyStatusAsPod(t, sale, withCancelled(report(3, 1, 6), 1)); err != nil {
+		t.Fatalf("a cancelled order gives its seat back: %v", err)
+	}
+	if err := applyStatusAsPod(t, sale, withCancelled(report(4, 1, 5), 0)); err == nil || !strings.Contains(err.Error(), "cancelled cannot shrink") {
+		t.Fatalf("cancelled shrinking while on sale: want a refusal, got %v", err)
+	}
 	// The reported counts keep working, including the last seat sold.
-	if err := applyStatusAsPod(t, sale, report(10, 0, 0)); err != nil {
+	if err := applyStatusAsPod(t, sale, withCancelled(report(10, 0, 0), 1)); err != nil {
 		t.Fatalf("selling out is a report like any other: %v", err)
 	}
 	waitPhase(t, sale, salesv1alpha1.PhaseSoldOut, 10*time.Second)
+	// A cancellation after the sell-out reopens the sale.
+	if err := applyStatusAsPod(t, sale, withCancelled(report(9, 0, 1), 2)); err != nil {
+		t.Fatalf("a cancellation after the sell-out: %v", err)
+	}
+	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 10*time.Second)
+}
+
+// withCancelled is a report with status.cancelled.
+func withCancelled(r map[string]any, cancelled int64) map[string]any {
+	r["cancelled"] = cancelled
+	return r
 }

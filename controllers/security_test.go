@@ -68,6 +68,9 @@ func TestSecrets_GeneratedOnce_SurviveReconciles_DerivedKeysFollowTheSpec(t *tes
 	if p := before["creds-postgres"][specs.SecretKeyPass]; len(p) < 32 || bytes.Equal(p, before["creds-postgres-admin"][specs.SecretKeyPass]) {
 		t.Errorf("the app role's and the superuser's passwords must be long and different")
 	}
+	if tok := before["creds-sale"][specs.SecretKeyAdminToken]; len(tok) < 32 || bytes.Equal(tok, before["creds-sale"][specs.SecretKeySaleSecret]) {
+		t.Errorf("the admin token must be long (the pods refuse fewer than 32 bytes) and its own: %q", tok)
+	}
 	if u := string(before["creds-postgres"][specs.SecretKeyURL]); !strings.Contains(u, "sslmode=verify-full") {
 		t.Errorf("database url %s", u)
 	}
@@ -103,7 +106,7 @@ func TestSecrets_GeneratedOnce_SurviveReconciles_DerivedKeysFollowTheSpec(t *tes
 		if err := get(t, ns, name, got); err != nil {
 			t.Fatal(err)
 		}
-		for _, key := range []string{specs.SecretKeyPass, specs.SecretKeySaleSecret, specs.SecretKeyCAKey, "tls.key"} {
+		for _, key := range []string{specs.SecretKeyPass, specs.SecretKeySaleSecret, specs.SecretKeyAdminToken, specs.SecretKeyCAKey, "tls.key"} {
 			if want, ok := before[name][key]; ok && !bytes.Equal(got.Data[key], want) {
 				t.Errorf("Secret %s key %s changed on reconcile", name, key)
 			}
@@ -129,7 +132,7 @@ func TestPurchasePods_NoLiteralCredentials(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{"FLUX_ORDER_REDIS_URL", "FLUX_ORDER_DATABASE_URL", "FLUX_ORDER_SALE_SECRET"} {
+	for _, k := range []string{"FLUX_ORDER_REDIS_URL", "FLUX_ORDER_DATABASE_URL", "FLUX_ORDER_SALE_SECRET", "FLUX_ORDER_ADMIN_TOKEN"} {
 		found := false
 		for _, e := range spec.Containers[0].Env {
 			found = found || (e.Name == k && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil)
@@ -240,4 +243,40 @@ func TestCache_HoldsOnlyTheOperatorsSecrets(t *testing.T) {
 			t.Errorf("cached Secret %s has no managed-by label", s.Name)
 		}
 	}
+}
+
+// Issue 19: a sale whose Secret predates the admin token (made by an older
+// operator) gets one, and none of its other keys changes.
+func TestSecrets_AnOldSaleSecretGetsAnAdminToken_OtherKeysKept(t *testing.T) {
+	ns := newNamespace(t)
+	sale := createSale(t, ns, "old")
+	sec := &corev1.Secret{}
+	testservers.Eventually(t, 10*time.Second, poll, "the sale's Secret", func() error { return get(t, ns, "old-sale", sec) })
+	old := sec.DeepCopy()
+	delete(old.Data, specs.SecretKeyAdminToken)
+	if err := k8s.Update(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	// Any reconcile adds it back, a new one.
+	s := saleNow(t, sale)
+	s.Spec.MaxTicketsPerBuyer = 2
+	if err := k8s.Update(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "an admin token added", func() error {
+		got := &corev1.Secret{}
+		if err := get(t, ns, "old-sale", got); err != nil {
+			return err
+		}
+		tok := got.Data[specs.SecretKeyAdminToken]
+		switch {
+		case len(tok) < 32:
+			return fmt.Errorf("admin token %q", tok)
+		case bytes.Equal(tok, sec.Data[specs.SecretKeyAdminToken]):
+			return fmt.Errorf("the token is the removed one")
+		case !bytes.Equal(got.Data[specs.SecretKeySaleSecret], sec.Data[specs.SecretKeySaleSecret]) || len(got.Data) != len(sec.Data):
+			return fmt.Errorf("the other keys changed: %v", got.Data)
+		}
+		return nil
+	})
 }

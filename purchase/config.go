@@ -51,6 +51,13 @@ type Config struct {
 	// bytes: the operator generates one per sale.
 	SaleSecret string
 
+	// AdminToken is the bearer token of the admin API (order cancellation,
+	// issue 19), served on MetricsListen only. Empty turns the admin API
+	// off (it answers 404 admin_disabled); set, at least
+	// MinAdminTokenLen bytes: the operator generates one per sale (the
+	// sale Secret's admin-token).
+	AdminToken string
+
 	// MaxStreams caps the seat streams (GET /v1/events) this pod serves at
 	// once (0: seatfeed.DefaultMaxStreams); beyond it, 503 with Retry-After.
 	MaxStreams int
@@ -106,6 +113,10 @@ type Config struct {
 	PodName      string
 }
 
+// MinAdminTokenLen is the shortest admin token accepted: a guessable
+// token would let anyone on the private port cancel orders.
+const MinAdminTokenLen = 32
+
 // Bounds of the lock TTL: shorter expires under ordinary Postgres latency,
 // longer blocks a seat for too long after a pod dies.
 const (
@@ -154,6 +165,8 @@ func (c *Config) Validate() error {
 	case len(c.SaleSecret) < sale.MinSecretLen:
 		// Without it anyone could compute passes and keyed order ids.
 		return bad("sale-secret", "is required, at least %d bytes (the operator sets one per sale; locally: openssl rand -base64 32)", sale.MinSecretLen)
+	case c.AdminToken != "" && len(c.AdminToken) < MinAdminTokenLen:
+		return bad("admin-token", "must be at least %d bytes (the operator sets one per sale; locally: openssl rand -base64 32), or empty (admin API off)", MinAdminTokenLen)
 	case c.LockTTL < MinLockTTL || c.LockTTL > MaxLockTTL:
 		return bad("lock-ttl", "must be between %v and %v, got %v", MinLockTTL, MaxLockTTL, c.LockTTL)
 	case utf8.RuneCountInString(c.DisplayName) > MaxDisplayName:

@@ -201,6 +201,9 @@ func newReporter(cfg Config, svc *Service, log *slog.Logger) (*statusreport.Repo
 	counts := func(ctx context.Context) (statusreport.Counts, error) {
 		a, err := svc.Checkout.Availability(ctx)
 		c := statusreport.Counts{Tickets: a.Tickets, Sold: a.Sold, Held: a.Held}
+		if err == nil {
+			c.Cancelled, err = svc.Checkout.Cancelled(ctx)
+		}
 		if svc.Delivery != nil {
 			c.Delivery = svc.Delivery.Status()
 		}

@@ -83,7 +83,7 @@ func newService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, iden
 	s.SetDisplayName(cfg.DisplayName)
 	s.api = httpapi.New(httpapi.Deps{
 		Checkout: s.Checkout, Queue: s.Queue, Feed: s.Feed, Identity: s.Identity, Door: s.Door, Facts: s.Facts,
-		Draining: s.draining.Load, Registerer: s.registry, Log: log,
+		Draining: s.draining.Load, AdminToken: cfg.AdminToken, Registerer: s.registry, Log: log,
 	})
 	return s
 }
@@ -91,17 +91,19 @@ func newService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, iden
 // Handler is the pod's API (package httpapi).
 func (s *Service) Handler() http.Handler { return s.api.Handler() }
 
-// MetricsHandler serves the Prometheus metrics, on the metrics listener
-// only, and with cfg.Pprof the runtime profiles under /debug/pprof/.
+// MetricsHandler serves the pod's private port (the metrics listener,
+// never routed by the Ingress): the Prometheus metrics, the admin API
+// under /admin/ (order cancellation; it needs the admin token), and with
+// cfg.Pprof the runtime profiles under /debug/pprof/.
 func (s *Service) MetricsHandler() http.Handler {
-	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+	mux := http.NewServeMux()
+	mux.Handle("/", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.Handle("/admin/", s.api.AdminHandler())
 	if !s.cfg.Pprof {
-		return metrics
+		return mux
 	}
 	// Importing net/http/pprof also registers these on
 	// http.DefaultServeMux, which no listener of this binary serves.
-	mux := http.NewServeMux()
-	mux.Handle("/", metrics)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -143,13 +145,15 @@ func utcOrNil(t time.Time) *time.Time {
 	return &t
 }
 
-// Run starts the pod's loops: the waiting room's and the one that seeds
-// new seats. They end with ctx; wait returns once they have.
+// Run starts the pod's loops: the waiting room's, the one that seeds new
+// seats, and the one that applies the sale's cancellations. They end with ctx; wait returns once they have.
 func (s *Service) Run(ctx context.Context) (wait func()) {
 	queueStopped := s.Queue.Run(ctx)
 	done, keysDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(done); s.followGrowth(ctx, s.grow) }()
 	go func() { defer close(keysDone); s.Identity.Follow(ctx, buyerauth.FollowInterval) }()
+	cancelsDone := make(chan struct{})
+	go func() { defer close(cancelsDone); s.Checkout.FollowCancellations(ctx) }()
 	delivered := make(chan struct{})
 	go func() {
 		defer close(delivered)
@@ -160,7 +164,7 @@ func (s *Service) Run(ctx context.Context) (wait func()) {
 			s.log.Error("webhook delivery stopped", "err", err)
 		}
 	}()
-	return func() { queueStopped(); <-done; <-keysDone; <-delivered }
+	return func() { queueStopped(); <-done; <-keysDone; <-delivered; <-cancelsDone }
 }
 
 // Gatherer is the pod's metrics registry (what MetricsHandler serves).

@@ -218,12 +218,15 @@ type WebhookSpec struct {
 }
 
 // WebhookEvent is a type of event.
-// +kubebuilder:validation:Enum=order.confirmed;sale.on_sale;sale.sold_out;sale.ended
+// +kubebuilder:validation:Enum=order.confirmed;order.cancelled;sale.on_sale;sale.sold_out;sale.ended
 type WebhookEvent string
 
 // Event types.
 const (
 	EventOrderConfirmed WebhookEvent = "order.confirmed"
+	// EventOrderCancelled: the platform cancelled an order through the
+	// pods' admin API (its seat is on sale again).
+	EventOrderCancelled WebhookEvent = "order.cancelled"
 	EventSaleOnSale     WebhookEvent = "sale.on_sale"
 	EventSaleSoldOut    WebhookEvent = "sale.sold_out"
 	EventSaleEnded      WebhookEvent = "sale.ended"
@@ -645,6 +648,10 @@ type FlashSaleStatus struct {
 	// purchase pods.
 	// +optional
 	Available *int64 `json:"available,omitempty"`
+	// Cancelled orders (their seats went back on sale), as reported by the
+	// purchase pods. sold + cancelled never shrinks while the sale is live.
+	// +optional
+	Cancelled *int64 `json:"cancelled,omitempty"`
 	// URL buyers use.
 	// +optional
 	URL string `json:"url,omitempty"`

@@ -296,6 +296,11 @@ func (in *FlashSaleStatus) DeepCopyInto(out *FlashSaleStatus) {
 		*out = new(int64)
 		**out = **in
 	}
+	if in.Cancelled != nil {
+		in, out := &in.Cancelled, &out.Cancelled
+		*out = new(int64)
+		**out = **in
+	}
 	if in.SoldOutSince != nil {
 		in, out := &in.SoldOutSince, &out.SoldOutSince
 		*out = (*in).DeepCopy()

@@ -38,6 +38,10 @@ func PurchaseEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
 	env = append(env,
 		databaseURLEnv(s),
 		secretEnv("FLUX_ORDER_SALE_SECRET", secretRef(SaleSecretName(s), SecretKeySaleSecret)),
+		// The admin API's token (order cancellation on the private port):
+		// the operator adds it to the sale's Secret, old ones included,
+		// before the pods are applied.
+		secretEnv("FLUX_ORDER_ADMIN_TOKEN", secretRef(SaleSecretName(s), SecretKeyAdminToken)),
 	)
 	if schema := DatabaseSchema(s); schema != "" {
 		env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_DATABASE_SCHEMA", Value: schema})

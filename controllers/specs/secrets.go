@@ -20,6 +20,9 @@ const (
 	SecretKeyUser       = "username"
 	SecretKeyACL        = "users.acl"
 	SecretKeySaleSecret = "sale-secret"
+	// SecretKeyAdminToken is the bearer token of the purchase pods' admin
+	// API (order cancellation, on their private port), in <sale>-sale.
+	SecretKeyAdminToken = "admin-token"
 	SecretKeyCACert     = "ca.crt"
 	SecretKeyCAKey      = "ca.key"
 )
@@ -132,9 +135,14 @@ func RedisSecret(s *salesv1alpha1.FlashSale, password string) *corev1.Secret {
 // SaleSecret keys what must be unguessable to outsiders: order ids derived
 // from Idempotency-Keys are an HMAC under it. It lives as long as the
 // orders: a new key would stop a re-created sale's keyed retries from
-// meeting their orders.
-func SaleSecret(s *salesv1alpha1.FlashSale, key string) *corev1.Secret {
-	return withData(s, secret(s, SaleSecretName(s), ComponentPurchase, corev1.SecretTypeOpaque, map[string]string{SecretKeySaleSecret: key}))
+// meeting their orders. It also holds the admin API's token (adminToken;
+// "" leaves the key out, for the caller to fill).
+func SaleSecret(s *salesv1alpha1.FlashSale, key, adminToken string) *corev1.Secret {
+	data := map[string]string{SecretKeySaleSecret: key}
+	if adminToken != "" {
+		data[SecretKeyAdminToken] = adminToken
+	}
+	return withData(s, secret(s, SaleSecretName(s), ComponentPurchase, corev1.SecretTypeOpaque, data))
 }
 
 // CASecret is the sale's certificate authority. Only the operator reads

@@ -24,16 +24,23 @@ var Commands = []string{
 	// our Lua scripts (compare-and-delete, take-any); SCRIPT LOAD and
 	// EXISTS only, never SCRIPT FLUSH or KILL
 	"eval", "evalsha", "script|load", "script|exists",
+	// cancellations (issue 19): the cancelling pod publishes, every pod
+	// subscribes, on the sale's own channel only (ChannelPattern)
+	"publish", "subscribe", "unsubscribe",
 }
 
 // KeyPattern is the only key space a sale's pods may touch: its prefix.
 func KeyPattern(sale string) string { return "~fs:" + sale + ":*" }
 
+// ChannelPattern is the only Pub/Sub channel space of a sale's pods: its
+// prefix (the cancellation channel, package seatlock).
+func ChannelPattern(sale string) string { return "&fs:" + sale + ":*" }
+
 // Rules is the ACL rule string (after the user name) of the purchase user
-// with the given password: on, only this password, only the sale's keys,
-// no Pub/Sub channels, only Commands.
+// with the given password: on, only this password, only the sale's keys
+// and channels, only Commands.
 func Rules(sale, password string) string {
-	r := []string{"on", "resetpass", ">" + password, "resetkeys", KeyPattern(sale), "resetchannels", "-@all"}
+	r := []string{"on", "resetpass", ">" + password, "resetkeys", KeyPattern(sale), "resetchannels", ChannelPattern(sale), "-@all"}
 	for _, c := range Commands {
 		r = append(r, "+"+c)
 	}

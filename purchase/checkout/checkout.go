@@ -99,11 +99,13 @@ type Service struct {
 	secret      []byte // HMAC key of ids derived from idempotency keys
 
 	// limited remembers buyers Postgres refused at the limit: buyer id →
-	// tickets they hold (at least). Orders are never given back, so the
-	// memory stays true; it is only consulted while the limit is not
-	// above it.
+	// tickets they hold (at least). Only a cancellation gives an order
+	// back, and every pod then forgets the buyer (cancel.go); it is only
+	// consulted while the limit is not above it.
 	limited      sync.Map
 	limitedCount atomic.Int64
+	// lastCancel is when this pod last applied a cancellation (unix ns).
+	lastCancel atomic.Int64
 
 	refills    singleflight.Group
 	lastRefill atomic.Int64 // unix nanoseconds of the last pool refill
@@ -352,6 +354,9 @@ func (s *Service) derivedID(domain string, parts ...string) uuid.UUID {
 // replay returns the order an idempotency key already bought.
 func (s *Service) replay(ctx context.Context, req Request) (Order, bool, error) {
 	o, err := s.store.OrderByKey(ctx, req.BuyerID, req.IdempotencyKey)
+	if cerr := cancelledError(err); cerr != nil {
+		return Order{}, false, cerr
+	}
 	switch {
 	case errors.Is(err, orderstore.ErrNotFound):
 		return Order{}, false, sale.ErrTicketSold
@@ -405,6 +410,10 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 		return Order{}, false, sale.ErrTicketHeld
 	}
 	s.release(id, orderID.String())
+	if cerr := cancelledError(err); cerr != nil {
+		// The key's order was cancelled: it buys nothing again.
+		return Order{}, false, cerr
+	}
 	switch {
 	case errors.Is(err, orderstore.ErrBuyerLimit):
 		s.noteLimit(req.BuyerID, err)
@@ -626,6 +635,9 @@ func (s *Service) Availability(ctx context.Context) (Availability, error) {
 // its buyer learns the outcome by retrying with the key.
 func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
 	o, err := s.store.Order(ctx, id)
+	if cerr := cancelledError(err); cerr != nil {
+		return Order{}, cerr
+	}
 	switch {
 	case errors.Is(err, orderstore.ErrNotFound):
 		if id.Version() == 8 {

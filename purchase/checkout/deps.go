@@ -21,6 +21,9 @@ type Locks interface {
 	PutHold(ctx context.Context, id int64, token, holdID string, until time.Time) error
 	Release(ctx context.Context, id int64, token string) (bool, error)
 	Refill(ctx context.Context, ids []int64) error
+	Unsell(ctx context.Context, seats []seatlock.SoldSeat) (int, error)
+	Announce(ctx context.Context, msg string) error
+	Listen(ctx context.Context, fn func(msg string))
 	TTL() time.Duration
 	SetTTL(ttl time.Duration)
 }
@@ -39,4 +42,7 @@ type Store interface {
 	ConfirmHold(ctx context.Context, holdID uuid.UUID, buyerID string, orderID uuid.UUID, paymentRef string) (orderstore.Order, bool, error)
 	ReleaseHold(ctx context.Context, holdID uuid.UUID) (ticket int64, released bool, err error)
 	Hold(ctx context.Context, holdID uuid.UUID) (orderstore.Hold, error)
+	CancelOrder(ctx context.Context, id uuid.UUID, by, reason string) (orderstore.Cancellation, bool, error)
+	RecentCancellations(ctx context.Context, cursor int64, window time.Duration) ([]orderstore.Cancellation, int64, error)
+	CancelledCount(ctx context.Context) (int64, error)
 }

@@ -109,8 +109,12 @@ func (s *Service) holdOrder(ctx context.Context, orderID uuid.UUID) (o Order, ok
 		if h.OrderID != orderID {
 			return Order{}, true, sale.ErrOrderNotFound // confirmed under another id (before this derivation)
 		}
-		// Committed between the two reads.
-		if o, err = s.store.Order(ctx, orderID); err != nil {
+		// Committed between the two reads (and perhaps cancelled since).
+		o, err = s.store.Order(ctx, orderID)
+		if cerr := cancelledError(err); cerr != nil {
+			return Order{}, true, cerr
+		}
+		if err != nil {
 			return Order{}, true, sale.Unavailable(sale.ErrDatabaseUnavailable, err)
 		}
 		return o, true, nil

@@ -199,6 +199,9 @@ func (s *Service) ConfirmHold(ctx context.Context, holdID uuid.UUID, buyer, paym
 	case errors.Is(err, orderstore.ErrHoldExpired):
 		return Order{}, false, sale.ErrHoldExpired
 	}
+	if cerr := cancelledError(err); cerr != nil {
+		return Order{}, false, cerr // the hold's order was cancelled since
+	}
 	return Order{}, false, &sale.PendingOrderError{OrderID: orderID, Err: sale.Unavailable(sale.ErrDatabaseUnavailable, err)}
 }
 
@@ -209,6 +212,9 @@ func (s *Service) replayConfirm(ctx context.Context, holdID uuid.UUID, buyer str
 		return Order{}, false, refusal
 	}
 	o, err := s.store.Order(ctx, h.OrderID)
+	if cerr := cancelledError(err); cerr != nil {
+		return Order{}, false, cerr
+	}
 	if err != nil {
 		return Order{}, false, refusal
 	}

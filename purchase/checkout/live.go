@@ -42,8 +42,11 @@ func (s *Service) HoldTTL() time.Duration { return time.Duration(s.holdTTL.Load(
 
 // SetSoldOut records the status' word that every seat is sold (answered
 // without I/O until the inventory grows past it).
+// A status still saying sold out right after a cancellation is stale (the
+// reporter has not counted the seat back yet): ignored for
+// CancelReapplyWindow.
 func (s *Service) SetSoldOut(soldOut bool, tickets int64) {
-	s.soldOut.Store(soldOut && tickets <= s.tickets.Load())
+	s.soldOut.Store(soldOut && tickets <= s.tickets.Load() && !s.recentlyCancelled())
 }
 
 // Tickets is the inventory this pod sells: seats 1..Tickets.

@@ -6,6 +6,8 @@ import "github.com/prometheus/client_golang/prometheus"
 // resolved once: the hot path must not hash label values.
 type metrics struct {
 	sold prometheus.Counter // seats sold (orders confirmed) by this pod
+	// cancelled counts the orders this pod cancelled (first calls only).
+	cancelled prometheus.Counter
 
 	lockAcquired, lockHeld, lockSold, lockKnownSold, lockKnownHeld, lockError prometheus.Counter
 	lockOnHold, lockKnownOnHold                                               prometheus.Counter
@@ -34,6 +36,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "flux_order_seats_sold_total",
 			Help: "Seats sold (orders confirmed) by this pod.",
 		}),
+		cancelled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flux_order_orders_cancelled_total",
+			Help: "Orders cancelled through this pod's admin endpoint (a repeat of a cancellation is not counted).",
+		}),
 		lockAcquired:    locks.WithLabelValues("acquired"),
 		lockHeld:        locks.WithLabelValues("held"),
 		lockSold:        locks.WithLabelValues("sold"),
@@ -44,6 +50,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lockKnownOnHold: locks.WithLabelValues("known_on_hold"),
 		knownLimited:    locks.WithLabelValues("known_limited"),
 	}
-	reg.MustRegister(locks, m.sold, fence)
+	reg.MustRegister(locks, m.sold, m.cancelled, fence)
 	return m
 }

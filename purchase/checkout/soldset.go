@@ -2,10 +2,11 @@ package checkout
 
 import "sync/atomic"
 
-// soldSet is this pod's memory of seats known to be sold. A sale is final, so
-// a seat once seen sold (confirmed here, refused by Postgres, or marked in
-// Redis) can be refused again without any I/O: a hot-seat storm after the
-// sale costs the pod a bit test per request.
+// soldSet is this pod's memory of seats known to be sold. A seat once seen
+// sold (confirmed here, refused by Postgres, or marked in Redis) is refused
+// again without any I/O: a hot-seat storm after the sale costs the pod a
+// bit test per request. Only a cancellation (cancel.go) makes a seat
+// unsold again, and every pod hears of it (remove).
 type soldSet struct {
 	words []atomic.Uint64
 }
@@ -24,5 +25,11 @@ func (s *soldSet) has(id int64) bool {
 func (s *soldSet) add(id int64) {
 	if w := id / 64; w < int64(len(s.words)) {
 		s.words[w].Or(1 << (uint64(id) % 64))
+	}
+}
+
+func (s *soldSet) remove(id int64) {
+	if w := id / 64; w < int64(len(s.words)) {
+		s.words[w].And(^uint64(1 << (uint64(id) % 64)))
 	}
 }

@@ -30,7 +30,8 @@ const (
 // into one delivery per webhook that wants its type.
 type EventArgs struct {
 	// ID is the event's webhook-id: the order id for order.confirmed,
-	// "<type>:<sale>" for the sale's own events (each happens once).
+	// "order.cancelled:<order id>" for order.cancelled, "<type>:<sale>"
+	// for the sale's own events (each happens once).
 	ID   string `json:"id"`
 	Type string `json:"type"`
 	// Seq is the per-sale sequence number (webhook_event_seq).
@@ -71,7 +72,8 @@ type Body struct {
 // order (orderstore.Order: the same field names, times in UTC).
 func render(e EventArgs) ([]byte, error) {
 	data := e.Data
-	if e.Type == string(salesv1alpha1.EventOrderConfirmed) {
+	switch e.Type {
+	case string(salesv1alpha1.EventOrderConfirmed):
 		var o orderstore.Order
 		if err := json.Unmarshal(e.Data, &o); err != nil {
 			return nil, fmt.Errorf("event %s: order data: %w", e.ID, err)
@@ -79,6 +81,18 @@ func render(e EventArgs) ([]byte, error) {
 		o.PurchasedAt = o.PurchasedAt.UTC()
 		var err error
 		if data, err = json.Marshal(o); err != nil {
+			return nil, err
+		}
+	case string(salesv1alpha1.EventOrderCancelled):
+		// The admin API's answer: the order's fields, then who cancelled
+		// it, when and why.
+		var c orderstore.Cancellation
+		if err := json.Unmarshal(e.Data, &c); err != nil {
+			return nil, fmt.Errorf("event %s: cancellation data: %w", e.ID, err)
+		}
+		c.PurchasedAt, c.CancelledAt = c.PurchasedAt.UTC(), c.CancelledAt.UTC()
+		var err error
+		if data, err = json.Marshal(c); err != nil {
 			return nil, err
 		}
 	}

@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,9 @@ type API struct {
 	draining func() bool
 	metrics  *metrics
 	log      *slog.Logger
+	// adminToken is the SHA-256 of the admin API's token (nil: the admin
+	// API is off).
+	adminToken []byte
 	// lastUnavailableLog rate-limits the log line of 503 answers.
 	lastUnavailableLog atomic.Int64
 }
@@ -61,6 +65,9 @@ type Deps struct {
 	Facts func() sale.Facts
 	// Draining says the pod is shutting down: /readyz fails.
 	Draining func() bool
+	// AdminToken is the bearer token of the admin API (AdminHandler);
+	// empty turns the admin API off (it answers 404 admin_disabled).
+	AdminToken string
 	// Registerer takes the API's series (answers by outcome).
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
@@ -71,8 +78,13 @@ func New(d Deps) *API {
 	if d.Door == nil {
 		d.Door = openDoor{}
 	}
-	return &API{door: d.Door, checkout: d.Checkout, queue: d.Queue, feed: d.Feed, identity: d.Identity, facts: d.Facts, draining: d.Draining,
+	a := &API{door: d.Door, checkout: d.Checkout, queue: d.Queue, feed: d.Feed, identity: d.Identity, facts: d.Facts, draining: d.Draining,
 		metrics: newMetrics(d.Registerer), log: d.Log}
+	if d.AdminToken != "" {
+		h := sha256.Sum256([]byte(d.AdminToken))
+		a.adminToken = h[:]
+	}
+	return a
 }
 
 // Handler returns the purchase API: /v1/*, the probes and the sale page,
@@ -302,8 +314,15 @@ func (s *API) handleOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o, err := s.checkout.Order(r.Context(), id)
-	if err == nil {
+	var cancelled *sale.CancelledOrderError
+	switch {
+	case err == nil:
 		err = s.owner(r, o.BuyerID, sale.ErrOrderNotFound)
+	case errors.As(err, &cancelled):
+		// Only its buyer learns that the order was cancelled.
+		if oerr := s.owner(r, cancelled.BuyerID, sale.ErrOrderNotFound); oerr != nil {
+			err = oerr
+		}
 	}
 	if err != nil {
 		writeProblem(w, err)

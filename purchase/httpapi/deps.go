@@ -20,6 +20,7 @@ type Checkout interface {
 	Ticket(ctx context.Context, id int64) (checkout.TicketStatus, error)
 	Availability(ctx context.Context) (checkout.Availability, error)
 	Order(ctx context.Context, id uuid.UUID) (checkout.Order, error)
+	Cancel(ctx context.Context, id uuid.UUID, by, reason string) (checkout.Cancellation, bool, error)
 }
 
 // Queue is the waiting room (*waitingroom.Room).

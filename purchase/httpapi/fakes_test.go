@@ -27,6 +27,8 @@ type fakeCheckout struct {
 	purchase checkout.Request
 	hold     checkout.HoldRequest
 	confirm  [2]string // buyer, paymentRef
+	cancel   [2]string // cancelledBy, reason
+	replayed bool      // Cancel answers a repeat
 }
 
 var (
@@ -99,6 +101,16 @@ func (f *fakeCheckout) Availability(context.Context) (checkout.Availability, err
 func (f *fakeCheckout) Order(context.Context, uuid.UUID) (checkout.Order, error) {
 	err := f.called()
 	return fakeOrder, err
+}
+
+func (f *fakeCheckout) Cancel(_ context.Context, id uuid.UUID, by, reason string) (checkout.Cancellation, bool, error) {
+	f.mu.Lock()
+	f.cancel = [2]string{by, reason}
+	f.mu.Unlock()
+	if err := f.called(); err != nil {
+		return checkout.Cancellation{}, false, err
+	}
+	return checkout.Cancellation{OrderID: id, TicketID: 1, BuyerID: "alice", CancelledBy: by, Reason: reason}, !f.replayed, nil
 }
 
 // fakeQueue is a waiting room that answers place (or err), and refuses
@@ -182,7 +194,10 @@ type fixture struct {
 	draining bool
 	registry *prometheus.Registry
 	handler  http.Handler
+	admin    http.Handler // the admin API (private port)
 }
+
+const fixtureAdminToken = "admin-token-of-the-fixture-0123456789abcdef"
 
 // fakeIdentity accepts the tokens of subs (token → subject); with on
 // false, identity is off.
@@ -217,10 +232,12 @@ func newFixtureWith(identity Identity) *fixture {
 		Checkout: f.checkout, Queue: f.queue, Feed: f.feed, Identity: identity, Door: f.door,
 		Facts:      func() sale.Facts { return sale.Facts{DisplayName: "Show", Tickets: 10} },
 		Draining:   func() bool { return f.draining },
+		AdminToken: fixtureAdminToken,
 		Registerer: f.registry,
 		Log:        slog.New(slog.DiscardHandler),
 	})
 	f.handler = api.Handler()
+	f.admin = api.AdminHandler()
 	return f
 }
 

@@ -16,7 +16,9 @@ type metrics struct {
 	joins     map[string]prometheus.Counter            // POST /v1/queue by outcome
 	polls     map[string]prometheus.Counter            // GET /v1/queue/{id} by outcome
 	leaves    map[string]prometheus.Counter            // DELETE /v1/queue/{id} by outcome
-	requests  *prometheus.CounterVec                   // fallbacks for an outcome outside the sets
+	admin     map[string]prometheus.Counter            // admin API requests by outcome
+	adminVec  *prometheus.CounterVec
+	requests  *prometheus.CounterVec // fallbacks for an outcome outside the sets
 	latency   *prometheus.HistogramVec
 	holdsVec  *prometheus.CounterVec
 	joinsVec  *prometheus.CounterVec
@@ -85,7 +87,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.joins, m.polls = counters(m.joinsVec, queueStates, codes), counters(m.pollsVec, queueStates, codes)
 	m.leaves = counters(m.leavesVec, []string{"left"}, codes)
-	reg.MustRegister(m.requests, m.latency, m.holdsVec, holdLat, m.joinsVec, m.pollsVec, m.leavesVec)
+	m.adminVec = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flux_order_admin_requests_total",
+		Help: "Admin API requests (order cancellations, on the private port) by outcome (cancelled, replayed or a problem code) and the HTTP status it answers.",
+	}, []string{"outcome", "status"})
+	m.admin = map[string]prometheus.Counter{}
+	m.admin["cancelled"] = m.adminVec.WithLabelValues("cancelled", "200")
+	m.admin["replayed"] = m.adminVec.WithLabelValues("replayed", "200")
+	for _, o := range codes {
+		m.admin[o] = m.adminVec.WithLabelValues(o, statusOf(o))
+	}
+	reg.MustRegister(m.requests, m.latency, m.holdsVec, holdLat, m.joinsVec, m.pollsVec, m.leavesVec, m.adminVec)
 	return m
 }
 
@@ -128,6 +140,15 @@ func (m *metrics) observeHold(op, outcome string, seconds float64) {
 	}
 	c.Inc()
 	m.holdLat[op].Observe(seconds)
+}
+
+// observeAdmin counts one admin API request.
+func (m *metrics) observeAdmin(outcome string) {
+	c, ok := m.admin[outcome]
+	if !ok {
+		c = m.adminVec.WithLabelValues(outcome, statusOf(outcome))
+	}
+	c.Inc()
 }
 
 func problemCodes() []string {

@@ -56,6 +56,13 @@ var problems = []problem{
 	// fresh challenge (Flux-Order-Challenge, Flux-Order-Difficulty).
 	{sale.ErrProofRequired, "proof_required", http.StatusPreconditionRequired, "Proof of work required"},
 	{sale.ErrProofInvalid, "proof_invalid", http.StatusPreconditionRequired, "Proof of work invalid"},
+	// A cancelled order, or a retry of its Idempotency-Key (or hold
+	// confirmation): the problem names the order.
+	{sale.ErrOrderCancelled, "order_cancelled", http.StatusConflict, "Order cancelled"},
+	// The admin API (admin.go), on the pod's private port only.
+	{errAdminDisabled, "admin_disabled", http.StatusNotFound, "Admin API off"},
+	{errAdminAuthRequired, "admin_auth_required", http.StatusUnauthorized, "Admin authentication required"},
+	{errAdminAuthInvalid, "admin_auth_invalid", http.StatusUnauthorized, "Admin authentication invalid"},
 	{errMethodNotAllowed, "method_not_allowed", http.StatusMethodNotAllowed, "Method not allowed"},
 	{errNoSuchEndpoint, "not_found", http.StatusNotFound, "Not found"},
 	{sale.ErrOrderPending, "order_pending", http.StatusServiceUnavailable, "Order pending"},
@@ -86,7 +93,8 @@ type Problem struct {
 	Detail string `json:"detail,omitempty"`
 	Code   string `json:"code"`
 	// OrderID names the order of an uncertain purchase (a 503 after the
-	// seat's lock was taken): GET /v1/orders/{orderId} tells the outcome.
+	// seat's lock was taken): GET /v1/orders/{orderId} tells the outcome;
+	// or the cancelled order of an order_cancelled.
 	OrderID string `json:"orderId,omitempty"`
 }
 
@@ -130,8 +138,12 @@ func writeProblem(w http.ResponseWriter, err error) {
 			detail = err.Error()
 		}
 		var pending *sale.PendingOrderError
-		if errors.As(err, &pending) {
+		var cancelled *sale.CancelledOrderError
+		switch {
+		case errors.As(err, &pending):
 			orderID = pending.OrderID.String()
+		case errors.As(err, &cancelled):
+			orderID = cancelled.OrderID.String()
 		}
 		r.body = renderProblem(p, detail, orderID)
 		r.contentLength = []string{strconv.Itoa(len(r.body))}
@@ -147,6 +159,8 @@ func writeProblem(w http.ResponseWriter, err error) {
 		h["Www-Authenticate"] = identityChallenge
 	case p.err == sale.ErrAuthInvalid:
 		h["Www-Authenticate"] = invalidTokenChallenge
+	case p.err == errAdminAuthRequired || p.err == errAdminAuthInvalid:
+		h["Www-Authenticate"] = adminChallenge
 	case p.status == http.StatusUnauthorized:
 		h["Www-Authenticate"] = bearerChallenge // RFC 9110 §11.6.1: a 401 names its scheme
 	}

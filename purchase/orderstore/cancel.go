@@ -100,8 +100,17 @@ func (s *Store) Cancellation(ctx context.Context, id uuid.UUID) (_ Cancellation,
 // commit below a cursor already passed: the window finds it again, and
 // lets the caller re-apply recent ones (a stale "sold" mark written after a
 // cancel is undone the next time).
+//
+// A negative cursor starts a follower: only the window's cancellations, and
+// next is the highest id so far (a pod that starts need not re-apply the
+// sale's whole history).
 func (s *Store) RecentCancellations(ctx context.Context, cursor int64, window time.Duration) (_ []Cancellation, next int64, err error) {
 	defer s.errs.Deferred("recent_cancellations", &err)
+	if cursor < 0 {
+		if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM order_cancellations`).Scan(&cursor); err != nil {
+			return nil, -1, fmt.Errorf("read the last cancellation: %w", err)
+		}
+	}
 	rows, err := s.pool.Query(ctx, `SELECT `+cancellationColumns+` FROM order_cancellations
 		WHERE id > $1 OR cancelled_at > clock_timestamp() - $2::bigint * interval '1 millisecond' ORDER BY id`,
 		cursor, window.Milliseconds())

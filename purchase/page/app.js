@@ -32,6 +32,7 @@
     invalid_request: 'That did not work: please check your buyer id.',
     order_pending: 'Your order is being confirmed; its outcome is not known yet.',
     order_not_found: 'That order could not be found.',
+    order_cancelled: 'That order was cancelled (its payment did not go through). Please pick a seat again.',
     not_found: 'The ticket service does not know that request. Please reload the page.',
     method_not_allowed: 'The ticket service does not know that request. Please reload the page.',
     unavailable: 'The ticket service is busy or briefly unavailable. Please try again in a moment.',

@@ -80,7 +80,8 @@ func NewConfig(ctx context.Context, rdb *testservers.Redis, pg *testservers.Post
 		return purchase.Config{}, fmt.Errorf("create the sale's database: %w", err)
 	}
 	cfg := purchase.Config{Sale: name, Tickets: tickets, DatabaseURL: dbURL,
-		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, SaleSecret: "test-secret-of-" + name + "-0123456789abcdefghij"}
+		Listen: "127.0.0.1:0", LockTTL: 5 * time.Second, SaleSecret: "test-secret-of-" + name + "-0123456789abcdefghij",
+		AdminToken: "test-admin-token-of-" + name + "-0123456789abcdefghij"}
 	if cfg.RedisURL, err = rdb.PurchaseURL(name); err != nil {
 		return purchase.Config{}, fmt.Errorf("create the sale's redis user: %w", err)
 	}
@@ -118,6 +119,8 @@ type Sale struct {
 type Pod struct {
 	Svc *purchase.Service
 	URL string
+	// PrivateURL serves the pod's private port (metrics, the admin API).
+	PrivateURL string
 	// Stop kills the pod at once: its server, loops and connections end
 	// (no drain). Once; the test's cleanup calls it too.
 	Stop func()
@@ -175,7 +178,9 @@ func (s *Sale) AddPod() *Pod {
 			return ok
 		}))
 	}
-	p := &Pod{Svc: svc, URL: url, Stop: stop}
+	private := httptest.NewServer(svc.MetricsHandler())
+	s.T.Cleanup(private.Close)
+	p := &Pod{Svc: svc, URL: url, PrivateURL: private.URL, Stop: func() { private.Close(); stop() }}
 	s.Pods = append(s.Pods, p)
 	return p
 }

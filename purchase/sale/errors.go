@@ -39,6 +39,9 @@ var (
 	// for a proof of work (Flux-Order-Proof) and answers a fresh challenge.
 	ErrProofRequired = errors.New("this waiting room asks a proof of work: solve the challenge in Flux-Order-Challenge and join again with Flux-Order-Proof")
 	ErrProofInvalid  = errors.New("the proof of work is wrong, expired, already used or another buyer's: solve the new challenge in Flux-Order-Challenge")
+	// ErrOrderCancelled: the order (or the order this Idempotency-Key or
+	// hold made) was cancelled by the platform; the key buys nothing again.
+	ErrOrderCancelled = errors.New("this order was cancelled; its Idempotency-Key buys nothing again (use a new key to buy again)")
 
 	// ErrSeatStoreUnavailable and ErrDatabaseUnavailable are the causes of
 	// ErrUnavailable a buyer is told about: a fixed sentence each, never the
@@ -74,6 +77,17 @@ func (e *PendingOrderError) Error() string {
 	return e.Err.Error() + " (order " + e.OrderID.String() + ")"
 }
 func (e *PendingOrderError) Unwrap() error { return e.Err }
+
+// CancelledOrderError is ErrOrderCancelled naming the order (the problem
+// body's orderId). BuyerID, not shown, lets the HTTP layer check that the
+// caller is the order's buyer before saying so.
+type CancelledOrderError struct {
+	OrderID uuid.UUID
+	BuyerID string
+}
+
+func (e *CancelledOrderError) Error() string { return ErrOrderCancelled.Error() }
+func (e *CancelledOrderError) Unwrap() error { return ErrOrderCancelled }
 
 // RetryAfterError asks the client to come back after a number of seconds.
 type RetryAfterError struct {

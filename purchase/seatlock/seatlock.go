@@ -8,6 +8,9 @@
 //	                  until the hold expires) while a buyer holds it; "sold:<orderId>" forever after
 //	fs:s:free         a random sample of unsold seats, for any-seat purchases
 //
+// and the Pub/Sub channel fs:s:cancelled, on which the pod that cancels an
+// order tells the others (Announce, Listen).
+//
 // The scripts build ticket keys from the id, so the per-sale Redis must be a
 // single instance (not Redis Cluster), which is what the operator deploys.
 package seatlock
@@ -59,6 +62,7 @@ type Result struct {
 // Locks is one sale's lock space in one Redis.
 type Locks struct {
 	rdb    redis.UniversalClient
+	prefix string       // the sale's key (and channel) prefix, fs:<sale>:
 	ticket string       // key prefix of seat locks
 	free   string       // key of the free-seat pool
 	spent  string       // key prefix of spent one-time ids (SpendOnce)
@@ -68,11 +72,12 @@ type Locks struct {
 
 // Operations are the values of flux_order_redis_errors_total's operation
 // label: Locks' methods (Acquire and AcquireFor are acquire).
-var Operations = []string{"acquire", "acquire_any", "peek", "mark_sold", "release", "put_hold", "refill", "spend_once"}
+var Operations = []string{"acquire", "acquire_any", "peek", "mark_sold", "release", "put_hold", "refill", "spend_once",
+	"unsell", "publish"}
 
 // New returns the locks of sale in rdb, with lock expiry ttl.
 func New(rdb redis.UniversalClient, sale string, ttl time.Duration) *Locks {
-	l := &Locks{rdb: rdb, ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free", spent: "fs:" + sale + ":spent:"}
+	l := &Locks{rdb: rdb, prefix: "fs:" + sale + ":", ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free", spent: "fs:" + sale + ":spent:"}
 	l.errs = opcount.New("flux_order_redis_errors_total",
 		"Failed Redis operations by operation (a lost answer, a timeout, an error reply; not a seat found taken).",
 		Operations, func(err error) bool { return errors.Is(err, ErrPoolEmpty) || errors.Is(err, ErrAllHeld) })
@@ -299,4 +304,89 @@ func (l *Locks) SpendOnce(ctx context.Context, id string, ttl time.Duration) (_ 
 		return false, fmt.Errorf("spend %s: %w", id, err)
 	}
 	return ok, nil
+}
+
+// Cancellations (issue 19): a cancelled order's seat is on sale again, so
+// its sold marker must go, and every pod must forget it knew the seat sold.
+
+// SoldSeat is a seat whose order was cancelled: its marker is removed only
+// while it still names that order.
+type SoldSeat struct {
+	ID      int64
+	OrderID string
+}
+
+// unsellScript removes each seat's sold marker if it names the cancelled
+// order (a seat resold since keeps its new one), or if the seat has no
+// marker, and puts the seat back in the free pool. KEYS[1] is the pool,
+// KEYS[i+1] seat i's key; ARGV[i] its marker, ARGV[n+i] its id.
+var unsellScript = redis.NewScript(`
+local n = #KEYS - 1
+local freed = 0
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i + 1])
+  if v == false or v == ARGV[i] then
+    if v then redis.call('DEL', KEYS[i + 1]) end
+    redis.call('SADD', KEYS[1], ARGV[n + i])
+    freed = freed + 1
+  end
+end
+return freed`)
+
+// Unsell removes the sold markers of cancelled orders' seats, in one round
+// trip, and returns how many seats it put back in the pool. Re-running it
+// leaves Redis as one run does: retried once. A seat another buyer's lock
+// holds meanwhile is left to that buyer (Postgres decides).
+func (l *Locks) Unsell(ctx context.Context, seats []SoldSeat) (_ int, err error) {
+	defer l.errs.Deferred("unsell", &err)
+	if len(seats) == 0 {
+		return 0, nil
+	}
+	keys := make([]string, 1, len(seats)+1)
+	keys[0] = l.free
+	args := make([]any, 2*len(seats))
+	for i, s := range seats {
+		keys = append(keys, l.key(s.ID))
+		args[i] = soldPrefix + s.OrderID
+		args[len(seats)+i] = s.ID
+	}
+	n, err := retryOnce(ctx, func() (int, error) { return unsellScript.Run(ctx, l.rdb, keys, args...).Int() })
+	if err != nil {
+		return 0, fmt.Errorf("unsell %d seats: %w", len(seats), err)
+	}
+	return n, nil
+}
+
+// cancelChannel is the sale's Pub/Sub channel of cancellations.
+func (l *Locks) cancelChannel() string { return l.prefix + "cancelled" }
+
+// Announce publishes msg on the sale's cancellation channel, for every
+// pod subscribed (Listen). Not retried: a lost message is found by the
+// pods' poll of PostgreSQL.
+func (l *Locks) Announce(ctx context.Context, msg string) (err error) {
+	defer l.errs.Deferred("publish", &err)
+	if err := l.rdb.Publish(ctx, l.cancelChannel(), msg).Err(); err != nil {
+		return fmt.Errorf("publish a cancellation: %w", err)
+	}
+	return nil
+}
+
+// Listen calls fn with every message published on the sale's cancellation
+// channel until ctx ends; the client re-subscribes after a lost
+// connection (messages sent meanwhile are lost: the caller polls too).
+func (l *Locks) Listen(ctx context.Context, fn func(msg string)) {
+	ps := l.rdb.Subscribe(ctx, l.cancelChannel())
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			fn(m.Payload)
+		}
+	}
 }

@@ -34,6 +34,9 @@ type Counts struct {
 	Tickets int64 // seeded seats
 	Sold    int64
 	Held    int64 // under a live checkout hold
+	// Cancelled orders (status.cancelled): with them the policy lets sold
+	// shrink (sold + cancelled never does while the sale is live).
+	Cancelled int64
 	// Queue is the waiting room (status.waitingRoom); nil while the sale
 	// has none, which removes the field (the pods own it).
 	Queue *QueueCounts
@@ -88,6 +91,7 @@ func (r *Reporter) ReportOnce(ctx context.Context) error {
 		"sold":           c.Sold,
 		"held":           c.Held,
 		"available":      c.Tickets - c.Sold - c.Held,
+		"cancelled":      c.Cancelled,
 		"lastReportTime": metav1.Now().UTC().Format(time.RFC3339),
 	}
 	if q := c.Queue; q != nil {
