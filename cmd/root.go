@@ -1,5 +1,5 @@
 // Package cmd holds the flux-order command line: one binary, one subcommand
-// per role (manager, purchase, loadtest, version).
+// per role (manager, purchase, loadtest, receive, order, version).
 package cmd
 
 import (
@@ -26,7 +26,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newManagerCommand(), newPurchaseCommand(), newLoadtestCommand(), newReceiveCommand(), newVersionCommand())
+	root.AddCommand(newManagerCommand(), newPurchaseCommand(), newLoadtestCommand(), newReceiveCommand(), newOrderCommand(), newVersionCommand())
 	return root
 }
 
