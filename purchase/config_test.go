@@ -30,6 +30,8 @@ func TestConfigValidate_NamesTheFlag(t *testing.T) {
 		"confirm-batch-flushers": func(c *purchase.Config) { c.Batching = orderstore.Batching{Max: 8} },
 		// Issue 17, defect 7: no pod without a sale secret, nor with a short one.
 		"sale-secret": func(c *purchase.Config) { c.SaleSecret = "" },
+		// Issue 19: an admin token is long, or absent (admin API off).
+		"admin-token": func(c *purchase.Config) { c.AdminToken = "short-token" },
 		"ends-at": func(c *purchase.Config) {
 			c.Schedule.StartsAt = c.Schedule.StartsAt.AddDate(2030, 0, 0)
 			c.Schedule.EndsAt = c.Schedule.StartsAt
