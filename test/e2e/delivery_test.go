@@ -5,8 +5,11 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/loadtest"
 )
 
@@ -25,7 +29,10 @@ import (
 // deliveries fail and are retried) and started again. Every order is
 // delivered — the union of the events both receivers printed is exactly
 // the set of orders — with no bad signature, and status.delivery drains to
-// 0 pending with every order counted delivered.
+// 0 pending with every order counted delivered. Then the platform cancels
+// one order (a refund) through a purchase pod's private port with the
+// sale's admin token: the seat sells again through the Ingress, and the
+// receiver gets the order.cancelled event and the new order.
 func TestWebhooksDeliverEveryOrderOfAStormAcrossAReceiverRestart(t *testing.T) {
 	t.Parallel()
 	ns := testNamespace(t, "e2e-hooks")
@@ -73,7 +80,7 @@ spec: {selector: {app: receiver}, ports: [{port: 8080}]}
     - name: %s
       urlSecretRef: {name: hooks, key: url}
       signingSecretRef: {name: hooks, key: secret}
-      events: [order.confirmed]
+      events: [order.confirmed, order.cancelled]
       insecureHTTP: true
 `, hook))
 	auditor := newAuditor(t, ns, name)
@@ -125,21 +132,34 @@ spec: {selector: {app: receiver}, ports: [{port: 8080}]}
 		t.Errorf("expected %d delivered, 0 dead, summary ok; got delivered %d, dead %d, summary %q", tickets, w.Delivered, w.Dead, s.Status.Delivery.Summary)
 	}
 
+	refunded := created[0]
+	resold := cancelAndResell(t, ns, name, b, refunded)
+	s = waitSale(t, ns, name, 2*time.Minute, "status.delivery: the cancellation and the resale delivered, status.cancelled 1", func(s *salesv1alpha1.FlashSale) bool {
+		w := webhookStatus(s, hook)
+		return w != nil && w.Pending == 0 && w.Delivered >= tickets+2 && s.Status.Cancelled != nil && *s.Status.Cancelled == 1
+	})
+	if w := webhookStatus(s, hook); w.Delivered != tickets+2 || i64(s.Status.Sold) != fmt.Sprint(tickets) {
+		t.Errorf("after the cancellation and the resale: expected %d delivered and sold %d, got %d delivered, sold %s", tickets+2, tickets, w.Delivered, i64(s.Status.Sold))
+	}
+
 	// The second receiver's account ends with it: stop it, then compare
 	// what both printed with the orders.
 	mustKubectl(t, nil, "-n", ns, "scale", "deployment/receiver", "--replicas=0")
 	second.wait(t)
-	want := map[uuid.UUID]bool{}
+	want := map[uuid.UUID]bool{resold: true}
 	for _, o := range created {
 		want[o.ID] = true
 	}
-	got := map[uuid.UUID]bool{}
+	got, cancelled := map[uuid.UUID]bool{}, map[uuid.UUID]bool{}
 	for _, l := range []*receiverLog{first, second} {
 		for id := range l.orders {
 			got[id] = true
 		}
+		for id := range l.cancelled {
+			cancelled[id] = true
+		}
 		if l.badSignatures != 0 || l.problems != nil {
-			t.Errorf("receiver %s: expected every delivery verified and every line an order.confirmed event, got %d bad signatures, %v", l.pod, l.badSignatures, l.problems)
+			t.Errorf("receiver %s: expected every delivery verified and every line an event, got %d bad signatures, %v", l.pod, l.badSignatures, l.problems)
 		}
 	}
 	var missing, unknown int
@@ -158,6 +178,69 @@ spec: {selector: {app: receiver}, ports: [{port: 8080}]}
 	if missing != 0 || unknown != 0 {
 		t.Errorf("expected the receivers to have printed exactly the %d orders: %d orders never printed, %d events of no order", len(want), missing, unknown)
 	}
+	if len(cancelled) != 1 || !cancelled[refunded.ID] {
+		t.Errorf("expected one order.cancelled event, for order %s; got %v", refunded.ID, cancelled)
+	}
+}
+
+// cancelAndResell cancels order o through a purchase pod's private port
+// (port-forwarded, as docs/purchase.md tells an operator to) with the
+// sale's admin token, then buys its seat again through the Ingress until
+// a pod sells it (every pod frees it within about a second), and returns
+// the new order's id.
+func cancelAndResell(t *testing.T, ns, sale string, b *buyer, o loadtest.Order) uuid.UUID {
+	t.Helper()
+	token, err := base64.StdEncoding.DecodeString(mustKubectl(t, nil, "-n", ns, "get", "secret", sale+"-sale", "-o", "jsonpath={.data.admin-token}"))
+	if err != nil || len(token) < 32 {
+		t.Fatalf("the sale's Secret %s-sale: expected an admin-token of 32+ bytes, got %d bytes (%v)", sale, len(token), err)
+	}
+	pods, err := salePods(t.Context(), ns, sale, "purchase")
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("purchase pods of %s: %v (%d)", sale, err, len(pods))
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%s/admin/v1/orders/%s/cancel", forwardedPort(t, ns, pods[0].Name, 9090), o.ID)
+	cancel := func(auth string) (int, string) {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url,
+			strings.NewReader(`{"reason":"e2e: payment refunded","cancelledBy":"e2e suite"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := cancel(""); code != http.StatusUnauthorized {
+		t.Errorf("cancel without the token: expected 401, got %d %s", code, body)
+	}
+	if code, body := cancel(string(token)); code != http.StatusOK || !strings.Contains(body, o.ID.String()) {
+		t.Fatalf("cancel order %s with the sale's admin token: expected 200 naming it, got %d %s", o.ID, code, body)
+	}
+	t.Logf("cancelled order %s (seat %d) through pod %s's private port", o.ID, o.TicketID, pods[0].Name)
+
+	var resold uuid.UUID
+	start := time.Now()
+	testservers.Eventually(t, 30*time.Second, 200*time.Millisecond, fmt.Sprintf("seat %d sold again through the Ingress", o.TicketID), func() error {
+		code, body, err := b.post(t.Context(), fmt.Sprintf("/v1/tickets/%d/purchase", o.TicketID), `{"buyerId":"second-chance"}`)
+		if err != nil || code != http.StatusCreated {
+			return fmt.Errorf("%d %s %v", code, body, err)
+		}
+		var got loadtest.Order
+		if err := json.Unmarshal(body, &got); err != nil {
+			return err
+		}
+		resold = got.ID
+		return nil
+	})
+	t.Logf("seat %d sold again %.2fs after the cancellation: order %s", o.TicketID, time.Since(start).Seconds(), resold)
+	return resold
 }
 
 func webhookStatus(s *salesv1alpha1.FlashSale, name string) *salesv1alpha1.WebhookDeliveryStatus {
@@ -177,7 +260,8 @@ func webhookStatus(s *salesv1alpha1.FlashSale, name string) *salesv1alpha1.Webho
 type receiverLog struct {
 	pod           string
 	done          chan struct{}
-	orders        map[uuid.UUID]bool
+	orders        map[uuid.UUID]bool // order.confirmed events
+	cancelled     map[uuid.UUID]bool // order.cancelled events
 	stats         string
 	badSignatures int
 	problems      []string
@@ -192,7 +276,7 @@ func followReceiver(t *testing.T, ns string) *receiverLog {
 	if err != nil || len(strings.Fields(pods)) != 1 {
 		t.Fatalf("expected one running receiver pod, got %q %v", pods, err)
 	}
-	l := &receiverLog{pod: strings.TrimSpace(pods), done: make(chan struct{}), orders: map[uuid.UUID]bool{}}
+	l := &receiverLog{pod: strings.TrimSpace(pods), done: make(chan struct{}), orders: map[uuid.UUID]bool{}, cancelled: map[uuid.UUID]bool{}}
 	go func() {
 		defer close(l.done)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -222,13 +306,14 @@ func followReceiver(t *testing.T, ns string) *receiverLog {
 					OrderID uuid.UUID `json:"orderId"`
 				} `json:"data"`
 			}
-			if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Type != "order.confirmed" {
-				if len(l.problems) < 5 {
-					l.problems = append(l.problems, fmt.Sprintf("line %.120q: %v", line, err))
-				}
-				continue
+			switch err := json.Unmarshal([]byte(line), &ev); {
+			case err == nil && ev.Type == "order.confirmed":
+				l.orders[ev.Data.OrderID] = true
+			case err == nil && ev.Type == "order.cancelled":
+				l.cancelled[ev.Data.OrderID] = true
+			case len(l.problems) < 5:
+				l.problems = append(l.problems, fmt.Sprintf("line %.120q: %v", line, err))
 			}
-			l.orders[ev.Data.OrderID] = true
 		}
 	}()
 	return l
