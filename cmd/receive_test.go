@@ -2,6 +2,8 @@ package cmd
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -76,5 +78,88 @@ func TestReceiveCommand_VerifiesPrintsOnceCountsDuplicatesAndBadSignatures(t *te
 	}
 	if !strings.Contains(errOut.String(), "received 2 events, 1 duplicates, 1 bad signatures") {
 		t.Fatalf("stderr %q: want the counts", errOut.String())
+	}
+}
+
+// --fail-for plays an outage from the first delivery, and GET /stats
+// reports the lag of the order events from their timestamp to the 2xx.
+func TestReceiveCommand_FailForThenStatsWithLag(t *testing.T) {
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	port, err := testservers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	root := newRootCommand()
+	root.SetArgs([]string{"receive", "--listen", addr, "--signing-secret", secret, "--fail-for", "400ms"})
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+
+	purchasedAt := time.Now().Add(-2 * time.Second).UTC()
+	body := fmt.Sprintf(`{"type":"order.confirmed","timestamp":%q,"sequence":1,"data":{}}`, purchasedAt.Format(time.RFC3339Nano))
+	post := func() int {
+		ts := time.Now().Unix()
+		sig, err := delivery.Sign([]string{secret}, "o-1", ts, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader(body))
+		req.Header.Set(delivery.HeaderID, "o-1")
+		req.Header.Set(delivery.HeaderTimestamp, strconv.FormatInt(ts, 10))
+		req.Header.Set(delivery.HeaderSignature, sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	began := time.Now()
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the receiver failing", func() error {
+		if code := post(); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("first delivery answered %d, want 503", code)
+		}
+		return nil
+	})
+	testservers.Eventually(t, 5*time.Second, 50*time.Millisecond, "the receiver recovered", func() error {
+		if code := post(); code != http.StatusNoContent {
+			return fmt.Errorf("delivery answered %d, want 204", code)
+		}
+		return nil
+	})
+	if time.Since(began) < 400*time.Millisecond {
+		t.Fatalf("recovered after %s, before --fail-for ended", time.Since(began))
+	}
+	resp, err := http.Get("http://" + addr + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Events, Orders, Refused int
+		RecoveredAt, LastKept   time.Time
+		Lag                     delivery.Percentiles `json:"lagSeconds"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Events != 1 || st.Orders != 1 || st.Refused < 1 || st.RecoveredAt.IsZero() || st.LastKept.Before(st.RecoveredAt) {
+		t.Fatalf("stats %+v: want 1 order kept after the recovery, refused before it", st)
+	}
+	// Kept at least 2.4 s after its purchasedAt (2 s old + the outage).
+	if st.Lag.N != 1 || st.Lag.P99 < 2.4 || st.Lag.P99 > 30 {
+		t.Fatalf("lag %+v: want one order about 2.4 s+ late", st.Lag)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut.String(), "1 orders, ") {
+		t.Fatalf("stderr %q: want the report on exit", errOut.String())
 	}
 }

@@ -46,7 +46,7 @@ var (
 	duration = flag.Duration("duration", 4*time.Second, "length of each throughput measurement")
 	sellOut  = flag.Int64("sellout-seats", 100_000, "seats of the sell-out measurement")
 	write    = flag.String("write", "", "also write the table into this markdown file, between the bench markers")
-	only     = flag.String("steps", "", "comma-separated steps to run after the ceilings (flux-order, with the group-commit rows; redis-tls, waiting-room, baselines, scale, queue-1m; default all; queue-1m alone runs without the ceilings); a partial run is never written")
+	only     = flag.String("steps", "", "comma-separated steps to run after the ceilings (flux-order, with the group-commit rows; redis-tls, waiting-room, baselines, scale, delivery, queue-1m; default all; delivery and queue-1m alone run without the ceilings); a partial run is never written")
 	profile  = flag.String("profile", "", "during the first flux-order sell-out, save the purchase pod's CPU profile and the CPU time of the pod, PostgreSQL, Redis and the load client into this directory, and print where the pod's cycles go")
 )
 
@@ -125,11 +125,14 @@ wrk.headers["Content-Type"] = "application/json"
 		run  func(context.Context) error
 	}
 	steps := []step{{"ceilings", b.ceilings}, {"flux-order", b.fluxOrder}, {"redis-tls", b.redisTLS}, {"waiting-room", b.waitingRoom},
-		{"baselines", b.baselines}, {"scale", b.scale}, {"queue-1m", b.queue1M}}
+		{"baselines", b.baselines}, {"scale", b.scale}, {"delivery", b.delivery}, {"queue-1m", b.queue1M}}
 	chosen := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
-	// The ceilings are the other rows' denominators; the queue-1m rows
-	// have targets of their own, so `-steps queue-1m` alone skips them.
-	ceilings := slices.ContainsFunc(steps[1:], func(s step) bool { return s.name != "queue-1m" && chosen(s.name) })
+	// The ceilings are the other rows' denominators; the delivery and
+	// queue-1m rows are ratios and targets of their own, so those steps
+	// alone skip them.
+	ceilings := slices.ContainsFunc(steps[1:], func(s step) bool {
+		return s.name != "queue-1m" && s.name != "delivery" && chosen(s.name)
+	})
 	for _, step := range steps {
 		if step.name == "ceilings" && !ceilings || step.name != "ceilings" && !chosen(step.name) {
 			continue
@@ -482,7 +485,9 @@ func (b *bench) launch(ctx context.Context, name string, args []string) (*proc, 
 	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 	url := "http://" + addr
 	probe := url + "/v1/availability"
-	if name == "flux-order" {
+	if name == "flux-order" && len(args) > 0 && args[0] == "receive" {
+		probe = url + "/stats"
+	} else if name == "flux-order" {
 		probe = url + "/readyz"
 	} else if name == "nullserver" {
 		probe = url + "/"
@@ -493,7 +498,7 @@ func (b *bench) launch(ctx context.Context, name string, args []string) (*proc, 
 			return err
 		}
 		resp.Body.Close()
-		if name == "flux-order" && resp.StatusCode != http.StatusOK {
+		if strings.HasSuffix(probe, "/readyz") && resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("%s answers %s", probe, resp.Status)
 		}
 		return nil
@@ -708,7 +713,7 @@ func (b *bench) table(took time.Duration) string {
 			verdict = strings.TrimSpace(verdict + " client-limited")
 		}
 		format := "%.0f"
-		if r.unit == "ms" || r.unit == "s" || r.unit == "per batch" {
+		if r.unit == "ms" || r.unit == "s" || r.unit == "per batch" || r.unit == "×" {
 			format = "%.2f"
 		}
 		value := fmt.Sprintf(format+" %s", r.value, r.unit)

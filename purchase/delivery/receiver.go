@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
 
 // Tolerance is how far a delivery's webhook-timestamp may be from the
@@ -36,6 +39,14 @@ type Receiver struct {
 	order         []string
 	duplicates    int
 	badSignatures int
+	refused       int
+	// What a benchmark reads (Report): when the first and the last event
+	// were kept, and each order.confirmed's lag, from its timestamp (the
+	// order's purchasedAt, taken in its confirming transaction) to the
+	// 2xx that kept it.
+	orders              int
+	firstKept, lastKept time.Time
+	lags                []time.Duration
 }
 
 // ServeHTTP receives one delivery.
@@ -77,16 +88,33 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		status = r.Answer(id, n)
 	}
 	if status < 200 || status > 299 {
+		r.mu.Lock()
+		r.refused++
+		r.mu.Unlock()
 		problem(w, status, "refused", "the receiver refused this attempt")
 		return
 	}
+	var head struct {
+		Type      string    `json:"type"`
+		Timestamp time.Time `json:"timestamp"`
+	}
+	_ = json.Unmarshal(body, &head) // verified: ours; a body without them has no lag
 	r.mu.Lock()
 	_, seen := r.events[id]
 	if seen {
 		r.duplicates++
 	} else {
+		now := time.Now()
 		r.events[id] = body
 		r.order = append(r.order, id)
+		if r.firstKept.IsZero() {
+			r.firstKept = now
+		}
+		r.lastKept = now
+		if head.Type == string(salesv1alpha1.EventOrderConfirmed) {
+			r.orders++
+			r.lags = append(r.lags, now.Sub(head.Timestamp))
+		}
 	}
 	r.mu.Unlock()
 	if !seen && r.OnEvent != nil {
@@ -110,9 +138,9 @@ func NewReceiver(secrets ...string) *Receiver {
 
 // Stats are what a receiver has seen.
 type Stats struct {
-	Events        int // distinct webhook-ids kept
-	Duplicates    int // deliveries of an id already kept
-	BadSignatures int
+	Events        int `json:"events"`     // distinct webhook-ids kept
+	Duplicates    int `json:"duplicates"` // deliveries of an id already kept
+	BadSignatures int `json:"badSignatures"`
 }
 
 func (s Stats) String() string {
@@ -142,4 +170,55 @@ func (r *Receiver) Attempts(id string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.attempts[id]
+}
+
+// Report is what a receiver measured, for benchmarks (`flux-order receive`
+// serves it at GET /stats and prints it when it stops).
+type Report struct {
+	Stats
+	// Orders is how many distinct order.confirmed events were kept.
+	Orders int `json:"orders"`
+	// Refused counts verified attempts answered non-2xx (Answer).
+	Refused int `json:"refused"`
+	// FirstKept and LastKept: when the first and the last distinct event
+	// were answered 2xx (zero: none yet).
+	FirstKept time.Time `json:"firstKept"`
+	LastKept  time.Time `json:"lastKept"`
+	// Lag of the order.confirmed events kept: from the event's timestamp
+	// (the order's purchasedAt) to the receiver's 2xx, in seconds.
+	Lag Percentiles `json:"lagSeconds"`
+}
+
+// Percentiles of a set of durations, in seconds.
+type Percentiles struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+func percentiles(ds []time.Duration) Percentiles {
+	if len(ds) == 0 {
+		return Percentiles{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(q int) float64 { return s[min(len(s)-1, len(s)*q/100)].Seconds() }
+	return Percentiles{N: len(s), P50: at(50), P90: at(90), P99: at(99), Max: s[len(s)-1].Seconds()}
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("%s, %d orders, %d refused, lag p50 %.3fs p99 %.3fs max %.3fs", r.Stats, r.Orders, r.Refused, r.Lag.P50, r.Lag.P99, r.Lag.Max)
+}
+
+// Report is what the receiver measured so far.
+func (r *Receiver) Report() Report {
+	r.mu.Lock()
+	lags := slices.Clone(r.lags)
+	rep := Report{Stats: Stats{Events: len(r.events), Duplicates: r.duplicates, BadSignatures: r.badSignatures},
+		Orders: r.orders, Refused: r.refused, FirstKept: r.firstKept, LastKept: r.lastKept}
+	r.mu.Unlock()
+	rep.Lag = percentiles(lags)
+	return rep
 }
