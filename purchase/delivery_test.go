@@ -252,6 +252,17 @@ func TestDelivery_StormFromTwoPods_EveryCommittedOrderOneEvent_RefusedNone(t *te
 	if st := h.recv.Stats(); st.BadSignatures != 0 || h.independent.Load() != 0 {
 		t.Fatalf("every delivery must verify (ours and the reference library): %s, %d refused by the reference library", st, h.independent.Load())
 	}
+	// The receiver always acknowledged: the fan-out delivered each order
+	// itself, one completed delivery row per order, in one attempt by one
+	// of the pods, without the body (nothing sends it again).
+	var done, other int
+	err := h.DB.QueryRow(context.Background(), `SELECT
+			count(*) FILTER (WHERE state = 'completed' AND attempt = 1 AND cardinality(attempted_by) = 1 AND NOT args ? 'body' AND args->>'type' = 'order.confirmed'),
+			count(*) FILTER (WHERE NOT (state = 'completed' AND attempt = 1))
+		FROM river_job WHERE kind = 'flux_order_webhook'`).Scan(&done, &other)
+	if err != nil || done != len(orders) || other != 0 {
+		t.Fatalf("delivery rows: %d completed by the fan-out for %d orders, %d others (%v)", done, len(orders), other, err)
+	}
 	t.Logf("%d orders of %d purchases: %s", len(orders), attempts, h.recv.Stats())
 }
 
@@ -363,41 +374,56 @@ func TestDelivery_KeyRotation_BothSecretsSignDuringTheWindow_ThenOnlyTheNew(t *t
 	}
 }
 
+// A pod stopped while its attempt is in flight: another pod delivers.
+// The fan-out's own first attempt leaves no trace when its pod dies (its
+// transaction rolls back: the event is fanned out again by pod b); an
+// attempt of River's workers (NoInline, or any retry) is rescued.
 func TestDelivery_PodKilledMidDelivery_AnotherPodDelivers(t *testing.T) {
-	h := newHookedSale(t, 5, func(c *purchase.Config) { c.PodName = "pod-a" })
-	// The receiver holds the first attempt until its sender is gone.
-	held := make(chan struct{})
-	var first atomic.Bool
-	release := make(chan struct{})
-	h.recv.Answer = func(id string, attempt int) int {
-		if first.CompareAndSwap(false, true) {
-			close(held)
-			<-release
-			return http.StatusServiceUnavailable // too late: the sender stopped waiting
-		}
-		return http.StatusOK
-	}
-	defer close(release)
-	h.mustBuy(t, 1, 1)
-	select {
-	case <-held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no delivery attempt reached the receiver")
-	}
-	// Pod b starts; pod a is killed (its loops' context ends) while its
-	// attempt is in flight.
-	h.Run(func(c *purchase.Config) { c.PodName = "pod-b" }, nil)
-	h.Pods[0].Stop()
-	orders := h.orders(t)
-	testservers.Eventually(t, 20*time.Second, 20*time.Millisecond, "the event delivered by pod b", func() error {
-		return h.checkEvents(orders)
-	})
-	var by []string
-	if err := h.DB.QueryRow(context.Background(), `SELECT attempted_by FROM river_job WHERE kind = 'flux_order_webhook'`).Scan(&by); err != nil {
-		t.Fatal(err)
-	}
-	if len(by) != 2 || by[0] != "pod-a" || by[1] != "pod-b" {
-		t.Fatalf("want the delivery attempted by pod-a, then pod-b; attempted_by %v", by)
+	for _, c := range []struct {
+		name     string
+		noInline bool
+		want     []string
+	}{
+		{"first attempt by the fan-out", false, []string{"pod-b"}},
+		{"attempt by River's workers", true, []string{"pod-a", "pod-b"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHookedSale(t, 5, func(cfg *purchase.Config) { cfg.PodName = "pod-a"; cfg.Delivery.NoInline = c.noInline })
+			// The receiver holds the first attempt until its sender is gone.
+			held := make(chan struct{})
+			var first atomic.Bool
+			release := make(chan struct{})
+			h.recv.Answer = func(id string, attempt int) int {
+				if first.CompareAndSwap(false, true) {
+					close(held)
+					<-release
+					return http.StatusServiceUnavailable // too late: the sender stopped waiting
+				}
+				return http.StatusOK
+			}
+			defer close(release)
+			h.mustBuy(t, 1, 1)
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no delivery attempt reached the receiver")
+			}
+			// Pod b starts; pod a is killed (its loops' context ends) while its
+			// attempt is in flight.
+			h.Run(func(cfg *purchase.Config) { cfg.PodName = "pod-b" }, nil)
+			h.Pods[0].Stop()
+			orders := h.orders(t)
+			testservers.Eventually(t, 20*time.Second, 20*time.Millisecond, "the event delivered by pod b", func() error {
+				return h.checkEvents(orders)
+			})
+			var by []string
+			if err := h.DB.QueryRow(context.Background(), `SELECT attempted_by FROM river_job WHERE kind = 'flux_order_webhook'`).Scan(&by); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(by, c.want) {
+				t.Fatalf("want the delivery attempted by %v; attempted_by %v", c.want, by)
+			}
+		})
 	}
 }
 

@@ -2,13 +2,15 @@
 // docs/delivery.md): the transactional outbox is River's job table, which
 // the webhook outbox migration (orderstore's *_webhook_outbox.sql) fills
 // in the same statement as the orders. Each purchase pod fans the events
-// out in batches and runs a River client on the deliveries, so the pods
-// share the work and each delivery is leased by one of them at a time.
+// out in batches, making each delivery's first attempt itself, and runs a
+// River client on the retries, so the pods share the work and each retry
+// is leased by one of them at a time.
 package delivery
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // Config is one pod's deliverer.
@@ -35,7 +38,10 @@ type Config struct {
 	Schedule Schedule
 	// AttemptTimeout bounds one POST (default 10s); longer is a failure.
 	AttemptTimeout time.Duration
-	// Workers is how many deliveries this pod makes at once (default 32).
+	// Workers is how many deliveries this pod makes at once (default
+	// 64): the fan-out's first attempts of a batch, and River's workers
+	// on the retries (each fetch takes up to this many, at most every
+	// 10 ms: the rate at which a backlog drains).
 	Workers int
 	// PollInterval is how often the pod looks for new events (default
 	// 100ms: events are not announced with NOTIFY, see the webhook outbox migration).
@@ -54,6 +60,9 @@ type Config struct {
 	FollowInterval time.Duration
 	// Sale names the sale in its own events' data and ids.
 	Sale string
+	// NoInline leaves every attempt to River's workers: the fan-out makes
+	// no first attempt itself (measurements and tests of River's path).
+	NoInline bool
 	// Facts, when set, makes the pod record the sale's own events
 	// (sale.on_sale, sale.sold_out, sale.ended), checked every second.
 	Facts func(context.Context) (SaleFacts, error)
@@ -67,7 +76,7 @@ func (c Config) withDefaults() Config {
 		c.AttemptTimeout = 10 * time.Second
 	}
 	if c.Workers == 0 {
-		c.Workers = 32
+		c.Workers = 64
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 100 * time.Millisecond
@@ -128,7 +137,7 @@ func New(cfg Config, pool *pgxpool.Pool, schema string, reg prometheus.Registere
 		Queues:                      map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Workers}},
 		Workers:                     workers,
 		FetchPollInterval:           cfg.PollInterval,
-		FetchCooldown:               min(cfg.PollInterval, 20*time.Millisecond),
+		FetchCooldown:               min(cfg.PollInterval, 10*time.Millisecond),
 		JobTimeout:                  cfg.AttemptTimeout + 5*time.Second,
 		RescueStuckJobsAfter:        max(cfg.RescueAfter, cfg.AttemptTimeout+10*time.Second),
 		CompletedJobRetentionPeriod: cfg.Retention,
@@ -172,9 +181,23 @@ const fanOutBatch = 500
 
 // fanOut turns the events of the outbox into one delivery per webhook that
 // wants each, in batches: one transaction takes up to fanOutBatch events
-// (FOR UPDATE SKIP LOCKED: pods take disjoint batches), inserts their
-// deliveries and marks them completed, so each event is fanned out exactly
-// once. It polls every PollInterval, at once again after a full batch.
+// (FOR UPDATE SKIP LOCKED: pods take disjoint batches), makes the first
+// attempt of each delivery to a webhook this pod has not seen failing
+// (Workers at once), records the delivered ones as completed River jobs
+// and hands the failed ones, and every delivery to a failing webhook, to
+// River; then marks the events completed. Each event is fanned out once
+// per commit; a pod that dies mid-batch rolls it back, and another pod
+// fans it out again (a receiver may get an event twice, as ever). It polls
+// every PollInterval, at once again after a full batch.
+//
+// Why the first attempt is not a River job: a job per delivery costs
+// PostgreSQL an insert, the fetch's update and the completion's update
+// (each re-indexing River's GIN index on args, body included), and the pod
+// River's fetch, decoding and completion; measured in `make bench`'s
+// delivery step (docs/benchmarks.md), that was about 250 µs of CPU per
+// order against 380 µs for the sale itself, and River's fetch cadence
+// capped delivery below the sale's rate (lag p99 4 s). Done here it is one
+// row insert per batch statement and the HTTP request.
 func (d *Deliverer) fanOut(ctx context.Context) {
 	for {
 		n, err := d.fanOutOnce(ctx)
@@ -202,6 +225,7 @@ func (d *Deliverer) fanOutOnce(ctx context.Context) (n int, err error) {
 			return err
 		}
 		var ids []int64
+		var inline []*attempt
 		var params []river.InsertManyParams
 		for rows.Next() {
 			var id int64
@@ -217,11 +241,14 @@ func (d *Deliverer) fanOutOnce(ctx context.Context) (n int, err error) {
 				return err
 			}
 			for name, h := range hooks {
-				if h.wants(e.Type) {
-					params = append(params, river.InsertManyParams{
-						Args:       DeliveryArgs{Webhook: name, ID: e.ID, Type: e.Type, At: e.At, Body: string(body)},
-						InsertOpts: &river.InsertOpts{Queue: Queue, MaxAttempts: d.cfg.Schedule.Attempts()},
-					})
+				if !h.wants(e.Type) {
+					continue
+				}
+				a := DeliveryArgs{Webhook: name, ID: e.ID, Type: e.Type, At: e.At, Body: string(body)}
+				if d.inlineFor(name, h) {
+					inline = append(inline, &attempt{hook: h, args: a})
+				} else {
+					params = append(params, d.deliveryJob(a))
 				}
 			}
 		}
@@ -229,8 +256,19 @@ func (d *Deliverer) fanOutOnce(ctx context.Context) (n int, err error) {
 		if err := rows.Err(); err != nil || len(ids) == 0 {
 			return err
 		}
+		delivered, failed := d.attemptInline(ctx, inline)
 		if len(params) > 0 {
 			if _, err := d.client.InsertManyTx(ctx, tx, params); err != nil {
+				return err
+			}
+		}
+		if len(delivered) > 0 {
+			if err := d.insertDelivered(ctx, tx, delivered); err != nil {
+				return err
+			}
+		}
+		if len(failed) > 0 {
+			if err := d.insertFailed(ctx, tx, failed); err != nil {
 				return err
 			}
 		}
@@ -240,6 +278,123 @@ func (d *Deliverer) fanOutOnce(ctx context.Context) (n int, err error) {
 		return err
 	})
 	return n, err
+}
+
+// deliveryJob is an event's delivery to one webhook as a River job, due
+// now: River makes its attempts and follows the schedule.
+func (d *Deliverer) deliveryJob(a DeliveryArgs) river.InsertManyParams {
+	return river.InsertManyParams{Args: a, InsertOpts: &river.InsertOpts{Queue: Queue, MaxAttempts: d.cfg.Schedule.Attempts()}}
+}
+
+// attempt is a first attempt the fan-out makes itself.
+type attempt struct {
+	hook  *webhook
+	args  DeliveryArgs
+	start time.Time
+	ok    bool
+	err   error
+}
+
+// inlineFor says whether the fan-out makes an event's first attempt to
+// this webhook itself: when it can be delivered to and this pod has not
+// seen it failing (a failing endpoint's events go to River at once, which
+// retries them on the schedule and pulls them forward when it recovers).
+func (d *Deliverer) inlineFor(name string, h *webhook) bool {
+	if h.problem != "" || d.cfg.NoInline {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.failing[name].IsZero()
+}
+
+// attemptInline makes the first attempts of a fan-out batch, at most
+// Workers at once, and splits them into the delivered and the failed.
+func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt) (delivered, failed []*attempt) {
+	if len(as) == 0 {
+		return nil, nil
+	}
+	sem := make(chan struct{}, d.cfg.Workers)
+	var wg sync.WaitGroup
+	for _, a := range as {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			a.start = time.Now()
+			outcome, err := d.post(ctx, a.hook, a.args)
+			if err != nil {
+				a.err = err
+				d.failed(a.args.Webhook, outcome, err.Error(), a.start)
+				return
+			}
+			a.ok = true
+			d.metrics.attempts.WithLabelValues(a.args.Webhook, "delivered").Inc()
+			d.metrics.lag.WithLabelValues(a.args.Webhook).Observe(time.Since(a.args.At).Seconds())
+			if d.recovered(a.args.Webhook) {
+				go d.pullForwardRepeatedly(d.runCtx, a.args.Webhook)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, a := range as {
+		if a.ok {
+			delivered = append(delivered, a)
+		} else {
+			failed = append(failed, a)
+		}
+	}
+	return delivered, failed
+}
+
+// insertDelivered records the deliveries the fan-out made itself as
+// completed River jobs (one statement): the delivered counts of
+// status.delivery and their retention are the same as for River's own.
+// The columns are River's documented schema (River's defaults for the
+// rest), as the outbox trigger writes them.
+func (d *Deliverer) insertDelivered(ctx context.Context, tx pgx.Tx, as []*attempt) error {
+	args := make([][]byte, len(as))
+	at := make([]time.Time, len(as))
+	for i, a := range as {
+		done := a.args
+		done.Body = ""
+		raw, err := json.Marshal(done)
+		if err != nil {
+			return err
+		}
+		args[i], at[i] = raw, a.start
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO river_job (args, kind, queue, max_attempts, state, attempt, attempted_at, attempted_by, scheduled_at, finalized_at)
+		SELECT a, $3, $4, $5, 'completed', 1, t, ARRAY[$6::text], t, now() FROM unnest($1::jsonb[], $2::timestamptz[]) AS u(a, t)`,
+		args, at, KindDelivery, Queue, d.cfg.Schedule.Attempts(), d.client.ID())
+	return err
+}
+
+// insertFailed hands the deliveries whose first attempt failed to River
+// as jobs that made that attempt (attempt 1, its error, due after the
+// schedule's first wait), so every event gets the schedule's attempts, no
+// more. Pulled forward like River's own when the endpoint recovers.
+func (d *Deliverer) insertFailed(ctx context.Context, tx pgx.Tx, as []*attempt) error {
+	args := make([][]byte, len(as))
+	at := make([]time.Time, len(as))
+	due := make([]time.Time, len(as))
+	errs := make([][]byte, len(as))
+	for i, a := range as {
+		raw, err := json.Marshal(a.args)
+		if err != nil {
+			return err
+		}
+		e, err := json.Marshal(rivertype.AttemptError{At: time.Now().UTC(), Attempt: 1, Error: a.err.Error()})
+		if err != nil {
+			return err
+		}
+		args[i], at[i], due[i], errs[i] = raw, a.start, time.Now().Add(d.cfg.Schedule.Wait(1)), e
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO river_job (args, kind, queue, max_attempts, state, attempt, attempted_at, attempted_by, scheduled_at, errors)
+		SELECT a, $5, $6, $7, 'available', 1, t, ARRAY[$8::text], s, ARRAY[e]
+		FROM unnest($1::jsonb[], $2::timestamptz[], $3::timestamptz[], $4::jsonb[]) AS u(a, t, s, e)`,
+		args, at, due, errs, KindDelivery, Queue, d.cfg.Schedule.Attempts(), d.client.ID())
+	return err
 }
 
 // deliver makes one attempt to hand an event to a webhook.
