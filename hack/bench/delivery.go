@@ -46,10 +46,15 @@ type deliveryRun struct {
 	recv      receiverStats
 	backlog   int64   // drain: orders committed before the receiver recovered
 	drainRate float64 // drain: order events kept / (last kept − recovery)
+	// CPU per order (µs) from the load's start until the sell-out ended
+	// (off) or until every order was delivered (on): the pod, PostgreSQL
+	// and Redis together, and the receiver apart.
+	serverCPU, receiverCPU float64
+	podCPU, pgCPU          float64 // the pod's and PostgreSQL's shares of serverCPU
 }
 
 func (b *bench) delivery(ctx context.Context) error {
-	var off, on, onLag, onP50, drain, drainRatio, backlog []float64
+	var off, on, onLag, onP50, drain, drainRatio, backlog, cpuOff, cpuOn, cpuRecv []float64
 	dups := 0
 	for i := range *runs {
 		o, err := b.deliverySellOut(ctx, "off", 0, false)
@@ -75,11 +80,12 @@ func (b *bench) delivery(ctx context.Context) error {
 		onLag, onP50 = append(onLag, n.recv.Lag.P99), append(onP50, n.recv.Lag.P50)
 		drain, drainRatio = append(drain, d.drainRate), append(drainRatio, d.drainRate/d.rate)
 		backlog = append(backlog, float64(d.backlog))
+		cpuOff, cpuOn, cpuRecv = append(cpuOff, o.serverCPU), append(cpuOn, n.serverCPU), append(cpuRecv, n.receiverCPU)
 		dups += n.recv.Duplicates + d.recv.Duplicates
 		fmt.Fprintf(os.Stderr, "bench: delivery run %d: off %.0f orders/s; on %.0f orders/s (%.2f ×), lag p50 %.3f s p99 %.3f s max %.3f s; "+
-			"drain: %s outage, %d orders pending at recovery, %d delivered in %.1f s after it = %.0f events/s against the sale's %.0f orders/s (%.2f ×)\n",
+			"CPU per order (pod + PostgreSQL + Redis) %.0f µs off (pod %.0f, PostgreSQL %.0f), %.0f µs on (pod %.0f, PostgreSQL %.0f), receiver %.0f µs; drain: %s outage, %d orders pending at recovery, %d delivered in %.1f s after it = %.0f events/s against the sale's %.0f orders/s (%.2f ×)\n",
 			i+1, o.rate, n.rate, n.rate/o.rate, n.recv.Lag.P50, n.recv.Lag.P99, n.recv.Lag.Max,
-			fail, d.backlog, d.recv.Orders, float64(d.recv.Orders)/d.drainRate, d.drainRate, d.rate, d.drainRate/d.rate)
+			o.serverCPU, o.podCPU, o.pgCPU, n.serverCPU, n.podCPU, n.pgCPU, n.receiverCPU, fail, d.backlog, d.recv.Orders, float64(d.recv.Orders)/d.drainRate, d.drainRate, d.rate, d.drainRate/d.rate)
 	}
 	offS, onS := statOf(off), statOf(on)
 	seats := *deliverySeats
@@ -91,6 +97,11 @@ func (b *bench) delivery(ctx context.Context) error {
 	b.addStat(row{group: "delivery", what: "delivery lag p99: purchasedAt → the receiver's 2xx, during that sell-out", unit: "s",
 		target: "≤ 1 s", ok: &lagOK}, lag)
 	b.addStat(row{group: "delivery", what: "delivery lag p50, same", unit: "s"}, statOf(onP50))
+	offCPU := statOf(cpuOff)
+	b.addStat(row{group: "delivery", what: "CPU per order, no webhook: pod + PostgreSQL + Redis, from the load's start to the sell-out's end (/proc)", unit: "µs"}, offCPU)
+	b.addStat(row{group: "delivery", what: "CPU per order, one webhook: pod + PostgreSQL + Redis, to the last delivery (ratio: the cost of delivering, noise-proof where orders/s is not)", unit: "µs",
+		ceiling: offCPU.med}, statOf(cpuOn))
+	b.addStat(row{group: "delivery", what: "CPU per order of the receiver (its own process: HTTP, verification, JSON)", unit: "µs"}, statOf(cpuRecv))
 	b.addStat(row{group: "delivery", what: "backlog: orders pending when the receiver recovered (503 for the first half of a sell-out)", unit: "orders"}, statOf(backlog))
 	ratio := statOf(drainRatio)
 	drainOK := ratio.med >= 1
@@ -162,6 +173,36 @@ func (b *bench) deliverySellOut(ctx context.Context, mode string, failFor time.D
 			return deliveryRun{}, err
 		}
 	}
+	pgPid, err := postmasterPid(ctx, db)
+	if err != nil {
+		return deliveryRun{}, err
+	}
+	redis, err := redisPid(ctx, b.redis.Addr)
+	if err != nil {
+		return deliveryRun{}, err
+	}
+	groups := []procGroup{
+		{name: "pod", has: func(pid, _ int) bool { return pid == p.pid }},
+		{name: "PostgreSQL", has: func(pid, ppid int) bool { return pid == pgPid || ppid == pgPid }},
+		{name: "Redis", has: func(pid, _ int) bool { return pid == redis }},
+	}
+	if recv != nil {
+		groups = append(groups, procGroup{name: "receiver", has: func(pid, _ int) bool { return pid == recv.pid }})
+	}
+	sampler := startSampler(groups)
+	var podCPU, pgCPU float64
+	cpu := func(orders int) (server, receiver float64) {
+		u := sampler.stop()
+		podCPU, pgCPU = 1e6*u.groups[0].seconds/float64(orders), 1e6*u.groups[1].seconds/float64(orders)
+		for i, g := range u.groups {
+			if i < 3 {
+				server += g.seconds
+			} else {
+				receiver += g.seconds
+			}
+		}
+		return 1e6 * server / float64(orders), 1e6 * receiver / float64(orders)
+	}
 	res, err := load(ctx, loadtest.Config{URL: p.url, Scenario: loadtest.SellOut, Seats: *deliverySeats, Buyers: 100_000,
 		Concurrency: 64, Duration: 15 * *duration, UntilSoldOut: true})
 	if prf != nil {
@@ -170,21 +211,26 @@ func (b *bench) deliverySellOut(ctx context.Context, mode string, failFor time.D
 		}
 	}
 	if err != nil {
+		sampler.stop()
 		return deliveryRun{}, err
 	}
+	out := deliveryRun{orders: len(res.Created), seconds: res.Summary.DurationSeconds}
+	out.rate = float64(out.orders) / out.seconds
+	if recv == nil {
+		out.serverCPU, _ = cpu(out.orders)
+	} else {
+		out.recv, err = b.delivered(ctx, db, recv.url, out.orders)
+		out.serverCPU, out.receiverCPU = cpu(out.orders)
+		if err != nil {
+			return deliveryRun{}, fmt.Errorf("delivery %s: %w", mode, err)
+		}
+	}
+	out.podCPU, out.pgCPU = podCPU, pgCPU
 	report := auditor.Check(ctx, res.Created, func(ctx context.Context) (loadtest.Availability, error) {
 		return loadtest.FetchAvailability(ctx, loadtest.Config{URL: p.url})
 	}, true)
 	if !report.OK {
 		return deliveryRun{}, fmt.Errorf("delivery %s: sell-out audit failed: %+v", mode, report)
-	}
-	out := deliveryRun{orders: len(res.Created), seconds: res.Summary.DurationSeconds}
-	out.rate = float64(out.orders) / out.seconds
-	if recv == nil {
-		return out, nil
-	}
-	if out.recv, err = b.delivered(ctx, db, recv.url, out.orders); err != nil {
-		return deliveryRun{}, fmt.Errorf("delivery %s: %w", mode, err)
 	}
 	if failFor > 0 {
 		if out.recv.RecoveredAt.IsZero() || !out.recv.LastKept.After(out.recv.RecoveredAt) {

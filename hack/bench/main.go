@@ -47,7 +47,7 @@ var (
 	sellOut  = flag.Int64("sellout-seats", 100_000, "seats of the sell-out measurement")
 	write    = flag.String("write", "", "also write the table into this markdown file, between the bench markers")
 	only     = flag.String("steps", "", "comma-separated steps to run after the ceilings (flux-order, with the group-commit rows; redis-tls, waiting-room, baselines, scale, delivery, queue-1m; default all; delivery and queue-1m alone run without the ceilings); a partial run is never written")
-	profile  = flag.String("profile", "", "during the first flux-order sell-out, save the purchase pod's CPU profile and the CPU time of the pod, PostgreSQL, Redis and the load client into this directory, and print where the pod's cycles go")
+	profile  = flag.String("profile", "", "during the first flux-order sell-out (with -steps naming delivery and not flux-order: the delivery step's first sell-out with a webhook), save the purchase pod's CPU profile and the CPU time of the pod, PostgreSQL, Redis and the load client into this directory, and print where the pod's cycles go")
 )
 
 func main() {
