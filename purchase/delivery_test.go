@@ -255,14 +255,18 @@ func TestDelivery_StormFromTwoPods_EveryCommittedOrderOneEvent_RefusedNone(t *te
 	// The receiver always acknowledged: the fan-out delivered each order
 	// itself, one completed delivery row per order, in one attempt by one
 	// of the pods, without the body (nothing sends it again).
-	var done, other int
-	err := h.DB.QueryRow(context.Background(), `SELECT
-			count(*) FILTER (WHERE state = 'completed' AND attempt = 1 AND cardinality(attempted_by) = 1 AND NOT args ? 'body' AND args->>'type' = 'order.confirmed'),
-			count(*) FILTER (WHERE NOT (state = 'completed' AND attempt = 1))
-		FROM river_job WHERE kind = 'flux_order_webhook'`).Scan(&done, &other)
-	if err != nil || done != len(orders) || other != 0 {
-		t.Fatalf("delivery rows: %d completed by the fan-out for %d orders, %d others (%v)", done, len(orders), other, err)
-	}
+	// (The rows commit with the fan-out's transaction, after the 2xx.)
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "one completed delivery row per order", func() error {
+		var done, other int
+		err := h.DB.QueryRow(context.Background(), `SELECT
+				count(*) FILTER (WHERE state = 'completed' AND attempt = 1 AND cardinality(attempted_by) = 1 AND NOT args ? 'body' AND args->>'type' = 'order.confirmed'),
+				count(*) FILTER (WHERE NOT (state = 'completed' AND attempt = 1))
+			FROM river_job WHERE kind = 'flux_order_webhook'`).Scan(&done, &other)
+		if err == nil && (done != len(orders) || other != 0) {
+			err = fmt.Errorf("delivery rows: %d completed by the fan-out for %d orders, %d others", done, len(orders), other)
+		}
+		return err
+	})
 	t.Logf("%d orders of %d purchases: %s", len(orders), attempts, h.recv.Stats())
 }
 
@@ -416,13 +420,16 @@ func TestDelivery_PodKilledMidDelivery_AnotherPodDelivers(t *testing.T) {
 			testservers.Eventually(t, 20*time.Second, 20*time.Millisecond, "the event delivered by pod b", func() error {
 				return h.checkEvents(orders)
 			})
-			var by []string
-			if err := h.DB.QueryRow(context.Background(), `SELECT attempted_by FROM river_job WHERE kind = 'flux_order_webhook'`).Scan(&by); err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(by, c.want) {
-				t.Fatalf("want the delivery attempted by %v; attempted_by %v", c.want, by)
-			}
+			// The delivery's row commits after the receiver's 2xx (the
+			// fan-out's transaction, River's completion).
+			testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the delivery recorded", func() error {
+				var by []string
+				err := h.DB.QueryRow(context.Background(), `SELECT attempted_by FROM river_job WHERE kind = 'flux_order_webhook' AND state = 'completed'`).Scan(&by)
+				if err == nil && !slices.Equal(by, c.want) {
+					err = fmt.Errorf("want the delivery attempted by %v; attempted_by %v", c.want, by)
+				}
+				return err
+			})
 		})
 	}
 }
