@@ -68,6 +68,7 @@ type Locks struct {
 	spent  string       // key prefix of spent one-time ids (SpendOnce)
 	ttl    atomic.Int64 // lock expiry in nanoseconds (SetTTL)
 	errs   *opcount.Errors
+	co     *coalescer // Acquire's and MarkSold's pipelines
 }
 
 // Operations are the values of flux_order_redis_errors_total's operation
@@ -77,7 +78,7 @@ var Operations = []string{"acquire", "acquire_any", "peek", "mark_sold", "releas
 
 // New returns the locks of sale in rdb, with lock expiry ttl.
 func New(rdb redis.UniversalClient, sale string, ttl time.Duration) *Locks {
-	l := &Locks{rdb: rdb, prefix: "fs:" + sale + ":", ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free", spent: "fs:" + sale + ":spent:"}
+	l := &Locks{rdb: rdb, prefix: "fs:" + sale + ":", ticket: "fs:" + sale + ":ticket:", free: "fs:" + sale + ":free", spent: "fs:" + sale + ":spent:", co: &coalescer{rdb: rdb}}
 	l.errs = opcount.New("flux_order_redis_errors_total",
 		"Failed Redis operations by operation (a lost answer, a timeout, an error reply; not a seat found taken).",
 		Operations, func(err error) bool { return errors.Is(err, ErrPoolEmpty) || errors.Is(err, ErrAllHeld) })
@@ -125,7 +126,9 @@ func (l *Locks) Acquire(ctx context.Context, id int64, token string) (Result, er
 func (l *Locks) AcquireFor(ctx context.Context, id int64, token string, ttl time.Duration) (_ Result, err error) {
 	defer l.errs.Deferred("acquire", &err)
 	prev, err := retryOnce(ctx, func() (string, error) {
-		return l.rdb.SetArgs(ctx, l.key(id), token, redis.SetArgs{Mode: "NX", TTL: ttl, Get: true}).Result()
+		cmd := redis.NewStringCmd(ctx, "set", l.key(id), token, "px", max(ttl.Milliseconds(), 1), "nx", "get")
+		l.co.do(ctx, cmd)
+		return cmd.Result()
 	})
 	switch {
 	case errors.Is(err, redis.Nil), err == nil && prev == token:
@@ -167,12 +170,14 @@ func (l *Locks) Peek(ctx context.Context, id int64) (r Result, ok bool, err erro
 // removing a set member twice is doing it once: retried once.
 func (l *Locks) MarkSold(ctx context.Context, id int64, orderID string) (err error) {
 	defer l.errs.Deferred("mark_sold", &err)
-	_, err = retryOnce(ctx, func() ([]redis.Cmder, error) {
-		return l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, l.key(id), soldPrefix+orderID, 0)
-			p.SRem(ctx, l.free, id)
-			return nil
-		})
+	_, err = retryOnce(ctx, func() (struct{}, error) {
+		set := redis.NewStatusCmd(ctx, "set", l.key(id), soldPrefix+orderID)
+		srem := redis.NewIntCmd(ctx, "srem", l.free, id)
+		l.co.do(ctx, set, srem)
+		if err := set.Err(); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, srem.Err()
 	})
 	if err != nil {
 		return fmt.Errorf("mark seat %d sold: %w", id, err)

@@ -16,7 +16,7 @@ var srv *testservers.Redis
 
 func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &srv, nil)) }
 
-func newLocks(t *testing.T, sale string, ttl time.Duration) *Locks {
+func newLocks(t testing.TB, sale string, ttl time.Duration) *Locks {
 	t.Helper()
 	url, err := srv.PurchaseURL(sale) // the sale's ACL user, as in production
 	if err != nil {
