@@ -201,8 +201,11 @@ func (b *batcher[Req, Res]) drain() {
 // batch); then, while another batch is in flight, whatever arrives within
 // the window. mine says whether c is in it.
 func (b *batcher[Req, Res]) take(c *call[Req, Res]) (batch []*call[Req, Res], mine bool) {
-	seen := make(map[string]bool, 2*b.cfg.Max)
 	b.mu.Lock()
+	// Sized for the members waiting now, not for Max: a map of 2×Max
+	// entries made for every batch (most are small) was the purchase
+	// path's largest allocation.
+	seen := make(map[string]bool, 2*min(len(b.pending), b.cfg.Max))
 	batch = b.pick(batch, seen)
 	linger := len(batch) > 0 && len(batch) < b.cfg.Max && b.cfg.Window > 0 && b.busy > 1
 	b.mu.Unlock()
