@@ -24,8 +24,10 @@ RUN go list -deps -f '{{with .Module}}{{if not .Main}}{{$.ImportPath}}{{end}}{{e
 
 FROM modules AS build
 COPY --from=deplist /deps.txt /deps.txt
-# Same flags as the final build, so its compile cache entries are reused.
-RUN xargs go build -trimpath </deps.txt
+# Same flags and profile as the final build (whose `go build .` applies
+# default.pgo to every package), so its compile cache entries are reused.
+COPY default.pgo ./
+RUN xargs go build -trimpath -pgo=default.pgo </deps.txt
 # Sources (.dockerignore keeps out everything the binary does not need).
 COPY . .
 ARG VERSION=dev

@@ -53,6 +53,16 @@ bench: ## Measure Flux-Order against the machine's ceilings and two baselines, a
 	@hack/bench-deps.sh
 	$(GO) run ./hack/bench -runs 3 -write docs/benchmarks.md
 
+# PGO_DIR keeps the sell-out's profile and tables of the last `make pgo`.
+PGO_DIR ?= /tmp/flux-order-pgo
+
+.PHONY: pgo
+pgo: ## Refresh default.pgo (profile-guided optimisation of the binary) from a sell-out's CPU profile of the purchase pod (~3 min)
+	@hack/bench-deps.sh
+	rm -rf $(PGO_DIR)
+	$(GO) run ./hack/bench -runs 1 -steps flux-order -profile $(PGO_DIR)
+	cp $(PGO_DIR)/sellout-cpu.pprof default.pgo
+
 .PHONY: bench-go
 bench-go: ## Go benchmarks of the purchase path against real servers
 	$(GO) test ./purchase/ ./purchase/httpapi/ ./purchase/waitingroom/ ./purchase/orderstore/ -run '^$$' -bench . -benchtime 2s -count 3
