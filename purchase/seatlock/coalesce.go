@@ -33,8 +33,7 @@ type coalescer struct {
 
 // coalesced is one caller's commands.
 type coalesced struct {
-	cmds     []redis.Cmder
-	deadline time.Time
+	cmds []redis.Cmder
 	// done receives true once cmds ran (each holds its reply or error), or
 	// false when this caller must send the next pipeline.
 	done chan bool
@@ -43,18 +42,24 @@ type coalesced struct {
 // maxPipeline bounds the commands of one pipeline; the rest go in the next.
 const maxPipeline = 256
 
-// pipelineTimeout bounds a pipeline whose callers have no deadline (the
-// client's own read and write timeouts bound it too).
+// pipelineTimeout bounds a pipeline on top of the client's own timeouts
+// (read and write 0.5 s each, pool wait 1 s in the pod). It is not the
+// callers' deadlines: one caller near its end would cut the pipeline short
+// for every other caller in it.
 const pipelineTimeout = 2 * time.Second
 
 // do runs cmds in the next pipeline and returns once they ran: each cmd
 // holds its own reply or error (a connection error is set on every command
-// of the pipeline). The caller waits for the pipeline even past ctx: it is
-// bounded by the earliest deadline of its callers and by the client's
-// timeouts.
+// of the pipeline). A caller whose ctx is done sends nothing; once queued,
+// it waits for its pipeline, which the client's timeouts bound.
 func (c *coalescer) do(ctx context.Context, cmds ...redis.Cmder) {
+	if err := ctx.Err(); err != nil {
+		for _, cmd := range cmds {
+			cmd.SetErr(err)
+		}
+		return
+	}
 	q := &coalesced{cmds: cmds, done: make(chan bool, 1)}
-	q.deadline, _ = ctx.Deadline()
 	c.mu.Lock()
 	c.pending = append(c.pending, q)
 	lead := !c.busy
@@ -83,13 +88,7 @@ func (c *coalescer) send() {
 	c.pending = c.pending[k:]
 	c.mu.Unlock()
 
-	deadline := time.Now().Add(pipelineTimeout)
-	for _, q := range batch {
-		if !q.deadline.IsZero() && q.deadline.Before(deadline) {
-			deadline = q.deadline
-		}
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), pipelineTimeout)
 	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, q := range batch {
 			for _, cmd := range q.cmds {

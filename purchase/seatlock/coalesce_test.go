@@ -110,3 +110,36 @@ func TestCoalescer_DeadRedisFailsEveryCaller(t *testing.T) {
 		t.Fatal("the coalescer must be idle once every caller returned")
 	}
 }
+
+// A caller whose context is done sends nothing; one whose deadline is
+// about to end does not cut the pipeline short for the others in it.
+func TestCoalescer_CallerDeadlines(t *testing.T) {
+	l := newLocks(t, "co-ctx", time.Minute)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Acquire(done, 1, "tok"); err == nil {
+		t.Fatal("a done context must fail the call")
+	}
+	if _, ok, err := l.Peek(context.Background(), 1); err != nil || ok {
+		t.Fatalf("a caller whose context was done must send nothing: %v %v", ok, err)
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range 100 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if i%10 == 0 {
+				// Done at once, or while queued behind a pipeline.
+				ctx, cancel = context.WithTimeout(context.Background(), time.Duration(i/10)*200*time.Microsecond)
+			}
+			defer cancel()
+			if r, err := l.Acquire(ctx, int64(100+i), "tok"); i%10 != 0 && (err != nil || r.State != Acquired) {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d callers with a minute left failed beside callers at their deadline", failed.Load())
+	}
+}
