@@ -86,6 +86,13 @@ func newHookedSale(t *testing.T, tickets int64, opts ...func(*purchase.Config)) 
 // newHookedSaleOf is newHookedSale with the webhook's events.
 func newHookedSaleOf(t *testing.T, events []salesv1alpha1.WebhookEvent, tickets int64, opts ...func(*purchase.Config)) *hookedSale {
 	t.Helper()
+	return newHookedSaleFrom(t, events, true, tickets, opts...)
+}
+
+// newHookedSaleFrom is newHookedSaleOf whose file lists the webhook from
+// the start (listed) or no webhook (the test writes it later).
+func newHookedSaleFrom(t *testing.T, events []salesv1alpha1.WebhookEvent, listed bool, tickets int64, opts ...func(*purchase.Config)) *hookedSale {
+	t.Helper()
 	h := &hookedSale{file: filepath.Join(t.TempDir(), "webhooks.json"), recv: delivery.NewReceiver(secretOld), events: events}
 	h.setVerifiers(t, secretOld)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -103,7 +110,11 @@ func newHookedSaleOf(t *testing.T, events []salesv1alpha1.WebhookEvent, tickets 
 	}))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL + "/hooks"
-	h.writeWebhooks(t, "", secretOld)
+	if listed {
+		h.writeWebhooks(t, "", secretOld)
+	} else {
+		h.writeWebhooksNone(t)
+	}
 	opts = append([]func(*purchase.Config){func(c *purchase.Config) {
 		c.Delivery = delivery.Config{
 			File: h.file, Schedule: delivery.DefaultSchedule(time.Millisecond),
@@ -611,7 +622,11 @@ func TestDelivery_Measure_SellOutWithAndWithoutDelivery(t *testing.T) {
 // writeWebhooksNone leaves the sale without webhooks.
 func (h *hookedSale) writeWebhooksNone(t *testing.T) {
 	t.Helper()
-	if err := os.WriteFile(h.file, []byte(`{"webhooks":[]}`), 0o600); err != nil {
+	tmp := h.file + ".new"
+	if err := os.WriteFile(tmp, []byte(`{"webhooks":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, h.file); err != nil {
 		t.Fatal(err)
 	}
 }

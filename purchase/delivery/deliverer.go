@@ -56,8 +56,12 @@ type Config struct {
 	Retention time.Duration
 	// ID names this pod in River's leases ("" : River's own).
 	ID string
-	// FollowInterval: how often the file is re-read (default 5s).
+	// FollowInterval: how often the file is re-read and the outbox's
+	// switch set from it (default 5s).
 	FollowInterval time.Duration
+	// OutboxOffAfter: the outbox's switch goes off when no pod has seen a
+	// webhook for this long (default 30s; outboxswitch.go).
+	OutboxOffAfter time.Duration
 	// Sale names the sale in its own events' data and ids.
 	Sale string
 	// NoInline leaves every attempt to River's workers: the fan-out makes
@@ -90,6 +94,9 @@ func (c Config) withDefaults() Config {
 	if c.FollowInterval == 0 {
 		c.FollowInterval = 5 * time.Second
 	}
+	if c.OutboxOffAfter == 0 {
+		c.OutboxOffAfter = 30 * time.Second
+	}
 	return c
 }
 
@@ -99,6 +106,8 @@ type Deliverer struct {
 	pool     *pgxpool.Pool
 	client   *river.Client[pgx.Tx]
 	settings atomic.Pointer[settings]
+	// switchOn is the outbox's switch as this pod last read or set it.
+	switchOn atomic.Bool
 	metrics  *metrics
 	log      *slog.Logger
 	// failing is when each webhook's current run of failures began, as
@@ -160,9 +169,15 @@ func New(cfg Config, pool *pgxpool.Pool, schema string, reg prometheus.Registere
 // one of them twice, with the same webhook-id).
 func (d *Deliverer) Run(ctx context.Context) error {
 	d.runCtx = ctx
+	// River's client runs whether or not the sale has a webhook: it only
+	// works the retries (an idle fetch every PollInterval), and stopping
+	// and restarting it with the file is more machinery than it saves.
 	if err := d.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start river: %w", err)
 	}
+	// The switch first, so that the sale's own events of this start
+	// follow it.
+	d.setSwitch(ctx)
 	d.redeliver(ctx, d.settings.Load().redeliverDead)
 	go d.follow(ctx, d.cfg.FollowInterval)
 	go d.observe(ctx)
@@ -188,7 +203,10 @@ const fanOutBatch = 500
 // River; then marks the events completed. Each event is fanned out once
 // per commit; a pod that dies mid-batch rolls it back, and another pod
 // fans it out again (a receiver may get an event twice, as ever). It polls
-// every PollInterval, at once again after a full batch.
+// every PollInterval, at once again after a full batch, and only while
+// this pod's file lists a webhook: a pod with none has nobody to deliver
+// to (a pod that lists one keeps the outbox's switch on, so events are
+// fanned out; with the switch off, no pod lists one and none polls).
 //
 // Why the first attempt is not a River job: a job per delivery costs
 // PostgreSQL an insert, the fetch's update and the completion's update
@@ -200,6 +218,14 @@ const fanOutBatch = 500
 // row insert per batch statement and the HTTP request.
 func (d *Deliverer) fanOut(ctx context.Context) {
 	for {
+		if len(d.settings.Load().hooks) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d.cfg.PollInterval):
+			}
+			continue
+		}
 		n, err := d.fanOutOnce(ctx)
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("fan the events out", "err", err)

@@ -145,7 +145,10 @@ func (d *Deliverer) observe(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		if cs, err := d.Counts(ctx); err == nil {
+		// No webhook, nothing to count (and no query).
+		if len(d.settings.Load().hooks) == 0 {
+			d.metrics.set(nil)
+		} else if cs, err := d.Counts(ctx); err == nil {
 			d.metrics.set(cs)
 		}
 		select {

@@ -80,8 +80,8 @@ func (d *Deliverer) saleEvents(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// recordSaleEvent writes the event's row and its outbox job in one
-// transaction, unless another pod did.
+// recordSaleEvent writes the event's row and, while the outbox's switch
+// is on, its outbox job in one transaction, unless another pod did.
 func (d *Deliverer) recordSaleEvent(ctx context.Context, typ string, at time.Time, f SaleFacts) error {
 	data := SaleData{Sale: d.cfg.Sale, Tickets: f.Tickets, Sold: f.Sold}
 	if !f.StartsAt.IsZero() {
@@ -101,8 +101,11 @@ func (d *Deliverer) recordSaleEvent(ctx context.Context, typ string, at time.Tim
 		if err != nil || tag.RowsAffected() == 0 {
 			return err
 		}
+		// The moment is recorded either way (it happened); its event only
+		// while the outbox's switch is on, like an order's.
+		var on bool
 		var seq int64
-		if err := tx.QueryRow(ctx, `SELECT nextval('webhook_event_seq')`).Scan(&seq); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT outbox_on(), nextval('webhook_event_seq')`).Scan(&on, &seq); err != nil || !on {
 			return err
 		}
 		_, err = d.client.InsertTx(ctx, tx, EventArgs{ID: typ + ":" + d.cfg.Sale, Type: typ, Seq: seq, At: at.UTC(), Data: raw}, nil)

@@ -88,7 +88,8 @@ func newClient(caPEM string, timeout time.Duration) (*http.Client, error) {
 }
 
 // follow re-reads the file every interval and swaps the settings when its
-// bytes changed (the kubelet replaces a mounted Secret's files in place).
+// bytes changed (the kubelet replaces a mounted Secret's files in place),
+// and sets the outbox's switch from them (outboxswitch.go).
 func (d *Deliverer) follow(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -101,16 +102,20 @@ func (d *Deliverer) follow(ctx context.Context, interval time.Duration) {
 		s, err := loadSettings(d.cfg.File, d.cfg.AttemptTimeout)
 		if err != nil {
 			d.log.Warn("webhooks file unreadable; keeping the previous webhooks", "err", err)
-			continue
+		} else if !bytes.Equal(s.raw, d.settings.Load().raw) {
+			d.settings.Store(s)
+			d.log.Info("webhooks changed", "webhooks", len(s.hooks))
+			d.redeliver(ctx, s.redeliverDead)
 		}
-		if bytes.Equal(s.raw, d.settings.Load().raw) {
-			continue
-		}
-		d.settings.Store(s)
-		d.log.Info("webhooks changed", "webhooks", len(s.hooks))
-		d.redeliver(ctx, s.redeliverDead)
+		// Every tick: a pod with a webhook keeps the switch on (its
+		// stamp), one without turns it off once nobody has stamped it
+		// for OutboxOffAfter.
+		d.setSwitch(ctx)
 	}
 }
+
+// Webhooks is how many webhooks this pod's file lists now.
+func (d *Deliverer) Webhooks() int { return len(d.settings.Load().hooks) }
 
 func (d *Deliverer) logProblems(s *settings) {
 	for name, w := range s.hooks {
