@@ -37,6 +37,7 @@ func powRoom(t *testing.T, difficulty int) *Room {
 	q := New("s", []byte("0123456789abcdef0123456789abcdef"), Settings{AdmitPerSecond: 1, ProofOfWork: difficulty}, &slowJoins{},
 		func() sale.Schedule { return sale.Schedule{} }, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	q.SetSpender(&memSpender{spent: map[string]bool{}})
+	q.view.Store(&queueView{at: time.Now(), available: 10})
 	return q
 }
 
@@ -93,6 +94,24 @@ func TestCheckProof_OneJoinPerSolvedChallenge(t *testing.T) {
 	if err := q.CheckProof(ctx, "alice", solved(q.signer.Challenge("alice", 10, time.Now().Add(time.Minute)), 10)); err != nil {
 		t.Fatalf("a harder challenge: %v", err)
 	}
+}
+
+// A room without its first view (just switched on) answers 503 to a good
+// proof and spends nothing: the same proof lets the buyer in once the view
+// is there. (Spent first, the 503 burnt the buyer's solve: seen on kind.)
+func TestCheckProof_RoomNotReady_503SpendsNothing(t *testing.T) {
+	ctx := context.Background()
+	q := powRoom(t, 8)
+	v := q.view.Swap(nil)
+	proof := solved(challengeOf(t, q.CheckProof(ctx, "alice", ""), sale.ErrProofRequired).Challenge, 8)
+	if err := q.CheckProof(ctx, "alice", proof); !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("a room without its view: want 503 unavailable, got %v", err)
+	}
+	q.view.Store(v)
+	if err := q.CheckProof(ctx, "alice", proof); err != nil {
+		t.Fatalf("the same proof once the room is ready: %v", err)
+	}
+	challengeOf(t, q.CheckProof(ctx, "alice", proof), sale.ErrProofInvalid) // spent now
 }
 
 func solved(challenge string, d int) string { p, _ := Solve(challenge, d); return p }
