@@ -26,7 +26,7 @@ func (q *Room) Join(ctx context.Context, buyer string) (Place, string, error) {
 	case q.schedule().Ended(now):
 		return Place{}, "", sale.ErrSaleEnded
 	}
-	v, err := q.currentView(now)
+	v, err := q.firstView(ctx, now)
 	if err != nil {
 		return Place{}, "", err
 	}
@@ -68,6 +68,35 @@ func (q *Room) Poll(queueID string) (Place, error) {
 		return Place{}, err
 	}
 	return q.standing(v, t, now), nil
+}
+
+// firstViewWait is how long a join waits for the room's first view (the
+// refresh loop makes it at once, in a few milliseconds, when the room
+// starts or is switched on) rather than answering 503 to the buyers who
+// come first.
+const firstViewWait = 2 * time.Second
+
+// firstView is currentView, except that while the room has never had a
+// view it waits up to firstViewWait for the first one.
+func (q *Room) firstView(ctx context.Context, now time.Time) (*queueView, error) {
+	v, err := q.currentView(now)
+	if err == nil || q.view.Load() != nil {
+		return v, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, firstViewWait)
+	defer cancel()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-t.C:
+			if v := q.view.Load(); v != nil {
+				return q.currentView(time.Now())
+			}
+		}
+	}
 }
 
 // currentView is the pod's view, unless it is missing or too old to vouch

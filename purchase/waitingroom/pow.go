@@ -154,10 +154,10 @@ func (q *Room) CheckProof(ctx context.Context, buyer, proof string) error {
 	if box == nil {
 		return refuse(sale.ErrProofInvalid)
 	}
-	// A room that cannot take the join yet (its first view after the room
-	// was switched on, or a stale one) answers 503 before the proof is
+	// A room that cannot take the join (no first view within
+	// firstViewWait, or a stale one) answers 503 before the proof is
 	// spent: the buyer retries with the same proof, not a new solve.
-	if _, err := q.currentView(now); err != nil {
+	if _, err := q.firstView(ctx, now); err != nil {
 		return err
 	}
 	fresh, err := box.s.SpendOnce(ctx, hex.EncodeToString(id), expires.Sub(now)+time.Second)

@@ -141,3 +141,23 @@ func BenchmarkSolve(b *testing.B) {
 		})
 	}
 }
+
+// The buyers who come first, while the room's first view is being made (a
+// pod just ready, or a room just switched on), wait for it: a join is not
+// answered 503 for a view a few milliseconds away (hack/bench's first join
+// was).
+func TestFirstView_WaitsForTheRoomsFirstView(t *testing.T) {
+	q := powRoom(t, 8)
+	v := q.view.Swap(nil)
+	go func() { time.Sleep(50 * time.Millisecond); q.view.Store(&queueView{at: time.Now(), available: v.available}) }()
+	got, err := q.firstView(context.Background(), time.Now())
+	if err != nil || got == nil || got.available != v.available {
+		t.Fatalf("want the first view once made, got %v %v", got, err)
+	}
+	// A view that exists but is stale is not waited for.
+	q.view.Store(&queueView{at: time.Now().Add(-2 * staleView)})
+	start := time.Now()
+	if _, err := q.firstView(context.Background(), time.Now()); !errors.Is(err, sale.ErrUnavailable) || time.Since(start) > time.Second {
+		t.Fatalf("a stale view: want 503 at once, got %v after %s", err, time.Since(start))
+	}
+}
