@@ -149,7 +149,10 @@ func BenchmarkSolve(b *testing.B) {
 func TestFirstView_WaitsForTheRoomsFirstView(t *testing.T) {
 	q := powRoom(t, 8)
 	v := q.view.Swap(nil)
-	go func() { time.Sleep(50 * time.Millisecond); q.view.Store(&queueView{at: time.Now(), available: v.available}) }()
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		q.view.Store(&queueView{at: time.Now(), available: v.available})
+	}()
 	got, err := q.firstView(context.Background(), time.Now())
 	if err != nil || got == nil || got.available != v.available {
 		t.Fatalf("want the first view once made, got %v %v", got, err)
