@@ -143,3 +143,54 @@ func TestOutboxSwitch_TwoPodsDisagree_EndsOn_OffOnlyAfterTheDelay(t *testing.T) 
 		return outboxOn(t, h)
 	}))
 }
+
+// The switch goes on only after every writer that read it off has
+// committed: an order whose statement ran while the switch was off and
+// whose commit is still pending (a slow WAL flush) must not commit after
+// the switch is on, or it would be an order of the webhook's time without
+// an event. Here a transaction confirms seat 1 with the switch off and
+// stays open for 3 s while a webhook is added: the switch stays off until
+// it commits (OFF → ON takes a SHARE lock on orders), then goes on; that
+// order has no event, and the next one has one. Before the lock, the
+// switch went on at once under the open transaction.
+func TestOutboxSwitch_OnWaitsForWritersThatReadItOff(t *testing.T) {
+	h := newHookedSaleFrom(t, []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed}, false, 10)
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the switch off", testservers.Holds(func() bool {
+		return !outboxOn(t, h) && !h.Pods[0].Svc.Delivery.OutboxOn()
+	}))
+	ctx := context.Background()
+	tx, err := h.DB.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT * FROM confirm_purchase(1, gen_random_uuid(), 'slow-commit', NULL, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	h.writeWebhooks(t, "", secretOld)
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the pod to read the webhook", testservers.Holds(func() bool {
+		return h.Pods[0].Svc.Delivery.Webhooks() == 1
+	}))
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if outboxOn(t, h) {
+			t.Fatal("the switch went on while an order that read it off had not committed")
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the switch on once the writer committed", testservers.Holds(func() bool {
+		return outboxOn(t, h) && h.Pods[0].Svc.Delivery.OutboxOn()
+	}))
+	if a := h.BuyOn(0, 2, "after", ""); a.Status != http.StatusCreated {
+		t.Fatalf("buy seat 2: %d %s", a.Status, a.Code)
+	}
+	var first, second int
+	if err := h.DB.QueryRow(ctx, `SELECT count(*) FILTER (WHERE args->'data'->>'ticketId' = '1'), count(*) FILTER (WHERE args->'data'->>'ticketId' = '2')
+		FROM river_job WHERE kind = 'flux_order_event'`).Scan(&first, &second); err != nil {
+		t.Fatal(err)
+	}
+	if first != 0 || second != 1 {
+		t.Fatalf("events: want none for the order committed before the switch went on and one after, got %d and %d", first, second)
+	}
+}

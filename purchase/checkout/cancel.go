@@ -67,12 +67,20 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, by, reason string) (
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), Timeout)
 	defer cancel()
 	c, first, err = s.store.CancelOrder(ctx, id, by, reason)
-	switch {
-	case errors.Is(err, orderstore.ErrNotFound):
+	if errors.Is(err, orderstore.ErrNotFound) {
 		// Not yet, perhaps: the same rule as GET /v1/orders/{id}.
-		if _, oerr := s.Order(ctx, id); errors.Is(oerr, sale.ErrOrderPending) || errors.Is(oerr, sale.ErrUnavailable) {
+		_, oerr := s.Order(ctx, id)
+		if errors.Is(oerr, sale.ErrOrderPending) || errors.Is(oerr, sale.ErrUnavailable) {
 			return Cancellation{}, false, oerr
 		}
+		if !errors.Is(oerr, sale.ErrOrderNotFound) {
+			// It committed (or was cancelled by another call) between the
+			// two reads: cancel again rather than answer a final 404.
+			c, first, err = s.store.CancelOrder(ctx, id, by, reason)
+		}
+	}
+	switch {
+	case errors.Is(err, orderstore.ErrNotFound):
 		return Cancellation{}, false, sale.ErrOrderNotFound
 	case err != nil:
 		return Cancellation{}, false, sale.Unavailable(sale.ErrDatabaseUnavailable, err)

@@ -181,11 +181,13 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	d.redeliver(ctx, d.settings.Load().redeliverDead)
 	go d.follow(ctx, d.cfg.FollowInterval)
 	go d.observe(ctx)
-	go d.fanOut(ctx)
+	fanning := make(chan struct{})
+	go func() { defer close(fanning); d.fanOut(ctx) }()
 	if d.cfg.Facts != nil {
 		go d.saleEvents(ctx, time.Second)
 	}
 	<-ctx.Done()
+	<-fanning // its batch in flight ends first (fanOutOnce)
 	stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return d.client.StopAndCancel(stop)
@@ -218,13 +220,20 @@ const fanOutBatch = 500
 // row insert per batch statement and the HTTP request.
 func (d *Deliverer) fanOut(ctx context.Context) {
 	for {
-		if len(d.settings.Load().hooks) == 0 {
+		// Only once this pod has seen the switch on: while it is off the
+		// events still in the outbox are an earlier webhook's leftovers,
+		// which the OFF → ON transaction cancels (a batch of them locked
+		// here would stall it, and they happened before this webhook).
+		if len(d.settings.Load().hooks) == 0 || !d.switchOn.Load() {
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(d.cfg.PollInterval):
 			}
 			continue
+		}
+		if ctx.Err() != nil {
+			return // no new batch once the pod stops (fanOutOnce outlives ctx)
 		}
 		n, err := d.fanOutOnce(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -241,7 +250,12 @@ func (d *Deliverer) fanOut(ctx context.Context) {
 	}
 }
 
-func (d *Deliverer) fanOutOnce(ctx context.Context) (n int, err error) {
+func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
+	// A batch runs to its end when the pod stops (bounded): cancelled
+	// halfway, its transaction would roll back the deliveries that already
+	// got a 2xx, and another pod would send the whole batch again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), d.cfg.AttemptTimeout+5*time.Second)
+	defer cancel()
 	hooks := d.settings.Load().hooks
 	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT id, args FROM river_job

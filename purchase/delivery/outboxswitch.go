@@ -43,6 +43,23 @@ func (d *Deliverer) applySwitch(ctx context.Context) (on bool, err error) {
 		if err := tx.QueryRow(ctx, `SELECT enabled FROM outbox_switch FOR UPDATE`).Scan(&was); err != nil {
 			return err
 		}
+		if !was {
+			// OFF → ON waits for every statement that may have read the
+			// switch off and not committed yet (an order, a cancellation or
+			// a sale event whose commit is still being flushed), and keeps
+			// new ones out until this commits: each writer then either
+			// committed before the switch went on (no event: it happened
+			// before the webhook) or reads it on (its event). A SHARE lock
+			// for the few milliseconds of this transaction, only at the
+			// transition; bounded so that a long writer makes it retry at
+			// the next tick instead of stalling confirmations behind it.
+			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `LOCK TABLE orders, order_cancellations, webhook_sale_events IN SHARE MODE`); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.Exec(ctx, `UPDATE outbox_switch SET enabled = true, webhook_seen_at = now(),
 				changed_at = CASE WHEN enabled THEN changed_at ELSE now() END`); err != nil {
 			return err

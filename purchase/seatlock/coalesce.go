@@ -33,6 +33,7 @@ type coalescer struct {
 
 // coalesced is one caller's commands.
 type coalesced struct {
+	ctx  context.Context // the caller's: done by its turn, it is not sent
 	cmds []redis.Cmder
 	// done receives true once cmds ran (each holds its reply or error), or
 	// false when this caller must send the next pipeline.
@@ -50,8 +51,10 @@ const pipelineTimeout = 2 * time.Second
 
 // do runs cmds in the next pipeline and returns once they ran: each cmd
 // holds its own reply or error (a connection error is set on every command
-// of the pipeline). A caller whose ctx is done sends nothing; once queued,
-// it waits for its pipeline, which the client's timeouts bound.
+// of the pipeline). A caller whose ctx is done sends nothing, also when its
+// ctx ends while it waits in the queue: it is answered with ctx's error
+// when its turn comes, so a stalled Redis costs a queued caller at most one
+// pipeline past its deadline, not the whole queue.
 func (c *coalescer) do(ctx context.Context, cmds ...redis.Cmder) {
 	if err := ctx.Err(); err != nil {
 		for _, cmd := range cmds {
@@ -59,7 +62,7 @@ func (c *coalescer) do(ctx context.Context, cmds ...redis.Cmder) {
 		}
 		return
 	}
-	q := &coalesced{cmds: cmds, done: make(chan bool, 1)}
+	q := &coalesced{ctx: ctx, cmds: cmds, done: make(chan bool, 1)}
 	c.mu.Lock()
 	c.pending = append(c.pending, q)
 	lead := !c.busy
@@ -88,16 +91,28 @@ func (c *coalescer) send() {
 	c.pending = c.pending[k:]
 	c.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), pipelineTimeout)
-	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, q := range batch {
+	live := make([]*coalesced, 0, len(batch))
+	for _, q := range batch {
+		if err := q.ctx.Err(); err != nil {
 			for _, cmd := range q.cmds {
-				_ = p.Process(ctx, cmd)
+				cmd.SetErr(err)
 			}
+			continue
 		}
-		return nil
-	})
-	cancel()
+		live = append(live, q)
+	}
+	if len(live) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), pipelineTimeout)
+		_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, q := range live {
+				for _, cmd := range q.cmds {
+					_ = p.Process(ctx, cmd)
+				}
+			}
+			return nil
+		})
+		cancel()
+	}
 
 	c.mu.Lock()
 	var next *coalesced

@@ -143,3 +143,51 @@ func TestCoalescer_CallerDeadlines(t *testing.T) {
 		t.Fatalf("%d callers with a minute left failed beside callers at their deadline", failed.Load())
 	}
 }
+
+// blockFirstPipeline holds the first pipeline until release is closed.
+type blockFirstPipeline struct {
+	countPipelines
+	first   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockFirstPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if b.first.CompareAndSwap(false, true) {
+			close(b.entered)
+			<-b.release
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A caller whose deadline passes while it waits behind a slow pipeline is
+// answered with its context's error when its turn comes and sends nothing
+// (a stalled Redis must not hold every queued purchase for the whole
+// queue, nor write a marker long after its caller gave up: a stale sold
+// marker after a cancellation's re-apply window would keep a free seat
+// refused).
+func TestCoalescer_QueuedCallerPastItsDeadlineSendsNothing(t *testing.T) {
+	l := newLocks(t, "co-queued", time.Minute)
+	hook := &blockFirstPipeline{entered: make(chan struct{}), release: make(chan struct{})}
+	l.rdb.(*redis.Client).AddHook(hook)
+	first := make(chan error, 1)
+	go func() { _, err := l.Acquire(context.Background(), 1, "tok"); first <- err }()
+	<-hook.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	queued := make(chan error, 1)
+	go func() { queued <- l.MarkSold(ctx, 2, "late") }()
+	time.Sleep(200 * time.Millisecond) // past the queued caller's deadline
+	close(hook.release)
+	if err := <-first; err != nil {
+		t.Fatalf("the first caller: %v", err)
+	}
+	if err := <-queued; err == nil {
+		t.Fatal("a caller past its deadline in the queue must fail")
+	}
+	if _, ok, err := l.Peek(context.Background(), 2); err != nil || ok {
+		t.Fatalf("its marker must not be written: %v %v", ok, err)
+	}
+}
