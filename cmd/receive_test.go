@@ -16,40 +16,9 @@ import (
 )
 
 func TestReceiveCommand_VerifiesPrintsOnceCountsDuplicatesAndBadSignatures(t *testing.T) {
-	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	port, err := testservers.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	root := newRootCommand()
-	root.SetArgs([]string{"receive", "--listen", addr, "--count", "2"})
-	t.Setenv("FLUX_ORDER_SIGNING_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD "+secret)
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(t.Context()) }()
-
-	post := func(id, body, sig string) int {
-		t.Helper()
-		ts := time.Now().Unix()
-		if sig == "" {
-			if sig, err = delivery.Sign([]string{secret}, id, ts, []byte(body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/hooks", strings.NewReader(body))
-		req.Header.Set(delivery.HeaderID, id)
-		req.Header.Set(delivery.HeaderTimestamp, strconv.FormatInt(ts, 10))
-		req.Header.Set(delivery.HeaderSignature, sig)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	t.Setenv("FLUX_ORDER_SIGNING_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD "+testSecret)
+	r := startReceive(t, t.Context(), "--count", "2")
+	post := func(id, body, sig string) int { return r.post(t, "/hooks", id, body, sig) }
 	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the receiver listening", func() error {
 		if code := post("a", `{"type":"order.confirmed","n":1}`, ""); code != http.StatusNoContent {
 			return fmt.Errorf("first delivery answered %d", code)
@@ -66,58 +35,29 @@ func TestReceiveCommand_VerifiesPrintsOnceCountsDuplicatesAndBadSignatures(t *te
 		t.Fatalf("second event answered %d", code)
 	}
 	select {
-	case err := <-done:
+	case err := <-r.done:
 		if err != nil {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("receive did not exit after --count events")
 	}
-	if got := out.String(); got != "{\"type\":\"order.confirmed\",\"n\":1}\n{\"type\":\"order.confirmed\",\"n\":2}\n" {
+	if got := r.out.String(); got != "{\"type\":\"order.confirmed\",\"n\":1}\n{\"type\":\"order.confirmed\",\"n\":2}\n" {
 		t.Fatalf("stdout %q: want each event once, one a line", got)
 	}
-	if !strings.Contains(errOut.String(), "received 2 events, 1 duplicates, 1 bad signatures") {
-		t.Fatalf("stderr %q: want the counts", errOut.String())
+	if !strings.Contains(r.errOut.String(), "received 2 events, 1 duplicates, 1 bad signatures") {
+		t.Fatalf("stderr %q: want the counts", r.errOut.String())
 	}
 }
 
 // --fail-for plays an outage from the first delivery, and GET /stats
 // reports the lag of the order events from their timestamp to the 2xx.
 func TestReceiveCommand_FailForThenStatsWithLag(t *testing.T) {
-	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	port, err := testservers.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	root := newRootCommand()
-	root.SetArgs([]string{"receive", "--listen", addr, "--signing-secret", secret, "--fail-for", "400ms"})
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
-
+	r := startReceive(t, ctx, "--signing-secret", testSecret, "--fail-for", "400ms")
 	purchasedAt := time.Now().Add(-2 * time.Second).UTC()
 	body := fmt.Sprintf(`{"type":"order.confirmed","timestamp":%q,"sequence":1,"data":{}}`, purchasedAt.Format(time.RFC3339Nano))
-	post := func() int {
-		ts := time.Now().Unix()
-		sig, err := delivery.Sign([]string{secret}, "o-1", ts, []byte(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader(body))
-		req.Header.Set(delivery.HeaderID, "o-1")
-		req.Header.Set(delivery.HeaderTimestamp, strconv.FormatInt(ts, 10))
-		req.Header.Set(delivery.HeaderSignature, sig)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	post := func() int { return r.post(t, "/", "o-1", body, "") }
 	began := time.Now()
 	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the receiver failing", func() error {
 		if code := post(); code != http.StatusServiceUnavailable {
@@ -134,7 +74,7 @@ func TestReceiveCommand_FailForThenStatsWithLag(t *testing.T) {
 	if time.Since(began) < 400*time.Millisecond {
 		t.Fatalf("recovered after %s, before --fail-for ended", time.Since(began))
 	}
-	resp, err := http.Get("http://" + addr + "/stats")
+	resp, err := http.Get("http://" + r.addr + "/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,10 +96,59 @@ func TestReceiveCommand_FailForThenStatsWithLag(t *testing.T) {
 		t.Fatalf("lag %+v: want one order about 2.4 s+ late", st.Lag)
 	}
 	cancel()
-	if err := <-done; err != nil {
+	if err := <-r.done; err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(errOut.String(), "1 orders, ") {
-		t.Fatalf("stderr %q: want the report on exit", errOut.String())
+	if !strings.Contains(r.errOut.String(), "1 orders, ") {
+		t.Fatalf("stderr %q: want the report on exit", r.errOut.String())
 	}
+}
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// receiving is a `flux-order receive` running in the test.
+type receiving struct {
+	addr        string
+	out, errOut bytes.Buffer
+	done        chan error
+}
+
+// startReceive runs `flux-order receive --listen <free port> args...` until
+// ctx ends (or the command exits by itself).
+func startReceive(t *testing.T, ctx context.Context, args ...string) *receiving {
+	t.Helper()
+	port, err := testservers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &receiving{addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan error, 1)}
+	root := newRootCommand()
+	root.SetArgs(append([]string{"receive", "--listen", r.addr}, args...))
+	root.SetOut(&r.out)
+	root.SetErr(&r.errOut)
+	go func() { r.done <- root.ExecuteContext(ctx) }()
+	return r
+}
+
+// post delivers body as event id to path, signed with testSecret unless
+// sig is given, and returns the status (0 when nothing answered).
+func (r *receiving) post(t *testing.T, path, id, body, sig string) int {
+	t.Helper()
+	ts := time.Now().Unix()
+	if sig == "" {
+		var err error
+		if sig, err = delivery.Sign([]string{testSecret}, id, ts, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+r.addr+path, strings.NewReader(body))
+	req.Header.Set(delivery.HeaderID, id)
+	req.Header.Set(delivery.HeaderTimestamp, strconv.FormatInt(ts, 10))
+	req.Header.Set(delivery.HeaderSignature, sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
