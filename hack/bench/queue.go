@@ -93,22 +93,14 @@ wrk.headers["Authorization"] = "Bearer `+pass+`"
 // admitted joins buyer and polls until admitted: the queue id and the pass.
 func admitted(url, buyer string) (id, pass string, err error) {
 	var a struct{ QueueID, State, Pass string }
-	// A pod ready a moment ago may answer 503 until its room's first view
-	// (a few milliseconds): retried, as a buyer's client would.
-	err = testservers.Eventually(nil, 10*time.Second, 50*time.Millisecond, buyer+" joined", func() error {
-		resp, err := http.Post(url+"/v1/queue", "application/json", strings.NewReader(`{"buyerId":"`+buyer+`"}`))
-		if err != nil {
-			return err
-		}
-		err = json.NewDecoder(resp.Body).Decode(&a)
-		resp.Body.Close()
-		if err != nil || a.QueueID == "" {
-			return fmt.Errorf("join: %d %v", resp.StatusCode, err)
-		}
-		return nil
-	})
+	resp, err := http.Post(url+"/v1/queue", "application/json", strings.NewReader(`{"buyerId":"`+buyer+`"}`))
 	if err != nil {
 		return "", "", err
+	}
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	resp.Body.Close()
+	if err != nil || a.QueueID == "" {
+		return "", "", fmt.Errorf("join: %d %v", resp.StatusCode, err)
 	}
 	id = a.QueueID
 	err = testservers.Eventually(nil, 10*time.Second, 100*time.Millisecond, buyer+" admitted", func() error {
