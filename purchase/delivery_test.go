@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -564,60 +563,6 @@ func TestDelivery_SaleEvents_OnSaleSoldOutEnded_EachOnceFromTwoPods(t *testing.T
 	if err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event' AND args->>'type' LIKE 'sale.%'`).Scan(&rows); err != nil || rows != 3 {
 		t.Fatalf("want each sale event recorded once by the two pods, got %d (%v)", rows, err)
 	}
-}
-
-// lagRecorder records, for each first delivery of an order, the time from
-// its purchasedAt (the commit) to its arrival.
-type lagRecorder struct {
-	mu   sync.Mutex
-	lags []time.Duration
-}
-
-func (l *lagRecorder) onEvent(_ string, body []byte) {
-	var b delivery.Body
-	if json.Unmarshal(body, &b) == nil {
-		l.mu.Lock()
-		l.lags = append(l.lags, time.Since(b.Timestamp))
-		l.mu.Unlock()
-	}
-}
-
-func (l *lagRecorder) p99() time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.lags) == 0 {
-		return 0
-	}
-	s := slices.Clone(l.lags)
-	slices.Sort(s)
-	return s[len(s)*99/100]
-}
-
-// Measurement, not a check (FLUX_ORDER_MEASURE=1): the same sell-out of
-// 3,000 seats from two pods with no webhook, then with one whose receiver
-// answers 200 at once; the sell-out rate of each and the delivery lag p99.
-func TestDelivery_Measure_SellOutWithAndWithoutDelivery(t *testing.T) {
-	if os.Getenv("FLUX_ORDER_MEASURE") == "" {
-		t.Skip("a measurement: FLUX_ORDER_MEASURE=1 runs it")
-	}
-	const seats = 3000
-	sellOut := func(h *hookedSale) float64 {
-		h.AddPod()
-		order := rand.Perm(seats)
-		start := time.Now()
-		storm(seats, 64, func(i int) { h.BuyOn(i%2, int64(order[i])+1, fmt.Sprintf("buyer-%d", i), "") })
-		return float64(seats) / time.Since(start).Seconds()
-	}
-	off := newHookedSale(t, seats)
-	off.writeWebhooksNone(t)
-	offRate := sellOut(off)
-	on := newHookedSale(t, seats)
-	lag := &lagRecorder{}
-	on.recv.OnEvent = lag.onEvent
-	onRate := sellOut(on)
-	orders := on.orders(t)
-	testservers.Eventually(t, 60*time.Second, 50*time.Millisecond, "every order delivered", func() error { return on.checkEvents(orders) })
-	t.Logf("sell-out of %d seats from 2 pods: %.0f/s without a webhook, %.0f/s delivering (%.2fx); delivery lag p99 %s", seats, offRate, onRate, onRate/offRate, lag.p99())
 }
 
 // writeWebhooksNone leaves the sale without webhooks.
