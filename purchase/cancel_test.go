@@ -74,7 +74,7 @@ func count(t *testing.T, s *purchasetest.Sale, query string, args ...any) (n int
 	return n
 }
 
-const cancelledEvents = `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event' AND args->>'type' = 'order.cancelled'`
+const cancelledEvents = `SELECT count(*) FROM webhook_events WHERE type = 'order.cancelled'`
 
 // The whole of issue 19's cancellation: a seat sold on pod A and known
 // sold by pods B and C is cancelled through the admin API; at once it is

@@ -26,13 +26,12 @@ func outboxOn(t *testing.T, h *hookedSale) bool {
 	return on
 }
 
-// A sale with no webhook (docs/delivery.md, "Events exist while the sale
-// has a webhook"): its pods turn the outbox off at start, a storm from
-// two pods writes no river_job row at all (nor does the sale's own
-// sale.on_sale) and nothing is sent. A webhook added mid-sale turns it on:
-// once the pods read it, every order after it has exactly one event,
-// delivered, and the orders before it (and sale.on_sale, which happened
-// before it) none.
+// A sale with no webhook (docs/delivery.md, "Events are delivered while
+// the sale has a webhook"): its pods turn the switch off at start, a storm
+// from two pods writes no river_job row at all and nothing is sent. A
+// webhook added mid-sale turns it on: once the pods read it, every order
+// after it is delivered exactly once, and the orders before it (and
+// sale.on_sale, which happened before it) are not.
 func TestDelivery_NoWebhook_StormWritesNoEvents_AWebhookAddedGetsTheOrdersAfterIt(t *testing.T) {
 	const seats = 400
 	h := newHookedSaleFrom(t, []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed, salesv1alpha1.EventSaleOnSale},
@@ -57,7 +56,7 @@ func TestDelivery_NoWebhook_StormWritesNoEvents_AWebhookAddedGetsTheOrdersAfterI
 	}
 	var moments int
 	if err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM webhook_sale_events WHERE type = 'sale.on_sale'`).Scan(&moments); err != nil || moments != 1 {
-		t.Fatalf("sale.on_sale must be recorded as a moment that passed (without its event): %d (%v)", moments, err)
+		t.Fatalf("sale.on_sale must be recorded as a moment that passed: %d (%v)", moments, err)
 	}
 
 	h.writeWebhooks(t, "", secretOld)
@@ -84,8 +83,8 @@ func TestDelivery_NoWebhook_StormWritesNoEvents_AWebhookAddedGetsTheOrdersAfterI
 	testservers.Eventually(t, 30*time.Second, 50*time.Millisecond, "the orders after the webhook delivered, once each", func() error {
 		return h.checkEvents(after)
 	})
-	if err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event'`).Scan(&rows); err != nil || rows != len(after) {
-		t.Fatalf("want one event row per order after the webhook (%d), got %d (%v)", len(after), rows, err)
+	if err := h.DB.QueryRow(context.Background(), `SELECT coalesce(sum(delivered), 0) FROM webhook_delivered`).Scan(&rows); err != nil || rows != len(after) {
+		t.Fatalf("want one delivery counted per order after the webhook (%d), got %d (%v)", len(after), rows, err)
 	}
 	if st := h.recv.Stats(); st.BadSignatures != 0 || h.independent.Load() != 0 {
 		t.Fatalf("every delivery must verify: %s, %d refused by the reference library", st, h.independent.Load())
@@ -133,32 +132,39 @@ func TestOutboxSwitch_TwoPodsDisagree_EndsOn_OffOnlyAfterTheDelay(t *testing.T) 
 		t.Fatalf("the switch went off %s after the last webhook went, before the %s delay", took, offAfter)
 	}
 	h.mustBuy(t, 2, 2)
-	var rows int
-	if err := h.DB.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event' AND args->>'type' = 'order.confirmed'`).Scan(&rows); err != nil || rows != 1 {
-		t.Fatalf("the order bought with the switch off must have no event: %d event rows (%v)", rows, err)
-	}
-
 	h.writeWebhooks(t, "", secretOld)
 	testservers.Eventually(t, time.Second, 5*time.Millisecond, "the switch on at once", testservers.Holds(func() bool {
 		return outboxOn(t, h)
 	}))
+	// The order bought while the switch was off is never sent; the next is.
+	testservers.Eventually(t, 5*time.Second, 10*time.Millisecond, "both pods read the switch on", testservers.Holds(func() bool {
+		return h.Pods[0].Svc.Delivery.OutboxOn() && b.Svc.Delivery.OutboxOn()
+	}))
+	h.mustBuy(t, 3, 3)
+	want := map[string]orderstore.Order{}
+	for id, o := range h.orders(t) {
+		if o.TicketID != 2 {
+			want[id] = o
+		}
+	}
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "orders 1 and 3 delivered, not 2", func() error { return h.checkEvents(want) })
 }
 
-// The switch goes on only after every writer that read it off has
-// committed: an order whose statement ran while the switch was off and
-// whose commit is still pending (a slow WAL flush) must not commit after
-// the switch is on, or it would be an order of the webhook's time without
-// an event. Here a transaction confirms seat 1 with the switch off and
-// stays open for 3 s while a webhook is added: the switch stays off until
-// it commits (OFF → ON takes a SHARE lock on orders), then goes on; that
-// order has no event, and the next one has one. Before the lock, the
-// switch went on at once under the open transaction.
-func TestOutboxSwitch_OnWaitsForWritersThatReadItOff(t *testing.T) {
+// The switch's OFF → ON is exact without any lock: an event belongs to the
+// webhook iff its transaction had not committed when the switch went on.
+// Seat 3 is bought (committed) with the switch off; a transaction confirms
+// seat 1 and stays open while a webhook is added, and the switch goes on at
+// once under it; then it commits, and seat 2 is bought. Seats 1 and 2 are
+// delivered, seat 3 never.
+func TestOutboxSwitch_OnIsExact_AnOrderCommittingAfterItIsSent_OneBeforeIsNot(t *testing.T) {
 	h := newHookedSaleFrom(t, []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed}, false, 10)
 	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the switch off", testservers.Holds(func() bool {
 		return !outboxOn(t, h) && !h.Pods[0].Svc.Delivery.OutboxOn()
 	}))
 	ctx := context.Background()
+	if a := h.BuyOn(0, 3, "before", ""); a.Status != http.StatusCreated {
+		t.Fatalf("buy seat 3: %d %s", a.Status, a.Code)
+	}
 	tx, err := h.DB.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -168,29 +174,28 @@ func TestOutboxSwitch_OnWaitsForWritersThatReadItOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.writeWebhooks(t, "", secretOld)
-	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the pod to read the webhook", testservers.Holds(func() bool {
-		return h.Pods[0].Svc.Delivery.Webhooks() == 1
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the switch on while the order is not committed", testservers.Holds(func() bool {
+		return outboxOn(t, h) && h.Pods[0].Svc.Delivery.OutboxOn()
 	}))
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if outboxOn(t, h) {
-			t.Fatal("the switch went on while an order that read it off had not committed")
-		}
-	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the switch on once the writer committed", testservers.Holds(func() bool {
-		return outboxOn(t, h) && h.Pods[0].Svc.Delivery.OutboxOn()
-	}))
 	if a := h.BuyOn(0, 2, "after", ""); a.Status != http.StatusCreated {
 		t.Fatalf("buy seat 2: %d %s", a.Status, a.Code)
 	}
-	var first, second int
-	if err := h.DB.QueryRow(ctx, `SELECT count(*) FILTER (WHERE args->'data'->>'ticketId' = '1'), count(*) FILTER (WHERE args->'data'->>'ticketId' = '2')
-		FROM river_job WHERE kind = 'flux_order_event'`).Scan(&first, &second); err != nil {
-		t.Fatal(err)
+	want := map[string]orderstore.Order{}
+	for id, o := range h.orders(t) {
+		if o.TicketID != 3 {
+			want[id] = o
+		}
 	}
-	if first != 0 || second != 1 {
-		t.Fatalf("events: want none for the order committed before the switch went on and one after, got %d and %d", first, second)
+	if len(want) != 2 {
+		t.Fatalf("want the orders of seats 1 and 2, got %v", want)
+	}
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "seats 1 and 2 delivered, seat 3 not", func() error { return h.checkEvents(want) })
+	// And nothing more arrives.
+	time.Sleep(300 * time.Millisecond)
+	if err := h.checkEvents(want); err != nil {
+		t.Fatal(err)
 	}
 }

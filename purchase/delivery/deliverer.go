@@ -193,133 +193,6 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	return d.client.StopAndCancel(stop)
 }
 
-// fanOutBatch is how many events one fan-out transaction takes.
-const fanOutBatch = 500
-
-// fanOut turns the events of the outbox into one delivery per webhook that
-// wants each, in batches: one transaction takes up to fanOutBatch events
-// (FOR UPDATE SKIP LOCKED: pods take disjoint batches), makes the first
-// attempt of each delivery to a webhook this pod has not seen failing
-// (Workers at once), records the delivered ones as completed River jobs
-// and hands the failed ones, and every delivery to a failing webhook, to
-// River; then marks the events completed. Each event is fanned out once
-// per commit; a pod that dies mid-batch rolls it back, and another pod
-// fans it out again (a receiver may get an event twice, as ever). It polls
-// every PollInterval, at once again after a full batch, and only while
-// this pod's file lists a webhook: a pod with none has nobody to deliver
-// to (a pod that lists one keeps the outbox's switch on, so events are
-// fanned out; with the switch off, no pod lists one and none polls).
-//
-// Why the first attempt is not a River job: a job per delivery costs
-// PostgreSQL an insert, the fetch's update and the completion's update
-// (each re-indexing River's GIN index on args, body included), and the pod
-// River's fetch, decoding and completion; measured in `make bench`'s
-// delivery step (docs/benchmarks.md), that was about 250 µs of CPU per
-// order against 380 µs for the sale itself, and River's fetch cadence
-// capped delivery below the sale's rate (lag p99 4 s). Done here it is one
-// row insert per batch statement and the HTTP request.
-func (d *Deliverer) fanOut(ctx context.Context) {
-	for {
-		// Only once this pod has seen the switch on: while it is off the
-		// events still in the outbox are an earlier webhook's leftovers,
-		// which the OFF → ON transaction cancels (a batch of them locked
-		// here would stall it, and they happened before this webhook).
-		if len(d.settings.Load().hooks) == 0 || !d.switchOn.Load() {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(d.cfg.PollInterval):
-			}
-			continue
-		}
-		if ctx.Err() != nil {
-			return // no new batch once the pod stops (fanOutOnce outlives ctx)
-		}
-		n, err := d.fanOutOnce(ctx)
-		if err != nil && ctx.Err() == nil {
-			d.log.Warn("fan the events out", "err", err)
-		}
-		if n == fanOutBatch {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(d.cfg.PollInterval):
-		}
-	}
-}
-
-func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
-	// A batch runs to its end when the pod stops (bounded): cancelled
-	// halfway, its transaction would roll back the deliveries that already
-	// got a 2xx, and another pod would send the whole batch again.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), d.cfg.AttemptTimeout+5*time.Second)
-	defer cancel()
-	hooks := d.settings.Load().hooks
-	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id, args FROM river_job
-			WHERE kind = $1 AND queue = $2 AND state = 'available' AND scheduled_at <= now()
-			ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED`, KindEvent, EventQueue, fanOutBatch)
-		if err != nil {
-			return err
-		}
-		var ids []int64
-		var inline []*attempt
-		var params []river.InsertManyParams
-		for rows.Next() {
-			var id int64
-			var e EventArgs
-			if err := rows.Scan(&id, &e); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-			body, err := render(e)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			for name, h := range hooks {
-				if !h.wants(e.Type) {
-					continue
-				}
-				a := DeliveryArgs{Webhook: name, ID: e.ID, Type: e.Type, At: e.At, Body: string(body)}
-				if d.inlineFor(name, h) {
-					inline = append(inline, &attempt{hook: h, args: a})
-				} else {
-					params = append(params, d.deliveryJob(a))
-				}
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil || len(ids) == 0 {
-			return err
-		}
-		delivered, failed := d.attemptInline(ctx, inline)
-		if len(params) > 0 {
-			if _, err := d.client.InsertManyTx(ctx, tx, params); err != nil {
-				return err
-			}
-		}
-		if len(delivered) > 0 {
-			if err := d.insertDelivered(ctx, tx, delivered); err != nil {
-				return err
-			}
-		}
-		if len(failed) > 0 {
-			if err := d.insertFailed(ctx, tx, failed); err != nil {
-				return err
-			}
-		}
-		_, err = tx.Exec(ctx, `UPDATE river_job SET state = 'completed', attempt = 1, attempted_at = now(), finalized_at = now(),
-			attempted_by = array_append(attempted_by, $2) WHERE id = ANY($1)`, ids, d.cfg.ID)
-		n = len(ids)
-		return err
-	})
-	return n, err
-}
-
 // deliveryJob is an event's delivery to one webhook as a River job, due
 // now: River makes its attempts and follows the schedule.
 func (d *Deliverer) deliveryJob(a DeliveryArgs) river.InsertManyParams {
@@ -333,6 +206,8 @@ type attempt struct {
 	start time.Time
 	ok    bool
 	err   error
+	// deferred: not attempted, its endpoint began failing meanwhile.
+	deferred bool
 }
 
 // inlineFor says whether the fan-out makes an event's first attempt to
@@ -349,10 +224,11 @@ func (d *Deliverer) inlineFor(name string, h *webhook) bool {
 }
 
 // attemptInline makes the first attempts of a fan-out batch, at most
-// Workers at once, and splits them into the delivered and the failed.
-func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt) (delivered, failed []*attempt) {
+// Workers at once, and splits them into the delivered, the failed and the
+// deferred (not attempted: their endpoint failed meanwhile).
+func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt) (delivered, failed, deferred []*attempt) {
 	if len(as) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	sem := make(chan struct{}, d.cfg.Workers)
 	var wg sync.WaitGroup
@@ -361,6 +237,13 @@ func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt) (delivered
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			// The endpoint began failing while this batch ran: the rest of
+			// its deliveries go to River unattempted, so a hanging endpoint
+			// holds the batch for one attempt timeout, not one per round.
+			if !d.inlineFor(a.args.Webhook, a.hook) {
+				a.deferred = true
+				return
+			}
 			a.start = time.Now()
 			outcome, err := d.post(ctx, a.hook, a.args)
 			if err != nil {
@@ -378,36 +261,16 @@ func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt) (delivered
 	}
 	wg.Wait()
 	for _, a := range as {
-		if a.ok {
+		switch {
+		case a.ok:
 			delivered = append(delivered, a)
-		} else {
+		case a.deferred:
+			deferred = append(deferred, a)
+		default:
 			failed = append(failed, a)
 		}
 	}
-	return delivered, failed
-}
-
-// insertDelivered records the deliveries the fan-out made itself as
-// completed River jobs (one statement): the delivered counts of
-// status.delivery and their retention are the same as for River's own.
-// The columns are River's documented schema (River's defaults for the
-// rest), as the outbox trigger writes them.
-func (d *Deliverer) insertDelivered(ctx context.Context, tx pgx.Tx, as []*attempt) error {
-	args := make([][]byte, len(as))
-	at := make([]time.Time, len(as))
-	for i, a := range as {
-		done := a.args
-		done.Body = ""
-		raw, err := json.Marshal(done)
-		if err != nil {
-			return err
-		}
-		args[i], at[i] = raw, a.start
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO river_job (args, kind, queue, max_attempts, state, attempt, attempted_at, attempted_by, scheduled_at, finalized_at)
-		SELECT a, $3, $4, $5, 'completed', 1, t, ARRAY[$6::text], t, now() FROM unnest($1::jsonb[], $2::timestamptz[]) AS u(a, t)`,
-		args, at, KindDelivery, Queue, d.cfg.Schedule.Attempts(), d.client.ID())
-	return err
+	return delivered, failed, deferred
 }
 
 // insertFailed hands the deliveries whose first attempt failed to River

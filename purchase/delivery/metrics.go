@@ -65,8 +65,9 @@ type WebhookCounts struct {
 
 // Counts are the sale's deliveries per webhook of the current settings,
 // from the database (every pod sees the same), with this pod's view of
-// each endpoint's failing run. Events not fanned out yet count as pending
-// for every webhook that wants their type.
+// each endpoint's failing run: River's deliveries (the retries, and the
+// dead), the fan-out's delivered counts, and the events not fanned out
+// yet, pending for every webhook that wants their type.
 func (d *Deliverer) Counts(ctx context.Context) ([]WebhookCounts, error) {
 	hooks := d.settings.Load().hooks
 	by := map[string]*WebhookCounts{}
@@ -100,31 +101,42 @@ func (d *Deliverer) Counts(ctx context.Context) ([]WebhookCounts, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	rows, err = d.pool.Query(ctx, `SELECT args->>'type', count(*), min(created_at) FROM river_job
-		WHERE kind = $1 AND state NOT IN ('completed', 'discarded', 'cancelled') GROUP BY 1`, KindEvent)
+	rows, err = d.pool.Query(ctx, `SELECT webhook, delivered FROM webhook_delivered`)
 	if err != nil {
 		return nil, err
 	}
 	for rows.Next() {
-		var typ string
+		var name string
 		var n int64
-		var oldest time.Time
-		if err := rows.Scan(&typ, &n, &oldest); err != nil {
+		if err := rows.Scan(&name, &n); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		for name, h := range hooks {
-			if w := by[name]; h.wants(typ) {
-				w.Pending += n
-				if w.OldestPending.IsZero() || oldest.Before(w.OldestPending) {
-					w.OldestPending = oldest
-				}
-			}
+		if w := by[name]; w != nil {
+			w.Delivered += n
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, err
+	}
+	// Events not fanned out yet: pending for every webhook that wants
+	// them (none while the switch is off: they happened before any).
+	if d.switchOn.Load() {
+		pending, err := d.pendingByType(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for typ, p := range pending {
+			for name, h := range hooks {
+				if w := by[name]; h.wants(typ) {
+					w.Pending += p.n
+					if w.OldestPending.IsZero() || p.oldest.Before(w.OldestPending) {
+						w.OldestPending = p.oldest
+					}
+				}
+			}
+		}
 	}
 	d.mu.Lock()
 	out := make([]WebhookCounts, 0, len(by))
@@ -148,8 +160,11 @@ func (d *Deliverer) observe(ctx context.Context) {
 		// No webhook, nothing to count (and no query).
 		if len(d.settings.Load().hooks) == 0 {
 			d.metrics.set(nil)
-		} else if cs, err := d.Counts(ctx); err == nil {
-			d.metrics.set(cs)
+		} else {
+			if cs, err := d.Counts(ctx); err == nil {
+				d.metrics.set(cs)
+			}
+			d.dropLegacyEvents(ctx)
 		}
 		select {
 		case <-ctx.Done():

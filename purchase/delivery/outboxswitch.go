@@ -7,8 +7,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The outbox's switch (migration *_outbox_switch.sql, docs/delivery.md):
-// the sale writes events only while it has a webhook. Each pod sets it
+// The outbox's switch (migrations *_outbox_switch.sql and
+// *_outbox_cursor.sql, docs/delivery.md): the sale's events are delivered
+// while it has a webhook, from the moment it got one. Each pod sets it
 // from its webhooks file, every FollowInterval and at once when the file
 // changes:
 //
@@ -43,23 +44,6 @@ func (d *Deliverer) applySwitch(ctx context.Context) (on bool, err error) {
 		if err := tx.QueryRow(ctx, `SELECT enabled FROM outbox_switch FOR UPDATE`).Scan(&was); err != nil {
 			return err
 		}
-		if !was {
-			// OFF → ON waits for every statement that may have read the
-			// switch off and not committed yet (an order, a cancellation or
-			// a sale event whose commit is still being flushed), and keeps
-			// new ones out until this commits: each writer then either
-			// committed before the switch went on (no event: it happened
-			// before the webhook) or reads it on (its event). A SHARE lock
-			// for the few milliseconds of this transaction, only at the
-			// transition; bounded so that a long writer makes it retry at
-			// the next tick instead of stalling confirmations behind it.
-			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `LOCK TABLE orders, order_cancellations, webhook_sale_events IN SHARE MODE`); err != nil {
-				return err
-			}
-		}
 		if _, err := tx.Exec(ctx, `UPDATE outbox_switch SET enabled = true, webhook_seen_at = now(),
 				changed_at = CASE WHEN enabled THEN changed_at ELSE now() END`); err != nil {
 			return err
@@ -67,15 +51,14 @@ func (d *Deliverer) applySwitch(ctx context.Context) (on bool, err error) {
 		if was {
 			return nil
 		}
-		// Events left over from an earlier webhook (written by a statement
-		// that read the switch on just before it went off) happened before
-		// this webhook: not sent to it.
-		tag, err := tx.Exec(ctx, `UPDATE river_job SET state = 'cancelled', finalized_at = now()
-			WHERE kind = $1 AND queue = $2 AND state = 'available'`, KindEvent, EventQueue)
-		if err == nil {
-			d.log.Info("a webhook: the sale records its events from now on", "leftoverEventsCancelled", tag.RowsAffected())
+		// OFF → ON: the events start now. Nothing that writes an event
+		// reads the switch, so no lock is needed: the transactions that
+		// committed before this snapshot happened before the webhook.
+		if err := resetCursor(ctx, tx); err != nil {
+			return err
 		}
-		return err
+		d.log.Info("a webhook: the sale's events are delivered from now on")
+		return nil
 	})
 	return err == nil, err
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
 
@@ -80,8 +78,7 @@ func (d *Deliverer) saleEvents(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// recordSaleEvent writes the event's row and, while the outbox's switch
-// is on, its outbox job in one transaction, unless another pod did.
+// recordSaleEvent writes the event's row, unless another pod did.
 func (d *Deliverer) recordSaleEvent(ctx context.Context, typ string, at time.Time, f SaleFacts) error {
 	data := SaleData{Sale: d.cfg.Sale, Tickets: f.Tickets, Sold: f.Sold}
 	if !f.StartsAt.IsZero() {
@@ -96,19 +93,9 @@ func (d *Deliverer) recordSaleEvent(ctx context.Context, typ string, at time.Tim
 	if err != nil {
 		return err
 	}
-	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO webhook_sale_events (type) VALUES ($1) ON CONFLICT DO NOTHING`, typ)
-		if err != nil || tag.RowsAffected() == 0 {
-			return err
-		}
-		// The moment is recorded either way (it happened); its event only
-		// while the outbox's switch is on, like an order's.
-		var on bool
-		var seq int64
-		if err := tx.QueryRow(ctx, `SELECT outbox_on(), nextval('webhook_event_seq')`).Scan(&on, &seq); err != nil || !on {
-			return err
-		}
-		_, err = d.client.InsertTx(ctx, tx, EventArgs{ID: typ + ":" + d.cfg.Sale, Type: typ, Seq: seq, At: at.UTC(), Data: raw}, nil)
-		return err
-	})
+	// The row is the event (the outbox cursor's view, webhook_events):
+	// delivered if a webhook listens, from the moment it appeared.
+	_, err = d.pool.Exec(ctx, `INSERT INTO webhook_sale_events (type, at, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		typ, at.UTC(), raw)
+	return err
 }

@@ -24,7 +24,7 @@ func TestCancelOrder_FreesSeatCountsAndKeys_OnceWithOneEvent(t *testing.T) {
 	}
 	events := func() (n int) {
 		t.Helper()
-		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE args->>'type' = 'order.cancelled'`).Scan(&n); err != nil {
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM webhook_events WHERE type = 'order.cancelled'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -50,8 +50,8 @@ func TestCancelOrder_FreesSeatCountsAndKeys_OnceWithOneEvent(t *testing.T) {
 		t.Fatalf("%d order.cancelled events, want 1", n)
 	}
 	var id, typ, at string
-	if err := s.pool.QueryRow(ctx, `SELECT args->>'id', args->>'type', args->'data'->>'reason' FROM river_job
-		WHERE args->>'type' = 'order.cancelled'`).Scan(&id, &typ, &at); err != nil || id != "order.cancelled:"+keyed.ID.String() || at != "chargeback" {
+	if err := s.pool.QueryRow(ctx, `SELECT id, type, data->>'reason' FROM webhook_events
+		WHERE type = 'order.cancelled'`).Scan(&id, &typ, &at); err != nil || id != "order.cancelled:"+keyed.ID.String() || at != "chargeback" {
 		t.Fatalf("event id %q reason %q (%v)", id, at, err)
 	}
 
