@@ -89,7 +89,7 @@ func (b *bench) delivery(ctx context.Context) error {
 	}
 	offS, onS := statOf(off), statOf(on)
 	seats := *deliverySeats
-	b.addStat(row{group: "delivery", what: fmt.Sprintf("sell-out of %d seats, no webhook (no events written: the outbox's switch is off): confirmed orders", seats), unit: "orders/s"}, offS)
+	b.addStat(row{group: "delivery", what: fmt.Sprintf("sell-out of %d seats, no webhook (nothing fanned out: the outbox's switch is off): confirmed orders", seats), unit: "orders/s"}, offS)
 	b.addStat(row{group: "delivery", what: fmt.Sprintf("sell-out of %d seats, one webhook to `flux-order receive` answering 2xx", seats), unit: "orders/s",
 		ceiling: offS.med, target: "≥ 0.9 × no webhook", ok: atLeast(onS.med, offS.med, 0.9)}, onS)
 	lag := statOf(onLag)
