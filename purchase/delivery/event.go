@@ -2,13 +2,9 @@ package delivery
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/riverqueue/river"
-
-	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
-	"github.com/flux-order/flux-order/purchase/orderstore"
 )
 
 // Queues. EventQueue holds the events as the outbox writes them; no River
@@ -69,35 +65,4 @@ type Body struct {
 	Timestamp time.Time       `json:"timestamp"`
 	Sequence  int64           `json:"sequence"`
 	Data      json.RawMessage `json:"data"`
-}
-
-// render makes an event's body. An order's data is the purchase API's
-// order (orderstore.Order: the same field names, times in UTC).
-func render(e EventArgs) ([]byte, error) {
-	data := e.Data
-	switch e.Type {
-	case string(salesv1alpha1.EventOrderConfirmed):
-		var o orderstore.Order
-		if err := json.Unmarshal(e.Data, &o); err != nil {
-			return nil, fmt.Errorf("event %s: order data: %w", e.ID, err)
-		}
-		o.PurchasedAt = o.PurchasedAt.UTC()
-		var err error
-		if data, err = json.Marshal(o); err != nil {
-			return nil, err
-		}
-	case string(salesv1alpha1.EventOrderCancelled):
-		// The admin API's answer: the order's fields, then who cancelled
-		// it, when and why.
-		var c orderstore.Cancellation
-		if err := json.Unmarshal(e.Data, &c); err != nil {
-			return nil, fmt.Errorf("event %s: cancellation data: %w", e.ID, err)
-		}
-		c.PurchasedAt, c.CancelledAt = c.PurchasedAt.UTC(), c.CancelledAt.UTC()
-		var err error
-		if data, err = json.Marshal(c); err != nil {
-			return nil, err
-		}
-	}
-	return json.Marshal(Body{Type: e.Type, Timestamp: e.At.UTC(), Sequence: e.Seq, Data: data})
 }

@@ -2,11 +2,15 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+
+	"github.com/flux-order/flux-order/purchase/orderstore"
 )
 
 // The outbox (migration *_outbox_cursor.sql, docs/delivery.md): an event
@@ -120,7 +124,7 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 	var params []river.InsertManyParams
 	for i, e := range events {
 		e.Seq = c.nextSeq + int64(i)
-		body, err := render(e)
+		body, err := json.Marshal(Body{Type: e.Type, Timestamp: e.At.UTC(), Sequence: e.Seq, Data: e.Data})
 		if err != nil {
 			return 0, d.releaseLease(ctx, err)
 		}
@@ -196,16 +200,54 @@ func (d *Deliverer) pendingEvents(ctx context.Context, c cursor, limit int) ([]E
 	last := c
 	for rows.Next() {
 		var e EventArgs
-		if err := rows.Scan(&last.xid, &last.src, &last.key, &e.ID, &e.Type, &e.At, &e.Data); err != nil {
+		var o orderstore.Cancellation
+		var holdID *uuid.UUID
+		var paymentRef, cancelledBy, reason *string
+		var cancelledAt *time.Time
+		if err := rows.Scan(&last.xid, &last.src, &last.key, &e.Type, &e.At, &o.OrderID, &o.TicketID, &o.BuyerID, &o.PurchasedAt,
+			&holdID, &paymentRef, &cancelledAt, &cancelledBy, &reason, &e.Data); err != nil {
 			return nil, c, err
 		}
-		if last.src == srcSale {
+		// The order's fields as the purchase API answers them (times in
+		// UTC), built here rather than decoded from a jsonb: rendering
+		// is on the fan-out's path of every event.
+		if holdID != nil {
+			o.HoldID = *holdID
+		}
+		if paymentRef != nil {
+			o.PaymentRef = *paymentRef
+		}
+		o.PurchasedAt = o.PurchasedAt.UTC()
+		var data any
+		switch last.src {
+		case srcConfirmed:
+			e.ID = o.OrderID.String()
+			data = orderstore.Order{ID: o.OrderID, TicketID: o.TicketID, BuyerID: o.BuyerID, PurchasedAt: o.PurchasedAt, HoldID: o.HoldID, PaymentRef: o.PaymentRef}
+		case srcCancelled:
+			e.ID = "order.cancelled:" + o.OrderID.String()
+			o.CancelledAt, o.CancelledBy, o.Reason = cancelledAt.UTC(), *cancelledBy, *reason
+			data = o
+		default:
 			e.ID = e.Type + ":" + d.cfg.Sale
+		}
+		if data != nil {
+			raw, err := json.Marshal(data)
+			if err != nil {
+				return nil, c, err
+			}
+			e.Data = raw
 		}
 		events = append(events, e)
 	}
 	return events, last, rows.Err()
 }
+
+// webhook_events.src of each kind of event.
+const (
+	srcConfirmed = 1
+	srcCancelled = 2
+	srcSale      = 3
+)
 
 // pendingSQL reads the events after the cursor ($1 its xid, $4 its key
 // when cursorSrc is a source; $2 the switch's snapshot; $3 the limit) that
@@ -225,38 +267,35 @@ func pendingSQL(cursorSrc int) string {
 		return xid + ` < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
 			AND ($2::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(` + xid + `, $2::pg_snapshot))`
 	}
-	order := func(t, id string) string {
-		return `jsonb_strip_nulls(jsonb_build_object('orderId', ` + t + `.` + id + `, 'ticketId', ` + t + `.ticket_id, 'buyerId', ` + t + `.buyer_id,
-			'purchasedAt', ` + t + `.purchased_at, 'holdId', ` + t + `.hold_id, 'paymentRef', ` + t + `.payment_ref`
-	}
+	const orderCols = `ticket_id, buyer_id, purchased_at, hold_id, payment_ref`
 	// The outer ORDER BY names u's columns: x::text is an output column
 	// too, and an unqualified x would sort on its text.
-	return `SELECT u.x::text AS xid_text, u.src, u.k, u.id, u.type, u.at, u.data FROM (
-		(SELECT o.event_xid AS x, 1 AS src, o.id::text AS k, o.id::text AS id, 'order.confirmed' AS type, o.purchased_at AS at,
-				` + order("o", "id") + `)) AS data
+	return `SELECT u.x::text AS xid_text, u.src, u.k, u.type, u.at, u.order_id, u.ticket_id, u.buyer_id, u.purchased_at,
+			u.hold_id, u.payment_ref, u.cancelled_at, u.cancelled_by, u.reason, u.data
+		FROM (
+		(SELECT o.event_xid AS x, 1 AS src, o.id::text AS k, 'order.confirmed' AS type, o.purchased_at AS at, o.id AS order_id, ` + orderCols + `,
+				NULL::timestamptz AS cancelled_at, NULL::text AS cancelled_by, NULL::text AS reason, NULL::jsonb AS data
 			FROM orders o WHERE ` + after(1, "o.event_xid", "o.id", "uuid") + ` AND ` + settled("o.event_xid") + `
 			ORDER BY o.event_xid, o.id LIMIT $3)
 		UNION ALL
-		(SELECT c.confirmed_xid, 1, c.order_id::text, c.order_id::text, 'order.confirmed', c.purchased_at, ` + order("c", "order_id") + `))
+		(SELECT c.confirmed_xid, 1, c.order_id::text, 'order.confirmed', c.purchased_at, c.order_id, ` + orderCols + `, NULL, NULL, NULL, NULL
 			FROM order_cancellations c
 			WHERE ` + after(1, "c.confirmed_xid", "c.order_id", "uuid") + ` AND ` + settled("c.confirmed_xid") + `
 			ORDER BY c.confirmed_xid, c.order_id LIMIT $3)
 		UNION ALL
-		(SELECT c.cancel_xid, 2, c.order_id::text, 'order.cancelled:' || c.order_id::text, 'order.cancelled', c.cancelled_at,
-				` + order("c", "order_id") + `, 'cancelledAt', c.cancelled_at, 'cancelledBy', c.cancelled_by, 'reason', c.reason))
+		(SELECT c.cancel_xid, 2, c.order_id::text, 'order.cancelled', c.cancelled_at, c.order_id, ` + orderCols + `,
+				c.cancelled_at, c.cancelled_by, c.reason, NULL
 			FROM order_cancellations c
 			WHERE ` + after(2, "c.cancel_xid", "c.order_id", "uuid") + ` AND ` + settled("c.cancel_xid") + `
 			ORDER BY c.cancel_xid, c.order_id LIMIT $3)
 		UNION ALL
-		(SELECT s.xid, 3, s.type, s.type, s.type, coalesce(s.at, s.made_at), coalesce(s.data, '{}'::jsonb)
+		(SELECT s.xid, 3, s.type, s.type, coalesce(s.at, s.made_at), '00000000-0000-0000-0000-000000000000'::uuid, 0, '', coalesce(s.at, s.made_at),
+				NULL, NULL, NULL, NULL, NULL, coalesce(s.data, '{}'::jsonb)
 			FROM webhook_sale_events s
 			WHERE ` + after(3, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + settled("s.xid") + `
 			ORDER BY s.xid, s.type COLLATE "C" LIMIT $3)
 	) u ORDER BY u.x, u.src, u.k COLLATE "C" LIMIT $3`
 }
-
-// srcSale is webhook_events.src of the sale's own events.
-const srcSale = 3
 
 // countDelivered adds the deliveries the fan-out made itself to each
 // webhook's count (status.delivery's delivered, with River's completed
