@@ -329,17 +329,22 @@ func (s *Service) newOrderID(req Request) uuid.UUID {
 	return id
 }
 
+// mac is a reset HMAC-SHA256 under the sale's secret, for s.macs.Put once
+// used.
+func (s *Service) mac() hash.Hash {
+	if m, ok := s.macs.Get().(hash.Hash); ok {
+		m.Reset()
+		return m
+	}
+	return hmac.New(sha256.New, s.secret)
+}
+
 // derivedID is HMAC-SHA256 under the sale's secret of parts joined by NUL,
 // as a UUID version 8. A non-empty domain ("hold", "hold-order") is written
 // first behind a NUL: a buyer id never starts with one, so ids of different
 // domains never collide with a purchase's (buyer, key) id.
 func (s *Service) derivedID(domain string, parts ...string) uuid.UUID {
-	m, ok := s.macs.Get().(hash.Hash)
-	if ok {
-		m.Reset()
-	} else {
-		m = hmac.New(sha256.New, s.secret)
-	}
+	m := s.mac()
 	defer s.macs.Put(m)
 	if domain != "" {
 		m.Write([]byte{0})

@@ -1,6 +1,9 @@
 package checkout
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
@@ -100,6 +103,40 @@ func TestHoldOrderID_LeadsBackToItsHold_KeyedWithTheSaleSecret(t *testing.T) {
 		}
 		if c := b.holdsOfOrder(id); c[0] == hold || c[1] == hold {
 			t.Fatalf("another secret leads order id %s back to its hold", id)
+		}
+	}
+}
+
+// TestHoldOrderID_PooledMACs_SameIDsAsOneMACPerRound: the rounds reuse the
+// service's pooled HMACs (shared with derivedID), and the ids stay those of
+// a fresh HMAC per round, as before the pool: a confirmation retried across
+// a rolling upgrade must present the same order id.
+func TestHoldOrderID_PooledMACs_SameIDsAsOneMACPerRound(t *testing.T) {
+	secret := []byte("a sale secret")
+	s := &Service{secret: secret}
+	fresh := func(hold uuid.UUID) uuid.UUID {
+		l, r := uuidHalves(hold)
+		for round := range holdOrderRounds {
+			m := hmac.New(sha256.New, secret)
+			m.Write([]byte("\x00hold-order permutation\x00"))
+			var in [9]byte
+			in[0] = byte(round)
+			binary.BigEndian.PutUint64(in[1:], r)
+			m.Write(in[:])
+			l, r = r, l^binary.BigEndian.Uint64(m.Sum(nil))&half61
+		}
+		return uuidFromHalves(l, r, 8)
+	}
+	for i := range 100 {
+		hold := uuid.New()
+		if i%2 == 1 {
+			hold = s.newHoldID(HoldRequest{BuyerID: "bob", IdempotencyKey: fmt.Sprint("k", i)}) // a pooled MAC used between
+		}
+		if got, want := s.holdOrderID(hold), fresh(hold); got != want {
+			t.Fatalf("hold %s: order id %s with pooled MACs, %s with one MAC per round", hold, got, want)
+		}
+		if c := s.holdsOfOrder(fresh(hold)); c[0] != hold && c[1] != hold {
+			t.Fatalf("hold %s: its order id leads back to %v", hold, c)
 		}
 	}
 }
