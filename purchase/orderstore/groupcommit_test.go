@@ -387,3 +387,21 @@ func TestBatcher_AMemberOutOfTime_IsNotSentAndDoesNotShortenTheBatch(t *testing.
 		t.Fatal("the late member was sent: seat 1 sold")
 	}
 }
+
+// TestBatching_CheckoutKindsShareTheFlushers: holds and hold confirmations
+// run at once in a checkout, so each kind gets half the flushers (at least
+// one) and a checkout sale keeps as many statements in flight as a
+// sell-out; purchases keep them all.
+func TestBatching_CheckoutKindsShareTheFlushers(t *testing.T) {
+	for flushers, want := range map[int]int{1: 1, 2: 1, 3: 2, 4: 2, 64: 32} {
+		if got := (Batching{Max: 8, Flushers: flushers}).checkout().Flushers; got != want {
+			t.Errorf("%d flushers: each checkout kind gets %d, want %d", flushers, got, want)
+		}
+	}
+	s := newStore(t)
+	if p, h, c := s.purchases.cfg.Flushers, s.holds.cfg.Flushers, s.confirms.cfg.Flushers; p != DefaultBatchFlushers ||
+		h != DefaultBatchFlushers/2 || c != DefaultBatchFlushers/2 {
+		t.Fatalf("flushers: purchases %d, holds %d, confirmations %d; want %d, %d, %d",
+			p, h, c, DefaultBatchFlushers, DefaultBatchFlushers/2, DefaultBatchFlushers/2)
+	}
+}
