@@ -28,8 +28,9 @@ type Batching struct {
 	// members, and only while another batch of the pod is in flight: with
 	// nothing in flight it leaves at once. 0: never wait.
 	Window time.Duration
-	// Flushers is how many batches of one kind may be in flight at once
-	// (each holds one connection while it runs).
+	// Flushers is how many purchase batches may be in flight at once, each
+	// on its own connection; holds and hold confirmations get half each
+	// (checkout).
 	Flushers int
 }
 
