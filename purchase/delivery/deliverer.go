@@ -211,11 +211,12 @@ type attempt struct {
 }
 
 // attemptOne makes one first attempt of the fan-out.
-func (d *Deliverer) attemptOne(ctx context.Context, a *attempt) {
-	// The endpoint began failing while this batch ran: the rest of its
-	// deliveries go to River unattempted, so a hanging endpoint holds the
-	// batch for one attempt timeout, not one per round.
-	if !d.inlineFor(a.args.Webhook, a.hook) {
+func (d *Deliverer) attemptOne(ctx context.Context, a *attempt, startBy time.Time) {
+	// The endpoint began failing while this batch ran, or the batch has
+	// run for startBy already (a slow endpoint): the rest of its
+	// deliveries go to River unattempted, so the batch ends within two
+	// attempt timeouts, not one per round of Workers.
+	if !d.inlineFor(a.args.Webhook, a.hook) || time.Now().After(startBy) {
 		a.deferred = true
 		return
 	}
@@ -250,7 +251,7 @@ func (d *Deliverer) inlineFor(name string, h *webhook) bool {
 // attemptInline makes the first attempts of a fan-out batch, at most
 // Workers at once, and splits them into the delivered, the failed and the
 // deferred (not attempted: their endpoint failed meanwhile).
-func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt) (delivered, failed, deferred []*attempt) {
+func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt, startBy time.Time) (delivered, failed, deferred []*attempt) {
 	if len(as) == 0 {
 		return nil, nil, nil
 	}
@@ -262,7 +263,7 @@ func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt) (delivered
 	for range min(d.cfg.Workers, len(as)) {
 		wg.Go(func() {
 			for a := range work {
-				d.attemptOne(ctx, a)
+				d.attemptOne(ctx, a, startBy)
 			}
 		})
 	}

@@ -164,7 +164,7 @@ func (d *Deliverer) observe(ctx context.Context) {
 			if cs, err := d.Counts(ctx); err == nil {
 				d.metrics.set(cs)
 			}
-			d.dropLegacyEvents(ctx)
+			d.convertLegacyEvents(ctx)
 		}
 		select {
 		case <-ctx.Done():

@@ -82,9 +82,15 @@ func (d *Deliverer) fanOut(ctx context.Context) {
 }
 
 // leaseFor is how long a fan-out batch may hold the cursor: its attempts
-// end within AttemptTimeout (an endpoint that fails defers the rest of its
-// batch), plus the two statements around them.
-func (d *Deliverer) leaseFor() time.Duration { return 2*d.cfg.AttemptTimeout + 10*time.Second }
+// start within one AttemptTimeout (the rest are deferred to River, as are
+// an endpoint's once it fails) and each ends within another, then the
+// batch is recorded (recordTimeout).
+func (d *Deliverer) leaseFor() time.Duration { return 3*d.cfg.AttemptTimeout + 2*recordTimeout }
+
+// recordTimeout bounds the statement that records a batch, and the one
+// that gives its lease back, each on a context of its own: a batch whose
+// attempts ran long still records what they got.
+const recordTimeout = 10 * time.Second
 
 // errLeaseLost: another pod took the cursor over (this batch outlived its
 // lease); that pod fans the batch out again.
@@ -112,9 +118,9 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 	// Take the lease only if the cursor is still where it was read (else
 	// another pod fanned this batch out meanwhile).
 	tag, err := d.pool.Exec(ctx, `UPDATE webhook_cursor SET leased_by = $5, leased_until = clock_timestamp() + make_interval(secs => $6)
-		WHERE xid = $1::xid8 AND src = $2 AND key = $3 AND next_seq = $4
+		WHERE xid = $1::xid8 AND src = $2 AND key = $3 AND next_seq = $4 AND after::text IS NOT DISTINCT FROM $7
 		  AND (leased_until IS NULL OR leased_until < clock_timestamp() OR leased_by = $5)`,
-		c.xid, c.src, c.key, c.nextSeq, d.client.ID(), d.leaseFor().Seconds())
+		c.xid, c.src, c.key, c.nextSeq, d.client.ID(), d.leaseFor().Seconds(), c.after)
 	if err != nil || tag.RowsAffected() == 0 {
 		return 0, err
 	}
@@ -140,10 +146,14 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 			}
 		}
 	}
-	delivered, failed, deferred := d.attemptInline(ctx, inline)
+	// A slow endpoint (2xx, but late) must not run the batch past its
+	// lease: attempts not started within one AttemptTimeout go to River.
+	delivered, failed, deferred := d.attemptInline(ctx, inline, time.Now().Add(d.cfg.AttemptTimeout))
 	for _, a := range deferred {
 		params = append(params, d.deliveryJob(a.args))
 	}
+	ctx, cancelRecord := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancelRecord()
 	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE webhook_cursor SET xid = $2::xid8, src = $3, key = $4, next_seq = $5,
 				leased_by = NULL, leased_until = NULL
@@ -174,6 +184,8 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 // so that another pod (or this one) fans it out again at once instead of
 // after the lease; it answers err.
 func (d *Deliverer) releaseLease(ctx context.Context, err error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	if _, rerr := d.pool.Exec(ctx, `UPDATE webhook_cursor SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1`, d.client.ID()); rerr != nil {
 		d.log.Warn("release the fan-out's lease", "err", rerr)
 	}
@@ -319,15 +331,6 @@ func (d *Deliverer) countDelivered(ctx context.Context, tx pgx.Tx, as []*attempt
 	return err
 }
 
-// resetCursor starts the events at the snapshot of the switch's OFF → ON
-// (in that transaction): an event whose transaction had committed by then
-// happened before the webhook, one still running or not yet begun after.
-func resetCursor(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, `UPDATE webhook_cursor SET after = pg_current_snapshot(),
-			xid = pg_snapshot_xmin(pg_current_snapshot()), src = 0, key = '', leased_by = NULL, leased_until = NULL`)
-	return err
-}
-
 // pendingByType counts the events not fanned out yet, by type, with the
 // oldest one's time.
 func (d *Deliverer) pendingByType(ctx context.Context) (map[string]pendingCount, error) {
@@ -362,11 +365,21 @@ type pendingCount struct {
 	oldest time.Time
 }
 
-// dropLegacyEvents removes event rows a pod of the version before the
-// cursor wrote into river_job during a rolling upgrade (its sale events;
-// each is also a webhook_sale_events row, which the cursor delivers).
-func (d *Deliverer) dropLegacyEvents(ctx context.Context) {
-	if _, err := d.pool.Exec(ctx, `DELETE FROM river_job WHERE kind = $1`, KindEvent); err != nil && ctx.Err() == nil {
-		d.log.Warn("drop the previous version's event rows", "err", err)
+// convertLegacyEvents makes the sale events that a pod of the version
+// before the cursor recorded during a rolling upgrade (a webhook_sale_events
+// row without data, and its event as a river_job row, which that pod fans
+// out itself) events of the cursor, once no such pod is left to fan them
+// out: a row still available after 30 s (those pods poll every 100 ms).
+// SKIP LOCKED leaves the ones a pod is fanning out right now to it.
+func (d *Deliverer) convertLegacyEvents(ctx context.Context) {
+	_, err := d.pool.Exec(ctx, `WITH j AS (
+			DELETE FROM river_job WHERE id IN (
+				SELECT id FROM river_job WHERE kind = $1 AND state = 'available' AND created_at < now() - interval '30 seconds'
+				FOR UPDATE SKIP LOCKED)
+			RETURNING args)
+		UPDATE webhook_sale_events s SET xid = pg_current_xact_id(), at = (j.args->>'at')::timestamptz, data = j.args->'data'
+			FROM j WHERE j.args->>'type' = s.type AND s.data IS NULL`, KindEvent)
+	if err != nil && ctx.Err() == nil {
+		d.log.Warn("convert the previous version's event rows", "err", err)
 	}
 }

@@ -51,12 +51,9 @@ func (d *Deliverer) applySwitch(ctx context.Context) (on bool, err error) {
 		if was {
 			return nil
 		}
-		// OFF → ON: the events start now. Nothing that writes an event
-		// reads the switch, so no lock is needed: the transactions that
-		// committed before this snapshot happened before the webhook.
-		if err := resetCursor(ctx, tx); err != nil {
-			return err
-		}
+		// OFF → ON: the events start now (the switch's trigger resets the
+		// cursor to this transaction's snapshot). Nothing that writes an
+		// event reads the switch, so no lock is needed.
 		d.log.Info("a webhook: the sale's events are delivered from now on")
 		return nil
 	})

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 )
 
 // The outbox of migration 00011: every committed order is an
@@ -71,5 +73,82 @@ func TestOutbox_EveryCommittedOrderAndCancellationIsOneEvent(t *testing.T) {
 	var rows int
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM river_job`).Scan(&rows); err != nil || rows != 0 {
 		t.Fatalf("want no river_job row for an event, got %d (%v)", rows, err)
+	}
+}
+
+// The upgrade to 00011 and its way back: an event still waiting in
+// river_job (00007's outbox) becomes an event of the cursor, and one
+// pending at the cursor goes back to river_job on Down; nothing is lost,
+// nothing is left behind.
+func TestOutbox_UpgradeFromRiverAndBack_PendingEventsCarried(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 10)
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, mustSub(migrations, "migrations"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	// The previous version: the trigger writes the event into river_job.
+	before, _, err := s.Confirm(ctx, Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := func() (n int) {
+		t.Helper()
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event' AND state = 'available'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := legacy(); n != 1 {
+		t.Fatalf("at 00010 the order's event must be a river_job row: %d", n)
+	}
+	if _, err := p.UpTo(ctx, 11); err != nil {
+		t.Fatal(err)
+	}
+	ids := func() map[string]bool {
+		t.Helper()
+		rows, err := s.pool.Query(ctx, `SELECT e.id FROM webhook_events e, webhook_cursor w
+			WHERE ROW(e.xid, e.src, e.key COLLATE "C") > ROW(w.xid, w.src, w.key)`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		out := map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			out[id] = true
+		}
+		return out
+	}
+	if got := ids(); len(got) != 1 || !got[before.ID.String()] || legacy() != 0 {
+		t.Fatalf("after 00011: pending events %v (want the order %s), %d left in river_job", got, before.ID, legacy())
+	}
+	after, _, err := s.Confirm(ctx, Purchase{TicketID: 2, OrderID: uuid.New(), BuyerID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(); len(got) != 2 || !got[after.ID.String()] {
+		t.Fatalf("a new order must be pending too: %v", got)
+	}
+	// Down: both pending events go back to river_job, numbered anew.
+	if _, err := p.DownTo(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if n := legacy(); n != 2 {
+		t.Fatalf("after Down: %d events in river_job, want the 2 pending", n)
+	}
+	if _, err := p.UpTo(ctx, 11); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(); len(got) != 2 || legacy() != 0 {
+		t.Fatalf("up again: pending %v, %d left in river_job", got, legacy())
 	}
 }
