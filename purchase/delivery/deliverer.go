@@ -1,10 +1,10 @@
 // Package delivery hands the sale's events to its webhooks (issue 19,
-// docs/delivery.md): the transactional outbox is River's job table, which
-// the webhook outbox migration (orderstore's *_webhook_outbox.sql) fills
-// in the same statement as the orders. Each purchase pod fans the events
-// out in batches, making each delivery's first attempt itself, and runs a
-// River client on the retries, so the pods share the work and each retry
-// is leased by one of them at a time.
+// docs/delivery.md): the transactional outbox is the facts themselves
+// (each order, cancellation and sale moment row carries its transaction's
+// xid8: orderstore's *_outbox_cursor.sql), which the pods fan out behind
+// one leased cursor (outbox.go), making each delivery's first attempt
+// themselves; every pod runs a River client on the retries, each leased
+// by one pod at a time.
 package delivery
 
 import (
@@ -153,8 +153,9 @@ func New(cfg Config, pool *pgxpool.Pool, schema string, reg prometheus.Registere
 		DiscardedJobRetentionPeriod: cfg.Retention,
 		CancelledJobRetentionPeriod: 24 * time.Hour,
 		MaxAttempts:                 cfg.Schedule.Attempts(),
-		// Events (flux_order_event) are inserted through this client but
-		// fanned out by fanOut, not by a River worker.
+		// Events of the previous version's outbox (flux_order_event) have
+		// no River worker: fanned out by that version, or converted
+		// (convertLegacyEvents).
 		SkipUnknownJobCheck: true,
 		Logger:              d.log.With("component", "river"),
 	})

@@ -7,23 +7,24 @@ import (
 	"github.com/riverqueue/river"
 )
 
-// Queues. EventQueue holds the events as the outbox writes them; no River
-// client works it: each pod's fan-out loop takes them in batches.
-// Queue holds the deliveries, worked by every pod's River client.
+// Queues. EventQueue held the events of the outbox before the cursor
+// (migration *_outbox_cursor.sql); no River client works it. Queue holds
+// the retries of deliveries, worked by every pod's River client.
 const (
 	EventQueue = "webhook_events"
 	Queue      = "webhooks"
 )
 
-// River job kinds. KindEvent is also written by the webhook outbox
-// migration's trigger (orders_outbox): the two must agree.
+// River job kinds. KindEvent is the previous outbox's (its trigger, gone
+// since *_outbox_cursor.sql, and that version's sale events).
 const (
 	KindEvent    = "flux_order_event"
 	KindDelivery = "flux_order_webhook"
 )
 
-// EventArgs is one event as the outbox holds it: a fan-out job, turned
-// into one delivery per webhook that wants its type.
+// EventArgs is one event as the fan-out reads it (and as the previous
+// outbox held it in river_job), turned into one delivery per webhook that
+// wants its type.
 type EventArgs struct {
 	// ID is the event's webhook-id: the order id for order.confirmed,
 	// "order.cancelled:<order id>" for order.cancelled, "<type>:<sale>"
