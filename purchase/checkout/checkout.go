@@ -198,6 +198,7 @@ func (s *Service) taken(id int64, res seatlock.Result, now time.Time) error {
 		return sale.ErrTicketLocked
 	case seatlock.OnHold:
 		s.metrics.lockOnHold.Inc()
+		s.held.forget(id) // a claimed refresh (heldCache.held) must not answer ticket_locked
 		s.onHold.remember(id, now)
 		return sale.ErrTicketHeld
 	case seatlock.Sold:

@@ -58,6 +58,38 @@ func TestHeldCache_ForgetsAfterItsWindow(t *testing.T) {
 	}
 }
 
+// Past the window one caller, not the whole storm, asks Redis again: the
+// first is told "not held", the others keep the memory's answer until the
+// asker's answer is remembered, or one more window ends without one.
+func TestHeldCache_OneCallerRefreshesAnExpiredSeat(t *testing.T) {
+	c := newHeldCache(20 * time.Millisecond)
+	now := time.Now()
+	c.remember(7, now)
+	end := now.Add(21 * time.Millisecond)
+	if c.held(7, end) {
+		t.Fatal("the first caller past the window must ask Redis")
+	}
+	for i := range 3 {
+		if !c.held(7, end.Add(time.Duration(i)*time.Millisecond)) {
+			t.Fatal("while one caller asks Redis, the others answer from memory")
+		}
+	}
+	if c.held(7, end.Add(21*time.Millisecond)) {
+		t.Fatal("an asker that never answered holds the seat for one more window only")
+	}
+	c.remember(7, end.Add(22*time.Millisecond)) // Redis: still held
+	if !c.held(7, end.Add(30*time.Millisecond)) {
+		t.Fatal("a renewed window answers held")
+	}
+	if c.held(8, end) || c.held(7+heldSlots, end) {
+		t.Fatal("a claim is only the seat's own")
+	}
+	c.forget(7)
+	if c.held(7, end.Add(30*time.Millisecond)) {
+		t.Fatal("forgotten seats are not held")
+	}
+}
+
 // Issue 8: an order id derived from an Idempotency-Key is keyed with the
 // sale's secret: stable for retries, different under another secret, and
 // a UUIDv8 (not a name-based id anyone could compute).
