@@ -17,12 +17,13 @@ import (
 
 // BenchmarkServer_HotSeat drives the pod's whole API server the way
 // `make bench` drives it with wrk -t1 -c100: a net/http server with the
-// production limits, keep-alive loopback TCP connections each sending the
-// bench's POST and reading the answer, with a client that costs next to
-// nothing (one write of fixed bytes, one read). "null" is hack/nullserver's
-// handler served the same way: the ratio of its ns/op to sold's or held's is
-// the in-process counterpart of the bench's ratio to the null server, and
-// the difference in allocs/op is what the pod's handler allocates.
+// production limits (purchase.ConfigureServer), keep-alive loopback TCP
+// connections each sending the bench's POST and reading the answer, with a
+// client that costs next to nothing (one write of fixed bytes, one read).
+// "null" is hack/nullserver's handler and server: the ratio of its ns/op
+// (or cpu-ns/op) to sold's or held's is the in-process counterpart of the
+// bench's ratio to the null server, and the difference in allocs/op is
+// what the pod allocates per request beyond it.
 func BenchmarkServer_HotSeat(b *testing.B) {
 	s := newTestSale(b, 10, func(c *purchase.Config) { c.LockTTL = time.Minute })
 	if a := s.Buy(1, "winner"); a.Status != http.StatusCreated {
@@ -32,23 +33,32 @@ func BenchmarkServer_HotSeat(b *testing.B) {
 	if _, err := s.Locks().Acquire(context.Background(), 2, "bench-holder"); err != nil {
 		b.Fatal(err)
 	}
+	// hack/nullserver's handler and server, as it builds them.
 	body := []byte(`{"type":"https://fluxorder.io/problems/ticket_sold","title":"Ticket sold","status":409,"detail":"this ticket is already sold","code":"ticket_sold"}` + "\n")
-	null := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	contentType := []string{"application/problem+json"}
+	contentLength := []string{strconv.Itoa(len(body))}
+	null := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
-		h["Content-Type"] = []string{"application/problem+json"}
-		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+		h["Content-Type"] = contentType
+		h["Content-Length"] = contentLength
 		w.WriteHeader(http.StatusConflict)
 		_, _ = w.Write(body)
-	})
-	pod := s.Pods[0].Svc.Handler()
+	}), ReadHeaderTimeout: 5 * time.Second}
+	// The null server's handler under the pod's server limits (its
+	// timeouts cost deadline updates per request): the gap from null to
+	// null-limits is the server's configuration, the rest the pod's handler.
+	nullLimits := &http.Server{Handler: null.Handler}
+	purchase.ConfigureServer(nullLimits)
+	pod := &http.Server{Handler: s.Pods[0].Svc.Handler()}
+	purchase.ConfigureServer(pod)
 	for _, c := range []struct {
-		name    string
-		handler http.Handler
-		seat    int
-	}{{"null", null, 1}, {"sold", pod, 1}, {"held", pod, 2}} {
+		name string
+		srv  *http.Server
+		seat int
+	}{{"null", null, 1}, {"null-limits", nullLimits, 1}, {"sold", pod, 1}, {"held", pod, 2}} {
 		b.Run(c.name, func(b *testing.B) {
 			asked := redisAsks(b, s)
-			serveStorm(b, c.handler, c.seat)
+			serveStorm(b, c.srv, c.seat)
 			// How many refusals were Redis' answers rather than the pod's
 			// memory's (sold set, held-seat memory).
 			b.ReportMetric((redisAsks(b, s)-asked)/float64(b.N), "redis/op")
@@ -65,18 +75,16 @@ func redisAsks(b *testing.B, s *testSale) float64 {
 	return n
 }
 
-// serveStorm serves h as the pod's server does and sends it POSTs of
-// seat's purchase, as wrk's script in hack/bench does, from 50 connections
-// per core; every answer must be a 409.
-func serveStorm(b *testing.B, h http.Handler, seat int) {
+// serveStorm serves srv on a loopback port and sends it POSTs of seat's
+// purchase, as wrk's script in hack/bench does, from 50 connections per
+// core; every answer must be a 409.
+func serveStorm(b *testing.B, srv *http.Server, seat int) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: h}
-	purchase.ConfigureServer(srv)
 	go func() { _ = srv.Serve(ln) }()
-	b.Cleanup(func() { _ = srv.Close() })
+	b.Cleanup(func() { _ = ln.Close() })
 	payload := `{"buyerId":"bench"}`
 	req := []byte(fmt.Sprintf("POST /v1/tickets/%d/purchase HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nContent-Type: application/json\r\n\r\n%s",
 		seat, ln.Addr(), len(payload), payload))
