@@ -52,7 +52,12 @@ func checkIdemKey(k string) error {
 // point, a space other than U+0020, or a symbol that renders blank —
 // "alice\u200b" and "alice\u034f" are not a second alice.
 func normalizeBuyerID(v string) (string, error) {
-	v = norm.NFC.String(v)
+	// Printable ASCII is its own NFC form and every byte of it is a visible
+	// character or U+0020: only the checks on length and ends apply.
+	ascii := printableASCII(v)
+	if !ascii {
+		v = norm.NFC.String(v)
+	}
 	switch {
 	case v == "":
 		return "", fmt.Errorf("%w: buyerId must not be empty", sale.ErrInvalidRequest)
@@ -64,12 +69,30 @@ func normalizeBuyerID(v string) (string, error) {
 	if unicode.IsSpace(first) || unicode.IsSpace(last) {
 		return "", fmt.Errorf("%w: buyerId must not start or end with white space", sale.ErrInvalidRequest)
 	}
-	for _, r := range v {
-		if r == utf8.RuneError || !unicode.In(r, visible...) || blank(r) {
-			return "", fmt.Errorf("%w: buyerId contains an invisible, control or unassigned character", sale.ErrInvalidRequest)
-		}
+	if !ascii && !visibleID(v) {
+		return "", fmt.Errorf("%w: buyerId contains an invisible, control or unassigned character", sale.ErrInvalidRequest)
 	}
 	return v, nil
+}
+
+// visibleID says whether every character of v is visible (or U+0020).
+func visibleID(v string) bool {
+	for _, r := range v {
+		if r == utf8.RuneError || !unicode.In(r, visible...) || blank(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// printableASCII says whether v is only bytes 0x20..0x7e.
+func printableASCII(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // blank says whether r, of a visible category, renders as nothing or as a
@@ -90,68 +113,109 @@ var visible = []*unicode.RangeTable{unicode.L, unicode.M, unicode.N, unicode.P, 
 // parseBuyerObject returns the value of the only member of
 // {"buyerId": "<string>"}, with JSON white space anywhere JSON allows it.
 func parseBuyerObject(b []byte) (string, error) {
-	v, err := parseStringObject(b, "buyerId")
-	if err != nil {
+	var v [1]string
+	if err := parseStringObjectInto(b, buyerIDName[:], v[:]); err != nil {
 		return "", err
 	}
 	return v[0], nil
 }
 
+var buyerIDName = [1]string{"buyerId"}
+
 // parseStringObject returns the values of an object whose members are
 // exactly names (each once, in any order), every one a string.
 func parseStringObject(b []byte, names ...string) ([]string, error) {
+	values := make([]string, len(names))
+	if err := parseStringObjectInto(b, names, values); err != nil {
+		return nil, err
+	}
+	return values, nil
+}
+
+// parseStringObjectInto is parseStringObject writing into values (as long
+// as names, at most 64): a purchase's body is decoded with no allocation
+// but its buyer id's.
+func parseStringObjectInto(b []byte, names, values []string) error {
 	if !utf8.Valid(b) {
-		return nil, errString("not valid UTF-8")
+		return errString("not valid UTF-8")
 	}
 	p := parser{b: b}
 	p.space()
 	if !p.byte('{') {
-		return nil, errString("not a JSON object")
+		return errString("not a JSON object")
 	}
-	values := make([]string, len(names))
-	seen := make([]bool, len(names))
+	var seen uint64 // bit i: names[i] was read
 	p.space()
 	if !p.byte('}') {
 		for {
 			p.space()
-			key, err := p.str()
+			i, err := p.name(names)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			i := slices.Index(names, key)
 			switch {
 			case i < 0:
-				return nil, errString("unknown field")
-			case seen[i]:
-				return nil, fmt.Errorf("duplicate field %q", key)
+				return errString("unknown field")
+			case seen&(1<<i) != 0:
+				return fmt.Errorf("duplicate field %q", names[i])
 			}
-			seen[i] = true
+			seen |= 1 << i
 			p.space()
 			if !p.byte(':') {
-				return nil, errString("expected ':'")
+				return errString("expected ':'")
 			}
 			p.space()
 			if values[i], err = p.str(); err != nil {
-				return nil, fmt.Errorf("%s must be a string: %v", key, err)
+				return fmt.Errorf("%s must be a string: %v", names[i], err)
 			}
 			p.space()
 			if p.byte(',') {
 				continue
 			}
 			if !p.byte('}') {
-				return nil, errString("expected ',' or '}'")
+				return errString("expected ',' or '}'")
 			}
 			break
 		}
 	}
-	if i := slices.Index(seen, false); i >= 0 {
-		return nil, fmt.Errorf("%s is required", names[i])
+	for i := range names {
+		if seen&(1<<i) == 0 {
+			return fmt.Errorf("%s is required", names[i])
+		}
 	}
 	p.space()
 	if p.i != len(p.b) {
-		return nil, errString("unexpected data after the JSON object")
+		return errString("unexpected data after the JSON object")
 	}
-	return values, nil
+	return nil
+}
+
+// name reads a member's name and returns its index in names (-1: none of
+// them). A name without escapes is compared in place, not copied.
+func (p *parser) name(names []string) (int, error) {
+	if p.i < len(p.b) && p.b[p.i] == '"' {
+		for j := p.i + 1; j < len(p.b); j++ {
+			c := p.b[j]
+			if c == '"' {
+				raw := p.b[p.i+1 : j]
+				p.i = j + 1
+				for i, n := range names {
+					if string(raw) == n {
+						return i, nil
+					}
+				}
+				return -1, nil
+			}
+			if c == '\\' || c < 0x20 {
+				break // str says what is wrong, or unescapes
+			}
+		}
+	}
+	key, err := p.str()
+	if err != nil {
+		return 0, err
+	}
+	return slices.Index(names, key), nil
 }
 
 type errString string

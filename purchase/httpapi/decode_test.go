@@ -40,6 +40,9 @@ func FuzzDecodePurchase(f *testing.F) {
 		{"{\"buyerId\":\"\xff\"}", ""},
 		{"\xff\xfe", "\x00"},
 		{`{"buyerId":1e999}`, ""},
+		{`{"buyer\u0049d":"a"}`, ""},
+		{`{"buyerId\u0000":"a"}`, ""},
+		{`{"buyerId":"a b"}`, ""},
 	} {
 		f.Add([]byte(seed.body), seed.key)
 	}
@@ -75,4 +78,19 @@ func FuzzDecodePurchase(f *testing.F) {
 			t.Fatalf("encoding/json reads %q as %q (%v), we read %q", body, std.BuyerID, err, buyer)
 		}
 	})
+}
+
+// A buyer id of printable ASCII skips NFC and the per-character checks:
+// every such id must get the answer the general path gives it.
+func TestNormalizeBuyerID_ASCIIAsTheGeneralPath(t *testing.T) {
+	for c := byte(0x20); c <= 0x7e; c++ {
+		for _, v := range []string{string(c), "a" + string(c) + "b", string(c) + "a", "a" + string(c)} {
+			got, err := normalizeBuyerID(v)
+			want := norm.NFC.String(v)
+			ok := want == v && visibleID(v) && !unicode.IsSpace(rune(v[0])) && !unicode.IsSpace(rune(v[len(v)-1]))
+			if (err == nil) != ok || (err == nil && got != want) {
+				t.Fatalf("%q: got %q, %v; the general path accepts it: %v", v, got, err, ok)
+			}
+		}
+	}
 }

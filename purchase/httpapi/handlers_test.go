@@ -217,6 +217,28 @@ func TestPurchase_ReachesCheckout(t *testing.T) {
 	}
 }
 
+// The purchase route taken ahead of the mux answers as the mux's own: an
+// escaped path goes the mux's way, and a method other than POST is 405.
+func TestPurchase_RouteAheadOfTheMux(t *testing.T) {
+	for _, c := range []struct {
+		method, path string
+		status       int
+		seat         int64
+	}{
+		{http.MethodPost, "/v1/tickets/7/purchase", http.StatusCreated, 7},
+		{http.MethodPost, "/v1/tickets/%37/purchase", http.StatusCreated, 7},
+		{http.MethodPost, "/v1/tickets/7%2Fpurchase", http.StatusMethodNotAllowed, 0}, // GET /v1/tickets/{id}
+		{http.MethodGet, "/v1/tickets/7/purchase", http.StatusMethodNotAllowed, 0},
+		{http.MethodPost, "/v1/tickets/7/purchase/", http.StatusNotFound, 0},
+	} {
+		f := newFixture()
+		resp := f.do(c.method, c.path, `{"buyerId":"alice"}`, nil).Result()
+		if resp.StatusCode != c.status || f.checkout.purchase.TicketID != c.seat {
+			t.Errorf("%s %s: got %d, seat %d; want %d, seat %d", c.method, c.path, resp.StatusCode, f.checkout.purchase.TicketID, c.status, c.seat)
+		}
+	}
+}
+
 // The read endpoints, the probes and the page's routes.
 func TestReadsProbesAndPage(t *testing.T) {
 	f := newFixture()

@@ -100,20 +100,32 @@ type Problem struct {
 
 const problemTypeBase = "https://fluxorder.io/problems/"
 
-// rendered holds each sentinel's body, marshalled once: a hot-seat storm
-// answers the same few problems tens of thousands of times a second.
-var rendered = func() map[error]renderedProblem {
-	m := make(map[error]renderedProblem, len(problems))
+// rendered holds each sentinel's whole answer, made once: a hot-seat storm
+// answers the same few problems tens of thousands of times a second, each
+// with bytes written as they are and header values assigned, no encoding,
+// no search of the table and no errors.As.
+var rendered = func() map[error]*renderedProblem {
+	m := make(map[error]*renderedProblem, len(problems))
 	for _, p := range problems {
+		if _, dup := m[p.err]; dup {
+			continue // problemFor answers the first row of an error
+		}
 		body := renderProblem(p, p.err.Error(), "")
-		m[p.err] = renderedProblem{body, []string{strconv.Itoa(len(body))}}
+		r := &renderedProblem{problem: p, body: body, contentLength: []string{strconv.Itoa(len(body))}}
+		r.extraHeader, r.extraValue = extraHeader(p, nil)
+		m[p.err] = r
 	}
 	return m
 }()
 
 type renderedProblem struct {
+	problem
 	body          []byte
 	contentLength []string
+	// extraHeader, when set, is the header the problem adds (Retry-After
+	// or WWW-Authenticate, canonical), with its value.
+	extraHeader string
+	extraValue  []string
 }
 
 func renderProblem(p problem, detail, orderID string) []byte {
@@ -126,10 +138,23 @@ func renderProblem(p problem, detail, orderID string) []byte {
 // (our own validation message, which never quotes the input: the decoder
 // names what is wrong, never the bytes it read). Driver errors never reach
 // a buyer.
-func writeProblem(w http.ResponseWriter, err error) {
-	r, ok := rendered[err]
+//
+// It returns err's row of the table (the metrics count its code).
+func writeProblem(w http.ResponseWriter, err error) problem {
+	if r, ok := rendered[err]; ok {
+		h := w.Header()
+		if r.extraHeader != "" {
+			h[r.extraHeader] = r.extraValue
+		}
+		h["Content-Type"] = problemContentType
+		h["Content-Length"] = r.contentLength
+		w.WriteHeader(r.status)
+		_, _ = w.Write(r.body)
+		return r.problem
+	}
 	p := problemFor(err)
-	if !ok {
+	var body []byte
+	{
 		detail, orderID := "unexpected error", ""
 		if p.err != nil {
 			detail = p.err.Error()
@@ -145,29 +170,38 @@ func writeProblem(w http.ResponseWriter, err error) {
 		case errors.As(err, &cancelled):
 			orderID = cancelled.OrderID.String()
 		}
-		r.body = renderProblem(p, detail, orderID)
-		r.contentLength = []string{strconv.Itoa(len(r.body))}
+		body = renderProblem(p, detail, orderID)
 	}
 	h := w.Header()
-	var ra *sale.RetryAfterError
-	switch {
-	case errors.As(err, &ra):
-		h["Retry-After"] = []string{strconv.Itoa(ra.Seconds)}
-	case p.status == http.StatusServiceUnavailable || p.status == http.StatusTooManyRequests:
-		h["Retry-After"] = retryAfter
-	case p.err == sale.ErrAuthRequired:
-		h["Www-Authenticate"] = identityChallenge
-	case p.err == sale.ErrAuthInvalid:
-		h["Www-Authenticate"] = invalidTokenChallenge
-	case p.err == errAdminAuthRequired || p.err == errAdminAuthInvalid:
-		h["Www-Authenticate"] = adminChallenge
-	case p.status == http.StatusUnauthorized:
-		h["Www-Authenticate"] = bearerChallenge // RFC 9110 §11.6.1: a 401 names its scheme
+	if name, value := extraHeader(p, err); name != "" {
+		h[name] = value
 	}
 	h["Content-Type"] = problemContentType
-	h["Content-Length"] = r.contentLength
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(p.status)
-	_, _ = w.Write(r.body)
+	_, _ = w.Write(body)
+	return p
+}
+
+// extraHeader is the header an answer of row p for err carries beside its
+// body, if any: Retry-After, or the challenge of a 401.
+func extraHeader(p problem, err error) (string, []string) {
+	var ra *sale.RetryAfterError
+	switch {
+	case err != nil && errors.As(err, &ra):
+		return "Retry-After", []string{strconv.Itoa(ra.Seconds)}
+	case p.status == http.StatusServiceUnavailable || p.status == http.StatusTooManyRequests:
+		return "Retry-After", retryAfter
+	case p.err == sale.ErrAuthRequired:
+		return "Www-Authenticate", identityChallenge
+	case p.err == sale.ErrAuthInvalid:
+		return "Www-Authenticate", invalidTokenChallenge
+	case p.err == errAdminAuthRequired || p.err == errAdminAuthInvalid:
+		return "Www-Authenticate", adminChallenge
+	case p.status == http.StatusUnauthorized:
+		return "Www-Authenticate", bearerChallenge // RFC 9110 §11.6.1: a 401 names its scheme
+	}
+	return "", nil
 }
 
 // Header values shared by every answer (net/http only reads them).
