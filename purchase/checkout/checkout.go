@@ -207,6 +207,10 @@ func (s *Service) taken(id int64, res seatlock.Result, now time.Time) error {
 		return sale.ErrTicketSold
 	}
 	s.metrics.lockAcquired.Inc()
+	// Ours now, by a purchase or a checkout hold: Redis, not a claimed
+	// refresh of the memories, says which to the next buyers.
+	s.held.forget(id)
+	s.onHold.forget(id)
 	return nil
 }
 

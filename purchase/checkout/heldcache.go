@@ -14,8 +14,9 @@ import (
 // When the window ends, one request asks Redis, not every request in
 // flight: the first caller to find it over claims the next ask (one CAS)
 // and is told "not held"; the others keep answering from memory until its
-// answer renews the window, sells the seat, or, should Redis not answer,
-// one more window ends. Without the claim a storm of 60k requests/s sent
+// answer renews the window, finds the seat sold or under a checkout hold,
+// or takes the seat (checkout's taken), or, should Redis not answer, one
+// more window ends. Without the claim a storm of 60k requests/s sent
 // 5-8 % of them to Redis at each window's end, all at once. So the pod says
 // ticket_locked for at most one window after the holder gave the seat up,
 // and two when Redis fails the refreshing request in between.

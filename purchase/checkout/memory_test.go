@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flux-order/flux-order/purchase/sale"
+	"github.com/flux-order/flux-order/purchase/seatlock"
 )
 
 func TestSoldSet_RemembersOnlyItsInventory(t *testing.T) {
@@ -87,6 +91,37 @@ func TestHeldCache_OneCallerRefreshesAnExpiredSeat(t *testing.T) {
 	c.forget(7)
 	if c.held(7, end.Add(30*time.Millisecond)) {
 		t.Fatal("forgotten seats are not held")
+	}
+}
+
+// What the claimer's Redis answer finds replaces the claim at once: a
+// checkout hold answers ticket_held, and a seat this pod just locked (by a
+// purchase or a hold) is Redis's to describe, not the stale memory's.
+func TestTaken_ReplacesAClaimedRefresh(t *testing.T) {
+	s := &Service{metrics: newMetrics(prometheus.NewRegistry()), sold: newSoldSet(10),
+		held: newHeldCache(20 * time.Millisecond), onHold: newHeldCache(20 * time.Millisecond)}
+	now := time.Now()
+	later := now.Add(21 * time.Millisecond)
+	claim := func(id int64) {
+		t.Helper()
+		s.held.remember(id, now)
+		if s.held.held(id, later) || !s.held.held(id, later) {
+			t.Fatal("the first caller past the window claims the refresh, the next answers from memory")
+		}
+	}
+	claim(3)
+	if err := s.taken(3, seatlock.Result{State: seatlock.OnHold}, later); err != sale.ErrTicketHeld {
+		t.Fatal(err)
+	}
+	if s.held.held(3, later) || !s.onHold.held(3, later) {
+		t.Fatal("a seat found under a checkout hold answers ticket_held, not the claim's ticket_locked")
+	}
+	claim(4)
+	if err := s.taken(4, seatlock.Result{State: seatlock.Acquired}, later); err != nil {
+		t.Fatal(err)
+	}
+	if s.held.held(4, later) {
+		t.Fatal("a seat this pod just locked must be asked of Redis again")
 	}
 }
 
