@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -112,17 +111,6 @@ func serveStorm(b *testing.B, srv *http.Server, seat int) {
 		}
 	})
 	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// processCPU is the CPU time this process has used (user and system, every
-// thread: client, server and runtime), in nanoseconds. Per request it is
-// steadier than ns/op on a machine shared with other work.
-func processCPU(b *testing.B) int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // readAnswer reads one HTTP/1.1 answer with a Content-Length from conn
