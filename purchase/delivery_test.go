@@ -684,3 +684,44 @@ func TestDelivery_Storm_OutageReceiverRestartPodKilled_EveryOrderExactlyOnce(t *
 	}
 	t.Logf("%d orders (%v) in %s: the receiver has %s", len(orders), got.byCode, time.Since(began).Round(time.Second), st)
 }
+
+// A claim whose pod did not record it (killed mid-batch) is taken over
+// when its lease ends: another fan-out reads the same events from the
+// claim's start and delivers them again (duplicates, same webhook-ids),
+// then records the claim. Here a dead pod's claim over the three orders
+// already delivered is planted, its lease over.
+func TestDelivery_ExpiredClaim_TakenOver_SameEventsSentAgain(t *testing.T) {
+	h := newHookedSale(t, 10)
+	ctx := context.Background()
+	var xid, key string
+	var src int
+	var after *string
+	if err := h.DB.QueryRow(ctx, `SELECT xid::text, src, key, after::text FROM webhook_cursor`).Scan(&xid, &src, &key, &after); err != nil {
+		t.Fatal(err)
+	}
+	h.mustBuy(t, 1, 3)
+	orders := h.orders(t)
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the orders delivered", func() error { return h.checkEvents(orders) })
+	// The claim covers every event since (sale.on_sale too, which this
+	// webhook does not want): the three orders are sent again.
+	var n int
+	if err := h.DB.QueryRow(ctx, `SELECT count(*) FROM webhook_events e WHERE ROW(e.xid, e.src, e.key COLLATE "C") > ROW($1::xid8, $2, $3)`,
+		xid, src, key).Scan(&n); err != nil || n < 3 {
+		t.Fatalf("%d events since the cursor (%v)", n, err)
+	}
+	if _, err := h.DB.Exec(ctx, `INSERT INTO webhook_claims (from_xid, from_src, from_key, after, first_seq, n, leased_by, leased_until)
+		VALUES ($1::xid8, $2, $3, $4::pg_snapshot, 1000, $5, 'dead-pod', clock_timestamp() - interval '1 second')`, xid, src, key, after, n); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the claim taken over and recorded", func() error {
+		var claims, delivered int
+		err := h.DB.QueryRow(ctx, `SELECT (SELECT count(*) FROM webhook_claims), (SELECT coalesce(sum(delivered), 0) FROM webhook_delivered)`).Scan(&claims, &delivered)
+		if err == nil && (claims != 0 || delivered != 6 || h.recv.Stats().Duplicates != 3) {
+			err = fmt.Errorf("%d claims left, %d delivered, %s", claims, delivered, h.recv.Stats())
+		}
+		return err
+	})
+	if err := h.checkEvents(orders); err != nil {
+		t.Fatal(err)
+	}
+}

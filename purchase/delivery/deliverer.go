@@ -182,13 +182,15 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	d.redeliver(ctx, d.settings.Load().redeliverDead)
 	go d.follow(ctx, d.cfg.FollowInterval)
 	go d.observe(ctx)
-	fanning := make(chan struct{})
-	go func() { defer close(fanning); d.fanOut(ctx) }()
+	var fanning sync.WaitGroup
+	for range fanOutLoops {
+		fanning.Go(func() { d.fanOut(ctx) })
+	}
 	if d.cfg.Facts != nil {
 		go d.saleEvents(ctx, time.Second)
 	}
 	<-ctx.Done()
-	<-fanning // its batch in flight ends first (fanOutOnce)
+	fanning.Wait() // the batches in flight end first (fanOutOnce)
 	stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return d.client.StopAndCancel(stop)

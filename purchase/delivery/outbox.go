@@ -22,8 +22,12 @@ import (
 // so no event can appear behind the cursor later, whatever order
 // transactions commit in.
 
-// fanOutBatch is how many events one fan-out batch takes.
-const fanOutBatch = 500
+// fanOutBatch is how many events one fan-out batch takes, and
+// fanOutLoops how many batches a pod has in flight at most.
+const (
+	fanOutBatch = 500
+	fanOutLoops = 4
+)
 
 // cursor is the fan-out's position: the events after (xid, src, key) that
 // are not visible in after (the switch's last OFF → ON) are pending.
@@ -39,13 +43,15 @@ type cursor struct {
 // wants each, in batches of up to fanOutBatch: it makes the first attempt
 // of each delivery to a webhook this pod has not seen failing (Workers at
 // once) and hands the failed ones, and every delivery to a failing
-// webhook, to River; then it moves the cursor past the batch. One pod fans
-// out at a time (the cursor's lease); the others poll. A pod that dies
-// mid-batch leaves its lease to expire and another pod fans the batch out
-// again (a receiver may get an event twice, with the same webhook-id and
-// sequence). It polls every PollInterval, at once again after a full
-// batch, and only while this pod's file lists a webhook and the switch is
-// on (a pod that lists one keeps it on).
+// webhook, to River; then it records the batch. Each batch is a claim
+// (the cursor moves past it when it is claimed), so fanOutLoops batches
+// per pod, from every pod, are in flight at once: a slow endpoint's round
+// trips overlap. A pod that dies mid-batch leaves its claim's lease to
+// expire and another pod fans the batch out again (a receiver may get an
+// event twice, with the same webhook-id and sequence). Each loop polls
+// every PollInterval, at once again after a full batch, and only while
+// this pod's file lists a webhook and the switch is on (a pod that lists
+// one keeps it on).
 //
 // Why the first attempt is not a River job: a job per delivery costs
 // PostgreSQL an insert, the fetch's update and the completion's update
@@ -92,47 +98,40 @@ func (d *Deliverer) leaseFor() time.Duration { return 3*d.cfg.AttemptTimeout + 2
 // attempts ran long still records what they got.
 const recordTimeout = 10 * time.Second
 
-// errLeaseLost: another pod took the cursor over (this batch outlived its
-// lease); that pod fans the batch out again.
-var errLeaseLost = errors.New("the fan-out's lease expired: another pod fans this batch out again")
+// errLeaseLost: the batch outlived its claim's lease and another pod
+// took the claim over; that pod fans the batch out again.
+var errLeaseLost = errors.New("the fan-out's claim expired: another pod fans this batch out again")
+
+// batch is a claimed range of the outbox: the events after from, first
+// numbered firstSeq.
+type batch struct {
+	claim    int64
+	from     cursor
+	firstSeq int64
+	events   []EventArgs
+}
 
 func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 	// A batch runs to its end when the pod stops (bounded): stopped
 	// halfway, its deliveries would be made again by another pod.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), d.leaseFor())
 	defer cancel()
-	// Read-only while there is nothing to do or another pod holds the
-	// lease: polling writes nothing.
-	var c cursor
-	var free bool
-	err = d.pool.QueryRow(ctx, `SELECT xid::text, src, key, next_seq, after::text,
-			leased_until IS NULL OR leased_until < clock_timestamp() OR leased_by = $1
-		FROM webhook_cursor`, d.client.ID()).Scan(&c.xid, &c.src, &c.key, &c.nextSeq, &c.after, &free)
-	if err != nil || !free {
-		return 0, err
+	b, err := d.claimExpired(ctx)
+	if err == nil && b == nil {
+		b, err = d.claimNext(ctx)
 	}
-	events, last, err := d.pendingEvents(ctx, c, fanOutBatch)
-	if err != nil || len(events) == 0 {
-		return 0, err
-	}
-	// Take the lease only if the cursor is still where it was read (else
-	// another pod fanned this batch out meanwhile).
-	tag, err := d.pool.Exec(ctx, `UPDATE webhook_cursor SET leased_by = $5, leased_until = clock_timestamp() + make_interval(secs => $6)
-		WHERE xid = $1::xid8 AND src = $2 AND key = $3 AND next_seq = $4 AND after::text IS NOT DISTINCT FROM $7
-		  AND (leased_until IS NULL OR leased_until < clock_timestamp() OR leased_by = $5)`,
-		c.xid, c.src, c.key, c.nextSeq, d.client.ID(), d.leaseFor().Seconds(), c.after)
-	if err != nil || tag.RowsAffected() == 0 {
+	if err != nil || b == nil {
 		return 0, err
 	}
 
 	hooks := d.settings.Load().hooks
 	var inline []*attempt
 	var params []river.InsertManyParams
-	for i, e := range events {
-		e.Seq = c.nextSeq + int64(i)
+	for i, e := range b.events {
+		e.Seq = b.firstSeq + int64(i)
 		body, err := json.Marshal(Body{Type: e.Type, Timestamp: e.At.UTC(), Sequence: e.Seq, Data: e.Data})
 		if err != nil {
-			return 0, d.releaseLease(ctx, err)
+			return 0, d.releaseClaim(ctx, b, err)
 		}
 		for name, h := range hooks {
 			if !h.wants(e.Type) {
@@ -155,9 +154,7 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 	ctx, cancelRecord := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancelRecord()
 	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE webhook_cursor SET xid = $2::xid8, src = $3, key = $4, next_seq = $5,
-				leased_by = NULL, leased_until = NULL
-			WHERE leased_by = $1`, d.client.ID(), last.xid, last.src, last.key, c.nextSeq+int64(len(events)))
+		tag, err := tx.Exec(ctx, `DELETE FROM webhook_claims WHERE id = $1 AND leased_by = $2`, b.claim, d.client.ID())
 		if err != nil {
 			return err
 		}
@@ -175,19 +172,82 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 		return d.insertFailed(ctx, tx, failed)
 	})
 	if err != nil {
-		return 0, d.releaseLease(ctx, err)
+		return 0, d.releaseClaim(ctx, b, err)
 	}
-	return len(events), nil
+	return len(b.events), nil
 }
 
-// releaseLease gives the cursor back after a batch that did not commit,
-// so that another pod (or this one) fans it out again at once instead of
-// after the lease; it answers err.
-func (d *Deliverer) releaseLease(ctx context.Context, err error) error {
+// claimNext claims the next events after the cursor: read-only while
+// nothing is pending, then one statement that moves the cursor past them
+// (only if it is still where it was read: else another fan-out claimed
+// them first) and records the claim, leased to this pod.
+func (d *Deliverer) claimNext(ctx context.Context) (*batch, error) {
+	var c cursor
+	err := d.pool.QueryRow(ctx, `SELECT xid::text, src, key, next_seq, after::text FROM webhook_cursor`).
+		Scan(&c.xid, &c.src, &c.key, &c.nextSeq, &c.after)
+	if err != nil {
+		return nil, err
+	}
+	events, last, err := d.pendingEvents(ctx, c, fanOutBatch)
+	if err != nil || len(events) == 0 {
+		return nil, err
+	}
+	b := &batch{from: c, firstSeq: c.nextSeq, events: events}
+	err = d.pool.QueryRow(ctx, `WITH moved AS (
+			UPDATE webhook_cursor SET xid = $6::xid8, src = $7, key = $8, next_seq = next_seq + $9
+			WHERE xid = $1::xid8 AND src = $2 AND key = $3 AND next_seq = $4 AND after::text IS NOT DISTINCT FROM $5
+			RETURNING 1)
+		INSERT INTO webhook_claims (from_xid, from_src, from_key, after, first_seq, n, leased_by, leased_until)
+			SELECT $1::xid8, $2, $3, $5::pg_snapshot, $4, $9, $10, clock_timestamp() + make_interval(secs => $11) FROM moved
+		RETURNING id`,
+		c.xid, c.src, c.key, c.nextSeq, c.after, last.xid, last.src, last.key, len(events), d.client.ID(), d.leaseFor().Seconds()).Scan(&b.claim)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil // claimed by another fan-out first: the next poll reads on
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// claimExpired takes over a claim whose pod did not record it within its
+// lease (killed, node lost, or its record failed): the same events with
+// the same numbers, read again from the claim's start (they are below the
+// xmin of the read that claimed them, so they have not changed: a
+// cancellation moves an order's event to its cancellation row at the same
+// place).
+func (d *Deliverer) claimExpired(ctx context.Context) (*batch, error) {
+	b := &batch{}
+	var n int
+	err := d.pool.QueryRow(ctx, `UPDATE webhook_claims SET leased_by = $1, leased_until = clock_timestamp() + make_interval(secs => $2)
+		WHERE id = (SELECT id FROM webhook_claims WHERE leased_until < clock_timestamp() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+		RETURNING id, from_xid::text, from_src, from_key, after::text, first_seq, n`, d.client.ID(), d.leaseFor().Seconds()).
+		Scan(&b.claim, &b.from.xid, &b.from.src, &b.from.key, &b.from.after, &b.firstSeq, &n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if b.events, _, err = d.pendingEvents(ctx, b.from, n); err != nil {
+		return nil, d.releaseClaim(ctx, b, err)
+	}
+	if len(b.events) != n {
+		d.log.Warn("a claimed batch of the outbox reads differently", "claim", b.claim, "events", n, "read", len(b.events))
+	}
+	d.log.Info("a fan-out batch whose pod did not record it is fanned out again", "claim", b.claim, "events", len(b.events))
+	return b, nil
+}
+
+// releaseClaim hands a batch that did not record back at once (its lease
+// ends now: the next claimExpired, here or on another pod, fans it out
+// again), and answers err.
+func (d *Deliverer) releaseClaim(ctx context.Context, b *batch, err error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	if _, rerr := d.pool.Exec(ctx, `UPDATE webhook_cursor SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1`, d.client.ID()); rerr != nil {
-		d.log.Warn("release the fan-out's lease", "err", rerr)
+	if _, rerr := d.pool.Exec(ctx, `UPDATE webhook_claims SET leased_until = clock_timestamp() WHERE id = $1 AND leased_by = $2`,
+		b.claim, d.client.ID()); rerr != nil {
+		d.log.Warn("release the fan-out's claim", "err", rerr)
 	}
 	return err
 }

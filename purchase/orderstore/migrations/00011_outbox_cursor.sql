@@ -93,21 +93,35 @@ CREATE VIEW webhook_events AS
         FROM webhook_sale_events s WHERE s.xid IS NOT NULL AND s.data IS NOT NULL;
 
 -- The fan-out's cursor: the events after (xid, src, key) and not visible
--- in `after` (the snapshot of the switch's last OFF → ON) are pending.
--- next_seq numbers the next event fanned out (the body's sequence: in
--- cursor order, so monotonic; a batch fanned out twice numbers its events
--- the same way twice). One pod fans out at a time: the lease.
+-- in `after` (the snapshot of the switch's last OFF → ON) are not claimed
+-- yet. next_seq numbers the next event claimed (the body's sequence: in
+-- cursor order, so monotonic).
 CREATE TABLE webhook_cursor (
-    one          boolean     PRIMARY KEY DEFAULT true CHECK (one),
-    xid          xid8        NOT NULL DEFAULT '0',
-    src          int         NOT NULL DEFAULT 0,
-    key          text        NOT NULL DEFAULT '',
-    next_seq     bigint      NOT NULL,
-    after        pg_snapshot,
-    leased_by    text,
-    leased_until timestamptz
+    one      boolean PRIMARY KEY DEFAULT true CHECK (one),
+    xid      xid8    NOT NULL DEFAULT '0',
+    src      int     NOT NULL DEFAULT 0,
+    key      text    NOT NULL DEFAULT '',
+    next_seq bigint  NOT NULL,
+    after    pg_snapshot
 );
 INSERT INTO webhook_cursor (next_seq) VALUES (nextval('webhook_event_seq'));
+
+-- Batches claimed and not recorded yet: the n events after (from_xid,
+-- from_src, from_key), numbered from first_seq, leased to one pod. Claims
+-- let several batches be in flight at once, from one pod or several; a
+-- claim whose lease ends unrecorded (its pod died) is taken over by another
+-- pod, which reads the same events and numbers them the same way.
+CREATE TABLE webhook_claims (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    from_xid     xid8        NOT NULL,
+    from_src     int         NOT NULL,
+    from_key     text        NOT NULL,
+    after        pg_snapshot,
+    first_seq    bigint      NOT NULL,
+    n            int         NOT NULL,
+    leased_by    text        NOT NULL,
+    leased_until timestamptz NOT NULL
+);
 
 -- Deliveries the fan-out made itself (their first attempt got a 2xx),
 -- counted per webhook: one upsert per batch instead of a completed
@@ -130,7 +144,7 @@ CREATE FUNCTION outbox_switch_on() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE webhook_cursor SET after = pg_current_snapshot(), xid = pg_snapshot_xmin(pg_current_snapshot()),
-        src = 0, key = '', leased_by = NULL, leased_until = NULL;
+        src = 0, key = '';
     RETURN NULL;
 END
 $$;
@@ -213,7 +227,8 @@ $$;
 -- +goose StatementEnd
 
 -- +goose Down
--- The events still pending go back to river_job, numbered after the
+-- The events still pending (not claimed, or claimed and not recorded: from
+-- the earliest claim on, some twice) go back to river_job, numbered after the
 -- cursor's last number, then the trigger and cancel_order of 00010 return;
 -- the SHARE lock keeps confirmations out meanwhile, so none commits between
 -- the copy and the trigger. The sale's own pending events are not carried
@@ -228,12 +243,14 @@ INSERT INTO river_job (kind, queue, args, max_attempts, state, scheduled_at, pri
            25, 'available', clock_timestamp(), 1
     FROM webhook_events e, webhook_cursor w
     WHERE (SELECT enabled FROM outbox_switch) AND e.src <> 3
-      AND ROW(e.xid, e.src, e.key COLLATE "C") > ROW(w.xid, w.src, w.key)
+      AND (ROW(e.xid, e.src, e.key COLLATE "C") > ROW(w.xid, w.src, w.key)
+           OR EXISTS (SELECT 1 FROM webhook_claims k WHERE ROW(e.xid, e.src, e.key COLLATE "C") > ROW(k.from_xid, k.from_src, k.from_key)))
       AND (w.after IS NULL OR NOT pg_visible_in_snapshot(e.xid, w.after))
     ORDER BY e.xid, e.src, e.key COLLATE "C";
 DROP TRIGGER outbox_switch_on ON outbox_switch;
 DROP FUNCTION outbox_switch_on();
 DROP TABLE webhook_delivered;
+DROP TABLE webhook_claims;
 DROP TABLE webhook_cursor;
 DROP VIEW webhook_events;
 
