@@ -2,7 +2,7 @@
 // docs/delivery.md): the transactional outbox is the facts themselves
 // (each order, cancellation and sale moment row carries its transaction's
 // xid8: orderstore's *_outbox_cursor.sql), which the pods fan out behind
-// one leased cursor (outbox.go), making each delivery's first attempt
+// one cursor in leased batches (outbox.go), making each delivery's first attempt
 // themselves; every pod runs a River client on the retries, each leased
 // by one pod at a time.
 package delivery
