@@ -137,7 +137,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var wg sync.WaitGroup
 	for i := range workers {
 		w := &worker{e: e, rng: rand.New(rand.NewPCG(uint64(e.start.UnixNano()), uint64(i))),
-			req: make([]byte, 0, 512), body: make([]byte, 0, 1024), timer: time.NewTimer(time.Hour)}
+			link: link{req: make([]byte, 0, 512), body: make([]byte, 0, 1024)}, timer: time.NewTimer(time.Hour)}
 		w.timer.Stop()
 		workers[i] = w
 		wg.Go(w.run)
@@ -298,11 +298,9 @@ func (e *engine) example(o Outcome, status int, body []byte, err error) {
 }
 
 type worker struct {
-	e       *engine
-	rng     *rand.Rand
-	conn    *h1conn
-	req     []byte
-	body    []byte
+	e   *engine
+	rng *rand.Rand
+	link
 	created []Order
 	pending []pendingOrder // orders named by a 503 whose retries did not settle
 	timer   *time.Timer
@@ -322,11 +320,7 @@ var (
 
 func (w *worker) run() {
 	e := w.e
-	defer func() {
-		if w.conn != nil {
-			w.conn.close()
-		}
-	}()
+	defer w.drop()
 	for {
 		k, ok := e.next()
 		if !ok {
@@ -418,7 +412,7 @@ func (w *worker) buy(k, seat, buyer int64, start time.Time) {
 func (w *worker) send(k, seat, buyer int64, start time.Time) (o Outcome, status int, body []byte, ok bool) {
 	e := w.e
 	w.req = e.build.appendRequest(w.req[:0], k, seat, buyer)
-	status, body, err := w.roundTrip()
+	status, body, err := w.roundTrip(e.ctx, e)
 	latency := time.Since(start)
 	if err != nil && e.ctx.Err() != nil {
 		return 0, 0, nil, false
@@ -441,6 +435,22 @@ func (w *worker) send(k, seat, buyer int64, start time.Time) (o Outcome, status 
 	return o, status, body, true
 }
 
+// pause waits d, or until the test stops (false); a buyer's think time or
+// a server's Retry-After.
+func (e *engine) pause(d time.Duration) bool {
+	if d <= 0 {
+		return !e.stopped.Load()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-e.stopCh:
+		return false
+	}
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -461,23 +471,51 @@ func problemOrderID(body []byte) uuid.UUID {
 	return p.OrderID
 }
 
-func (w *worker) roundTrip() (int, []byte, error) {
-	e := w.e
-	if w.conn == nil {
-		c, err := dialH1(e.ctx, e.t, e.cfg.TLS, e.cfg.Timeout)
+// link is a worker's keep-alive connection, dialled when first needed and
+// dropped after an error or an answer that closes it, with the worker's
+// request and answer buffers.
+type link struct {
+	conn *h1conn
+	req  []byte    // the next request, built in place
+	body []byte    // the last answer's body, reused
+	idle time.Time // when conn's last answer was read
+}
+
+// staleAfter is how long a connection may sit idle before roundTrip checks
+// that the server has not closed it meanwhile (net/http's client learns
+// that from its background read; h1conn has none): a hold-confirm buyer's
+// think time, a slow open-model schedule. Busy connections skip the check.
+const staleAfter = 100 * time.Millisecond
+
+// roundTrip sends l.req and returns the answer's status and body (valid
+// until the next call). ctx bounds only a dial.
+func (l *link) roundTrip(ctx context.Context, e *engine) (int, []byte, error) {
+	if l.conn != nil && time.Since(l.idle) >= staleAfter && !l.conn.idleAlive() {
+		l.drop()
+	}
+	if l.conn == nil {
+		c, err := dialH1(ctx, e.t, e.cfg.TLS, e.cfg.Timeout)
 		if err != nil {
 			return 0, nil, err
 		}
-		w.conn = c
+		l.conn = c
 		e.conns.Add(1)
 	}
-	status, body, keep, err := w.conn.roundTrip(w.req, time.Now().Add(e.cfg.Timeout), w.body)
-	w.body = body[:0] // keep the grown buffer for the next answer
+	status, body, keep, err := l.conn.roundTrip(l.req, time.Now().Add(e.cfg.Timeout), l.body)
+	l.body = body[:0] // keep the grown buffer for the next answer
 	if err != nil || !keep {
-		w.conn.close()
-		w.conn = nil
+		l.drop()
+	} else {
+		l.idle = time.Now()
 	}
 	return status, body, err
+}
+
+func (l *link) drop() {
+	if l.conn != nil {
+		l.conn.close()
+		l.conn = nil
+	}
 }
 
 // decodeOrder reads a 201 body. Orders are few next to refusals, so plain

@@ -123,19 +123,7 @@ func runQueue(ctx context.Context, cfg Config, t target) (*Result, error) {
 }
 
 // sleep waits d, or until the test stops (false).
-func (q *queueRun) sleep(d time.Duration) bool {
-	if d <= 0 {
-		return !q.e.stopped.Load()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-q.e.stopCh:
-		return false
-	}
-}
+func (q *queueRun) sleep(d time.Duration) bool { return q.e.pause(d) }
 
 // queueAnswer is what a join or a poll answers.
 type queueAnswer struct {
