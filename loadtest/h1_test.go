@@ -7,6 +7,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/flux-order/flux-order/purchase/buyerauth/buyerauthtest"
 )
 
 func TestReadResponse_ParsesWhatServersSend(t *testing.T) {
@@ -117,5 +121,48 @@ func TestRequestBuilder_DoesNotAllocateIntoAWarmBuffer(t *testing.T) {
 	buf := make([]byte, 0, 512)
 	if n := testing.AllocsPerRun(1000, func() { buf = b.appendRequest(buf[:0], 9, 123, 456) }); n != 0 {
 		t.Fatalf("expected 0 allocations per request built, got %v", n)
+	}
+}
+
+func TestRequestBuilder_BuildsTheCheckoutsRequestsNetHTTPAccepts(t *testing.T) {
+	tg, err := parseTarget("http://127.0.0.1:18080/demo/", "demo.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := NewTokens(buyerauthtest.NewKey("k"), "https://id.example.com/", "lt", 0)
+	b := newRequestBuilder(tg, "r1", tokens)
+	hold := uuid.MustParse("0190c7b0-89ab-7cde-8f01-23456789abcd")
+	cases := []struct {
+		name, method, path, body, contentType string
+		raw                                   []byte
+	}{
+		{"hold", "POST", "/demo/v1/tickets/9999999/hold", `{"buyerId":"buyer-123456789"}`, "application/json",
+			b.appendHold(nil, 9999999, 123456789)},
+		{"confirm", "POST", "/demo/v1/holds/" + hold.String() + "/confirm", `{"buyerId":"buyer-123456789","paymentRef":"lt-10000"}`, "application/json",
+			b.appendConfirm(nil, hold, 123456789, 10000)},
+		{"release", "DELETE", "/demo/v1/holds/" + hold.String(), "", "", b.appendRelease(nil, hold, 123456789)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(string(c.raw))))
+			if err != nil {
+				t.Fatalf("expected a valid request, got %v in %q", err, c.raw)
+			}
+			body, _ := io.ReadAll(req.Body)
+			if req.Method != c.method || req.URL.Path != c.path || req.Host != "demo.example" || string(body) != c.body ||
+				req.Header.Get("Content-Type") != c.contentType || req.Header.Get("Idempotency-Key") != "" ||
+				req.Header.Get("Authorization") != "Bearer "+tokens.For(123456789) {
+				t.Fatalf("expected %s %s Host demo.example body %s with buyer-123456789's token and no key, got %s %s Host %s body %s (%v)",
+					c.method, c.path, c.body, req.Method, req.URL.Path, req.Host, body, req.Header)
+			}
+		})
+	}
+	buf := make([]byte, 0, 2048)
+	if n := testing.AllocsPerRun(1000, func() {
+		buf = b.appendHold(buf[:0], 12, 34)
+		buf = b.appendConfirm(buf[:0], hold, 34, 56)
+		buf = b.appendRelease(buf[:0], hold, 34)
+	}); n != 0 {
+		t.Fatalf("expected 0 allocations per checkout's requests, got %v", n)
 	}
 }

@@ -2,8 +2,18 @@ package loadtest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,4 +134,219 @@ func (s *auditedSale) plantSale(ticket int64, id uuid.UUID, buyer string, hold *
 	s.exec(`UPDATE tickets SET sold = true, held_until = NULL WHERE id = $1`, ticket)
 	s.exec(`UPDATE sold_counter SET sold = sold + 1 WHERE shard = $1 % 64`, ticket)
 	s.exec(`INSERT INTO orders (id, ticket_id, buyer_id, hold_id) VALUES ($1, $2, $3, $4)`, id, ticket, buyer, hold)
+}
+
+// checkoutSale is an HTTP checkout whose answers depend on the seat (seats
+// 1..40, each held once by the scenario's walk), and that counts what it
+// is asked: the hold-confirm client's own handling of every answer, on
+// plain or TLS connections.
+type checkoutSale struct {
+	srv                       *httptest.Server
+	conns                     atomic.Int64
+	mu                        sync.Mutex
+	holds, confirms, releases map[int64]int // requests per seat
+	bad                       []string      // requests not as the scenario sends them
+}
+
+func newCheckoutSale(t *testing.T, tlsOn bool, idle time.Duration) *checkoutSale {
+	c := &checkoutSale{holds: map[int64]int{}, confirms: map[int64]int{}, releases: map[int64]int{}}
+	c.srv = httptest.NewUnstartedServer(http.HandlerFunc(c.serve))
+	c.srv.Config.IdleTimeout = idle
+	c.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			c.conns.Add(1)
+		}
+	}
+	if tlsOn {
+		c.srv.StartTLS()
+	} else {
+		c.srv.Start()
+	}
+	t.Cleanup(c.srv.Close)
+	return c
+}
+
+// config is the scenario against c: 40 checkouts, each of another seat.
+func (c *checkoutSale) config() Config {
+	cfg := Config{URL: c.srv.URL, Scenario: HoldConfirm, Seat: 1, Seats: 40, Buyers: 7, Concurrency: 4, Requests: 40,
+		Timeout: 5 * time.Second, ConfirmShare: 1}
+	if c.srv.TLS != nil {
+		roots := x509.NewCertPool()
+		roots.AddCert(c.srv.Certificate())
+		cfg.TLS = &tls.Config{RootCAs: roots, ServerName: "example.com"} // httptest's certificate names example.com
+	}
+	return cfg
+}
+
+// A hold's id names its seat, so that confirms and releases can be checked.
+func holdOf(seat int64) uuid.UUID {
+	return uuid.MustParse(fmt.Sprintf("0190c7b0-0000-7000-8000-%012d", seat))
+}
+
+func (c *checkoutSale) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	var req struct{ BuyerID, PaymentRef string }
+	_ = json.Unmarshal(body, &req)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	complain := func(format string, a ...any) {
+		c.bad = append(c.bad, fmt.Sprintf("%s %s: ", r.Method, r.URL.Path)+fmt.Sprintf(format, a...))
+		problem(w, 400, "bad_request")
+	}
+	if r.Header.Get("User-Agent") != "flux-order-loadtest" || r.Header.Get("Idempotency-Key") != "" {
+		complain("headers %v", r.Header)
+		return
+	}
+	var seat int64
+	switch {
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/hold"):
+		if _, err := fmt.Sscanf(r.URL.Path, "/v1/tickets/%d/hold", &seat); err != nil || !strings.HasPrefix(req.BuyerID, "buyer-") {
+			complain("body %s", body)
+			return
+		}
+		c.holds[seat]++
+		switch seat % 10 {
+		case 1:
+			problem(w, 409, "ticket_held")
+			return
+		case 2:
+			problem(w, 503, "unavailable")
+			return
+		case 3:
+			w.Header().Set("Connection", "close") // the client must dial again
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(201)
+		fmt.Fprintf(w, `{"holdId":%q,"ticketId":%d}`, holdOf(seat), seat)
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirm"):
+		id, _ := uuid.Parse(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/holds/"), "/confirm"))
+		if _, err := fmt.Sscanf(id.String()[24:], "%d", &seat); err != nil || holdOf(seat) != id ||
+			!strings.HasPrefix(req.BuyerID, "buyer-") || !strings.HasPrefix(req.PaymentRef, "lt-") {
+			complain("body %s", body)
+			return
+		}
+		c.confirms[seat]++
+		switch seat % 10 {
+		case 4:
+			problem(w, 410, "hold_expired")
+		case 5:
+			problem(w, 503, "unavailable")
+		default:
+			created(w, seat)
+		}
+	case r.Method == http.MethodDelete:
+		id, err := uuid.Parse(strings.TrimPrefix(r.URL.Path, "/v1/holds/"))
+		if err != nil || len(body) != 0 {
+			complain("body %s", body)
+			return
+		}
+		_, _ = fmt.Sscanf(id.String()[24:], "%d", &seat)
+		c.releases[seat]++
+		if seat%10 == 6 {
+			problem(w, 404, "hold_not_found")
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		complain("unexpected")
+	}
+}
+
+// perSeat says whether every seat in seats was asked exactly once and no
+// other seat at all.
+func perSeat(m map[int64]int, seats func(int64) bool) bool {
+	n := 0
+	for seat := int64(1); seat <= 40; seat++ {
+		if seats(seat) {
+			n++
+			if m[seat] != 1 {
+				return false
+			}
+		}
+	}
+	return len(m) == n
+}
+
+// Every answer of a checkout is counted as net/http's client counted it:
+// a hold refused 409 by its code, a 503 hold as 5xx and a 503 confirm as an
+// error, each sent once (the scenario retries nothing); 410 confirms as
+// expired. Each buyer keeps its connection, and dials again after an answer
+// with Connection: close (4 of them: 4 + 4 connections), over TLS too.
+func TestHoldConfirmScenario_CountsEveryAnswerOnKeptConnections(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			sale := newCheckoutSale(t, tlsOn, 0)
+			res, err := Run(t.Context(), sale.config())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, h := res.Summary, res.Summary.Holds
+			sale.mu.Lock()
+			defer sale.mu.Unlock()
+			if len(sale.bad) > 0 {
+				t.Fatalf("requests not as sent before: %q", sale.bad)
+			}
+			held := func(seat int64) bool { return seat%10 != 1 && seat%10 != 2 }
+			if !perSeat(sale.holds, func(int64) bool { return true }) || !perSeat(sale.confirms, held) || len(sale.releases) != 0 {
+				t.Fatalf("want one hold per seat and one confirm per held seat, got holds %v confirms %v releases %v", sale.holds, sale.confirms, sale.releases)
+			}
+			want := HoldSummary{Attempts: 40, Held: 32, Refused: map[string]int64{"ticket_held": 4, "5xx": 4}, Confirmed: 24, ConfirmExpired: 4, Errors: 4}
+			if h.Attempts != want.Attempts || h.Held != want.Held || !maps.Equal(h.Refused, want.Refused) || h.Confirmed != want.Confirmed ||
+				h.ConfirmExpired != want.ConfirmExpired || h.Errors != want.Errors || h.Released != 0 || h.LetExpire != 0 {
+				t.Fatalf("want %+v, got %+v", want, *h)
+			}
+			if s.Count(Created) != 24 || s.Count(ServerError) != 4 || s.Requests != 32 || len(res.Created) != 24 || res.Created[0].TicketID == 0 {
+				t.Fatalf("want the 32 confirms as outcomes (24 created, 4 503s), got %d requests %+v", s.Requests, s.Outcomes)
+			}
+			if s.Connections != 8 || sale.conns.Load() != 8 {
+				t.Fatalf("want 8 connections (4 buyers, 4 closed by the server), client opened %d, server accepted %d", s.Connections, sale.conns.Load())
+			}
+		})
+	}
+}
+
+// Abandoning buyers release their holds with DELETE (one answered 404: an
+// error); a buyer whose connection the server closed while it thought
+// (IdleTimeout < ThinkTime) dials again instead of failing its next
+// request, as net/http's client would.
+func TestHoldConfirmScenario_ReleasesAfterThinkingPastTheServersIdleTimeout(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			sale := newCheckoutSale(t, tlsOn, 30*time.Millisecond)
+			cfg := sale.config()
+			cfg.Requests, cfg.ThinkTime, cfg.ConfirmShare, cfg.ReleaseShare = 20, 4*staleAfter, 0, 1
+			res, err := Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := res.Summary.Holds
+			sale.mu.Lock()
+			defer sale.mu.Unlock()
+			if len(sale.bad) > 0 {
+				t.Fatalf("requests not as sent before: %q", sale.bad)
+			}
+			// Seats 1..20 in the walk of 40 seats: which ones depends on
+			// the stride, so count them from what the server saw.
+			var released, missing, held int64
+			for seat := range sale.holds {
+				if seat%10 == 1 || seat%10 == 2 {
+					continue
+				}
+				held++
+				if seat%10 == 6 {
+					missing++
+				} else {
+					released++
+				}
+			}
+			if h.Attempts != 20 || h.Held != held || h.Released != released || h.Errors != missing || h.LetExpire != 0 || len(sale.releases) != int(held) {
+				t.Fatalf("want %d held, %d released, %d errors (404), got %+v (server saw %d releases)", held, released, missing, *h, len(sale.releases))
+			}
+			// Each release follows a think longer than the server's idle
+			// timeout, on a new connection; the next hold follows at once.
+			if c := res.Summary.Connections; c != 4+held || sale.conns.Load() != c {
+				t.Fatalf("want %d connections (4 and one per release), client opened %d, server accepted %d", 4+held, c, sale.conns.Load())
+			}
+		})
+	}
 }
