@@ -21,15 +21,15 @@ import (
 
 // BenchmarkClient compares the two ways the load client can send a
 // purchase: the hand-written HTTP/1.1 connection of h1.go (what the
-// hot-seat, sell-out, any-seat and mixed scenarios use) and net/http (what
-// the queue and hold scenarios use), on the same request against the same
-// server, in the same run.
+// hot-seat, sell-out, any-seat, mixed and hold-confirm scenarios use) and
+// net/http (what the queue scenario uses), on the same request against the
+// same server, in the same run.
 //
 // Both send POST /v1/tickets/17/purchase with {"buyerId":"buyer-N"} and get
 // the sold seat's pre-rendered 409 problem+json, classify it as the engine
 // does, and keep their connections alive: h1 one connection per worker, as
-// the engine's workers do; net/http the Client the queue and hold scenarios
-// use (newAPIClient: http.DefaultTransport's settings without a proxy, each
+// the engine's workers do; net/http the Client the queue scenario uses
+// (newAPIClient: http.DefaultTransport's settings without a proxy, each
 // request bounded by Client.Timeout), its Transport keeping one connection
 // per worker (MaxConnsPerHost = MaxIdleConnsPerHost = workers), the request
 // body and the answer in reused buffers. Workers: benchConcurrency

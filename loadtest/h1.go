@@ -15,7 +15,7 @@ import (
 
 // h1conn is one keep-alive HTTP/1.1 connection that writes pre-built
 // requests and reads answers into a reused buffer. net/http's client, as
-// the queue and hold scenarios use it, costs about three times the client
+// the queue scenario uses it, costs about three times the client
 // CPU per request on loopback (goroutine hand-offs, header maps, 64
 // allocations): BenchmarkClient (client_bench_test.go, docs/benchmarks.md),
 // 2026-12-05 16:20 UTC, 10 workers on an idle 2-core machine, medians of
