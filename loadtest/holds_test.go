@@ -312,9 +312,11 @@ func TestHoldConfirmScenario_CountsEveryAnswerOnKeptConnections(t *testing.T) {
 func TestHoldConfirmScenario_ReleasesAfterThinkingPastTheServersIdleTimeout(t *testing.T) {
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
-			sale := newCheckoutSale(t, tlsOn, 30*time.Millisecond)
+			// The idle timeout is past staleAfter, so that a busy machine's
+			// pause between two requests is checked before the server closes.
+			sale := newCheckoutSale(t, tlsOn, 2*staleAfter)
 			cfg := sale.config()
-			cfg.Requests, cfg.ThinkTime, cfg.ConfirmShare, cfg.ReleaseShare = 20, 4*staleAfter, 0, 1
+			cfg.Requests, cfg.ThinkTime, cfg.ConfirmShare, cfg.ReleaseShare = 20, 5*staleAfter, 0, 1
 			res, err := Run(t.Context(), cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -343,9 +345,9 @@ func TestHoldConfirmScenario_ReleasesAfterThinkingPastTheServersIdleTimeout(t *t
 				t.Fatalf("want %d held, %d released, %d errors (404), got %+v (server saw %d releases)", held, released, missing, *h, len(sale.releases))
 			}
 			// Each release follows a think longer than the server's idle
-			// timeout, on a new connection; the next hold follows at once.
-			if c := res.Summary.Connections; c != 4+held || sale.conns.Load() != c {
-				t.Fatalf("want %d connections (4 and one per release), client opened %d, server accepted %d", 4+held, c, sale.conns.Load())
+			// timeout, on a new connection (a stalled machine may add more).
+			if c := res.Summary.Connections; c < 4+held || sale.conns.Load() != c {
+				t.Fatalf("want %d+ connections (4 and one per release), client opened %d, server accepted %d", 4+held, c, sale.conns.Load())
 			}
 		})
 	}
