@@ -181,19 +181,34 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 // nothing is pending, then one statement that moves the cursor past them
 // (only if it is still where it was read: else another fan-out claimed
 // them first) and records the claim, leased to this pod.
-func (d *Deliverer) claimNext(ctx context.Context) (*batch, error) {
+func (d *Deliverer) claimNext(ctx context.Context) (b *batch, err error) {
+	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		b, err = d.claimNextTx(ctx, tx)
+		return err
+	})
+	return b, err
+}
+
+func (d *Deliverer) claimNextTx(ctx context.Context, tx pgx.Tx) (*batch, error) {
+	// One claim at a time in the sale's database: a loop that waits here
+	// reads after the claim before its own, instead of reading the same
+	// events and losing the race for them (an advisory lock: no xid, no
+	// write while nothing is pending).
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/webhook_claims', 0))`); err != nil {
+		return nil, err
+	}
 	var c cursor
-	err := d.pool.QueryRow(ctx, `SELECT xid::text, src, key, next_seq, after::text FROM webhook_cursor`).
+	err := tx.QueryRow(ctx, `SELECT xid::text, src, key, next_seq, after::text FROM webhook_cursor`).
 		Scan(&c.xid, &c.src, &c.key, &c.nextSeq, &c.after)
 	if err != nil {
 		return nil, err
 	}
-	events, last, err := d.pendingEvents(ctx, c, fanOutBatch)
+	events, last, err := d.pendingEvents(ctx, tx, c, fanOutBatch)
 	if err != nil || len(events) == 0 {
 		return nil, err
 	}
 	b := &batch{from: c, firstSeq: c.nextSeq, events: events}
-	err = d.pool.QueryRow(ctx, `WITH moved AS (
+	err = tx.QueryRow(ctx, `WITH moved AS (
 			UPDATE webhook_cursor SET xid = $6::xid8, src = $7, key = $8, next_seq = next_seq + $9
 			WHERE xid = $1::xid8 AND src = $2 AND key = $3 AND next_seq = $4 AND after::text IS NOT DISTINCT FROM $5
 			RETURNING 1)
@@ -202,7 +217,7 @@ func (d *Deliverer) claimNext(ctx context.Context) (*batch, error) {
 		RETURNING id`,
 		c.xid, c.src, c.key, c.nextSeq, c.after, last.xid, last.src, last.key, len(events), d.client.ID(), d.leaseFor().Seconds()).Scan(&b.claim)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil // claimed by another fan-out first: the next poll reads on
+		return nil, nil // claimed by another fan-out first (not under the lock: a pod of another version)
 	}
 	if err != nil {
 		return nil, err
@@ -229,7 +244,7 @@ func (d *Deliverer) claimExpired(ctx context.Context) (*batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.events, _, err = d.pendingEvents(ctx, b.from, n); err != nil {
+	if b.events, _, err = d.pendingEvents(ctx, d.pool, b.from, n); err != nil {
 		return nil, d.releaseClaim(ctx, b, err)
 	}
 	if len(b.events) != n {
@@ -258,12 +273,12 @@ func (d *Deliverer) releaseClaim(ctx context.Context, b *batch, err error) error
 // merged: the view webhook_events, sorted on its text key, would build and
 // sort every pending event for each batch (measured: about 5 µs an event,
 // which after an outage of the fan-out is the whole backlog per batch).
-func (d *Deliverer) pendingEvents(ctx context.Context, c cursor, limit int) ([]EventArgs, cursor, error) {
+func (d *Deliverer) pendingEvents(ctx context.Context, q querier, c cursor, limit int) ([]EventArgs, cursor, error) {
 	args := []any{c.xid, c.after, limit}
 	if c.src >= 1 && c.src <= srcSale {
 		args = append(args, c.key) // $4: only a source at the cursor compares keys
 	}
-	rows, err := d.pool.Query(ctx, pendingSQL(c.src), args...)
+	rows, err := q.Query(ctx, pendingSQL(c.src), args...)
 	if err != nil {
 		return nil, c, err
 	}
@@ -312,6 +327,11 @@ func (d *Deliverer) pendingEvents(ctx context.Context, c cursor, limit int) ([]E
 		events = append(events, e)
 	}
 	return events, last, rows.Err()
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // webhook_events.src of each kind of event.
