@@ -725,3 +725,52 @@ func TestDelivery_ExpiredClaim_TakenOver_SameEventsSentAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A sale moment recorded by a pod of the version before the outbox's
+// cursor (a webhook_sale_events row without data) is that pod's to send:
+// the cursor does not send it.
+func TestDelivery_SaleRowWithoutData_NotSentByTheCursor(t *testing.T) {
+	h := newHookedSaleFrom(t, []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed, salesv1alpha1.EventSaleEnded}, true, 5)
+	if _, err := h.DB.Exec(context.Background(), `INSERT INTO webhook_sale_events (type) VALUES ('sale.ended')`); err != nil {
+		t.Fatal(err)
+	}
+	h.mustBuy(t, 1, 1)
+	orders := h.orders(t)
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the order delivered", func() error { return h.checkEvents(orders) })
+	time.Sleep(300 * time.Millisecond)
+	if err := h.checkEvents(orders); err != nil {
+		t.Fatalf("only the order: %v", err)
+	}
+}
+
+// An event of the outbox before the cursor still waiting in river_job
+// once no pod of that version is left (its fan-out died mid-batch during
+// the upgrade): the pods convert it into an event of the cursor and
+// deliver it, after 30 s in river_job.
+func TestDelivery_LegacyEventLeftInRiver_ConvertedAndDelivered(t *testing.T) {
+	h := newHookedSale(t, 5)
+	ctx := context.Background()
+	var legacy string
+	if err := h.DB.QueryRow(ctx, `WITH s AS (UPDATE tickets SET sold = true WHERE id = 3 RETURNING id)
+		INSERT INTO orders (id, ticket_id, buyer_id, event_xid) SELECT gen_random_uuid(), id, 'legacy-buyer', NULL FROM s
+		RETURNING id::text`).Scan(&legacy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.DB.Exec(ctx, `INSERT INTO river_job (kind, queue, args, max_attempts, state, scheduled_at, priority, created_at)
+		VALUES ('flux_order_event', 'webhook_events', jsonb_build_object('id', $1::text, 'type', 'order.confirmed', 'seq', 1), 25, 'available',
+			now() - interval '1 minute', 1, now() - interval '1 minute')`, legacy); err != nil {
+		t.Fatal(err)
+	}
+	h.mustBuy(t, 1, 1)
+	orders := h.orders(t)
+	if _, ok := orders[legacy]; !ok || len(orders) != 2 {
+		t.Fatalf("want the legacy order and one new: %v", orders)
+	}
+	testservers.Eventually(t, 15*time.Second, 50*time.Millisecond, "both delivered, the legacy one converted", func() error {
+		return h.checkEvents(orders)
+	})
+	var left int
+	if err := h.DB.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event'`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d legacy rows left (%v)", left, err)
+	}
+}

@@ -304,6 +304,9 @@ func Serve(ctx context.Context, svc *Service, log *slog.Logger) error {
 		<-gctx.Done()
 		deadline := time.Now().Add(grace)
 		svc.draining.Store(true)
+		if svc.Delivery != nil {
+			svc.Delivery.Drain()
+		}
 		log.Info("shutting down: /readyz fails, still serving", "drainDelay", drain, "grace", grace)
 		time.Sleep(drain)
 		log.Info("shutting down: listeners closed, finishing in-flight purchases")

@@ -38,10 +38,10 @@ type Config struct {
 	Schedule Schedule
 	// AttemptTimeout bounds one POST (default 10s); longer is a failure.
 	AttemptTimeout time.Duration
-	// Workers is how many deliveries this pod makes at once (default
-	// 64): the fan-out's first attempts of a batch, and River's workers
-	// on the retries (each fetch takes up to this many, at most every
-	// 10 ms: the rate at which a backlog drains).
+	// Workers is how many deliveries one fan-out batch makes at once
+	// (default 64; a pod has fanOutLoops batches in flight at most), and
+	// River's workers on the retries (each fetch takes up to this many,
+	// at most every 10 ms: the rate at which a backlog drains).
 	Workers int
 	// PollInterval is how often the pod looks for new events (default
 	// 100ms: events are not announced with NOTIFY, see the webhook outbox migration).
@@ -122,7 +122,18 @@ type Deliverer struct {
 	lastOK map[string]time.Time
 	// runCtx is Run's: the pod's delivery, until it stops.
 	runCtx context.Context
+	// draining: the pod got SIGTERM (Drain); its loops claim no new batch
+	// and its batches in flight start no new attempt.
+	draining atomic.Bool
+	// claimMu: one of this pod's fan-out loops at a time claims.
+	claimMu sync.Mutex
 }
+
+// Drain starts the pod's stop: no new fan-out batch, and the batches in
+// flight hand their attempts not yet started to River, so they record
+// within one attempt timeout, well inside the pod's grace period (a batch
+// cut off by SIGKILL would be sent again by another pod after its lease).
+func (d *Deliverer) Drain() { d.draining.Store(true) }
 
 // New makes the deliverer of the sale whose database pool holds River's
 // tables (Store.Migrate made them), in schema ("" for the default).
@@ -219,7 +230,7 @@ func (d *Deliverer) attemptOne(ctx context.Context, a *attempt, startBy time.Tim
 	// run for startBy already (a slow endpoint): the rest of its
 	// deliveries go to River unattempted, so the batch ends within two
 	// attempt timeouts, not one per round of Workers.
-	if !d.inlineFor(a.args.Webhook, a.hook) || time.Now().After(startBy) {
+	if !d.inlineFor(a.args.Webhook, a.hook) || time.Now().After(startBy) || d.draining.Load() {
 		a.deferred = true
 		return
 	}

@@ -61,6 +61,9 @@ type cursor struct {
 // and a share of one counter update per batch.
 func (d *Deliverer) fanOut(ctx context.Context) {
 	for {
+		if d.draining.Load() {
+			return // the pod is stopping: no new batch (Drain)
+		}
 		if len(d.settings.Load().hooks) == 0 || !d.switchOn.Load() {
 			select {
 			case <-ctx.Done():
@@ -106,6 +109,7 @@ var errLeaseLost = errors.New("the fan-out's claim expired: another pod fans thi
 // numbered firstSeq.
 type batch struct {
 	claim    int64
+	token    string // leased_by: this claim's, not only this pod's
 	from     cursor
 	firstSeq int64
 	events   []EventArgs
@@ -154,7 +158,7 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 	ctx, cancelRecord := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancelRecord()
 	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM webhook_claims WHERE id = $1 AND leased_by = $2`, b.claim, d.client.ID())
+		tag, err := tx.Exec(ctx, `DELETE FROM webhook_claims WHERE id = $1 AND leased_by = $2`, b.claim, b.token)
 		if err != nil {
 			return err
 		}
@@ -182,6 +186,10 @@ func (d *Deliverer) fanOutOnce(parent context.Context) (n int, err error) {
 // (only if it is still where it was read: else another fan-out claimed
 // them first) and records the claim, leased to this pod.
 func (d *Deliverer) claimNext(ctx context.Context) (b *batch, err error) {
+	// One of this pod's loops at a time waits for the database's lock:
+	// the others wait here, without holding a pool connection.
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
 	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		b, err = d.claimNextTx(ctx, tx)
 		return err
@@ -194,7 +202,7 @@ func (d *Deliverer) claimNextTx(ctx context.Context, tx pgx.Tx) (*batch, error) 
 	// reads after the claim before its own, instead of reading the same
 	// events and losing the race for them (an advisory lock: no xid, no
 	// write while nothing is pending).
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/webhook_claims', 0))`); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+claimLock+`)`); err != nil {
 		return nil, err
 	}
 	var c cursor
@@ -207,7 +215,7 @@ func (d *Deliverer) claimNextTx(ctx context.Context, tx pgx.Tx) (*batch, error) 
 	if err != nil || len(events) == 0 {
 		return nil, err
 	}
-	b := &batch{from: c, firstSeq: c.nextSeq, events: events}
+	b := &batch{from: c, firstSeq: c.nextSeq, events: events, token: d.client.ID() + "/" + uuid.NewString()}
 	err = tx.QueryRow(ctx, `WITH moved AS (
 			UPDATE webhook_cursor SET xid = $6::xid8, src = $7, key = $8, next_seq = next_seq + $9
 			WHERE xid = $1::xid8 AND src = $2 AND key = $3 AND next_seq = $4 AND after::text IS NOT DISTINCT FROM $5
@@ -215,7 +223,7 @@ func (d *Deliverer) claimNextTx(ctx context.Context, tx pgx.Tx) (*batch, error) 
 		INSERT INTO webhook_claims (from_xid, from_src, from_key, after, first_seq, n, leased_by, leased_until)
 			SELECT $1::xid8, $2, $3, $5::pg_snapshot, $4, $9, $10, clock_timestamp() + make_interval(secs => $11) FROM moved
 		RETURNING id`,
-		c.xid, c.src, c.key, c.nextSeq, c.after, last.xid, last.src, last.key, len(events), d.client.ID(), d.leaseFor().Seconds()).Scan(&b.claim)
+		c.xid, c.src, c.key, c.nextSeq, c.after, last.xid, last.src, last.key, len(events), b.token, d.leaseFor().Seconds()).Scan(&b.claim)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil // claimed by another fan-out first (not under the lock: a pod of another version)
 	}
@@ -232,11 +240,11 @@ func (d *Deliverer) claimNextTx(ctx context.Context, tx pgx.Tx) (*batch, error) 
 // cancellation moves an order's event to its cancellation row at the same
 // place).
 func (d *Deliverer) claimExpired(ctx context.Context) (*batch, error) {
-	b := &batch{}
+	b := &batch{token: d.client.ID() + "/" + uuid.NewString()}
 	var n int
 	err := d.pool.QueryRow(ctx, `UPDATE webhook_claims SET leased_by = $1, leased_until = clock_timestamp() + make_interval(secs => $2)
 		WHERE id = (SELECT id FROM webhook_claims WHERE leased_until < clock_timestamp() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-		RETURNING id, from_xid::text, from_src, from_key, after::text, first_seq, n`, d.client.ID(), d.leaseFor().Seconds()).
+		RETURNING id, from_xid::text, from_src, from_key, after::text, first_seq, n`, b.token, d.leaseFor().Seconds()).
 		Scan(&b.claim, &b.from.xid, &b.from.src, &b.from.key, &b.from.after, &b.firstSeq, &n)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -261,7 +269,7 @@ func (d *Deliverer) releaseClaim(ctx context.Context, b *batch, err error) error
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	if _, rerr := d.pool.Exec(ctx, `UPDATE webhook_claims SET leased_until = clock_timestamp() WHERE id = $1 AND leased_by = $2`,
-		b.claim, d.client.ID()); rerr != nil {
+		b.claim, b.token); rerr != nil {
 		d.log.Warn("release the fan-out's claim", "err", rerr)
 	}
 	return err
@@ -329,6 +337,12 @@ func (d *Deliverer) pendingEvents(ctx context.Context, q querier, c cursor, limi
 	return events, last, rows.Err()
 }
 
+// claimLock is the advisory lock under which claims are made, and the
+// switch's trigger resets the cursor (the two-key form: its key space is
+// not the one-key form's, which the confirming functions use per buyer).
+// The same expression is in migration *_outbox_cursor.sql.
+const claimLock = `1718384760, hashtext(current_schema() || '/webhook_claims')`
+
 // querier is a pool or a transaction.
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -382,9 +396,9 @@ func pendingSQL(cursorSrc int) string {
 			ORDER BY c.cancel_xid, c.order_id LIMIT $3)
 		UNION ALL
 		(SELECT s.xid, 3, s.type, s.type, coalesce(s.at, s.made_at), '00000000-0000-0000-0000-000000000000'::uuid, 0, '', coalesce(s.at, s.made_at),
-				NULL, NULL, NULL, NULL, NULL, coalesce(s.data, '{}'::jsonb)
+				NULL, NULL, NULL, NULL, NULL, s.data
 			FROM webhook_sale_events s
-			WHERE ` + after(3, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + settled("s.xid") + `
+			WHERE ` + after(3, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + settled("s.xid") + ` AND s.data IS NOT NULL
 			ORDER BY s.xid, s.type COLLATE "C" LIMIT $3)
 	) u ORDER BY u.x, u.src, u.k COLLATE "C" LIMIT $3`
 }
@@ -445,18 +459,29 @@ type pendingCount struct {
 	oldest time.Time
 }
 
-// convertLegacyEvents makes the sale events that a pod of the version
-// before the cursor recorded during a rolling upgrade (a webhook_sale_events
-// row without data, and its event as a river_job row, which that pod fans
-// out itself) events of the cursor, once no such pod is left to fan them
-// out: a row still available after 30 s (those pods poll every 100 ms).
-// SKIP LOCKED leaves the ones a pod is fanning out right now to it.
+// convertLegacyEvents makes the events still waiting in river_job (the
+// outbox before the cursor) events of the cursor once no pod of that
+// version is left to fan them out: a row still available after 30 s
+// (those pods poll every 100 ms). They are the sale events such a pod
+// recorded during a rolling upgrade (a webhook_sale_events row without
+// data, and its event in river_job), and events the migration left to a
+// pod that was fanning them out and then died. SKIP LOCKED leaves the ones
+// a pod is fanning out right now to it.
 func (d *Deliverer) convertLegacyEvents(ctx context.Context) {
+	// Order events too: the migration skipped those an old pod was
+	// fanning out, and that pod's batch may have rolled back since (it
+	// died), leaving them available with nobody to send them.
 	_, err := d.pool.Exec(ctx, `WITH j AS (
 			DELETE FROM river_job WHERE id IN (
 				SELECT id FROM river_job WHERE kind = $1 AND state = 'available' AND created_at < now() - interval '30 seconds'
 				FOR UPDATE SKIP LOCKED)
-			RETURNING args)
+			RETURNING args),
+		o AS (UPDATE orders o SET event_xid = pg_current_xact_id()
+			FROM j WHERE j.args->>'type' = 'order.confirmed' AND o.id::text = j.args->>'id' RETURNING 1),
+		c AS (UPDATE order_cancellations c SET confirmed_xid = pg_current_xact_id()
+			FROM j WHERE j.args->>'type' = 'order.confirmed' AND c.order_id::text = j.args->>'id' RETURNING 1),
+		x AS (UPDATE order_cancellations c SET cancel_xid = pg_current_xact_id()
+			FROM j WHERE j.args->>'type' = 'order.cancelled' AND j.args->>'id' = 'order.cancelled:' || c.order_id::text RETURNING 1)
 		UPDATE webhook_sale_events s SET xid = pg_current_xact_id(), at = (j.args->>'at')::timestamptz, data = j.args->'data'
 			FROM j WHERE j.args->>'type' = s.type AND s.data IS NULL`, KindEvent)
 	if err != nil && ctx.Err() == nil {

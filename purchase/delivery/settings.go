@@ -72,7 +72,9 @@ func loadSettings(path string, timeout time.Duration) (*settings, error) {
 // bundle, when given, replaces the system roots.
 func newClient(caPEM string, timeout time.Duration) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64
+	// Every attempt a pod may have in flight keeps its connection: the
+	// fan-out's batches (fanOutLoops × 64 by default) and River's workers.
+	tr.MaxIdleConnsPerHost = (fanOutLoops + 1) * 64
 	if caPEM != "" {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM([]byte(caPEM)) {

@@ -143,6 +143,10 @@ DROP FUNCTION orders_outbox();
 CREATE FUNCTION outbox_switch_on() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- The lock the pods claim batches under (delivery's claimLock): no
+    -- claim reads the cursor meanwhile, and the UPDATE below, a statement
+    -- of its own, takes its snapshot after the last claim committed.
+    PERFORM pg_advisory_xact_lock(1718384760, hashtext(current_schema() || '/webhook_claims'));
     UPDATE webhook_cursor SET after = pg_current_snapshot(), xid = pg_snapshot_xmin(pg_current_snapshot()),
         src = 0, key = '';
     RETURN NULL;
