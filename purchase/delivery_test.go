@@ -704,13 +704,19 @@ func TestDelivery_ExpiredClaim_TakenOver_SameEventsSentAgain(t *testing.T) {
 	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the orders delivered", func() error { return h.checkEvents(orders) })
 	// The claim covers every event since (sale.on_sale too, which this
 	// webhook does not want): the three orders are sent again.
-	var n int
-	if err := h.DB.QueryRow(ctx, `SELECT count(*) FROM webhook_events e WHERE ROW(e.xid, e.src, e.key COLLATE "C") > ROW($1::xid8, $2, $3)`,
-		xid, src, key).Scan(&n); err != nil || n < 3 {
+	var n, toSrc int
+	var toXid, toKey string
+	if err := h.DB.QueryRow(ctx, `SELECT count(*), max(e.xid)::text FROM webhook_events e WHERE ROW(e.xid, e.src, e.key COLLATE "C") > ROW($1::xid8, $2, $3)`,
+		xid, src, key).Scan(&n, &toXid); err != nil || n < 3 {
 		t.Fatalf("%d events since the cursor (%v)", n, err)
 	}
-	if _, err := h.DB.Exec(ctx, `INSERT INTO webhook_claims (from_xid, from_src, from_key, after, first_seq, n, leased_by, leased_until)
-		VALUES ($1::xid8, $2, $3, $4::pg_snapshot, 1000, $5, 'dead-pod', clock_timestamp() - interval '1 second')`, xid, src, key, after, n); err != nil {
+	if err := h.DB.QueryRow(ctx, `SELECT src, key FROM webhook_events WHERE xid = $1::xid8 ORDER BY src DESC, key COLLATE "C" DESC LIMIT 1`,
+		toXid).Scan(&toSrc, &toKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.DB.Exec(ctx, `INSERT INTO webhook_claims (from_xid, from_src, from_key, to_xid, to_src, to_key, after, first_seq, n, leased_by, leased_until)
+		VALUES ($1::xid8, $2, $3, $6::xid8, $7, $8, $4::pg_snapshot, 1000, $5, 'dead-pod', clock_timestamp() - interval '1 second')`,
+		xid, src, key, after, n, toXid, toSrc, toKey); err != nil {
 		t.Fatal(err)
 	}
 	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the claim taken over and recorded", func() error {
@@ -772,5 +778,36 @@ func TestDelivery_LegacyEventLeftInRiver_ConvertedAndDelivered(t *testing.T) {
 	var left int
 	if err := h.DB.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'flux_order_event'`).Scan(&left); err != nil || left != 0 {
 		t.Fatalf("%d legacy rows left (%v)", left, err)
+	}
+}
+
+// A taken-over claim is read between its start and its end, not for n
+// events from its start: here a dead pod's claim ends at the first order
+// (its count overstated), and only that order is sent again.
+func TestDelivery_ExpiredClaim_ReadUpToItsEnd(t *testing.T) {
+	h := newHookedSaleFrom(t, []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed}, true, 10)
+	ctx := context.Background()
+	h.mustBuy(t, 1, 3)
+	orders := h.orders(t)
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the orders delivered", func() error { return h.checkEvents(orders) })
+	var toXid, toKey string
+	if err := h.DB.QueryRow(ctx, `SELECT xid::text, key FROM webhook_events WHERE src = 1 ORDER BY xid, key COLLATE "C" LIMIT 1`).Scan(&toXid, &toKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.DB.Exec(ctx, `INSERT INTO webhook_claims (from_xid, from_src, from_key, to_xid, to_src, to_key, first_seq, n, leased_by, leased_until)
+		VALUES ('0', 0, '', $1::xid8, 1, $2, 1000, 100, 'dead-pod', clock_timestamp() - interval '1 second')`, toXid, toKey); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the claim taken over", func() error {
+		var claims int
+		err := h.DB.QueryRow(ctx, `SELECT count(*) FROM webhook_claims`).Scan(&claims)
+		if err == nil && claims != 0 {
+			err = fmt.Errorf("%d claims left", claims)
+		}
+		return err
+	})
+	time.Sleep(200 * time.Millisecond)
+	if d := h.recv.Stats().Duplicates; d != 1 {
+		t.Fatalf("want the one order up to the claim's end sent again, %d duplicates (%s)", d, h.recv.Stats())
 	}
 }

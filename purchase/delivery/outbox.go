@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -211,7 +212,7 @@ func (d *Deliverer) claimNextTx(ctx context.Context, tx pgx.Tx) (*batch, error) 
 	if err != nil {
 		return nil, err
 	}
-	events, last, err := d.pendingEvents(ctx, tx, c, fanOutBatch)
+	events, last, err := d.pendingEvents(ctx, tx, c, nil, fanOutBatch)
 	if err != nil || len(events) == 0 {
 		return nil, err
 	}
@@ -220,8 +221,8 @@ func (d *Deliverer) claimNextTx(ctx context.Context, tx pgx.Tx) (*batch, error) 
 			UPDATE webhook_cursor SET xid = $6::xid8, src = $7, key = $8, next_seq = next_seq + $9
 			WHERE xid = $1::xid8 AND src = $2 AND key = $3 AND next_seq = $4 AND after::text IS NOT DISTINCT FROM $5
 			RETURNING 1)
-		INSERT INTO webhook_claims (from_xid, from_src, from_key, after, first_seq, n, leased_by, leased_until)
-			SELECT $1::xid8, $2, $3, $5::pg_snapshot, $4, $9, $10, clock_timestamp() + make_interval(secs => $11) FROM moved
+		INSERT INTO webhook_claims (from_xid, from_src, from_key, to_xid, to_src, to_key, after, first_seq, n, leased_by, leased_until)
+			SELECT $1::xid8, $2, $3, $6::xid8, $7, $8, $5::pg_snapshot, $4, $9, $10, clock_timestamp() + make_interval(secs => $11) FROM moved
 		RETURNING id`,
 		c.xid, c.src, c.key, c.nextSeq, c.after, last.xid, last.src, last.key, len(events), b.token, d.leaseFor().Seconds()).Scan(&b.claim)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -235,24 +236,25 @@ func (d *Deliverer) claimNextTx(ctx context.Context, tx pgx.Tx) (*batch, error) 
 
 // claimExpired takes over a claim whose pod did not record it within its
 // lease (killed, node lost, or its record failed): the same events with
-// the same numbers, read again from the claim's start (they are below the
-// xmin of the read that claimed them, so they have not changed: a
-// cancellation moves an order's event to its cancellation row at the same
-// place).
+// the same numbers, read again between the claim's start and end (they
+// are below the xmin of the read that claimed them, so they have not
+// changed: a cancellation moves an order's event to its cancellation row
+// at the same place; the bounds make it exact whatever moves).
 func (d *Deliverer) claimExpired(ctx context.Context) (*batch, error) {
 	b := &batch{token: d.client.ID() + "/" + uuid.NewString()}
 	var n int
+	var to cursor
 	err := d.pool.QueryRow(ctx, `UPDATE webhook_claims SET leased_by = $1, leased_until = clock_timestamp() + make_interval(secs => $2)
 		WHERE id = (SELECT id FROM webhook_claims WHERE leased_until < clock_timestamp() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-		RETURNING id, from_xid::text, from_src, from_key, after::text, first_seq, n`, b.token, d.leaseFor().Seconds()).
-		Scan(&b.claim, &b.from.xid, &b.from.src, &b.from.key, &b.from.after, &b.firstSeq, &n)
+		RETURNING id, from_xid::text, from_src, from_key, to_xid::text, to_src, to_key, after::text, first_seq, n`, b.token, d.leaseFor().Seconds()).
+		Scan(&b.claim, &b.from.xid, &b.from.src, &b.from.key, &to.xid, &to.src, &to.key, &b.from.after, &b.firstSeq, &n)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if b.events, _, err = d.pendingEvents(ctx, d.pool, b.from, n); err != nil {
+	if b.events, _, err = d.pendingEvents(ctx, d.pool, b.from, &to, n); err != nil {
 		return nil, d.releaseClaim(ctx, b, err)
 	}
 	if len(b.events) != n {
@@ -281,12 +283,9 @@ func (d *Deliverer) releaseClaim(ctx context.Context, b *batch, err error) error
 // merged: the view webhook_events, sorted on its text key, would build and
 // sort every pending event for each batch (measured: about 5 µs an event,
 // which after an outage of the fan-out is the whole backlog per batch).
-func (d *Deliverer) pendingEvents(ctx context.Context, q querier, c cursor, limit int) ([]EventArgs, cursor, error) {
-	args := []any{c.xid, c.after, limit}
-	if c.src >= 1 && c.src <= srcSale {
-		args = append(args, c.key) // $4: only a source at the cursor compares keys
-	}
-	rows, err := q.Query(ctx, pendingSQL(c.src), args...)
+func (d *Deliverer) pendingEvents(ctx context.Context, q querier, c cursor, to *cursor, limit int) ([]EventArgs, cursor, error) {
+	query, args := pendingSQL(c, to, limit)
+	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, c, err
 	}
@@ -355,23 +354,49 @@ const (
 	srcSale      = 3
 )
 
-// pendingSQL reads the events after the cursor ($1 its xid, $4 its key
-// when cursorSrc is a source; $2 the switch's snapshot; $3 the limit) that
-// have settled: below the statement snapshot's xmin.
-func pendingSQL(cursorSrc int) string {
-	after := func(src int, xid, key, keyType string) string {
+// pendingSQL reads the events after from (up to and including to, when
+// given: a claim's range) that have settled, below the statement
+// snapshot's xmin, in order: the query and its arguments.
+func pendingSQL(from cursor, to *cursor, limit int) (string, []any) {
+	var args []any
+	param := func(v any, typ string) string {
+		args = append(args, v)
+		return `$` + strconv.Itoa(len(args)) + `::` + typ
+	}
+	fromXid, snap, lim := param(from.xid, "xid8"), param(from.after, "pg_snapshot"), param(limit, "int")
+	var fromKey, toXid, toKey string
+	if from.src >= srcConfirmed && from.src <= srcSale {
+		fromKey = param(from.key, "text") // only a source at the cursor compares keys
+	}
+	if to != nil {
+		toXid, toKey = param(to.xid, "xid8"), param(to.key, "text")
+	}
+	// bounds: the source's events after from and not after to.
+	bounds := func(src int, xid, key, keyType string) string {
+		var w string
 		switch {
-		case cursorSrc < src:
-			return xid + ` >= $1::xid8`
-		case cursorSrc == src:
-			return `(` + xid + `, ` + key + `) > ($1::xid8, $4::` + keyType + `)`
+		case from.src < src:
+			w = xid + ` >= ` + fromXid
+		case from.src == src:
+			w = `(` + xid + `, ` + key + `) > (` + fromXid + `, ` + fromKey + `::` + keyType + `)`
 		default:
-			return xid + ` > $1::xid8`
+			w = xid + ` > ` + fromXid
+		}
+		if to == nil {
+			return w
+		}
+		switch {
+		case src < to.src:
+			return w + ` AND ` + xid + ` <= ` + toXid
+		case src == to.src:
+			return w + ` AND (` + xid + `, ` + key + `) <= (` + toXid + `, ` + toKey + `::` + keyType + `)`
+		default:
+			return w + ` AND ` + xid + ` < ` + toXid
 		}
 	}
 	settled := func(xid string) string {
 		return xid + ` < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
-			AND ($2::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(` + xid + `, $2::pg_snapshot))`
+			AND (` + snap + ` IS NULL OR NOT pg_visible_in_snapshot(` + xid + `, ` + snap + `))`
 	}
 	const orderCols = `ticket_id, buyer_id, purchased_at, hold_id, payment_ref`
 	// The outer ORDER BY names u's columns: x::text is an output column
@@ -381,26 +406,26 @@ func pendingSQL(cursorSrc int) string {
 		FROM (
 		(SELECT o.event_xid AS x, 1 AS src, o.id::text AS k, 'order.confirmed' AS type, o.purchased_at AS at, o.id AS order_id, ` + orderCols + `,
 				NULL::timestamptz AS cancelled_at, NULL::text AS cancelled_by, NULL::text AS reason, NULL::jsonb AS data
-			FROM orders o WHERE ` + after(1, "o.event_xid", "o.id", "uuid") + ` AND ` + settled("o.event_xid") + `
-			ORDER BY o.event_xid, o.id LIMIT $3)
+			FROM orders o WHERE ` + bounds(1, "o.event_xid", "o.id", "uuid") + ` AND ` + settled("o.event_xid") + `
+			ORDER BY o.event_xid, o.id LIMIT ` + lim + `)
 		UNION ALL
 		(SELECT c.confirmed_xid, 1, c.order_id::text, 'order.confirmed', c.purchased_at, c.order_id, ` + orderCols + `, NULL, NULL, NULL, NULL
 			FROM order_cancellations c
-			WHERE ` + after(1, "c.confirmed_xid", "c.order_id", "uuid") + ` AND ` + settled("c.confirmed_xid") + `
-			ORDER BY c.confirmed_xid, c.order_id LIMIT $3)
+			WHERE ` + bounds(1, "c.confirmed_xid", "c.order_id", "uuid") + ` AND ` + settled("c.confirmed_xid") + `
+			ORDER BY c.confirmed_xid, c.order_id LIMIT ` + lim + `)
 		UNION ALL
 		(SELECT c.cancel_xid, 2, c.order_id::text, 'order.cancelled', c.cancelled_at, c.order_id, ` + orderCols + `,
 				c.cancelled_at, c.cancelled_by, c.reason, NULL
 			FROM order_cancellations c
-			WHERE ` + after(2, "c.cancel_xid", "c.order_id", "uuid") + ` AND ` + settled("c.cancel_xid") + `
-			ORDER BY c.cancel_xid, c.order_id LIMIT $3)
+			WHERE ` + bounds(2, "c.cancel_xid", "c.order_id", "uuid") + ` AND ` + settled("c.cancel_xid") + `
+			ORDER BY c.cancel_xid, c.order_id LIMIT ` + lim + `)
 		UNION ALL
 		(SELECT s.xid, 3, s.type, s.type, coalesce(s.at, s.made_at), '00000000-0000-0000-0000-000000000000'::uuid, 0, '', coalesce(s.at, s.made_at),
 				NULL, NULL, NULL, NULL, NULL, s.data
 			FROM webhook_sale_events s
-			WHERE ` + after(3, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + settled("s.xid") + ` AND s.data IS NOT NULL
-			ORDER BY s.xid, s.type COLLATE "C" LIMIT $3)
-	) u ORDER BY u.x, u.src, u.k COLLATE "C" LIMIT $3`
+			WHERE ` + bounds(3, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + settled("s.xid") + ` AND s.data IS NOT NULL
+			ORDER BY s.xid, s.type COLLATE "C" LIMIT ` + lim + `)
+	) u ORDER BY u.x, u.src, u.k COLLATE "C" LIMIT ` + lim, args
 }
 
 // countDelivered adds the deliveries the fan-out made itself to each

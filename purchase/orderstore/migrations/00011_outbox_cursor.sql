@@ -107,7 +107,8 @@ CREATE TABLE webhook_cursor (
 INSERT INTO webhook_cursor (next_seq) VALUES (nextval('webhook_event_seq'));
 
 -- Batches claimed and not recorded yet: the n events after (from_xid,
--- from_src, from_key), numbered from first_seq, leased to one pod. Claims
+-- from_src, from_key) up to (to_xid, to_src, to_key), numbered from
+-- first_seq, leased to one pod. Claims
 -- let several batches be in flight at once, from one pod or several; a
 -- claim whose lease ends unrecorded (its pod died) is taken over by another
 -- pod, which reads the same events and numbers them the same way.
@@ -116,6 +117,9 @@ CREATE TABLE webhook_claims (
     from_xid     xid8        NOT NULL,
     from_src     int         NOT NULL,
     from_key     text        NOT NULL,
+    to_xid       xid8        NOT NULL,
+    to_src       int         NOT NULL,
+    to_key       text        NOT NULL,
     after        pg_snapshot,
     first_seq    bigint      NOT NULL,
     n            int         NOT NULL,
