@@ -742,11 +742,28 @@ func TestDelivery_SaleRowWithoutData_NotSentByTheCursor(t *testing.T) {
 	}
 	h.mustBuy(t, 1, 1)
 	orders := h.orders(t)
-	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the order delivered", func() error { return h.checkEvents(orders) })
-	time.Sleep(300 * time.Millisecond)
+	// The row precedes the order: once the batch that sent the order has
+	// recorded, anything the cursor would send of it has been sent.
+	h.waitRecorded(t, 1)
 	if err := h.checkEvents(orders); err != nil {
 		t.Fatalf("only the order: %v", err)
 	}
+}
+
+// waitRecorded waits until the fan-out has recorded at least delivered
+// deliveries and holds no claim: every attempt of the batches that made
+// them has ended.
+func (h *hookedSale) waitRecorded(t *testing.T, delivered int) {
+	t.Helper()
+	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the fan-out's batches recorded", func() error {
+		var claims, done int
+		err := h.DB.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM webhook_claims),
+				(SELECT coalesce(sum(delivered), 0) FROM webhook_delivered)`).Scan(&claims, &done)
+		if err == nil && (claims != 0 || done < delivered) {
+			err = fmt.Errorf("%d claims in flight, %d delivered (want %d)", claims, done, delivered)
+		}
+		return err
+	})
 }
 
 // An event of the outbox before the cursor still waiting in river_job
@@ -806,7 +823,7 @@ func TestDelivery_ExpiredClaim_ReadUpToItsEnd(t *testing.T) {
 		}
 		return err
 	})
-	time.Sleep(200 * time.Millisecond)
+	// The claim is recorded after its attempts ended: the count is final.
 	if d := h.recv.Stats().Duplicates; d != 1 {
 		t.Fatalf("want the one order up to the claim's end sent again, %d duplicates (%s)", d, h.recv.Stats())
 	}

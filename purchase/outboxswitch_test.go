@@ -193,8 +193,8 @@ func TestOutboxSwitch_OnIsExact_AnOrderCommittingAfterItIsSent_OneBeforeIsNot(t 
 		t.Fatalf("want the orders of seats 1 and 2, got %v", want)
 	}
 	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "seats 1 and 2 delivered, seat 3 not", func() error { return h.checkEvents(want) })
-	// And nothing more arrives.
-	time.Sleep(300 * time.Millisecond)
+	// And nothing more arrives once the batches that sent them recorded.
+	h.waitRecorded(t, len(want))
 	if err := h.checkEvents(want); err != nil {
 		t.Fatal(err)
 	}

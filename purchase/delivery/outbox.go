@@ -91,7 +91,7 @@ func (d *Deliverer) fanOut(ctx context.Context) {
 	}
 }
 
-// leaseFor is how long a fan-out batch may hold the cursor: its attempts
+// leaseFor is how long a fan-out batch may hold its claim: its attempts
 // start within one AttemptTimeout (the rest are deferred to River, as are
 // an endpoint's once it fails) and each ends within another, then the
 // batch is recorded (recordTimeout).
