@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flux-order/flux-order/internal/gctune"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/delivery"
 	"github.com/flux-order/flux-order/purchase/frontdoor"
@@ -18,6 +19,7 @@ func newPurchaseCommand() *cobra.Command {
 	cfg := purchase.Config{}
 	var startsAt, endsAt, joinFrom, queueOrder string
 	var retryUnit time.Duration
+	var heapFloorMiB int
 	var trustedProxies []string
 	c := &cobra.Command{
 		Use:   "purchase",
@@ -47,7 +49,12 @@ func newPurchaseCommand() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			return purchase.Run(c.Context(), cfg, newLogger())
+			if heapFloorMiB < 0 || heapFloorMiB > 4096 {
+				return fmt.Errorf("--gc-heap-floor-mib: %d is not in 0..4096", heapFloorMiB)
+			}
+			log := newLogger()
+			gctune.Start(c.Context(), uint64(heapFloorMiB)<<20, 5*time.Second, log)
+			return purchase.Run(c.Context(), cfg, log)
 		},
 	}
 	f := c.Flags()
@@ -93,6 +100,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringVar(&cfg.Delivery.File, "webhooks-file", "", "the operator's resolved webhooks (api/v1alpha1.WebhooksFile), re-read when it changes (empty or missing: no webhooks; events are still recorded)")
 	f.DurationVar(&retryUnit, "webhook-retry-unit", time.Second, "unit of the webhook retry schedule: waits of 1, 2, 4 ... up to 3600 units, for 86400 units (1s: 24 h; 1ms scales it down for tests)")
 	f.DurationVar(&cfg.Delivery.AttemptTimeout, "webhook-timeout", 10*time.Second, "how long one delivery attempt may take; longer is a failure, retried")
+	f.IntVar(&heapFloorMiB, "gc-heap-floor-mib", gctune.DefaultFloor>>20, "heap size (MiB) below which the garbage collector waits instead of collecting every few MB of a small live heap (0 = Go's default; at most a quarter of the container's memory limit; GOGC in the environment overrides it; GOMEMLIMIT defaults to 90% of that limit)")
 	f.StringVar(&cfg.PodName, "pod-name", "", "this pod's name, its identity in the reporter election (default: hostname)")
 	return c
 }

@@ -1,0 +1,88 @@
+package gctune
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func TestPercent(t *testing.T) {
+	for _, c := range []struct {
+		live, floor uint64
+		want        int
+	}{
+		{4 << 20, 32 << 20, 700},   // the pod's few MB: the heap may grow to the floor
+		{1 << 20, 32 << 20, 800},   // capped: Go's minimum heap (4 MiB × GOGC/100) is the floor
+		{0, 32 << 20, 800},         // before the first cycle
+		{16 << 20, 32 << 20, 100},  // twice the live heap is the floor already
+		{100 << 20, 32 << 20, 100}, // above the floor: Go's default
+		{12 << 20, 32 << 20, 166},  // in between
+		{1 << 20, 2 << 20, 100},    // a floor under Go's minimum heap: nothing to do
+	} {
+		if got := Percent(c.live, c.floor); got != c.want {
+			t.Errorf("Percent(%d MiB, %d MiB) = %d, want %d", c.live>>20, c.floor>>20, got, c.want)
+		}
+	}
+}
+
+// cycles allocates n short-lived 4 KiB buffers and returns how many GC
+// cycles ran meanwhile.
+func cycles(n int) uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	before := s[0].Value.Uint64()
+	var keep []byte
+	for i := range n {
+		b := make([]byte, 4096)
+		b[i%4096] = byte(i)
+		keep = b
+	}
+	runtime.KeepAlive(keep)
+	metrics.Read(s)
+	return s[0].Value.Uint64() - before
+}
+
+// TestStart_FloorSpacesCycles: with the floor the same allocations take a
+// fraction of the cycles they take at GOGC=100 (this test's live heap is
+// well under a MB, so GOGC=100 collects about every 4 MB, the minimum).
+func TestStart_FloorSpacesCycles(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	runtime.GC()
+	const n = 100_000 // 400 MB allocated
+	base := cycles(n)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	Start(ctx, 256<<20, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if p := debug.SetGCPercent(-1); p < 400 {
+		t.Fatalf("GOGC after Start with a 256 MiB floor = %d, want ≥ 400 for this test's small live heap", p)
+	} else {
+		debug.SetGCPercent(p)
+	}
+	tuned := cycles(n)
+	t.Logf("GC cycles for 400 MB of garbage: %d at GOGC=100, %d with the floor", base, tuned)
+	if tuned*4 > base {
+		t.Fatalf("with a 256 MiB floor %d cycles, at GOGC=100 %d: want at most a quarter", tuned, base)
+	}
+}
+
+// TestStart_GOGCWins: an explicit GOGC is left alone.
+func TestStart_GOGCWins(t *testing.T) {
+	t.Setenv("GOGC", "100")
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	Start(context.Background(), 64<<20, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if p := debug.SetGCPercent(100); p != 100 {
+		t.Fatalf("GOGC=100 in the environment, Start set it to %d", p)
+	}
+}
