@@ -15,6 +15,7 @@ import (
 	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/purchase"
 	"github.com/flux-order/flux-order/purchase/httpapi"
+	"github.com/flux-order/flux-order/purchase/purchasetest"
 	"github.com/flux-order/flux-order/purchase/sale"
 	"github.com/flux-order/flux-order/purchase/statusreport"
 	"github.com/flux-order/flux-order/purchase/waitingroom"
@@ -266,4 +267,33 @@ func TestQueue_EverySeatHeld_SoldOutUntilTheHoldsExpire(t *testing.T) {
 		return s.poll(0, waiting.Body.QueueID).Body.State == waitingroom.StateWaiting && s.poll(1, waiting.Body.QueueID).Body.State == waitingroom.StateWaiting
 	}))
 	t.Logf("seats back to the queue %v after the holds were taken (holdTTL 2s)", time.Since(held))
+}
+
+// TestQueue_HeldBack_IsNotAStall: with maxActiveBuyers shopping the
+// admitter admits nobody on purpose and says so
+// (flux_order_queue_held_back, which keeps FluxOrderQueueStalled silent);
+// once the active buyer is gone it admits again and the gauge drops.
+func TestQueue_HeldBack_IsNotAStall(t *testing.T) {
+	t.Parallel()
+	s := newQueueSale(t, 10, 1, withQueue(waitingroom.Settings{AdmitPerSecond: 1000, MaxActiveBuyers: 1}))
+	svc := s.Pods[0].Svc
+	first := s.join(0, "first")
+	waiting := s.join(0, "waits")
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the admitter holds back with one buyer active", testservers.Holds(func() bool {
+		return purchasetest.Counter(t, svc, "flux_order_queue_held_back") == 1
+	}))
+	if st := s.poll(0, waiting.Body.QueueID).Body.State; st != waitingroom.StateWaiting {
+		t.Fatalf("the second buyer with maxActiveBuyers 1 taken: want waiting, got %s", st)
+	}
+	// The active buyer leaves the line: room again, the next is admitted.
+	if a := s.leave(0, first.Body.QueueID); a.Status != http.StatusNoContent {
+		t.Fatalf("leave: want 204, got %d %s", a.Status, a.Code)
+	}
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the next buyer admitted and the gauge back to 0", func() error {
+		st, g := s.poll(0, waiting.Body.QueueID).Body.State, purchasetest.Counter(t, svc, "flux_order_queue_held_back")
+		if st != waitingroom.StateAdmitted || g != 0 {
+			return fmt.Errorf("the second buyer is %s, flux_order_queue_held_back %v", st, g)
+		}
+		return nil
+	})
 }

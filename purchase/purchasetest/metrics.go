@@ -8,8 +8,9 @@ import (
 	"github.com/flux-order/flux-order/purchase"
 )
 
-// Counter is the value of the pod's counter name whose labels include
-// labelPairs (name, value, name, value…); 0 when it has no such series.
+// Counter is the value of the pod's counter (or gauge) name whose labels
+// include labelPairs (name, value, name, value…); 0 when it has no such
+// series.
 func Counter(t testing.TB, svc *purchase.Service, name string, labelPairs ...string) float64 {
 	t.Helper()
 	return GatheredCounter(t, svc.Gatherer(), name, labelPairs...)
@@ -36,6 +37,9 @@ func GatheredCounter(t testing.TB, g prometheus.Gatherer, name string, labelPair
 				if have[labelPairs[i]] != labelPairs[i+1] {
 					continue series
 				}
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
 			}
 			return m.GetCounter().GetValue()
 		}

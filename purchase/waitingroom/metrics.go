@@ -13,6 +13,7 @@ type metrics struct {
 	joinBatches  prometheus.Histogram // buyers per join statement
 	admittedHere prometheus.Counter   // buyers this pod admitted as the admitter
 	admitting    prometheus.Gauge     // 1 while this pod is the admitter
+	heldBack     prometheus.Gauge     // 1 while the admitter holds back on purpose (no room)
 	proofs       prometheus.Counter   // proofs of work accepted (one join each)
 }
 
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer, q *Room) *metrics {
 			Name: "flux_order_queue_admitter",
 			Help: "1 while this pod is the sale's admitter.",
 		}),
+		heldBack: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flux_order_queue_held_back",
+			Help: "1 while this pod is the admitter and admits nobody on purpose: the active buyers could take every seat left, or maxActiveBuyers are shopping (FluxOrderQueueStalled stays silent).",
+		}),
 	}
 	fromView := func(name, help string, f func(*queueView) float64) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
@@ -44,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, q *Room) *metrics {
 			return 0
 		})
 	}
-	reg.MustRegister(m.joinBatches, m.admittedHere, m.admitting, m.proofs,
+	reg.MustRegister(m.joinBatches, m.admittedHere, m.admitting, m.heldBack, m.proofs,
 		fromView("flux_order_queue_waiting", "Buyers waiting behind the serving position (counted every second).",
 			func(v *queueView) float64 { return float64(v.state.Waiting) }),
 		fromView("flux_order_queue_admitted", "Buyers admitted since the queue opened.",

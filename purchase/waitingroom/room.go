@@ -436,6 +436,7 @@ func (q *Room) admitLoop(ctx context.Context) {
 			a.db.Close()
 			a = nil
 			q.metrics.admitting.Set(0)
+			q.metrics.heldBack.Set(0)
 		}
 	}
 }
@@ -459,6 +460,7 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 	sch := q.schedule()
 	if sch.Check(now) != nil {
 		a.allowance = 0
+		q.metrics.heldBack.Set(0)
 		return nil
 	}
 	if wr.Order == Random && !a.shuffled {
@@ -504,6 +506,13 @@ func (q *Room) step(ctx context.Context, a *admitter, wr Settings, now time.Time
 		room = min(room, int64(wr.MaxActiveBuyers)-a.active)
 	}
 	n := min(want, room)
+	// Holding back on purpose while buyers wait is not a stall (the
+	// alert reads this).
+	waiting := int64(0)
+	if v := q.view.Load(); v != nil {
+		waiting = v.state.Waiting
+	}
+	q.metrics.heldBack.Set(b2f(room < 1 && waiting > 0))
 	var got int64
 	if n >= 1 {
 		if _, got, err = a.db.AdmitNext(ctx, n, ShuffledSeq); err != nil {
@@ -528,4 +537,11 @@ func (q *Room) View() (orderstore.QueueState, bool) {
 		return orderstore.QueueState{}, false
 	}
 	return v.state, true
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
