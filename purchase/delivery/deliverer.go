@@ -8,15 +8,11 @@
 package delivery
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +123,8 @@ type Deliverer struct {
 	draining atomic.Bool
 	// claimMu: one of this pod's fan-out loops at a time claims.
 	claimMu sync.Mutex
+	// conns: every webhook client's connections, closed when the pod stops.
+	conns *connSet
 }
 
 // Drain starts the pod's stop: no new fan-out batch, and the batches in
@@ -140,8 +138,9 @@ func (d *Deliverer) Drain() { d.draining.Store(true) }
 func New(cfg Config, pool *pgxpool.Pool, schema string, reg prometheus.Registerer, log *slog.Logger) (*Deliverer, error) {
 	cfg = cfg.withDefaults()
 	d := &Deliverer{cfg: cfg, pool: pool, log: log.With("component", "delivery"),
-		failing: map[string]time.Time{}, lastErr: map[string]string{}, lastOK: map[string]time.Time{}, runCtx: context.Background()}
-	s, err := loadSettings(cfg.File, cfg.AttemptTimeout)
+		failing: map[string]time.Time{}, lastErr: map[string]string{}, lastOK: map[string]time.Time{}, runCtx: context.Background(),
+		conns: newConnSet()}
+	s, err := loadSettings(cfg.File, cfg.AttemptTimeout, cfg.Workers, d.conns)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +201,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	fanning.Wait() // the batches in flight end first (fanOutOnce)
+	// Then River's attempts in flight end at once, as net/http's did on
+	// their cancelled context: they record as failed, retried by any pod.
+	d.conns.close()
 	stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return d.client.StopAndCancel(stop)
@@ -371,43 +373,6 @@ func (w *deliver) Work(ctx context.Context, job *river.Job[DeliveryArgs]) error 
 		go d.pullForwardRepeatedly(d.runCtx, a.Webhook)
 	}
 	return nil
-}
-
-// post is one attempt: a signed POST of the body; outcome names a failure
-// for the metrics (status code class, timeout, error).
-func (d *Deliverer) post(ctx context.Context, h *webhook, a DeliveryArgs) (outcome string, err error) {
-	ts := time.Now().Unix()
-	sig, err := Sign(h.SigningSecrets, a.ID, ts, []byte(a.Body))
-	if err != nil {
-		return "unresolved", err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader([]byte(a.Body)))
-	if err != nil {
-		return "unresolved", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "flux-order-webhooks/1")
-	req.Header.Set(HeaderID, a.ID)
-	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-	req.Header.Set(HeaderSignature, sig)
-	resp, err := h.client.Do(req)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-			return "timeout", fmt.Errorf("POST %s: timeout: %w", a.Webhook, err)
-		}
-		return "error", fmt.Errorf("POST %s: %w", a.Webhook, err)
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return strconv.Itoa(resp.StatusCode/100) + "xx", fmt.Errorf("POST %s: answered %d", a.Webhook, resp.StatusCode)
-	}
-	return "", nil
-}
-
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
 }
 
 // failed counts a failed attempt and starts the webhook's failing run,

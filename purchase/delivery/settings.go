@@ -3,15 +3,14 @@ package delivery
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 )
@@ -21,7 +20,9 @@ import (
 // be delivered to (events then wait, pending).
 type webhook struct {
 	salesv1alpha1.ResolvedWebhook
-	client  *http.Client
+	client *fasthttp.HostClient
+	// timeout bounds each attempt (Config.AttemptTimeout).
+	timeout time.Duration
 	problem string
 }
 
@@ -39,7 +40,7 @@ type settings struct {
 // loadSettings reads the operator's file (api/v1alpha1.WebhooksFile). A
 // missing file is no webhooks (a pod run outside Kubernetes without
 // --webhooks-file, or before the operator wrote the Secret).
-func loadSettings(path string, timeout time.Duration) (*settings, error) {
+func loadSettings(path string, timeout time.Duration, workers int, conns *connSet) (*settings, error) {
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		raw = []byte(`{"webhooks":[]}`)
@@ -52,12 +53,12 @@ func loadSettings(path string, timeout time.Duration) (*settings, error) {
 	}
 	s := &settings{raw: raw, hooks: map[string]*webhook{}, redeliverDead: f.RedeliverDead}
 	for _, rw := range f.Webhooks {
-		w := &webhook{ResolvedWebhook: rw, problem: rw.Error}
+		w := &webhook{ResolvedWebhook: rw, timeout: timeout, problem: rw.Error}
 		if w.problem == "" {
 			w.problem = salesv1alpha1.CheckWebhookURL(rw.URL, rw.InsecureHTTP)
 		}
 		if w.problem == "" {
-			w.client, err = newClient(rw.CA, timeout)
+			w.client, err = newClient(rw.URL, rw.CA, timeout, workers, conns)
 			if err != nil {
 				w.problem = err.Error()
 			}
@@ -65,28 +66,6 @@ func loadSettings(path string, timeout time.Duration) (*settings, error) {
 		s.hooks[rw.Name] = w
 	}
 	return s, nil
-}
-
-// newClient posts to one endpoint: redirects are not followed (a 3xx is a
-// failed attempt, retried), each attempt is bounded by timeout, and a CA
-// bundle, when given, replaces the system roots.
-func newClient(caPEM string, timeout time.Duration) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	// Every attempt a pod may have in flight keeps its connection: the
-	// fan-out's batches (fanOutLoops × 64 by default) and River's workers.
-	tr.MaxIdleConnsPerHost = (fanOutLoops + 1) * 64
-	if caPEM != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(caPEM)) {
-			return nil, errors.New("caSecretRef holds no PEM certificate")
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	return &http.Client{
-		Transport:     tr,
-		Timeout:       timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}, nil
 }
 
 // follow re-reads the file every interval and swaps the settings when its
@@ -101,7 +80,7 @@ func (d *Deliverer) follow(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		s, err := loadSettings(d.cfg.File, d.cfg.AttemptTimeout)
+		s, err := loadSettings(d.cfg.File, d.cfg.AttemptTimeout, d.cfg.Workers, d.conns)
 		if err != nil {
 			d.log.Warn("webhooks file unreadable; keeping the previous webhooks", "err", err)
 		} else if !bytes.Equal(s.raw, d.settings.Load().raw) {

@@ -1,0 +1,257 @@
+package delivery
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpproxy"
+	"golang.org/x/net/http/httpproxy"
+)
+
+// maxResponseBody is how much of an answer's body is read (and dropped):
+// a receiver's answer means its status code, nothing more.
+const maxResponseBody = 64 << 10
+
+// newClient posts to one endpoint (docs/delivery.md, Why fasthttp). A
+// HostClient, not net/http: per request it costs a quarter of the CPU (no
+// goroutines per connection, no header maps). It keeps what the
+// net/http client did:
+//   - redirects are not followed (HostClient.Do never follows them: a
+//     3xx is a failed attempt);
+//   - each attempt is bounded by post's deadline (dial, TLS handshake,
+//     write and read);
+//   - a CA bundle, when given, replaces the system roots; TLS ≥ 1.2; the
+//     URL's host is the server name (SNI and verification);
+//   - HTTPS_PROXY, HTTP_PROXY and NO_PROXY from the environment, read as
+//     net/http reads them (golang.org/x/net/http/httpproxy, which net/http
+//     itself uses): when one applies to the URL, connections go through it;
+//   - connections for every attempt the pod may have in flight, kept alive.
+//
+// conns tracks the connections so that the pod's stop ends its attempts
+// in flight (fasthttp has no context).
+func newClient(rawURL, caPEM string, timeout time.Duration, workers int, conns *connSet) (*fasthttp.HostClient, error) {
+	u, err := url.Parse(strings.TrimSpace(rawURL))
+	if err != nil {
+		return nil, err
+	}
+	isTLS := u.Scheme == "https"
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if isTLS {
+			port = "443"
+		}
+	}
+	addr := net.JoinHostPort(u.Hostname(), port)
+
+	var tlsConfig *tls.Config
+	if isTLS {
+		tlsConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+		if caPEM != "" {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+				return nil, errors.New("caSecretRef holds no PEM certificate")
+			}
+			tlsConfig.RootCAs = pool
+		}
+	}
+
+	dial, err := dialerFor(u, isTLS, timeout)
+	if err != nil {
+		return nil, err
+	}
+	// Every attempt a pod may have in flight has its connection: the
+	// fan-out's batches (fanOutLoops × workers) and River's workers. One
+	// more waits for a connection rather than failing.
+	maxConns := (fanOutLoops + 1) * max(workers, 64)
+	return &fasthttp.HostClient{
+		Addr:        addr,
+		IsTLS:       isTLS,
+		TLSConfig:   tlsConfig,
+		DialTimeout: conns.track(dial),
+		// The fasthttp default (10 s), under net/http's 90 s: a receiver's
+		// server closes idle connections after 5 s at the least (Node),
+		// and a connection it closed is retried once (retryClosed).
+		MaxIdleConnDuration: 10 * time.Second,
+		MaxConns:            maxConns,
+		MaxConnWaitTimeout:  timeout,
+		MaxResponseBodySize: maxResponseBody,
+		// The URL's path is sent as written, as net/http does.
+		DisablePathNormalizing:   true,
+		NoDefaultUserAgentHeader: true,
+		RetryIfErr:               retryClosed,
+	}, nil
+}
+
+// dialerFor dials the endpoint directly, or through the proxy the
+// environment names for its URL (a CONNECT tunnel: see docs/delivery.md).
+func dialerFor(u *url.URL, isTLS bool, timeout time.Duration) (fasthttp.DialFuncWithTimeout, error) {
+	proxyURL, err := httpproxy.FromEnvironment().ProxyFunc()(u)
+	if err != nil {
+		return nil, fmt.Errorf("proxy from the environment: %w", err)
+	}
+	if proxyURL == nil {
+		return fasthttp.DialDualStackTimeout, nil
+	}
+	// The proxy's dialer takes its timeouts once (the dial to the proxy,
+	// then its answer to CONNECT): the attempt timeout for each.
+	pd := fasthttpproxy.Dialer{
+		Config:         httpproxy.Config{HTTPProxy: proxyURL.String(), HTTPSProxy: proxyURL.String()},
+		DialDualStack:  true,
+		Timeout:        timeout,
+		ConnectTimeout: timeout,
+	}
+	dial, err := pd.GetDialFuncForTLS(false, isTLS)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", proxyURL.Redacted(), err)
+	}
+	return func(addr string, _ time.Duration) (net.Conn, error) { return dial(addr) }, nil
+}
+
+// retryClosed sends a POST again, once, when its connection was closed
+// before any answer: the race of a kept-alive connection the server
+// closed as the request went out (net/http avoids it with a reader per
+// idle connection, which fasthttp does not have). The receiver may have
+// got it: deliveries are at least once, deduplicated by webhook-id.
+func retryClosed(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	return false, attempts == 1 && (errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+}
+
+// post is one attempt: a signed POST of the body; outcome names a failure
+// for the metrics (status code class, timeout, error). The attempt ends at
+// its timeout or ctx's deadline, whichever is first; a ctx cancelled
+// without a deadline does not end it (fasthttp has no context), but the
+// pod's stop does (connSet.close).
+func (d *Deliverer) post(ctx context.Context, h *webhook, a DeliveryArgs) (outcome string, err error) {
+	if err := ctx.Err(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "timeout", fmt.Errorf("POST %s: timeout: %w", a.Webhook, err)
+		}
+		return "error", fmt.Errorf("POST %s: %w", a.Webhook, err)
+	}
+	ts := time.Now().Unix()
+	sig, err := Sign(h.SigningSecrets, a.ID, ts, []byte(a.Body))
+	if err != nil {
+		return "unresolved", err
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(h.URL)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.Header.SetUserAgent("flux-order-webhooks/1")
+	req.Header.Set(HeaderID, a.ID)
+	var tsBuf [20]byte
+	req.Header.SetBytesV(HeaderTimestamp, strconv.AppendInt(tsBuf[:0], ts, 10))
+	req.Header.Set(HeaderSignature, sig)
+	req.SetBodyString(a.Body)
+
+	deadline := time.Now().Add(h.timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	err = h.client.DoDeadline(req, resp, deadline)
+	// A body over maxResponseBody is not read further (the connection is
+	// closed): the status code, read before it, decides, as when net/http
+	// read 64 KiB of it and dropped the rest.
+	if err != nil && !errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		if isTimeout(err) {
+			return "timeout", fmt.Errorf("POST %s: timeout: %w", a.Webhook, err)
+		}
+		return "error", fmt.Errorf("POST %s: %w", a.Webhook, err)
+	}
+	if code := resp.StatusCode(); code < 200 || code > 299 {
+		return strconv.Itoa(code/100) + "xx", fmt.Errorf("POST %s: answered %d", a.Webhook, code)
+	}
+	return "", nil
+}
+
+// isTimeout: fasthttp's own timeouts (ErrTimeout has Timeout(); a dial's
+// and a TLS handshake's are plain errors) and the network's.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, fasthttp.ErrDialTimeout) ||
+		errors.Is(err, fasthttp.ErrTLSHandshakeTimeout) {
+		return true
+	}
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// connSet is every webhook connection of one pod, so that its stop ends
+// the attempts in flight at once, as net/http's context did: River's
+// in-flight retries then record as failed and are retried by any pod,
+// instead of waiting for River's rescuer.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
+}
+
+func newConnSet() *connSet { return &connSet{conns: map[*trackedConn]struct{}{}} }
+
+var errStopped = errors.New("the pod's delivery stopped")
+
+// track wraps dial: each connection joins the set, and none is made once
+// the set is closed.
+func (s *connSet) track(dial fasthttp.DialFuncWithTimeout) fasthttp.DialFuncWithTimeout {
+	return func(addr string, timeout time.Duration) (net.Conn, error) {
+		if timeout <= 0 {
+			// A request waiting for a free connection has it dialled
+			// without its timeout (fasthttp's dialConnFor).
+			timeout = fasthttp.DefaultDialTimeout
+		}
+		conn, err := dial(addr, timeout)
+		if err != nil || s == nil {
+			return conn, err
+		}
+		c := &trackedConn{Conn: conn, s: s}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			_ = conn.Close()
+			return nil, errStopped
+		}
+		s.conns[c] = struct{}{}
+		return c, nil
+	}
+}
+
+// close closes every connection, in use or idle, and refuses new ones:
+// the attempts in flight fail at once.
+func (s *connSet) close() {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = map[*trackedConn]struct{}{}
+	s.mu.Unlock()
+	for c := range conns {
+		_ = c.Conn.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	s *connSet
+}
+
+func (c *trackedConn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	return c.Conn.Close()
+}

@@ -1,0 +1,361 @@
+package delivery
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// hookTo loads a webhooks file naming one webhook to url, as the pod
+// does, and returns it ready to post to.
+func hookTo(t *testing.T, url, caPEM string, timeout time.Duration, conns *connSet) *webhook {
+	t.Helper()
+	raw, err := json.Marshal(salesv1alpha1.WebhooksFile{Webhooks: []salesv1alpha1.ResolvedWebhook{{
+		Name: "w", URL: url, SigningSecrets: []string{testSecret}, CA: caPEM,
+		Events: []salesv1alpha1.WebhookEvent{"order.confirmed"}, InsecureHTTP: strings.HasPrefix(url, "http:"),
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "webhooks.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := loadSettings(path, timeout, 64, conns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.hooks["w"]
+	if h.problem != "" {
+		t.Fatalf("webhook to %s: %s", url, h.problem)
+	}
+	return h
+}
+
+var testArgs = DeliveryArgs{Webhook: "w", ID: "evt_1", Type: "order.confirmed", Body: `{"type":"order.confirmed","sequence":1}`}
+
+func postOnce(t *testing.T, h *webhook) (string, error) {
+	t.Helper()
+	return (&Deliverer{}).post(context.Background(), h, testArgs)
+}
+
+func caOf(srv *httptest.Server) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+}
+
+func TestPost_SignedPOST_VerifiedByTheStandardWebhooksLibrary(t *testing.T) {
+	var got struct {
+		sync.Mutex
+		r    *http.Request
+		body []byte
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got.Lock()
+		got.r, got.body = r, body
+		got.Unlock()
+	}))
+	defer srv.Close()
+	h := hookTo(t, srv.URL+"/hooks/in?x=1", "", time.Second, nil)
+	if outcome, err := postOnce(t, h); err != nil {
+		t.Fatalf("post: %s %v", outcome, err)
+	}
+	got.Lock()
+	defer got.Unlock()
+	r := got.r
+	if r.Method != http.MethodPost || r.URL.RequestURI() != "/hooks/in?x=1" || string(got.body) != testArgs.Body {
+		t.Fatalf("got %s %s %q", r.Method, r.URL.RequestURI(), got.body)
+	}
+	if ct, ua := r.Header.Get("Content-Type"), r.Header.Get("User-Agent"); ct != "application/json" || ua != "flux-order-webhooks/1" {
+		t.Fatalf("Content-Type %q, User-Agent %q", ct, ua)
+	}
+	if r.Header.Get(HeaderID) != testArgs.ID {
+		t.Fatalf("webhook-id %q", r.Header.Get(HeaderID))
+	}
+	v, err := standardwebhooks.NewWebhook(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Verify(got.body, r.Header); err != nil {
+		t.Fatalf("the reference library refuses our delivery: %v", err)
+	}
+}
+
+func TestPost_Redirect_FailedAttempt_TargetNotRequested(t *testing.T) {
+	var target atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/target", func(http.ResponseWriter, *http.Request) { target.Add(1) })
+	mux.HandleFunc("/hook", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/target", http.StatusFound) })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	outcome, err := postOnce(t, hookTo(t, srv.URL+"/hook", "", time.Second, nil))
+	if err == nil || outcome != "3xx" {
+		t.Fatalf("a 302 must be a failed attempt with outcome 3xx: %q, %v", outcome, err)
+	}
+	if n := target.Load(); n != 0 {
+		t.Fatalf("the redirect's target was requested %d times", n)
+	}
+}
+
+func TestPost_SlowerThanTheAttemptTimeout_OutcomeTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
+	defer srv.Close()
+	defer close(release)
+	h := hookTo(t, srv.URL, "", 200*time.Millisecond, nil)
+	start := time.Now()
+	outcome, err := postOnce(t, h)
+	if outcome != "timeout" || err == nil {
+		t.Fatalf("want outcome timeout, got %q, %v", outcome, err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the attempt took %s, its timeout is 200ms", took)
+	}
+
+	// A context's deadline earlier than the timeout ends it first.
+	h = hookTo(t, srv.URL, "", 10*time.Second, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	outcome, err = (&Deliverer{}).post(ctx, h, testArgs)
+	if outcome != "timeout" || err == nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("want outcome timeout at the context's deadline, got %q, %v after %s", outcome, err, time.Since(start))
+	}
+	// A context already cancelled starts nothing.
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	if outcome, err := (&Deliverer{}).post(done, h, testArgs); outcome != "error" || err == nil {
+		t.Fatalf("a cancelled context: want outcome error, got %q, %v", outcome, err)
+	}
+}
+
+func TestPost_TLS_DeliveredWithItsCA_RefusedWithoutOrForAnotherName(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	defer srv.Close()
+	if outcome, err := postOnce(t, hookTo(t, srv.URL, caOf(srv), time.Second, nil)); err != nil {
+		t.Fatalf("with the server's CA: %q, %v", outcome, err)
+	}
+	if outcome, err := postOnce(t, hookTo(t, srv.URL, "", time.Second, nil)); err == nil || outcome != "error" {
+		t.Fatalf("without its CA (the system roots): want a failed attempt, got %q, %v", outcome, err)
+	}
+	// httptest's certificate names 127.0.0.1 and example.com, not localhost:
+	// the name is verified, not only the chain.
+	other := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	if outcome, err := postOnce(t, hookTo(t, other, caOf(srv), time.Second, nil)); err == nil || !strings.Contains(err.Error(), "localhost") {
+		t.Fatalf("a certificate for another name must be refused: %q, %v", outcome, err)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("the receiver got %d requests, want the one with its CA", n)
+	}
+	if _, err := newClient(srv.URL, "not a PEM", time.Second, 64, nil); err == nil {
+		t.Fatal("a CA bundle with no certificate must be a problem")
+	}
+}
+
+func TestPost_AnswerBodyOver64KiB_StatusDecides(t *testing.T) {
+	code := atomic.Int32{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(int(code.Load()))
+		_, _ = w.Write(make([]byte, 1<<20))
+	}))
+	defer srv.Close()
+	h := hookTo(t, srv.URL, "", time.Second, nil)
+	code.Store(200)
+	if outcome, err := postOnce(t, h); err != nil {
+		t.Fatalf("a 200 with a 1 MiB body is delivered: %q, %v", outcome, err)
+	}
+	code.Store(503)
+	if outcome, err := postOnce(t, h); outcome != "5xx" || err == nil {
+		t.Fatalf("a 503 with a 1 MiB body: want 5xx, got %q, %v", outcome, err)
+	}
+	code.Store(200)
+	if outcome, err := postOnce(t, h); err != nil {
+		t.Fatalf("after a closed connection, the next attempt is delivered: %q, %v", outcome, err)
+	}
+}
+
+// A server that closes kept-alive connections quickly: the next POST,
+// sent on the connection it closed, is sent again on a new one.
+func TestPost_IdleConnectionClosedByTheServer_Delivered(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	h := hookTo(t, srv.URL, "", time.Second, nil)
+	for i := range 3 {
+		if outcome, err := postOnce(t, h); err != nil {
+			t.Fatalf("post %d: %q, %v", i, outcome, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := hits.Load(); n != 3 {
+		t.Fatalf("the receiver got %d requests, want 3", n)
+	}
+}
+
+// The pod's stop (connSet.close) ends an attempt in flight, and no new
+// attempt connects afterwards.
+func TestPost_PodStops_AttemptInFlightEnds(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		arrived <- struct{}{}
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	conns := newConnSet()
+	h := hookTo(t, srv.URL, "", 10*time.Second, conns)
+	type result struct {
+		outcome string
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() { o, err := postOnce(t, h); done <- result{o, err} }()
+	<-arrived
+	conns.close()
+	select {
+	case r := <-done:
+		if r.err == nil || r.outcome != "error" {
+			t.Fatalf("want a failed attempt with outcome error, got %q, %v", r.outcome, r.err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the attempt in flight did not end when the pod stopped")
+	}
+	if outcome, err := postOnce(t, h); err == nil || outcome != "error" {
+		t.Fatalf("after the stop, a new attempt must fail: %q, %v", outcome, err)
+	}
+}
+
+// proxy is an HTTP proxy that tunnels every CONNECT to target, whatever
+// the host asked for, and records what was asked.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	asked  []string
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *proxy) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	p.asked = append(p.asked, req.Method+" "+req.Host)
+	p.mu.Unlock()
+	if req.Method != http.MethodConnect {
+		_, _ = io.WriteString(c, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	defer up.Close()
+	_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+	go func() { _, _ = io.Copy(up, br); _ = up.(*net.TCPConn).CloseWrite() }()
+	_, _ = io.Copy(c, up)
+}
+
+func (p *proxy) requests() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.asked...)
+}
+
+// HTTP_PROXY and HTTPS_PROXY are honoured as net/http's DefaultTransport
+// did (not for loopback addresses, as there: the endpoints are named
+// receiver.test and example.com, which only the proxy reaches).
+func TestPost_ProxyFromTheEnvironment(t *testing.T) {
+	var hits atomic.Int32
+	count := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) })
+	plain := httptest.NewServer(count)
+	defer plain.Close()
+	secure := httptest.NewTLSServer(count)
+	defer secure.Close()
+
+	t.Run("http", func(t *testing.T) {
+		p := startProxy(t, plain.Listener.Addr().String())
+		t.Setenv("HTTP_PROXY", "http://"+p.ln.Addr().String())
+		t.Setenv("HTTPS_PROXY", "")
+		t.Setenv("NO_PROXY", "")
+		before := hits.Load()
+		if outcome, err := postOnce(t, hookTo(t, "http://receiver.test:8080/hook", "", 2*time.Second, nil)); err != nil {
+			t.Fatalf("through the proxy: %q, %v", outcome, err)
+		}
+		if got := p.requests(); len(got) != 1 || got[0] != "CONNECT receiver.test:8080" || hits.Load() != before+1 {
+			t.Fatalf("the proxy saw %v, the receiver %d requests", got, hits.Load()-before)
+		}
+	})
+	t.Run("https", func(t *testing.T) {
+		p := startProxy(t, secure.Listener.Addr().String())
+		t.Setenv("HTTP_PROXY", "")
+		t.Setenv("HTTPS_PROXY", p.ln.Addr().String())
+		t.Setenv("NO_PROXY", "")
+		before := hits.Load()
+		// The TLS session is the endpoint's, through the tunnel: its
+		// certificate is verified for example.com.
+		if outcome, err := postOnce(t, hookTo(t, "https://example.com/hook", caOf(secure), 2*time.Second, nil)); err != nil {
+			t.Fatalf("through the proxy: %q, %v", outcome, err)
+		}
+		if got := p.requests(); len(got) != 1 || got[0] != "CONNECT example.com:443" || hits.Load() != before+1 {
+			t.Fatalf("the proxy saw %v, the receiver %d requests", got, hits.Load()-before)
+		}
+	})
+	t.Run("no_proxy", func(t *testing.T) {
+		p := startProxy(t, plain.Listener.Addr().String())
+		t.Setenv("HTTP_PROXY", "http://"+p.ln.Addr().String())
+		t.Setenv("NO_PROXY", "receiver.test")
+		// Direct: receiver.test does not resolve, so the attempt fails.
+		if outcome, err := postOnce(t, hookTo(t, "http://receiver.test:8080/hook", "", 2*time.Second, nil)); err == nil {
+			t.Fatalf("receiver.test reached without the proxy: %q", outcome)
+		}
+		if got := p.requests(); len(got) != 0 {
+			t.Fatalf("NO_PROXY names the host, yet the proxy saw %v", got)
+		}
+	})
+}
