@@ -139,7 +139,7 @@ func (p *profiling) finish(res *loadtest.Result) error {
 // innermost categorised frame, and a stack without one to the runtime
 // rows by its root.
 var categories = []struct{ name, prefixes string }{
-	{"HTTP (net/http, net/textproto)", "net/http. net/textproto."},
+	{"HTTP (net/http, net/textproto; fasthttp: the webhook client)", "net/http. net/textproto. github.com/valyala/fasthttp"},
 	{"Redis client (go-redis)", "github.com/redis/go-redis/"},
 	{"PostgreSQL client (pgx)", "github.com/jackc/"},
 	{"JSON (encoding/json)", "encoding/json."},
