@@ -53,7 +53,7 @@ func newPurchaseCommand() *cobra.Command {
 				return fmt.Errorf("--gc-heap-floor-mib: %d is not in 0..4096", heapFloorMiB)
 			}
 			log := newLogger()
-			gctune.Start(c.Context(), uint64(heapFloorMiB)<<20, 5*time.Second, log)
+			gctune.Start(c.Context(), uint64(heapFloorMiB)<<20, log)
 			return purchase.Run(c.Context(), cfg, log)
 		},
 	}

@@ -285,6 +285,18 @@ func TestQueue_HeldBack_IsNotAStall(t *testing.T) {
 	if st := s.poll(0, waiting.Body.QueueID).Body.State; st != waitingroom.StateWaiting {
 		t.Fatalf("the second buyer with maxActiveBuyers 1 taken: want waiting, got %s", st)
 	}
+	// The room switched off live and on again: no admitter holding back
+	// meanwhile, so the gauge must not stay at 1 (it would silence the
+	// alert for whichever pod admits next).
+	wr := svc.Queue.Settings()
+	svc.Queue.Set(waitingroom.Settings{})
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the gauge at 0 with the room off", testservers.Holds(func() bool {
+		return purchasetest.Counter(t, svc, "flux_order_queue_held_back") == 0
+	}))
+	svc.Queue.Set(wr)
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "holding back again with the room on", testservers.Holds(func() bool {
+		return purchasetest.Counter(t, svc, "flux_order_queue_held_back") == 1
+	}))
 	// The active buyer leaves the line: room again, the next is admitted.
 	if a := s.leave(0, first.Body.QueueID); a.Status != http.StatusNoContent {
 		t.Fatalf("leave: want 204, got %d %s", a.Status, a.Code)

@@ -19,9 +19,9 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 )
@@ -39,25 +39,27 @@ const minHeap = 4 << 20
 // rest is the process's memory outside the Go heap.
 const limitRatio = 0.9
 
-// Percent is the GOGC that lets a heap with live bytes grow to floor
-// before the next cycle, and never less than Go's default 100.
-func Percent(live, floor uint64) int {
-	if floor <= 2*live || floor <= minHeap {
+// Percent is the GOGC that lets the heap grow to floor before the next
+// cycle, and never less than Go's default 100. Since Go 1.18 the heap goal
+// is live + (live + roots) × GOGC/100, roots being the goroutine stacks and
+// globals the collector scans.
+func Percent(live, roots, floor uint64) int {
+	if floor <= 2*live+roots || floor <= minHeap {
 		return 100
 	}
 	limit := floor * 100 / minHeap
-	if live == 0 {
+	if live+roots == 0 {
 		return int(limit)
 	}
-	return int(min(limit, (floor-live)*100/live))
+	return int(max(100, min(limit, (floor-live)*100/(live+roots))))
 }
 
 // Start sets the soft memory limit from the cgroup (unless GOMEMLIMIT or
 // AUTOMEMLIMIT=off says otherwise) and, unless GOGC is set (an explicit
-// choice wins) or floor is 0, re-tunes GOGC to the live heap every
-// interval until ctx ends. The floor is at most a quarter of the memory
+// choice wins) or floor is 0, re-tunes GOGC to the live heap after every
+// GC cycle until ctx ends. The floor is at most a quarter of the memory
 // limit, when there is one.
-func Start(ctx context.Context, floor uint64, interval time.Duration, log *slog.Logger) {
+func Start(ctx context.Context, floor uint64, log *slog.Logger) {
 	limit, err := memlimit.Set(memlimit.WithRatio(limitRatio), memlimit.WithLogger(log))
 	if err != nil {
 		log.Warn("soft memory limit from the cgroup", "err", err)
@@ -69,37 +71,46 @@ func Start(ctx context.Context, floor uint64, interval time.Duration, log *slog.
 		return
 	}
 	log.Info("GC heap floor", "floor", floor, "memoryLimit", limit)
-	t := &tuner{floor: floor, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	t := &tuner{ctx: ctx, floor: floor, sample: []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"},
+	}}
 	t.tune()
-	go func() {
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				t.tune()
-			}
-		}
-	}()
+	t.arm()
 }
 
 type tuner struct {
+	ctx     context.Context
 	floor   uint64
 	sample  []metrics.Sample
 	percent int
+}
+
+// sentinel is garbage from birth: its cleanup runs after the next GC
+// cycle, so the tuner follows every cycle (a live heap that jumps between
+// two cycles is caught at the next one, not seconds later). It holds a
+// pointer so that it is not one of the tiny allocations cleanups may skip.
+type sentinel struct{ _ *byte }
+
+func (t *tuner) arm() {
+	runtime.AddCleanup(&sentinel{}, func(t *tuner) {
+		if t.ctx.Err() == nil {
+			t.tune()
+			t.arm()
+		}
+	}, t)
 }
 
 // tune sets GOGC for the live heap of the last cycle when it moved by
 // more than a tenth (the live heap wobbles from cycle to cycle).
 func (t *tuner) tune() {
 	metrics.Read(t.sample)
-	live := uint64(0)
-	if t.sample[0].Value.Kind() == metrics.KindUint64 {
-		live = t.sample[0].Value.Uint64()
+	var v [3]uint64
+	for i, s := range t.sample {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
 	}
-	if p := Percent(live, t.floor); p*10 < t.percent*9 || p*10 > t.percent*11 {
+	if p := Percent(v[0], v[1]+v[2], t.floor); p*10 < t.percent*9 || p*10 > t.percent*11 {
 		debug.SetGCPercent(p)
 		t.percent = p
 	}

@@ -12,20 +12,23 @@ import (
 )
 
 func TestPercent(t *testing.T) {
+	const mib = 1 << 20
 	for _, c := range []struct {
-		live, floor uint64
-		want        int
+		live, roots, floor uint64
+		want               int
 	}{
-		{4 << 20, 32 << 20, 700},   // the pod's few MB: the heap may grow to the floor
-		{1 << 20, 32 << 20, 800},   // capped: Go's minimum heap (4 MiB × GOGC/100) is the floor
-		{0, 32 << 20, 800},         // before the first cycle
-		{16 << 20, 32 << 20, 100},  // twice the live heap is the floor already
-		{100 << 20, 32 << 20, 100}, // above the floor: Go's default
-		{12 << 20, 32 << 20, 166},  // in between
-		{1 << 20, 2 << 20, 100},    // a floor under Go's minimum heap: nothing to do
+		{4 * mib, 0, 32 * mib, 700},        // the pod's few MB: the heap may grow to the floor
+		{4 * mib, 4 * mib, 32 * mib, 350},  // stacks and globals count toward the goal too
+		{1 * mib, 0, 32 * mib, 800},        // capped: Go's minimum heap (4 MiB × GOGC/100) is the floor
+		{0, 0, 32 * mib, 800},              // before the first cycle
+		{1 * mib, 35 * mib, 32 * mib, 100}, // roots alone exceed the floor
+		{16 * mib, 0, 32 * mib, 100},       // twice the live heap is the floor already
+		{100 * mib, 0, 32 * mib, 100},      // above the floor: Go's default
+		{12 * mib, 0, 32 * mib, 166},       // in between
+		{1 * mib, 0, 2 * mib, 100},         // a floor under Go's minimum heap: nothing to do
 	} {
-		if got := Percent(c.live, c.floor); got != c.want {
-			t.Errorf("Percent(%d MiB, %d MiB) = %d, want %d", c.live>>20, c.floor>>20, got, c.want)
+		if got := Percent(c.live, c.roots, c.floor); got != c.want {
+			t.Errorf("Percent(live %d MiB, roots %d MiB, floor %d MiB) = %d, want %d", c.live>>20, c.roots>>20, c.floor>>20, got, c.want)
 		}
 	}
 }
@@ -62,7 +65,7 @@ func TestStart_FloorSpacesCycles(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	Start(ctx, 256<<20, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	Start(ctx, 256<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if p := debug.SetGCPercent(-1); p < 400 {
 		t.Fatalf("GOGC after Start with a 256 MiB floor = %d, want ≥ 400 for this test's small live heap", p)
 	} else {
@@ -81,8 +84,46 @@ func TestStart_GOGCWins(t *testing.T) {
 	prev := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(prev)
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
-	Start(context.Background(), 64<<20, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	Start(context.Background(), 64<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if p := debug.SetGCPercent(100); p != 100 {
 		t.Fatalf("GOGC=100 in the environment, Start set it to %d", p)
+	}
+}
+
+var retained [][]byte
+
+// TestStart_FollowsEveryCycle: a live heap that jumps past the floor gets
+// Go's default GOGC at the next cycles, not at some later tick.
+func TestStart_FollowsEveryCycle(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	runtime.GC()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	Start(ctx, 64<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if p := debug.SetGCPercent(-1); p < 400 {
+		t.Fatalf("GOGC after Start with a 64 MiB floor = %d, want ≥ 400", p)
+	} else {
+		debug.SetGCPercent(p)
+	}
+	for range 48 { // 48 MiB live: more than half the floor
+		retained = append(retained, make([]byte, 1<<20))
+	}
+	defer func() { retained = nil }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC() // the cycle whose cleanup re-tunes
+		p := debug.SetGCPercent(-1)
+		debug.SetGCPercent(p)
+		if p == 100 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("48 MiB live with a 64 MiB floor: GOGC still %d after the cycles of 5 s, want 100", p)
+		}
+		time.Sleep(10 * time.Millisecond) // the cleanup runs on its own goroutine
 	}
 }

@@ -392,6 +392,8 @@ func (q *Room) admitLoop(ctx context.Context) {
 		if a != nil {
 			a.db.Close()
 		}
+		q.metrics.admitting.Set(0)
+		q.metrics.heldBack.Set(0)
 	}()
 	t := time.NewTicker(admitTick)
 	defer t.Stop()
@@ -407,6 +409,7 @@ func (q *Room) admitLoop(ctx context.Context) {
 				a.db.Close()
 				a = nil
 				q.metrics.admitting.Set(0)
+				q.metrics.heldBack.Set(0)
 			}
 			continue
 		}
