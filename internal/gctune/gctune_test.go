@@ -50,16 +50,22 @@ func cycles(n int) uint64 {
 	return s[0].Value.Uint64() - before
 }
 
+// atDefaults runs t with no GOGC or GOMEMLIMIT in the environment, at
+// GOGC=100, and restores the process's settings after it.
+func atDefaults(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	prev := debug.SetGCPercent(100)
+	limit := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetGCPercent(prev); debug.SetMemoryLimit(limit) })
+	runtime.GC()
+}
+
 // TestStart_FloorSpacesCycles: with the floor the same allocations take a
 // fraction of the cycles they take at GOGC=100 (this test's live heap is
 // well under a MB, so GOGC=100 collects about every 4 MB, the minimum).
 func TestStart_FloorSpacesCycles(t *testing.T) {
-	t.Setenv("GOGC", "")
-	t.Setenv("GOMEMLIMIT", "")
-	prev := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(prev)
-	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
-	runtime.GC()
+	atDefaults(t)
 	const n = 100_000 // 400 MB allocated
 	base := cycles(n)
 
@@ -95,12 +101,7 @@ var retained [][]byte
 // TestStart_FollowsEveryCycle: a live heap that jumps past the floor gets
 // Go's default GOGC at the next cycles, not at some later tick.
 func TestStart_FollowsEveryCycle(t *testing.T) {
-	t.Setenv("GOGC", "")
-	t.Setenv("GOMEMLIMIT", "")
-	prev := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(prev)
-	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
-	runtime.GC()
+	atDefaults(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	Start(ctx, 64<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
