@@ -24,6 +24,16 @@ import (
 // a receiver's answer means its status code, nothing more.
 const maxResponseBody = 64 << 10
 
+// readBuffer bounds an answer's status line and headers (fasthttp's
+// default, 4 KiB, refuses a gateway's cookies and security headers).
+// Buffers are pooled: only attempts in flight hold one.
+const readBuffer = 16 << 10
+
+// idleConnTimeout closes a kept-alive connection idle this long: under the
+// 5 s after which common servers (Node, uvicorn) close theirs, so that a
+// lull rarely leaves connections the server already closed.
+const idleConnTimeout = 4 * time.Second
+
 // newClient posts to one endpoint (docs/delivery.md, Why fasthttp). A
 // HostClient, not net/http: per request it costs a quarter of the CPU (no
 // goroutines per connection, no header maps). It keeps what the
@@ -76,23 +86,81 @@ func newClient(rawURL, caPEM string, timeout time.Duration, workers int, conns *
 	// fan-out's batches (fanOutLoops × workers) and River's workers. One
 	// more waits for a connection rather than failing.
 	maxConns := (fanOutLoops + 1) * max(workers, 64)
-	return &fasthttp.HostClient{
-		Addr:        addr,
-		IsTLS:       isTLS,
-		TLSConfig:   tlsConfig,
-		DialTimeout: conns.track(dial),
-		// The fasthttp default (10 s), under net/http's 90 s: a receiver's
-		// server closes idle connections after 5 s at the least (Node),
-		// and a connection it closed is retried once (retryClosed).
-		MaxIdleConnDuration: 10 * time.Second,
+	hc := &fasthttp.HostClient{
+		Addr:      addr,
+		IsTLS:     isTLS,
+		TLSConfig: tlsConfig,
+		// The connection is tracked (the pod's stop closes it) and its
+		// TLS handshake is done here, within the dial's time: fasthttp,
+		// left to it, would run it inside the first write with no read
+		// deadline, so a server that never answers the ClientHello would
+		// hold the attempt forever.
+		DialTimeout: handshaking(conns.track(dial), tlsConfig),
+		// Most recently used first, so that the connections a lull leaves
+		// idle are the ones that expire.
+		ConnPoolStrategy:    fasthttp.LIFO,
+		MaxIdleConnDuration: idleConnTimeout,
 		MaxConns:            maxConns,
 		MaxConnWaitTimeout:  timeout,
 		MaxResponseBodySize: maxResponseBody,
+		ReadBufferSize:      readBuffer,
+		// An error names no header value (a receiver's cookies would
+		// reach status.delivery, River's errors and the logs).
+		SecureErrorLogMessage: true,
 		// The URL's path is sent as written, as net/http does.
 		DisablePathNormalizing:   true,
 		NoDefaultUserAgentHeader: true,
-		RetryIfErr:               retryClosed,
-	}, nil
+	}
+	hc.RetryIfErr = func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
+		if attempts != 1 || !closedBeforeAnswer(err) {
+			return false, false
+		}
+		// The other idle connections are as old as this one: the retry
+		// dials a fresh one rather than take the next closed one.
+		hc.CloseIdleConnections()
+		return false, true
+	}
+	return hc, nil
+}
+
+// handshaking completes the TLS handshake of each connection dial makes,
+// within the dial's timeout; tlsConfig nil: plain TCP. fasthttp does not
+// wrap a connection that has a Handshake method again.
+func handshaking(dial fasthttp.DialFuncWithTimeout, tlsConfig *tls.Config) fasthttp.DialFuncWithTimeout {
+	if tlsConfig == nil {
+		return dial
+	}
+	return func(addr string, timeout time.Duration) (net.Conn, error) {
+		if timeout <= 0 {
+			timeout = fasthttp.DefaultDialTimeout // as track does
+		}
+		start := time.Now()
+		raw, err := dial(addr, timeout)
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), start.Add(timeout))
+		defer cancel()
+		c := tls.Client(raw, tlsConfig)
+		if err := c.HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			if ctx.Err() != nil {
+				return nil, fasthttp.ErrTLSHandshakeTimeout
+			}
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
+// dialDirect dials with net's dialer: it resolves at every dial and falls
+// back from IPv6 to IPv4 after 300 ms (Happy Eyeballs), as net/http did;
+// fasthttp's own dialer tries one address after another under one
+// deadline and caches names for a minute. It costs per connection, not
+// per request.
+func dialDirect(addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return d.Dial("tcp", addr)
 }
 
 // dialerFor dials the endpoint directly, or through the proxy the
@@ -103,7 +171,7 @@ func dialerFor(u *url.URL, isTLS bool, timeout time.Duration) (fasthttp.DialFunc
 		return nil, fmt.Errorf("proxy from the environment: %w", err)
 	}
 	if proxyURL == nil {
-		return fasthttp.DialDualStackTimeout, nil
+		return dialDirect, nil
 	}
 	// The proxy's dialer takes its timeouts once (the dial to the proxy,
 	// then its answer to CONNECT): the attempt timeout for each.
@@ -120,14 +188,15 @@ func dialerFor(u *url.URL, isTLS bool, timeout time.Duration) (fasthttp.DialFunc
 	return func(addr string, _ time.Duration) (net.Conn, error) { return dial(addr) }, nil
 }
 
-// retryClosed sends a POST again, once, when its connection was closed
-// before any answer: the race of a kept-alive connection the server
-// closed as the request went out (net/http avoids it with a reader per
-// idle connection, which fasthttp does not have). The receiver may have
-// got it: deliveries are at least once, deduplicated by webhook-id.
-func retryClosed(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
-	return false, attempts == 1 && (errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+// closedBeforeAnswer: the connection was closed before any answer, the
+// race of a kept-alive connection the server closed as the request went
+// out (net/http avoids it with a reader per idle connection, which
+// fasthttp does not have). Such a POST is sent again, once, on a fresh
+// connection. The receiver may have got it: deliveries are at least once,
+// deduplicated by webhook-id.
+func closedBeforeAnswer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // post is one attempt: a signed POST of the body; outcome names a failure

@@ -213,6 +213,118 @@ func TestPost_IdleConnectionClosedByTheServer_Delivered(t *testing.T) {
 	}
 }
 
+// Several kept-alive connections the server closed in a lull: attempts
+// that find them succeed (the retry dials a fresh connection, not the next
+// closed one).
+func TestPost_ManyIdleConnectionsClosedByTheServer_Delivered(t *testing.T) {
+	var hits atomic.Int32
+	arrived := make(chan struct{}, 8)
+	gate := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		hits.Add(1)
+		arrived <- struct{}{}
+		<-gate
+	}))
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	h := hookTo(t, srv.URL, "", 2*time.Second, nil)
+	post4 := func() []error {
+		errs := make([]error, 4)
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() { _, errs[i] = postOnce(t, h) })
+		}
+		for range 4 {
+			<-arrived // all four in flight at once: four connections
+		}
+		wg.Wait()
+		return errs
+	}
+	close(gate)
+	for round := range 2 {
+		for i, err := range post4() {
+			if err != nil {
+				t.Fatalf("round %d, post %d after the server closed the idle connections: %v", round, i, err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // the server closes all four
+	}
+	if n := hits.Load(); n != 8 {
+		t.Fatalf("the receiver got %d requests, want 8", n)
+	}
+}
+
+// A TLS endpoint that accepts the connection and never answers the
+// ClientHello: the attempt ends at its timeout, as "timeout".
+func TestPost_TLSHandshakeNeverAnswered_OutcomeTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // read nothing, answer nothing
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			_ = c.Close()
+		}
+	}()
+	h := hookTo(t, "https://"+ln.Addr().String()+"/in", "", 300*time.Millisecond, nil)
+	start := time.Now()
+	type result struct {
+		outcome string
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() { o, err := postOnce(t, h); done <- result{o, err} }()
+	select {
+	case r := <-done:
+		if r.err == nil || r.outcome != "timeout" {
+			t.Fatalf("want a failed attempt with outcome timeout, got %q, %v", r.outcome, r.err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("the attempt took %v, want about its 300ms timeout", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an attempt whose TLS handshake is never answered did not end within 5s (timeout 300ms)")
+	}
+}
+
+// An answer whose headers exceed fasthttp's default 4 KiB buffer (a
+// gateway's cookies): the status decides, and the error of a failed one
+// names no header value.
+func TestPost_LargeAnswerHeaders(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusNoContent)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Set-Cookie", "session="+strings.Repeat("s3cr3t", 1000)) // 6 KB
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	h := hookTo(t, srv.URL, "", time.Second, nil)
+	if outcome, err := postOnce(t, h); err != nil {
+		t.Fatalf("a 204 with 6 KB of headers: %q, %v", outcome, err)
+	}
+	status.Store(http.StatusServiceUnavailable)
+	if outcome, err := postOnce(t, h); err == nil || outcome != "5xx" || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("a 503 with 6 KB of headers: want outcome 5xx and no header value in the error, got %q, %v", outcome, err)
+	}
+}
+
 // The pod's stop (connSet.close) ends an attempt in flight, and no new
 // attempt connects afterwards.
 func TestPost_PodStops_AttemptInFlightEnds(t *testing.T) {
