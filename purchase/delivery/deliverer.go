@@ -125,6 +125,8 @@ type Deliverer struct {
 	claimMu sync.Mutex
 	// conns: every webhook client's connections, closed when the pod stops.
 	conns *connSet
+	// idle: while the outbox is idle one fan-out loop polls (outbox.go).
+	idle idlePoll
 }
 
 // Drain starts the pod's stop: no new fan-out batch, and the batches in

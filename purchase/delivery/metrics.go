@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -66,83 +67,37 @@ type WebhookCounts struct {
 // Counts are the sale's deliveries per webhook of the current settings,
 // from the database (every pod sees the same), with this pod's view of
 // each endpoint's failing run: River's deliveries (the retries, and the
-// dead), the fan-out's delivered counts, and the events not fanned out
-// yet, pending for every webhook that wants their type.
+// dead), the fan-out's delivered counts, and the events not delivered by
+// the fan-out yet (not claimed, or in a claim not recorded yet), pending
+// for every webhook that wants their type.
+//
+// Everything is read in one snapshot (a REPEATABLE READ, read-only
+// transaction): an event moves from "after the cursor" to "claimed" to
+// "delivered" or River's in single transactions, so each event is counted
+// once, in exactly one of those places, and a count never shows a state
+// that did not exist (each statement in its own snapshot could count an
+// event twice, or not at all, as it moved between them).
 func (d *Deliverer) Counts(ctx context.Context) ([]WebhookCounts, error) {
 	hooks := d.settings.Load().hooks
 	by := map[string]*WebhookCounts{}
 	for name := range hooks {
 		by[name] = &WebhookCounts{Name: name}
 	}
-	rows, err := d.pool.Query(ctx, `SELECT args->>'webhook',
-			count(*) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled')),
-			count(*) FILTER (WHERE state = 'completed'),
-			count(*) FILTER (WHERE state = 'discarded'),
-			min(created_at) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled'))
-		FROM river_job WHERE kind = $1 GROUP BY 1`, KindDelivery)
+	var pending map[string]pendingCount
+	err := pgx.BeginTxFunc(ctx, d.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		pending, err = d.readCounts(ctx, tx, by)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		var c WebhookCounts
-		var oldest *time.Time
-		if err := rows.Scan(&c.Name, &c.Pending, &c.Delivered, &c.Dead, &oldest); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if oldest != nil {
-			c.OldestPending = *oldest
-		}
-		if w := by[c.Name]; w != nil {
-			*w = c
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows, err = d.pool.Query(ctx, `SELECT webhook, delivered FROM webhook_delivered`)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var name string
-		var n int64
-		if err := rows.Scan(&name, &n); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if w := by[name]; w != nil {
-			w.Delivered += n
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	// Events not fanned out yet: pending for every webhook that wants
-	// them (none while the switch is off: they happened before any).
-	if d.switchOn.Load() {
-		pending, err := d.pendingByType(ctx)
-		if err != nil {
-			return nil, err
-		}
-		// Claimed batches not recorded yet: pending for every webhook
-		// (their types are not counted apart; at most a few batches).
-		var claimed int64
-		if err := d.pool.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM webhook_claims`).Scan(&claimed); err != nil {
-			return nil, err
-		}
-		for _, w := range by {
-			w.Pending += claimed
-		}
-		for typ, p := range pending {
-			for name, h := range hooks {
-				if w := by[name]; h.wants(typ) {
-					w.Pending += p.n
-					if w.OldestPending.IsZero() || p.oldest.Before(w.OldestPending) {
-						w.OldestPending = p.oldest
-					}
+	for typ, p := range pending {
+		for name, h := range hooks {
+			if w := by[name]; h.wants(typ) {
+				w.Pending += p.n
+				if !p.oldest.IsZero() && (w.OldestPending.IsZero() || p.oldest.Before(w.OldestPending)) {
+					w.OldestPending = p.oldest
 				}
 			}
 		}
@@ -159,6 +114,109 @@ func (d *Deliverer) Counts(ctx context.Context) ([]WebhookCounts, error) {
 	d.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// readCounts reads, in tx's snapshot, River's deliveries and the
+// fan-out's delivered counts into by, and answers the events the fan-out
+// has not delivered yet, by type. Two round trips: the counts, the cursor
+// and the open claims; then the events after the cursor and in each claim
+// (one statement each, with their bounds as parameters: PostgreSQL pushes
+// a parameter into each branch of the view webhook_events, onto its
+// (xid, id) index, and a join's column it does not).
+func (d *Deliverer) readCounts(ctx context.Context, tx pgx.Tx, by map[string]*WebhookCounts) (map[string]pendingCount, error) {
+	b := &pgx.Batch{}
+	// A retry's oldest pending time is its event's (args.at), as for the
+	// events the fan-out still holds, not the job's creation.
+	b.Queue(`SELECT args->>'webhook',
+			count(*) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled')),
+			count(*) FILTER (WHERE state = 'completed'),
+			count(*) FILTER (WHERE state = 'discarded'),
+			min((args->>'at')::timestamptz) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled'))
+		FROM river_job WHERE kind = $1 GROUP BY 1`, KindDelivery).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var c WebhookCounts
+			var oldest *time.Time
+			if err := rows.Scan(&c.Name, &c.Pending, &c.Delivered, &c.Dead, &oldest); err != nil {
+				return err
+			}
+			if oldest != nil {
+				c.OldestPending = *oldest
+			}
+			if w := by[c.Name]; w != nil {
+				*w = c
+			}
+		}
+		return rows.Err()
+	})
+	b.Queue(`SELECT webhook, delivered FROM webhook_delivered`).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var name string
+			var n int64
+			if err := rows.Scan(&name, &n); err != nil {
+				return err
+			}
+			if w := by[name]; w != nil {
+				w.Delivered += n
+			}
+		}
+		return rows.Err()
+	})
+	// The events after the cursor are pending only while the switch is
+	// on (else they happened before any webhook, and the next OFF → ON
+	// moves the cursor past them); claimed ones are pending either way:
+	// their batch delivers them.
+	var on bool
+	var c cursor
+	b.Queue(`SELECT s.enabled, w.xid::text, w.src, w.key, w.after::text FROM outbox_switch s, webhook_cursor w`).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&on, &c.xid, &c.src, &c.key, &c.after)
+	})
+	type claimRange struct{ from, to cursor }
+	var claims []claimRange
+	b.Queue(`SELECT from_xid::text, from_src, from_key, to_xid::text, to_src, to_key, after::text FROM webhook_claims`).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var k claimRange
+			if err := rows.Scan(&k.from.xid, &k.from.src, &k.from.key, &k.to.xid, &k.to.src, &k.to.key, &k.from.after); err != nil {
+				return err
+			}
+			claims = append(claims, k)
+		}
+		return rows.Err()
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+
+	pending := map[string]pendingCount{}
+	add := func(rows pgx.Rows) error {
+		for rows.Next() {
+			var typ string
+			var n int64
+			var oldest *time.Time
+			if err := rows.Scan(&typ, &n, &oldest); err != nil {
+				return err
+			}
+			q := pending[typ]
+			q.n += n
+			if oldest != nil && (q.oldest.IsZero() || oldest.Before(q.oldest)) {
+				q.oldest = *oldest
+			}
+			pending[typ] = q
+		}
+		return rows.Err()
+	}
+	b = &pgx.Batch{}
+	if on {
+		q, args := countSQL(c, nil)
+		b.Queue(q, args...).Query(add)
+	}
+	for _, k := range claims {
+		q, args := countSQL(k.from, &k.to)
+		b.Queue(q, args...).Query(add)
+	}
+	if b.Len() == 0 {
+		return pending, nil
+	}
+	return pending, tx.SendBatch(ctx, b).Close()
 }
 
 // observe refreshes the backlog gauges every few seconds.
