@@ -197,15 +197,15 @@ type batch struct {
 // poll found nothing) it first asks anyWork, one statement, instead of
 // the claim's transaction.
 func (d *Deliverer) fanOutOnce(parent context.Context, check bool) (n int, err error) {
+	if check {
+		if more, err := d.anyWork(parent); err != nil || !more {
+			return 0, err
+		}
+	}
 	// A batch runs to its end when the pod stops (bounded): stopped
 	// halfway, its deliveries would be made again by another pod.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), d.leaseFor())
 	defer cancel()
-	if check {
-		if more, err := d.anyWork(ctx); err != nil || !more {
-			return 0, err
-		}
-	}
 	b, err := d.claimExpired(ctx)
 	if err == nil && b == nil {
 		b, err = d.claimNext(ctx)
