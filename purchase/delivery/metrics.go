@@ -126,12 +126,13 @@ func (d *Deliverer) Counts(ctx context.Context) ([]WebhookCounts, error) {
 func (d *Deliverer) readCounts(ctx context.Context, tx pgx.Tx, by map[string]*WebhookCounts) (map[string]pendingCount, error) {
 	b := &pgx.Batch{}
 	// A retry's oldest pending time is its event's (args.at), as for the
-	// events the fan-out still holds, not the job's creation.
+	// events the fan-out still holds, not the job's creation (which stands
+	// in for a job without one; every version has written it).
 	b.Queue(`SELECT args->>'webhook',
 			count(*) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled')),
 			count(*) FILTER (WHERE state = 'completed'),
 			count(*) FILTER (WHERE state = 'discarded'),
-			min((args->>'at')::timestamptz) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled'))
+			min(coalesce((args->>'at')::timestamptz, created_at)) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled'))
 		FROM river_job WHERE kind = $1 GROUP BY 1`, KindDelivery).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var c WebhookCounts

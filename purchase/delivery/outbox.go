@@ -32,6 +32,10 @@ const (
 	fanOutLoops = 4
 )
 
+// idleFallback × PollInterval is how long a loop waiting for the pod's
+// poller waits at most before it polls itself.
+const idleFallback = 30
+
 // cursor is the fan-out's position: the events after (xid, src, key) that
 // are not visible in after (the switch's last OFF → ON) are pending.
 type cursor struct {
@@ -97,11 +101,14 @@ func (d *Deliverer) fanOut(ctx context.Context) {
 		}
 		poller := idle && d.idle.poller.CompareAndSwap(false, true)
 		if idle && !poller {
-			// Another loop of this pod polls for the idle ones.
+			// Another loop of this pod polls for the idle ones. The
+			// timer is a safety net only (a poller stuck on its
+			// database): then this loop polls itself, rarely.
 			select {
 			case <-ctx.Done():
 				return
 			case <-woken:
+			case <-time.After(idleFallback * d.cfg.PollInterval):
 			}
 			continue
 		}
@@ -198,7 +205,13 @@ type batch struct {
 // the claim's transaction.
 func (d *Deliverer) fanOutOnce(parent context.Context, check bool) (n int, err error) {
 	if check {
-		if more, err := d.anyWork(parent); err != nil || !more {
+		// Bounded (a connection to a black hole would otherwise hold
+		// the pod's poller for the kernel's retransmissions), and
+		// cancelled when the pod stops.
+		pctx, cancel := context.WithTimeout(parent, recordTimeout)
+		more, err := d.anyWork(pctx)
+		cancel()
+		if err != nil || !more {
 			return 0, err
 		}
 	}
@@ -451,42 +464,9 @@ const (
 // given: a claim's range) that have settled, below the statement
 // snapshot's xmin, in order: the query and its arguments.
 func pendingSQL(from cursor, to *cursor, limit int) (string, []any) {
-	var args []any
-	param := func(v any, typ string) string {
-		args = append(args, v)
-		return `$` + strconv.Itoa(len(args)) + `::` + typ
-	}
-	fromXid, snap, lim := param(from.xid, "xid8"), param(from.after, "pg_snapshot"), param(limit, "int")
-	var fromKey, toXid, toKey string
-	if from.src >= srcConfirmed && from.src <= srcSale {
-		fromKey = param(from.key, "text") // only a source at the cursor compares keys
-	}
-	if to != nil {
-		toXid, toKey = param(to.xid, "xid8"), param(to.key, "text")
-	}
-	// bounds: the source's events after from and not after to.
-	bounds := func(src int, xid, key, keyType string) string {
-		var w string
-		switch {
-		case from.src < src:
-			w = xid + ` >= ` + fromXid
-		case from.src == src:
-			w = `(` + xid + `, ` + key + `) > (` + fromXid + `, ` + fromKey + `::` + keyType + `)`
-		default:
-			w = xid + ` > ` + fromXid
-		}
-		if to == nil {
-			return w
-		}
-		switch {
-		case src < to.src:
-			return w + ` AND ` + xid + ` <= ` + toXid
-		case src == to.src:
-			return w + ` AND (` + xid + `, ` + key + `) <= (` + toXid + `, ` + toKey + `::` + keyType + `)`
-		default:
-			return w + ` AND ` + xid + ` < ` + toXid
-		}
-	}
+	p := &sqlParams{}
+	snap, lim := p.add(from.after, "pg_snapshot"), p.add(limit, "int")
+	bounds := rangeBounds(p, from, to)
 	settled := func(xid string) string {
 		return xid + ` < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
 			AND (` + snap + ` IS NULL OR NOT pg_visible_in_snapshot(` + xid + `, ` + snap + `))`
@@ -518,7 +498,56 @@ func pendingSQL(from cursor, to *cursor, limit int) (string, []any) {
 			FROM webhook_sale_events s
 			WHERE ` + bounds(3, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + settled("s.xid") + ` AND s.data IS NOT NULL
 			ORDER BY s.xid, s.type COLLATE "C" LIMIT ` + lim + `)
-	) u ORDER BY u.x, u.src, u.k COLLATE "C" LIMIT ` + lim, args
+	) u ORDER BY u.x, u.src, u.k COLLATE "C" LIMIT ` + lim, p.args
+}
+
+// sqlParams numbers a statement's parameters as they are added.
+type sqlParams struct{ args []any }
+
+func (p *sqlParams) add(v any, typ string) string {
+	p.args = append(p.args, v)
+	return `$` + strconv.Itoa(len(p.args)) + `::` + typ
+}
+
+// rangeBounds is, for each source of the outbox, the condition on its
+// (xid, key) index that keeps its events after from and not after to (nil:
+// no end). Each source compares its own typed columns, so the index is
+// entered at the bound itself, not at the start of the bound's
+// transaction (a view's text key would make PostgreSQL read every event of
+// the first and last transactions, all of a large one).
+func rangeBounds(p *sqlParams, from cursor, to *cursor) func(src int, xid, key, keyType string) string {
+	fromXid := p.add(from.xid, "xid8")
+	var fromKey, toXid, toKey string
+	if from.src >= srcConfirmed && from.src <= srcSale {
+		fromKey = p.add(from.key, "text") // only a source at the cursor compares keys
+	}
+	if to != nil {
+		toXid, toKey = p.add(to.xid, "xid8"), p.add(to.key, "text")
+	}
+	return func(src int, xid, key, keyType string) string {
+		var w string
+		switch {
+		case from.src < src:
+			w = xid + ` >= ` + fromXid
+		case from.src == src:
+			// The scalar bound also proves xid NOT NULL, the partial
+			// index's predicate, which a row comparison does not.
+			w = xid + ` >= ` + fromXid + ` AND (` + xid + `, ` + key + `) > (` + fromXid + `, ` + fromKey + `::` + keyType + `)`
+		default:
+			w = xid + ` > ` + fromXid
+		}
+		if to == nil {
+			return w
+		}
+		switch {
+		case src < to.src:
+			return w + ` AND ` + xid + ` <= ` + toXid
+		case src == to.src:
+			return w + ` AND (` + xid + `, ` + key + `) <= (` + toXid + `, ` + toKey + `::` + keyType + `)`
+		default:
+			return w + ` AND ` + xid + ` < ` + toXid
+		}
+	}
 }
 
 // countDelivered adds the deliveries the fan-out made itself to each
@@ -547,20 +576,32 @@ func (d *Deliverer) countDelivered(ctx context.Context, tx pgx.Tx, as []*attempt
 // claim's end, when given) by type, with the oldest one's time: settled or
 // not (an event of a transaction that committed is pending even while an
 // older one still runs), and not visible in from.after (they happened
-// before the switch's last OFF → ON). The bounds are parameters, which
-// PostgreSQL pushes into each branch of the view onto its (xid, id)
-// index: a claim's range reads its own events and a few beside (the
-// others of its first and last transactions).
+// before the switch's last OFF → ON). Each source is counted on its own
+// (xid, key) index with typed bounds (rangeBounds), as pendingSQL reads
+// them: a claim's range reads its own events, also inside one large
+// transaction. Sale rows without data (a previous version's, converted
+// later) are not counted yet.
 func countSQL(from cursor, to *cursor) (string, []any) {
-	q := `SELECT type, count(*), min(at) FROM webhook_events
-		WHERE xid >= $1::xid8 AND ROW(xid, src, key COLLATE "C") > ROW($1::xid8, $2::int, $3::text)
-		  AND ($4::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(xid, $4::pg_snapshot))`
-	args := []any{from.xid, from.src, from.key, from.after}
-	if to != nil {
-		q += ` AND xid <= $5::xid8 AND ROW(xid, src, key COLLATE "C") <= ROW($5::xid8, $6::int, $7::text)`
-		args = append(args, to.xid, to.src, to.key)
+	p := &sqlParams{}
+	snap := p.add(from.after, "pg_snapshot")
+	bounds := rangeBounds(p, from, to)
+	after := func(xid string) string {
+		return `(` + snap + ` IS NULL OR NOT pg_visible_in_snapshot(` + xid + `, ` + snap + `))`
 	}
-	return q + ` GROUP BY type`, args
+	return `SELECT type, sum(n)::bigint, min(at) FROM (
+		SELECT 'order.confirmed' AS type, count(*) AS n, min(o.purchased_at) AS at FROM orders o
+			WHERE ` + bounds(srcConfirmed, "o.event_xid", "o.id", "uuid") + ` AND ` + after("o.event_xid") + `
+		UNION ALL
+		SELECT 'order.confirmed', count(*), min(c.purchased_at) FROM order_cancellations c
+			WHERE ` + bounds(srcConfirmed, "c.confirmed_xid", "c.order_id", "uuid") + ` AND ` + after("c.confirmed_xid") + `
+		UNION ALL
+		SELECT 'order.cancelled', count(*), min(c.cancelled_at) FROM order_cancellations c
+			WHERE ` + bounds(srcCancelled, "c.cancel_xid", "c.order_id", "uuid") + ` AND ` + after("c.cancel_xid") + `
+		UNION ALL
+		SELECT s.type, count(*), min(s.at) FROM webhook_sale_events s
+			WHERE ` + bounds(srcSale, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + after("s.xid") + ` AND s.data IS NOT NULL
+			GROUP BY s.type
+	) u WHERE n > 0 GROUP BY type`, p.args
 }
 
 type pendingCount struct {

@@ -328,3 +328,110 @@ func explain(t *testing.T, db *pgxpool.Pool, q string, args ...any) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// A claim inside one large transaction (a conversion of the previous
+// version's events gives them all one xid): its count reads its own
+// events on the index, not every event of that transaction.
+func TestCounts_ClaimInsideALargeTransaction_ReadsItsOwnEvents(t *testing.T) {
+	ctx := context.Background()
+	url := migrated(t, 5000)
+	file := webhooksFile(t, "http://127.0.0.1:1/hooks", map[string][]salesv1alpha1.WebhookEvent{"orders": {salesv1alpha1.EventOrderConfirmed}})
+	d, db := newDeliverer(t, url, file, nil)
+	if _, err := db.Exec(ctx, `UPDATE outbox_switch SET enabled = true, webhook_seen_at = now()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, `UPDATE tickets SET sold = true;
+		INSERT INTO orders (id, ticket_id, buyer_id) SELECT gen_random_uuid(), g, 'b'||g FROM generate_series(1, 5000) g`); err != nil {
+		t.Fatal(err)
+	}
+	// A claim of the events 1,001..1,500 of that one transaction; the
+	// cursor after the last event.
+	if _, err := db.Exec(ctx, `WITH e AS (SELECT xid, src, key, row_number() OVER (ORDER BY xid, src, key COLLATE "C") AS n FROM webhook_events)
+		INSERT INTO webhook_claims (from_xid, from_src, from_key, to_xid, to_src, to_key, first_seq, n, leased_by, leased_until)
+		SELECT f.xid, f.src, f.key, l.xid, l.src, l.key, 1001, 500, 'stopped', now() + interval '1 hour'
+		FROM e f, e l WHERE f.n = 1000 AND l.n = 1500;
+		UPDATE webhook_cursor SET (xid, src, key) = (SELECT xid, src, key FROM webhook_events ORDER BY xid DESC, src DESC, key COLLATE "C" DESC LIMIT 1);
+		ANALYZE`); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := d.Counts(ctx)
+	if err != nil || len(cs) != 1 || cs[0].Pending != 500 {
+		t.Fatalf("want the claim's 500 events pending, got %+v, %v", cs, err)
+	}
+	var k [2]cursor
+	if err := db.QueryRow(ctx, `SELECT from_xid::text, from_src, from_key, to_xid::text, to_src, to_key, after::text FROM webhook_claims`).
+		Scan(&k[0].xid, &k[0].src, &k[0].key, &k[1].xid, &k[1].src, &k[1].key, &k[0].after); err != nil {
+		t.Fatal(err)
+	}
+	q, args := countSQL(k[0], &k[1])
+	plan := explain(t, db, q, args...)
+	// The scan of orders (an index scan, or a bitmap scan of the index)
+	// yields the claim's 500 rows and removes none.
+	scan := ""
+	for line := range strings.Lines(plan) {
+		if strings.Contains(line, "orders_event_xid") {
+			scan = line
+		}
+	}
+	if !strings.Contains(scan, "rows=500 ") || strings.Contains(plan, "Seq Scan on orders") || strings.Contains(plan, "Rows Removed by Index Recheck") {
+		t.Fatalf("the claim's count must read its 500 events on the index, not the transaction's 5,000:\n%s", plan)
+	}
+}
+
+// The loop that polled for an idle pod claims an event whose endpoint
+// hangs: another loop takes the polling over, so an event committed
+// meanwhile is not held behind that batch.
+func TestFanOut_PollerInALongBatch_OthersStillDeliver(t *testing.T) {
+	url := migrated(t, 10)
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	first := make(chan struct{})
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(HeaderID)
+		mu.Lock()
+		isFirst := len(seen) == 0
+		seen[id] = true
+		mu.Unlock()
+		if isFirst {
+			close(first)
+			<-release // the first delivery hangs until the test ends
+		}
+	}))
+	t.Cleanup(srv.Close)
+	file := webhooksFile(t, srv.URL, map[string][]salesv1alpha1.WebhookEvent{"orders": {salesv1alpha1.EventOrderConfirmed}})
+	d, pool := newDeliverer(t, url, file, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	t.Cleanup(func() { close(release) }) // first: the hanging batch ends
+	testservers.Eventually(t, 10*time.Second, 10*time.Millisecond, "the switch on", testservers.Holds(d.OutboxOn))
+	time.Sleep(time.Second) // idle: one loop polls, three wait
+	order := func(seat int) string {
+		t.Helper()
+		var id string
+		if err := pool.QueryRow(context.Background(), `WITH s AS (UPDATE tickets SET sold = true WHERE id = $1 RETURNING id)
+			INSERT INTO orders (id, ticket_id, buyer_id) SELECT gen_random_uuid(), id, 'b' FROM s RETURNING id::text`, seat).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	order(1)
+	select {
+	case <-first:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first order was not delivered")
+	}
+	second := order(2)
+	testservers.Eventually(t, 2*time.Second, 10*time.Millisecond, "the second order delivered while the first batch hangs", testservers.Holds(func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[second]
+	}))
+}
