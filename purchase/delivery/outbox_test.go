@@ -152,15 +152,7 @@ func TestFanOut_IdlePod_FewStatements(t *testing.T) {
 	file := webhooksFile(t, srv.URL, map[string][]salesv1alpha1.WebhookEvent{"orders": {salesv1alpha1.EventOrderConfirmed}})
 	tr := &statements{by: map[string]int{}}
 	d, pool := newDeliverer(t, url, file, tr)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	runDeliverer(t, d)
 	testservers.Eventually(t, 10*time.Second, 10*time.Millisecond, "the switch on", testservers.Holds(d.OutboxOn))
 	time.Sleep(time.Second) // the loops' first polls
 	tr.reset()
@@ -401,15 +393,7 @@ func TestFanOut_PollerInALongBatch_OthersStillDeliver(t *testing.T) {
 	t.Cleanup(srv.Close)
 	file := webhooksFile(t, srv.URL, map[string][]salesv1alpha1.WebhookEvent{"orders": {salesv1alpha1.EventOrderConfirmed}})
 	d, pool := newDeliverer(t, url, file, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	runDeliverer(t, d)
 	t.Cleanup(func() { close(release) }) // first: the hanging batch ends
 	testservers.Eventually(t, 10*time.Second, 10*time.Millisecond, "the switch on", testservers.Holds(d.OutboxOn))
 	time.Sleep(time.Second) // idle: one loop polls, three wait
@@ -434,4 +418,17 @@ func TestFanOut_PollerInALongBatch_OthersStillDeliver(t *testing.T) {
 		defer mu.Unlock()
 		return seen[second]
 	}))
+}
+
+// runDeliverer runs d until the test ends.
+func runDeliverer(t *testing.T, d *Deliverer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 }
