@@ -60,11 +60,12 @@ func main() {
 
 // bench holds the servers and tools of one run.
 type bench struct {
-	bin   string // directory of the built binaries
-	redis *testservers.Redis
-	pg    *testservers.Postgres
-	dbSeq int
-	rows  []row
+	bin     string // directory of the built binaries
+	redis   *testservers.Redis
+	pg      *testservers.Postgres
+	dbSeq   int
+	dropped int // databases bench_1..bench_dropped are dropped (settle)
+	rows    []row
 
 	// ceilings measured first, used as the denominators of later rows:
 	// nullWrk by wrk, nullRPS by flux-order loadtest
