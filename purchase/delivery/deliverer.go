@@ -274,8 +274,8 @@ func (d *Deliverer) attemptInline(ctx context.Context, as []*attempt, startBy ti
 		return nil, nil, nil
 	}
 	// A fixed set of workers, not a goroutine per attempt: each new
-	// goroutine grows its stack through the HTTP client's depth (with net/http, 3 % of the pod's
-	// CPU in the delivery step's profile).
+	// goroutine grows its stack through the HTTP client's depth (3 % of
+	// the pod's CPU in the delivery step's profile, on net/http).
 	work := make(chan *attempt)
 	var wg sync.WaitGroup
 	for range min(d.cfg.Workers, len(as)) {

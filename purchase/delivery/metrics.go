@@ -120,9 +120,9 @@ func (d *Deliverer) Counts(ctx context.Context) ([]WebhookCounts, error) {
 // fan-out's delivered counts into by, and answers the events the fan-out
 // has not delivered yet, by type. Two round trips: the counts, the cursor
 // and the open claims; then the events after the cursor and in each claim
-// (one statement each, with their bounds as parameters: PostgreSQL pushes
-// a parameter into each branch of the view webhook_events, onto its
-// (xid, id) index, and a join's column it does not).
+// (countSQL, one statement each with the range's bounds as parameters, on
+// each source's (xid, key) index: a join of webhook_claims with the events
+// would not reach the index).
 func (d *Deliverer) readCounts(ctx context.Context, tx pgx.Tx, by map[string]*WebhookCounts) (map[string]pendingCount, error) {
 	b := &pgx.Batch{}
 	// A retry's oldest pending time is its event's (args.at), as for the

@@ -479,24 +479,24 @@ func pendingSQL(from cursor, to *cursor, limit int) (string, []any) {
 		FROM (
 		(SELECT o.event_xid AS x, 1 AS src, o.id::text AS k, 'order.confirmed' AS type, o.purchased_at AS at, o.id AS order_id, ` + orderCols + `,
 				NULL::timestamptz AS cancelled_at, NULL::text AS cancelled_by, NULL::text AS reason, NULL::jsonb AS data
-			FROM orders o WHERE ` + bounds(1, "o.event_xid", "o.id", "uuid") + ` AND ` + settled("o.event_xid") + `
+			FROM orders o WHERE ` + bounds(srcConfirmed, "o.event_xid", "o.id", "uuid") + ` AND ` + settled("o.event_xid") + `
 			ORDER BY o.event_xid, o.id LIMIT ` + lim + `)
 		UNION ALL
 		(SELECT c.confirmed_xid, 1, c.order_id::text, 'order.confirmed', c.purchased_at, c.order_id, ` + orderCols + `, NULL, NULL, NULL, NULL
 			FROM order_cancellations c
-			WHERE ` + bounds(1, "c.confirmed_xid", "c.order_id", "uuid") + ` AND ` + settled("c.confirmed_xid") + `
+			WHERE ` + bounds(srcConfirmed, "c.confirmed_xid", "c.order_id", "uuid") + ` AND ` + settled("c.confirmed_xid") + `
 			ORDER BY c.confirmed_xid, c.order_id LIMIT ` + lim + `)
 		UNION ALL
 		(SELECT c.cancel_xid, 2, c.order_id::text, 'order.cancelled', c.cancelled_at, c.order_id, ` + orderCols + `,
 				c.cancelled_at, c.cancelled_by, c.reason, NULL
 			FROM order_cancellations c
-			WHERE ` + bounds(2, "c.cancel_xid", "c.order_id", "uuid") + ` AND ` + settled("c.cancel_xid") + `
+			WHERE ` + bounds(srcCancelled, "c.cancel_xid", "c.order_id", "uuid") + ` AND ` + settled("c.cancel_xid") + `
 			ORDER BY c.cancel_xid, c.order_id LIMIT ` + lim + `)
 		UNION ALL
 		(SELECT s.xid, 3, s.type, s.type, coalesce(s.at, s.made_at), '00000000-0000-0000-0000-000000000000'::uuid, 0, '', coalesce(s.at, s.made_at),
 				NULL, NULL, NULL, NULL, NULL, s.data
 			FROM webhook_sale_events s
-			WHERE ` + bounds(3, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + settled("s.xid") + ` AND s.data IS NOT NULL
+			WHERE ` + bounds(srcSale, "s.xid", `s.type COLLATE "C"`, "text") + ` AND ` + settled("s.xid") + ` AND s.data IS NOT NULL
 			ORDER BY s.xid, s.type COLLATE "C" LIMIT ` + lim + `)
 	) u ORDER BY u.x, u.src, u.k COLLATE "C" LIMIT ` + lim, p.args
 }

@@ -41,12 +41,24 @@ type settings struct {
 // missing file is no webhooks (a pod run outside Kubernetes without
 // --webhooks-file, or before the operator wrote the Secret).
 func loadSettings(path string, timeout time.Duration, workers int, conns *connSet) (*settings, error) {
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		raw = []byte(`{"webhooks":[]}`)
-	} else if err != nil {
+	raw, err := readSettings(path)
+	if err != nil {
 		return nil, err
 	}
+	return parseSettings(path, raw, timeout, workers, conns)
+}
+
+func readSettings(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return []byte(`{"webhooks":[]}`), nil
+	}
+	return raw, err
+}
+
+// parseSettings builds the webhooks of the file's bytes raw, each with its
+// client.
+func parseSettings(path string, raw []byte, timeout time.Duration, workers int, conns *connSet) (*settings, error) {
 	var f salesv1alpha1.WebhooksFile
 	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, fmt.Errorf("webhooks file %s: %w", path, err)
@@ -58,8 +70,8 @@ func loadSettings(path string, timeout time.Duration, workers int, conns *connSe
 			w.problem = salesv1alpha1.CheckWebhookURL(rw.URL, rw.InsecureHTTP)
 		}
 		if w.problem == "" {
-			w.client, err = newClient(rw.URL, rw.CA, timeout, workers, conns)
-			if err != nil {
+			var err error
+			if w.client, err = newClient(rw.URL, rw.CA, timeout, workers, conns); err != nil {
 				w.problem = err.Error()
 			}
 		}
@@ -80,10 +92,15 @@ func (d *Deliverer) follow(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		s, err := loadSettings(d.cfg.File, d.cfg.AttemptTimeout, d.cfg.Workers, d.conns)
+		// The clients are built only when the bytes changed.
+		raw, err := readSettings(d.cfg.File)
+		var s *settings
+		if err == nil && !bytes.Equal(raw, d.settings.Load().raw) {
+			s, err = parseSettings(d.cfg.File, raw, d.cfg.AttemptTimeout, d.cfg.Workers, d.conns)
+		}
 		if err != nil {
 			d.log.Warn("webhooks file unreadable; keeping the previous webhooks", "err", err)
-		} else if !bytes.Equal(s.raw, d.settings.Load().raw) {
+		} else if s != nil {
 			d.settings.Store(s)
 			d.log.Info("webhooks changed", "webhooks", len(s.hooks))
 			d.redeliver(ctx, s.redeliverDead)
