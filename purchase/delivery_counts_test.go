@@ -129,27 +129,24 @@ func (h *twoHooks) counts(pod int) (map[string]delivery.WebhookCounts, error) {
 func TestDelivery_Counts_OpenClaims_EachWebhookPendingItsOwnEvents(t *testing.T) {
 	h := newTwoHooks(t, 5, true)
 	ctx := context.Background()
-	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "sale.on_sale claimed", func() error {
-		var claimed int
-		err := h.DB.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM webhook_claims`).Scan(&claimed)
-		if err == nil && claimed != 1 {
-			err = fmt.Errorf("%d events claimed", claimed)
-		}
-		return err
-	})
+	waitClaimed := func(what string, want int) {
+		t.Helper()
+		testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, what, func() error {
+			var claimed int
+			err := h.DB.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM webhook_claims`).Scan(&claimed)
+			if err == nil && claimed != want {
+				err = fmt.Errorf("%d events claimed", claimed)
+			}
+			return err
+		})
+	}
+	waitClaimed("sale.on_sale claimed", 1)
 	for seat := int64(1); seat <= 3; seat++ {
 		if a := h.Buy(seat, fmt.Sprintf("b%d", seat)); a.Status != http.StatusCreated {
 			t.Fatalf("buy seat %d: %d %s", seat, a.Status, a.Code)
 		}
 	}
-	testservers.Eventually(t, 10*time.Second, 20*time.Millisecond, "the orders claimed too", func() error {
-		var claimed int
-		err := h.DB.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM webhook_claims`).Scan(&claimed)
-		if err == nil && claimed != 4 {
-			err = fmt.Errorf("%d events claimed", claimed)
-		}
-		return err
-	})
+	waitClaimed("the orders claimed too", 4)
 	var onSaleAt, firstOrderAt time.Time
 	if err := h.DB.QueryRow(ctx, `SELECT (SELECT at FROM webhook_events WHERE type = 'sale.on_sale'),
 			(SELECT min(purchased_at) FROM orders)`).Scan(&onSaleAt, &firstOrderAt); err != nil {

@@ -2,6 +2,7 @@ package gctune
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
@@ -9,6 +10,8 @@ import (
 	"runtime/metrics"
 	"testing"
 	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 func TestPercent(t *testing.T) {
@@ -72,10 +75,8 @@ func TestStart_FloorSpacesCycles(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	Start(ctx, 256<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if p := debug.SetGCPercent(-1); p < 400 {
+	if p := gogc(); p < 400 {
 		t.Fatalf("GOGC after Start with a 256 MiB floor = %d, want ≥ 400 for this test's small live heap", p)
-	} else {
-		debug.SetGCPercent(p)
 	}
 	tuned := cycles(n)
 	t.Logf("GC cycles for 400 MB of garbage: %d at GOGC=100, %d with the floor", base, tuned)
@@ -91,7 +92,7 @@ func TestStart_GOGCWins(t *testing.T) {
 	defer debug.SetGCPercent(prev)
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	Start(context.Background(), 64<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if p := debug.SetGCPercent(100); p != 100 {
+	if p := gogc(); p != 100 {
 		t.Fatalf("GOGC=100 in the environment, Start set it to %d", p)
 	}
 }
@@ -105,26 +106,27 @@ func TestStart_FollowsEveryCycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	Start(ctx, 64<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if p := debug.SetGCPercent(-1); p < 400 {
+	if p := gogc(); p < 400 {
 		t.Fatalf("GOGC after Start with a 64 MiB floor = %d, want ≥ 400", p)
-	} else {
-		debug.SetGCPercent(p)
 	}
 	for range 48 { // 48 MiB live: more than half the floor
 		retained = append(retained, make([]byte, 1<<20))
 	}
 	defer func() { retained = nil }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		runtime.GC() // the cycle whose cleanup re-tunes
-		p := debug.SetGCPercent(-1)
-		debug.SetGCPercent(p)
-		if p == 100 {
-			return
+	// Each look runs a cycle, whose cleanup (on its own goroutine)
+	// re-tunes.
+	testservers.Eventually(t, 5*time.Second, 10*time.Millisecond, "GOGC back to 100 with 48 MiB live and a 64 MiB floor", func() error {
+		runtime.GC()
+		if p := gogc(); p != 100 {
+			return fmt.Errorf("GOGC %d", p)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("48 MiB live with a 64 MiB floor: GOGC still %d after the cycles of 5 s, want 100", p)
-		}
-		time.Sleep(10 * time.Millisecond) // the cleanup runs on its own goroutine
-	}
+		return nil
+	})
+}
+
+// gogc is the process's GOGC, read without setting it.
+func gogc() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
 }

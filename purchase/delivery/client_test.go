@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -197,19 +199,44 @@ func TestPost_AnswerBodyOver64KiB_StatusDecides(t *testing.T) {
 // sent on the connection it closed, is sent again on a new one.
 func TestPost_IdleConnectionClosedByTheServer_Delivered(t *testing.T) {
 	var hits atomic.Int32
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
-	srv.Config.IdleTimeout = 50 * time.Millisecond
-	srv.Start()
-	defer srv.Close()
+	srv, allClosed := idleClosingServer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
 	h := hookTo(t, srv.URL, "", time.Second, nil)
 	for i := range 3 {
 		if outcome, err := postOnce(t, h); err != nil {
 			t.Fatalf("post %d: %q, %v", i, outcome, err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		allClosed()
 	}
 	if n := hits.Load(); n != 3 {
 		t.Fatalf("the receiver got %d requests, want 3", n)
+	}
+}
+
+// idleClosingServer serves handler and closes a connection idle for 50 ms;
+// allClosed waits until the server has closed every connection it had.
+func idleClosingServer(t *testing.T, handler http.Handler) (srv *httptest.Server, allClosed func()) {
+	t.Helper()
+	var open atomic.Int64
+	srv = httptest.NewUnstartedServer(handler)
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, func() {
+		t.Helper()
+		testservers.Eventually(t, 5*time.Second, 10*time.Millisecond, "the server closed its idle connections", func() error {
+			if n := open.Load(); n != 0 {
+				return fmt.Errorf("%d open", n)
+			}
+			return nil
+		})
 	}
 }
 
@@ -219,36 +246,43 @@ func TestPost_IdleConnectionClosedByTheServer_Delivered(t *testing.T) {
 func TestPost_ManyIdleConnectionsClosedByTheServer_Delivered(t *testing.T) {
 	var hits atomic.Int32
 	arrived := make(chan struct{}, 8)
-	gate := make(chan struct{})
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+	var gate atomic.Pointer[chan struct{}]
+	srv, allClosed := idleClosingServer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		hits.Add(1)
+		g := *gate.Load()
 		arrived <- struct{}{}
-		<-gate
+		<-g
 	}))
-	srv.Config.IdleTimeout = 50 * time.Millisecond
-	srv.Start()
-	defer srv.Close()
 	h := hookTo(t, srv.URL, "", 2*time.Second, nil)
 	post4 := func() []error {
+		g := make(chan struct{})
+		gate.Store(&g)
 		errs := make([]error, 4)
 		var wg sync.WaitGroup
 		for i := range 4 {
 			wg.Go(func() { _, errs[i] = postOnce(t, h) })
 		}
-		for range 4 {
-			<-arrived // all four in flight at once: four connections
+		// All four in flight at once: four connections. A post that
+		// failed never arrives: its error is reported below.
+		timeout := time.After(5 * time.Second)
+		for n := 0; n < 4; n++ {
+			select {
+			case <-arrived:
+			case <-timeout:
+				n = 4
+			}
 		}
+		close(g)
 		wg.Wait()
 		return errs
 	}
-	close(gate)
 	for round := range 2 {
 		for i, err := range post4() {
 			if err != nil {
 				t.Fatalf("round %d, post %d after the server closed the idle connections: %v", round, i, err)
 			}
 		}
-		time.Sleep(200 * time.Millisecond) // the server closes all four
+		allClosed() // the server closes all four
 	}
 	if n := hits.Load(); n != 8 {
 		t.Fatalf("the receiver got %d requests, want 8", n)

@@ -154,7 +154,7 @@ func TestFanOut_IdlePod_FewStatements(t *testing.T) {
 	d, pool := newDeliverer(t, url, file, tr)
 	runDeliverer(t, d)
 	testservers.Eventually(t, 10*time.Second, 10*time.Millisecond, "the switch on", testservers.Holds(d.OutboxOn))
-	time.Sleep(time.Second) // the loops' first polls
+	waitIdle(t, d)
 	tr.reset()
 	time.Sleep(2 * time.Second)
 	n, by := tr.reset()
@@ -396,7 +396,7 @@ func TestFanOut_PollerInALongBatch_OthersStillDeliver(t *testing.T) {
 	runDeliverer(t, d)
 	t.Cleanup(func() { close(release) }) // first: the hanging batch ends
 	testservers.Eventually(t, 10*time.Second, 10*time.Millisecond, "the switch on", testservers.Holds(d.OutboxOn))
-	time.Sleep(time.Second) // idle: one loop polls, three wait
+	waitIdle(t, d)
 	order := func(seat int) string {
 		t.Helper()
 		var id string
@@ -431,4 +431,11 @@ func runDeliverer(t *testing.T, d *Deliverer) {
 			t.Error(err)
 		}
 	})
+}
+
+// waitIdle waits until d's fan-out is idle: its loops' polls found
+// nothing, and one of them polls for the others.
+func waitIdle(t *testing.T, d *Deliverer) {
+	t.Helper()
+	testservers.Eventually(t, 10*time.Second, 10*time.Millisecond, "the fan-out idle, one loop polling", testservers.Holds(d.idle.poller.Load))
 }
