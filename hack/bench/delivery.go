@@ -312,22 +312,3 @@ func queryInt(ctx context.Context, db, sql string, args ...any) (int64, error) {
 	err = conn.QueryRow(ctx, sql, args...).Scan(&n)
 	return n, err
 }
-
-// settle drops the bench's databases (every figure of their runs is
-// taken) and checkpoints, so that a sell-out's PostgreSQL does no work
-// left over from the runs before it.
-func (b *bench) settle(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, b.pg.URL("postgres"))
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	for ; b.dropped < b.dbSeq; b.dropped++ {
-		name := pgx.Identifier{fmt.Sprintf("bench_%d", b.dropped+1)}.Sanitize()
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("drop %s: %w", name, err)
-		}
-	}
-	_, err = conn.Exec(ctx, "CHECKPOINT")
-	return err
-}

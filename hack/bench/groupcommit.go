@@ -56,6 +56,9 @@ func (b *bench) groupCommit(ctx context.Context, orders stat, batchSum, batchCou
 		ceiling: b.pgTPS, target: "≥ 1 × pgbench", ok: atLeast(checkout.med, b.pgTPS, 1)}, checkout)
 
 	p50, err := median(func() (float64, error) {
+		if err := b.settle(ctx); err != nil {
+			return 0, err
+		}
 		url, _, stop, err := b.purchase(ctx, *sellOut)
 		if err != nil {
 			return 0, err
@@ -86,6 +89,9 @@ func (b *bench) groupCommit(ctx context.Context, orders stat, batchSum, batchCou
 // sale would sell out), audited like the sell-out. Confirmed orders/s.
 func (b *bench) checkout(ctx context.Context) (stat, error) {
 	return median(func() (float64, error) {
+		if err := b.settle(ctx); err != nil {
+			return 0, err
+		}
 		url, db, stop, err := b.purchaseWith(ctx, *sellOut, "--hold-ttl", "60s")
 		if err != nil {
 			return 0, err
@@ -125,6 +131,9 @@ var pgProcessed = regexp.MustCompile(`number of transactions actually processed:
 // sell-out. Orders/s = tx/s × the orders each transaction wrote (n, as
 // counted in the orders table).
 func (b *bench) pgbenchBatched(ctx context.Context, n int) (stat, error) {
+	if err := b.settle(ctx); err != nil {
+		return stat{}, err
+	}
 	url, db, stop, err := b.purchaseWith(ctx, ceilingSeats)
 	if err != nil {
 		return stat{}, err

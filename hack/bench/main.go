@@ -34,6 +34,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/flux-order/flux-order/loadtest"
 )
@@ -137,6 +139,11 @@ wrk.headers["Content-Type"] = "application/json"
 	for _, step := range steps {
 		if step.name == "ceilings" && !ceilings || step.name != "ceilings" && !chosen(step.name) {
 			continue
+		}
+		if step.name != "ceilings" {
+			if err := b.settle(ctx); err != nil {
+				return err
+			}
 		}
 		if err := step.run(ctx); err != nil {
 			return err
@@ -270,6 +277,11 @@ INSERT INTO seats (id) SELECT generate_series(1, 5000000);`
 	if out, err := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", db, "-c", setup).CombinedOutput(); err != nil {
 		return stat{}, fmt.Errorf("pgbench setup: %v\n%s", err, out)
 	}
+	// Vacuumed and checkpointed now, so that autovacuum of the 5,000,000
+	// new rows runs neither during pgbench nor during the rows after it.
+	if out, err := exec.Command("psql", "-q", "-v", "ON_ERROR_STOP=1", db, "-c", "VACUUM (ANALYZE) seats", "-c", "CHECKPOINT").CombinedOutput(); err != nil {
+		return stat{}, fmt.Errorf("pgbench setup: %v\n%s", err, out)
+	}
 	script := filepath.Join(b.bin, "confirm.sql")
 	if err := os.WriteFile(script, []byte(`\set id random(1, 5000000)
 BEGIN;
@@ -285,9 +297,66 @@ END;
 	})
 }
 
+// settle drops the bench's databases (every figure of their runs is
+// taken), checkpoints, and waits (at most settleWait) for autovacuum to
+// finish, so that a measurement's PostgreSQL does no work left over from
+// the runs before it. The ceilings run on a PostgreSQL just started and a
+// vacuumed table; without this, the rows measured after pgbench or after
+// a sell-out shared the cores with that run's checkpoint and autovacuum
+// (up to 60 µs per order in a sell-out; a hot-seat run right after
+// pgbench's 5,000,000-row table), which the ceilings never paid for. Each
+// caller makes sure no database is in use.
+func (b *bench) settle(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, b.pg.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	for ; b.dropped < b.dbSeq; b.dropped++ {
+		name := pgx.Identifier{fmt.Sprintf("bench_%d", b.dropped+1)}.Sanitize()
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("drop %s: %w", name, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(settleWait)
+	for {
+		var workers int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'").Scan(&workers); err != nil {
+			return err
+		}
+		if workers == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "bench: %d autovacuum workers still running after %s; measuring anyway\n", workers, settleWait)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// settleWait bounds settle's wait for autovacuum.
+const settleWait = 30 * time.Second
+
 // ---- Flux-Order --------------------------------------------------------
 
 func (b *bench) fluxOrder(ctx context.Context) error {
+	if err := b.hotSeat(ctx); err != nil {
+		return err
+	}
+	return b.sellOutRows(ctx)
+}
+
+// hotSeat measures the hot-seat rows on a pod of its own, stopped before
+// the sell-outs.
+func (b *bench) hotSeat(ctx context.Context) error {
 	url, sale, stop, err := b.purchase(ctx, 1000)
 	if err != nil {
 		return err
@@ -328,7 +397,12 @@ func (b *bench) fluxOrder(ctx context.Context) error {
 	}
 	b.addStat(row{group: "flux-order", what: "hot-seat, seat held by another buyer: rejections, wrk", unit: "req/s", ceiling: b.nullWrk,
 		target: "≥ 0.9 × null server (wrk)", ok: atLeast(held.med, b.nullWrk, 0.9)}, held)
+	return nil
+}
 
+// sellOutRows are the sell-out rows of the flux-order step and those of
+// group commit beside them.
+func (b *bench) sellOutRows(ctx context.Context) error {
 	// The sell-out, with what its runs tell beside the orders/s: the p99
 	// of a 201 and the pods' mean batch (group commit, issue 18).
 	var batchSum, batchCount float64
@@ -560,6 +634,9 @@ type soldOut struct {
 // sellOut sells every seat of a fresh sale of the given server; the audit
 // must pass. With prof (flux-order), it also profiles the pod (profile.go).
 func (b *bench) sellOut(ctx context.Context, server string, args []string, prof bool) (soldOut, error) {
+	if err := b.settle(ctx); err != nil {
+		return soldOut{}, err
+	}
 	db, err := b.database(ctx)
 	if err != nil {
 		return soldOut{}, err
