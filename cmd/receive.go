@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,8 +33,8 @@ func newReceiveCommand() *cobra.Command {
 		Long: "Receive a sale's webhooks (Standard Webhooks v1). Every delivery is verified against the\n" +
 			"signing secrets (whsec_..., any one may verify; FLUX_ORDER_SIGNING_SECRET holds them\n" +
 			"space-separated) and a 5-minute timestamp tolerance; a bad one gets 401. Each event is\n" +
-			"printed once, as its body on one line; a delivery of an event already printed is\n" +
-			"answered 204 and counted as a duplicate.\n\n" +
+			"printed once, as its body on one line (within 100 ms: output is buffered); a delivery\n" +
+			"of an event already printed is answered 204 and counted as a duplicate.\n\n" +
 			"GET /stats answers what it measured as JSON (events, order events, duplicates, bad\n" +
 			"signatures, refused attempts, when the first and last event were kept, and the lag of\n" +
 			"the order events from their purchasedAt to this receiver's 2xx: p50, p90, p99, max);\n" +
@@ -64,6 +65,9 @@ func newReceiveCommand() *cobra.Command {
 	f.DurationVar(&failFor, "fail-for", 0, "answer 503 to every verified delivery for this long from the first delivery received, then 2xx (an outage, for benchmarks; 0: never)")
 	return c
 }
+
+// printFlush is how long a printed event may wait in the output buffer.
+const printFlush = 100 * time.Millisecond
 
 type receiveOptions struct {
 	listen  string
@@ -102,11 +106,38 @@ func receive(ctx context.Context, cancel func(), o receiveOptions, out, errOut i
 		defer mu.Unlock()
 		return receiveStats{Report: r.Report(), RecoveredAt: recoveredAt}
 	}
+	// Events are printed through a buffer flushed every printFlush (and
+	// before exit): one write per event was a system call per delivery in
+	// the receiver, and one more in whatever reads its output, at the
+	// thousands of events a second of a sell-out.
+	printed := bufio.NewWriterSize(out, 64<<10)
+	flush := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = printed.Flush()
+	}
+	defer flush()
+	flushing := time.NewTicker(printFlush)
+	defer flushing.Stop()
+	stopFlushing := make(chan struct{})
+	defer close(stopFlushing)
+	go func() {
+		for {
+			select {
+			case <-stopFlushing:
+				return
+			case <-flushing.C:
+				flush()
+			}
+		}
+	}()
 	r.OnEvent = func(_ string, body []byte) {
 		mu.Lock()
 		defer mu.Unlock()
-		fmt.Fprintf(out, "%s\n", body)
+		_, _ = printed.Write(body)
+		_ = printed.WriteByte('\n')
 		if seen++; o.count > 0 && seen >= o.count {
+			_ = printed.Flush()
 			cancel()
 		}
 	}

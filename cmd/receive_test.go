@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,4 +152,64 @@ func (r *receiving) post(t *testing.T, path, id, body, sig string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// countingWriter counts the writes it gets and keeps what they wrote.
+type countingWriter struct {
+	mu     sync.Mutex
+	writes int
+	buf    bytes.Buffer
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes++
+	return w.buf.Write(p)
+}
+
+func (w *countingWriter) lines() (lines, writes int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return bytes.Count(w.buf.Bytes(), []byte("\n")), w.writes
+}
+
+// Events are printed through a buffer: a burst of deliveries reaches the
+// output in a few writes, not one each, and still within printFlush of
+// arriving (no --count, no exit to flush it).
+func TestReceiveCommand_PrintsABurstInFewWrites(t *testing.T) {
+	port, err := testservers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &receiving{addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan error, 1)}
+	out := &countingWriter{}
+	root := newRootCommand()
+	root.SetArgs([]string{"receive", "--listen", r.addr, "--signing-secret", testSecret})
+	root.SetOut(out)
+	root.SetErr(&r.errOut)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer func() { cancel(); <-r.done }()
+	go func() { r.done <- root.ExecuteContext(ctx) }()
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the receiver listening", func() error {
+		if code := r.post(t, "/", "e-0", `{"type":"order.confirmed","n":0}`, ""); code != http.StatusNoContent {
+			return fmt.Errorf("first delivery answered %d", code)
+		}
+		return nil
+	})
+	const burst = 200
+	for i := 1; i < burst; i++ {
+		if code := r.post(t, "/", fmt.Sprintf("e-%d", i), fmt.Sprintf(`{"type":"order.confirmed","n":%d}`, i), ""); code != http.StatusNoContent {
+			t.Fatalf("delivery %d answered %d", i, code)
+		}
+	}
+	testservers.Eventually(t, 2*time.Second, 10*time.Millisecond, "every event printed while the receiver runs", func() error {
+		if n, _ := out.lines(); n != burst {
+			return fmt.Errorf("%d of %d events printed", n, burst)
+		}
+		return nil
+	})
+	if _, writes := out.lines(); writes > burst/4 {
+		t.Fatalf("%d events printed in %d writes: want them buffered (a few writes per 100 ms)", burst, writes)
+	}
 }
