@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpproxy"
 	"golang.org/x/net/http/httpproxy"
 )
 
@@ -46,7 +45,9 @@ const idleConnTimeout = 4 * time.Second
 //     URL's host is the server name (SNI and verification);
 //   - HTTPS_PROXY, HTTP_PROXY and NO_PROXY from the environment, read as
 //     net/http reads them (golang.org/x/net/http/httpproxy, which net/http
-//     itself uses): when one applies to the URL, connections go through it;
+//     itself uses), and followed as net/http follows them (proxy.go): a
+//     CONNECT tunnel for an https:// endpoint, the request in absolute form
+//     to the proxy for an http:// one, TLS to an https:// proxy;
 //   - connections for every attempt the pod may have in flight, kept alive.
 //
 // conns tracks the connections so that the pod's stop ends its attempts
@@ -66,21 +67,33 @@ func newClient(rawURL, caPEM string, timeout time.Duration, workers int, conns *
 	}
 	addr := net.JoinHostPort(u.Hostname(), port)
 
-	var tlsConfig *tls.Config
-	if isTLS {
-		tlsConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
-		if caPEM != "" {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM([]byte(caPEM)) {
-				return nil, errors.New("caSecretRef holds no PEM certificate")
-			}
-			tlsConfig.RootCAs = pool
+	proxyURL, err := httpproxy.FromEnvironment().ProxyFunc()(u)
+	if err != nil {
+		return nil, fmt.Errorf("proxy from the environment: %w", err)
+	}
+	// The roots verify the endpoint's certificate and, as net/http did, an
+	// https:// proxy's: a CA bundle, when given, replaces the system's.
+	var roots *x509.CertPool
+	if caPEM != "" && (isTLS || proxyURL != nil && proxyURL.Scheme == "https") {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(caPEM)) {
+			return nil, errors.New("caSecretRef holds no PEM certificate")
 		}
 	}
+	var tlsConfig *tls.Config
+	if isTLS {
+		tlsConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12, RootCAs: roots}
+	}
 
-	dial, err := dialerFor(u, isTLS, timeout)
-	if err != nil {
-		return nil, err
+	dial := dialDirect
+	var transport fasthttp.RoundTripper // fasthttp's own
+	if proxyURL != nil {
+		if dial, err = proxyDialer(proxyURL, isTLS, roots, timeout); err != nil {
+			return nil, err
+		}
+		if !isTLS && (proxyURL.Scheme == "http" || proxyURL.Scheme == "https") {
+			transport = absoluteForm{auth: proxyAuthorization(proxyURL)}
+		}
 	}
 	// Every attempt a pod may have in flight has its connection: the
 	// fan-out's batches (fanOutLoops × workers) and River's workers. One
@@ -90,6 +103,7 @@ func newClient(rawURL, caPEM string, timeout time.Duration, workers int, conns *
 		Addr:      addr,
 		IsTLS:     isTLS,
 		TLSConfig: tlsConfig,
+		Transport: transport,
 		// The connection is tracked (the pod's stop closes it) and its
 		// TLS handshake is done here, within the dial's time: fasthttp,
 		// left to it, would run it inside the first write with no read
@@ -161,31 +175,6 @@ func handshaking(dial fasthttp.DialFuncWithTimeout, tlsConfig *tls.Config) fasth
 func dialDirect(addr string, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	return d.Dial("tcp", addr)
-}
-
-// dialerFor dials the endpoint directly, or through the proxy the
-// environment names for its URL (a CONNECT tunnel: see docs/delivery.md).
-func dialerFor(u *url.URL, isTLS bool, timeout time.Duration) (fasthttp.DialFuncWithTimeout, error) {
-	proxyURL, err := httpproxy.FromEnvironment().ProxyFunc()(u)
-	if err != nil {
-		return nil, fmt.Errorf("proxy from the environment: %w", err)
-	}
-	if proxyURL == nil {
-		return dialDirect, nil
-	}
-	// The proxy's dialer takes its timeouts once (the dial to the proxy,
-	// then its answer to CONNECT): the attempt timeout for each.
-	pd := fasthttpproxy.Dialer{
-		Config:         httpproxy.Config{HTTPProxy: proxyURL.String(), HTTPSProxy: proxyURL.String()},
-		DialDualStack:  true,
-		Timeout:        timeout,
-		ConnectTimeout: timeout,
-	}
-	dial, err := pd.GetDialFuncForTLS(false, isTLS)
-	if err != nil {
-		return nil, fmt.Errorf("proxy %s: %w", proxyURL.Redacted(), err)
-	}
-	return func(addr string, _ time.Duration) (net.Conn, error) { return dial(addr) }, nil
 }
 
 // closedBeforeAnswer: the connection was closed before any answer, the
