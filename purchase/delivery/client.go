@@ -88,7 +88,7 @@ func newClient(rawURL, caPEM string, timeout time.Duration, workers int, conns *
 	dial := dialDirect
 	var transport fasthttp.RoundTripper // fasthttp's own
 	if proxyURL != nil {
-		if dial, err = proxyDialer(proxyURL, isTLS, roots, timeout); err != nil {
+		if dial, err = proxyDialer(proxyURL, isTLS, roots); err != nil {
 			return nil, err
 		}
 		if !isTLS && (proxyURL.Scheme == "http" || proxyURL.Scheme == "https") {

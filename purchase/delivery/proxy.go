@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -15,8 +16,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpproxy"
-	"golang.org/x/net/http/httpproxy"
+	netproxy "golang.org/x/net/proxy"
 )
 
 // An endpoint behind a proxy is reached as net/http reaches it
@@ -30,22 +30,11 @@ import (
 // tunnel: the endpoint is https:// (a CONNECT tunnel), else the connection
 // is the proxy's, for absoluteForm. roots verify an https:// proxy's
 // certificate (nil: the system's).
-func proxyDialer(proxyURL *url.URL, tunnel bool, roots *x509.CertPool, timeout time.Duration) (fasthttp.DialFuncWithTimeout, error) {
+func proxyDialer(proxyURL *url.URL, tunnel bool, roots *x509.CertPool) (fasthttp.DialFuncWithTimeout, error) {
 	switch proxyURL.Scheme {
 	case "http", "https":
 	case "socks5", "socks5h":
-		// fasthttpproxy's SOCKS5 dialer takes its timeout once (the dial
-		// to the proxy): the attempt timeout.
-		pd := fasthttpproxy.Dialer{
-			Config:        httpproxy.Config{HTTPProxy: proxyURL.String(), HTTPSProxy: proxyURL.String()},
-			DialDualStack: true,
-			Timeout:       timeout,
-		}
-		dial, err := pd.GetDialFuncForTLS(false, tunnel)
-		if err != nil {
-			return nil, fmt.Errorf("proxy %s: %w", proxyURL.Redacted(), err)
-		}
-		return func(addr string, _ time.Duration) (net.Conn, error) { return dial(addr) }, nil
+		return socksDialer(proxyURL)
 	default:
 		return nil, fmt.Errorf("proxy %s: scheme %q is not supported (http, https, socks5)", proxyURL.Redacted(), proxyURL.Scheme)
 	}
@@ -97,6 +86,30 @@ func viaProxy(conn net.Conn, deadline time.Time, tlsConfig *tls.Config, tunnel b
 		}
 	}
 	return c, conn.SetDeadline(time.Time{})
+}
+
+// socksDialer tunnels through a SOCKS5 proxy (golang.org/x/net/proxy, as
+// net/http's own copy of it), the dial and the SOCKS handshake within the
+// dial's time.
+func socksDialer(proxyURL *url.URL) (fasthttp.DialFuncWithTimeout, error) {
+	name := proxyURL.Redacted()
+	d, err := netproxy.FromURL(proxyURL, &net.Dialer{})
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", name, err)
+	}
+	cd, ok := d.(netproxy.ContextDialer)
+	if !ok {
+		return nil, fmt.Errorf("proxy %s: its dialer takes no deadline", name)
+	}
+	return func(addr string, timeout time.Duration) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		c, err := cd.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("proxy %s: %w", name, err)
+		}
+		return c, nil
+	}, nil
 }
 
 // connect asks the proxy for a tunnel to addr (host:port) and reads its

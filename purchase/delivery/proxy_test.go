@@ -305,3 +305,118 @@ func TestPost_ProxyStalls_OutcomeTimeout(t *testing.T) {
 		})
 	}
 }
+
+// startSOCKS5 is a SOCKS5 proxy without authentication that connects every
+// request to target, whatever it asked for, and records the host:port
+// asked for.
+func startSOCKS5(t *testing.T, target string) (addr string, asked func() []string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var mu sync.Mutex
+	var seen []string
+	serve := func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 262)
+		// Greeting: version, methods; we choose "no authentication".
+		if _, err := io.ReadFull(c, buf[:2]); err != nil || buf[0] != 5 {
+			return
+		}
+		if _, err := io.ReadFull(c, buf[:buf[1]]); err != nil {
+			return
+		}
+		if _, err := c.Write([]byte{5, 0}); err != nil {
+			return
+		}
+		// Request: version, CONNECT, reserved, a domain name, a port.
+		if _, err := io.ReadFull(c, buf[:5]); err != nil || buf[1] != 1 || buf[3] != 3 {
+			return
+		}
+		host := make([]byte, int(buf[4])+2)
+		if _, err := io.ReadFull(c, host); err != nil {
+			return
+		}
+		mu.Lock()
+		seen = append(seen, fmt.Sprintf("%s:%d", host[:len(host)-2], int(host[len(host)-2])<<8|int(host[len(host)-1])))
+		mu.Unlock()
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		if _, err := c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0, 0}); err != nil {
+			return
+		}
+		go func() { _, _ = io.Copy(up, c); _ = up.(*net.TCPConn).CloseWrite() }()
+		_, _ = io.Copy(c, up)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	return ln.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
+}
+
+// A socks5:// proxy URL: both kinds of endpoint through it, and one that
+// never answers its greeting ends the attempt at its timeout (the SOCKS
+// handshake had no deadline before).
+func TestPost_SOCKS5Proxy(t *testing.T) {
+	var plainSeen, secureSeen hostsSeen
+	plain := httptest.NewServer(&plainSeen)
+	defer plain.Close()
+	secure := httptest.NewTLSServer(&secureSeen)
+	defer secure.Close()
+
+	t.Run("http endpoint", func(t *testing.T) {
+		addr, asked := startSOCKS5(t, plain.Listener.Addr().String())
+		setProxyEnv(t, "socks5://"+addr, "")
+		if outcome, err := postOnce(t, hookTo(t, "http://receiver.test:8080/hook", "", 2*time.Second, nil)); err != nil {
+			t.Fatalf("through the SOCKS5 proxy: %q, %v", outcome, err)
+		}
+		if got := asked(); len(got) != 1 || got[0] != "receiver.test:8080" {
+			t.Fatalf("the proxy was asked for %q", got)
+		}
+		if got := plainSeen.got(); len(got) != 1 || got[0] != "receiver.test:8080/hook" {
+			t.Fatalf("the endpoint saw %q", got)
+		}
+	})
+	t.Run("https endpoint", func(t *testing.T) {
+		addr, asked := startSOCKS5(t, secure.Listener.Addr().String())
+		setProxyEnv(t, "", "socks5://"+addr)
+		if outcome, err := postOnce(t, hookTo(t, "https://example.com/hook", caOf(secure), 2*time.Second, nil)); err != nil {
+			t.Fatalf("through the SOCKS5 proxy: %q, %v", outcome, err)
+		}
+		if got := asked(); len(got) != 1 || got[0] != "example.com:443" {
+			t.Fatalf("the proxy was asked for %q", got)
+		}
+	})
+	t.Run("silent: timeout", func(t *testing.T) {
+		setProxyEnv(t, "socks5://"+silentListener(t), "")
+		h := hookTo(t, "http://receiver.test:8080/hook", "", 300*time.Millisecond, nil)
+		start := time.Now()
+		done := make(chan struct{})
+		var outcome string
+		var err error
+		go func() { outcome, err = postOnce(t, h); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the attempt through a silent SOCKS5 proxy did not end within 5s (timeout 300ms)")
+		}
+		if err == nil || outcome != "timeout" || time.Since(start) > 2*time.Second {
+			t.Fatalf("want a failed attempt with outcome timeout at about 300ms, got %q, %v after %v", outcome, err, time.Since(start))
+		}
+	})
+}
