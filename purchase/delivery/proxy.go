@@ -181,12 +181,15 @@ func proxyAuthorization(u *url.URL) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+password))
 }
 
-// canonicalAddr is the proxy's host:port, the scheme's port when the URL
-// names none (as net/http dials it).
+// canonicalAddr is an http:// or https:// proxy's host:port, the scheme's
+// port when the URL names none (as net/http dials it).
 func canonicalAddr(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
-		port = map[string]string{"http": "80", "https": "443", "socks5": "1080", "socks5h": "1080"}[u.Scheme]
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
 	}
 	return net.JoinHostPort(u.Hostname(), port)
 }
