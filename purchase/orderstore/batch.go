@@ -111,9 +111,9 @@ type outcome[Res any] struct {
 //
 // There are no flusher goroutines to hand a member to: the caller that
 // finds a flusher slot free runs the statement itself, for every member
-// waiting then, so a lone buyer pays no hand-off between goroutines. Once
-// its own member is answered it returns, and a goroutine takes its slot
-// over if members are still waiting.
+// waiting then, so a lone buyer pays no hand-off between goroutines. It
+// runs no batch but its own member's, and a goroutine takes its slot over
+// if members are still waiting.
 type batcher[Req, Res any] struct {
 	cfg       Batching
 	flush     func(ctx context.Context, reqs []Req) ([]Res, error)
@@ -163,25 +163,38 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	case o := <-c.done:
 		return o.res, o.err
 	case <-ctx.Done():
+		// Both may be ready (select picks at random): an answer that is
+		// there wins, so a committed order is not reported as unknown.
+		select {
+		case o := <-c.done:
+			return o.res, o.err
+		default:
+		}
 		return zero, ctx.Err()
 	}
 }
 
-// lead runs batches in the caller's goroutine until c is answered (by this
-// flusher or another), then hands the slot to a goroutine if members still
-// wait, or gives it back. Both are decided under the lock a new member
-// takes to see whether a slot is free, so no member waits without one.
+// lead runs, in the caller's goroutine, at most the one batch that holds
+// c, so the caller is kept no longer than its own statement. A batch
+// without c (c shares a seat or key with an earlier member, or the batch is
+// full) goes to a goroutine with the slot, which then drains the queue; c
+// is in that queue or in another flusher's batch, and the caller just
+// waits for its answer. Otherwise, once c's batch is sent (or another
+// flusher took c), the slot goes to a goroutine if members still wait, or
+// is given back. Both are decided under the lock a new member takes to see
+// whether a slot is free, so no member waits without one.
 func (b *batcher[Req, Res]) lead(c *call[Req, Res]) {
-	for {
-		batch, mine := b.take(c)
-		if len(batch) == 0 {
-			break // another flusher took c
-		}
-		b.send(batch)
-		if mine {
-			break
-		}
+	batch, mine := b.take(c)
+	if len(batch) > 0 && !mine {
+		go func() {
+			b.send(batch)
+			b.drain()
+		}()
+		return
 	}
+	if mine {
+		b.send(batch)
+	} // else the queue was empty: another flusher took c
 	b.mu.Lock()
 	if len(b.pending) > 0 {
 		b.mu.Unlock()
@@ -213,7 +226,8 @@ func (b *batcher[Req, Res]) drain() {
 // take removes the next batch from the queue: the waiting members in
 // order, up to Max, without two that conflict (those wait for the next
 // batch); then, while another batch is in flight, whatever arrives within
-// the window. mine says whether c is in it.
+// the window. mine says whether c is in it; a batch without c does not
+// linger (c's caller is waiting to hand it over).
 func (b *batcher[Req, Res]) take(c *call[Req, Res]) (batch []*call[Req, Res], mine bool) {
 	b.mu.Lock()
 	// Sized for the members waiting now, not for Max: a map of 2×Max
@@ -221,7 +235,14 @@ func (b *batcher[Req, Res]) take(c *call[Req, Res]) (batch []*call[Req, Res], mi
 	// path's largest allocation.
 	seen := make(map[string]bool, 2*min(len(b.pending), b.cfg.Max))
 	batch = b.pick(batch, seen)
-	linger := len(batch) > 0 && len(batch) < b.cfg.Max && b.cfg.Window > 0 && b.busy > 1
+	// c joins at the first pick or not at all: later picks only add
+	// members that conflict with none in the batch, and c did.
+	for _, m := range batch {
+		if m == c {
+			mine = true
+		}
+	}
+	linger := len(batch) > 0 && len(batch) < b.cfg.Max && b.cfg.Window > 0 && b.busy > 1 && (c == nil || mine)
 	b.mu.Unlock()
 	if linger {
 		window := time.NewTimer(b.cfg.Window)
@@ -236,11 +257,6 @@ func (b *batcher[Req, Res]) take(c *call[Req, Res]) (batch []*call[Req, Res], mi
 			case <-window.C:
 				break wait
 			}
-		}
-	}
-	for _, m := range batch {
-		if m == c {
-			mine = true
 		}
 	}
 	return batch, mine

@@ -1,0 +1,105 @@
+package orderstore
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// A caller whose context ends while its statement commits gets the
+// answer when it is there: select picks at random among ready cases, and
+// a committed order answered as ctx.Err() is a 503 whose seat lock is
+// released although the order exists.
+func TestBatcher_AContextEndingAsTheAnswerArrives_GetsTheAnswer(t *testing.T) {
+	var cancel context.CancelFunc
+	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 1}, newBatchMetrics().series("test"),
+		func(int) [2]string { return [2]string{} },
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
+			cancel() // the caller's context ends as its statement commits
+			res := make([]memberResult, len(reqs))
+			for i := range res {
+				res[i].outcome = "ok"
+			}
+			return res, nil
+		})
+	defer b.close()
+	// A lone caller runs its statement itself, so both the answer and
+	// ctx.Done() are ready when it selects; 200 tries make a coin flip
+	// certain to show.
+	for i := range 200 {
+		ctx, c := context.WithCancel(context.Background())
+		cancel = c
+		m, err := b.do(ctx, i)
+		if err != nil || m.outcome != "ok" {
+			t.Fatalf("try %d: a committed member answered %q, %v; want its result", i, m.outcome, err)
+		}
+	}
+}
+
+// A leader whose own member waits behind a member it shares a seat with
+// is not kept by that member's statement: the statement goes to a
+// goroutine with the slot, another flusher answers the leader's member,
+// and the leader returns while the statement it took is still in flight.
+// Nothing is stranded: the queue drains and every slot comes back.
+func TestBatcher_ALeaderAnsweredByAnotherFlusher_ReturnsAtOnce(t *testing.T) {
+	gate := make(chan struct{})
+	started := make(chan []int, 8)
+	seat := func(r int) [2]string { return [2]string{strconv.Itoa(r % 10)} }
+	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 2}, newBatchMetrics().series("test"), seat,
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
+			started <- reqs
+			if reqs[0] == 1 {
+				<-gate // the first member's statement is slow
+			}
+			res := make([]memberResult, len(reqs))
+			for i, r := range reqs {
+				res[i] = memberResult{outcome: "ok", detail: strconv.Itoa(r)}
+			}
+			return res, nil
+		})
+	defer func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+		b.close()
+	}()
+	ctx := context.Background()
+
+	// Member 1 (seat 1) waits a moment before the leader's member 11 (seat
+	// 1 too): the leader's batch is [1], and 11 waits for the next one.
+	first := &call[int, memberResult]{req: 1, queued: time.Now(), done: make(chan outcome[memberResult], 1)}
+	b.pending = append(b.pending, first)
+	leader := make(chan outcome[memberResult], 1)
+	go func() {
+		m, err := b.do(ctx, 11)
+		leader <- outcome[memberResult]{m, err}
+	}()
+	if got := <-started; len(got) != 1 || got[0] != 1 {
+		t.Fatalf("the leader's batch is %v, want [1]", got)
+	}
+	// Another caller finds the second slot free and sends 11 with its own.
+	if m, err := b.do(ctx, 2); err != nil || m.detail != "2" {
+		t.Fatalf("the second flusher's member: %+v, %v", m, err)
+	}
+	select {
+	case o := <-leader:
+		if o.err != nil || o.res.detail != "11" {
+			t.Fatalf("the leader got %+v, want member 11's result", o)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the leader was kept by member 1's statement after another flusher answered its own member")
+	}
+	if len(first.done) != 0 {
+		t.Fatal("member 1 was answered before its statement returned")
+	}
+	close(gate)
+	if o := <-first.done; o.err != nil || o.res.detail != "1" {
+		t.Fatalf("member 1 got %+v", o)
+	}
+	for !func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.busy == 0 && len(b.pending) == 0 }() {
+		time.Sleep(time.Millisecond)
+	}
+}
