@@ -103,7 +103,8 @@ type outcome[Res any] struct {
 
 // batcher groups the calls of one kind into statements. flush runs one
 // statement for reqs and returns one result per request, in order; an
-// error fails every member (its outcome is then unknown to them).
+// error fails every member of that statement (its outcome is then unknown
+// to them).
 // conflicts names what two members of one statement may not share (a
 // seat, an idempotency key, a hold): a member that shares one with an
 // earlier member waits for the next batch, where it sees the first one's
@@ -118,7 +119,10 @@ type batcher[Req, Res any] struct {
 	cfg       Batching
 	flush     func(ctx context.Context, reqs []Req) ([]Res, error)
 	conflicts func(Req) [2]string
-	metrics   *batchSeries
+	// setting, if set, is what one statement's members must share (a
+	// comparable value): a batch of several runs one statement each.
+	setting func(Req) any
+	metrics *batchSeries
 
 	mu      sync.Mutex
 	pending []*call[Req, Res]
@@ -309,13 +313,41 @@ func (b *batcher[Req, Res]) close() {
 	b.pending = nil
 }
 
-// send runs one statement for batch and answers each member. Members whose
-// caller has gone are still sent: their lock is taken and their buyer may
-// learn the outcome from GET /v1/orders/{id}; the statement's deadline is
-// the earliest member's, so no commit of it can appear after a member's
-// own bound (its settle time holds). A member with less than
-// minStatementTime left is answered at once and not sent.
+// send runs batch's statements and answers each member. A statement
+// carries one setting (b.setting: the buyer limit, a hold's TTL, which may
+// change live), so a batch of several runs one statement per setting, one
+// after another in the order of their first members, each its own
+// transaction: its members are answered as soon as it returns, with its
+// own result or error, whatever the others' do.
 func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
+	for len(batch) > 0 {
+		if b.setting == nil {
+			b.statement(batch)
+			return
+		}
+		// The members of the first one's setting, in order; the rest keep
+		// theirs, at the end of batch (which is this flusher's own).
+		first := b.setting(batch[0].req)
+		var same, rest []*call[Req, Res]
+		for _, c := range batch {
+			if b.setting(c.req) == first {
+				same = append(same, c)
+			} else {
+				rest = append(rest, c)
+			}
+		}
+		b.statement(same)
+		batch = rest
+	}
+}
+
+// statement runs one statement for batch and answers each member. Members
+// whose caller has gone are still sent: their lock is taken and their
+// buyer may learn the outcome from GET /v1/orders/{id}; the statement's
+// deadline is the earliest member's, so no commit of it can appear after a
+// member's own bound (its settle time holds). A member with less than
+// minStatementTime left is answered at once and not sent.
+func (b *batcher[Req, Res]) statement(batch []*call[Req, Res]) {
 	now := time.Now()
 	deadline := now.Add(batchTimeout)
 	live := batch[:0]

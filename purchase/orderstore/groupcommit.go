@@ -25,47 +25,6 @@ type memberResult struct {
 	detail  string
 }
 
-// partition runs flush once per distinct setting among reqs (settings
-// such as the buyer limit may change live; a statement carries one) and
-// puts the results back in the order of reqs.
-func partition[Req any, K comparable](reqs []Req, setting func(Req) K, flush func([]Req) ([]memberResult, error)) ([]memberResult, error) {
-	first := setting(reqs[0])
-	same := true
-	for _, r := range reqs[1:] {
-		if setting(r) != first {
-			same = false
-			break
-		}
-	}
-	if same {
-		return flush(reqs)
-	}
-	out := make([]memberResult, len(reqs))
-	done := make([]bool, len(reqs))
-	for i := range reqs {
-		if done[i] {
-			continue
-		}
-		k := setting(reqs[i])
-		var idx []int
-		var part []Req
-		for j := i; j < len(reqs); j++ {
-			if !done[j] && setting(reqs[j]) == k {
-				idx, part = append(idx, j), append(part, reqs[j])
-				done[j] = true
-			}
-		}
-		res, err := flush(part)
-		if err != nil {
-			return nil, err
-		}
-		for n, j := range idx {
-			out[j] = res[n]
-		}
-	}
-	return out, nil
-}
-
 // collectMembers reads a batch statement's rows into one result per member
 // (idx is 1-based); every member must have its row.
 func collectMembers(rows pgx.Rows, n int, scan func(pgx.Rows, *memberResult) (int, error)) ([]memberResult, error) {
@@ -107,32 +66,35 @@ func purchaseConflicts(p Purchase) [2]string {
 	return k
 }
 
+// purchaseSetting is what one confirm_purchases statement's members share.
+func purchaseSetting(p Purchase) any { return p.MaxPerBuyer }
+
+// confirmPurchases runs one statement: every member has one buyer limit
+// (purchaseSetting).
 func (s *Store) confirmPurchases(ctx context.Context, ps []Purchase) ([]memberResult, error) {
-	return partition(ps, func(p Purchase) int { return p.MaxPerBuyer }, func(ps []Purchase) ([]memberResult, error) {
-		if len(ps) == 1 {
-			return s.confirmOne(ctx, ps[0])
+	if len(ps) == 1 {
+		return s.confirmOne(ctx, ps[0])
+	}
+	tickets := make([]int64, len(ps))
+	orders := make([]pgtype.UUID, len(ps))
+	buyers := make([]string, len(ps))
+	keys := make([]*string, len(ps))
+	for i := range ps {
+		tickets[i], orders[i], buyers[i] = ps[i].TicketID, pgUUID(ps[i].OrderID), ps[i].BuyerID
+		if ps[i].IdempotencyKey != "" {
+			keys[i] = &ps[i].IdempotencyKey
 		}
-		tickets := make([]int64, len(ps))
-		orders := make([]pgtype.UUID, len(ps))
-		buyers := make([]string, len(ps))
-		keys := make([]*string, len(ps))
-		for i := range ps {
-			tickets[i], orders[i], buyers[i] = ps[i].TicketID, pgUUID(ps[i].OrderID), ps[i].BuyerID
-			if ps[i].IdempotencyKey != "" {
-				keys[i] = &ps[i].IdempotencyKey
-			}
-		}
-		rows, err := s.pool.Query(ctx, `SELECT idx, outcome, order_id, ticket_id, buyer_id, purchased_at, detail
-			FROM confirm_purchases($1, $2, $3, $4, $5)`, tickets, orders, buyers, keys, ps[0].MaxPerBuyer)
-		if err != nil {
-			return nil, fmt.Errorf("confirm %d purchases: %w", len(ps), err)
-		}
-		res, err := collectMembers(rows, len(ps), scanOrderMember)
-		if err != nil {
-			return nil, fmt.Errorf("confirm %d purchases: %w", len(ps), err)
-		}
-		return res, nil
-	})
+	}
+	rows, err := s.pool.Query(ctx, `SELECT idx, outcome, order_id, ticket_id, buyer_id, purchased_at, detail
+		FROM confirm_purchases($1, $2, $3, $4, $5)`, tickets, orders, buyers, keys, ps[0].MaxPerBuyer)
+	if err != nil {
+		return nil, fmt.Errorf("confirm %d purchases: %w", len(ps), err)
+	}
+	res, err := collectMembers(rows, len(ps), scanOrderMember)
+	if err != nil {
+		return nil, fmt.Errorf("confirm %d purchases: %w", len(ps), err)
+	}
+	return res, nil
 }
 
 // scanOrderMember reads a row of confirm_purchases.
@@ -203,41 +165,43 @@ type holdSetting struct {
 	max int
 }
 
+// holdSettingOf is what one hold_seats statement's members share.
+func holdSettingOf(r HoldRequest) any { return holdSetting{r.TTL, r.MaxPerBuyer} }
+
+// holdSeats runs one statement: every member has one TTL and buyer limit
+// (holdSettingOf).
 func (s *Store) holdSeats(ctx context.Context, rs []HoldRequest) ([]memberResult, error) {
-	setting := func(r HoldRequest) holdSetting { return holdSetting{r.TTL, r.MaxPerBuyer} }
-	return partition(rs, setting, func(rs []HoldRequest) ([]memberResult, error) {
-		if len(rs) == 1 {
-			return s.holdOne(ctx, rs[0])
+	if len(rs) == 1 {
+		return s.holdOne(ctx, rs[0])
+	}
+	tickets := make([]int64, len(rs))
+	holds := make([]pgtype.UUID, len(rs))
+	buyers := make([]string, len(rs))
+	for i, r := range rs {
+		tickets[i], holds[i], buyers[i] = r.TicketID, pgUUID(r.HoldID), r.BuyerID
+	}
+	rows, err := s.pool.Query(ctx, `SELECT idx, outcome, hold_id, ticket_id, buyer_id, expires_at, detail
+		FROM hold_seats($1, $2, $3, $4, $5)`, tickets, holds, buyers, rs[0].TTL.Milliseconds(), rs[0].MaxPerBuyer)
+	if err != nil {
+		return nil, fmt.Errorf("hold %d seats: %w", len(rs), err)
+	}
+	res, err := collectMembers(rows, len(rs), func(rows pgx.Rows, m *memberResult) (int, error) {
+		var idx int
+		var id uuid.NullUUID
+		var ticket *int64
+		var buyer, detail *string
+		var until *time.Time
+		if err := rows.Scan(&idx, &m.outcome, &id, &ticket, &buyer, &until, &detail); err != nil {
+			return 0, err
 		}
-		tickets := make([]int64, len(rs))
-		holds := make([]pgtype.UUID, len(rs))
-		buyers := make([]string, len(rs))
-		for i, r := range rs {
-			tickets[i], holds[i], buyers[i] = r.TicketID, pgUUID(r.HoldID), r.BuyerID
-		}
-		rows, err := s.pool.Query(ctx, `SELECT idx, outcome, hold_id, ticket_id, buyer_id, expires_at, detail
-			FROM hold_seats($1, $2, $3, $4, $5)`, tickets, holds, buyers, rs[0].TTL.Milliseconds(), rs[0].MaxPerBuyer)
-		if err != nil {
-			return nil, fmt.Errorf("hold %d seats: %w", len(rs), err)
-		}
-		res, err := collectMembers(rows, len(rs), func(rows pgx.Rows, m *memberResult) (int, error) {
-			var idx int
-			var id uuid.NullUUID
-			var ticket *int64
-			var buyer, detail *string
-			var until *time.Time
-			if err := rows.Scan(&idx, &m.outcome, &id, &ticket, &buyer, &until, &detail); err != nil {
-				return 0, err
-			}
-			m.hold = Hold{ID: id.UUID, TicketID: deref(ticket), BuyerID: deref(buyer), ExpiresAt: deref(until), State: HoldHeld}
-			m.detail = deref(detail)
-			return idx, nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("hold %d seats: %w", len(rs), err)
-		}
-		return res, nil
+		m.hold = Hold{ID: id.UUID, TicketID: deref(ticket), BuyerID: deref(buyer), ExpiresAt: deref(until), State: HoldHeld}
+		m.detail = deref(detail)
+		return idx, nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("hold %d seats: %w", len(rs), err)
+	}
+	return res, nil
 }
 
 // holdConfirm is one member of confirm_holds.

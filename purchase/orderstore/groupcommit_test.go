@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestConfirmPurchases_OneBatch_EachRefusalIsItsOwn sends one statement
@@ -403,5 +404,103 @@ func TestBatching_CheckoutKindsShareTheFlushers(t *testing.T) {
 		h != DefaultBatchFlushers/2 || c != DefaultBatchFlushers/2 {
 		t.Fatalf("flushers: purchases %d, holds %d, confirmations %d; want %d, %d, %d",
 			p, h, c, DefaultBatchFlushers, DefaultBatchFlushers/2, DefaultBatchFlushers/2)
+	}
+}
+
+// A batch whose members carry different buyer limits (the limit changed
+// live) runs one transaction per limit. When a later one fails, the
+// members of the one that committed get their own outcomes (an order, a
+// refusal), not its error: an order answered as an error is a 503 whose
+// seat lock is released although the seat is sold.
+func TestGroupCommit_APartitionFails_TheCommittedPartitionsMembersGetTheirOutcomes(t *testing.T) {
+	ctx := context.Background()
+	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("store_%d", dbSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, url, WithBatching(Batching{Max: 8, Flushers: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seed(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	sold, _, err := s.Confirm(ctx, Purchase{TicketID: 3, OrderID: uuid.New(), BuyerID: "earlier"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two other sessions hold seats 5 and 2: the statement for seat 5
+	// keeps the one flusher busy while the three members queue; seat 2's
+	// holds the second partition until the batch's deadline.
+	lock := func(seat int) pgx.Tx {
+		tx, err := s.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback(ctx) })
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM tickets WHERE id = $1 FOR UPDATE`, seat); err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	first, second := lock(5), lock(2)
+	type answer struct {
+		o   Order
+		err error
+	}
+	confirm := func(p Purchase, timeout time.Duration) chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			o, _, err := s.Confirm(ctx, p)
+			ch <- answer{o, err}
+		}()
+		return ch
+	}
+	waitFor := func(cond func() bool) {
+		for !func() bool { s.purchases.mu.Lock(); defer s.purchases.mu.Unlock(); return cond() }() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	blocker := confirm(Purchase{TicketID: 5, OrderID: uuid.New(), BuyerID: "blocker"}, time.Minute)
+	waitFor(func() bool { return s.purchases.busy == 1 && len(s.purchases.pending) == 0 })
+	queue := func(p Purchase) chan answer { // in this order
+		var n int
+		waitFor(func() bool { n = len(s.purchases.pending); return true })
+		ch := confirm(p, 2*time.Second)
+		waitFor(func() bool { return len(s.purchases.pending) == n+1 })
+		return ch
+	}
+	ok := queue(Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "a"})
+	refused := queue(Purchase{TicketID: 3, OrderID: uuid.New(), BuyerID: "b"})
+	failed := queue(Purchase{TicketID: 2, OrderID: uuid.New(), BuyerID: "c", MaxPerBuyer: 5})
+	if err := first.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a := <-blocker; a.err != nil {
+		t.Fatalf("the first statement: %v", a.err)
+	}
+	// The next batch is [1, 3] under no limit, then [2] under limit 5.
+	if a := <-ok; a.err != nil || a.o.TicketID != 1 {
+		t.Fatalf("seat 1 committed in the first partition, answered seat %d, %v", a.o.TicketID, a.err)
+	}
+	var soldErr *SoldError
+	if a := <-refused; !errors.As(a.err, &soldErr) || soldErr.OrderID != sold.ID {
+		t.Fatalf("seat 3 refused in the first partition, answered %v; want SoldError naming %s", a.err, sold.ID)
+	}
+	a := <-failed
+	if a.err == nil || errors.As(a.err, &soldErr) {
+		t.Fatalf("seat 2's partition ran into its deadline, answered seat %d, %v; want an unknown outcome", a.o.TicketID, a.err)
+	}
+	if err := second.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if isSold, _, err := s.TicketState(ctx, 1); err != nil || !isSold {
+		t.Fatalf("seat 1 sold: %v, %v", isSold, err)
 	}
 }

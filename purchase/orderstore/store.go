@@ -146,8 +146,10 @@ func OpenInSchema(ctx context.Context, url, schema string, opts ...Option) (*Sto
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	s.purchases = newBatcher(o.batching, s.metrics.series("purchase"), purchaseConflicts, s.confirmPurchases)
+	s.purchases.setting = purchaseSetting
 	checkout := o.batching.checkout()
 	s.holds = newBatcher(checkout, s.metrics.series("hold"), holdConflicts, s.holdSeats)
+	s.holds.setting = holdSettingOf
 	s.confirms = newBatcher(checkout, s.metrics.series("confirm_hold"), confirmConflicts, s.confirmHolds)
 	return s, nil
 }
