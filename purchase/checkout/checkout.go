@@ -645,8 +645,9 @@ func (s *Service) Availability(ctx context.Context) (Availability, error) {
 //
 // For an order that does not exist (yet), sale.ErrOrderNotFound is final only
 // once the outcome is settled. A purchase that took a lock under a random
-// (v7) order id ends by Timeout after the id's time; its database
-// session is then gone and the server notices within
+// (v7) order id ends by Timeout after the id's time; its statement is then
+// cancelled on the server (pgx sends a CancelRequest as it closes the
+// connection), and a session the cancel did not reach stops within
 // orderstore.ClientCheckInterval, so after settleAfter no commit of it can
 // appear. Before that the answer is sale.ErrOrderPending with a Retry-After. A
 // hold's order id leads back to its hold, which tells when its confirmation

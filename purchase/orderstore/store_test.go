@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -118,5 +119,62 @@ func BenchmarkSeed(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A group-commit statement that runs out of time is cancelled on the
+// server right after its deadline, not only cut on our side: the settle
+// time relies on it. pgx closes a connection whose read its context cut
+// (pgconn's asyncClose) by sending PostgreSQL a CancelRequest first, which
+// ends a statement waiting on a row lock and, which one server cannot
+// show, a commit waiting for a synchronous standby's ack (the client check
+// never ends that wait). Without the cancel a session waiting on a lock
+// would go on until the server's next client check and commit after its
+// buyer was told the outcome is unknown.
+func TestConfirm_OutOfTime_CancelledOnTheServerAtItsDeadline(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 5)
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM tickets WHERE id = 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	running := func() error {
+		var n int
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'active' AND query LIKE '%confirm_purchase(%'
+				AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%d running", n)
+		}
+		return nil
+	}
+	// The server checks the client every second from the statement's
+	// start: with 1.2 s its next check is 0.8 s after the deadline.
+	short, cancel := context.WithTimeout(ctx, 1200*time.Millisecond)
+	defer cancel()
+	_, _, err = s.Confirm(short, Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "late"})
+	deadline, _ := short.Deadline()
+	var refused *SoldError
+	if err == nil || errors.As(err, &refused) {
+		t.Fatalf("a purchase blocked past its deadline: %v, want an unknown outcome", err)
+	}
+	testservers.Eventually(t, ClientCheckInterval/2, 5*time.Millisecond, "the statement to end on the server", running)
+	if late := time.Since(deadline); late >= ClientCheckInterval*3/4 {
+		t.Fatalf("the statement ended %s after its deadline: by the client check, not a cancel", late)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sold, _, err := s.TicketState(ctx, 1); err != nil || sold {
+		t.Fatalf("seat 1 sold %v (%v) after its purchase's deadline", sold, err)
+	}
+	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "next"}); err != nil {
+		t.Fatalf("the next purchase of the seat: %v", err)
 	}
 }
