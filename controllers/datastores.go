@@ -36,8 +36,7 @@ func datastoresLive(sale *salesv1alpha1.FlashSale, now time.Time) (bool, string)
 	if hibernating, why := hibernation(sale, now); hibernating {
 		return false, "the sale hibernates (" + why + ")"
 	}
-	switch sale.Status.Phase {
-	case "", salesv1alpha1.PhaseProvisioning:
+	if !provisioned(sale) {
 		return false, "the sale is not provisioned yet"
 	}
 	if at, ok := opensAt(sale); ok && now.Add(DatastoreUpdateLead).Before(at) {

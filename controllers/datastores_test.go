@@ -276,3 +276,62 @@ func TestDatastoresLive_FromFirstReadyUntilHibernation_ExceptFarBeforeTheOpening
 		}
 	}
 }
+
+// Review finding: while an object failed to apply (Ready False,
+// ApplyFailed, the sale still OnSale), a moment without a ready purchase
+// pod made the live sale Provisioning instead of Degraded, and a
+// Provisioning sale is not live: the operator's waiting Redis template was
+// applied, restarting Redis mid-sale. Provisioned is now the phase, which
+// ApplyFailed does not overwrite.
+func TestLiveSale_ApplyFailedThenReadinessBlip_DegradedAndItsDatastoreTemplateStillWaits(t *testing.T) {
+	ns := newNamespace(t)
+	sale := onSale(t, ns, "blip", func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Ingress = &salesv1alpha1.IngressSpec{Host: "a.example"}
+	})
+	sale = saleNow(t, sale) // with its pinned images
+	older := specs.RedisDeployment(sale, testOpts)
+	older.Spec.Template.Spec.Containers[0].ReadinessProbe.PeriodSeconds = 7
+	older.Annotations[specs.TemplateHashAnnotation] = "0123456789abcdef"
+	upgradeFrom(t, older)
+	testservers.Eventually(t, 10*time.Second, poll, "the operator's Redis template waits", func() error {
+		return datastoreUpdate(t, sale, metav1.ConditionTrue, "redis: containers[redis].readinessProbe.periodSeconds")
+	})
+
+	refuseIngresses(t, ns)
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Ingress.Host = "b.example" })
+	testservers.Eventually(t, 10*time.Second, poll, "Ready ApplyFailed, still OnSale", func() error {
+		s := saleNow(t, sale)
+		if c := meta.FindStatusCondition(s.Status.Conditions, salesv1alpha1.ConditionReady); c == nil || c.Reason != "ApplyFailed" || s.Status.Phase != salesv1alpha1.PhaseOnSale {
+			return fmt.Errorf("phase %s, Ready %+v", s.Status.Phase, c)
+		}
+		return nil
+	})
+
+	// A moment without a ready purchase pod (a node drain, a probe blip).
+	testservers.Eventually(t, 5*time.Second, poll, "purchase pods unready", func() error {
+		dep := &appsv1.Deployment{}
+		if err := get(t, ns, "blip-purchase", dep); err != nil {
+			return err
+		}
+		dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = 0, 0
+		return k8s.Status().Update(context.Background(), dep)
+	})
+	waitPhase(t, sale, salesv1alpha1.PhaseDegraded, 10*time.Second)
+	reconcileNow(t, sale)
+	if s := saleNow(t, sale); s.Status.Phase != salesv1alpha1.PhaseDegraded {
+		t.Fatalf("phase %s, want Degraded", s.Status.Phase)
+	}
+	redis := &appsv1.Deployment{}
+	if err := get(t, ns, "blip-redis", redis); err != nil {
+		t.Fatal(err)
+	}
+	if p := redis.Spec.Template.Spec.Containers[0].ReadinessProbe.PeriodSeconds; p != 7 {
+		t.Errorf("Redis's readiness period is %d: the waiting template was applied mid-sale (a restart)", p)
+	}
+	if err := datastoreUpdate(t, sale, metav1.ConditionTrue, "redis: containers[redis].readinessProbe.periodSeconds"); err != nil {
+		t.Error(err)
+	}
+	if err := findEvent(t, ns, "DatastoreUpdated"); err == nil {
+		t.Error("a DatastoreUpdated event was recorded for the live sale")
+	}
+}

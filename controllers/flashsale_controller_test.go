@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -554,4 +555,76 @@ func TestStatusReport_PodsCountsSurviveReconciles(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPhase(t, sale, salesv1alpha1.PhaseSoldOut, 10*time.Second)
+}
+
+// refuse makes the API server refuse every create and update of resource
+// (of group networking.k8s.io) in ns, as a policy engine, a quota or a
+// missing RBAC rule would, and returns once that is in force; probe makes
+// an object of that resource to try. lift removes the refusal and returns
+// once it is lifted (it is also removed when the test ends).
+func refuse(t *testing.T, ns, resource string, probe func() client.Object) (lift func()) {
+	t.Helper()
+	ctx := context.Background()
+	name := "refuse-" + resource + "-" + ns
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}},
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"networking.k8s.io"}, APIVersions: []string{"*"}, Resources: []string{resource}},
+				}}},
+			},
+			Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: resource + " refused in this namespace"}},
+		}}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}}}
+	for _, o := range []client.Object{policy, binding} {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inForce := func(want bool) func() error {
+		return func() error {
+			p := probe()
+			p.SetNamespace(ns)
+			p.SetName("probe")
+			err := k8s.Create(ctx, p)
+			if err == nil {
+				_ = k8s.Delete(ctx, p)
+			}
+			if refused := err != nil; refused != want {
+				return fmt.Errorf("refused %t (%v)", refused, err)
+			}
+			return nil
+		}
+	}
+	testservers.Eventually(t, 20*time.Second, 200*time.Millisecond, resource+" refused", inForce(true))
+	lifted := false
+	lift = func() {
+		t.Helper()
+		if lifted {
+			return
+		}
+		lifted = true
+		for _, o := range []client.Object{binding, policy} {
+			if err := k8s.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
+				t.Fatal(err)
+			}
+		}
+		testservers.Eventually(t, 20*time.Second, 200*time.Millisecond, resource+" no longer refused", inForce(false))
+	}
+	t.Cleanup(lift)
+	return lift
+}
+
+// refuseIngresses: refuse with an Ingress probe.
+func refuseIngresses(t *testing.T, ns string) (lift func()) {
+	t.Helper()
+	return refuse(t, ns, "ingresses", func() client.Object {
+		return &networkingv1.Ingress{Spec: networkingv1.IngressSpec{DefaultBackend: &networkingv1.IngressBackend{
+			Service: &networkingv1.IngressServiceBackend{Name: "x", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}
+	})
 }

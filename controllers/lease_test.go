@@ -131,3 +131,48 @@ func TestReconcile_NoReportForLongerThanTheBound_StatusStale_AReportClearsIt(t *
 	}
 	testservers.Eventually(t, 10*time.Second, poll, "a report clears StatusStale", staleIs(metav1.ConditionFalse, "Reporting"))
 }
+
+// Review finding: StatusStale needed Ready True, so while an object failed
+// to apply (Ready False, ApplyFailed) a sale whose pods had stopped
+// reporting said "Reporting" however long they had been silent. The clock
+// now runs on the sale being provisioned with its purchase pods ready.
+func TestReconcile_ApplyFailed_NoReportForLongerThanTheBound_StillStatusStale(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	sale := onSale(t, ns, "silent", func(s *salesv1alpha1.FlashSale) { s.Spec.Ingress = &salesv1alpha1.IngressSpec{Host: "a.example"} })
+	refuseIngresses(t, ns)
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Ingress.Host = "b.example" })
+	testservers.Eventually(t, 10*time.Second, poll, "Ready ApplyFailed", func() error {
+		if c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionReady); c == nil || c.Reason != "ApplyFailed" {
+			return fmt.Errorf("Ready %+v", c)
+		}
+		return nil
+	})
+	staleIs := func(want metav1.ConditionStatus, reason string) func() error {
+		return func() error {
+			c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionStatusStale)
+			if c == nil || c.Status != want || c.Reason != reason {
+				return fmt.Errorf("StatusStale is %+v", c)
+			}
+			return nil
+		}
+	}
+
+	later := time.Now().Add(10 * time.Minute)
+	testClock.Store(&later)
+	t.Cleanup(func() { testClock.Store(nil) })
+	reconcileNow(t, sale)
+	testservers.Eventually(t, 10*time.Second, poll, "StatusStale True past the bound, Ready still ApplyFailed", staleIs(metav1.ConditionTrue, "NoRecentReport"))
+
+	testClock.Store(nil)
+	r, err := statusreport.New(cfg, ns, "silent", "pod-a", func(context.Context) (statusreport.Counts, error) {
+		return statusreport.Counts{Tickets: 10, Sold: 1}, nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ReportOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "a report clears StatusStale", staleIs(metav1.ConditionFalse, "Reporting"))
+}

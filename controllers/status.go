@@ -107,9 +107,7 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		seeded = check{false, "StoredInventoryLarger", fmt.Sprintf("the database holds %d seats, more than spec.tickets (%d): it was kept from an earlier sale of this name (postgres.reclaimPolicy Retain); tickets never shrink, so set spec.tickets to at least %d to resume it, or delete the retained data (docs/operations.md)", stored, sale.Spec.Tickets, stored)}
 	}
 	all := redis.ready && pg.ready && api.ready && (seeded.ready || growing)
-	wasReady := meta.IsStatusConditionTrue(prev.Conditions, salesv1alpha1.ConditionReady) || prev.Phase == salesv1alpha1.PhaseDegraded
-
-	st.Phase = phase(sale, all, wasReady || larger, now)
+	st.Phase = phase(sale, all, provisioned(sale) || larger, now)
 	ready := check{true, string(st.Phase), "the sale is provisioned"}
 	if !all {
 		ready = check{false, string(st.Phase), "waiting for " + firstNotReady(redis, pg, api, seeded)}
@@ -118,9 +116,12 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		ready = check{false, "ApplyFailed", applyFailedMessage(failures)}
 	}
 	stale := check{false, "Reporting", "the purchase pods report the counts"}
-	if !all {
+	switch at, ok := staleAt(sale); {
+	case !all && !provisioned(sale):
 		stale = check{false, "NotProvisioned", "no report is expected before the sale is provisioned"}
-	} else if at, ok := staleAt(sale); ok && !now.Before(at) {
+	case !api.ready:
+		stale = check{false, "NoPurchasePod", "no report is expected while no purchase pod is ready"}
+	case ok && !now.Before(at):
 		stale = check{true, "NoRecentReport", fmt.Sprintf("the purchase pods have not reported the counts for over %s: sold and available may be frozen (docs/operations.md, \"Stale status\")", StatusStaleAfter)}
 	}
 	st.Hibernated = hibernating
@@ -205,6 +206,18 @@ func firstNotReady(checks ...check) string {
 	return ""
 }
 
+// provisioned says whether the sale's workloads have all been ready once:
+// every phase but Provisioning is written only after that, and a sale
+// never goes back to Provisioning. Not the Ready condition: it is False
+// (ApplyFailed) while any object fails to apply, on a sale that runs.
+func provisioned(sale *salesv1alpha1.FlashSale) bool {
+	switch sale.Status.Phase {
+	case "", salesv1alpha1.PhaseProvisioning:
+		return false
+	}
+	return true
+}
+
 // phase: Provisioning until everything is ready once, Degraded when it
 // stops being ready, then the clock, the kill switch and the counts.
 func phase(sale *salesv1alpha1.FlashSale, ready, wasReady bool, now time.Time) salesv1alpha1.Phase {
@@ -253,15 +266,22 @@ func nextBoundary(sale *salesv1alpha1.FlashSale, now time.Time) time.Duration {
 // from its purchase pods (they report every second) before StatusStale.
 const StatusStaleAfter = 30 * time.Second
 
-// staleAt is when the sale's status turns stale without a new report: the
-// last report, or (before the first) the time the sale became Ready, plus
-// StatusStaleAfter. false while the sale is not Ready (no report expected).
+// staleAt is when the sale's status turns stale without a new report:
+// StatusStaleAfter after the last report, or after the purchase pods (the
+// reporters) or the whole sale last became ready, whichever is latest.
+// false before the sale is provisioned or while no purchase pod is ready
+// (no report expected). Not gated on Ready: an object that fails to apply
+// makes it False (ApplyFailed) while the pods sell and should report.
 func staleAt(sale *salesv1alpha1.FlashSale) (time.Time, bool) {
-	ready := meta.FindStatusCondition(sale.Status.Conditions, salesv1alpha1.ConditionReady)
-	if ready == nil || ready.Status != metav1.ConditionTrue {
+	api := meta.FindStatusCondition(sale.Status.Conditions, salesv1alpha1.ConditionPurchaseAPIReady)
+	if !provisioned(sale) || api == nil || api.Status != metav1.ConditionTrue {
 		return time.Time{}, false
 	}
-	from := ready.LastTransitionTime.Time
+	from := api.LastTransitionTime.Time
+	if ready := meta.FindStatusCondition(sale.Status.Conditions, salesv1alpha1.ConditionReady); ready != nil &&
+		ready.Status == metav1.ConditionTrue && ready.LastTransitionTime.After(from) {
+		from = ready.LastTransitionTime.Time
+	}
 	if r := sale.Status.LastReportTime; r != nil && r.After(from) {
 		from = r.Time
 	}

@@ -110,3 +110,42 @@ func TestComputeStatus_ApplyFailures_ReadyFalseNamingEachObject(t *testing.T) {
 		t.Fatalf("Ready %+v", c)
 	}
 }
+
+// A sale that has been provisioned stays so whatever Ready says: ApplyFailed
+// (Ready False) neither turns a readiness drop into Provisioning nor stops
+// the StatusStale clock.
+func TestComputeStatus_ApplyFailedSale_StaysProvisioned(t *testing.T) {
+	now := time.Date(2027, 1, 10, 11, 0, 0, 0, time.UTC)
+	since := metav1.NewTime(now.Add(-time.Hour))
+	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}, Status: salesv1alpha1.FlashSaleStatus{
+		Phase: salesv1alpha1.PhaseOnSale,
+		Conditions: []metav1.Condition{
+			{Type: salesv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "ApplyFailed", LastTransitionTime: since},
+			{Type: salesv1alpha1.ConditionPurchaseAPIReady, Status: metav1.ConditionTrue, Reason: "Ready", LastTransitionTime: since},
+		}}}
+	if st := computeStatus(sale, observed{}, []error{errors.New("apply Ingress x: refused")}, now); st.Phase != salesv1alpha1.PhaseDegraded {
+		t.Errorf("nothing ready: phase %s, want Degraded", st.Phase)
+	}
+	// Degraded with its purchase pods ready: they should still report.
+	pods := observed{purchase: &appsv1.Deployment{Status: appsv1.DeploymentStatus{ReadyReplicas: 1}}}
+	st := computeStatus(sale, pods, nil, now)
+	if c := meta.FindStatusCondition(st.Conditions, salesv1alpha1.ConditionStatusStale); st.Phase != salesv1alpha1.PhaseDegraded || c.Status != metav1.ConditionTrue {
+		t.Errorf("Degraded, no report for an hour: phase %s, StatusStale %+v", st.Phase, c)
+	}
+	if at, ok := staleAt(sale); !ok || !at.Equal(since.Add(StatusStaleAfter)) {
+		t.Errorf("staleAt %v %t, want %v", at, ok, since.Add(StatusStaleAfter))
+	}
+	sale.Status.LastReportTime = &metav1.Time{Time: now.Add(-time.Second)}
+	if at, _ := staleAt(sale); !at.Equal(now.Add(-time.Second + StatusStaleAfter)) {
+		t.Errorf("after a report: staleAt %v", at)
+	}
+	for _, p := range []salesv1alpha1.Phase{"", salesv1alpha1.PhaseProvisioning} {
+		sale.Status.Phase = p
+		if st := computeStatus(sale, observed{}, nil, now); st.Phase != salesv1alpha1.PhaseProvisioning {
+			t.Errorf("from %q, nothing ready: phase %s, want Provisioning", p, st.Phase)
+		}
+		if _, ok := staleAt(sale); ok {
+			t.Errorf("from %q: a stale clock before the sale is provisioned", p)
+		}
+	}
+}
