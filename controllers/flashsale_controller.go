@@ -122,6 +122,7 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	// leave the rest of the sale stale.
 	var failures []error
 	var pending []pendingUpdate
+	trustUnknown := false
 	// applied is the sale as applied: a live sale's Redis keeps its TLS
 	// setting (holdRedisTLS).
 	applied, held, err := r.holdRedisTLS(ctx, sale)
@@ -134,12 +135,21 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	certs, err := r.ensureSecrets(ctx, applied)
 	if err != nil {
 		failures = append(failures, r.failed(sale, "Secret", err))
+		// The trust bundle is unknown: the purchase pods keep the one they
+		// run (none would roll them now, and back at the next reconcile).
+		if certs.trust, err = r.runningTrust(ctx, sale); err != nil {
+			failures = append(failures, r.failed(sale, "Deployment", err))
+			trustUnknown = true
+		}
 	}
 	webhooks, err := r.ensureWebhooks(ctx, sale)
 	if err != nil {
 		failures = append(failures, r.failed(sale, "Secret", err))
 	}
 	for _, o := range desired(applied, r.Options, hibernating, certs.trust) {
+		if trustUnknown && o.kind == "Deployment" && o.obj.GetName() == specs.PurchaseName(sale) {
+			continue // a failure already: applied once the trust bundle is known
+		}
 		p, err := r.reconcileObject(ctx, applied, o)
 		if err != nil {
 			failures = append(failures, r.failed(sale, o.kind, err))
@@ -196,6 +206,20 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{RequeueAfter: d}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// runningTrust is the TrustAnnotation the purchase pods' Deployment runs
+// with ("" when it does not exist yet or has none).
+func (r *FlashSaleReconciler) runningTrust(ctx context.Context, sale *salesv1alpha1.FlashSale) (string, error) {
+	dep := &appsv1.Deployment{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.PurchaseName(sale)}, dep)
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the purchase pods' trust bundle: %w", err)
+	}
+	return dep.Spec.Template.Annotations[TrustAnnotation], nil
 }
 
 // reader reads around the cache (APIReader, or the client when unset).

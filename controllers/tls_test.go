@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -439,4 +440,72 @@ func TestRedisTLS_SwitchedMidSale_WaitsUntilTheSaleIsNotLive(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Review finding: an error while ensuring the sale's Secrets left the trust
+// bundle unknown, and the purchase Deployment was applied without its
+// trust annotation: the purchase pods rolled (with a RollingUpdate event
+// saying the CAs they trust changed), and rolled back once the error was
+// gone. They now keep the bundle they run.
+func TestSecrets_EnsureFails_PurchasePodsKeepTheirTrustBundle_NoRoll(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	sale := onSale(t, ns, "keep-trust")
+	dep := &appsv1.Deployment{}
+	testservers.Eventually(t, 10*time.Second, poll, "the purchase pods' trust bundle", func() error {
+		if err := get(t, ns, "keep-trust-purchase", dep); err != nil {
+			return err
+		}
+		if dep.Spec.Template.Annotations[TrustAnnotation] == "" {
+			return fmt.Errorf("no %s yet", TrustAnnotation)
+		}
+		return nil
+	})
+	trust, generation := dep.Spec.Template.Annotations[TrustAnnotation], dep.Generation
+
+	// ensureSecrets fails: <sale>-redis lost its password (a conflict on a
+	// stale cache, a refused update, do the same).
+	sec := &corev1.Secret{}
+	if err := get(t, ns, "keep-trust-redis", sec); err != nil {
+		t.Fatal(err)
+	}
+	password := sec.Data[specs.SecretKeyPass]
+	delete(sec.Data, specs.SecretKeyPass)
+	if err := k8s.Update(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	readyReason := func(want string) func() error {
+		return func() error {
+			c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionReady)
+			if c == nil || c.Reason != want {
+				return fmt.Errorf("Ready %+v", c)
+			}
+			return nil
+		}
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "Ready ApplyFailed", readyReason("ApplyFailed"))
+	reconcileNow(t, sale)
+	unchanged := func(when string) {
+		t.Helper()
+		if err := get(t, ns, "keep-trust-purchase", dep); err != nil {
+			t.Fatal(err)
+		}
+		if got := dep.Spec.Template.Annotations[TrustAnnotation]; got != trust || dep.Generation != generation {
+			t.Errorf("%s: trust %q (was %q), generation %d (was %d): the purchase pods roll", when, got, trust, dep.Generation, generation)
+		}
+	}
+	unchanged("while the Secrets fail")
+
+	if err := get(t, ns, "keep-trust-redis", sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Data[specs.SecretKeyPass] = password
+	if err := k8s.Update(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "Ready again", readyReason(string(salesv1alpha1.PhaseOnSale)))
+	unchanged("once they are fixed")
+	if err := findEvent(t, ns, "RollingUpdate"); err == nil {
+		t.Error("a RollingUpdate event was recorded")
+	}
 }
