@@ -146,13 +146,23 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		failures = append(failures, r.failed(sale, "Secret", err))
 	}
+	// open holds the NetworkPolicies that failed to apply and do not exist:
+	// the datastore each closes is not created meanwhile (closedBy).
+	open := map[string]bool{}
 	for _, o := range desired(applied, r.Options, hibernating, certs.trust) {
+		if o.closedBy != "" && open[o.closedBy] {
+			failures = append(failures, r.failed(sale, o.kind, fmt.Errorf("%s %s not applied: its NetworkPolicy %s does not exist (a datastore is never up before it is closed)", o.kind, o.obj.GetName(), o.closedBy)))
+			continue
+		}
 		if trustUnknown && o.kind == "Deployment" && o.obj.GetName() == specs.PurchaseName(sale) {
 			continue // a failure already: applied once the trust bundle is known
 		}
 		p, err := r.reconcileObject(ctx, applied, o)
 		if err != nil {
 			failures = append(failures, r.failed(sale, o.kind, err))
+			if o.kind == "NetworkPolicy" && o.obj != nil && !r.exists(ctx, o.obj) {
+				open[o.obj.GetName()] = true
+			}
 		}
 		if p != nil {
 			pending = append(pending, *p)
@@ -222,6 +232,12 @@ func (r *FlashSaleReconciler) runningTrust(ctx context.Context, sale *salesv1alp
 	return dep.Spec.Template.Annotations[TrustAnnotation], nil
 }
 
+// exists says whether obj exists (in the cache); false when that cannot
+// be told.
+func (r *FlashSaleReconciler) exists(ctx context.Context, obj client.Object) bool {
+	return r.Get(ctx, client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object)) == nil
+}
+
 // reader reads around the cache (APIReader, or the client when unset).
 func (r *FlashSaleReconciler) reader() client.Reader {
 	if r.APIReader != nil {
@@ -244,10 +260,13 @@ func (r *FlashSaleReconciler) failed(sale *salesv1alpha1.FlashSale, kind string,
 
 // ownedObject is one object the sale may own: obj is its desired state, or
 // nil when it must not exist, in which case absent names what to delete.
+// closedBy names the NetworkPolicy that must exist before obj is applied
+// (a datastore's Service and workload).
 type ownedObject struct {
-	kind   string
-	obj    client.Object
-	absent client.Object
+	kind     string
+	obj      client.Object
+	absent   client.Object
+	closedBy string
 }
 
 func optional[T client.Object](kind string, obj T, isNil bool, absent client.Object) ownedObject {
@@ -281,16 +300,29 @@ func desired(s *salesv1alpha1.FlashSale, o specs.Options, hibernating bool, trus
 		}
 		purchase.Spec.Replicas = ptr.To[int32](1)
 	}
+	// Policies first: a datastore is never up before it is closed.
+	var pgPolicy, redisPolicy string
+	if pgNP != nil {
+		pgPolicy = pgNP.Name
+	}
+	if redisNP != nil {
+		redisPolicy = redisNP.Name
+	}
+	closedBy := func(policy string, o ownedObject) ownedObject {
+		if o.obj != nil {
+			o.closedBy = policy
+		}
+		return o
+	}
 	return []ownedObject{
-		// Policies first: a datastore is never up before it is closed.
 		optional("NetworkPolicy", pgNP, pgNP == nil, np(specs.PostgresName(s))),
 		optional("NetworkPolicy", redisNP, redisNP == nil, np(specs.RedisName(s))),
 		optional("NetworkPolicy", purchaseNP, purchaseNP == nil, np(specs.PurchaseName(s))),
 		optional("ConfigMap", pgCM, pgCM == nil, &corev1.ConfigMap{ObjectMeta: named(specs.PostgresName(s))}),
-		optional("Service", pgSvc, pgSvc == nil, &corev1.Service{ObjectMeta: named(specs.PostgresName(s))}),
-		optional("StatefulSet", pgSts, pgSts == nil, &appsv1.StatefulSet{ObjectMeta: named(specs.PostgresName(s))}),
-		optional("Service", redisSvc, redisSvc == nil, &corev1.Service{ObjectMeta: named(specs.RedisName(s))}),
-		optional("Deployment", redisDep, redisDep == nil, &appsv1.Deployment{ObjectMeta: named(specs.RedisName(s))}),
+		closedBy(pgPolicy, optional("Service", pgSvc, pgSvc == nil, &corev1.Service{ObjectMeta: named(specs.PostgresName(s))})),
+		closedBy(pgPolicy, optional("StatefulSet", pgSts, pgSts == nil, &appsv1.StatefulSet{ObjectMeta: named(specs.PostgresName(s))})),
+		closedBy(redisPolicy, optional("Service", redisSvc, redisSvc == nil, &corev1.Service{ObjectMeta: named(specs.RedisName(s))})),
+		closedBy(redisPolicy, optional("Deployment", redisDep, redisDep == nil, &appsv1.Deployment{ObjectMeta: named(specs.RedisName(s))})),
 		{kind: "ServiceAccount", obj: specs.PurchaseServiceAccount(s)},
 		{kind: "Role", obj: specs.PurchaseRole(s)},
 		{kind: "RoleBinding", obj: specs.PurchaseRoleBinding(s)},

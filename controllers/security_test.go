@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -276,6 +277,56 @@ func TestSecrets_AnOldSaleSecretGetsAnAdminToken_OtherKeysKept(t *testing.T) {
 			return fmt.Errorf("the token is the removed one")
 		case !bytes.Equal(got.Data[specs.SecretKeySaleSecret], sec.Data[specs.SecretKeySaleSecret]) || len(got.Data) != len(sec.Data):
 			return fmt.Errorf("the other keys changed: %v", got.Data)
+		}
+		return nil
+	})
+}
+
+// Review finding: a datastore NetworkPolicy the API server refused (a
+// policy engine, a quota, a missing RBAC rule) did not stop the datastores
+// being created: they ran open. A datastore's Service and workload now wait
+// for its NetworkPolicy to exist; Ready says why; they are created once it
+// can be.
+func TestNetworkPolicies_Refused_DatastoresWaitUntilTheyAreClosed(t *testing.T) {
+	ns := newNamespace(t)
+	lift := refuse(t, ns, "networkpolicies", func() client.Object { return &networkingv1.NetworkPolicy{} })
+	sale := createSale(t, ns, "closed")
+	testservers.Eventually(t, 10*time.Second, poll, "Ready ApplyFailed naming the datastores that wait", func() error {
+		c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionReady)
+		if c == nil || c.Reason != "ApplyFailed" || !strings.Contains(c.Message, "StatefulSet closed-postgres not applied: its NetworkPolicy closed-postgres does not exist") ||
+			!strings.Contains(c.Message, "Deployment closed-redis not applied: its NetworkPolicy closed-redis does not exist") {
+			return fmt.Errorf("Ready %+v", c)
+		}
+		return nil
+	})
+	reconcileNow(t, sale)
+	datastores := map[string]client.Object{
+		"closed-postgres StatefulSet": &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "closed-postgres"}},
+		"closed-postgres Service":     &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "closed-postgres"}},
+		"closed-redis Deployment":     &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "closed-redis"}},
+		"closed-redis Service":        &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "closed-redis"}},
+	}
+	for what, obj := range datastores {
+		if err := get(t, ns, obj.GetName(), obj); !apierrors.IsNotFound(err) {
+			t.Errorf("%s while its NetworkPolicy does not exist: %v", what, err)
+		}
+	}
+	if err := get(t, ns, "closed-purchase", &appsv1.Deployment{}); err != nil {
+		t.Errorf("the rest of the sale is still applied: %v", err)
+	}
+
+	lift()
+	reconcileNow(t, sale)
+	testservers.Eventually(t, 10*time.Second, poll, "the datastores, closed", func() error {
+		for _, name := range []string{"closed-postgres", "closed-redis"} {
+			if err := get(t, ns, name, &networkingv1.NetworkPolicy{}); err != nil {
+				return err
+			}
+		}
+		for what, obj := range datastores {
+			if err := get(t, ns, obj.GetName(), obj); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
 		}
 		return nil
 	})
