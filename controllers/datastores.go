@@ -74,8 +74,11 @@ func (r *FlashSaleReconciler) holdRedisTLS(ctx context.Context, sale *salesv1alp
 		return sale, nil, nil
 	}
 	dep := &appsv1.Deployment{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.RedisName(sale)}, dep); err != nil {
-		return sale, nil, client.IgnoreNotFound(err)
+	if err := r.Get(ctx, client.ObjectKey{Namespace: sale.Namespace, Name: specs.RedisName(sale)}, dep); apierrors.IsNotFound(err) {
+		return sale, nil, nil // nothing runs yet: nothing to keep
+	} else if err != nil {
+		// Fail closed: the unheld setting would switch a live Redis.
+		return nil, nil, fmt.Errorf("read what Redis serves: %w", err)
 	}
 	running := servesTLS(dep)
 	if running == sale.Spec.Redis.TLS {

@@ -124,10 +124,11 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	var pending []pendingUpdate
 	trustUnknown := false
 	// applied is the sale as applied: a live sale's Redis keeps its TLS
-	// setting (holdRedisTLS).
+	// setting (holdRedisTLS). Without knowing what Redis runs nothing is
+	// applied: the unheld setting would switch a live sale's Redis.
 	applied, held, err := r.holdRedisTLS(ctx, sale)
 	if err != nil {
-		failures = append(failures, r.failed(sale, "Deployment", err))
+		return ctrl.Result{}, r.failed(sale, "Deployment", err)
 	}
 	if held != nil {
 		pending = append(pending, *held)

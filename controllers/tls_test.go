@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -16,7 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
@@ -507,5 +511,51 @@ func TestSecrets_EnsureFails_PurchasePodsKeepTheirTrustBundle_NoRoll(t *testing.
 	unchanged("once they are fixed")
 	if err := findEvent(t, ns, "RollingUpdate"); err == nil {
 		t.Error("a RollingUpdate event was recorded")
+	}
+}
+
+// Review finding: holdRedisTLS failed open: a read of the Redis Deployment
+// that failed with anything but NotFound let the sale's unheld
+// spec.redis.tls through, switching a live sale's Redis (and its URL, and
+// the purchase pods) at once. Now the reconcile stops there and is
+// retried. The operator's cache cannot be made to fail on envtest, so the
+// manager is stopped and a reconciler whose client refuses that one read
+// reconciles the sale.
+func TestRedisTLS_RedisUnreadable_NothingSwitchesMidSale(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	sale := onSale(t, ns, "tls-unread")
+	patchSpec(t, sale, func(s *salesv1alpha1.FlashSale) { s.Spec.Redis.TLS = true })
+	testservers.Eventually(t, 10*time.Second, poll, "the switch named as waiting", func() error {
+		return datastoreUpdate(t, sale, metav1.ConditionTrue, "redis: spec.redis.tls (false, wanted true)")
+	})
+
+	stopManager()
+	defer func() {
+		if err := startManager(testOpts); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	direct, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("the cache could not be read")
+	r := &FlashSaleReconciler{
+		Client: interceptor.NewClient(direct, interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				if _, ok := obj.(*appsv1.Deployment); ok && key.Name == "tls-unread-redis" {
+					return refused
+				}
+				return c.Get(ctx, key, obj, opts...)
+			},
+		}),
+		APIReader: direct, Recorder: events.NewFakeRecorder(100), Options: testOpts,
+	}
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(sale)}); !errors.Is(err, refused) {
+		t.Errorf("reconcile: %v, want the read's error", err)
+	}
+	if on, err := redisServes(t, ns, "tls-unread"); err != nil || on {
+		t.Errorf("mid-sale, Redis unreadable: TLS %t, %v; want plain Redis throughout", on, err)
 	}
 }
