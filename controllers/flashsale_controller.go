@@ -194,8 +194,11 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.applyStatus(ctx, sale, status); err != nil {
 		return ctrl.Result{}, err
 	}
+	// The next boundary from the status just written (the pods' counts
+	// kept): the reconcile that makes the sale provisioned starts its
+	// StatusStale clock.
 	next := sale.DeepCopy()
-	next.Status.SoldOutSince = status.SoldOutSince
+	next.Status.SoldOutSince, next.Status.Phase, next.Status.Conditions = status.SoldOutSince, status.Phase, status.Conditions
 	d := nextBoundary(next, now)
 	if !certs.wake.IsZero() && (d <= 0 || certs.wake.Sub(now) < d) {
 		d = certs.wake.Sub(now) // the CA's or the certificate's replacement

@@ -176,3 +176,19 @@ func TestReconcile_ApplyFailed_NoReportForLongerThanTheBound_StillStatusStale(t 
 	}
 	testservers.Eventually(t, 10*time.Second, poll, "a report clears StatusStale", staleIs(metav1.ConditionFalse, "Reporting"))
 }
+
+// The reconcile that makes a sale provisioned schedules its own StatusStale
+// check: pods that never report are noticed with no other event (the
+// wake-up was computed from the status before that reconcile, in which no
+// clock ran). Real time: StatusStaleAfter.
+func TestReconcile_PodsNeverReport_StatusStaleWithNoOtherEvent(t *testing.T) {
+	ns := newNamespace(t)
+	sale := onSale(t, ns, "mute")
+	testservers.Eventually(t, StatusStaleAfter+15*time.Second, 200*time.Millisecond, "StatusStale True", func() error {
+		c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionStatusStale)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "NoRecentReport" {
+			return fmt.Errorf("StatusStale is %+v", c)
+		}
+		return nil
+	})
+}
