@@ -119,7 +119,8 @@ func (r *FlashSaleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 	// Every object is applied even when another fails: a failure is
 	// reported in Ready (reason ApplyFailed) and retried, never a reason to
-	// leave the rest of the sale stale.
+	// leave the rest of the sale stale. Only what would open or switch a
+	// datastore waits (closedBy, holdRedisTLS).
 	var failures []error
 	var pending []pendingUpdate
 	trustUnknown := false
