@@ -286,12 +286,15 @@ func waitPhase(t *testing.T, sale *salesv1alpha1.FlashSale, want salesv1alpha1.P
 func TestReconcile_ReadinessAndClock_DrivePhase(t *testing.T) {
 	ns := newNamespace(t)
 	now := time.Now().Truncate(time.Second)
+	// The window leaves provisioning 8 s before startsAt: on a loaded
+	// machine 3 s was sometimes spent before the sale was ready, and it
+	// went on sale (or ended) without ever being Scheduled.
 	sale := &salesv1alpha1.FlashSale{
 		ObjectMeta: metav1.ObjectMeta{Name: "phases", Namespace: ns},
 		Spec: salesv1alpha1.FlashSaleSpec{
 			Tickets:  100,
-			StartsAt: &metav1.Time{Time: now.Add(3 * time.Second)},
-			EndsAt:   &metav1.Time{Time: now.Add(6 * time.Second)},
+			StartsAt: &metav1.Time{Time: now.Add(8 * time.Second)},
+			EndsAt:   &metav1.Time{Time: now.Add(11 * time.Second)},
 		},
 	}
 	if err := k8s.Create(context.Background(), sale); err != nil {
@@ -307,7 +310,7 @@ func TestReconcile_ReadinessAndClock_DrivePhase(t *testing.T) {
 		t.Fatalf("Ready condition %+v", c)
 	}
 	// The requeue at startsAt and endsAt flips the phase with no other event.
-	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 6*time.Second)
+	waitPhase(t, sale, salesv1alpha1.PhaseOnSale, 10*time.Second)
 	waitPhase(t, sale, salesv1alpha1.PhaseEnded, 6*time.Second)
 
 	// A dependency that was ready stops being ready: Degraded. (Ended, the
