@@ -88,7 +88,7 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, by, reason string) (
 	if first {
 		s.metrics.cancelled.Inc()
 	}
-	s.applyLocal(c.TicketID, c.BuyerID)
+	s.applyLocal(c.OrderID, c.TicketID, c.BuyerID)
 	if _, err := s.locks.Unsell(ctx, []seatlock.SoldSeat{{ID: c.TicketID, OrderID: c.OrderID.String()}}); err != nil {
 		// The pods' poll retries it within a second.
 		s.log.Warn("could not clear a cancelled seat's marker in redis; the next poll retries", "ticket", c.TicketID, "err", err)
@@ -111,8 +111,8 @@ func (s *Service) Cancelled(ctx context.Context) (int64, error) {
 
 // applyLocal makes this pod forget that the seat is sold or held and that
 // the buyer is at the limit, and that the sale is sold out.
-func (s *Service) applyLocal(ticket int64, buyer string) {
-	s.lastCancel.Store(time.Now().UnixNano())
+func (s *Service) applyLocal(order uuid.UUID, ticket int64, buyer string) {
+	s.noteCancel(order, time.Now())
 	s.sold.remove(ticket)
 	s.held.forget(ticket)
 	s.onHold.forget(ticket)
@@ -120,6 +120,36 @@ func (s *Service) applyLocal(ticket int64, buyer string) {
 	if _, ok := s.limited.LoadAndDelete(buyer); ok {
 		s.limitedCount.Add(-1)
 	}
+}
+
+// noteCancel stamps lastCancel when order's cancellation is applied for the
+// first time on this pod. The poll re-applies every cancellation of the last
+// CancelReapplyWindow (and the channel and the cancelling call apply it
+// too): stamping each re-application kept the sold-out shortcut off for up
+// to twice the window after the cancellation, not the window.
+func (s *Service) noteCancel(order uuid.UUID, now time.Time) {
+	s.cancelsMu.Lock()
+	defer s.cancelsMu.Unlock()
+	if _, ok := s.cancels[order]; ok {
+		return
+	}
+	// Forget what the poll no longer re-applies (a cancellation stays in
+	// its window CancelReapplyWindow by PostgreSQL's clock, so twice that
+	// by ours leaves room for skew), in one sweep per window: a mass
+	// cancellation must not rescan the map per order.
+	if now.Sub(s.cancelsSwept) > CancelReapplyWindow {
+		for id, at := range s.cancels {
+			if now.Sub(at) > 2*CancelReapplyWindow {
+				delete(s.cancels, id)
+			}
+		}
+		s.cancelsSwept = now
+	}
+	if s.cancels == nil {
+		s.cancels = map[uuid.UUID]time.Time{}
+	}
+	s.cancels[order] = now
+	s.lastCancel.Store(now.UnixNano())
 }
 
 // recentlyCancelled says whether this pod applied a cancellation within
@@ -163,7 +193,7 @@ func (s *Service) listen(ctx context.Context) {
 			s.log.Warn("ignoring a malformed cancellation message", "err", err)
 			return
 		}
-		s.applyLocal(m.TicketID, m.BuyerID)
+		s.applyLocal(m.OrderID, m.TicketID, m.BuyerID)
 	})
 }
 
@@ -182,7 +212,7 @@ func (s *Service) pollCancellations(ctx context.Context, cursor *int64, retry *m
 	*cursor = next
 	seats := make([]seatlock.SoldSeat, 0, len(cs)+len(*retry))
 	for _, c := range cs {
-		s.applyLocal(c.TicketID, c.BuyerID)
+		s.applyLocal(c.OrderID, c.TicketID, c.BuyerID)
 		seat := seatlock.SoldSeat{ID: c.TicketID, OrderID: c.OrderID.String()}
 		if !(*retry)[seat] {
 			seats = append(seats, seat)

@@ -106,8 +106,12 @@ type Service struct {
 	// consulted while the limit is not above it.
 	limited      sync.Map
 	limitedCount atomic.Int64
-	// lastCancel is when this pod last applied a cancellation (unix ns).
-	lastCancel atomic.Int64
+	// lastCancel is when this pod first applied its latest cancellation
+	// (unix ns); cancels, the cancellations it applied and when (noteCancel).
+	lastCancel   atomic.Int64
+	cancelsMu    sync.Mutex
+	cancels      map[uuid.UUID]time.Time
+	cancelsSwept time.Time
 
 	refills    singleflight.Group
 	lastRefill atomic.Int64 // unix nanoseconds of the last pool refill

@@ -207,3 +207,30 @@ func TestHoldOrderID_PooledMACs_SameIDsAsOneMACPerRound(t *testing.T) {
 		}
 	}
 }
+
+// Every poll re-applies the cancellations of the last CancelReapplyWindow;
+// only the first application of each may stamp lastCancel, or the sold-out
+// shortcut stays off for up to twice the window after a cancellation.
+func TestApplyLocal_ReapplicationDoesNotMoveLastCancel(t *testing.T) {
+	s := &Service{metrics: newMetrics(prometheus.NewRegistry()), sold: newSoldSet(10),
+		held: newHeldCache(20 * time.Millisecond), onHold: newHeldCache(20 * time.Millisecond)}
+	order := uuid.New()
+	s.applyLocal(order, 3, "alice")
+	first := s.lastCancel.Load()
+	if first == 0 || !s.recentlyCancelled() {
+		t.Fatal("the first application must stamp lastCancel")
+	}
+	time.Sleep(5 * time.Millisecond)
+	s.sold.add(3)
+	s.applyLocal(order, 3, "alice") // the poll, the channel, a repeated cancel
+	if got := s.lastCancel.Load(); got != first {
+		t.Fatalf("a re-application moved lastCancel by %v", time.Duration(got-first))
+	}
+	if s.sold.has(3) {
+		t.Fatal("a re-application must still clear the pod's memories (the race of cancel.go)")
+	}
+	s.applyLocal(uuid.New(), 4, "bob")
+	if s.lastCancel.Load() == first {
+		t.Fatal("another order's first application must stamp lastCancel")
+	}
+}
