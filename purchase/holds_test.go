@@ -222,6 +222,38 @@ func TestHold_Expiry_SeatSellableWithin1sAndConfirmGets410(t *testing.T) {
 	s.Audit().CheckAgainst(t, []checkout.Order{a.Order}, true)
 }
 
+// A keyed hold retried after Redis lost its marker writes the marker anew
+// (SET NX PX holdTTL from the retry) and Postgres answers the hold replayed:
+// the marker must then end with the hold, not holdTTL after the retry, or
+// the seat stays refused ticket_held after Postgres freed it.
+func TestHold_KeyedRetryAfterFLUSHALL_MarkerEndsWithTheHold(t *testing.T) {
+	const ttl = 3 * time.Second
+	s := newTestSale(t, 10, withHolds(ttl))
+	h, status, code := s.tryHold(0, 5, "alice", "k1")
+	if status != http.StatusCreated {
+		t.Fatalf("hold: %d %s", status, code)
+	}
+	time.Sleep(2 * time.Second) // the retry's fresh marker would outlive the hold by 2 s
+	if err := purchasetest.AdminRedis().FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r, status, code := s.tryHold(0, 5, "alice", "k1"); status != http.StatusCreated || r.HoldID != h.HoldID {
+		t.Fatalf("keyed retry: %d %s %+v", status, code, r)
+	}
+	if a := s.BuyOn(0, 5, "bob", ""); a.Code != "ticket_held" {
+		t.Fatalf("before expiry: want ticket_held, got %d %s", a.Status, a.Code)
+	}
+	time.Sleep(time.Until(h.ExpiresAt))
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, "the expired hold's seat to sell", testservers.Holds(func() bool {
+		return s.BuyOn(0, 5, "bob", "").Status == http.StatusCreated
+	}))
+	late := time.Since(h.ExpiresAt)
+	t.Logf("seat sold %v after the hold's expiresAt", late)
+	if late > time.Second {
+		t.Fatalf("the seat became sellable %v after expiresAt, want within 1s", late)
+	}
+}
+
 func TestHold_ConfirmIsIdempotentAndReleaseFreesAtOnce(t *testing.T) {
 	s := newTestSale(t, 10, withHolds(time.Minute))
 	s.AddPod()

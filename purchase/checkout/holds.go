@@ -94,8 +94,13 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 		if rerr != nil || rh.State != orderstore.HoldHeld {
 			s.release(id, token)
 			s.onHold.forget(id)
+			return rh, rerr == nil, rerr
 		}
-		return rh, rerr == nil, rerr
+		// Live: if Redis had lost the hold's marker, this attempt wrote a
+		// new one lasting holdTTL from now, past the hold's own expiry;
+		// the seat must be sellable once Postgres frees it.
+		s.keepHoldMarker(id, holdID, rh.ExpiresAt)
+		return rh, true, nil
 	case err == nil:
 		return h, false, nil
 	case errors.As(err, &sold):
@@ -108,7 +113,9 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 		return Hold{}, false, sale.ErrTicketSold
 	case errors.As(err, &held) && held.HoldID == holdID:
 		// A concurrent retry of this keyed hold placed it first (its
-		// statement waited on the seat's row): this attempt is its replay.
+		// statement waited on the seat's row): this attempt is its replay,
+		// and the marker (the same token) ends with the hold.
+		s.keepHoldMarker(id, holdID, held.Until)
 		return s.replayHold(ctx, holdID, req, sale.ErrTicketHeld)
 	case errors.As(err, &held):
 		// Redis had lost this hold's marker (FLUSHALL, restart): Postgres
@@ -125,6 +132,19 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 	// The hold may have committed with its answer lost: it then expires by
 	// itself (a keyed retry finds it).
 	return Hold{}, false, sale.Unavailable(sale.ErrDatabaseUnavailable, err)
+}
+
+// keepHoldMarker makes the seat's marker of hold holdID (this attempt's
+// token) expire when the hold does in Postgres: PutHold, PXAT until, or a
+// release if that is past. A failure costs time, never a double sale: the
+// seat stays refused by Redis until the marker's own PX runs out.
+func (s *Service) keepHoldMarker(id int64, holdID uuid.UUID, until time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
+	defer cancel()
+	token := seatlock.HoldToken(holdID.String())
+	if err := s.locks.PutHold(ctx, id, token, holdID.String(), until); err != nil {
+		s.log.Warn("could not set a hold's marker to the hold's expiry in redis", "ticket", id, "err", err)
+	}
 }
 
 // holdAny holds a random free seat from the any-seat pool.
