@@ -327,6 +327,34 @@ func TestCancel_MissedAnnouncementAndStaleSoldMark_UndoneByThePoll(t *testing.T)
 	}
 }
 
+// A fence refusal that raced the cancellation (refuse_seat's DETAIL empty:
+// the order vanished between its reads) wrote an owner-less "sold:" marker
+// after the cancel cleared Redis (older pods still may): the poll's
+// re-application removes it too, and the seat sells again.
+func TestCancel_StaleOwnerlessSoldMark_UndoneByThePoll(t *testing.T) {
+	s := newTestSale(t, 5)
+	s.AddPod()
+	o := s.BuyOn(0, 3, "erin", "")
+	if o.Status != http.StatusCreated {
+		t.Fatal(o.Code)
+	}
+	if a := cancelOn(t, s.Sale, 0, o.Order.ID.String(), s.Cfg.AdminToken, "ops", "chargeback"); a.status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", a.status, a.code)
+	}
+	locks := s.Locks()
+	if err := locks.MarkSold(context.Background(), 3, ""); err != nil { // as markSold(id, "") wrote it
+		t.Fatal(err)
+	}
+	start := time.Now()
+	testservers.Eventually(t, 3*time.Second, 20*time.Millisecond, "the seat sells again", func() error {
+		if a := s.BuyOn(1, 3, "frank", ""); a.Status != http.StatusCreated {
+			return fmt.Errorf("%d %s", a.Status, a.Code)
+		}
+		return nil
+	})
+	t.Logf("the owner-less marker went after %v", time.Since(start))
+}
+
 // A storm buys 200 seats on 3 pods while 50 of the sold ones are
 // cancelled mid-storm, then the rest is resold: every seat has at most
 // one live order, the audit 50 rows, and Postgres and every pod agree on

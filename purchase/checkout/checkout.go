@@ -419,12 +419,7 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 	case errors.As(err, &sold):
 		// Our lock expired and another buyer won, or Redis had lost the
 		// seat's marker: Postgres refused, so put the marker back.
-		s.metrics.fenceSold.Inc()
-		owner := ""
-		if sold.OrderID != uuid.Nil {
-			owner = sold.OrderID.String()
-		}
-		s.markSold(id, owner)
+		s.fencedSold(id, orderID.String(), sold.OrderID)
 		return Order{}, false, sale.ErrTicketSold
 	case errors.As(err, &held):
 		// Redis had lost the hold's marker: put it back.
@@ -461,6 +456,23 @@ func (s *Service) markSold(id int64, owner string) {
 	if err := s.locks.MarkSold(ctx, id, owner); err != nil {
 		s.log.Warn("could not mark seat sold in redis", "ticket", id, "err", err)
 	}
+}
+
+// fencedSold records the fence's refusal of seat id as sold to owner: the
+// sold marker replaces our lock token. A refusal that names no order
+// (refuse_seat's DETAIL is empty when cancel_order commits between its two
+// reads: the seat is on sale again) marks nothing and gives the lock back:
+// an owner-less marker "sold:" matches no cancelled order, so no
+// cancellation would ever remove it and Redis would refuse a seat
+// PostgreSQL calls free (seatlock.Unsell removes one anyway, for markers
+// written by older pods).
+func (s *Service) fencedSold(id int64, token string, owner uuid.UUID) {
+	s.metrics.fenceSold.Inc()
+	if owner == uuid.Nil {
+		s.release(id, token)
+		return
+	}
+	s.markSold(id, owner.String())
 }
 
 // restoreHold replaces our lock token with the marker of the live hold

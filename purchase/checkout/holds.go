@@ -104,12 +104,7 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 	case err == nil:
 		return h, false, nil
 	case errors.As(err, &sold):
-		s.metrics.fenceSold.Inc()
-		owner := ""
-		if sold.OrderID != uuid.Nil {
-			owner = sold.OrderID.String()
-		}
-		s.markSold(id, owner)
+		s.fencedSold(id, token, sold.OrderID)
 		return Hold{}, false, sale.ErrTicketSold
 	case errors.As(err, &held) && held.HoldID == holdID:
 		// A concurrent retry of this keyed hold placed it first (its

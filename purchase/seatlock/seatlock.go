@@ -322,15 +322,18 @@ type SoldSeat struct {
 }
 
 // unsellScript removes each seat's sold marker if it names the cancelled
-// order (a seat resold since keeps its new one), or if the seat has no
-// marker, and puts the seat back in the free pool. KEYS[1] is the pool,
-// KEYS[i+1] seat i's key; ARGV[i] its marker, ARGV[n+i] its id.
+// order (a seat resold since keeps its new one) or no order at all ("sold:",
+// written by older pods when the fence's refusal raced a cancellation: it
+// would otherwise refuse the free seat forever, and dropping a marker costs
+// at most one fenced attempt), or if the seat has no marker, and puts the
+// seat back in the free pool. KEYS[1] is the pool, KEYS[i+1] seat i's key;
+// ARGV[i] its marker, ARGV[n+i] its id.
 var unsellScript = redis.NewScript(`
 local n = #KEYS - 1
 local freed = 0
 for i = 1, n do
   local v = redis.call('GET', KEYS[i + 1])
-  if v == false or v == ARGV[i] then
+  if v == false or v == ARGV[i] or v == 'sold:' then
     if v then redis.call('DEL', KEYS[i + 1]) end
     redis.call('SADD', KEYS[1], ARGV[n + i])
     freed = freed + 1

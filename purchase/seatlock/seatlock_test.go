@@ -145,3 +145,29 @@ func TestHoldMarker_OnHoldExpiresAndIsPutBack(t *testing.T) {
 		t.Fatal("a hold that ended meanwhile must leave the seat free, not locked")
 	}
 }
+
+// Unsell removes a cancelled order's marker, and an owner-less "sold:"
+// (written when a fence refusal raced the cancellation: it names no order,
+// so it would otherwise refuse the free seat forever), never another
+// order's marker or a buyer's lock.
+func TestUnsell_NamedAndOwnerlessMarkersGo_OthersStay(t *testing.T) {
+	ctx := context.Background()
+	l := newLocks(t, "unsell", time.Minute)
+	for id, owner := range map[int64]string{1: "cancelled", 2: "", 3: "resold"} {
+		if err := l.MarkSold(ctx, id, owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, _ := l.Acquire(ctx, 4, "tok-a"); r.State != Acquired {
+		t.Fatal(r)
+	}
+	seats := []SoldSeat{{1, "cancelled"}, {2, "cancelled"}, {3, "cancelled"}, {4, "cancelled"}}
+	if n, err := l.Unsell(ctx, seats); err != nil || n != 2 {
+		t.Fatalf("unsell: %d %v, want 2 seats freed", n, err)
+	}
+	for id, want := range map[int64]bool{1: false, 2: false, 3: true, 4: true} {
+		if _, ok, err := l.Peek(ctx, id); err != nil || ok != want {
+			t.Fatalf("seat %d: marker present %v (%v), want %v", id, ok, err, want)
+		}
+	}
+}

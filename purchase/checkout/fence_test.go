@@ -1,0 +1,69 @@
+package checkout
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flux-order/flux-order/internal/testservers"
+	"github.com/flux-order/flux-order/purchase/seatlock"
+)
+
+var redisSrv *testservers.Redis
+
+func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &redisSrv, nil)) }
+
+// lockService is a Service over a real Redis lock space of its own sale
+// (no store: for the steps that only talk to Redis).
+func lockService(t *testing.T, saleName string) (*Service, *seatlock.Locks) {
+	t.Helper()
+	url, err := redisSrv.PurchaseURL(saleName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	locks := seatlock.New(rdb, saleName, time.Minute)
+	s := New(Config{Tickets: 10, LockTTL: time.Second, Sale: saleName, Secret: []byte("a test secret of at least 32 bytes")},
+		locks, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return s, locks
+}
+
+// A fence refusal that names no order (refuse_seat's empty DETAIL: the
+// order was cancelled between its two reads, the seat is on sale again)
+// must leave no sold marker: "sold:" names no order a cancellation could
+// match. The lock is given back and the pod does not remember the seat sold.
+func TestFencedSold_NoOwner_NoMarkerLockGivenBack(t *testing.T) {
+	ctx := context.Background()
+	s, locks := lockService(t, "fenced")
+	if r, err := locks.Acquire(ctx, 3, "tok-a"); err != nil || r.State != seatlock.Acquired {
+		t.Fatalf("acquire: %+v %v", r, err)
+	}
+	s.fencedSold(3, "tok-a", uuid.Nil)
+	if r, ok, err := locks.Peek(ctx, 3); err != nil || ok {
+		t.Fatalf("an owner-less refusal left %+v (ok %v, %v) in Redis", r, ok, err)
+	}
+	if s.sold.has(3) {
+		t.Fatal("an owner-less refusal must not make the pod remember the seat sold")
+	}
+	// With an owner the marker names it, as before.
+	owner := uuid.New()
+	if r, err := locks.Acquire(ctx, 4, "tok-b"); err != nil || r.State != seatlock.Acquired {
+		t.Fatalf("acquire: %+v %v", r, err)
+	}
+	s.fencedSold(4, "tok-b", owner)
+	if r, ok, err := locks.Peek(ctx, 4); err != nil || !ok || r.State != seatlock.Sold || r.Owner != owner.String() {
+		t.Fatalf("marker %+v %v %v, want sold:%s", r, ok, err, owner)
+	}
+}
