@@ -62,6 +62,76 @@ func TestPurchase_CommitOutlivesItsAnswer_The503NamesTheOrderAndGETFindsIt(t *te
 	}
 }
 
+// A keyed purchase's order id is derived: it carries no time to settle by.
+// While the purchase's statement may still commit (here it waits on the
+// seat's row, which the test holds), GET /v1/orders/{id} of that id, on a
+// pod that knows nothing of the purchase, answers 503 order_pending, not a
+// final 404; once it committed, the order. The admin cancel follows the
+// same rule. (A 503 naming the id comes at the purchase's bound, 5 s, and
+// the commit may land after it: the same state, seen later.)
+func TestOrder_KeyedPurchaseInFlight_PendingNot404ThenTheOrder(t *testing.T) {
+	s := newTestSale(t, 10)
+	s.AddPod()
+	ctx := context.Background()
+	tx, err := s.DB.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a second rollback is a no-op
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM tickets WHERE id = 3 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	bought := make(chan purchasetest.Answer, 1)
+	go func() { bought <- s.BuyOn(1, 3, "keyed", "k-inflight") }()
+
+	// The order id is the seat's lock token in Redis while it is bought.
+	var id string
+	testservers.Eventually(t, 5*time.Second, 10*time.Millisecond, "the keyed purchase's statement to wait on the seat's row", func() error {
+		tok, err := purchasetest.AdminRedis().Get(ctx, fmt.Sprintf("fs:%s:ticket:3", s.Cfg.Sale)).Result()
+		if err != nil {
+			return err
+		}
+		id = tok
+		var waiting bool
+		if err := s.DB.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%confirm_purchase%'`).Scan(&waiting); err != nil || !waiting {
+			return fmt.Errorf("not waiting yet (%v)", err)
+		}
+		return nil
+	})
+	if v := uuid.MustParse(id).Version(); v != 8 {
+		t.Fatalf("a keyed purchase's order id is derived (v8), got %s", id)
+	}
+	resp, err := s.Client.Get(s.Pods[0].URL + "/v1/orders/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("GET of a keyed order still committing: want 503 order_pending with Retry-After, got %d", resp.StatusCode)
+	}
+	if a := cancelOn(t, s.Sale, 0, id, s.Cfg.AdminToken, "ops", "refund"); a.status != http.StatusServiceUnavailable || a.code != "order_pending" {
+		t.Fatalf("cancel of a keyed order still committing: want 503 order_pending, got %d %s", a.status, a.code)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := <-bought
+	if a.Status != http.StatusCreated || a.Order.ID.String() != id {
+		t.Fatalf("the keyed purchase: %d %s %+v", a.Status, a.Code, a.Order)
+	}
+	var o checkout.Order
+	if st := s.GetJSON("/v1/orders/"+id, &o); st != http.StatusOK || o.ID.String() != id {
+		t.Fatalf("GET once committed: %d %+v", st, o)
+	}
+	// A derived id nobody is buying under is settled: 404 at once.
+	unknown := uuid.New()
+	unknown[6] = unknown[6]&0x0f | 0x80 // version 8
+	if st := s.GetJSON("/v1/orders/"+unknown.String(), nil); st != http.StatusNotFound {
+		t.Fatalf("a derived id nobody bought under: want 404, got %d", st)
+	}
+}
+
 // Item 1, the other outcome: an order id that never committed is pending
 // until its purchase is settled, then 404.
 func TestOrder_UnknownOrderID_PendingUntilSettledThen404(t *testing.T) {

@@ -668,7 +668,9 @@ func (s *Service) Availability(ctx context.Context) (Availability, error) {
 // appear. Before that the answer is sale.ErrOrderPending with a Retry-After. A
 // hold's order id leads back to its hold, which tells when its confirmation
 // is settled (holdOrder). A purchase's derived (keyed) id carries no time:
-// its buyer learns the outcome by retrying with the key.
+// its transaction holds the id's advisory lock from before its statement
+// is sent to its end (orderstore's withOrderLocks), so while that lock is
+// held the answer is pending, and once it is free the order is read again.
 func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
 	o, err := s.store.Order(ctx, id)
 	if cerr := cancelledError(err); cerr != nil {
@@ -680,6 +682,7 @@ func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
 			if o, ok, err := s.holdOrder(ctx, id); ok {
 				return o, err
 			}
+			return s.keyedOrder(ctx, id)
 		}
 		if id.Version() == 7 {
 			started := time.UnixMilli(int64(binary.BigEndian.Uint64(id[:8]) >> 16))
@@ -687,6 +690,31 @@ func (s *Service) Order(ctx context.Context, id uuid.UUID) (Order, error) {
 				return Order{}, &sale.RetryAfterError{Seconds: int(wait.Seconds()) + 1, Err: sale.ErrOrderPending}
 			}
 		}
+		return Order{}, sale.ErrOrderNotFound
+	case err != nil:
+		return Order{}, sale.Unavailable(sale.ErrDatabaseUnavailable, err)
+	}
+	return o, nil
+}
+
+// keyedOrder answers a derived order id not found at first: pending while a
+// purchase of it may still commit (its advisory lock is held), else the
+// order read again after the lock was seen free (it may have committed
+// between the first read and the lock's test), which is final when absent.
+func (s *Service) keyedOrder(ctx context.Context, id uuid.UUID) (Order, error) {
+	inFlight, err := s.store.KeyedPurchaseInFlight(ctx, id)
+	if err != nil {
+		return Order{}, sale.Unavailable(sale.ErrDatabaseUnavailable, err)
+	}
+	if inFlight {
+		return Order{}, &sale.RetryAfterError{Seconds: 1, Err: sale.ErrOrderPending}
+	}
+	o, err := s.store.Order(ctx, id)
+	if cerr := cancelledError(err); cerr != nil {
+		return Order{}, cerr
+	}
+	switch {
+	case errors.Is(err, orderstore.ErrNotFound):
 		return Order{}, sale.ErrOrderNotFound
 	case err != nil:
 		return Order{}, sale.Unavailable(sale.ErrDatabaseUnavailable, err)

@@ -34,6 +34,7 @@ type Store interface {
 	Seed(ctx context.Context, tickets int64) error
 	Confirm(ctx context.Context, p orderstore.Purchase) (orderstore.Order, bool, error)
 	Order(ctx context.Context, id uuid.UUID) (orderstore.Order, error)
+	KeyedPurchaseInFlight(ctx context.Context, id uuid.UUID) (bool, error)
 	OrderByKey(ctx context.Context, buyerID, key string) (orderstore.Order, error)
 	TicketState(ctx context.Context, id int64) (sold, held bool, err error)
 	Counts(ctx context.Context) (orderstore.Counts, error)

@@ -42,9 +42,9 @@ const (
 	// MaxBatchWindow bounds Window: a batch is a commit on the buyer's
 	// path, and every member waits for the slowest.
 	MaxBatchWindow = 5 * time.Millisecond
-	// MaxBatchMax bounds Max: each keyed member takes an advisory lock,
-	// and PostgreSQL's shared lock table is sized for about 64 locks per
-	// connection.
+	// MaxBatchMax bounds Max: each keyed member takes two advisory locks
+	// (its order id's and its key's), and PostgreSQL's shared lock table is
+	// sized for about 64 locks per connection.
 	MaxBatchMax = 256
 	// batchTimeout bounds a batch whose members have no deadline.
 	batchTimeout = 5 * time.Second

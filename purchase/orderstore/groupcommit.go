@@ -2,8 +2,10 @@ package orderstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,8 +74,28 @@ func purchaseSetting(p Purchase) any { return p.MaxPerBuyer }
 // confirmPurchases runs one statement: every member has one buyer limit
 // (purchaseSetting).
 func (s *Store) confirmPurchases(ctx context.Context, ps []Purchase) ([]memberResult, error) {
+	return s.withOrderLocks(ctx, ps, purchaseStatement(ps))
+}
+
+// statement is one batch's SQL, its arguments, and how its answer is read
+// (read closes rows, whose error, if any, is the statement's).
+type statement struct {
+	sql  string
+	args []any
+	read func(pgx.Rows) ([]memberResult, error)
+}
+
+// purchaseStatement is confirm_purchases for ps, or confirm_purchase for
+// one member (a batch of one pays no arrays).
+func purchaseStatement(ps []Purchase) statement {
 	if len(ps) == 1 {
-		return s.confirmOne(ctx, ps[0])
+		p := ps[0]
+		var key *string
+		if p.IdempotencyKey != "" {
+			key = &p.IdempotencyKey
+		}
+		return statement{sql: `SELECT * FROM confirm_purchase($1, $2, $3, $4, $5)`,
+			args: []any{p.TicketID, p.OrderID, p.BuyerID, key, p.MaxPerBuyer}, read: readOnePurchase}
 	}
 	tickets := make([]int64, len(ps))
 	orders := make([]pgtype.UUID, len(ps))
@@ -85,14 +107,131 @@ func (s *Store) confirmPurchases(ctx context.Context, ps []Purchase) ([]memberRe
 			keys[i] = &ps[i].IdempotencyKey
 		}
 	}
-	rows, err := s.pool.Query(ctx, `SELECT idx, outcome, order_id, ticket_id, buyer_id, purchased_at, detail
-		FROM confirm_purchases($1, $2, $3, $4, $5)`, tickets, orders, buyers, keys, ps[0].MaxPerBuyer)
-	if err != nil {
-		return nil, fmt.Errorf("confirm %d purchases: %w", len(ps), err)
+	n := len(ps)
+	return statement{
+		sql: `SELECT idx, outcome, order_id, ticket_id, buyer_id, purchased_at, detail
+		FROM confirm_purchases($1, $2, $3, $4, $5)`,
+		args: []any{tickets, orders, buyers, keys, ps[0].MaxPerBuyer},
+		read: func(rows pgx.Rows) ([]memberResult, error) {
+			res, err := collectMembers(rows, n, scanOrderMember)
+			if err != nil {
+				return nil, fmt.Errorf("confirm %d purchases: %w", n, err)
+			}
+			return res, nil
+		},
 	}
-	res, err := collectMembers(rows, len(ps), scanOrderMember)
+}
+
+// readOnePurchase reads confirm_purchase's answer; a refusal is its RAISE.
+func readOnePurchase(rows pgx.Rows) ([]memberResult, error) {
+	var m memberResult
+	var replayed bool
+	err := scanOne(rows, &replayed, &m.order.ID, &m.order.TicketID, &m.order.BuyerID, &m.order.PurchasedAt)
+	if r, ok := oneRefusal(err); ok {
+		return []memberResult{r}, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("confirm %d purchases: %w", len(ps), err)
+		return nil, fmt.Errorf("confirm a purchase: %w", err)
+	}
+	m.outcome = replayedOr(replayed)
+	return []memberResult{m}, nil
+}
+
+// scanOne reads the one row of rows as QueryRow's Scan does: the
+// statement's error, or pgx.ErrNoRows when there is no row.
+func scanOne(rows pgx.Rows, dest ...any) error {
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	rows.Close()
+	return rows.Err()
+}
+
+// orderLockKey is the transaction-scoped advisory lock a keyed purchase's
+// transaction holds on its (derived) order id from before its statement
+// runs to its end (withOrderLocks), which KeyedPurchaseInFlight tests. A
+// derived id is an HMAC: its 128 bits folded to 64 are as random.
+func orderLockKey(id uuid.UUID) int64 {
+	return int64(binary.BigEndian.Uint64(id[:8]) ^ binary.BigEndian.Uint64(id[8:]))
+}
+
+// withOrderLocks runs st for ps. When a member has an idempotency key, st
+// runs inside a transaction that first takes the advisory lock of every
+// keyed member's order id (orderLockKey): BEGIN, the locks and st leave in
+// one round trip (PostgreSQL runs them in order, so st runs with the locks
+// granted), and COMMIT is sent only once st's answer is back and only
+// before ctx's deadline (the statement's, its members' earliest: after it,
+// a member may have been answered 503 naming its order). So a keyed order
+// commits only while its lock is held, and a transaction that has not
+// taken it yet never commits once its members were answered:
+// GET /v1/orders/{id} of a derived id, which carries no time to settle by,
+// asks the lock (KeyedPurchaseInFlight), and once it is free the order has
+// committed or never will. The price: one round trip more per batch with
+// a keyed member (COMMIT), none per member. The locks come first in the
+// global lock order of the batch functions (sorted; only these
+// transactions take them), so they cannot deadlock: concurrent retries of
+// one key, which share the id, wait here as they waited on the key's lock.
+func (s *Store) withOrderLocks(ctx context.Context, ps []Purchase, st statement) ([]memberResult, error) {
+	var keys []int64
+	for _, p := range ps {
+		if p.IdempotencyKey != "" {
+			keys = append(keys, orderLockKey(p.OrderID))
+		}
+	}
+	if len(keys) == 0 {
+		rows, _ := s.pool.Query(ctx, st.sql, st.args...) // its error is rows'
+		return st.read(rows)
+	}
+	slices.Sort(keys)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock keyed orders: %w", err)
+	}
+	// Released in a transaction (any failure below), the connection is
+	// closed rather than pooled (pgxpool): the server rolls back.
+	defer conn.Release()
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) k`, keys) // unnest keeps the sorted order
+	b.Queue(st.sql, st.args...)
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if err != nil {
+		_ = br.Close()
+		return nil, fmt.Errorf("lock %d keyed orders: %w", len(keys), err)
+	}
+	rows, _ := br.Query() // its error is rows'
+	res, err := st.read(rows)
+	var pgErr *pgconn.PgError
+	if cerr := br.Close(); err == nil && cerr != nil && !errors.As(cerr, &pgErr) {
+		err = cerr // the connection failed; a server error is st's, read already
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // past the deadline: no COMMIT (the release rolls back)
+	}
+	end := `COMMIT`
+	switch conn.Conn().PgConn().TxStatus() {
+	case 'E':
+		end = `ROLLBACK` // a one-order function's refusal (a RAISE) aborted it
+	case 'T':
+	default:
+		return nil, fmt.Errorf("confirm %d purchases: the transaction ended early", len(ps))
+	}
+	if _, err := conn.Exec(ctx, end); err != nil {
+		return nil, fmt.Errorf("commit %d purchases: %w", len(ps), err)
 	}
 	return res, nil
 }
@@ -281,26 +420,6 @@ func replayedOr(replayed bool) string {
 		return "replayed"
 	}
 	return "ok"
-}
-
-func (s *Store) confirmOne(ctx context.Context, p Purchase) ([]memberResult, error) {
-	var key *string
-	if p.IdempotencyKey != "" {
-		key = &p.IdempotencyKey
-	}
-	var m memberResult
-	var replayed bool
-	err := s.pool.QueryRow(ctx, `SELECT * FROM confirm_purchase($1, $2, $3, $4, $5)`,
-		p.TicketID, p.OrderID, p.BuyerID, key, p.MaxPerBuyer).
-		Scan(&replayed, &m.order.ID, &m.order.TicketID, &m.order.BuyerID, &m.order.PurchasedAt)
-	if r, ok := oneRefusal(err); ok {
-		return []memberResult{r}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("confirm a purchase: %w", err)
-	}
-	m.outcome = replayedOr(replayed)
-	return []memberResult{m}, nil
 }
 
 func (s *Store) holdOne(ctx context.Context, r HoldRequest) ([]memberResult, error) {

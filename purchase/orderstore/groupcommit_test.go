@@ -504,3 +504,78 @@ func TestGroupCommit_APartitionFails_TheCommittedPartitionsMembersGetTheirOutcom
 		t.Fatalf("seat 1 sold: %v, %v", isSold, err)
 	}
 }
+
+// A batch with keyed members holds each keyed order id's advisory lock from
+// before its statement to its end: KeyedPurchaseInFlight is true while the
+// batch waits (here on a seat's row the test holds), false once it
+// committed (the orders are then readable) or once a one-order refusal
+// rolled its transaction back (the connection goes back to the pool clean).
+func TestConfirmPurchases_KeyedOrdersLockedUntilTheirTransactionEnds(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 10)
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a second rollback is a no-op
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM tickets WHERE id = 2 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	members := []Purchase{
+		{TicketID: 1, OrderID: uuid.New(), BuyerID: "a", IdempotencyKey: "k"},
+		{TicketID: 2, OrderID: uuid.New(), BuyerID: "b", IdempotencyKey: "k"},
+		{TicketID: 3, OrderID: uuid.New(), BuyerID: "c"},
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.confirmPurchases(ctx, members)
+		done <- err
+	}()
+	inFlight := func(id uuid.UUID) bool {
+		t.Helper()
+		f, err := s.KeyedPurchaseInFlight(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !inFlight(members[0].OrderID) || !inFlight(members[1].OrderID) {
+		if time.Now().After(deadline) {
+			t.Fatal("a waiting batch's keyed orders must be locked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := s.Order(ctx, members[0].OrderID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("not committed yet: %v", err)
+	}
+	if inFlight(members[2].OrderID) || inFlight(uuid.New()) {
+		t.Fatal("a keyless member or an unknown id is not locked")
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members[:2] {
+		if inFlight(m.OrderID) {
+			t.Fatal("a committed batch's locks must be free")
+		}
+		if _, err := s.Order(ctx, m.OrderID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A keyed one-order refusal (a RAISE in the transaction) is rolled back.
+	refused := Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "d", IdempotencyKey: "k"}
+	var sold *SoldError
+	if _, _, err := s.Confirm(ctx, refused); !errors.As(err, &sold) || sold.OrderID != members[0].OrderID {
+		t.Fatalf("want sold to %s, got %v", members[0].OrderID, err)
+	}
+	if inFlight(refused.OrderID) {
+		t.Fatal("a refused purchase's lock must be free")
+	}
+	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 4, OrderID: uuid.New(), BuyerID: "d", IdempotencyKey: "k"}); err != nil {
+		t.Fatalf("after a refusal the store still confirms: %v", err)
+	}
+}

@@ -352,6 +352,20 @@ func (s *Store) Order(ctx context.Context, id uuid.UUID) (_ Order, err error) {
 	return o, err
 }
 
+// KeyedPurchaseInFlight says whether a keyed purchase of order id (a
+// derived id) may be committing now: its transaction holds the order's
+// advisory lock (withOrderLocks). A shared try-lock, released at once, so
+// lookups never wait for each other or for the purchase. False means any
+// purchase of that id has ended (committed or not): read the order again.
+func (s *Store) KeyedPurchaseInFlight(ctx context.Context, id uuid.UUID) (_ bool, err error) {
+	defer s.errs.Deferred("order", &err)
+	var free bool
+	if err := s.pool.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock_shared($1)`, orderLockKey(id)).Scan(&free); err != nil {
+		return false, fmt.Errorf("ask whether order %s is being confirmed: %w", id, err)
+	}
+	return !free, nil
+}
+
 // OrderByKey returns the buyer's order made with an idempotency key:
 // ErrNotFound if none, a *CancelledError if it was cancelled.
 func (s *Store) OrderByKey(ctx context.Context, buyerID, key string) (_ Order, err error) {
