@@ -10,10 +10,12 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
@@ -276,5 +278,75 @@ func TestWebhooks_PodsReportDelivery_OperatorWarnsOfAnEndpointFailingOverAMinute
 	})
 	if time.Since(since.Time) < WebhookFailingAfter {
 		t.Fatalf("the Warning came %s into the failing run, before %s", time.Since(since.Time), WebhookFailingAfter)
+	}
+}
+
+// urlSecretRef may name any Secret key of the namespace, including ones the
+// sale's author may not read (another sale's CA key, another team's
+// token-bearing URL). Whatever it holds, none of it is repeated in what
+// the author can read: the WebhooksReady condition, the sale's events, the
+// error the purchase pods report from the webhooks file.
+func TestWebhooks_URLSecretNeverEchoed_StatusEventsFile(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	createSale(t, ns, "victim")
+	ca := &corev1.Secret{}
+	testservers.Eventually(t, 10*time.Second, poll, "victim CA", func() error { return get(t, ns, "victim-ca", ca) })
+	// A piece of this key's own material: the end of its PEM body (its
+	// start is the same for every P-256 key).
+	lines := strings.Fields(string(ca.Data[specs.SecretKeyCAKey]))
+	if len(lines) < 8 || !strings.HasPrefix(lines[len(lines)-3], "-----END") {
+		t.Fatalf("ca.key is not PEM: %q", lines)
+	}
+	body := lines[len(lines)-4]
+	keyPiece := body[len(body)-16:]
+	const token = "T0AAA/B0BBB/s3cr3t-t0ken"
+	hook := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: ns},
+		StringData: map[string]string{"url": "https://hooks.example.com/services/" + token + "%zz"}}
+	if err := k8s.Create(ctx, hook); err != nil {
+		t.Fatal(err)
+	}
+	events := []salesv1alpha1.WebhookEvent{salesv1alpha1.EventOrderConfirmed}
+	sale := createSale(t, ns, "thief", func(s *salesv1alpha1.FlashSale) {
+		s.Spec.Delivery = &salesv1alpha1.DeliverySpec{Webhooks: []salesv1alpha1.WebhookSpec{
+			{Name: "key", URLSecretRef: ref("victim-ca", specs.SecretKeyCAKey), Events: events},
+			{Name: "token", URLSecretRef: ref("hook", "url"), Events: events},
+		}}
+	})
+	leaks := func(where, text string) {
+		t.Helper()
+		for _, secret := range []string{keyPiece, "PRIVATE KEY", "s3cr3t-t0ken", "%zz"} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s repeats the Secret (%q): %.300s", where, secret, text)
+			}
+		}
+	}
+	testservers.Eventually(t, 10*time.Second, poll, "WebhooksReady False for both", func() error {
+		c := meta.FindStatusCondition(saleNow(t, sale).Status.Conditions, salesv1alpha1.ConditionWebhooksReady)
+		if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "key:") || !strings.Contains(c.Message, "token:") {
+			return fmt.Errorf("%+v", c)
+		}
+		leaks("the WebhooksReady condition", c.Message)
+		return nil
+	})
+	f, err := webhooksFile(t, ns, "thief")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Webhooks) != 2 {
+		t.Fatalf("webhooks file: %+v", f)
+	}
+	for _, w := range f.Webhooks {
+		if w.Error == "" || w.URL != "" {
+			t.Errorf("webhook %s resolved: %+v", w.Name, w)
+		}
+		leaks("the webhooks file's error of "+w.Name, w.Error)
+	}
+	list := &eventsv1.EventList{}
+	if err := k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list.Items {
+		leaks("event "+e.Reason, e.Note)
 	}
 }

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"errors"
 	"net/url"
 	"strings"
 )
@@ -49,11 +50,16 @@ func IsWebhookSigningSecretKey(key string) bool {
 // CheckWebhookURL is the rule both sides apply to an endpoint's URL:
 // https, or http with insecureHTTP; a host; no user info (credentials in a
 // URL end up in logs). An empty answer means allowed.
+//
+// The answer is always one of a few fixed sentences, never a part of raw:
+// it reaches the FlashSale's status, its events and the pods' logs, and raw
+// is the value of whatever Secret key urlSecretRef names, which the person
+// who wrote the sale may not be allowed to read (docs/security.md).
 func CheckWebhookURL(raw string, insecureHTTP bool) string {
 	u, err := parseURL(raw)
 	switch {
 	case err != nil:
-		return "the URL does not parse: " + err.Error()
+		return urlParseProblem(err)
 	case u.Scheme == "http" && !insecureHTTP:
 		return "the URL is http://: use https://, or set insecureHTTP: true for an in-cluster receiver"
 	case u.Scheme != "https" && u.Scheme != "http":
@@ -67,3 +73,25 @@ func CheckWebhookURL(raw string, insecureHTTP bool) string {
 }
 
 func parseURL(raw string) (*url.URL, error) { return url.Parse(strings.TrimSpace(raw)) }
+
+// urlParseProblem says what kind of url.Parse error err is without its
+// text: a *url.Error quotes the whole input, and several of its inner
+// errors quote a part of it (an escape, a host's character, the port).
+func urlParseProblem(err error) string {
+	var escape url.EscapeError
+	var host url.InvalidHostError
+	msg := err.Error() // only matched, never returned
+	switch {
+	case errors.As(err, &escape):
+		return "the URL does not parse: it has an invalid %-escape"
+	case errors.As(err, &host):
+		return "the URL does not parse: its host has an invalid character"
+	case strings.Contains(msg, "invalid control character"):
+		return "the URL does not parse: it has a control character (a line break, a tab…)"
+	case strings.Contains(msg, "invalid port"):
+		return "the URL does not parse: its port is not a number"
+	case strings.Contains(msg, "missing protocol scheme"):
+		return "the URL does not parse: it has no scheme"
+	}
+	return "the URL does not parse"
+}
