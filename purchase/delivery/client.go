@@ -69,7 +69,8 @@ func newClient(rawURL, caPEM string, timeout time.Duration, workers int, conns *
 
 	proxyURL, err := httpproxy.FromEnvironment().ProxyFunc()(u)
 	if err != nil {
-		return nil, fmt.Errorf("proxy from the environment: %w", err)
+		// Not err: it quotes the whole proxy URL, credentials included.
+		return nil, errors.New("the proxy from the environment (HTTPS_PROXY, HTTP_PROXY) is not a valid URL")
 	}
 	// The roots verify the endpoint's certificate and, as net/http did, an
 	// https:// proxy's: a CA bundle, when given, replaces the system's.
@@ -193,7 +194,14 @@ func closedBeforeAnswer(err error) bool {
 // its timeout or ctx's deadline, whichever is first; a ctx cancelled
 // without a deadline does not end it (fasthttp has no context), but the
 // pod's stop does (connSet.close).
+//
+// Its error never names the endpoint (below, hideEndpoint).
 func (d *Deliverer) post(ctx context.Context, h *webhook, a DeliveryArgs) (outcome string, err error) {
+	defer func() {
+		if err != nil {
+			err = hideEndpoint(err, h.URL)
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return "timeout", fmt.Errorf("POST %s: timeout: %w", a.Webhook, err)
@@ -238,6 +246,80 @@ func (d *Deliverer) post(ctx context.Context, h *webhook, a DeliveryArgs) (outco
 	}
 	return "", nil
 }
+
+// hideEndpoint is err with every mention of the endpoint (rawURL, its
+// host:port, its host name) replaced by <endpoint> or <host>. The URL is a
+// Secret's value that the sale's author names but may not be allowed to
+// read (docs/security.md), and an attempt's error reaches status.delivery,
+// the operator's WebhookFailing event, River's job and the logs: a dial,
+// DNS, TLS or proxy error would otherwise repeat the host (a CONNECT's,
+// the URL itself). The webhook's name says which endpoint it was.
+func hideEndpoint(err error, rawURL string) error {
+	rawURL = strings.TrimSpace(rawURL)
+	u, perr := url.Parse(rawURL)
+	if perr != nil || rawURL == "" {
+		return err
+	}
+	msg := err.Error()
+	out := strings.ReplaceAll(msg, rawURL, "<endpoint>")
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	out = strings.ReplaceAll(out, net.JoinHostPort(u.Hostname(), port), "<endpoint>")
+	if u.Host != u.Hostname() { // an explicit port (or an IPv6 address)
+		out = strings.ReplaceAll(out, u.Host, "<endpoint>")
+	}
+	out = replaceName(out, u.Hostname(), "<host>")
+	if out == msg {
+		return err
+	}
+	return &hiddenEndpoint{msg: out, err: err}
+}
+
+// replaceName replaces each occurrence of name in s that is a whole host
+// name (not a part of a longer one).
+func replaceName(s, name, with string) string {
+	if name == "" {
+		return s
+	}
+	hostChar := func(c byte) bool {
+		return c == '.' || c == '-' || c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, name)
+		if i < 0 {
+			break
+		}
+		end := i + len(name)
+		// A trailing dot ends a sentence, not the name.
+		whole := (i == 0 || !hostChar(s[i-1])) &&
+			(end == len(s) || !hostChar(s[end]) || s[end] == '.' && (end+1 == len(s) || !hostChar(s[end+1])))
+		b.WriteString(s[:i])
+		if whole {
+			b.WriteString(with)
+		} else {
+			b.WriteString(name)
+		}
+		s = s[end:]
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+// hiddenEndpoint is an attempt's error with the endpoint taken out of its
+// text; errors.Is and As still see the original (isTimeout, the outcome).
+type hiddenEndpoint struct {
+	msg string
+	err error
+}
+
+func (e *hiddenEndpoint) Error() string { return e.msg }
+func (e *hiddenEndpoint) Unwrap() error { return e.err }
 
 // isTimeout: fasthttp's own timeouts (ErrTimeout has Timeout(); a dial's
 // and a TLS handshake's are plain errors) and the network's.

@@ -3,8 +3,10 @@ package delivery
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -162,7 +164,8 @@ func TestPost_TLS_DeliveredWithItsCA_RefusedWithoutOrForAnotherName(t *testing.T
 	// httptest's certificate names 127.0.0.1 and example.com, not localhost:
 	// the name is verified, not only the chain.
 	other := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
-	if outcome, err := postOnce(t, hookTo(t, other, caOf(srv), time.Second, nil)); err == nil || !strings.Contains(err.Error(), "localhost") {
+	var wrongName x509.HostnameError
+	if outcome, err := postOnce(t, hookTo(t, other, caOf(srv), time.Second, nil)); !errors.As(err, &wrongName) {
 		t.Fatalf("a certificate for another name must be refused: %q, %v", outcome, err)
 	}
 	if n := hits.Load(); n != 1 {
@@ -511,4 +514,53 @@ func TestPost_ProxyFromTheEnvironment(t *testing.T) {
 			t.Fatalf("NO_PROXY names the host, yet the proxy saw %v", got)
 		}
 	})
+}
+
+// An attempt's error never names the endpoint: its URL is a Secret's value
+// that the sale's author may not read, and the error reaches
+// status.delivery, the operator's event, River's job and the logs.
+func TestPost_ErrorsNeverNameTheEndpoint(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	_ = l.Close()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	for _, c := range []struct{ name, url, host string }{
+		{"connection refused", "http://" + closed + "/s3cr3t-path", closed},
+		{"a name that does not resolve", "http://s3cr3t-host.invalid:8080/x", "s3cr3t-host"},
+		{"a certificate for another name", strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/x", "localhost"},
+	} {
+		_, err := postOnce(t, hookTo(t, c.url, caOf(srv), time.Second, nil))
+		if err == nil {
+			t.Errorf("%s: delivered", c.name)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, c.host) || strings.Contains(msg, "s3cr3t") || !strings.Contains(msg, "POST w:") {
+			t.Errorf("%s: the error names the endpoint: %s", c.name, msg)
+		} else {
+			t.Logf("%s: %s", c.name, msg)
+		}
+	}
+}
+
+func TestHideEndpoint_WholeNamesOnly(t *testing.T) {
+	for _, c := range []struct{ url, in, want string }{
+		{"https://hooks.example.com/x", "lookup hooks.example.com: no such host", "lookup <host>: no such host"},
+		{"https://hooks.example.com/x", "dial tcp hooks.example.com:443: refused", "dial tcp <endpoint>: refused"},
+		{"https://a.example/x", "x509: certificate is valid for b.a.example, not a.example.", "x509: certificate is valid for b.a.example, not <host>."},
+		{"http://orders:8080/x", "POST orders: dial tcp orders:8080: refused", "POST <host>: dial tcp <endpoint>: refused"},
+		{"https://[::1]:8443/x", "dial tcp [::1]:8443: refused", "dial tcp <endpoint>: refused"},
+		{"https://h.example/p?q", "Post \"https://h.example/p?q\": EOF", "Post \"<endpoint>\": EOF"},
+	} {
+		if got := hideEndpoint(errors.New(c.in), c.url).Error(); got != c.want {
+			t.Errorf("%s in %q: got %q, want %q", c.url, c.in, got, c.want)
+		}
+	}
+	inner := fmt.Errorf("dial: %w", io.EOF)
+	if err := hideEndpoint(inner, "https://h.example/"); !errors.Is(err, io.EOF) {
+		t.Errorf("the original is no longer seen through it: %v", err)
+	}
 }
