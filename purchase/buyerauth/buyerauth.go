@@ -343,21 +343,32 @@ func readFile(name string) ([]byte, error) {
 // signature keys. Private keys are refused outright (a Secret holding the
 // signing key is a mistake worth stopping), symmetric ones and those
 // marked for encryption are skipped.
+//
+// Its errors name a key by its place in the document, never by any of the
+// document's text (a kid, a field's value): jwksSecretRef may name any
+// Secret key of the namespace, and the errors reach the pod's logs
+// (docs/security.md, Who is out there).
 func parseKeySet(raw []byte) (*keySet, error) {
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(raw, &set); err != nil {
-		return nil, fmt.Errorf("not a JWKS document: %w", err)
+		// Not err's text: go-jose's quote a key's kty or crv, and
+		// encoding/json's type errors a number's digits.
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			return nil, fmt.Errorf("not a JWKS document: not JSON (at byte %d)", syntax.Offset)
+		}
+		return nil, errors.New(`not a JWKS document: not {"keys": [...]}, or a key in it is not a JSON Web Key`)
 	}
 	ks := &keySet{raw: raw, keys: make(map[string]jose.JSONWebKey, len(set.Keys))}
-	for _, k := range set.Keys {
+	for i, k := range set.Keys {
 		switch {
 		case !k.IsPublic():
-			return nil, fmt.Errorf("key %q is a private or symmetric key: publish only public keys", k.KeyID)
+			return nil, fmt.Errorf("key %d of %d is a private or symmetric key: publish only public keys", i+1, len(set.Keys))
 		case k.Use != "" && k.Use != "sig":
 			continue
 		}
 		if _, dup := ks.keys[k.KeyID]; dup {
-			return nil, fmt.Errorf("kid %q appears twice", k.KeyID)
+			return nil, fmt.Errorf("key %d of %d has the kid of an earlier key", i+1, len(set.Keys))
 		}
 		ks.keys[k.KeyID] = k
 	}

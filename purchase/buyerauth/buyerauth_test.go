@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,6 +214,37 @@ func TestNew_RefusesBadFiles(t *testing.T) {
 	}
 	if _, err := buyerauth.New(filepath.Join(dir, "missing"), settings, quiet); err == nil {
 		t.Error("New accepted a missing file")
+	}
+}
+
+// jwksSecretRef may name any Secret key of the namespace: a file refused
+// is described without any of its text (it reaches the pod's logs).
+func TestNew_RefusalNamesNothingOfTheFile(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "s3cr3tvalue"
+	private := string(buyerauthtest.NewKey(secret).PrivateJWK())
+	pub := string(buyerauthtest.JWKS(buyerauthtest.NewKey(secret)))
+	for name, content := range map[string]string{
+		"a PEM key":             "-----BEGIN PRIVATE KEY-----\n" + secret + "\n-----END PRIVATE KEY-----\n",
+		"a private key's kid":   `{"keys":[` + private + `]}`,
+		"a kty":                 `{"keys":[{"kty":"` + secret + `","kid":"a"}]}`,
+		"a curve":               `{"keys":[{"kty":"EC","crv":"` + secret + `","x":"AA","y":"AA"}]}`,
+		"a number":              `{"keys":` + "12345678901" + `}`,
+		"a kid twice":           strings.Replace(pub, `]}`, ","+strings.TrimSuffix(strings.TrimPrefix(pub, `{"keys":[`), `]}`)+`]}`, 1),
+		"a symmetric key's kid": `{"keys":[{"kty":"oct","kid":"` + secret + `","k":"c2VjcmV0"}]}`,
+	} {
+		file := filepath.Join(dir, "jwks.json")
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := buyerauth.New(file, settings, quiet)
+		if err == nil {
+			t.Errorf("%s: New accepted it", name)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, secret) || strings.Contains(msg, "12345678901") || strings.Contains(msg, "BEGIN") {
+			t.Errorf("%s: the error repeats the file: %s", name, msg)
+		}
 	}
 }
 

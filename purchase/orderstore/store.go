@@ -135,7 +135,9 @@ func OpenInSchema(ctx context.Context, url, schema string, opts ...Option) (*Sto
 	s := &Store{schema: schema, metrics: newBatchMetrics(), errs: newErrors()}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("parse database url: %w", err)
+		// Not err: pgx quotes the URL (its password redacted at best),
+		// and the URL is whatever Secret key spec.postgres.external names.
+		return nil, errors.New("the database URL does not parse (its text is not repeated: it may hold a password)")
 	}
 	if schema != "" {
 		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,5 +177,24 @@ func TestConfirm_OutOfTime_CancelledOnTheServerAtItsDeadline(t *testing.T) {
 	}
 	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "next"}); err != nil {
 		t.Fatalf("the next purchase of the seat: %v", err)
+	}
+}
+
+// The database URL is a Secret's value (spec.postgres.external may name
+// any key of the namespace): a URL that does not parse is refused without
+// any of its text, which would reach the pod's log.
+func TestOpen_BadURLNotRepeated(t *testing.T) {
+	for _, url := range []string{
+		"postgres://fluxorder:pw@db.example:s3cr3t/sale",
+		"-----BEGIN PRIVATE KEY-----\ns3cr3t\n-----END PRIVATE KEY-----\n",
+		"host=db port=s3cr3t",
+	} {
+		_, err := Open(context.Background(), url)
+		if err == nil {
+			t.Fatalf("%q opened", url)
+		}
+		if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "BEGIN") {
+			t.Errorf("the error repeats the URL: %v", err)
+		}
 	}
 }
