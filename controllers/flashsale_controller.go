@@ -73,21 +73,30 @@ type FlashSaleReconciler struct {
 	warned sync.Map
 }
 
+// The verbs are exactly what the code calls (docs/security.md, A
+// least-privilege operator): owned objects are server-side applied (patch;
+// create when the apply makes them), read from the cache (get, list,
+// watch), and deleted only when an optional one is no longer wanted
+// (reconcileObject: policies, the Postgres ConfigMap, Services, workloads,
+// HPA, PDB, Ingress); the rest go with the sale by garbage collection,
+// which needs no verb of ours. update: only Secrets (generated and renewed
+// with Update), flashsales/finalizers (an owner reference that blocks the
+// owner's deletion), and Leases, which the purchase pods' Role grants (RBAC
+// lets a Role grant only what its creator holds) and leader election uses.
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/status,verbs=get;patch
 // +kubebuilder:rbac:groups=sales.fluxorder.io,resources=flashsales/finalizers,verbs=update
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies;ingresses,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // The metrics endpoint's authentication and authorization filter:
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create

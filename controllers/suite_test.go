@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -33,10 +34,12 @@ import (
 // controller-manager: nothing makes pods or garbage-collects; tests patch
 // workload status themselves).
 var (
-	cfg     *rest.Config
-	testEnv *envtest.Environment // for AddUser: identities with only the rights a test grants
-	scheme  *k8sruntime.Scheme
-	k8s     client.Client
+	cfg *rest.Config
+	// managerCfg is the manager's identity: only its generated role.
+	managerCfg *rest.Config
+	testEnv    *envtest.Environment // for AddUser: identities with only the rights a test grants
+	scheme     *k8sruntime.Scheme
+	k8s        client.Client
 	// stopManager stops the running manager and returns once it has stopped.
 	stopManager = func() {}
 	testClock   atomic.Pointer[time.Time] // nil: the real clock
@@ -81,6 +84,10 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "FAIL:", err)
 			return 1
 		}
+		if managerCfg, err = managerIdentity(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: the manager's identity:", err)
+			return 1
+		}
 		if err := startManager(testOpts); err != nil {
 			fmt.Fprintln(os.Stderr, "FAIL:", err)
 			return 1
@@ -93,7 +100,7 @@ func TestMain(m *testing.M) {
 // startManager runs the operator, as `flux-order manager` with opts as its
 // image flags would.
 func startManager(opts specs.Options) error {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: CacheOptions(nil), Metrics: metricsserver.Options{BindAddress: "0"},
+	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{Scheme: scheme, Cache: CacheOptions(nil), Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 	if err != nil {
 		return err
@@ -121,6 +128,35 @@ func startManager(opts specs.Options) error {
 	}()
 	stopManager = func() { cancel(); <-done }
 	return nil
+}
+
+// managerIdentity is a user holding exactly the manager's generated role
+// (config/rbac/role.yaml, the chart's too) cluster-wide, as the chart binds
+// it: every controller test then proves that the role is enough, and a
+// call the markers do not grant fails the tests, not a cluster.
+func managerIdentity() (*rest.Config, error) {
+	raw, err := os.ReadFile(filepath.Join("..", "config", "rbac", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(raw, role); err != nil {
+		return nil, err
+	}
+	const user = "flux-order-manager"
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}}}
+	for _, o := range []client.Object{role, binding} {
+		if err := k8s.Create(context.Background(), o); err != nil {
+			return nil, err
+		}
+	}
+	u, err := testEnv.AddUser(envtest.User{Name: user}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.Config(), nil
 }
 
 // restartManager replaces the running manager by one with opts (an
