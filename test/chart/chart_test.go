@@ -354,6 +354,11 @@ func TestLeaderElectionRole(t *testing.T) {
 		if !strings.Contains(g, "leases:") && !strings.Contains(g, "events:") {
 			t.Errorf("leader-election Role grants more than leases and events: %s", g)
 		}
+		// client-go's Lease lock gets, creates and updates; nothing else.
+		if strings.HasPrefix(g, "coordination.k8s.io/leases:") && !strings.HasSuffix(g, ":get") &&
+			!strings.HasSuffix(g, ":create") && !strings.HasSuffix(g, ":update") {
+			t.Errorf("leader-election Role grants more on Leases than the lock uses: %s", g)
+		}
 	}
 }
 
