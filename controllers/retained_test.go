@@ -3,12 +3,14 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
 	"github.com/flux-order/flux-order/controllers/specs"
@@ -34,6 +36,32 @@ func TestReclaimPolicy_RetainKeepsCredentialsWithTheVolume_ReCreatedSaleReusesTh
 	if p := sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted; p != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
 		t.Fatalf("with Retain the volume must stay: %s", p)
 	}
+	// Exactly the Secrets docs/operations.md lists as kept are ownerless;
+	// the others go with the sale.
+	testservers.Eventually(t, 10*time.Second, poll, "kept and owned Secrets", func() error {
+		list := &corev1.SecretList{}
+		if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var kept, owned []string
+		for _, s := range list.Items {
+			switch {
+			case len(s.OwnerReferences) == 0 && s.Labels[specs.RetainedLabel] == "true":
+				kept = append(kept, s.Name)
+			case len(s.OwnerReferences) == 1 && s.Labels[specs.RetainedLabel] == "":
+				owned = append(owned, s.Name)
+			default:
+				return fmt.Errorf("%s: owners %v, labels %v", s.Name, s.OwnerReferences, s.Labels)
+			}
+		}
+		slices.Sort(kept)
+		slices.Sort(owned)
+		wantKept := []string{"keep-ca", "keep-postgres", "keep-postgres-admin", "keep-sale", "keep-tls"}
+		if !slices.Equal(kept, wantKept) || !slices.Equal(owned, []string{"keep-redis", "keep-webhooks"}) {
+			return fmt.Errorf("kept %v (want %v), owned %v", kept, wantKept, owned)
+		}
+		return nil
+	})
 	password := string(secret.Data["password"])
 
 	// Deleted and re-created with the same name: the same credentials.
