@@ -152,7 +152,10 @@ func managerIdentity() (*rest.Config, error) {
 			return nil, err
 		}
 	}
-	u, err := testEnv.AddUser(envtest.User{Name: user}, nil)
+	// The admin's client limits (envtest's, QPS 1000): with client-go's
+	// defaults a restarted manager, which reconciles every sale the suite
+	// has made, would be throttled past the tests' waits.
+	u, err := testEnv.AddUser(envtest.User{Name: user}, &rest.Config{QPS: cfg.QPS, Burst: cfg.Burst})
 	if err != nil {
 		return nil, err
 	}
