@@ -19,6 +19,7 @@ type Locks interface {
 	Peek(ctx context.Context, id int64) (seatlock.Result, bool, error)
 	MarkSold(ctx context.Context, id int64, orderID string) error
 	PutHold(ctx context.Context, id int64, token, holdID string, until time.Time) error
+	ExpireHold(ctx context.Context, id int64, token, holdID string, until time.Time) error
 	Release(ctx context.Context, id int64, token string) (bool, error)
 	Refill(ctx context.Context, ids []int64) error
 	Unsell(ctx context.Context, seats []seatlock.SoldSeat) (int, error)

@@ -130,14 +130,17 @@ func (s *Service) fenceHold(ctx context.Context, id int64, holdID uuid.UUID, tok
 }
 
 // keepHoldMarker makes the seat's marker of hold holdID (this attempt's
-// token) expire when the hold does in Postgres: PutHold, PXAT until, or a
-// release if that is past. A failure costs time, never a double sale: the
-// seat stays refused by Redis until the marker's own PX runs out.
+// token) expire when the hold does in Postgres: ExpireHold, PXAT until, or
+// a release if that is past. A marker gone meanwhile stays gone (the
+// buyer released the hold between the replay's read and this: writing it
+// again would refuse the free seat until the hold's old expiry). A failure
+// costs time, never a double sale: the seat stays refused by Redis until
+// the marker's own PX runs out.
 func (s *Service) keepHoldMarker(id int64, holdID uuid.UUID, until time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
 	defer cancel()
 	token := seatlock.HoldToken(holdID.String())
-	if err := s.locks.PutHold(ctx, id, token, holdID.String(), until); err != nil {
+	if err := s.locks.ExpireHold(ctx, id, token, holdID.String(), until); err != nil {
 		s.log.Warn("could not set a hold's marker to the hold's expiry in redis", "ticket", id, "err", err)
 	}
 }

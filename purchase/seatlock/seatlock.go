@@ -243,6 +243,40 @@ func (l *Locks) PutHold(ctx context.Context, id int64, token, holdID string, unt
 	return nil
 }
 
+// expireHoldScript makes our own marker expire at a given time; a marker
+// that is gone (released, or lost with Redis's data) or another's is left
+// as it is.
+var expireHoldScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+  return 1
+end
+return 0`)
+
+// ExpireHold makes the marker token that this attempt wrote on seat id (a
+// keyed hold's retry: its SET NX PX lasts the whole hold TTL from the
+// retry) expire when hold holdID does, or releases it if that is past. It
+// never writes a marker that is gone: the hold was released meanwhile, and
+// putting it back would refuse a free seat until the hold's old expiry
+// (PutHold, which does write one, is for a hold Postgres still holds and
+// Redis forgot). Running it twice is running it once: retried once.
+func (l *Locks) ExpireHold(ctx context.Context, id int64, token, holdID string, until time.Time) error {
+	if !until.After(time.Now()) {
+		if _, err := l.Release(ctx, id, token); err != nil {
+			return fmt.Errorf("end hold %s's marker: %w", holdID, err)
+		}
+		return nil
+	}
+	_, err := retryOnce(ctx, func() (int, error) {
+		return expireHoldScript.Run(ctx, l.rdb, []string{l.key(id)}, token, until.UnixMilli()).Int()
+	})
+	l.errs.Observe("put_hold", err)
+	if err != nil {
+		return fmt.Errorf("end hold %s's marker on seat %d: %w", holdID, id, err)
+	}
+	return nil
+}
+
 // takeAnyScript pops random seats from the pool until one can be locked.
 // Popped seats that are held or sold leave the pool: a held seat comes back
 // through Release if its buyer fails.

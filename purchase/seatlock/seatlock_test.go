@@ -146,6 +146,46 @@ func TestHoldMarker_OnHoldExpiresAndIsPutBack(t *testing.T) {
 	}
 }
 
+// ExpireHold re-expires only the marker the attempt wrote: a marker gone
+// meanwhile (the hold released between a keyed retry's replay and this)
+// is not written again, which would refuse the free seat until the
+// hold's old expiry; another's marker is left alone.
+func TestExpireHold_OwnMarkerOnly_NeverWritesOne(t *testing.T) {
+	ctx := context.Background()
+	l := newLocks(t, "expire", 5*time.Second)
+	tok := HoldToken("h1")
+	if r, err := l.AcquireFor(ctx, 1, tok, time.Minute); err != nil || r.State != Acquired {
+		t.Fatalf("hold: %+v %v", r, err)
+	}
+	if err := l.ExpireHold(ctx, 1, tok, "h1", time.Now().Add(200*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := l.Acquire(ctx, 1, "buyer"); r.State != OnHold {
+		t.Fatalf("the marker must still hold the seat: %+v", r)
+	}
+	time.Sleep(300 * time.Millisecond) // the new expiry, not the minute
+	if r, _ := l.Acquire(ctx, 1, "buyer"); r.State != Acquired {
+		t.Fatalf("the marker must end with the hold: %+v", r)
+	}
+	// Released meanwhile: nothing is written.
+	if err := l.ExpireHold(ctx, 2, tok, "h1", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := l.Peek(ctx, 2); ok {
+		t.Fatal("a released hold's marker was written again")
+	}
+	// Another buyer's lock stays as it is.
+	if r, _ := l.Acquire(ctx, 3, "other"); r.State != Acquired {
+		t.Fatal(r)
+	}
+	if err := l.ExpireHold(ctx, 3, tok, "h1", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if r, _, _ := l.Peek(ctx, 3); r.State == OnHold {
+		t.Fatalf("another's lock became a hold marker: %+v", r)
+	}
+}
+
 // Unsell removes a cancelled order's marker, and an owner-less "sold:"
 // (written when a fence refusal raced the cancellation: it names no order,
 // so it would otherwise refuse the free seat forever), never another
