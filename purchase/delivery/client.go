@@ -261,7 +261,22 @@ func hideEndpoint(err error, rawURL string) error {
 		return err
 	}
 	msg := err.Error()
-	out := strings.ReplaceAll(msg, rawURL, "<endpoint>")
+	out := msg
+	// What the name resolved to, and the names a certificate was for
+	// (or the authority it was not signed by), say as much as the name.
+	var op *net.OpError
+	if errors.As(err, &op) && op.Addr != nil {
+		out = strings.ReplaceAll(out, op.Addr.String(), "<endpoint>")
+	}
+	var wrongName x509.HostnameError
+	if errors.As(err, &wrongName) {
+		out = strings.ReplaceAll(out, wrongName.Error(), "x509: the certificate is not valid for <host>")
+	}
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) {
+		out = strings.ReplaceAll(out, unknownCA.Error(), "x509: certificate signed by unknown authority")
+	}
+	out = strings.ReplaceAll(out, rawURL, "<endpoint>")
 	port := u.Port()
 	if port == "" {
 		port = "80"

@@ -532,6 +532,10 @@ func TestPost_ErrorsNeverNameTheEndpoint(t *testing.T) {
 		{"connection refused", "http://" + closed + "/s3cr3t-path", closed},
 		{"a name that does not resolve", "http://s3cr3t-host.invalid:8080/x", "s3cr3t-host"},
 		{"a certificate for another name", strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/x", "localhost"},
+		// By name: the dial's error carries the address the name resolved
+		// to, and the certificate's own names (httptest's: example.com).
+		{"refused, by name", "http://" + strings.Replace(closed, "127.0.0.1", "localhost", 1) + "/x", "127.0.0.1"},
+		{"the certificate's names", strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/x", "example.com"},
 	} {
 		_, err := postOnce(t, hookTo(t, c.url, caOf(srv), time.Second, nil))
 		if err == nil {
