@@ -43,9 +43,12 @@ const (
 	// path, and every member waits for the slowest.
 	MaxBatchWindow = 5 * time.Millisecond
 	// MaxBatchMax bounds Max: each keyed member takes two advisory locks
-	// (its order id's and its key's), and PostgreSQL's shared lock table is
-	// sized for about 64 locks per connection.
-	MaxBatchMax = 256
+	// (its order id's and its key's), which never take PostgreSQL's fast
+	// path, and its shared lock table holds max_locks_per_transaction (64)
+	// × max_connections (100) = 6,400 locks. At 128, a pod's flushers (4 ×
+	// 256 locks) times the pods that fit in max_connections (6 × 16 pooled
+	// connections) stay under it; at 256 they did not.
+	MaxBatchMax = 128
 	// batchTimeout bounds a batch whose members have no deadline.
 	batchTimeout = 5 * time.Second
 	// minStatementTime: a member with less time left is not sent (it

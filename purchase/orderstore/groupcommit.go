@@ -168,7 +168,8 @@ func orderLockKey(id uuid.UUID) int64 {
 // one round trip (PostgreSQL runs them in order, so st runs with the locks
 // granted), and COMMIT is sent only once st's answer is back and only
 // before ctx's deadline (the statement's, its members' earliest: after it,
-// a member may have been answered 503 naming its order). So a keyed order
+// a member may have been answered 503 naming its order); a COMMIT sent in
+// time may end after it, its locks held until then. So a keyed order
 // commits only while its lock is held, and a transaction that has not
 // taken it yet never commits once its members were answered:
 // GET /v1/orders/{id} of a derived id, which carries no time to settle by,
