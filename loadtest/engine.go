@@ -41,11 +41,15 @@ type Result struct {
 	Created []Order
 }
 
+// StoppedBySoldOut is Summary.StoppedBy of a load that stopped because
+// the sale sold out (UntilSoldOut).
+const StoppedBySoldOut = "sold-out"
+
 // Why a test stopped.
 const (
 	stopDuration    = "duration"
 	stopRequests    = "requests"
-	stopSoldOut     = "sold-out"
+	stopSoldOut     = StoppedBySoldOut
 	stopInterrupted = "interrupted"
 )
 
@@ -67,6 +71,8 @@ type engine struct {
 	stopOnce   sync.Once
 	stopReason string
 	conns      atomic.Int64
+	// lastCreated is when the latest 201 arrived, in ns from start.
+	lastCreated atomic.Int64
 
 	stats    [numOutcomes]histogram
 	examples [numOutcomes]atomic.Pointer[string]
@@ -425,6 +431,7 @@ func (w *worker) send(k, seat, buyer int64, start time.Time) (o Outcome, status 
 	switch o {
 	case Created:
 		w.created = append(w.created, decodeOrder(body))
+		e.noteCreated()
 	case SoldOut:
 		if e.cfg.UntilSoldOut {
 			e.halt(stopSoldOut)
@@ -433,6 +440,17 @@ func (w *worker) send(k, seat, buyer int64, start time.Time) (o Outcome, status 
 		e.example(o, status, body, err)
 	}
 	return o, status, body, true
+}
+
+// noteCreated moves lastCreated to now if now is later.
+func (e *engine) noteCreated() {
+	at := int64(time.Since(e.start))
+	for {
+		last := e.lastCreated.Load()
+		if at <= last || e.lastCreated.CompareAndSwap(last, at) {
+			return
+		}
+	}
 }
 
 // pause waits d, or until the test stops (false); a buyer's think time or

@@ -312,6 +312,35 @@ func TestRun_SellOutUntilSoldOut_AsksAvailability(t *testing.T) {
 	}
 }
 
+// A sell-out's summary says when its last 201 came: the sale's own length,
+// without the up to 200 ms the load takes to notice the sale sold out.
+func TestRun_SellOut_LastCreatedIsTheLastOrder(t *testing.T) {
+	var sale *fakeSale
+	var lastOrder atomic.Int64 // ns since the test's start
+	start := time.Now()
+	sale = newFakeSale(t, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n > 10 {
+			problem(w, 409, "ticket_sold")
+			return
+		}
+		created(w, n)
+		lastOrder.Store(int64(time.Since(start)))
+		if n == 10 {
+			sale.tickets.Store(10) // availability says sold out from now on
+		}
+	})
+	cfg := testConfig(sale.URL)
+	cfg.Scenario, cfg.Seats, cfg.UntilSoldOut, cfg.Requests, cfg.Duration = SellOut, 10, true, 0, time.Minute
+	s := run(t, cfg)
+	if s.StoppedBy != StoppedBySoldOut || s.Count(Created) != 10 {
+		t.Fatalf("stopped by %s with %d orders, want sold-out with 10", s.StoppedBy, s.Count(Created))
+	}
+	last := time.Duration(lastOrder.Load()).Seconds()
+	if s.LastCreatedSeconds <= 0 || s.LastCreatedSeconds < last-0.05 || s.LastCreatedSeconds > s.DurationSeconds {
+		t.Fatalf("last 201 at %.3f s of %.3f s; the server answered its last order at %.3f s", s.LastCreatedSeconds, s.DurationSeconds, last)
+	}
+}
+
 func TestRun_Interrupt_StopsAndSaysSo(t *testing.T) {
 	sale := newFakeSale(t, nil)
 	cfg := testConfig(sale.URL)

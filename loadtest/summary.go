@@ -13,17 +13,21 @@ import (
 
 // Summary is a finished test, for people (WriteText) and machines (JSON).
 type Summary struct {
-	URL               string  `json:"url"`
-	Scenario          string  `json:"scenario"`
-	Model             string  `json:"model"` // "closed" or "open"
-	Concurrency       int     `json:"concurrency"`
-	Rate              float64 `json:"rate,omitempty"` // scheduled requests/s (open model)
-	Seats             int64   `json:"seats,omitempty"`
-	StoppedBy         string  `json:"stoppedBy"` // duration, requests, sold-out or interrupted
-	Requests          int64   `json:"requests"`
-	DurationSeconds   float64 `json:"durationSeconds"`
-	RequestsPerSecond float64 `json:"requestsPerSecond"`
-	Connections       int64   `json:"connections"` // opened; keep-alive keeps it near concurrency
+	URL             string  `json:"url"`
+	Scenario        string  `json:"scenario"`
+	Model           string  `json:"model"` // "closed" or "open"
+	Concurrency     int     `json:"concurrency"`
+	Rate            float64 `json:"rate,omitempty"` // scheduled requests/s (open model)
+	Seats           int64   `json:"seats,omitempty"`
+	StoppedBy       string  `json:"stoppedBy"` // duration, requests, sold-out or interrupted
+	Requests        int64   `json:"requests"`
+	DurationSeconds float64 `json:"durationSeconds"`
+	// LastCreatedSeconds is when the last 201 arrived, from the start: a
+	// sell-out's length without the delay of noticing it sold out (the
+	// availability is asked every 200 ms), which DurationSeconds includes.
+	LastCreatedSeconds float64 `json:"lastCreatedSeconds,omitempty"`
+	RequestsPerSecond  float64 `json:"requestsPerSecond"`
+	Connections        int64   `json:"connections"` // opened; keep-alive keeps it near concurrency
 	// The client's own CPU (user + system) and its share of wall time ×
 	// cores: near 100% means the client, not the server, set the pace.
 	ClientCPUSeconds float64 `json:"clientCpuSeconds"`
@@ -69,15 +73,16 @@ func (s Summary) Interrupted() bool { return s.StoppedBy == stopInterrupted }
 
 func (e *engine) summary(elapsed, cpu time.Duration) Summary {
 	s := Summary{
-		URL:             e.t.base,
-		Scenario:        string(e.cfg.Scenario),
-		Model:           "closed",
-		Concurrency:     e.cfg.Concurrency,
-		StoppedBy:       e.stopReason,
-		DurationSeconds: elapsed.Seconds(),
-		Connections:     e.conns.Load(),
-		Cores:           runtime.NumCPU(),
-		Outcomes:        make(map[string]OutcomeSummary, numOutcomes),
+		URL:                e.t.base,
+		Scenario:           string(e.cfg.Scenario),
+		Model:              "closed",
+		Concurrency:        e.cfg.Concurrency,
+		StoppedBy:          e.stopReason,
+		DurationSeconds:    elapsed.Seconds(),
+		LastCreatedSeconds: time.Duration(e.lastCreated.Load()).Seconds(),
+		Connections:        e.conns.Load(),
+		Cores:              runtime.NumCPU(),
+		Outcomes:           make(map[string]OutcomeSummary, numOutcomes),
 	}
 	if e.open {
 		s.Model, s.Rate = "open", e.cfg.Rate

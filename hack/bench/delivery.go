@@ -51,6 +51,9 @@ type deliveryRun struct {
 	// and Redis together, and the receiver apart.
 	serverCPU, receiverCPU float64
 	podCPU, pgCPU          float64 // the pod's and PostgreSQL's shares of serverCPU
+	// batch is the pod's mean purchase batch: PostgreSQL's CPU per order
+	// falls steeply as batches grow, and a busier machine makes them grow.
+	batch float64
 }
 
 func (b *bench) delivery(ctx context.Context) error {
@@ -96,9 +99,9 @@ func (b *bench) delivery(ctx context.Context) error {
 		cpuOff, cpuOn, cpuRecv = append(cpuOff, o.serverCPU), append(cpuOn, n.serverCPU), append(cpuRecv, n.receiverCPU)
 		dups += n.recv.Duplicates + d.recv.Duplicates
 		fmt.Fprintf(os.Stderr, "bench: delivery run %d: off %.0f orders/s; on %.0f orders/s (%.2f ×), lag p50 %.3f s p99 %.3f s max %.3f s; "+
-			"CPU per order (pod + PostgreSQL + Redis) %.0f µs off (pod %.0f, PostgreSQL %.0f), %.0f µs on (pod %.0f, PostgreSQL %.0f), receiver %.0f µs; drain: %s outage, %d orders pending at recovery, %d delivered in %.1f s after it = %.0f events/s against the sale's %.0f orders/s (%.2f ×)\n",
+			"CPU per order (pod + PostgreSQL + Redis) %.0f µs off (pod %.0f, PostgreSQL %.0f, mean batch %.1f), %.0f µs on (pod %.0f, PostgreSQL %.0f, mean batch %.1f), receiver %.0f µs; drain: %s outage, %d orders pending at recovery, %d delivered in %.1f s after it = %.0f events/s against the sale's %.0f orders/s (%.2f ×)\n",
 			i+1, o.rate, n.rate, n.rate/o.rate, n.recv.Lag.P50, n.recv.Lag.P99, n.recv.Lag.Max,
-			o.serverCPU, o.podCPU, o.pgCPU, n.serverCPU, n.podCPU, n.pgCPU, n.receiverCPU, fail, d.backlog, d.recv.Orders, float64(d.recv.Orders)/d.drainRate, d.drainRate, d.rate, d.drainRate/d.rate)
+			o.serverCPU, o.podCPU, o.pgCPU, o.batch, n.serverCPU, n.podCPU, n.pgCPU, n.batch, n.receiverCPU, fail, d.backlog, d.recv.Orders, float64(d.recv.Orders)/d.drainRate, d.drainRate, d.rate, d.drainRate/d.rate)
 	}
 	offS, onS := statOf(off), statOf(on)
 	seats := *deliverySeats
@@ -227,7 +230,7 @@ func (b *bench) deliverySellOut(ctx context.Context, mode string, failFor time.D
 		sampler.stop()
 		return deliveryRun{}, err
 	}
-	out := deliveryRun{orders: len(res.Created), seconds: res.Summary.DurationSeconds}
+	out := deliveryRun{orders: len(res.Created), seconds: sellingSeconds(res.Summary)}
 	out.rate = float64(out.orders) / out.seconds
 	if recv == nil {
 		out.serverCPU, _ = cpu(out.orders)
@@ -239,6 +242,9 @@ func (b *bench) deliverySellOut(ctx context.Context, mode string, failFor time.D
 		}
 	}
 	out.podCPU, out.pgCPU = podCPU, pgCPU
+	if sum, n, err := histogramSum("http://"+metrics+"/metrics", "flux_order_confirm_batch_size", `kind="purchase"`); err == nil && n > 0 {
+		out.batch = sum / n
+	}
 	report := auditor.Check(ctx, res.Created, func(ctx context.Context) (loadtest.Availability, error) {
 		return loadtest.FetchAvailability(ctx, loadtest.Config{URL: p.url})
 	}, true)
