@@ -412,6 +412,10 @@ func (b *bench) sellOutRows(ctx context.Context) error {
 		run++
 		r, err := b.sellOut(ctx, "flux-order", nil, run == 1 && *profile != "")
 		batchSum, batchCount, p99s = batchSum+r.batchSum, batchCount+r.batchCount, append(p99s, r.p99)
+		if err == nil && r.batchCount > 0 {
+			fmt.Fprintf(os.Stderr, "bench: sell-out run %d (%s): %.0f orders/s, p99 of a 201 %.1f ms, mean batch %.1f\n",
+				run, time.Now().UTC().Format("15:04:05"), r.orders, r.p99, r.batchSum/r.batchCount)
+		}
 		return r.orders, err
 	})
 	if err != nil {
