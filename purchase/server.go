@@ -110,6 +110,22 @@ func (l slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
 
+// warnClockSkew logs a warning when this pod's clock runs ahead of
+// PostgreSQL's by half of orderstore.CommitSkewMargin or more: from the
+// whole margin, a keyed order could commit after its buyer was answered
+// 503 and GET /v1/orders/{id} had answered its 404 (docs/purchase.md).
+func warnClockSkew(ctx context.Context, store *orderstore.Store, log *slog.Logger) {
+	off, unc, err := store.ClockOffset(ctx)
+	switch {
+	case err != nil:
+		log.Warn("could not compare this pod's clock with the database's", "err", err)
+	case -off-unc >= orderstore.CommitSkewMargin/2:
+		log.Warn("this pod's clock runs ahead of the database's: keep the cluster's clocks synchronised (NTP)",
+			"ahead", (-off).Round(time.Millisecond), "uncertainty", unc.Round(time.Millisecond),
+			"margin", orderstore.CommitSkewMargin)
+	}
+}
+
 // Start connects to the sale's dependencies, migrates and seeds the
 // database, and returns a ready Service. It waits for Postgres (a sale's pods
 // usually start before its database is ready) until ctx ends.
@@ -146,6 +162,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 		store.Close()
 		return nil, nil, fmt.Errorf("seed %d tickets: %w", cfg.Tickets, err)
 	}
+	warnClockSkew(ctx, store, log)
 	redis.SetLogger(slogRedisLogger{log})
 	rdb, err := NewRedis(cfg)
 	if err != nil {

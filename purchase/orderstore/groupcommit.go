@@ -162,23 +162,36 @@ func orderLockKey(id uuid.UUID) int64 {
 	return int64(binary.BigEndian.Uint64(id[:8]) ^ binary.BigEndian.Uint64(id[8:]))
 }
 
+// CommitSkewMargin is how far ahead of PostgreSQL's clock a pod's may run
+// without a keyed order ever committing after its buyer was answered 503
+// (withOrderLocks): PostgreSQL refuses the commit from the statement's
+// deadline less this margin, by its own clock. Clocks of one cluster
+// (NTP) agree within milliseconds; the pod measures the offset at start
+// (ClockOffset) and warns from half the margin.
+const CommitSkewMargin = time.Second
+
 // withOrderLocks runs st for ps. When a member has an idempotency key, st
-// runs inside a transaction that first takes the advisory lock of every
-// keyed member's order id (orderLockKey): BEGIN, the locks and st leave in
-// one round trip (PostgreSQL runs them in order, so st runs with the locks
-// granted), and COMMIT is sent only once st's answer is back and only
-// before ctx's deadline (the statement's, its members' earliest: after it,
-// a member may have been answered 503 naming its order); a COMMIT sent in
-// time may end after it, its locks held until then. So a keyed order
-// commits only while its lock is held, and a transaction that has not
-// taken it yet never commits once its members were answered:
+// runs in one implicit transaction with the advisory lock of every keyed
+// member's order id (orderLockKey) and commit_before (migration 00012):
+// the locks, st and the check leave in one pipeline with one Sync, which
+// PostgreSQL runs in order, as one transaction, committed at the Sync. So
+// st runs with the locks granted, and the commit happens only if the
+// check passed, on PostgreSQL's clock, before ctx's deadline (the
+// statement's, its members' earliest: from then on a member may have been
+// answered 503 naming its order) less CommitSkewMargin; a commit that
+// started in time may end after the deadline, its locks held until then.
+// So a keyed order commits only while its lock is held, and a transaction
+// that has not taken it yet never commits once its members were answered:
 // GET /v1/orders/{id} of a derived id, which carries no time to settle by,
 // asks the lock (KeyedPurchaseInFlight), and once it is free the order has
-// committed or never will. The price: one round trip more per batch with
-// a keyed member (COMMIT), none per member. The locks come first in the
-// global lock order of the batch functions (sorted; only these
-// transactions take them), so they cannot deadlock: concurrent retries of
-// one key, which share the id, wait here as they waited on the key's lock.
+// committed or never will. The locks and the check cost PostgreSQL two
+// trivial statements per batch with a keyed member, and no round trip.
+// (4d9e3e8 sent COMMIT from the pod once st's answer was back: a second
+// round trip per batch that cost the sell-out about a third.) The locks
+// come first in the global lock order of the batch functions (sorted; only
+// these transactions take them), so they cannot deadlock: concurrent
+// retries of one key, which share the id, wait here as they waited on the
+// key's lock.
 func (s *Store) withOrderLocks(ctx context.Context, ps []Purchase, st statement) ([]memberResult, error) {
 	var keys []int64
 	for _, p := range ps {
@@ -190,51 +203,69 @@ func (s *Store) withOrderLocks(ctx context.Context, ps []Purchase, st statement)
 		rows, _ := s.pool.Query(ctx, st.sql, st.args...) // its error is rows'
 		return st.read(rows)
 	}
-	slices.Sort(keys)
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("lock keyed orders: %w", err)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(batchTimeout)
 	}
-	// Released in a transaction (any failure below), the connection is
-	// closed rather than pooled (pgxpool): the server rolls back.
-	defer conn.Release()
+	slices.Sort(keys)
 	b := &pgx.Batch{}
-	b.Queue(`BEGIN`)
 	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) k`, keys) // unnest keeps the sorted order
 	b.Queue(st.sql, st.args...)
-	br := conn.SendBatch(ctx, b)
-	_, err = br.Exec()
-	if err == nil {
-		_, err = br.Exec()
-	}
-	if err != nil {
+	b.Queue(`SELECT commit_before($1)`, deadline.Add(-CommitSkewMargin))
+	// Close reads up to the Sync's ReadyForQuery, which follows the commit:
+	// only then is the outcome known. A connection that fails on the way is
+	// closed (pgx), and its transaction rolled back unless it had committed.
+	br := s.pool.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
 		return nil, fmt.Errorf("lock %d keyed orders: %w", len(keys), err)
 	}
 	rows, _ := br.Query() // its error is rows'
 	res, err := st.read(rows)
-	var pgErr *pgconn.PgError
-	if cerr := br.Close(); err == nil && cerr != nil && !errors.As(cerr, &pgErr) {
-		err = cerr // the connection failed; a server error is st's, read already
-	}
 	if err != nil {
+		_ = br.Close()
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err // past the deadline: no COMMIT (the release rolls back)
+	// A one-order function's refusal is a RAISE, read into its member's
+	// row: it aborted the transaction, and the check and the commit were
+	// skipped (their error is that refusal's). Otherwise both must pass.
+	raised := len(ps) == 1 && res[0].refusal() != nil
+	_, err = br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
 	}
-	end := `COMMIT`
-	switch conn.Conn().PgConn().TxStatus() {
-	case 'E':
-		end = `ROLLBACK` // a one-order function's refusal (a RAISE) aborted it
-	case 'T':
-	default:
-		return nil, fmt.Errorf("confirm %d purchases: the transaction ended early", len(ps))
-	}
-	if _, err := conn.Exec(ctx, end); err != nil {
+	switch {
+	case raised:
+		return res, nil
+	case err != nil:
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "FO008" {
+			return nil, fmt.Errorf("confirm %d purchases: %w (nothing committed)", len(ps), context.DeadlineExceeded)
+		}
 		return nil, fmt.Errorf("commit %d purchases: %w", len(ps), err)
 	}
 	return res, nil
+}
+
+// ClockOffset measures how far PostgreSQL's clock is ahead of this
+// process's (negative: behind), give or take uncertainty (half the round
+// trip). withOrderLocks relies on the pod's clock not running ahead by
+// CommitSkewMargin or more.
+func (s *Store) ClockOffset(ctx context.Context) (offset, uncertainty time.Duration, err error) {
+	var best time.Duration = -1
+	for range 3 { // the tightest of three round trips
+		var pg time.Time
+		t0 := time.Now()
+		if err := s.pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&pg); err != nil {
+			return 0, 0, fmt.Errorf("read PostgreSQL's clock: %w", err)
+		}
+		rtt := time.Since(t0)
+		if best < 0 || rtt < best {
+			best = rtt
+			offset, uncertainty = pg.Sub(t0.Add(rtt/2)), rtt/2
+		}
+	}
+	return offset, uncertainty, nil
 }
 
 // scanOrderMember reads a row of confirm_purchases.

@@ -513,14 +513,7 @@ func TestGroupCommit_APartitionFails_TheCommittedPartitionsMembersGetTheirOutcom
 func TestConfirmPurchases_KeyedOrdersLockedUntilTheirTransactionEnds(t *testing.T) {
 	ctx := context.Background()
 	s := seeded(t, 10)
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // a second rollback is a no-op
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM tickets WHERE id = 2 FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockSeatRow(t, s, 2)
 	members := []Purchase{
 		{TicketID: 1, OrderID: uuid.New(), BuyerID: "a", IdempotencyKey: "k"},
 		{TicketID: 2, OrderID: uuid.New(), BuyerID: "b", IdempotencyKey: "k"},
@@ -578,4 +571,90 @@ func TestConfirmPurchases_KeyedOrdersLockedUntilTheirTransactionEnds(t *testing.
 	if _, _, err := s.Confirm(ctx, Purchase{TicketID: 4, OrderID: uuid.New(), BuyerID: "d", IdempotencyKey: "k"}); err != nil {
 		t.Fatalf("after a refusal the store still confirms: %v", err)
 	}
+}
+
+// A keyed batch commits in its own round trip only while PostgreSQL's
+// clock is before the statement's deadline less CommitSkewMargin
+// (commit_before): a batch that waited past that on a seat's row is rolled
+// back by the server, its order never appears and its lock is free, so
+// GET /v1/orders/{id}'s 404 is final for it; a batch in time commits.
+func TestConfirmPurchases_KeyedBatchPastItsDeadlineIsRolledBackByTheServer(t *testing.T) {
+	ctx := context.Background()
+	s := seeded(t, 10)
+	tx := lockSeatRow(t, s, 2)
+	late := []Purchase{
+		{TicketID: 1, OrderID: uuid.New(), BuyerID: "a", IdempotencyKey: "k1"},
+		{TicketID: 2, OrderID: uuid.New(), BuyerID: "b", IdempotencyKey: "k2"},
+	}
+	// The cutoff is 0.5 s from now; the seat's row is held for 1 s, well
+	// before the context's own deadline (no cancel from the pod).
+	short, cancel := context.WithTimeout(ctx, CommitSkewMargin+500*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.confirmPurchases(short, late)
+		done <- err
+	}()
+	time.Sleep(time.Second)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a batch past its cutoff: %v, want a deadline error", err)
+	}
+	if short.Err() != nil {
+		t.Fatal("the pod's context ended: the server's check was not what refused the commit")
+	}
+	for _, p := range late {
+		if _, err := s.Order(ctx, p.OrderID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("order of seat %d after its batch's cutoff: %v, want none", p.TicketID, err)
+		}
+		if f, err := s.KeyedPurchaseInFlight(ctx, p.OrderID); err != nil || f {
+			t.Fatalf("lock of a rolled-back order: %v, %v", f, err)
+		}
+	}
+	inTime, cancel2 := context.WithTimeout(ctx, CommitSkewMargin+500*time.Millisecond)
+	defer cancel2()
+	res, err := s.confirmPurchases(inTime, late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.outcome != "ok" {
+			t.Fatalf("member %d in time: %q", i, r.outcome)
+		}
+		if _, err := s.Order(ctx, late[i].OrderID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// ClockOffset of a server on this host: the same clock, so the offset is
+// within its uncertainty (and a few milliseconds of scheduling).
+func TestClockOffset_SameHost(t *testing.T) {
+	s := seeded(t, 1)
+	off, unc, err := s.ClockOffset(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := off.Abs(); d > unc+5*time.Millisecond {
+		t.Fatalf("offset %s ± %s against the same clock", off, unc)
+	}
+}
+
+// lockSeatRow holds seat id's row in a transaction of its own, which the
+// test rolls back to let the statements waiting on it go on (rolled back
+// at the test's end too).
+func lockSeatRow(t *testing.T, s *Store, id int64) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM tickets WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

@@ -135,14 +135,7 @@ func BenchmarkSeed(b *testing.B) {
 func TestConfirm_OutOfTime_CancelledOnTheServerAtItsDeadline(t *testing.T) {
 	ctx := context.Background()
 	s := seeded(t, 5)
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM tickets WHERE id = 1 FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockSeatRow(t, s, 1)
 	running := func() error {
 		var n int
 		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
@@ -159,7 +152,7 @@ func TestConfirm_OutOfTime_CancelledOnTheServerAtItsDeadline(t *testing.T) {
 	// start: with 1.2 s its next check is 0.8 s after the deadline.
 	short, cancel := context.WithTimeout(ctx, 1200*time.Millisecond)
 	defer cancel()
-	_, _, err = s.Confirm(short, Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "late"})
+	_, _, err := s.Confirm(short, Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "late"})
 	deadline, _ := short.Deadline()
 	var refused *SoldError
 	if err == nil || errors.As(err, &refused) {
