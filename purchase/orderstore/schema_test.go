@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 func TestOpenInSchema_TwoSalesShareOneDatabase_EachSellsItsSeatOnce(t *testing.T) {
@@ -46,4 +51,154 @@ func TestOpenInSchema_TwoSalesShareOneDatabase_EachSellsItsSeatOnce(t *testing.T
 			t.Errorf("sale %s: tickets %d sold %d (%v); want %d and 1: the inventories must not mix", name, n.Tickets, n.Sold, err, c.tickets)
 		}
 	}
+}
+
+// planFree are the PL/pgSQL functions that read no table: they need no
+// planner settings (migration 00013).
+var planFree = map[string]bool{"commit_before": true, "outbox_switch_on": true}
+
+// Every PL/pgSQL function of the schema that reads tables plans for index
+// lookups (migration 00013): a redefinition (CREATE OR REPLACE FUNCTION)
+// that forgot the settings would bring back the sequential scans a fresh
+// sale's plans made.
+func TestSchema_FenceFunctionsPlanForIndexLookups(t *testing.T) {
+	s := newStore(t)
+	rows, err := s.pool.Query(context.Background(), `SELECT p.proname, coalesce(p.proconfig, '{}')
+		FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+		WHERE p.pronamespace = current_schema()::regnamespace AND l.lanname = 'plpgsql'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+		Name   string
+		Config []string
+	}])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < 10 {
+		t.Fatalf("%d PL/pgSQL functions: the query missed the schema's", len(got))
+	}
+	for _, f := range got {
+		if planFree[f.Name] {
+			continue
+		}
+		for _, want := range []string{"enable_seqscan=off", "enable_hashjoin=off", "enable_mergejoin=off"} {
+			if !slices.Contains(f.Config, want) {
+				t.Errorf("%s: settings %v lack %s (repeat migration 00013's SET clauses)", f.Name, f.Config, want)
+			}
+		}
+	}
+}
+
+// A fresh sale's tables are empty and unanalyzed when its pods first plan
+// the fence functions' statements, which every connection keeps for its
+// life: those plans must look rows up by index, not scan orders, buyers
+// or holds, which grow by every batch (each scan cost a batch a pass over
+// every order so far). Counted by PostgreSQL's own statistics, from
+// connections that planned on the empty tables and exited (so that their
+// counts are flushed) before they were read.
+func TestFreshSale_BatchesNeverScanTheGrowingTables(t *testing.T) {
+	ctx := context.Background()
+	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("fresh_%d", dbSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setup.Migrate(ctx); err == nil {
+		err = setup.Seed(ctx, 400)
+	}
+	setup.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scans := func() map[string]int64 {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		rows, err := conn.Query(ctx, `SELECT relname::text, seq_scan FROM pg_stat_user_tables
+			WHERE relname IN ('orders', 'buyers', 'holds', 'order_cancellations')`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int64{}
+		for rows.Next() {
+			var name string
+			var c int64
+			if err := rows.Scan(&name, &c); err != nil {
+				t.Fatal(err)
+			}
+			n[name] = c
+		}
+		if err := rows.Err(); err != nil || len(n) != 4 {
+			t.Fatalf("statistics of %v: %v", n, err)
+		}
+		return n
+	}
+	before := scans()
+
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seat := int64(1) // seat 1 is every batch's last member
+	next := func() int64 { seat++; return seat }
+	// Enough executions of each statement for PostgreSQL to settle on a
+	// generic plan (after five), in batches and alone, keyed and not,
+	// under a buyer limit; replays, refusals, holds, their confirmations
+	// and a cancellation.
+	for round := range 12 {
+		batch := make([]Purchase, 6)
+		for i := range batch {
+			batch[i] = Purchase{TicketID: next(), OrderID: uuid.New(), BuyerID: fmt.Sprintf("b%d", i), MaxPerBuyer: 100}
+			if i%2 == 0 {
+				batch[i].IdempotencyKey = fmt.Sprintf("k%d-%d", round, i)
+			}
+		}
+		batch[5].TicketID = 1 // sold from the second round on
+		if _, err := s.confirmPurchases(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.confirmPurchases(ctx, batch[:1]); err != nil { // replayed
+			t.Fatal(err)
+		}
+		if _, _, err := s.Confirm(ctx, Purchase{TicketID: next(), OrderID: uuid.New(), BuyerID: "one", IdempotencyKey: fmt.Sprintf("one-%d", round), MaxPerBuyer: 100}); err != nil {
+			t.Fatal(err)
+		}
+		holds := []HoldRequest{{TicketID: next(), HoldID: uuid.New(), BuyerID: "h1", TTL: time.Minute, MaxPerBuyer: 100},
+			{TicketID: next(), HoldID: uuid.New(), BuyerID: "h2", TTL: time.Minute, MaxPerBuyer: 100}}
+		if _, err := s.holdSeats(ctx, holds); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.confirmHolds(ctx, []holdConfirm{{hold: holds[0].HoldID, order: uuid.New(), buyer: "h1"},
+			{hold: holds[1].HoldID, order: uuid.New(), buyer: "h2"}}); err != nil {
+			t.Fatal(err)
+		}
+		h, _, err := s.PlaceHold(ctx, HoldRequest{TicketID: next(), HoldID: uuid.New(), BuyerID: "h3", TTL: time.Minute, MaxPerBuyer: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.ConfirmHold(ctx, h.ID, "h3", uuid.New(), ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.CancelOrder(ctx, batch[1].OrderID, "test", "refund"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close() // its backends exit and flush their statistics
+	testservers.Eventually(t, 5*time.Second, 50*time.Millisecond, "no sequential scan of the growing tables", func() error {
+		after := scans()
+		for name, n := range after {
+			if d := n - before[name]; d != 0 {
+				return fmt.Errorf("%d sequential scans of %s", d, name)
+			}
+		}
+		return nil
+	})
 }
