@@ -39,7 +39,7 @@ func (b *bench) groupCommit(ctx context.Context, orders stat, batchSum, batchCou
 		if err != nil {
 			return err
 		}
-		b.addStat(row{group: "ceiling", what: fmt.Sprintf("pgbench: confirm_purchases of %d members per statement (the pods' mean batch), 16 clients: tx/s × members", n),
+		b.addStat(row{group: "ceiling", what: fmt.Sprintf("pgbench: keyed confirm_purchases_locked of %d members per statement (the pods' mean batch), 16 clients: tx/s × members", n),
 			unit: "orders/s", ceiling: b.pgTPS}, batched)
 		b.addStat(row{group: "flux-order", what: "sell-out against the batched ceiling (the disk's limit at the pods' batch size)", unit: "orders/s",
 			ceiling: batched.med}, orders)
@@ -122,8 +122,8 @@ func (b *bench) checkout(ctx context.Context) (stat, error) {
 
 var pgProcessed = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
 
-// pgbenchBatched runs the pods' batched statement, confirm_purchases with
-// n members, in pgbench (16 clients, as the one-order row) on a database
+// pgbenchBatched runs the pods' batched statement, keyed
+// confirm_purchases_locked with n members, in pgbench (16 clients, as the one-order row) on a database
 // that `flux-order purchase` migrated and seeded with ceilingSeats seats,
 // with the outbox's switch off (as in the sell-out: no webhook). Each batch takes the next n seats of the sell-out's walk (a sequence
 // scrambled by a stride prime to the inventory), so no seat repeats and
@@ -151,9 +151,13 @@ func (b *bench) pgbenchBatched(ctx context.Context, n int) (stat, error) {
 		return stat{}, fmt.Errorf("pgbench setup (%s): %v\n%s", url, err, out)
 	}
 	script := filepath.Join(b.bin, fmt.Sprintf("confirm-batch-%d.sql", n))
-	sql := fmt.Sprintf(`SELECT count(*) FROM (SELECT array_agg(1 + (k %% %[2]d) * %[3]d %% %[2]d) AS seats, array_agg(gen_random_uuid()) AS orders, `+
-		`array_agg('buyer-' || (k %% 100000 + 1)) AS buyers, array_agg(NULL::text) AS keys `+
-		`FROM (SELECT nextval('bench_walk') AS k FROM generate_series(1, %[1]d)) walk) m, LATERAL confirm_purchases(m.seats, m.orders, m.buyers, m.keys, 0) c;
+	// Keyed, as the load client sends every purchase: the pods run the
+	// locked wrapper (migration 00014), one advisory lock per member.
+	sql := fmt.Sprintf(`SELECT count(*) FROM (SELECT array_agg(1 + (k %% %[2]d) * %[3]d %% %[2]d) AS seats, array_agg(o) AS orders, `+
+		`array_agg('buyer-' || (k %% 100000 + 1)) AS buyers, array_agg('key-' || k) AS keys, `+
+		`array_agg(hashtextextended(o::text, 0) ORDER BY hashtextextended(o::text, 0)) AS locks `+
+		`FROM (SELECT nextval('bench_walk') AS k, gen_random_uuid() AS o FROM generate_series(1, %[1]d)) walk) m, `+
+		`LATERAL confirm_purchases_locked(m.seats, m.orders, m.buyers, m.keys, 0, m.locks, clock_timestamp() + interval '5 s') c;
 `, n, ceilingSeats, stride)
 	if err := os.WriteFile(script, []byte(sql), 0o644); err != nil {
 		return stat{}, err

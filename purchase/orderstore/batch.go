@@ -1,6 +1,7 @@
 package orderstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -125,6 +126,9 @@ type batcher[Req, Res any] struct {
 	// setting, if set, is what one statement's members must share (a
 	// comparable value): a batch of several runs one statement each.
 	setting func(Req) any
+	// minTime is the least time a member needs left to be sent
+	// (minStatementTime unless set).
+	minTime time.Duration
 	metrics *batchSeries
 
 	mu      sync.Mutex
@@ -349,13 +353,14 @@ func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
 // buyer may learn the outcome from GET /v1/orders/{id}; the statement's
 // deadline is the earliest member's, so no commit of it can appear after a
 // member's own bound (its settle time holds). A member with less than
-// minStatementTime left is answered at once and not sent.
+// less than minTime left is answered at once and not sent.
 func (b *batcher[Req, Res]) statement(batch []*call[Req, Res]) {
 	now := time.Now()
 	deadline := now.Add(batchTimeout)
+	minTime := cmp.Or(b.minTime, minStatementTime)
 	live := batch[:0]
 	for _, c := range batch {
-		if !c.deadline.IsZero() && c.deadline.Sub(now) < minStatementTime {
+		if !c.deadline.IsZero() && c.deadline.Sub(now) < minTime {
 			c.done <- outcome[Res]{err: context.DeadlineExceeded} // never sent: no order
 			continue
 		}

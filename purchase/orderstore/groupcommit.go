@@ -215,8 +215,18 @@ func (s *Store) withOrderLocks(ctx context.Context, ps []Purchase, st statement)
 	rows, _ := s.pool.Query(ctx, st.locked, append(st.args, keys, deadline.Add(-CommitSkewMargin))...) // its error is rows'
 	res, err := st.read(rows)
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "FO008" {
-		return nil, fmt.Errorf("confirm %d purchases: %w (nothing committed)", len(ps), context.DeadlineExceeded)
+	switch {
+	case err == nil:
+	case errors.As(err, &pgErr):
+		if pgErr.Code == "FO008" {
+			return nil, fmt.Errorf("confirm %d purchases: %w (nothing committed): %w", len(ps), context.DeadlineExceeded, err)
+		}
+	case !pgconn.SafeToRetry(err) && ctx.Err() == nil:
+		// The connection failed after the statement may have reached the
+		// server, which may still run and commit it until its cutoff; its
+		// members' 503s must not come before their deadline, after which
+		// it no longer can (GET's 404 is then final).
+		<-ctx.Done()
 	}
 	return res, err
 }

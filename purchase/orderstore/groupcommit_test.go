@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestConfirmPurchases_OneBatch_EachRefusalIsItsOwn sends one statement
@@ -573,59 +574,88 @@ func TestConfirmPurchases_KeyedOrdersLockedUntilTheirTransactionEnds(t *testing.
 	}
 }
 
-// A keyed batch commits in its own round trip only while PostgreSQL's
+// A keyed batch commits in its own statement only while PostgreSQL's
 // clock is before the statement's deadline less CommitSkewMargin
-// (commit_before): a batch that waited past that on a seat's row is rolled
-// back by the server, its order never appears and its lock is free, so
-// GET /v1/orders/{id}'s 404 is final for it; a batch in time commits.
+// (commit_before, through confirm_purchases_locked and, for one member,
+// confirm_purchase_locked): a batch that waited past that on a seat's row
+// is rolled back by the server (FO008, before the pod's own deadline), its
+// order never appears and its lock is free, so GET /v1/orders/{id}'s 404
+// is final for it; a batch in time commits.
 func TestConfirmPurchases_KeyedBatchPastItsDeadlineIsRolledBackByTheServer(t *testing.T) {
+	for _, n := range []int{2, 1} {
+		t.Run(fmt.Sprintf("%d members", n), func(t *testing.T) {
+			ctx := context.Background()
+			s := seeded(t, 10)
+			tx := lockSeatRow(t, s, 1)
+			late := []Purchase{
+				{TicketID: 1, OrderID: uuid.New(), BuyerID: "a", IdempotencyKey: "k1"},
+				{TicketID: 2, OrderID: uuid.New(), BuyerID: "b", IdempotencyKey: "k2"},
+			}[:n]
+			// The cutoff is 1 s from now; the seat's row is held for 1.5 s,
+			// 0.5 s before the context's own deadline (no cancel from the pod).
+			short, cancel := context.WithTimeout(ctx, CommitSkewMargin+time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.confirmPurchases(short, late)
+				done <- err
+			}()
+			time.Sleep(1500 * time.Millisecond)
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			err := <-done
+			var pgErr *pgconn.PgError
+			if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &pgErr) || pgErr.Code != "FO008" {
+				t.Fatalf("a batch past its cutoff: %v, want the server's refusal FO008 as a deadline error", err)
+			}
+			for _, p := range late {
+				if _, err := s.Order(ctx, p.OrderID); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("order of seat %d after its batch's cutoff: %v, want none", p.TicketID, err)
+				}
+				if f, err := s.KeyedPurchaseInFlight(ctx, p.OrderID); err != nil || f {
+					t.Fatalf("lock of a rolled-back order: %v, %v", f, err)
+				}
+			}
+			inTime, cancel2 := context.WithTimeout(ctx, CommitSkewMargin+500*time.Millisecond)
+			defer cancel2()
+			res, err := s.confirmPurchases(inTime, late)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range res {
+				if r.outcome != "ok" {
+					t.Fatalf("member %d in time: %q", i, r.outcome)
+				}
+				if _, err := s.Order(ctx, late[i].OrderID); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// A keyed batch commits only until CommitSkewMargin before its earliest
+// member's deadline, so a member with less time than that (and
+// minStatementTime) left is not sent: it would roll back the whole batch,
+// members with seconds to spare included.
+func TestBatcher_AKeyedMemberWithinTheCommitMargin_IsNotSent(t *testing.T) {
 	ctx := context.Background()
 	s := seeded(t, 10)
-	tx := lockSeatRow(t, s, 2)
-	late := []Purchase{
-		{TicketID: 1, OrderID: uuid.New(), BuyerID: "a", IdempotencyKey: "k1"},
-		{TicketID: 2, OrderID: uuid.New(), BuyerID: "b", IdempotencyKey: "k2"},
+	b := s.purchases
+	short := &call[Purchase, memberResult]{req: Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "short", IdempotencyKey: "k1"},
+		done: make(chan outcome[memberResult], 1), deadline: time.Now().Add(CommitSkewMargin - 200*time.Millisecond)}
+	long := &call[Purchase, memberResult]{req: Purchase{TicketID: 2, OrderID: uuid.New(), BuyerID: "long", IdempotencyKey: "k2"},
+		done: make(chan outcome[memberResult], 1), deadline: time.Now().Add(4 * time.Second)}
+	b.send([]*call[Purchase, memberResult]{short, long})
+	if o := <-short.done; !errors.Is(o.err, context.DeadlineExceeded) {
+		t.Fatalf("the member within the margin: want DeadlineExceeded, got %+v", o)
 	}
-	// The cutoff is 0.5 s from now; the seat's row is held for 1 s, well
-	// before the context's own deadline (no cancel from the pod).
-	short, cancel := context.WithTimeout(ctx, CommitSkewMargin+500*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.confirmPurchases(short, late)
-		done <- err
-	}()
-	time.Sleep(time.Second)
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
+	if o := <-long.done; o.err != nil || o.res.outcome != "ok" {
+		t.Fatalf("the member with time to spare must commit, got %+v", o)
 	}
-	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("a batch past its cutoff: %v, want a deadline error", err)
-	}
-	if short.Err() != nil {
-		t.Fatal("the pod's context ended: the server's check was not what refused the commit")
-	}
-	for _, p := range late {
-		if _, err := s.Order(ctx, p.OrderID); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("order of seat %d after its batch's cutoff: %v, want none", p.TicketID, err)
-		}
-		if f, err := s.KeyedPurchaseInFlight(ctx, p.OrderID); err != nil || f {
-			t.Fatalf("lock of a rolled-back order: %v, %v", f, err)
-		}
-	}
-	inTime, cancel2 := context.WithTimeout(ctx, CommitSkewMargin+500*time.Millisecond)
-	defer cancel2()
-	res, err := s.confirmPurchases(inTime, late)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range res {
-		if r.outcome != "ok" {
-			t.Fatalf("member %d in time: %q", i, r.outcome)
-		}
-		if _, err := s.Order(ctx, late[i].OrderID); err != nil {
-			t.Fatal(err)
-		}
+	if sold, _, _ := s.TicketState(ctx, 1); sold {
+		t.Fatal("the member within the margin was sent: seat 1 sold")
 	}
 }
 

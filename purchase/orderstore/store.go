@@ -157,6 +157,10 @@ func OpenInSchema(ctx context.Context, url, schema string, opts ...Option) (*Sto
 	}
 	s.purchases = newBatcher(o.batching, s.metrics.series("purchase"), purchaseConflicts, s.confirmPurchases)
 	s.purchases.setting = purchaseSetting
+	// A keyed batch commits only until CommitSkewMargin before its earliest
+	// member's deadline (withOrderLocks): a member with less time than
+	// that and minStatementTime would roll the whole batch back.
+	s.purchases.minTime = minStatementTime + CommitSkewMargin
 	checkout := o.batching.checkout()
 	s.holds = newBatcher(checkout, s.metrics.series("hold"), holdConflicts, s.holdSeats)
 	s.holds.setting = holdSettingOf
