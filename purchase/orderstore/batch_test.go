@@ -2,9 +2,12 @@ package orderstore
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/flux-order/flux-order/internal/testservers"
 )
 
 // A caller whose context ends while its statement commits gets the
@@ -46,7 +49,8 @@ func TestBatcher_ALeaderAnsweredByAnotherFlusher_ReturnsAtOnce(t *testing.T) {
 	gate := make(chan struct{})
 	started := make(chan []int, 8)
 	seat := func(r int) [2]string { return [2]string{strconv.Itoa(r % 10)} }
-	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 2}, newBatchMetrics().series("test"), seat,
+	// Max 2: a second flusher starts only for a full batch waiting.
+	b := newBatcher[int, memberResult](Batching{Max: 2, Flushers: 2}, newBatchMetrics().series("test"), seat,
 		func(_ context.Context, reqs []int) ([]memberResult, error) {
 			started <- reqs
 			if reqs[0] == 1 {
@@ -80,7 +84,8 @@ func TestBatcher_ALeaderAnsweredByAnotherFlusher_ReturnsAtOnce(t *testing.T) {
 	if got := <-started; len(got) != 1 || got[0] != 1 {
 		t.Fatalf("the leader's batch is %v, want [1]", got)
 	}
-	// Another caller finds the second slot free and sends 11 with its own.
+	// Another caller makes a full batch wait, finds the second slot free
+	// and sends 11 with its own.
 	if m, err := b.do(ctx, 2); err != nil || m.detail != "2" {
 		t.Fatalf("the second flusher's member: %+v, %v", m, err)
 	}
@@ -101,5 +106,77 @@ func TestBatcher_ALeaderAnsweredByAnotherFlusher_ReturnsAtOnce(t *testing.T) {
 	}
 	for !func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.busy == 0 && len(b.pending) == 0 }() {
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// While a batch is in flight, the members that arrive wait for it and
+// leave together when it ends, fewer than Max of them in one statement,
+// however many flushers are free; once a full batch (Max) waits, a second
+// statement goes in flight beside the first.
+func TestBatcher_ASecondStatementOnlyForAFullBatch(t *testing.T) {
+	gate := make(chan struct{})
+	started := make(chan int, 16) // each statement's size
+	b := newBatcher[int, memberResult](Batching{Max: 8, Flushers: 4}, newBatchMetrics().series("test"),
+		func(r int) [2]string { return [2]string{strconv.Itoa(r)} },
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
+			started <- len(reqs)
+			if reqs[0] == 0 {
+				<-gate // the first statement is slow
+			}
+			return make([]memberResult, len(reqs)), nil
+		})
+	defer b.close()
+	ctx := context.Background()
+	answers := make(chan error, 32)
+	ask := func(r int) {
+		go func() {
+			_, err := b.do(ctx, r)
+			answers <- err
+		}()
+	}
+	ask(0)
+	if n := <-started; n != 1 {
+		t.Fatalf("the lone first member's statement has %d members", n)
+	}
+	for r := 1; r <= 7; r++ { // 7 < Max wait, no statement starts
+		ask(r)
+	}
+	waiting := func(n int) func() error {
+		return func() error {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if len(b.pending) != n {
+				return fmt.Errorf("%d waiting, want %d", len(b.pending), n)
+			}
+			return nil
+		}
+	}
+	testservers.Eventually(t, 5*time.Second, time.Millisecond, "7 members waiting", waiting(7))
+	select {
+	case n := <-started:
+		t.Fatalf("a statement of %d started beside the slow one with fewer than Max waiting", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+	ask(8) // the 8th makes a full batch: a second statement starts
+	if n := <-started; n != 8 {
+		t.Fatalf("the second statement has %d members, want a full batch of 8", n)
+	}
+	for range 8 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for r := 9; r <= 11; r++ {
+		ask(r)
+	}
+	testservers.Eventually(t, 5*time.Second, time.Millisecond, "3 members waiting", waiting(3))
+	close(gate)
+	if n := <-started; n != 3 {
+		t.Fatalf("after the slow statement, the 3 waiting leave together: a statement of %d", n)
+	}
+	for range 4 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -226,7 +226,7 @@ func (s *Store) withOrderLocks(ctx context.Context, ps []Purchase, st statement)
 		// server, which may still run and commit it until its cutoff; its
 		// members' 503s must not come before their deadline, after which
 		// it no longer can (GET's 404 is then final).
-		<-ctx.Done()
+		return nil, &answerAfter{at: deadline, err: err}
 	}
 	return res, err
 }

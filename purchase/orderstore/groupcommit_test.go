@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/flux-order/flux-order/internal/testservers"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -687,4 +691,137 @@ func lockSeatRow(t *testing.T, s *Store, id int64) pgx.Tx {
 		t.Fatal(err)
 	}
 	return tx
+}
+
+// cutProxy forwards TCP to PostgreSQL; cut closes the client side of every
+// connection and keeps the server side open, and refuses new connections
+// from then on, as when the network between the pod and the server breaks
+// after a statement reached the server, which goes on running it (pgx's
+// CancelRequest, sent on a new connection, cannot reach it either).
+type cutProxy struct {
+	ln      net.Listener
+	mu      sync.Mutex
+	clients []net.Conn
+	isCut   bool
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln}
+	var servers []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range append(servers, p.clients...) {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			isCut := p.isCut
+			p.mu.Unlock()
+			if isCut {
+				c.Close()
+				continue
+			}
+			r, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.clients, servers = append(p.clients, c), append(servers, r)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(r, c) }() // the server side stays open after a cut
+			go func() { _, _ = io.Copy(c, r) }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.isCut = true
+	for _, c := range p.clients {
+		c.Close()
+	}
+}
+
+// A keyed batch whose connection breaks after its statement reached the
+// server may still commit there, until the server's cutoff: its members
+// are answered no earlier than their deadline, after which it cannot
+// (GET's 404 is then final). Here the statement waits on a seat's row, the
+// connection is cut, the row is freed and the order commits on the
+// server: the buyer must not have been answered before the deadline.
+func TestConfirmPurchases_KeyedBatchOnABrokenConnection_AnsweredNoEarlierThanItsDeadline(t *testing.T) {
+	ctx := context.Background()
+	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("cut_%d", dbSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(direct.Close)
+	if err := direct.Migrate(ctx); err == nil {
+		err = direct.Seed(ctx, 10)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newCutProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))
+	s, err := Open(ctx, strings.Replace(url, fmt.Sprintf("127.0.0.1:%d", pg.Port), proxy.ln.Addr().String(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	tx := lockSeatRow(t, direct, 1)
+	p := Purchase{TicketID: 1, OrderID: uuid.New(), BuyerID: "a", IdempotencyKey: "k"}
+	member, cancel := context.WithTimeout(ctx, CommitSkewMargin+2*time.Second)
+	defer cancel()
+	deadline, _ := member.Deadline()
+	answered := make(chan error, 1)
+	go func() {
+		_, err := s.purchases.do(member, p)
+		answered <- err
+	}()
+	testservers.Eventually(t, 5*time.Second, 10*time.Millisecond, "the statement to wait on the seat's row", func() error {
+		var n int
+		if err := direct.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%confirm_purchase_locked%'`).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("not waiting yet")
+		}
+		return nil
+	})
+	proxy.cut()
+	time.Sleep(100 * time.Millisecond) // the pod sees its connection fail
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testservers.Eventually(t, CommitSkewMargin, 10*time.Millisecond, "the order to commit on the server", func() error {
+		_, err := direct.Order(ctx, p.OrderID)
+		return err
+	})
+	err = <-answered
+	if early := time.Until(deadline); early > 0 {
+		t.Fatalf("answered %s before the deadline (%v), while the statement could still commit (it did)", early, err)
+	}
+	if err == nil {
+		t.Fatal("the pod cannot know the outcome: want an error")
+	}
 }
