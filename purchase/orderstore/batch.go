@@ -61,6 +61,10 @@ const (
 	MaxBatchMax = 128
 	// batchTimeout bounds a batch whose members have no deadline.
 	batchTimeout = 5 * time.Second
+	// stallAfter: once the latest statement in flight has run this long
+	// (a commit usually takes a millisecond or two), a member that arrives
+	// starts another beside it if a flusher slot is free.
+	stallAfter = 20 * time.Millisecond
 	// minStatementTime: a member with less time left is not sent (it
 	// could not be confirmed in time anyway), so that one late member
 	// cannot cut the statement short for the whole batch.
@@ -143,6 +147,7 @@ type batcher[Req, Res any] struct {
 	mu      sync.Mutex
 	pending []*call[Req, Res]
 	busy    int           // flusher slots taken
+	newest  time.Time     // when the latest statement started
 	arrived chan struct{} // a member arrived (for a lingering flusher)
 	closed  bool
 	wg      sync.WaitGroup // flushers running
@@ -166,10 +171,13 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		return zero, errBatchStopped
 	}
 	b.pending = append(b.pending, c)
-	lead := b.busy == 0 || (b.busy < b.cfg.Flushers && len(b.pending) >= b.cfg.Max)
+	lead := b.busy == 0 || (b.busy < b.cfg.Flushers && b.overflowing())
 	if lead {
 		b.busy++
 		b.wg.Add(1)
+		if b.busy == 1 {
+			b.newest = c.queued // its statement starts now (overflowing)
+		}
 	}
 	b.mu.Unlock()
 	select {
@@ -226,13 +234,21 @@ func (b *batcher[Req, Res]) lead(c *call[Req, Res]) {
 	b.wg.Done()
 }
 
-// drain runs batches until nobody waits, or until fewer than a full batch
-// wait while another flusher is busy (it takes them next), then gives the
-// slot back.
+// overflowing says whether the statements in flight need another beside
+// them (b.mu held): a full batch waits, or the latest statement has run for
+// stallAfter (one stuck on a row lock or a dead connection must not keep
+// every buyer of the pod waiting while slots are free).
+func (b *batcher[Req, Res]) overflowing() bool {
+	return len(b.pending) >= b.cfg.Max || time.Since(b.newest) > stallAfter
+}
+
+// drain runs batches until nobody waits, or until the other flushers can
+// take the waiting members next (not overflowing), then gives the slot
+// back.
 func (b *batcher[Req, Res]) drain() {
 	for {
 		b.mu.Lock()
-		if len(b.pending) == 0 || (b.busy > 1 && len(b.pending) < b.cfg.Max) {
+		if len(b.pending) == 0 || (b.busy > 1 && !b.overflowing()) {
 			b.busy--
 			b.mu.Unlock()
 			b.wg.Done()
@@ -390,6 +406,9 @@ func (b *batcher[Req, Res]) statement(batch []*call[Req, Res]) {
 		reqs[i] = c.req
 	}
 	b.metrics.size.Observe(float64(len(batch)))
+	b.mu.Lock()
+	b.newest = now
+	b.mu.Unlock()
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	res, err := b.flush(ctx, reqs)

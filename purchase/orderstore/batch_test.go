@@ -2,6 +2,7 @@ package orderstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"testing"
@@ -62,14 +63,7 @@ func TestBatcher_ALeaderAnsweredByAnotherFlusher_ReturnsAtOnce(t *testing.T) {
 			}
 			return res, nil
 		})
-	defer func() {
-		select {
-		case <-gate:
-		default:
-			close(gate)
-		}
-		b.close()
-	}()
+	defer func() { openGate(gate); b.close() }()
 	ctx := context.Background()
 
 	// Member 1 (seat 1) waits a moment before the leader's member 11 (seat
@@ -100,7 +94,7 @@ func TestBatcher_ALeaderAnsweredByAnotherFlusher_ReturnsAtOnce(t *testing.T) {
 	if len(first.done) != 0 {
 		t.Fatal("member 1 was answered before its statement returned")
 	}
-	close(gate)
+	openGate(gate)
 	if o := <-first.done; o.err != nil || o.res.detail != "1" {
 		t.Fatalf("member 1 got %+v", o)
 	}
@@ -125,7 +119,7 @@ func TestBatcher_ASecondStatementOnlyForAFullBatch(t *testing.T) {
 			}
 			return make([]memberResult, len(reqs)), nil
 		})
-	defer b.close()
+	defer func() { openGate(gate); b.close() }()
 	ctx := context.Background()
 	answers := make(chan error, 32)
 	ask := func(r int) {
@@ -141,6 +135,9 @@ func TestBatcher_ASecondStatementOnlyForAFullBatch(t *testing.T) {
 	for r := 1; r <= 7; r++ { // 7 < Max wait, no statement starts
 		ask(r)
 	}
+	b.mu.Lock()
+	b.newest = time.Now().Add(time.Hour) // the slow statement is not stuck (stallAfter)
+	b.mu.Unlock()
 	waiting := func(n int) func() error {
 		return func() error {
 			b.mu.Lock()
@@ -166,11 +163,14 @@ func TestBatcher_ASecondStatementOnlyForAFullBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	b.mu.Lock()
+	b.newest = time.Now().Add(time.Hour)
+	b.mu.Unlock()
 	for r := 9; r <= 11; r++ {
 		ask(r)
 	}
 	testservers.Eventually(t, 5*time.Second, time.Millisecond, "3 members waiting", waiting(3))
-	close(gate)
+	openGate(gate)
 	if n := <-started; n != 3 {
 		t.Fatalf("after the slow statement, the 3 waiting leave together: a statement of %d", n)
 	}
@@ -178,5 +178,111 @@ func TestBatcher_ASecondStatementOnlyForAFullBatch(t *testing.T) {
 		if err := <-answers; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A statement stuck in flight (a row lock, a dead connection) does not keep
+// every buyer of the pod waiting while flusher slots are free: once it has
+// run for stallAfter, the next member to arrive sends what waits beside it.
+func TestBatcher_AStuckStatement_TheNextMemberSendsBesideIt(t *testing.T) {
+	gate := make(chan struct{})
+	started := make(chan int, 16)
+	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 2}, newBatchMetrics().series("test"),
+		func(r int) [2]string { return [2]string{strconv.Itoa(r)} },
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
+			started <- len(reqs)
+			if reqs[0] == 0 {
+				<-gate
+			}
+			return make([]memberResult, len(reqs)), nil
+		})
+	defer func() { openGate(gate); b.close() }()
+	answers := make(chan error, 8)
+	ask := func(r int) {
+		go func() {
+			_, err := b.do(context.Background(), r)
+			answers <- err
+		}()
+	}
+	setNewest := func(at time.Time) {
+		b.mu.Lock()
+		b.newest = at
+		b.mu.Unlock()
+	}
+	ask(0)
+	<-started
+	setNewest(time.Now().Add(time.Hour)) // not stuck yet, however slow the machine
+	ask(1)
+	ask(2)
+	testservers.Eventually(t, 5*time.Second, time.Millisecond, "2 members waiting", func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if len(b.pending) != 2 {
+			return fmt.Errorf("%d waiting", len(b.pending))
+		}
+		return nil
+	})
+	setNewest(time.Now().Add(-stallAfter - time.Millisecond)) // now it has run for stallAfter
+	ask(3)
+	select {
+	case n := <-started:
+		if n != 3 {
+			t.Fatalf("the statement beside the stuck one has %d members, want the 3 waiting", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the members waited behind a stuck statement with a flusher slot free")
+	}
+	for range 3 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A statement whose outcome the server may still decide until a moment
+// (answerAfter: a keyed batch whose connection broke) answers its members
+// at that moment, not before, and its flusher goes on meanwhile: the next
+// member is answered before it.
+func TestBatcher_AnswerAfter_MembersAnsweredThenAndTheFlusherGoesOn(t *testing.T) {
+	at := time.Now().Add(300 * time.Millisecond)
+	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 1}, newBatchMetrics().series("test"),
+		func(r int) [2]string { return [2]string{strconv.Itoa(r)} },
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
+			if reqs[0] == 0 {
+				return nil, &answerAfter{at: at, err: errors.New("connection lost")}
+			}
+			return make([]memberResult, len(reqs)), nil
+		})
+	defer b.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		_, err := b.do(ctx, 0)
+		first <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if _, err := b.do(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if time.Now().After(at) {
+		t.Fatal("the next member waited for the first one's answer time: the flusher was held")
+	}
+	err := <-first
+	if time.Now().Before(at) {
+		t.Fatalf("answered before its time: %v", err)
+	}
+	var later *answerAfter
+	if !errors.As(err, &later) || ctx.Err() != nil {
+		t.Fatalf("want the statement's error at its time, got %v (ctx %v)", err, ctx.Err())
+	}
+}
+
+// openGate lets the statements blocked on gate go on (once).
+func openGate(gate chan struct{}) {
+	select {
+	case <-gate:
+	default:
+		close(gate)
 	}
 }
