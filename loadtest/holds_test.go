@@ -144,12 +144,13 @@ type checkoutSale struct {
 	srv                       *httptest.Server
 	conns                     atomic.Int64
 	mu                        sync.Mutex
-	holds, confirms, releases map[int64]int // requests per seat
-	bad                       []string      // requests not as the scenario sends them
+	holds, confirms, releases map[int64]int   // requests per seat
+	bad                       []string        // requests not as the scenario sends them
+	closed                    map[string]bool // client addresses answered "Connection: close"
 }
 
 func newCheckoutSale(t *testing.T, tlsOn bool, idle time.Duration) *checkoutSale {
-	c := &checkoutSale{holds: map[int64]int{}, confirms: map[int64]int{}, releases: map[int64]int{}}
+	c := &checkoutSale{holds: map[int64]int{}, confirms: map[int64]int{}, releases: map[int64]int{}, closed: map[string]bool{}}
 	c.srv = httptest.NewUnstartedServer(http.HandlerFunc(c.serve))
 	c.srv.Config.IdleTimeout = idle
 	c.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
@@ -197,6 +198,10 @@ func (c *checkoutSale) serve(w http.ResponseWriter, r *http.Request) {
 		complain("headers %v", r.Header)
 		return
 	}
+	if c.closed[r.RemoteAddr] {
+		complain("sent on a connection answered Connection: close")
+		return
+	}
 	var seat int64
 	switch {
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/hold"):
@@ -214,6 +219,7 @@ func (c *checkoutSale) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		case 3:
 			w.Header().Set("Connection", "close") // the client must dial again
+			c.closed[r.RemoteAddr] = true
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(201)
@@ -298,8 +304,13 @@ func TestHoldConfirmScenario_CountsEveryAnswerOnKeptConnections(t *testing.T) {
 			if s.Count(Created) != 24 || s.Count(ServerError) != 4 || s.Requests != 32 || len(res.Created) != 24 || res.Created[0].TicketID == 0 {
 				t.Fatalf("want the 32 confirms as outcomes (24 created, 4 503s), got %d requests %+v", s.Requests, s.Outcomes)
 			}
-			if s.Connections != 8 || sale.conns.Load() != 8 {
-				t.Fatalf("want 8 connections (4 buyers, 4 closed by the server), client opened %d, server accepted %d", s.Connections, sale.conns.Load())
+			// Each of the 4 connections answered "Connection: close" (a held
+			// seat: its buyer confirms next) is followed by a new one, and no
+			// request is sent on it again (serve). A buyer that the others
+			// left no checkout to (a loaded machine may start it late) opens
+			// none: 1 to 4 buyers' connections, and 4 more.
+			if c := s.Connections; c < 5 || c > 8 || sale.conns.Load() != c {
+				t.Fatalf("want 5..8 connections (1..4 buyers, 4 closed by the server), client opened %d, server accepted %d", c, sale.conns.Load())
 			}
 		})
 	}
