@@ -56,7 +56,10 @@ func hibernated(t *testing.T, sale *salesv1alpha1.FlashSale, want bool, replicas
 func TestHibernation_EndedSaleHibernates_ExtendingEndsAtWakesIt(t *testing.T) {
 	ns := newNamespace(t)
 	sale := &salesv1alpha1.FlashSale{ObjectMeta: metav1.ObjectMeta{Name: "ends", Namespace: ns}, Spec: salesv1alpha1.FlashSaleSpec{
-		Tickets: 10, EndsAt: &metav1.Time{Time: time.Now().Add(2 * time.Second).Truncate(time.Second)},
+		// endsAt 4–5 s away: the first reconcile must see the sale full
+		// before it ends, also on a loaded machine (2 s, truncated to the
+		// second, left as little as 1 s, and the test failed under load).
+		Tickets: 10, EndsAt: &metav1.Time{Time: time.Now().Add(5 * time.Second).Truncate(time.Second)},
 		PurchaseAPI: salesv1alpha1.PurchaseAPISpec{Replicas: ptr.To[int32](3)}}}
 	if err := k8s.Create(context.Background(), sale); err != nil {
 		t.Fatal(err)
