@@ -176,7 +176,9 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		b.busy++
 		b.wg.Add(1)
 		if b.busy == 1 {
-			b.newest = c.queued // its statement starts now (overflowing)
+			// Its statement starts now: the last one's start, perhaps long
+			// ago, must not count as a stuck statement (overflowing).
+			b.newest = c.queued
 		}
 	}
 	b.mu.Unlock()
@@ -380,7 +382,7 @@ func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
 // buyer may learn the outcome from GET /v1/orders/{id}; the statement's
 // deadline is the earliest member's, so no commit of it can appear after a
 // member's own bound (its settle time holds). A member with less than
-// less than minTime left is answered at once and not sent.
+// minTime left is answered at once and not sent.
 func (b *batcher[Req, Res]) statement(batch []*call[Req, Res]) {
 	now := time.Now()
 	deadline := now.Add(batchTimeout)

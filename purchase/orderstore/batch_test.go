@@ -245,10 +245,12 @@ func TestBatcher_AStuckStatement_TheNextMemberSendsBesideIt(t *testing.T) {
 // member is answered before it.
 func TestBatcher_AnswerAfter_MembersAnsweredThenAndTheFlusherGoesOn(t *testing.T) {
 	at := time.Now().Add(300 * time.Millisecond)
+	failed := make(chan struct{})
 	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 1}, newBatchMetrics().series("test"),
 		func(r int) [2]string { return [2]string{strconv.Itoa(r)} },
 		func(_ context.Context, reqs []int) ([]memberResult, error) {
 			if reqs[0] == 0 {
+				defer close(failed)
 				return nil, &answerAfter{at: at, err: errors.New("connection lost")}
 			}
 			return make([]memberResult, len(reqs)), nil
@@ -261,7 +263,7 @@ func TestBatcher_AnswerAfter_MembersAnsweredThenAndTheFlusherGoesOn(t *testing.T
 		_, err := b.do(ctx, 0)
 		first <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	<-failed
 	if _, err := b.do(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

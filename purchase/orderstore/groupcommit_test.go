@@ -809,7 +809,9 @@ func TestConfirmPurchases_KeyedBatchOnABrokenConnection_AnsweredNoEarlierThanIts
 		return nil
 	})
 	proxy.cut()
-	time.Sleep(100 * time.Millisecond) // the pod sees its connection fail
+	testservers.Eventually(t, 5*time.Second, 10*time.Millisecond, "the pod to see its connection fail", testservers.Holds(func() bool {
+		return s.pool.Stat().TotalConns() == 0
+	}))
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
