@@ -30,10 +30,13 @@ func TestSaleIsClosedToEveryoneButItsOwn(t *testing.T) {
 	// A stranger: a pod in a namespace of its own, with redis-cli. It
 	// stays up and every attempt is a `kubectl exec`, whose output is
 	// reliable (a `kubectl run --rm -i` can lose a short-lived pod's output).
+	// restartPolicy Always: on a loaded node runc can fail to start a
+	// container ("unable to freeze"); the kubelet then starts it again,
+	// where a Never pod would stay in StartError (CI saw it once).
 	other := testNamespace(t, "e2e-stranger")
 	redisHost := name + "-redis." + ns + ".svc"
 	mustKubectl(t, nil, "-n", other, "run", "stranger", "--image=redis:7", "--image-pull-policy=IfNotPresent",
-		"--restart=Never", "--command", "--", "sleep", "3600")
+		"--restart=Always", "--command", "--", "sleep", "3600")
 	mustKubectl(t, nil, "-n", other, "wait", "--for=condition=Ready", "pod/stranger", "--timeout=2m")
 	stranger := func(args ...string) string {
 		t.Helper()
