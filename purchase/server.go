@@ -198,6 +198,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Service, func(),
 	closeAll := func() {
 		stopLoops()
 		loopsStopped()
+		svc.Checkout.Wait() // sold markers behind the last answers
 		_ = rdb.Close()
 		store.Close()
 	}

@@ -63,7 +63,56 @@ func TestFencedSold_NoOwner_NoMarkerLockGivenBack(t *testing.T) {
 		t.Fatalf("acquire: %+v %v", r, err)
 	}
 	s.fencedSold(4, "tok-b", owner)
+	s.Wait() // the marker is written behind the answer
 	if r, ok, err := locks.Peek(ctx, 4); err != nil || !ok || r.State != seatlock.Sold || r.Owner != owner.String() {
 		t.Fatalf("marker %+v %v %v, want sold:%s", r, ok, err, owner)
+	}
+}
+
+// blockedMarks is a lock space whose MarkSold waits for release.
+type blockedMarks struct {
+	*seatlock.Locks
+	release chan struct{}
+}
+
+func (b blockedMarks) MarkSold(ctx context.Context, id int64, orderID string) error {
+	<-b.release
+	return b.Locks.MarkSold(ctx, id, orderID)
+}
+
+// markSold answers before Redis does: the pod remembers the seat sold at
+// once, the marker is written behind the answer, and Wait (called before
+// the pod closes its Redis client) waits for that write.
+func TestMarkSold_TheAnswerDoesNotWaitForTheMarker(t *testing.T) {
+	ctx := context.Background()
+	s, locks := lockService(t, "marks")
+	b := blockedMarks{Locks: locks, release: make(chan struct{})}
+	s.locks = b
+	if r, err := locks.Acquire(ctx, 5, "tok"); err != nil || r.State != seatlock.Acquired {
+		t.Fatalf("acquire: %+v %v", r, err)
+	}
+	owner := uuid.New()
+	returned := make(chan struct{})
+	go func() { s.markSold(5, owner.String()); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		close(b.release)
+		t.Fatal("markSold waited for Redis")
+	}
+	if !s.sold.has(5) {
+		t.Fatal("the pod must remember the seat sold before the marker lands")
+	}
+	waited := make(chan struct{})
+	go func() { s.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while a marker was still being written")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(b.release)
+	<-waited
+	if r, ok, err := locks.Peek(ctx, 5); err != nil || !ok || r.State != seatlock.Sold || r.Owner != owner.String() {
+		t.Fatalf("after Wait the marker is %+v (%v, %v), want sold:%s", r, ok, err, owner)
 	}
 }
