@@ -117,7 +117,10 @@ type Service struct {
 	lastRefill atomic.Int64 // unix nanoseconds of the last pool refill
 
 	// sideEffects counts the Redis writes still running behind answers
-	// already given (markSold); Wait waits for them.
+	// already given (markSold); Wait waits for them, after it set
+	// sideStopped (both under sideMu, so no Add races the Wait).
+	sideMu      sync.Mutex
+	sideStopped bool
 	sideEffects sync.WaitGroup
 
 	// beforeConfirm, when set (tests only), runs with the seat lock held,
@@ -463,18 +466,32 @@ func (s *Service) markSold(id int64, owner string) {
 	s.sold.add(id)
 	s.held.forget(id)
 	s.onHold.forget(id)
-	s.sideEffects.Go(func() {
+	s.sideMu.Lock()
+	if s.sideStopped {
+		// The pod is closing (a request the grace cut short): the lock
+		// expires and the fence tells the next buyer.
+		s.sideMu.Unlock()
+		return
+	}
+	s.sideEffects.Add(1) // under sideMu: never concurrent with Wait
+	s.sideMu.Unlock()
+	go func() {
+		defer s.sideEffects.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
 		defer cancel()
 		if err := s.locks.MarkSold(ctx, id, owner); err != nil {
 			s.log.Warn("could not mark seat sold in redis", "ticket", id, "err", err)
 		}
-	})
+	}()
 }
 
 // Wait returns once the Redis writes that follow answers already given
-// (markSold) are done; each is bounded by sideEffectTimeout.
+// (markSold) are done, each bounded by sideEffectTimeout; later answers
+// write no marker. The pod calls it before it closes its Redis client.
 func (s *Service) Wait() {
+	s.sideMu.Lock()
+	s.sideStopped = true
+	s.sideMu.Unlock()
 	s.sideEffects.Wait()
 }
 

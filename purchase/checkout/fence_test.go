@@ -115,4 +115,15 @@ func TestMarkSold_TheAnswerDoesNotWaitForTheMarker(t *testing.T) {
 	if r, ok, err := locks.Peek(ctx, 5); err != nil || !ok || r.State != seatlock.Sold || r.Owner != owner.String() {
 		t.Fatalf("after Wait the marker is %+v (%v, %v), want sold:%s", r, ok, err, owner)
 	}
+	// After Wait (the pod is closing) an answer writes no marker: its
+	// client is about to close.
+	s.locks = locks
+	s.markSold(6, uuid.NewString())
+	s.sideEffects.Wait() // a write it started would be done
+	if !s.sold.has(6) {
+		t.Fatal("the pod must still remember the seat sold")
+	}
+	if r, ok, err := locks.Peek(ctx, 6); err != nil || ok {
+		t.Fatalf("a marker written after Wait: %+v (%v, %v)", r, ok, err)
+	}
 }
