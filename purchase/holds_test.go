@@ -314,6 +314,7 @@ func TestHold_ConfirmIsIdempotentAndReleaseFreesAtOnce(t *testing.T) {
 		t.Fatalf("a released seat must sell at once, got %d %s", a.Status, a.Code)
 	}
 	time.Sleep(checkout.MaxHeldMemory)
+	s.AwaitSoldMarker(5)
 	if a := s.BuyOn(0, 5, "carol", ""); a.Code != "ticket_sold" {
 		t.Fatalf("pod 0 must now see seat 5 sold, got %d %s", a.Status, a.Code)
 	}

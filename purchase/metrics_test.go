@@ -19,6 +19,7 @@ func TestMetrics_RedisLostASoldSeat_TheFenceRefusalIsCounted(t *testing.T) {
 	if a := s.BuyOn(0, 1, "first", ""); a.Status != http.StatusCreated {
 		t.Fatalf("first purchase: %d %s", a.Status, a.Code)
 	}
+	s.AwaitSoldMarker(1) // deleted below: a marker landing later would answer for Postgres
 	admin := purchasetest.AdminRedis()
 	defer admin.Close()
 	if err := admin.Del(context.Background(), "fs:"+s.Cfg.Sale+":ticket:1").Err(); err != nil {

@@ -455,17 +455,16 @@ func (s *Service) confirm(ctx context.Context, id int64, orderID uuid.UUID, req 
 // markSold records the sale in this pod at once and in Redis behind the
 // answer: the buyer's 201 does not wait for the marker (one Redis round
 // trip, about 0.08 ms of a lone buyer's 0.9 ms). Until the marker lands the
-// seat's lock, which it replaces, refuses every other buyer just as well;
-// a pod that dies first leaves the lock to expire, and Postgres refuses the
-// seat to the next buyer, who puts the marker back (fencedSold). A marker
-// landing after its order's cancellation is removed by the pods' next poll
-// (CancelReapplyWindow outlasts the write's sideEffectTimeout). A failed
-// write only costs speed. Wait lets these writes finish before Redis's
-// client closes.
+// seat's lock, which it replaces, refuses every other buyer as well (409
+// ticket_locked for that moment, not ticket_sold); a pod that dies first
+// leaves the lock to expire, and Postgres refuses the seat to the next
+// buyer, who puts the marker back (fencedSold). The write lands within
+// sideEffectTimeout of waiting plus the coalescer's pipelineTimeout (3 s
+// at most); a marker landing after its order's cancellation is removed by
+// the pods' next poll (CancelReapplyWindow is 30 s). A failed write only
+// costs speed. Wait lets these writes finish before Redis's client closes.
 func (s *Service) markSold(id int64, owner string) {
-	s.sold.add(id)
-	s.held.forget(id)
-	s.onHold.forget(id)
+	s.rememberSold(id)
 	s.sideMu.Lock()
 	if s.sideStopped {
 		// The pod is closing (a request the grace cut short): the lock
@@ -477,17 +476,38 @@ func (s *Service) markSold(id int64, owner string) {
 	s.sideMu.Unlock()
 	go func() {
 		defer s.sideEffects.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
-		defer cancel()
-		if err := s.locks.MarkSold(ctx, id, owner); err != nil {
-			s.log.Warn("could not mark seat sold in redis", "ticket", id, "err", err)
-		}
+		s.writeSoldMarker(id, owner)
 	}()
 }
 
+// markSoldNow is markSold with the marker written before it returns: for
+// a confirmed hold, whose seat's key is the hold's marker (it lives as long
+// as the hold, minutes, and says "held"; a DELETE of the hold would remove
+// it), the answer waits for the sold marker that replaces it.
+func (s *Service) markSoldNow(id int64, owner string) {
+	s.rememberSold(id)
+	s.writeSoldMarker(id, owner)
+}
+
+// rememberSold records in this pod's memories that seat id is sold.
+func (s *Service) rememberSold(id int64) {
+	s.sold.add(id)
+	s.held.forget(id)
+	s.onHold.forget(id)
+}
+
+// writeSoldMarker writes seat id's sold marker naming owner.
+func (s *Service) writeSoldMarker(id int64, owner string) {
+	ctx, cancel := context.WithTimeout(context.Background(), sideEffectTimeout)
+	defer cancel()
+	if err := s.locks.MarkSold(ctx, id, owner); err != nil {
+		s.log.Warn("could not mark seat sold in redis", "ticket", id, "err", err)
+	}
+}
+
 // Wait returns once the Redis writes that follow answers already given
-// (markSold) are done, each bounded by sideEffectTimeout; later answers
-// write no marker. The pod calls it before it closes its Redis client.
+// (markSold) are done, each within 3 s; later answers write no marker.
+// The pod calls it before it closes its Redis client.
 func (s *Service) Wait() {
 	s.sideMu.Lock()
 	s.sideStopped = true

@@ -210,7 +210,7 @@ func (s *Service) ConfirmHold(ctx context.Context, holdID uuid.UUID, buyer, paym
 		if !replayed {
 			s.metrics.sold.Inc()
 		}
-		s.markSold(o.TicketID, o.ID.String())
+		s.markSoldNow(o.TicketID, o.ID.String())
 		return o, replayed, nil
 	case errors.Is(err, orderstore.ErrHoldNotFound):
 		return Order{}, false, sale.ErrHoldNotFound

@@ -206,6 +206,24 @@ func (s *Sale) Locks() *seatlock.Locks {
 	return seatlock.New(rdb, s.Cfg.Sale, s.Cfg.LockTTL)
 }
 
+// AwaitSoldMarker waits until Redis marks seat sold: a pod writes the
+// marker right after its 201 (checkout's markSold), and until then other
+// pods answer ticket_locked.
+func (s *Sale) AwaitSoldMarker(seat int64) {
+	s.T.Helper()
+	locks := s.Locks()
+	testservers.Eventually(s.T, 5*time.Second, time.Millisecond, fmt.Sprintf("seat %d's sold marker in Redis", seat), func() error {
+		r, ok, err := locks.Peek(context.Background(), seat)
+		switch {
+		case err != nil:
+			return err
+		case !ok || r.State != seatlock.Sold:
+			return fmt.Errorf("the seat's key is %+v (present: %v)", r, ok)
+		}
+		return nil
+	})
+}
+
 // Servers starts a redis-server and a PostgreSQL for a program (not a test
 // binary: those use Main) and returns them with the function that stops
 // both.

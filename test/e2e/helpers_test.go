@@ -400,6 +400,26 @@ func (b *buyer) post(ctx context.Context, path, body string) (int, []byte, error
 	return b.do(ctx, http.MethodPost, path, body)
 }
 
+// expectSold buys a seat sold a moment ago, through the Ingress, until the
+// answer is 409 ticket_sold: a pod writes the seat's sold marker right
+// after its 201, and until then another pod answers 409 ticket_locked (the
+// winner's lock). Any other answer fails t.
+func (b *buyer) expectSold(t *testing.T, ticket int64, buyer string) {
+	t.Helper()
+	path, body := fmt.Sprintf("/v1/tickets/%d/purchase", ticket), fmt.Sprintf(`{"buyerId":%q}`, buyer)
+	testservers.Eventually(t, 5*time.Second, 20*time.Millisecond, fmt.Sprintf("seat %d answered ticket_sold", ticket), func() error {
+		code, out, err := b.post(t.Context(), path, body)
+		switch {
+		case err == nil && code == http.StatusConflict && strings.Contains(string(out), "ticket_sold"):
+			return nil
+		case err == nil && code == http.StatusConflict && strings.Contains(string(out), "ticket_locked"):
+			return fmt.Errorf("409 ticket_locked")
+		}
+		t.Fatalf("seat %d again: expected 409 ticket_sold, got %d %s %v", ticket, code, out, err)
+		return nil
+	})
+}
+
 // waitRoute waits until the ingress controller routes the host to the
 // purchase API: until then it answers 404 (unknown host) or 502/503.
 func (b *buyer) waitRoute(t *testing.T, timeout time.Duration) {
