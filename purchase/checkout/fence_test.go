@@ -2,9 +2,11 @@ package checkout
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +18,10 @@ import (
 	"github.com/flux-order/flux-order/purchase/seatlock"
 )
 
-var redisSrv *testservers.Redis
+var (
+	redisSrv *testservers.Redis
+	saleSeq  atomic.Int64
+)
 
 func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &redisSrv, nil)) }
 
@@ -24,6 +29,8 @@ func TestMain(m *testing.M) { os.Exit(testservers.Main(m, &redisSrv, nil)) }
 // (no store: for the steps that only talk to Redis).
 func lockService(t *testing.T, saleName string) (*Service, *seatlock.Locks) {
 	t.Helper()
+	// A sale of its own per call: -count=N reruns find no keys of the last.
+	saleName = fmt.Sprintf("%s-%d", saleName, saleSeq.Add(1))
 	url, err := redisSrv.PurchaseURL(saleName)
 	if err != nil {
 		t.Fatal(err)
