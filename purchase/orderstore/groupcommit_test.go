@@ -766,19 +766,8 @@ func (p *cutProxy) cut() {
 // server: the buyer must not have been answered before the deadline.
 func TestConfirmPurchases_KeyedBatchOnABrokenConnection_AnsweredNoEarlierThanItsDeadline(t *testing.T) {
 	ctx := context.Background()
-	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("cut_%d", dbSeq.Add(1)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	direct, err := Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(direct.Close)
-	if err := direct.Migrate(ctx); err == nil {
-		err = direct.Seed(ctx, 10)
-	}
-	if err != nil {
+	direct, url := newStoreAt(t)
+	if err := direct.Seed(ctx, 10); err != nil {
 		t.Fatal(err)
 	}
 	proxy := newCutProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port))

@@ -24,6 +24,13 @@ var dbSeq atomic.Int64
 
 func newStore(t testing.TB) *Store {
 	t.Helper()
+	s, _ := newStoreAt(t)
+	return s
+}
+
+// newStoreAt is newStore with its database's URL.
+func newStoreAt(t testing.TB) (*Store, string) {
+	t.Helper()
 	ctx := context.Background()
 	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("store_%d", dbSeq.Add(1)))
 	if err != nil {
@@ -37,7 +44,7 @@ func newStore(t testing.TB) *Store {
 	if err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, url
 }
 
 func TestSeed_ConcurrentPodsSeedEachSeatOnce(t *testing.T) {
