@@ -88,7 +88,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringSliceVar(&trustedProxies, "trusted-proxies", nil, "CIDRs of the proxies (the Ingress controller's pods) whose X-Forwarded-For/X-Real-IP names the client of the per-client caps (empty: the caps apply to direct requests only; spec.frontDoor overrides it)")
 	f.IntVar(&cfg.Batching.Max, "confirm-batch-max", orderstore.DefaultBatchMax, "group commit: most purchases (or holds, or hold confirmations) one PostgreSQL statement and commit carries (1 = no batching)")
 	f.DurationVar(&cfg.Batching.Window, "confirm-batch-window", orderstore.DefaultBatchWindow, "group commit: how long a batch that is not full may wait for more, only while another batch is in flight (0..5ms; a lone buyer never waits)")
-	f.IntVar(&cfg.Batching.Flushers, "confirm-batch-flushers", orderstore.DefaultBatchFlushers, "group commit: purchase batches in flight at once, each on its own connection: one executing (the others wait for their commits), a further one only while a full batch waits (holds and hold confirmations: half each, rounded up)")
+	f.IntVar(&cfg.Batching.Flushers, "confirm-batch-flushers", orderstore.DefaultBatchFlushers, "group commit: purchase batches in flight at once, each on its own connection, the second and later only while a full batch waits (holds and hold confirmations: half each, rounded up)")
 	f.IntVar(&cfg.MaxPerBuyer, "max-per-buyer", 0, "tickets one buyer may hold (0 = unlimited)")
 	f.StringVar(&cfg.DisplayName, "display-name", "", "the event's name on the sale page (default: --sale; with --report-status, the FlashSale's spec.displayName)")
 	f.DurationVar(&cfg.HoldTTL, "hold-ttl", 0, "how long a checkout hold keeps a seat (1s..1h; 0 = holds off, one-step purchases only)")

@@ -15,15 +15,12 @@ import (
 // whether it writes one order or a hundred, so each pod sends the
 // confirmations, holds and hold confirmations that wait at the same moment
 // as one statement (confirm_purchases, hold_seats, confirm_holds: migration
-// 00005). A batch leaves at once when no batch of its kind is executing:
-// a lone buyer waits for nobody. While one is, the members that arrive
-// wait for it and leave together when it has run, as PostgreSQL's own
-// group commit gathers the commits that arrive during a WAL flush; a
-// further batch goes in flight beside it (up to Flushers) only once a full
-// one (Max members) is waiting. A statement has run when its rows are
-// back, which PostgreSQL sends before its commit's WAL flush (queryEarly):
-// the next batch executes during that flush, while the first one's
-// members wait for their commit to be durable. On the 2-core machine, where PostgreSQL and the pod share
+// 00005). A batch leaves at once when no batch of its kind is in flight: a
+// lone buyer waits for nobody. While one is, the members that arrive wait
+// for it and leave together when it ends, as PostgreSQL's own group commit
+// gathers the commits that arrive during a WAL flush; a further batch goes
+// in flight beside it (up to Flushers) only once a full one (Max members)
+// is waiting. On the 2-core machine, where PostgreSQL and the pod share
 // the cores, fewer and fuller statements are what the sell-out needs (one
 // batch in flight sold 100,000 seats at 11,100 orders/s against 8,770
 // with four, docs/benchmarks.md); the further flushers keep a slow disk
@@ -42,9 +39,8 @@ type Batching struct {
 	// nothing in flight it leaves at once. 0: never wait.
 	Window time.Duration
 	// Flushers is how many purchase batches may be in flight at once, each
-	// on its own connection: one executing and the others committing, or
-	// a further one executing while a full batch waits; holds and hold
-	// confirmations get half each (checkout).
+	// on its own connection, the second and later only while a full batch
+	// waits; holds and hold confirmations get half each (checkout).
 	Flushers int
 }
 
@@ -125,9 +121,7 @@ type outcome[Res any] struct {
 // batcher groups the calls of one kind into statements. flush runs one
 // statement for reqs and returns one result per request, in order; an
 // error fails every member of that statement (its outcome is then unknown
-// to them). flush calls executed, if it can tell, once PostgreSQL has run
-// the statement and only its commit is left: the next batch may then
-// start beside it.
+// to them).
 // conflicts names what two members of one statement may not share (a
 // seat, an idempotency key, a hold): a member that shares one with an
 // earlier member waits for the next batch, where it sees the first one's
@@ -140,7 +134,7 @@ type outcome[Res any] struct {
 // if members are still waiting.
 type batcher[Req, Res any] struct {
 	cfg       Batching
-	flush     func(ctx context.Context, reqs []Req, executed func()) ([]Res, error)
+	flush     func(ctx context.Context, reqs []Req) ([]Res, error)
 	conflicts func(Req) [2]string
 	// setting, if set, is what one statement's members must share (a
 	// comparable value): a batch of several runs one statement each.
@@ -153,7 +147,6 @@ type batcher[Req, Res any] struct {
 	mu      sync.Mutex
 	pending []*call[Req, Res]
 	busy    int           // flusher slots taken
-	running int           // statements taken and not yet executed (the others commit)
 	newest  time.Time     // when the latest statement started
 	arrived chan struct{} // a member arrived (for a lingering flusher)
 	closed  bool
@@ -161,7 +154,7 @@ type batcher[Req, Res any] struct {
 }
 
 func newBatcher[Req, Res any](cfg Batching, m *batchSeries, conflicts func(Req) [2]string,
-	flush func(ctx context.Context, reqs []Req, executed func()) ([]Res, error)) *batcher[Req, Res] {
+	flush func(ctx context.Context, reqs []Req) ([]Res, error)) *batcher[Req, Res] {
 	return &batcher[Req, Res]{cfg: cfg, flush: flush, conflicts: conflicts, metrics: m, arrived: make(chan struct{}, 1)}
 }
 
@@ -178,11 +171,11 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		return zero, errBatchStopped
 	}
 	b.pending = append(b.pending, c)
-	lead := b.busy < b.cfg.Flushers && (b.running == 0 || b.overflowing())
+	lead := b.busy == 0 || (b.busy < b.cfg.Flushers && b.overflowing())
 	if lead {
 		b.busy++
 		b.wg.Add(1)
-		if b.running == 0 {
+		if b.busy == 1 {
 			// Its statement starts now: the last one's start, perhaps long
 			// ago, must not count as a stuck statement (overflowing).
 			b.newest = c.queued
@@ -243,21 +236,21 @@ func (b *batcher[Req, Res]) lead(c *call[Req, Res]) {
 	b.wg.Done()
 }
 
-// overflowing says whether the statement executing needs another beside
-// it (b.mu held): a full batch waits, or the latest statement has run for
+// overflowing says whether the statements in flight need another beside
+// them (b.mu held): a full batch waits, or the latest statement has run for
 // stallAfter (one stuck on a row lock or a dead connection must not keep
 // every buyer of the pod waiting while slots are free).
 func (b *batcher[Req, Res]) overflowing() bool {
 	return len(b.pending) >= b.cfg.Max || time.Since(b.newest) > stallAfter
 }
 
-// drain runs batches until nobody waits, or until the statement executing
-// can take the waiting members next (not overflowing: its end starts a
-// flusher for them, executed), then gives the slot back.
+// drain runs batches until nobody waits, or until the other flushers can
+// take the waiting members next (not overflowing), then gives the slot
+// back.
 func (b *batcher[Req, Res]) drain() {
 	for {
 		b.mu.Lock()
-		if len(b.pending) == 0 || (b.running > 0 && !b.overflowing()) {
+		if len(b.pending) == 0 || (b.busy > 1 && !b.overflowing()) {
 			b.busy--
 			b.mu.Unlock()
 			b.wg.Done()
@@ -272,10 +265,9 @@ func (b *batcher[Req, Res]) drain() {
 
 // take removes the next batch from the queue: the waiting members in
 // order, up to Max, without two that conflict (those wait for the next
-// batch); then, while another batch is executing, whatever arrives within
+// batch); then, while another batch is in flight, whatever arrives within
 // the window. mine says whether c is in it; a batch without c does not
-// linger (c's caller is waiting to hand it over). A batch taken counts as
-// running, lingering included, until its statement has run (statement).
+// linger (c's caller is waiting to hand it over).
 func (b *batcher[Req, Res]) take(c *call[Req, Res]) (batch []*call[Req, Res], mine bool) {
 	b.mu.Lock()
 	// Sized for the members waiting now, not for Max: a map of 2×Max
@@ -290,10 +282,7 @@ func (b *batcher[Req, Res]) take(c *call[Req, Res]) (batch []*call[Req, Res], mi
 			mine = true
 		}
 	}
-	linger := len(batch) > 0 && len(batch) < b.cfg.Max && b.cfg.Window > 0 && b.running > 0 && (c == nil || mine)
-	if len(batch) > 0 {
-		b.running++
-	}
+	linger := len(batch) > 0 && len(batch) < b.cfg.Max && b.cfg.Window > 0 && b.busy > 1 && (c == nil || mine)
 	b.mu.Unlock()
 	if linger {
 		window := time.NewTimer(b.cfg.Window)
@@ -365,32 +354,11 @@ func (b *batcher[Req, Res]) close() {
 // change live), so a batch of several runs one statement per setting, one
 // after another in the order of their first members, each its own
 // transaction: its members are answered as soon as it returns, with its
-// own result or error, whatever the others' do. The batch stops running
-// (take) once its last statement has run: if members wait then and a slot
-// is free, a flusher starts for them while this one waits for its commit.
+// own result or error, whatever the others' do.
 func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
-	ran := false
-	stop := func(next bool) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if ran {
-			return
-		}
-		ran = true
-		b.running--
-		if next && len(b.pending) > 0 && b.busy < b.cfg.Flushers {
-			b.busy++
-			b.wg.Add(1)
-			go b.drain()
-		}
-	}
-	// At the end (committed, or failed) this flusher goes on with the
-	// waiting members itself.
-	defer stop(false)
-	executed := func() { stop(true) }
 	for len(batch) > 0 {
 		if b.setting == nil {
-			b.statement(batch, executed)
+			b.statement(batch)
 			return
 		}
 		// The members of the first one's setting, in order; the rest keep
@@ -404,11 +372,7 @@ func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
 				rest = append(rest, c)
 			}
 		}
-		if len(rest) > 0 {
-			b.statement(same, func() {}) // the next statement runs in this flusher
-		} else {
-			b.statement(same, executed)
-		}
+		b.statement(same)
 		batch = rest
 	}
 }
@@ -418,8 +382,8 @@ func (b *batcher[Req, Res]) send(batch []*call[Req, Res]) {
 // buyer may learn the outcome from GET /v1/orders/{id}; the statement's
 // deadline is the earliest member's, so no commit of it can appear after a
 // member's own bound (its settle time holds). A member with less than
-// minTime left is answered at once and not sent. executed goes to flush.
-func (b *batcher[Req, Res]) statement(batch []*call[Req, Res], executed func()) {
+// minTime left is answered at once and not sent.
+func (b *batcher[Req, Res]) statement(batch []*call[Req, Res]) {
 	now := time.Now()
 	deadline := now.Add(batchTimeout)
 	minTime := cmp.Or(b.minTime, minStatementTime)
@@ -449,7 +413,7 @@ func (b *batcher[Req, Res]) statement(batch []*call[Req, Res], executed func()) 
 	b.mu.Unlock()
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	res, err := b.flush(ctx, reqs, executed)
+	res, err := b.flush(ctx, reqs)
 	b.metrics.commit.Observe(time.Since(now).Seconds())
 	if err == nil && len(res) != len(batch) {
 		err = fmt.Errorf("a batch of %d answered %d results", len(batch), len(res))

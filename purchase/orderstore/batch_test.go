@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ func TestBatcher_AContextEndingAsTheAnswerArrives_GetsTheAnswer(t *testing.T) {
 	var cancel context.CancelFunc
 	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 1}, newBatchMetrics().series("test"),
 		func(int) [2]string { return [2]string{} },
-		func(_ context.Context, reqs []int, _ func()) ([]memberResult, error) {
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
 			cancel() // the caller's context ends as its statement commits
 			res := make([]memberResult, len(reqs))
 			for i := range res {
@@ -53,7 +52,7 @@ func TestBatcher_ALeaderAnsweredByAnotherFlusher_ReturnsAtOnce(t *testing.T) {
 	seat := func(r int) [2]string { return [2]string{strconv.Itoa(r % 10)} }
 	// Max 2: a second flusher starts only for a full batch waiting.
 	b := newBatcher[int, memberResult](Batching{Max: 2, Flushers: 2}, newBatchMetrics().series("test"), seat,
-		func(_ context.Context, reqs []int, _ func()) ([]memberResult, error) {
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
 			started <- reqs
 			if reqs[0] == 1 {
 				<-gate // the first member's statement is slow
@@ -113,7 +112,7 @@ func TestBatcher_ASecondStatementOnlyForAFullBatch(t *testing.T) {
 	started := make(chan int, 16) // each statement's size
 	b := newBatcher[int, memberResult](Batching{Max: 8, Flushers: 4}, newBatchMetrics().series("test"),
 		func(r int) [2]string { return [2]string{strconv.Itoa(r)} },
-		func(_ context.Context, reqs []int, _ func()) ([]memberResult, error) {
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
 			started <- len(reqs)
 			if reqs[0] == 0 {
 				<-gate // the first statement is slow
@@ -190,7 +189,7 @@ func TestBatcher_AStuckStatement_TheNextMemberSendsBesideIt(t *testing.T) {
 	started := make(chan int, 16)
 	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 2}, newBatchMetrics().series("test"),
 		func(r int) [2]string { return [2]string{strconv.Itoa(r)} },
-		func(_ context.Context, reqs []int, _ func()) ([]memberResult, error) {
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
 			started <- len(reqs)
 			if reqs[0] == 0 {
 				<-gate
@@ -215,7 +214,14 @@ func TestBatcher_AStuckStatement_TheNextMemberSendsBesideIt(t *testing.T) {
 	setNewest(time.Now().Add(time.Hour)) // not stuck yet, however slow the machine
 	ask(1)
 	ask(2)
-	awaitWaiting(t, b, 2)
+	testservers.Eventually(t, 5*time.Second, time.Millisecond, "2 members waiting", func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if len(b.pending) != 2 {
+			return fmt.Errorf("%d waiting", len(b.pending))
+		}
+		return nil
+	})
 	setNewest(time.Now().Add(-stallAfter - time.Millisecond)) // now it has run for stallAfter
 	ask(3)
 	select {
@@ -242,7 +248,7 @@ func TestBatcher_AnswerAfter_MembersAnsweredThenAndTheFlusherGoesOn(t *testing.T
 	failed := make(chan struct{})
 	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 1}, newBatchMetrics().series("test"),
 		func(r int) [2]string { return [2]string{strconv.Itoa(r)} },
-		func(_ context.Context, reqs []int, _ func()) ([]memberResult, error) {
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
 			if reqs[0] == 0 {
 				defer close(failed)
 				return nil, &answerAfter{at: at, err: errors.New("connection lost")}
@@ -281,114 +287,4 @@ func openGate(gate chan struct{}) {
 	default:
 		close(gate)
 	}
-}
-
-// A statement that has run (its rows are back: executed) lets the next
-// batch execute while its commit is flushed: the members that waited for
-// it leave at once, together, and a member that comes later leads its own
-// statement; the first statement's member is answered only when its
-// commit returns.
-func TestBatcher_TheNextBatchExecutesDuringACommit(t *testing.T) {
-	ran, committed := make(chan struct{}), make(chan struct{})
-	started := make(chan []int, 8)
-	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 3}, newBatchMetrics().series("test"),
-		func(r int) [2]string { return [2]string{strconv.Itoa(r)} },
-		func(_ context.Context, reqs []int, executed func()) ([]memberResult, error) {
-			started <- slices.Sorted(slices.Values(reqs))
-			if reqs[0] == 1 {
-				<-ran
-				executed()
-				<-committed
-			}
-			res := make([]memberResult, len(reqs))
-			for i, r := range reqs {
-				res[i] = memberResult{outcome: "ok", detail: strconv.Itoa(r)}
-			}
-			return res, nil
-		})
-	defer func() { openGate(ran); openGate(committed); b.close() }()
-	answers := make(chan string, 8)
-	ask := func(r int) {
-		go func() {
-			m, err := b.do(context.Background(), r)
-			if err != nil {
-				answers <- err.Error()
-				return
-			}
-			answers <- m.detail
-		}()
-	}
-	ask(1)
-	if got := <-started; !slices.Equal(got, []int{1}) {
-		t.Fatalf("the first statement is %v, want [1]", got)
-	}
-	b.mu.Lock()
-	b.newest = time.Now().Add(time.Hour) // the first statement is not stuck (stallAfter)
-	b.mu.Unlock()
-	ask(2)
-	ask(3)
-	awaitWaiting(t, b, 2)
-	select {
-	case got := <-started:
-		t.Fatalf("statement %v started while the first one executed", got)
-	case <-time.After(50 * time.Millisecond):
-	}
-	openGate(ran) // the first statement has run; its commit is under way
-	if got := within(t, started, "statement during the first commit"); !slices.Equal(got, []int{2, 3}) {
-		t.Fatalf("the members that waited left as %v, want one statement [2 3]", got)
-	}
-	got := []string{within(t, answers, "answer"), within(t, answers, "answer")}
-	slices.Sort(got)
-	if !slices.Equal(got, []string{"2", "3"}) {
-		t.Fatalf("answers %v during the first commit, want 2 and 3", got)
-	}
-	ask(4)
-	if got := within(t, started, "statement of a later member"); !slices.Equal(got, []int{4}) {
-		t.Fatalf("a later member's statement is %v, want [4] at once", got)
-	}
-	if a := within(t, answers, "answer"); a != "4" {
-		t.Fatalf("answer %q, want 4", a)
-	}
-	select {
-	case a := <-answers:
-		t.Fatalf("answer %q before the first statement's commit returned", a)
-	case <-time.After(50 * time.Millisecond):
-	}
-	openGate(committed)
-	if a := <-answers; a != "1" {
-		t.Fatalf("answer %q, want 1", a)
-	}
-	testservers.Eventually(t, 5*time.Second, time.Millisecond, "every slot back", func() error {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if b.busy != 0 || b.running != 0 || len(b.pending) != 0 {
-			return fmt.Errorf("busy %d, running %d, waiting %d", b.busy, b.running, len(b.pending))
-		}
-		return nil
-	})
-}
-
-// within receives from ch, or fails the test after 5 s.
-func within[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no %s within 5 s", what)
-		panic("unreachable")
-	}
-}
-
-// awaitWaiting waits until n members wait in b's queue.
-func awaitWaiting[Req, Res any](t *testing.T, b *batcher[Req, Res], n int) {
-	t.Helper()
-	testservers.Eventually(t, 5*time.Second, time.Millisecond, fmt.Sprintf("%d members waiting", n), func() error {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if len(b.pending) != n {
-			return fmt.Errorf("%d waiting", len(b.pending))
-		}
-		return nil
-	})
 }

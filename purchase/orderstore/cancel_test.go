@@ -81,7 +81,7 @@ func TestCancelOrder_FreesSeatCountsAndKeys_OnceWithOneEvent(t *testing.T) {
 	res, err := s.confirmPurchases(ctx, []Purchase{
 		{TicketID: 3, OrderID: keyed.ID, BuyerID: "a", IdempotencyKey: "k1"},
 		{TicketID: 6, OrderID: uuid.New(), BuyerID: "b"},
-	}, nil)
+	})
 	if err != nil || res[0].outcome != "cancelled" || res[0].detail != keyed.ID.String() || res[1].outcome != "ok" {
 		t.Fatalf("batch: %+v %v", res, err)
 	}
@@ -126,7 +126,7 @@ func TestCancelOrder_AHoldsOrder_ConfirmRetriesAnswerCancelled(t *testing.T) {
 	if _, _, err := s.ConfirmHold(ctx, h.ID, "a", uuid.New(), "pay-2"); !errors.As(err, &ce) || ce.OrderID != o.ID {
 		t.Fatalf("a repeated confirm (one): want CancelledError naming %s, got %v", o.ID, err)
 	}
-	res, err := s.confirmHolds(ctx, []holdConfirm{{hold: h.ID, buyer: "a", order: uuid.New(), paymentRef: "p"}, {hold: uuid.New(), buyer: "a", order: uuid.New(), paymentRef: "p"}}, nil)
+	res, err := s.confirmHolds(ctx, []holdConfirm{{hold: h.ID, buyer: "a", order: uuid.New(), paymentRef: "p"}, {hold: uuid.New(), buyer: "a", order: uuid.New(), paymentRef: "p"}})
 	if err != nil || res[0].outcome != "cancelled" || res[0].refusal() == nil || !errors.As(res[0].refusal(), &ce) || ce.OrderID != o.ID {
 		t.Fatalf("a repeated confirm (batch): %+v %v", res, err)
 	}

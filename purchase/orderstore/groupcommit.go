@@ -72,22 +72,9 @@ func purchaseConflicts(p Purchase) [2]string {
 func purchaseSetting(p Purchase) any { return p.MaxPerBuyer }
 
 // confirmPurchases runs one statement: every member has one buyer limit
-// (purchaseSetting). executed is the batcher's (queryEarly).
-func (s *Store) confirmPurchases(ctx context.Context, ps []Purchase, executed func()) ([]memberResult, error) {
-	return s.withOrderLocks(ctx, ps, purchaseStatement(ps), executed)
-}
-
-// batchQuery runs a batch statement: one of several members through
-// queryEarly, whose rows come back before the commit's WAL flush (executed
-// lets the next batch run during it); a lone member through pool.Query,
-// for it the batcher has no next batch to start and a lone buyer pays no
-// extra work.
-func (s *Store) batchQuery(ctx context.Context, members int, executed func(), sql string, args ...any) pgx.Rows {
-	if members > 1 {
-		return s.queryEarly(ctx, executed, sql, args...)
-	}
-	rows, _ := s.pool.Query(ctx, sql, args...) // its error is rows'
-	return rows
+// (purchaseSetting).
+func (s *Store) confirmPurchases(ctx context.Context, ps []Purchase) ([]memberResult, error) {
+	return s.withOrderLocks(ctx, ps, purchaseStatement(ps))
 }
 
 // statement is one batch's SQL, its arguments, and how its answer is read
@@ -209,7 +196,7 @@ const CommitSkewMargin = time.Second
 // these transactions take them), so they cannot deadlock: concurrent
 // retries of one key, which share the id, wait here as they waited on the
 // key's lock.
-func (s *Store) withOrderLocks(ctx context.Context, ps []Purchase, st statement, executed func()) ([]memberResult, error) {
+func (s *Store) withOrderLocks(ctx context.Context, ps []Purchase, st statement) ([]memberResult, error) {
 	var keys []int64
 	for _, p := range ps {
 		if p.IdempotencyKey != "" {
@@ -217,14 +204,16 @@ func (s *Store) withOrderLocks(ctx context.Context, ps []Purchase, st statement,
 		}
 	}
 	if len(keys) == 0 {
-		return st.read(s.batchQuery(ctx, len(ps), executed, st.sql, st.args...))
+		rows, _ := s.pool.Query(ctx, st.sql, st.args...) // its error is rows'
+		return st.read(rows)
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(batchTimeout)
 	}
 	slices.Sort(keys)
-	res, err := st.read(s.batchQuery(ctx, len(ps), executed, st.locked, append(st.args, keys, deadline.Add(-CommitSkewMargin))...))
+	rows, _ := s.pool.Query(ctx, st.locked, append(st.args, keys, deadline.Add(-CommitSkewMargin))...) // its error is rows'
+	res, err := st.read(rows)
 	var pgErr *pgconn.PgError
 	switch {
 	case err == nil:
@@ -336,7 +325,7 @@ func holdSettingOf(r HoldRequest) any { return holdSetting{r.TTL, r.MaxPerBuyer}
 
 // holdSeats runs one statement: every member has one TTL and buyer limit
 // (holdSettingOf).
-func (s *Store) holdSeats(ctx context.Context, rs []HoldRequest, executed func()) ([]memberResult, error) {
+func (s *Store) holdSeats(ctx context.Context, rs []HoldRequest) ([]memberResult, error) {
 	if len(rs) == 1 {
 		return s.holdOne(ctx, rs[0])
 	}
@@ -346,8 +335,11 @@ func (s *Store) holdSeats(ctx context.Context, rs []HoldRequest, executed func()
 	for i, r := range rs {
 		tickets[i], holds[i], buyers[i] = r.TicketID, pgUUID(r.HoldID), r.BuyerID
 	}
-	rows := s.batchQuery(ctx, len(rs), executed, `SELECT idx, outcome, hold_id, ticket_id, buyer_id, expires_at, detail
+	rows, err := s.pool.Query(ctx, `SELECT idx, outcome, hold_id, ticket_id, buyer_id, expires_at, detail
 		FROM hold_seats($1, $2, $3, $4, $5)`, tickets, holds, buyers, rs[0].TTL.Milliseconds(), rs[0].MaxPerBuyer)
+	if err != nil {
+		return nil, fmt.Errorf("hold %d seats: %w", len(rs), err)
+	}
 	res, err := collectMembers(rows, len(rs), func(rows pgx.Rows, m *memberResult) (int, error) {
 		var idx int
 		var id uuid.NullUUID
@@ -376,7 +368,7 @@ type holdConfirm struct {
 
 func confirmConflicts(c holdConfirm) [2]string { return [2]string{"h\x00" + c.hold.String()} }
 
-func (s *Store) confirmHolds(ctx context.Context, cs []holdConfirm, executed func()) ([]memberResult, error) {
+func (s *Store) confirmHolds(ctx context.Context, cs []holdConfirm) ([]memberResult, error) {
 	if len(cs) == 1 {
 		return s.confirmHoldOne(ctx, cs[0])
 	}
@@ -387,8 +379,11 @@ func (s *Store) confirmHolds(ctx context.Context, cs []holdConfirm, executed fun
 	for i, c := range cs {
 		holds[i], buyers[i], orders[i], refs[i] = pgUUID(c.hold), c.buyer, pgUUID(c.order), c.paymentRef
 	}
-	rows := s.batchQuery(ctx, len(cs), executed, `SELECT idx, outcome, order_id, ticket_id, buyer_id, purchased_at, hold_id, payment_ref
+	rows, err := s.pool.Query(ctx, `SELECT idx, outcome, order_id, ticket_id, buyer_id, purchased_at, hold_id, payment_ref
 		FROM confirm_holds($1, $2, $3, $4)`, holds, buyers, orders, refs)
+	if err != nil {
+		return nil, fmt.Errorf("confirm %d holds: %w", len(cs), err)
+	}
 	res, err := collectMembers(rows, len(cs), func(rows pgx.Rows, m *memberResult) (int, error) {
 		var idx int
 		var id, hold uuid.NullUUID

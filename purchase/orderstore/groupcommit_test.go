@@ -58,7 +58,7 @@ func TestConfirmPurchases_OneBatch_EachRefusalIsItsOwn(t *testing.T) {
 		members[i].OrderID = uuid.New()
 		members[i].MaxPerBuyer = 2
 	}
-	res, err := s.confirmPurchases(ctx, members, nil)
+	res, err := s.confirmPurchases(ctx, members)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestHoldSeatsAndConfirmHolds_OneBatch_EachOutcomeIsItsOwn(t *testing.T) {
 		}
 		reqs[i].TTL, reqs[i].MaxPerBuyer = time.Minute, 1
 	}
-	res, err := s.holdSeats(ctx, reqs, nil)
+	res, err := s.holdSeats(ctx, reqs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestHoldSeatsAndConfirmHolds_OneBatch_EachOutcomeIsItsOwn(t *testing.T) {
 		{hold: uuid.New(), buyer: "z", order: uuid.New(), paymentRef: "p5"},
 		{hold: res[4].hold.ID, buyer: "two", order: uuid.New(), paymentRef: "p6"},
 	}
-	out, err := s.confirmHolds(ctx, cs, nil)
+	out, err := s.confirmHolds(ctx, cs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestBatcher_ALoneMemberRunsAtOnce_ConcurrentOnesShare(t *testing.T) {
 	release := make(chan struct{})
 	b := newBatcher[int, memberResult](Batching{Max: 64, Flushers: 1}, newBatchMetrics().series("test"),
 		func(int) [2]string { return [2]string{} },
-		func(_ context.Context, reqs []int, _ func()) ([]memberResult, error) {
+		func(_ context.Context, reqs []int) ([]memberResult, error) {
 			mu.Lock()
 			sizes = append(sizes, len(reqs))
 			first := len(sizes) == 1
@@ -526,7 +526,7 @@ func TestConfirmPurchases_KeyedOrdersLockedUntilTheirTransactionEnds(t *testing.
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.confirmPurchases(ctx, members, nil)
+		_, err := s.confirmPurchases(ctx, members)
 		done <- err
 	}()
 	inFlight := func(id uuid.UUID) bool {
@@ -601,7 +601,7 @@ func TestConfirmPurchases_KeyedBatchPastItsDeadlineIsRolledBackByTheServer(t *te
 			defer cancel()
 			done := make(chan error, 1)
 			go func() {
-				_, err := s.confirmPurchases(short, late, nil)
+				_, err := s.confirmPurchases(short, late)
 				done <- err
 			}()
 			time.Sleep(1500 * time.Millisecond)
@@ -623,7 +623,7 @@ func TestConfirmPurchases_KeyedBatchPastItsDeadlineIsRolledBackByTheServer(t *te
 			}
 			inTime, cancel2 := context.WithTimeout(ctx, CommitSkewMargin+500*time.Millisecond)
 			defer cancel2()
-			res, err := s.confirmPurchases(inTime, late, nil)
+			res, err := s.confirmPurchases(inTime, late)
 			if err != nil {
 				t.Fatal(err)
 			}

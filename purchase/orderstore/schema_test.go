@@ -164,10 +164,10 @@ func TestFreshSale_BatchesNeverScanTheGrowingTables(t *testing.T) {
 			}
 		}
 		batch[5].TicketID = 1 // sold from the second round on
-		if _, err := s.confirmPurchases(ctx, batch, nil); err != nil {
+		if _, err := s.confirmPurchases(ctx, batch); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.confirmPurchases(ctx, batch[:1], nil); err != nil { // replayed
+		if _, err := s.confirmPurchases(ctx, batch[:1]); err != nil { // replayed
 			t.Fatal(err)
 		}
 		if _, _, err := s.Confirm(ctx, Purchase{TicketID: next(), OrderID: uuid.New(), BuyerID: "one", IdempotencyKey: fmt.Sprintf("one-%d", round), MaxPerBuyer: 100}); err != nil {
@@ -175,11 +175,11 @@ func TestFreshSale_BatchesNeverScanTheGrowingTables(t *testing.T) {
 		}
 		holds := []HoldRequest{{TicketID: next(), HoldID: uuid.New(), BuyerID: "h1", TTL: time.Minute, MaxPerBuyer: 100},
 			{TicketID: next(), HoldID: uuid.New(), BuyerID: "h2", TTL: time.Minute, MaxPerBuyer: 100}}
-		if _, err := s.holdSeats(ctx, holds, nil); err != nil {
+		if _, err := s.holdSeats(ctx, holds); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.confirmHolds(ctx, []holdConfirm{{hold: holds[0].HoldID, order: uuid.New(), buyer: "h1"},
-			{hold: holds[1].HoldID, order: uuid.New(), buyer: "h2"}}, nil); err != nil {
+			{hold: holds[1].HoldID, order: uuid.New(), buyer: "h2"}}); err != nil {
 			t.Fatal(err)
 		}
 		h, _, err := s.PlaceHold(ctx, HoldRequest{TicketID: next(), HoldID: uuid.New(), BuyerID: "h3", TTL: time.Minute, MaxPerBuyer: 100})
