@@ -20,7 +20,8 @@ import (
 // The rows of issue 18 (group commit) beside the sell-out: the pods' mean
 // batch and the ceiling it sets (pgbench running the batched statement at
 // that size), a checkout (hold + confirm) and the p50 of a 201 with one
-// connection.
+// connection, against the same with one commit per order (--confirm-batch-max
+// 1) in the same run.
 
 // ceilingSeats is the inventory of the batched pgbench's database: it
 // seeds in a few seconds, and its seats are walked without repeat, so
