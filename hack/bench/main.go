@@ -600,6 +600,18 @@ type proc struct {
 	url  string
 	pid  int
 	stop func()
+	logs *bytes.Buffer // its output; read it only after stop
+}
+
+// logTail is the end of the stopped binary's output, for an error that
+// needs its side of the story.
+func (p *proc) logTail() string {
+	const keep = 4 << 10
+	s := p.logs.String()
+	if len(s) > keep {
+		s = "…" + s[len(s)-keep:]
+	}
+	return s
 }
 
 // launch is start, also returning the process id.
@@ -641,7 +653,7 @@ func (b *bench) launch(ctx context.Context, name string, args []string) (*proc, 
 		stop()
 		return nil, fmt.Errorf("%s %v: %w\n%s", name, args, err, logs.String())
 	}
-	return &proc{url: url, pid: cmd.Process.Pid, stop: stop}, nil
+	return &proc{url: url, pid: cmd.Process.Pid, stop: stop, logs: &logs}, nil
 }
 
 // purchase starts `flux-order purchase` on a fresh database and sale name

@@ -87,7 +87,7 @@ func (b *bench) queue1M(ctx context.Context) error {
 	bulk, err := joinMany(ctx, pod.url, "b", n, joinConns)
 	pod.stop()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; the pod's output:\n%s", err, pod.logTail())
 	}
 	what := fmt.Sprintf("%s joins POST /v1/queue, a new buyer each, %d keep-alive connections (HTTP/1.1, Go)", human(n), joinConns)
 	b.add(row{group: group, what: what + ": time", unit: "s", value: bulk.took.Seconds()})
