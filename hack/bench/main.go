@@ -240,7 +240,11 @@ func (b *bench) wrkVsNull(script, url string) (target, null stat, err error) {
 			return stat{}, stat{}, err
 		}
 		ns, ts = append(ns, x), append(ts, y)
-		fmt.Fprintf(os.Stderr, "bench: %s, round %d: null server %.0f, pod %.0f req/s (%.2f ×)\n", u.Path, len(ts), x, y, y/x)
+		path := u.Path
+		if len(path) > 32 {
+			path = path[:32] + "…" // a queue id
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s, round %d: null server %.0f, pod %.0f req/s (%.2f ×)\n", path, len(ts), x, y, y/x)
 	}
 	return statOf(ts), statOf(ns), nil
 }
