@@ -200,18 +200,26 @@ func (b *bench) addStat(r row, s stat) {
 // wrkPost measures purchase POSTs to url with wrk -t1 -c100: the fastest
 // client we have, the same for every server.
 func (b *bench) wrkPost(url string) (stat, error) {
-	return median(func() (float64, error) {
-		return command(wrkRPS, "wrk", "-t1", "-c100", "-d"+duration.String(), "-s", b.postScript, url)
-	})
+	return median(func() (float64, error) { return wrk(b.postScript, url) })
+}
+
+// wrk is one wrk -t1 -c100 run against url, with the Lua script unless
+// it is empty: requests/s.
+func wrk(script, url string) (float64, error) {
+	args := []string{"-t1", "-c100", "-d" + duration.String()}
+	if script != "" {
+		args = append(args, "-s", script)
+	}
+	return command(wrkRPS, "wrk", append(args, url)...)
 }
 
 // wrkVsNull measures url with wrk (-s script unless empty) as wrkPost
 // does, each run right after the same wrk run against the null server, and
 // returns both. A ratio to the null server is taken within these rounds,
 // not against the ceilings' figure of minutes before: on a shared host the
-// null server's own rate drifts by 20 % and more between minutes (52k in
-// the ceilings, 40–42k a few minutes later, on 2026-12-06), which moved the
-// hot-seat ratios by as much as the targets' margin.
+// null server's own rate drifts by 15–20 % between minutes (one run of
+// 2026-12-06: 43.9k in the ceilings, 50.9–53.1k in rounds a few minutes
+// later), which moved the hot-seat ratios by as much as the targets' margin.
 func (b *bench) wrkVsNull(script, url string) (target, null stat, err error) {
 	u, err := neturl.Parse(url)
 	if err != nil {
@@ -222,20 +230,13 @@ func (b *bench) wrkVsNull(script, url string) (target, null stat, err error) {
 		return stat{}, stat{}, err
 	}
 	u.Host = n.Host
-	wrk := func(url string) (float64, error) {
-		args := []string{"-t1", "-c100", "-d" + duration.String()}
-		if script != "" {
-			args = append(args, "-s", script)
-		}
-		return command(wrkRPS, "wrk", append(args, url)...)
-	}
 	var ts, ns []float64
 	for range *runs {
-		x, err := wrk(u.String())
+		x, err := wrk(script, u.String())
 		if err != nil {
 			return stat{}, stat{}, err
 		}
-		y, err := wrk(url)
+		y, err := wrk(script, url)
 		if err != nil {
 			return stat{}, stat{}, err
 		}

@@ -60,7 +60,7 @@ end
 `, run)), 0o644); err != nil {
 			return 0, err
 		}
-		return command(wrkRPS, "wrk", "-t1", "-c100", "-d"+duration.String(), "-s", script, url)
+		return wrk(script, url)
 	})
 	if err != nil {
 		return err
