@@ -248,8 +248,12 @@ prev-image: kit ## Build the previous release (PREV_REF) into PREV_IMG and load 
 
 # HELM: the scoped-install scenario helm-upgrades the release to
 # watchNamespaces and back (its values otherwise reused).
+# A failed e2e test writes what its namespace held here (test/e2e: dumpNamespace).
+E2E_DUMP_DIR ?= $(CURDIR)/bin/e2e-dumps
+
 .PHONY: test-e2e
 test-e2e: prev-image helm ## End-to-end tests against the kind cluster (after make kind-up deploy)
-	$(KIT) KUBE_CONTEXT=$(KUBE_CONTEXT) OPERATOR_NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) HELM="$(HELM)" \
+	rm -rf $(E2E_DUMP_DIR)
+	$(KIT) E2E_DUMP_DIR=$(E2E_DUMP_DIR) KUBE_CONTEXT=$(KUBE_CONTEXT) OPERATOR_NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) HELM="$(HELM)" \
 	  PREV_CHART=$(PREV_SRC)/charts/flux-order PREV_IMG=$(PREV_IMG) \
 	  $(GO) test ./test/e2e/ -tags e2e -count=1 -v -parallel 3 -timeout 30m

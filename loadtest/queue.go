@@ -251,7 +251,7 @@ func (q *queueRun) buy(buyer int, body []byte, pass string) {
 		headers, pass, path = nil, "", "/v1/holds/"+held+"/confirm"
 		body = []byte(strings.TrimSuffix(string(body), "}") + `,"paymentRef":"queue-` + strconv.Itoa(buyer) + `"}`)
 	}
-	for range 5 {
+	for range raceTries {
 		start := time.Now()
 		status, raw, _, err := q.doWith(http.MethodPost, path, body, pass, headers)
 		o := TransportError
@@ -283,15 +283,18 @@ func (q *queueRun) buy(buyer int, body []byte, pass string) {
 	q.outcome.unfinished.Add(1) // still losing races after every try
 }
 
-// holdTries bounds one buyer's hold attempts: while every remaining seat
-// is held by buyers still checking out, a hold is refused until they
-// confirm (sold out) or abandon (the seat comes back).
-const holdTries = 100
+// raceTries bounds one admitted buyer's attempts at a seat (100 ms apart):
+// while every remaining seat is locked or held by buyers still checking
+// out, an any-seat purchase or hold is refused 409 until they confirm (sold
+// out) or abandon (the seat comes back). That lasts as long as their
+// commits: seconds on a loaded cluster, so a buyer keeps trying, as a
+// real one would, rather than giving up after a few lost races.
+const raceTries = 100
 
 // hold holds any free seat with the pass and returns the hold id; a lost
 // race or a 5xx is retried (a hold whose answer was lost only expires).
 func (q *queueRun) hold(body []byte, pass string) (string, bool) {
-	for range holdTries {
+	for range raceTries {
 		status, raw, _, err := q.do(http.MethodPost, "/v1/holds", body, pass)
 		if err == nil && status == http.StatusCreated {
 			var h struct {

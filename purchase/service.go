@@ -83,7 +83,7 @@ func newService(cfg Config, locks *seatlock.Locks, store *orderstore.Store, iden
 	s.SetDisplayName(cfg.DisplayName)
 	s.api = httpapi.New(httpapi.Deps{
 		Checkout: s.Checkout, Queue: s.Queue, Feed: s.Feed, Identity: s.Identity, Door: s.Door, Facts: s.Facts,
-		Draining: s.draining.Load, AdminToken: cfg.AdminToken, Registerer: s.registry, Log: log,
+		Draining: s.draining.Load, Warming: func() bool { return !s.Queue.Warm() }, AdminToken: cfg.AdminToken, Registerer: s.registry, Log: log,
 	})
 	return s
 }

@@ -44,6 +44,7 @@ type API struct {
 	door     Door
 	facts    func() sale.Facts
 	draining func() bool
+	warming  func() bool
 	metrics  *metrics
 	log      *slog.Logger
 	// adminToken is the SHA-256 of the admin API's token (nil: the admin
@@ -67,6 +68,9 @@ type Deps struct {
 	Facts func() sale.Facts
 	// Draining says the pod is shutting down: /readyz fails.
 	Draining func() bool
+	// Warming says the pod's start is not done (the waiting room's first
+	// view): /readyz fails until it is (nil: never warming).
+	Warming func() bool
 	// AdminToken is the bearer token of the admin API (AdminHandler);
 	// empty turns the admin API off (it answers 404 admin_disabled).
 	AdminToken string
@@ -81,6 +85,7 @@ func New(d Deps) *API {
 		d.Door = openDoor{}
 	}
 	a := &API{door: d.Door, checkout: d.Checkout, queue: d.Queue, feed: d.Feed, identity: d.Identity, facts: d.Facts, draining: d.Draining,
+		warming: d.Warming,
 		metrics: newMetrics(d.Registerer), log: d.Log}
 	if d.AdminToken != "" {
 		h := sha256.Sum256([]byte(d.AdminToken))
@@ -94,10 +99,12 @@ func New(d Deps) *API {
 // Unknown paths, and paths that are not in their clean form
 // ("/v1//tickets/1"), answer a 404 problem: no redirects.
 //
-// /readyz fails only while the pod drains. An outage of Redis or Postgres
+// /readyz fails only while the pod starts (until it is warm: the waiting
+// room's first view) and while it drains. An outage of Redis or Postgres
 // is shared by every pod of the sale: taking them all out of the Service
 // would make the Ingress answer a bare 404, while a ready pod answers each
 // purchase with 503 unavailable and Retry-After, which buyers can act on.
+// So once warm, a pod stays ready through an outage.
 func (s *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	buyTicket := purchaseHandler(s.handlePurchaseTicket)
@@ -111,7 +118,7 @@ func (s *API) Handler() http.Handler {
 	s.holdRoutes(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if s.draining() {
+		if s.draining() || (s.warming != nil && s.warming()) {
 			writeProblem(w, sale.ErrUnavailable)
 			return
 		}

@@ -192,6 +192,7 @@ type fixture struct {
 	feed     *fakeFeed
 	door     *fakeDoor
 	draining bool
+	warming  bool
 	registry *prometheus.Registry
 	handler  http.Handler
 	admin    http.Handler // the admin API (private port)
@@ -232,6 +233,7 @@ func newFixtureWith(identity Identity) *fixture {
 		Checkout: f.checkout, Queue: f.queue, Feed: f.feed, Identity: identity, Door: f.door,
 		Facts:      func() sale.Facts { return sale.Facts{DisplayName: "Show", Tickets: 10} },
 		Draining:   func() bool { return f.draining },
+		Warming:    func() bool { return f.warming },
 		AdminToken: fixtureAdminToken,
 		Registerer: f.registry,
 		Log:        slog.New(slog.DiscardHandler),

@@ -267,6 +267,11 @@ func TestReadsProbesAndPage(t *testing.T) {
 	if rec := f.do(http.MethodDelete, "/v1/tickets/3", "", nil); rec.Code != 405 || rec.Header().Get("Allow") != "GET, HEAD" {
 		t.Errorf("DELETE of a ticket: %d %v", rec.Code, rec.Header())
 	}
+	f.warming = true
+	if rec := f.do(http.MethodGet, "/readyz", "", nil); rec.Code != 503 {
+		t.Errorf("/readyz while warming: %d", rec.Code)
+	}
+	f.warming = false
 	f.draining = true
 	if rec := f.do(http.MethodGet, "/readyz", "", nil); rec.Code != 503 {
 		t.Errorf("/readyz while draining: %d", rec.Code)

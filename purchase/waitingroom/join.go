@@ -37,7 +37,9 @@ func (q *Room) Join(ctx context.Context, buyer string) (Place, string, error) {
 		}
 		return Place{}, "", sale.ErrSoldOut
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), joinTimeout)
+	// Longer than the batch's own bound: a 503 then means the batch failed
+	// (or never started), not that it committed after the buyer gave up.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.joinTimeout+joinAnswerSlack)
 	defer cancel()
 	j, err := q.join(ctx, buyer)
 	if err != nil {
@@ -97,6 +99,21 @@ func (q *Room) firstView(ctx context.Context, now time.Time) (*queueView, error)
 			}
 		}
 	}
+}
+
+// Warm says the room can answer a join at once: it is off, or it has had a
+// view. Once true it stays true (the pod's readiness: a pod that starts
+// with the room on takes no buyers before its first view, but an outage
+// later, shared by every pod, does not take the pods out of the Service).
+func (q *Room) Warm() bool {
+	if q.warm.Load() {
+		return true
+	}
+	if !q.On() || q.view.Load() != nil {
+		q.warm.Store(true)
+		return true
+	}
+	return false
 }
 
 // currentView is the pod's view, unless it is missing or too old to vouch

@@ -65,3 +65,64 @@ func TestJoin_ViewStaleAfterTheBuyerJoined_AnswersThePlace(t *testing.T) {
 		t.Fatal("the view did not go stale during the join: the test proves nothing")
 	}
 }
+
+// A join that waited for its batch, and whose batch commits within the
+// batch's own timeout, gets its place: not a 503 because the buyer's clock
+// (started before the batch's) ran out first. That 503 was the bench's
+// flake: a join answered 503 whose row was in the queue.
+func TestJoin_BatchCommitsWithinItsTimeout_AfterTheMembersOwn_AnswersThePlace(t *testing.T) {
+	store := &slowJoins{delay: 700 * time.Millisecond}
+	q := New("sale", []byte("secret"), Settings{AdmitPerSecond: 10}, store,
+		func() sale.Schedule { return sale.Schedule{} }, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	q.joinTimeout = time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	q.view.Store(&queueView{at: time.Now(), available: 10})
+	// The join waits 500 ms before its batch starts (a batch ahead of it),
+	// and its batch takes 700 ms: it commits 1.2 s after the buyer came,
+	// within its own 1 s.
+	time.AfterFunc(500*time.Millisecond, func() { go q.joinLoop(ctx) })
+	start := time.Now()
+	p, id, err := q.Join(ctx, "alice")
+	if err != nil || id == "" || p.State != StateWaiting {
+		t.Fatalf("got %+v %q %v after %v, want a waiting place", p, id, err, time.Since(start))
+	}
+	if d := time.Since(start); d < q.joinTimeout {
+		t.Fatalf("answered after %v: the batch did not outlast the member's own %v, the test proves nothing", d, q.joinTimeout)
+	}
+}
+
+// A pod that starts with the room on is warm (ready) only once it has a
+// view, and stays warm when the view goes stale later (an outage is every
+// pod's); a pod that starts with the room off is warm at once, and stays
+// so when the room is switched on.
+func TestWarm_AfterTheFirstView_Latched(t *testing.T) {
+	newRoom := func(on bool) *Room {
+		wr := Settings{}
+		if on {
+			wr.AdmitPerSecond = 10
+		}
+		return New("sale", []byte("secret"), wr, &slowJoins{},
+			func() sale.Schedule { return sale.Schedule{} }, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	}
+	q := newRoom(true)
+	if q.Warm() {
+		t.Fatal("warm with the room on and no view")
+	}
+	q.view.Store(&queueView{at: time.Now(), available: 10})
+	if !q.Warm() {
+		t.Fatal("not warm after the first view")
+	}
+	q.view.Store(&queueView{at: time.Now().Add(-2 * staleView)})
+	if !q.Warm() {
+		t.Fatal("not warm once the view went stale: an outage took the pod out of the Service")
+	}
+	q = newRoom(false)
+	if !q.Warm() {
+		t.Fatal("not warm with the room off")
+	}
+	q.Set(Settings{AdmitPerSecond: 10})
+	if !q.Warm() {
+		t.Fatal("not warm after the room was switched on live")
+	}
+}

@@ -33,8 +33,13 @@ const (
 	admitterRetry        = time.Second // how often a non-admitting pod tries for the role
 	joinBatchWindow      = 5 * time.Millisecond
 	joinBatchMax         = 512
-	joinTimeout          = 5 * time.Second
-	queueDBTimeout       = 2 * time.Second
+	joinTimeout          = 5 * time.Second // a join batch's statement and commit
+	// joinAnswerSlack is how much longer than its batch's joinTimeout a
+	// member waits for the batch's answer: the member's clock starts
+	// before the batch's (its window, a batch ahead of it), and a member
+	// that gave up first would answer 503 for a join that then committed.
+	joinAnswerSlack = time.Second
+	queueDBTimeout  = 2 * time.Second
 	// AdmitMultiple bounds admission by the inventory: active buyers (see
 	// admitter.step) are kept at most AdmitMultiple × available seats. Above
 	// 1 because some admitted buyers leave without buying; at 2 a buyer who
@@ -72,6 +77,9 @@ type Room struct {
 	lastErr  atomic.Int64 // unix ns of the last logged error (one a second)
 	left     leavers
 	spender  atomic.Pointer[spenderBox]
+	warm     atomic.Bool // latched by Warm
+	// joinTimeout bounds a join batch (joinTimeout; shorter in tests).
+	joinTimeout time.Duration
 }
 
 // queueView is a pod's picture of the queue, replaced whole by each refresh.
@@ -100,11 +108,12 @@ type joinResult struct {
 // loops.
 func New(saleName string, secret []byte, wr Settings, store Store, schedule func() sale.Schedule, reg prometheus.Registerer, log *slog.Logger) *Room {
 	q := &Room{
-		signer:   NewSigner(secret, saleName),
-		joins:    make(chan joinRequest, 4*joinBatchMax),
-		store:    store,
-		schedule: schedule,
-		log:      log,
+		signer:      NewSigner(secret, saleName),
+		joins:       make(chan joinRequest, 4*joinBatchMax),
+		store:       store,
+		schedule:    schedule,
+		log:         log,
+		joinTimeout: joinTimeout,
 	}
 	q.Set(wr)
 	q.metrics = newMetrics(reg, q)
@@ -204,7 +213,7 @@ func (q *Room) writeJoins(ctx context.Context, batch []joinRequest) {
 			buyers = append(buyers, r.buyer)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	ctx, cancel := context.WithTimeout(ctx, q.joinTimeout)
 	defer cancel()
 	got, err := q.store.JoinQueue(ctx, buyers)
 	if err != nil {

@@ -200,10 +200,16 @@ func testNamespace(t *testing.T, prefix string) string {
 	return ns
 }
 
-// dumpNamespace logs what a failed test leaves behind, for the diagnosis.
+// dumpNamespace writes what a failed test leaves behind to
+// $E2E_DUMP_DIR/<namespace>.txt, for the diagnosis, and logs one line
+// naming it. A file rather than the test's log: the dump is hundreds of
+// lines, and in the log it would bury the failure's own message, which
+// must stay right above the test's --- FAIL line (.ci/run prints the
+// dumps after the suite).
 func dumpNamespace(t *testing.T, ns string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	var b strings.Builder
 	for _, args := range [][]string{
 		{"-n", ns, "get", "flashsales", "-o", "yaml"},
 		{"-n", ns, "get", "flashsales,all,pvc,ingress,endpointslices", "-o", "wide"},
@@ -215,8 +221,19 @@ func dumpNamespace(t *testing.T, ns string) {
 		if err != nil {
 			out += "\n" + err.Error()
 		}
-		t.Logf("$ kubectl %s\n%s", strings.Join(args, " "), out)
+		fmt.Fprintf(&b, "$ kubectl %s\n%s\n", strings.Join(args, " "), out)
 	}
+	dir := env("E2E_DUMP_DIR", filepath.Join(os.TempDir(), "flux-order-e2e-dumps"))
+	path := filepath.Join(dir, ns+".txt")
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil {
+		err = os.WriteFile(path, []byte(b.String()), 0o644)
+	}
+	if err != nil {
+		t.Logf("namespace %s: cannot write its dump (%v), so here it is:\n%s", ns, err, b.String())
+		return
+	}
+	t.Logf("namespace %s dumped to %s", ns, path)
 }
 
 // kindIngressCIDR is where the kind ingress controller's pods are: kind's
