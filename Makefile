@@ -246,11 +246,11 @@ prev-image: kit ## Build the previous release (PREV_REF) into PREV_IMG and load 
 	$(KIT) $(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg VERSION=$(PREV_REF) -t $(PREV_IMG) $(PREV_SRC)
 	$(KIT) $(KIND) load docker-image --name $(KIND_CLUSTER) $(PREV_IMG)
 
-# HELM: the scoped-install scenario helm-upgrades the release to
-# watchNamespaces and back (its values otherwise reused).
 # A failed e2e test writes what its namespace held here (test/e2e: dumpNamespace).
 E2E_DUMP_DIR ?= $(CURDIR)/bin/e2e-dumps
 
+# HELM: the scoped-install scenario helm-upgrades the release to
+# watchNamespaces and back (its values otherwise reused).
 .PHONY: test-e2e
 test-e2e: prev-image helm ## End-to-end tests against the kind cluster (after make kind-up deploy)
 	rm -rf $(E2E_DUMP_DIR)
