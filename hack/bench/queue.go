@@ -102,8 +102,9 @@ func admitted(url, buyer string) (id, pass string, err error) {
 			return "", "", err
 		}
 		// A join right after the pod's start has been answered 503 in
-		// some runs (docs/benchmarks.md, 2026-12-06 17:20): sent again,
-		// as queue-1m's joins are, and said on stderr.
+		// some runs (docs/benchmarks.md, 2026-12-06 17:20; its two
+		// suspects were removed in 64a6de2): sent again, as queue-1m's
+		// joins are, and said on stderr, so a return shows.
 		if resp.StatusCode == http.StatusServiceUnavailable && try < joinRetries {
 			fmt.Fprintf(os.Stderr, "bench: join of %s answered 503, sent again in 1 s: %s\n", buyer, body)
 			time.Sleep(time.Second)

@@ -193,8 +193,8 @@ func joinMany(ctx context.Context, url, prefix string, n, conns int) (joined, er
 				s := time.Now()
 				status, body, err := c.do(req)
 				// A 503, seen right after the pod's start in some runs
-				// (cause not found: docs/benchmarks.md, 2026-12-06 17:20),
-				// is retried as a buyer's page retries it, the same buyer
+				// (docs/benchmarks.md, 2026-12-06 17:20; its two suspects
+				// were removed in 64a6de2, this keeps counting), is retried as a buyer's page retries it, the same buyer
 				// (a join is idempotent); its latency runs to the last
 				// answer, and the retries are a row of their own.
 				for try := 0; err == nil && status == http.StatusServiceUnavailable && try < joinRetries; try++ {
