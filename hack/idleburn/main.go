@@ -1,7 +1,7 @@
 // Command idleburn keeps one thread busy for a fraction of each period and
 // does nothing else: no I/O, no memory traffic to speak of. Run at the
 // lowest CPU priority it measures what the spare CPU of a machine is worth
-// to a sale on it (docs/delivery.md, "What spare CPU is worth here"):
+// to a sale on it (docs/delivery.md, "What spare CPU is worth on this machine"):
 //
 //	GOMAXPROCS=1 chrt --idle 0 go run ./hack/idleburn -busy 1ms -period 2ms &
 //	go run ./hack/bench -steps delivery -runs 1
