@@ -194,9 +194,10 @@ func joinMany(ctx context.Context, url, prefix string, n, conns int) (joined, er
 				status, body, err := c.do(req)
 				// A 503, seen right after the pod's start in some runs
 				// (docs/benchmarks.md, 2026-12-06 17:20; its two suspects
-				// were removed in 64a6de2, this keeps counting), is retried as a buyer's page retries it, the same buyer
-				// (a join is idempotent); its latency runs to the last
-				// answer, and the retries are a row of their own.
+				// were removed in 64a6de2), is retried as a buyer's page
+				// retries it, the same buyer (a join is idempotent); its
+				// latency runs to the last answer, and the retries stay a
+				// row of their own, so a return shows.
 				for try := 0; err == nil && status == http.StatusServiceUnavailable && try < joinRetries; try++ {
 					retried.Add(1)
 					time.Sleep(time.Second)

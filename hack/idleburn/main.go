@@ -33,7 +33,7 @@ func main() {
 		if rest := *period - *busy; rest > 0 {
 			time.Sleep(rest)
 		}
-		if x == 0 { // never true; keeps the loop from being optimized away
+		if x == 0 { // practically never true; keeps the loop from being optimized away
 			fmt.Println(x)
 		}
 	}
