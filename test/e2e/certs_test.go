@@ -176,7 +176,7 @@ func TestCARotationMidStormRestartsNoDatastore(t *testing.T) {
 	})
 	t.Logf("TIMING: the datastores served the new CA's certificate %.0fs after %s-ca was deleted", time.Since(rotated).Seconds(), name)
 	time.AfterFunc(5*time.Second, cancel)
-	answers := st.wait()
+	answers := st.wait(t)
 	t.Logf("answers during the rotation: %v", answers)
 
 	after, err := datastorePods(t.Context(), ns, name)

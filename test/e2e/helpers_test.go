@@ -508,7 +508,11 @@ func runLoad(t *testing.T, cfg loadtest.Config, onProgress func(loadtest.Snapsho
 type storm struct {
 	mu     sync.Mutex
 	counts map[string]int
-	wg     sync.WaitGroup
+	// unavailable is how long each "503 unavailable" answer took: at
+	// about a bound (checkout.Timeout, the seat store's pipeline bound)
+	// it is the node's overload, well under any bound it is not.
+	unavailable []time.Duration
+	wg          sync.WaitGroup
 }
 
 // startStorm starts workers buyers on b's sale of seats seats. A buyer
@@ -522,6 +526,7 @@ func startStorm(ctx context.Context, b *buyer, seats, workers int) *storm {
 	for w := range workers {
 		st.wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
+				sent := time.Now()
 				code, header, body, err := b.doHeader(ctx, http.MethodPost, fmt.Sprintf("/v1/tickets/%d/purchase", rand.IntN(seats)+1),
 					fmt.Sprintf(`{"buyerId":"b%d-%d"}`, w, i))
 				if ctx.Err() != nil {
@@ -535,6 +540,9 @@ func startStorm(ctx context.Context, b *buyer, seats, workers int) *storm {
 				}
 				st.mu.Lock()
 				st.counts[key]++
+				if key == overloaded {
+					st.unavailable = append(st.unavailable, time.Since(sent).Round(time.Millisecond))
+				}
 				st.mu.Unlock()
 				if code == http.StatusServiceUnavailable {
 					select {
@@ -569,15 +577,26 @@ func (st *storm) answers() map[string]int {
 	return maps.Clone(st.counts)
 }
 
-// wait waits for the buyers to stop (their context ended) and returns the counts.
-func (st *storm) wait() map[string]int {
+// wait waits for the buyers to stop (their context ended) and returns the
+// counts, logging how long each "503 unavailable" took.
+func (st *storm) wait(t *testing.T) map[string]int {
+	t.Helper()
 	st.wg.Wait()
+	if len(st.unavailable) > 0 {
+		t.Logf("%q answers took %v", overloaded, st.unavailable)
+	}
 	return st.answers()
 }
 
+// overloaded is the answer of a purchase that outlasted its bound.
+var overloaded = fmt.Sprintf("%d unavailable", http.StatusServiceUnavailable)
+
 // checkAnswers fails t for every kind of answer that is not allowed, but
 // tolerates (and logs) "503 unavailable" in at most one answer in every
-// oneIn: a purchase that outlasts its bound on the loaded 2-core node.
+// oneIn, rounded up: a purchase that outlasts its bound on the loaded
+// 2-core node. Rounded up, because one such answer can come in any storm,
+// however short (seen: 1 of 127 answers while two other scenarios
+// provisioned their sales); two in a short storm still fail.
 func checkAnswers(t *testing.T, answers map[string]int, allowed map[string]bool, oneIn int) {
 	t.Helper()
 	total := 0
@@ -589,14 +608,13 @@ func checkAnswers(t *testing.T, answers map[string]int, allowed map[string]bool,
 		kinds = append(kinds, strconv.Quote(k))
 	}
 	slices.Sort(kinds)
-	overloaded := fmt.Sprintf("%d unavailable", http.StatusServiceUnavailable)
 	for k, n := range answers {
 		switch {
 		case allowed[k]:
-		case k == overloaded && n*oneIn <= total:
+		case k == overloaded && n <= (total+oneIn-1)/oneIn:
 			t.Logf("tolerated: %d × %q of %d answers (overload of the node)", n, k, total)
 		default:
-			t.Errorf("expected only %s (and 503 unavailable in at most 1 answer in %d), got %d × %q of %d answers", strings.Join(kinds, ", "), oneIn, n, k, total)
+			t.Errorf("expected only %s (and 503 unavailable in at most 1 answer in %d, rounded up), got %d × %q of %d answers", strings.Join(kinds, ", "), oneIn, n, k, total)
 		}
 	}
 }

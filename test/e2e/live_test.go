@@ -63,15 +63,17 @@ func TestPausingMidStormRestartsNoPodAndBuyersSeeSalePaused(t *testing.T) {
 	mustKubectl(t, nil, "-n", ns, "patch", "flashsale", name, "--type", "merge", "-p", `{"spec":{"paused":true}}`)
 	paused := time.Now()
 	time.AfterFunc(8*time.Second, cancel)
-	answers := st.wait()
+	answers := st.wait(t)
 	t.Logf("answers (paused %.1fs into the storm, which went on for 8s): %v", paused.Sub(stormStart).Seconds(), answers)
 
 	allowed := map[string]bool{"201 ": true, "409 ticket_locked": true, "409 ticket_sold": true,
 		fmt.Sprintf("%d sale_paused", http.StatusServiceUnavailable): true}
-	// On the one 2-core node, with other scenarios' storms running beside
-	// this one, a purchase now and then outlasts its bound and answers 503
-	// unavailable (seen: 2 of 2,070). That is load, not the pause: a few are
-	// tolerated, and logged.
+	// On the one 2-core node, with other scenarios provisioning their sales
+	// beside this storm, a purchase now and then outlasts its bound and
+	// answers 503 unavailable (seen: 2 of 2,070 answers; 1 of 127 when
+	// purchases took a second each). That is load, not the pause, which
+	// pods answer from memory: a few are tolerated, and logged with how
+	// long they took.
 	checkAnswers(t, answers, allowed, 200)
 	if answers["503 sale_paused"] == 0 {
 		t.Errorf("expected 503 sale_paused in the %.1fs of storm after the pause: %v", time.Since(paused).Seconds(), answers)

@@ -86,7 +86,7 @@ func TestOperatorUpgradeMidStormReplacesNoDatastore(t *testing.T) {
 		t.Logf("DatastoreUpdatePending: %s", c.Message)
 	}
 	time.AfterFunc(5*time.Second, cancel)
-	answers := st.wait()
+	answers := st.wait(t)
 	t.Logf("answers during the upgrade: %v", answers)
 
 	after, err := datastorePods(t.Context(), ns, name)
