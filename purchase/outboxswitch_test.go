@@ -111,6 +111,17 @@ func TestOutboxSwitch_TwoPodsDisagree_EndsOn_OffOnlyAfterTheDelay(t *testing.T) 
 	if err := os.WriteFile(none, []byte(`{"webhooks":[]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Pod a sets the switch from its deliverer, which starts after its
+	// /healthz answers; before its first stamp the switch is the
+	// migration's (on, never stamped), which pod b would rightly turn off
+	// (seen once in CI, with the packages' tests loading both cores).
+	testservers.Eventually(t, 10*time.Second, 10*time.Millisecond, "pod a's first stamp", testservers.Holds(func() bool {
+		var stamped bool
+		if err := h.DB.QueryRow(context.Background(), `SELECT webhook_seen_at IS NOT NULL FROM outbox_switch`).Scan(&stamped); err != nil {
+			t.Fatal(err)
+		}
+		return stamped
+	}))
 	b := h.Run(func(c *purchase.Config) { c.PodName = "pod-b"; c.Delivery.File = none }, nil)
 	if b.Svc.Delivery.Webhooks() != 0 || h.Pods[0].Svc.Delivery.Webhooks() != 1 {
 		t.Fatal("pod b must list no webhook and pod a one")
