@@ -63,6 +63,7 @@ func newPurchaseCommand() *cobra.Command {
 	f.StringVar(&cfg.RedisURL, "redis-url", "", "redis://user:password@host:port/0 (rediss:// for TLS) of the sale's Redis (this or --redis-addr)")
 	f.StringVar(&cfg.RedisAddr, "redis-addr", "", "host:port of a password-less Redis (this or --redis-url)")
 	f.StringVar(&cfg.RedisCAFile, "redis-ca-file", "", "PEM file of the CA of a rediss:// server (default: system roots)")
+	f.StringVar(&cfg.RedisScheme, "redis-scheme", "", "redis or rediss: the scheme --redis-url must have, or exit (the operator sets it; default: either)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "postgres:// URL of the sale's database (required; sslmode, sslrootcert honoured)")
 	f.StringVar(&cfg.DatabaseSchema, "database-schema", "", "PostgreSQL schema of the sale's tables, created by the migrations (default: the database's own; set it when sales share a database)")
 	f.StringVar(&cfg.SaleSecret, "sale-secret", "", "secret (required, 32+ bytes; the operator sets it from the sale's Secret) keying, each under its own derived key, order and hold ids derived from Idempotency-Keys and the waiting room's queue ids and passes")

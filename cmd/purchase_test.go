@@ -37,6 +37,8 @@ func TestPurchaseCommand_BadValues_OneLineErrorNamingTheFlag(t *testing.T) {
 		{"no redis", nil, []string{"purchase", "--sale", "s", "--tickets", "10", "--database-url", "postgres://db"}, "--redis-url"},
 		{"both redis url and address", map[string]string{"FLUX_ORDER_REDIS_URL": "redis://u:p@r:6379/0"}, valid, "--redis-url"},
 		{"ca file without rediss", nil, []string{"purchase", "--sale", "s", "--tickets", "10", "--redis-url", "redis://r:1/0", "--redis-ca-file", "/ca.crt", "--database-url", "postgres://db"}, "--redis-ca-file"},
+		{"a scheme the url has not", map[string]string{"FLUX_ORDER_REDIS_SCHEME": "rediss"}, []string{"purchase", "--sale", "s", "--tickets", "10", "--redis-url", "redis://u:secret@r:1/0", "--database-url", "postgres://db"}, "--redis-url"},
+		{"an unknown scheme", nil, append(valid, "--redis-scheme", "tls"), "--redis-scheme"},
 		{"negative admission rate", nil, append(valid, "--admit-per-second=-1"), "--admit-per-second"},
 		{"an issuer without an audience", nil, append(valid, "--buyer-jwt-issuer", "https://id.example.com/", "--buyer-jwks-file", "/jwks.json"), "--buyer-jwt-audience"},
 		{"an issuer without keys", nil, append(valid, "--buyer-jwt-issuer", "https://id.example.com/", "--buyer-jwt-audience", "sale"), "--buyer-jwks-file"},

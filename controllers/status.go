@@ -46,6 +46,31 @@ func workloadCheck(external bool, exists bool, ready int32, what string) check {
 	return check{true, "Ready", what + " is ready"}
 }
 
+// rolledOut says whether every pod of dep runs its current template, as
+// `kubectl rollout status` decides: the generation observed, every wanted
+// replica updated and available, no old one left.
+func rolledOut(dep *appsv1.Deployment) bool {
+	if dep.Status.ObservedGeneration < dep.Generation {
+		return false
+	}
+	s, want := dep.Status, ptr.Deref(dep.Spec.Replicas, 1)
+	return s.UpdatedReplicas >= want && s.Replicas == s.UpdatedReplicas && s.AvailableReplicas >= s.UpdatedReplicas
+}
+
+// settled is c, except that a sale still provisioning waits for dep's
+// rollout: a spec changed while it provisions (redis.tls, say) must not
+// put the sale on sale with pods of the template before, which the
+// Secrets they read at start may no longer fit (seen: a pod of the plain
+// template got the new rediss:// URL without the CA to check it, stayed
+// ready, and answered its buyers 503). Once provisioned, a rollout is
+// routine: ready pods keep the sale on sale.
+func settled(sale *salesv1alpha1.FlashSale, c check, dep *appsv1.Deployment, what string) check {
+	if !c.ready || dep == nil || provisioned(sale) || rolledOut(dep) {
+		return c
+	}
+	return check{false, "RollingOut", what + " is rolling out its current pod template"}
+}
+
 // computeStatus derives every operator-owned status field from the sale,
 // what was observed and the clock. It keeps the pods' fields (sold,
 // available, lastReportTime) as they are: they are not the operator's.
@@ -76,12 +101,12 @@ func computeStatus(sale *salesv1alpha1.FlashSale, obs observed, failures []error
 		st.ReadyReplicas = purchaseReady
 	}
 	hibernating, why := hibernation(sale, now)
-	redis := workloadCheck(sale.Spec.Redis.External != nil, obs.redis != nil, redisReady, "Redis")
+	redis := settled(sale, workloadCheck(sale.Spec.Redis.External != nil, obs.redis != nil, redisReady, "Redis"), obs.redis, "Redis")
 	if hibernating && sale.Spec.Redis.External == nil {
 		redis = check{true, "Hibernating", "Redis is scaled to 0 while the sale hibernates"}
 	}
 	pg := workloadCheck(sale.Spec.Postgres.External != nil, obs.postgres != nil, pgReady, "PostgreSQL")
-	api := workloadCheck(false, obs.purchase != nil, purchaseReady, "the purchase API")
+	api := settled(sale, workloadCheck(false, obs.purchase != nil, purchaseReady, "the purchase API"), obs.purchase, "the purchase API")
 
 	// A purchase pod becomes ready only after migrating and seeding its
 	// inventory; the pods' report tells whether the database holds every

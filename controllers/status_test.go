@@ -57,9 +57,54 @@ func TestNextBoundary_RequeuesAtStartThenEnd(t *testing.T) {
 	}
 }
 
+// rolledOutDeployment is a Deployment of one replica whose rollout is
+// complete.
+func rolledOutDeployment() *appsv1.Deployment {
+	return &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 1, AvailableReplicas: 1}}
+}
+
+// A spec change while the sale provisions rolls its Deployments: the sale
+// stays Provisioning until no pod of the template before is left, even
+// with ready pods; once provisioned, a rollout keeps it on sale.
+func TestComputeStatus_ProvisioningWaitsForTheRollout_ALiveSaleDoesNot(t *testing.T) {
+	rolling := rolledOutDeployment()
+	rolling.Generation, rolling.Status.ObservedGeneration = 2, 2
+	rolling.Spec.Replicas = ptr.To[int32](2)
+	// One pod of the new template ready, two of the old one still running.
+	rolling.Status = appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 1, ReadyReplicas: 3, AvailableReplicas: 3}
+	notObserved := rolledOutDeployment()
+	notObserved.Generation, notObserved.Status.ObservedGeneration = 3, 2
+	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 10}}
+	for _, tc := range []struct {
+		name         string
+		redis, purch *appsv1.Deployment
+		condition    string
+	}{
+		{"the purchase pods roll", rolledOutDeployment(), rolling, salesv1alpha1.ConditionPurchaseAPIReady},
+		{"Redis rolls", rolling, rolledOutDeployment(), salesv1alpha1.ConditionRedisReady},
+		{"a new generation not yet observed", rolledOutDeployment(), notObserved, salesv1alpha1.ConditionPurchaseAPIReady},
+	} {
+		obs := observed{redis: tc.redis, purchase: tc.purch, postgres: &appsv1.StatefulSet{Status: appsv1.StatefulSetStatus{ReadyReplicas: 1}}}
+		sale.Status.Phase = salesv1alpha1.PhaseProvisioning
+		st := computeStatus(sale, obs, nil, time.Now())
+		c := meta.FindStatusCondition(st.Conditions, tc.condition)
+		if st.Phase != salesv1alpha1.PhaseProvisioning || c.Status != metav1.ConditionFalse || c.Reason != "RollingOut" {
+			t.Errorf("%s while provisioning: phase %s, %s %+v; want Provisioning, False/RollingOut", tc.name, st.Phase, tc.condition, c)
+		}
+		sale.Status.Phase = salesv1alpha1.PhaseOnSale
+		if st := computeStatus(sale, obs, nil, time.Now()); st.Phase != salesv1alpha1.PhaseOnSale {
+			t.Errorf("%s on a live sale: phase %s, want OnSale", tc.name, st.Phase)
+		}
+	}
+	sale.Status.Phase = salesv1alpha1.PhaseProvisioning
+	done := observed{redis: rolledOutDeployment(), purchase: rolledOutDeployment(), postgres: &appsv1.StatefulSet{Status: appsv1.StatefulSetStatus{ReadyReplicas: 1}}}
+	if st := computeStatus(sale, done, nil, time.Now()); st.Phase != salesv1alpha1.PhaseOnSale {
+		t.Errorf("every rollout done: phase %s, want OnSale", st.Phase)
+	}
+}
+
 func TestComputeStatus_GrowthKeepsOnSale_SeededWhenThePodsReportIt(t *testing.T) {
-	ready := func(d *appsv1.Deployment) *appsv1.Deployment { d.Status.ReadyReplicas = 1; return d }
-	obs := observed{redis: ready(&appsv1.Deployment{}), purchase: ready(&appsv1.Deployment{}),
+	obs := observed{redis: rolledOutDeployment(), purchase: rolledOutDeployment(),
 		postgres: &appsv1.StatefulSet{Status: appsv1.StatefulSetStatus{ReadyReplicas: 1}}}
 	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 20}, Status: salesv1alpha1.FlashSaleStatus{
 		Phase: salesv1alpha1.PhaseOnSale, Sold: ptr.To[int64](4), Available: ptr.To[int64](6)}}
@@ -88,8 +133,7 @@ func TestComputeStatus_GrowthKeepsOnSale_SeededWhenThePodsReportIt(t *testing.T)
 }
 
 func TestComputeStatus_StoredInventoryLargerThanSpec_DegradedSayingWhy(t *testing.T) {
-	ready := func(d *appsv1.Deployment) *appsv1.Deployment { d.Status.ReadyReplicas = 1; return d }
-	obs := observed{redis: ready(&appsv1.Deployment{}), purchase: ready(&appsv1.Deployment{}),
+	obs := observed{redis: rolledOutDeployment(), purchase: rolledOutDeployment(),
 		postgres: &appsv1.StatefulSet{Status: appsv1.StatefulSetStatus{ReadyReplicas: 1}}}
 	// Re-created with 100 tickets over a database of 500 seats, 40 sold.
 	sale := &salesv1alpha1.FlashSale{Spec: salesv1alpha1.FlashSaleSpec{Tickets: 100}, Status: salesv1alpha1.FlashSaleStatus{

@@ -11,7 +11,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	salesv1alpha1 "github.com/flux-order/flux-order/api/v1alpha1"
@@ -282,9 +281,5 @@ func (r *FlashSaleReconciler) purchasePodsTrust(ctx context.Context, sale *sales
 	if err != nil {
 		return false, err
 	}
-	if dep.Spec.Template.Annotations[TrustAnnotation] != trust || dep.Status.ObservedGeneration < dep.Generation {
-		return false, nil
-	}
-	s, want := dep.Status, ptr.Deref(dep.Spec.Replicas, 1)
-	return s.UpdatedReplicas >= want && s.Replicas == s.UpdatedReplicas && s.AvailableReplicas >= s.UpdatedReplicas, nil
+	return dep.Spec.Template.Annotations[TrustAnnotation] == trust && rolledOut(dep), nil
 }

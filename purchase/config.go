@@ -27,6 +27,14 @@ type Config struct {
 	// RedisCAFile is a PEM file of the CA that signed a rediss:// server's
 	// certificate (empty: the system roots).
 	RedisCAFile string
+	// RedisScheme, when set ("redis" or "rediss"), is the scheme RedisURL
+	// must have: the operator writes it into the pod template beside the
+	// CA file, while the URL comes from a Secret that moves with
+	// spec.redis.tls. A pod of the template before such a change, started
+	// after it, would otherwise get a rediss:// URL without the CA to check
+	// it, stay ready, and answer every purchase 503; it exits instead, and
+	// the pods of the current template replace it.
+	RedisScheme string
 	// DatabaseURL is a postgres:// URL; its TLS settings (sslmode,
 	// sslrootcert) are pgx's, used as given.
 	DatabaseURL string
@@ -158,6 +166,11 @@ func (c *Config) Validate() error {
 		return bad("redis-url", "and --redis-addr are exclusive: give one")
 	case c.RedisCAFile != "" && !strings.HasPrefix(c.RedisURL, "rediss://"):
 		return bad("redis-ca-file", "needs a rediss:// --redis-url")
+	case c.RedisScheme != "" && c.RedisScheme != "redis" && c.RedisScheme != "rediss":
+		return bad("redis-scheme", "must be redis, rediss or empty, got %q", c.RedisScheme)
+	case c.RedisScheme != "" && !strings.HasPrefix(c.RedisURL, c.RedisScheme+"://"):
+		// Never the URL itself: it holds the ACL user's password.
+		return bad("redis-url", "is not %s:// as --redis-scheme says: the sale's spec.redis.tls changed after this pod's template was made, and a pod of the current template replaces it", c.RedisScheme)
 	case c.DatabaseURL == "":
 		return bad("database-url", "is required (postgres://user:password@host:port/db)")
 	case c.Listen == "":

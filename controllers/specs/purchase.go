@@ -81,8 +81,12 @@ func redisEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
 	ext := s.Spec.Redis.External
 	switch {
 	case ext == nil:
-		env := []corev1.EnvVar{secretEnv("FLUX_ORDER_REDIS_URL", secretRef(RedisName(s), SecretKeyURL))}
+		// The URL's Secret moves with spec.redis.tls; the scheme pins it to
+		// this template (purchase.Config.RedisScheme).
+		env := []corev1.EnvVar{secretEnv("FLUX_ORDER_REDIS_URL", secretRef(RedisName(s), SecretKeyURL)),
+			{Name: "FLUX_ORDER_REDIS_SCHEME", Value: "redis"}}
 		if s.Spec.Redis.TLS {
+			env[1].Value = "rediss"
 			env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_REDIS_CA_FILE", Value: CAFile})
 		}
 		return env
