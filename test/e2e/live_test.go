@@ -71,10 +71,11 @@ func TestPausingMidStormRestartsNoPodAndBuyersSeeSalePaused(t *testing.T) {
 	// On the one 2-core node, with other scenarios provisioning their sales
 	// beside this storm, a purchase now and then outlasts its bound and
 	// answers 503 unavailable (seen: 2 of 2,070 answers; 1 of 127 when
-	// purchases took a second each). That is load, not the pause, which
-	// pods answer from memory: a few are tolerated, and logged with how
-	// long they took.
-	checkAnswers(t, answers, allowed, 200)
+	// purchases took a second each; 2 of 124 together, 2.59 s each: one
+	// stall of a pod's Redis pipeline). That is load, not the pause, which
+	// pods answer from memory: a few stalls are tolerated, and each answer
+	// is logged with how long it took.
+	st.check(t, answers, allowed, 200)
 	if answers["503 sale_paused"] == 0 {
 		t.Errorf("expected 503 sale_paused in the %.1fs of storm after the pause: %v", time.Since(paused).Seconds(), answers)
 	}

@@ -27,7 +27,7 @@ import (
 // replaced nor restarted (the new operator's datastore templates wait:
 // DatastoreUpdatePending), its purchase pods keep the sale's pinned image
 // (any roll of them is one at a time), and buyers see 201 and 409, with 503
-// unavailable in at most 1 answer in 100.
+// unavailable from at most 1 stall in 100 answers.
 //
 // Serial (no t.Parallel): it swaps the operator every other test uses, and
 // the parallel tests start only once it has put the new one back.
@@ -93,7 +93,7 @@ func TestOperatorUpgradeMidStormReplacesNoDatastore(t *testing.T) {
 	if err != nil || fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("expected the same Redis and PostgreSQL pods, never restarted: %v -> %v (%v)", before, after, err)
 	}
-	checkAnswers(t, answers, map[string]bool{"201 ": true, "409 ticket_locked": true, "409 ticket_sold": true}, 100)
+	st.check(t, answers, map[string]bool{"201 ": true, "409 ticket_locked": true, "409 ticket_sold": true}, 100)
 }
 
 // deployRelease runs `make deploy` without rebuilding (DEPLOY_LOAD=): the
