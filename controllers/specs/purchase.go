@@ -83,10 +83,13 @@ func redisEnv(s *salesv1alpha1.FlashSale) []corev1.EnvVar {
 	case ext == nil:
 		// The URL's Secret moves with spec.redis.tls; the scheme pins it to
 		// this template (purchase.Config.RedisScheme).
-		env := []corev1.EnvVar{secretEnv("FLUX_ORDER_REDIS_URL", secretRef(RedisName(s), SecretKeyURL)),
-			{Name: "FLUX_ORDER_REDIS_SCHEME", Value: "redis"}}
+		scheme := "redis"
 		if s.Spec.Redis.TLS {
-			env[1].Value = "rediss"
+			scheme = "rediss"
+		}
+		env := []corev1.EnvVar{secretEnv("FLUX_ORDER_REDIS_URL", secretRef(RedisName(s), SecretKeyURL)),
+			{Name: "FLUX_ORDER_REDIS_SCHEME", Value: scheme}}
+		if s.Spec.Redis.TLS {
 			env = append(env, corev1.EnvVar{Name: "FLUX_ORDER_REDIS_CA_FILE", Value: CAFile})
 		}
 		return env

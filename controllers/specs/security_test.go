@@ -87,6 +87,13 @@ func TestPurchaseDeployment_NoLiteralCredentials_OnlyItsOwnSecrets(t *testing.T)
 	if e := env(PurchaseDeployment(variants["managed redis TLS"], opts).Spec.Template.Spec.Containers[0]); e["FLUX_ORDER_REDIS_CA_FILE"].Value != CAFile {
 		t.Errorf("managed TLS redis CA file %q", e["FLUX_ORDER_REDIS_CA_FILE"].Value)
 	}
+	// The managed URL's Secret moves with spec.redis.tls: each template
+	// pins the scheme it was made for; an external URL is the user's.
+	for name, want := range map[string]string{"managed": "redis", "managed redis TLS": "rediss", "external URLs": ""} {
+		if got := env(PurchaseDeployment(variants[name], opts).Spec.Template.Spec.Containers[0])["FLUX_ORDER_REDIS_SCHEME"].Value; got != want {
+			t.Errorf("%s: FLUX_ORDER_REDIS_SCHEME %q, want %q", name, got, want)
+		}
+	}
 }
 
 func TestRedisSecret_DefaultUserOff_PurchaseUserOnlyItsKeysAndCommands(t *testing.T) {

@@ -600,8 +600,9 @@ type answered struct {
 
 // stalls counts the storm's "503 unavailable" answers as the stalls that
 // caused them: answers that came within a second of the one before are
-// one stall. One stall of the pod's Redis pipeline fails every purchase
-// it carries at once (seen: 2 answers of 2.59 s each, together).
+// one stall. One stall fails every purchase waiting on it at once (seen:
+// 2 answers of 2.59 s each, together, both waiting on one PostgreSQL
+// connection whose handshake outlasted connect_timeout).
 func (st *storm) stalls() int {
 	st.mu.Lock()
 	defer st.mu.Unlock()

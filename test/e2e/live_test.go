@@ -72,7 +72,7 @@ func TestPausingMidStormRestartsNoPodAndBuyersSeeSalePaused(t *testing.T) {
 	// beside this storm, a purchase now and then outlasts its bound and
 	// answers 503 unavailable (seen: 2 of 2,070 answers; 1 of 127 when
 	// purchases took a second each; 2 of 124 together, 2.59 s each: one
-	// stall of a pod's Redis pipeline). That is load, not the pause, which
+	// slow PostgreSQL connect). That is load, not the pause, which
 	// pods answer from memory: a few stalls are tolerated, and each answer
 	// is logged with how long it took.
 	st.check(t, answers, allowed, 200)
